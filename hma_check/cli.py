@@ -1,0 +1,73 @@
+"""The hma-check command line: wiring only. Each subcommand lives in hma_check/commands/ and is imported on use,
+so ``hma-check --help`` never pays for msgraph-sdk, pypsrp or Jinja2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from hma_check import __version__
+
+# name -> (module, attribute, one-line help shown by --help without importing the module)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "report": ("hma_check.commands.report", "report", "Evaluate an evidence file and write the readiness report."),
+    "checks": ("hma_check.commands.checks", "checks", "List, validate and explain checks."),
+}
+
+EPILOG = """\b
+Examples:
+  hma-check demo --out out/demo                       scan the built-in lab and write the report
+  hma-check scan --config scan.yaml --out out/run1    scan a real organisation (read-only)
+  hma-check report --evidence out/run1/evidence.json --out out/rerun
+  hma-check checks list
+  hma-check checks explain HMA-VDIR-001
+
+\b
+Exit codes: 0 READY, 1 NOT_READY, 2 usage or configuration error, 3 INCOMPLETE,
+            4 nothing could be collected or an internal failure.
+"""
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when they run (or when their own --help is asked for)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hma-check")
+def cli() -> None:
+    """Is this Exchange organisation ready for Hybrid Modern Authentication?
+
+    hma-check collects facts read-only (Exchange remote PowerShell, server OS over WinRM, Microsoft Graph,
+    anonymous HTTPS probes, or Export-Clixml files), evaluates the checks in checks.yaml and writes a readiness
+    report with evidence and ordered enable and rollback runbooks. It never changes anything.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hma_check.errors import InputError
+
+    try:
+        cli.main(args=argv, prog_name="hma-check", standalone_mode=True)
+    except InputError as exc:  # raised outside a command's own handling
+        click.echo(f"hma-check: error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

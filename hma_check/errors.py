@@ -1,0 +1,51 @@
+"""The exception hierarchy; every message is one line that names the file and the position.
+
+    HmaCheckError
+     └── InputError              bad input from the user: the CLI prints it and exits 2
+          ├── EvidenceError      evidence.json malformed, truncated, too new or hostile
+          ├── ChecksError        a checks file fails validation (unknown key, bad expression, duplicate id...)
+          ├── ExemptionsError    an exemptions file fails validation
+          └── ConfigError        a scan configuration file fails validation
+"""
+
+from __future__ import annotations
+
+
+class HmaCheckError(Exception):
+    """Base of every error hma-check raises on purpose."""
+
+
+class InputError(HmaCheckError):
+    """A file or option given by the user is not acceptable. ``str(err)`` is the whole, one-line explanation."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        # One line, always: a hostile value must not be able to forge extra output lines.
+        super().__init__(one_line(where + message))
+
+
+class EvidenceError(InputError):
+    pass
+
+
+class ChecksError(InputError):
+    pass
+
+
+class ExemptionsError(InputError):
+    pass
+
+
+class ConfigError(InputError):
+    pass
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+    """Collapse control characters so a message stays on one line, and bound its length."""
+    flat = "".join(ch if ch.isprintable() else " " for ch in text)
+    flat = " ".join(flat.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

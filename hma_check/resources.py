@@ -1,0 +1,23 @@
+"""Locate the shipped checks.yaml and templates/, in a source checkout or inside an installed wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _first_existing(*candidates: Path) -> Path:
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"not found in the package or the source tree: {candidates[0].name}")
+
+
+def checks_file() -> Path:
+    """The shipped catalogue: hma_check/checks.yaml in a wheel, ./checks.yaml in a checkout."""
+    return _first_existing(_PACKAGE_DIR / "checks.yaml", _PACKAGE_DIR.parent / "checks.yaml")
+
+
+def templates_dir() -> Path:
+    return _first_existing(_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates")
