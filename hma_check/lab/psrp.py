@@ -52,6 +52,7 @@ class Invocation:
     commands: list[CommandCall]
     write_output: Callable[[Any], None]
     write_error: Callable[[ErrorRecord], None]
+    write_warning: Callable[[str], None]
     break_pool: Callable[[str], None]
     stop_event: threading.Event
 
@@ -290,6 +291,7 @@ class Shell:
         invocation = Invocation(user=self.user, configuration=self.configuration.name, commands=commands,
                                 write_output=lambda obj: self._write(run, obj, PSRPMessageType.PipelineOutput),
                                 write_error=lambda rec: self._write(run, rec, PSRPMessageType.ErrorRecord),
+                                write_warning=lambda text: self._warn(run, text),
                                 break_pool=self.break_pool, stop_event=run.stop_event)
         outcome: tuple[str, ErrorRecord | None]
         try:
@@ -326,6 +328,12 @@ class Shell:
                 raise Stopped()
             run.pipe.prepare_message(value, message_type=message_type)
             self._pump()
+
+    def _warn(self, run: _Run, text: str) -> None:
+        with self.cond:
+            if not (run.stop_event.is_set() or self.broken_reason is not None or self.closed):
+                run.pipe.write_warning(text)
+                self._pump()
 
     def _stop_pipe(self, run: _Run) -> None:
         if run.pipe.state == PSInvocationState.NotStarted:

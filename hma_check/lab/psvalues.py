@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any, Iterable
 
-from psrpcore.types import PSBool, PSGuid, PSInt, PSInt64, PSList, PSNoteProperty, PSObject, PSString, PSUri
+from psrpcore.types import PSBool, PSByteArray, PSGuid, PSInt, PSInt64, PSList, PSNoteProperty, PSObject, PSString, PSUri
 
 # Remote sessions serialise Exchange objects at depth 1: every property is written at depth 0, so complex values
 # (ADObjectId, enums, ServerVersion, ExchangeObjectVersion) arrive as their ToString() in <S>, while containers keep
@@ -62,8 +63,10 @@ def ps_value(value: Any) -> Any:
         return PSInt(value) if -2**31 <= value < 2**31 else PSInt64(value)
     if isinstance(value, datetime):
         return value
-    if isinstance(value, PSGuid):
-        return value
+    if isinstance(value, uuid.UUID):
+        return PSGuid(str(value))
+    if isinstance(value, (bytes, bytearray)):
+        return PSByteArray(bytes(value))
     return PSString(str(value))
 
 
@@ -77,6 +80,3 @@ def ex_object(type_names: list[str], to_string: str | None, properties: dict[str
         obj.PSObject.adapted_properties.append(PSNoteProperty(name, ps_value(value)))
     return obj
 
-
-def guid(value: str) -> PSGuid:
-    return PSGuid(value)
