@@ -24,6 +24,7 @@ class YamlDoc:
     source: str
     error_class: type[InputError] = InputError
     lines: dict[Where, int] = field(default_factory=dict)
+    files: dict[Where, str] = field(default_factory=dict)   # where a merged document took a value from another file
 
     def line(self, where: Where) -> int | None:
         while True:
@@ -33,9 +34,55 @@ class YamlDoc:
                 return None
             where = where[:-1]
 
+    def file(self, where: Where) -> str:
+        while True:
+            if where in self.files:
+                return self.files[where]
+            if not where:
+                return self.source
+            where = where[:-1]
+
     def error(self, where: Where, message: str) -> InputError:
         label = dotted(where)
-        return self.error_class(f"{label}: {message}" if label else message, path=self.source, line=self.line(where))
+        return self.error_class(f"{label}: {message}" if label else message, path=self.file(where),
+                                line=self.line(where))
+
+
+def merge_docs(base: YamlDoc, child: YamlDoc) -> YamlDoc:
+    """``child`` laid over ``base``: mappings merge key by key, anything else (lists too) replaces.
+
+    Positions follow the value: an error in an inherited value names the base file and its line.
+    """
+    merged = YamlDoc(data=None, source=child.source, error_class=child.error_class)
+
+    def take(doc: YamlDoc, prefix: Where) -> None:
+        for where, line in doc.lines.items():
+            if where[:len(prefix)] == prefix:
+                merged.lines[where] = line
+                merged.files[where] = doc.file(where)
+
+    def merge(a: Any, b: Any, where: Where) -> Any:
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = dict(a)
+            for key, value in b.items():
+                if key in a:
+                    out[key] = merge(a[key], value, (*where, key))
+                else:
+                    out[key] = value
+                    take(child, (*where, key))
+            if where in child.lines:
+                merged.lines[where] = child.lines[where]
+                merged.files[where] = child.file(where)
+            return out
+        for key in [k for k in merged.lines if k[:len(where)] == where and k != where]:
+            del merged.lines[key]
+            merged.files.pop(key, None)
+        take(child, where)
+        return b
+
+    take(base, ())
+    merged.data = merge(base.data, child.data, ())
+    return merged
 
 
 def dotted(where: Where) -> str:

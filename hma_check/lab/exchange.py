@@ -19,7 +19,7 @@ from hma_check.lab import errors
 from hma_check.lab.certs import CertificateStore
 from hma_check.lab.exchange_types import IIS_DERIVED, KINDS, VDIR_CMDLETS
 from hma_check.lab.psrp import CommandCall, Invocation, Stopped
-from hma_check.lab.psvalues import MultiValued, Uri, ex_object
+from hma_check.lab.psvalues import MultiValued, Serialized, Uri, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 
 COMMON_PARAMETERS = ("ErrorAction", "WarningAction", "InformationAction", "ErrorVariable", "WarningVariable",
@@ -82,6 +82,7 @@ class ExchangeConfiguration:
         endpoint = next((s for s in scenario.servers if not s.is_edge), scenario.servers[0])
         self.endpoint_server = endpoint
         self.created = datetime(2021, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
+        self._serialized: dict[tuple[Any, ...], Serialized] = {}
         self.cmdlets: dict[str, _Cmdlet] = {}
         for cmdlet in self._cmdlet_table(endpoint):
             self.cmdlets[cmdlet.name.lower()] = cmdlet
@@ -344,10 +345,11 @@ class ExchangeConfiguration:
             if identity is not None and not fnmatch.fnmatch(f"{server.name}\\{name}".lower(), str(identity).lower()) \
                     and "\\" in str(identity):
                 continue
-            props = self._vdir_properties(kind, folder, server, ad_only)
-            out.append(self._object(kind, props))
-        if not out and (call.params.get("Server") or identity):
-            return [self._not_found(call, str(identity or call.params.get("Server")))]
+            out.append(self._cached(("vdir", kind, server.name, ad_only),
+                                    lambda: self._object(kind, self._vdir_properties(kind, folder, server, ad_only))))
+        if not out and identity is not None:
+            # A server without this directory simply has none; an Identity that matches nothing is "not found".
+            return [self._not_found(call, str(identity))]
         return out
 
     def _target_servers(self, call: _Call) -> list[ServerSpec] | errors.CmdletError:
@@ -376,15 +378,25 @@ class ExchangeConfiguration:
                     continue
                 # A remote session sends only RawData: the rest lives in Exchange's SerializationData blob, which a
                 # non-Windows client cannot read (exchange-objects.md, key finding 6).
-                out.append(ex_object(["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
-                                      "System.Security.Cryptography.X509Certificates.X509Certificate2",
-                                      "System.Security.Cryptography.X509Certificates.X509Certificate",
-                                      "System.Object"], issued.to_string(), {"RawData": issued.der}))
+                out.append(self._cached(("certificate", cert_id, server.name), lambda: ex_object(
+                    ["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
+                     "System.Security.Cryptography.X509Certificates.X509Certificate2",
+                     "System.Security.Cryptography.X509Certificates.X509Certificate", "System.Object"],
+                    issued.to_string(), {"RawData": issued.der})))
         if wanted and not out:
             return [self._not_found(call, wanted)]
         return out
 
     # ------------------------------------------------------------------------------------------ objects
+
+    def _cached(self, key: tuple[Any, ...], build: Callable[[], Serialized]) -> Serialized:
+        with self.lock:
+            found = self._serialized.get(key)
+        if found is None:
+            found = build()
+            with self.lock:
+                self._serialized[key] = found
+        return found
 
     def _object(self, kind: str, props: dict[str, Any], to_string: str | None = None) -> Any:
         spec = KINDS[kind]

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import psrpcore
+from psrpcore._payload import PSRPMessage, create_message
 from psrpcore.types import ErrorRecord, PSInvocationState, PSRPMessageType
 
 from hma_check.lab import errors
+from hma_check.lab.psvalues import Serialized
 
 # psrpcore fragments are packed whole into Receive responses; pypsrp's smallest envelope (150 KiB, base64) fits two.
 FRAGMENT_BYTES = 32 * 1024
@@ -80,7 +82,20 @@ class ShellGone(Exception):
 
 
 class _ServerPool(psrpcore.ServerRunspacePool):
-    """psrpcore reads ``event.ci`` case-sensitively; pypsrp sends ``<I64 N="CI">`` (real PowerShell does not care)."""
+    """psrpcore reads ``event.ci`` case-sensitively; pypsrp sends ``<I64 N="CI">`` (real PowerShell does not care).
+
+    It also takes objects serialised in advance (psvalues.Serialized): serialising every answer again was most of
+    the lab's CPU time with hundreds of servers.
+    """
+
+    def prepare_message(self, message: Any, message_type: Any = None, pipeline_id: Any = None,
+                        stream_type: Any = psrpcore.StreamType.default) -> None:
+        if not isinstance(message, Serialized):
+            super().prepare_message(message, message_type, pipeline_id, stream_type)
+            return
+        packed = create_message(False, message_type, bytes(message), self.runspace_pool_id, pipeline_id)
+        self._send_buffer.append(PSRPMessage(message_type, bytearray(packed), self.runspace_pool_id, pipeline_id,
+                                             self._fragment_counter, stream_type))
 
     @staticmethod
     def _fix_ci(event: Any) -> None:
@@ -265,12 +280,13 @@ class Shell:
         elif isinstance(event, psrpcore.GetAvailableRunspacesEvent):
             self.pool.runspace_availability_response(event.ci, max(self.pool.max_runspaces - self.busy_runspaces, 0))
 
-    def _pump(self) -> None:
+    def _pump(self, wake: bool = True) -> None:
         while (payload := self.pool.data_to_send(FRAGMENT_BYTES)) is not None:
             box = self.outboxes.get(payload.pipeline_id)
             if box is not None:
                 box.append(payload.data)
-        self.cond.notify_all()
+        if wake:
+            self.cond.notify_all()
 
     def _run(self, run: _Run, commands: list[CommandCall]) -> None:
         with self.cond:
@@ -327,7 +343,10 @@ class Shell:
             if run.stop_event.is_set() or self.broken_reason is not None or self.closed:
                 raise Stopped()
             run.pipe.prepare_message(value, message_type=message_type)
-            self._pump()
+            # Output is handed to a waiting Receive when a fragment fills or the pipeline ends, so a small answer
+            # and its final state travel in one response instead of two.
+            box = self.outboxes.get(run.pipe.pipeline_id)
+            self._pump(wake=bool(box) and len(box) > 1)
 
     def _warn(self, run: _Run, text: str) -> None:
         with self.cond:

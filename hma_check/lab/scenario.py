@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from hma_check.errors import InputError
 from hma_check.lab.exchange_types import KINDS, VDIR_KINDS, check_value
-from hma_check.yamlsource import Where, YamlDoc, load_yaml_file
+from hma_check.yamlsource import Where, YamlDoc, load_yaml_file, merge_docs
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 VERDICTS = ("READY", "NOT_READY", "INCOMPLETE")
@@ -134,8 +134,29 @@ def load_scenario(name: str) -> Scenario:
 
 
 def load_scenario_file(path: str | Path) -> Scenario:
+    return _Parser(_load_with_bases(Path(path), ())).parse()
+
+
+def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> YamlDoc:
+    """Read a scenario and, when it says ``extends: <shipped name or relative path>``, lay it over its base."""
     doc = load_yaml_file(path, ScenarioError)
-    return _Parser(doc).parse()
+    if not isinstance(doc.data, dict) or "extends" not in doc.data:
+        return doc
+    base_ref = doc.data.pop("extends")
+    if not isinstance(base_ref, str) or not base_ref.strip():
+        raise doc.error(("extends",), "must be the name of a shipped scenario or a path to a scenario file")
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", base_ref) and (SCENARIO_DIR / f"{base_ref}.yaml").is_file():
+        base_path = SCENARIO_DIR / f"{base_ref}.yaml"
+    else:
+        base_path = (path.parent / base_ref).resolve()
+        if not base_path.is_file():
+            raise doc.error(("extends",), f"no shipped scenario or file {base_ref!r}")
+    if base_path.resolve() in chain or len(chain) >= 8:
+        raise doc.error(("extends",), "scenarios extend each other in a loop")
+    base = _load_with_bases(base_path, (*chain, path.resolve()))
+    if not isinstance(base.data, dict):
+        raise base.error((), "must be a mapping")
+    return merge_docs(base, doc)
 
 
 @dataclass
