@@ -14,6 +14,8 @@ from hma_check import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("hma_check.commands.report", "report", "Evaluate an evidence file and write the readiness report."),
     "checks": ("hma_check.commands.checks", "checks", "List, validate and explain checks."),
+    "collector-script": ("hma_check.commands.collector_script", "collector_script",
+                         "Print the read-only PowerShell collection script for offline mode."),
     "import": ("hma_check.commands.import_", "import_", "Import the collection script's folder or zip (offline mode) and report."),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,8 @@ def clixml_document(objects: list[tuple[list[str], dict]], *, computer: str | No
             return f"<Nil{n} />"
         if isinstance(v, bool):
             return f"<B{n}>{'true' if v else 'false'}</B>"
+        if isinstance(v, datetime):
+            return f"<DT{n}>{v.isoformat()}</DT>"
         if isinstance(v, int):
             return f"<I32{n}>{v}</I32>"
         if isinstance(v, str):

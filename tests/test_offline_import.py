@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import zipfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -51,20 +52,23 @@ def script_folder(folder: Path) -> Path:
         directory.mkdir(parents=True)
     entries = []
 
-    def add(path: Path, source: str, command: str, server_name: str | None = None, status: str = "ok",
+    def add(path: Path | None, source: str, command: str, server_name: str | None = None, status: str = "ok",
             error: str | None = None) -> None:
-        entries.append({"file": path.relative_to(folder).as_posix() if status == "ok" else None, "source": source,
-                        "server": server_name, "command": command, "startedAt": "2026-03-02T10:00:01Z",
-                        "durationMs": 812, "status": status, "error": error})
+        # The keys Save-HmaClixml writes (test_collector_script checks the script still writes these).
+        entries.append({"file": path.relative_to(folder).as_posix() if path and status == "ok" else None,
+                        "source": source, "server": server_name, "command": command,
+                        "startedAt": "2026-03-02T10:00:01Z", "durationMs": 812, "status": status, "error": error,
+                        "count": 0 if path is None else 1})
 
     for name, source, command in [("GetExchangeServer.xml", "exchange.servers", "Get-ExchangeServer"),
                                   ("GetOrganizationConfig.xml", "exchange.organization_config", "Get-OrganizationConfig"),
-                                  ("GetAuthConfig.xml", "exchange.auth_config", "Get-AuthConfig"),
                                   ("GetPartnerApplication.xml", "exchange.partner_applications", "Get-PartnerApplication")]:
         shutil.copy(e19_dir() / "Exchange" / name, exchange / f"{command}.xml")
         add(exchange / f"{command}.xml", source, command)
     (exchange / "Get-HybridConfiguration.xml").write_bytes(utf16(clixml_document([])))  # the cmdlet returned nothing
     add(exchange / "Get-HybridConfiguration.xml", "exchange.hybrid_configuration", "Get-HybridConfiguration")
+    add(None, "exchange.intra_organization_connectors", "Get-IntraOrganizationConnector")  # nothing came back
+    add(None, "exchange.auth_config", "Get-AuthConfig")  # a single-object source cannot be empty: an error
     add(exchange / "Get-AuthServer.xml", "exchange.auth_servers", "Get-AuthServer", status="error",
         error="The term 'Get-AuthServer' is not recognized as the name of a cmdlet")
     for name, source, command in [
@@ -87,6 +91,16 @@ def script_folder(folder: Path) -> Path:
         [(["HmaCheck.TlsRegistry", "System.Management.Automation.PSCustomObject", "System.Object"], tls_registry())])))
     add(server / "TlsRegistry.xml", "os.tls_registry", "Get-ItemProperty HKLM:\\... (Invoke-Command -ComputerName 'Solo-E19A.Solo.com')",
         "SOLO-E19A")
+    records = [("OperatingSystem.xml", "os.operating_system", "HmaCheck.OperatingSystem",
+                {"Caption": "Microsoft Windows Server 2019 Datacenter", "Version": "10.0.17763", "BuildNumber": "17763"}),
+               ("AuthCertificate.xml", "os.auth_certificate", "HmaCheck.AuthCertificate",
+                {"Thumbprint": "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7", "InStore": True,
+                 "Subject": "CN=Microsoft Exchange Server Auth Certificate", "HasPrivateKey": True,
+                 "NotAfter": datetime(2024, 11, 6, 14, 47, 32, tzinfo=timezone(timedelta(hours=-8)))})]
+    for file, source, type_name, props in records:
+        (server / file).write_bytes(utf16(clixml_document(
+            [([type_name, "System.Management.Automation.PSCustomObject", "System.Object"], props)])))
+        add(server / file, source, f"{source} (Invoke-Command -ComputerName 'Solo-E19A.Solo.com')", "SOLO-E19A")
     (folder / "graph" / "exo_service_principal.json").write_text(json.dumps({
         "hmaCheckGraph": 1, "source": "graph.exo_service_principal", "tenantId": TENANT,
         "command": f"Get-MgServicePrincipal -Filter \"appId eq '{SP_ID}'\"", "status": "ok",
@@ -171,6 +185,8 @@ def test_script_output_with_manifest(tmp_path):
     assert sources["exchange.hybrid_configuration"].ok and sources["exchange.hybrid_configuration"].data is None
     failed = sources["exchange.auth_servers"]
     assert failed.status == "error" and "not recognized" in failed.error and failed.command.startswith("Get-AuthServer")
+    assert sources["exchange.intra_organization_connectors"].data == []
+    assert sources["exchange.auth_config"].status == "error" and "no object came back" in sources["exchange.auth_config"].error
     mapi, = sources["exchange.mapi_virtual_directories@SOLO-E19A"].data
     assert mapi["IISAuthenticationMethods"] == ["Ntlm", "OAuth", "Negotiate"]
     assert sources["os.tls_registry@SOLO-E19A"].data == tls_registry()
@@ -182,7 +198,11 @@ def test_script_output_with_manifest(tmp_path):
     assert sp.ok and sp.data["appId"] == SP_ID
     assert sources[f"graph.users@{TENANT}"].status == "error"
     assert sources[f"graph.domains@{TENANT}"].status == "skipped"
-    assert sources["os.operating_system@SOLO-E19A"].status == "skipped"
+    assert sources["os.operating_system@SOLO-E19A"].data["BuildNumber"] == "17763"
+    assert sources["os.auth_certificate@SOLO-E19A"].data == {
+        "Thumbprint": "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7", "Subject": "CN=Microsoft Exchange Server Auth Certificate",
+        "NotAfter": "2024-11-06T22:47:32Z", "HasPrivateKey": True}
+    assert sources["exchange.oab_virtual_directories@SOLO-E19A"].status == "skipped"
 
 
 def test_malformed_and_unknown_files_never_stop_the_import(tmp_path):

@@ -365,6 +365,11 @@ class _Importer:
                 error = f"the collection script reported: {entry.get('error') or 'an unknown failure'}"
             elif key in self.broken:
                 error = f"{key}: {self.broken[key]}"
+            elif entry.get("status") == "ok" and entry.get("count") == 0 and not entry.get("file"):
+                # The cmdlet returned nothing, so the script wrote no file: an empty list, or null where allowed.
+                snapshot.add(self._result(source, scope, [_Capture(key, source, scope, [], entry)],
+                                          snapshot.collected_at))
+                continue
             else:
                 continue
             snapshot.add(SourceResult.error_result(source, error, command=_command(source, scope, entry, [key]),
