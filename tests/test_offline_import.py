@@ -261,3 +261,18 @@ def test_unreadable_paths(tmp_path):
     (tmp_path / "cut.zip").write_bytes(good.getvalue()[:-10])
     with pytest.raises(ImportPathError):
         import_path(tmp_path / "cut.zip")
+
+
+def test_import_command_exit_codes(tmp_path, capsys):
+    from hma_check.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["import", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("not evidence")
+    with pytest.raises(SystemExit) as exited:
+        main(["import", str(tmp_path / "junk"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 4 and "skipped: notes.txt: neither CLIXML nor JSON" in err
+    assert load_snapshot(tmp_path / "out" / "evidence.json").target["mode"] == "offline import"

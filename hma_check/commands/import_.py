@@ -36,9 +36,9 @@ def import_(path: Path, out_dir: Path, checks_file: Path | None, exemptions_file
     echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
          f"{len(outcome.malformed)} malformed")
     for item in outcome.unrecognised:
-        echo(f"  skipped   {item['file']}: {item['reason']}")
+        echo(f"skipped: {item['file']}: {item['reason']}")
     for item in outcome.malformed:
-        echo(f"  malformed {item['file']}: {item['reason']}")
+        echo(f"malformed: {item['file']}: {item['reason']}")
     echo(f"evidence: {evidence}")
     if not any(result.ok for result in outcome.snapshot.sources.values()):
         echo("nothing hma-check reads was found in the import; no report written")
