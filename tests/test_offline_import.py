@@ -68,6 +68,7 @@ def script_folder(folder: Path) -> Path:
     (exchange / "Get-HybridConfiguration.xml").write_bytes(utf16(clixml_document([])))  # the cmdlet returned nothing
     add(exchange / "Get-HybridConfiguration.xml", "exchange.hybrid_configuration", "Get-HybridConfiguration")
     add(None, "exchange.intra_organization_connectors", "Get-IntraOrganizationConnector")  # nothing came back
+    add(exchange / "Get-AcceptedDomain.xml", "exchange.accepted_domains", "Get-AcceptedDomain")  # lost on the way
     add(None, "exchange.auth_config", "Get-AuthConfig")  # a single-object source cannot be empty: an error
     add(exchange / "Get-AuthServer.xml", "exchange.auth_servers", "Get-AuthServer", status="error",
         error="The term 'Get-AuthServer' is not recognized as the name of a cmdlet")
@@ -186,6 +187,8 @@ def test_script_output_with_manifest(tmp_path):
     failed = sources["exchange.auth_servers"]
     assert failed.status == "error" and "not recognized" in failed.error and failed.command.startswith("Get-AuthServer")
     assert sources["exchange.intra_organization_connectors"].data == []
+    assert "the manifest lists exchange/Get-AcceptedDomain.xml but the import has no such file" in \
+        sources["exchange.accepted_domains"].error
     assert sources["exchange.auth_config"].status == "error" and "no object came back" in sources["exchange.auth_config"].error
     mapi, = sources["exchange.mapi_virtual_directories@SOLO-E19A"].data
     assert mapi["IISAuthenticationMethods"] == ["Ntlm", "OAuth", "Negotiate"]

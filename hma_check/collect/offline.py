@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
 from hma_check.collect.exchange_objects import SERVER_PROPERTY_SOURCES, ShapeError, shape, source_for
 from hma_check.errors import ClixmlError, InputError
-from hma_check.snapshot import Snapshot, SourceResult, parse_utc, who_ran_it
+from hma_check.snapshot import Snapshot, SourceResult, parse_utc, source_key, who_ran_it
 from hma_check.sources import BY_NAME, SOURCES
 
 # Bounds for what one import reads; a customer's collection is a few hundred files and well under 1 GB.
@@ -152,13 +152,14 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
 class _Importer:
     def __init__(self, origin: str) -> None:
         self.origin = origin
-        self.outcome_recognised: list[dict[str, Any]] = []
+        self.recognised: list[dict[str, Any]] = []
         self.unrecognised: list[dict[str, str]] = []
         self.malformed: list[dict[str, str]] = []
         self.manifests: list[tuple[str, dict[str, Any]]] = []
         self.clixml_files: list[tuple[str, list[ClixmlObject]]] = []
         self.graph: list[tuple[str, dict[str, Any]]] = []
         self.broken: dict[str, str] = {}
+        self.seen: set[str] = set()
 
     def skip(self, name: str, reason: str) -> None:
         self.unrecognised.append({"file": name, "reason": reason})
@@ -168,6 +169,7 @@ class _Importer:
         self.broken[name] = reason
 
     def add_file(self, name: str, payload: bytes) -> None:
+        self.seen.add(name)
         try:
             text = decode_text(payload[:4096], source=name) if payload else ""
         except ClixmlError:
@@ -247,11 +249,11 @@ class _Importer:
                 snapshot.add(result)
         self._skipped(snapshot, servers)
         snapshot.target["import"] = {
-            "recognised": self.outcome_recognised,
+            "recognised": self.recognised,
             "unrecognised": self.unrecognised,
             "malformed": self.malformed,
         }
-        return ImportOutcome(snapshot, self.outcome_recognised, self.unrecognised, self.malformed)
+        return ImportOutcome(snapshot, self.recognised, self.unrecognised, self.malformed)
 
     def _target(self, manifest: dict[str, Any]) -> dict[str, Any]:
         target: dict[str, Any] = {"mode": "offline import", "path": self.origin}
@@ -282,11 +284,11 @@ class _Importer:
             return []
         scope = entry.get("server") if entry and isinstance(entry.get("server"), str) else None
         captures = [_Capture(name, source, scope, objs, entry or {}) for source, objs in by_source.items()]
-        note = f"; {len(unknown)} other objects ignored" if unknown else ""
         for capture in captures:
-            self.outcome_recognised.append({"file": name, "source": capture.source, "objects": len(capture.objects),
-                                            "note": note.lstrip("; ")} if note else
-                                           {"file": name, "source": capture.source, "objects": len(capture.objects)})
+            record: dict[str, Any] = {"file": name, "source": capture.source, "objects": len(capture.objects)}
+            if unknown:
+                record["note"] = f"{len(unknown)} other objects ignored"
+            self.recognised.append(record)
         return captures
 
     @staticmethod
@@ -298,7 +300,8 @@ class _Importer:
                     servers.extend(shape("exchange.servers", capture.objects))
                 except ShapeError:
                     pass
-        return servers
+        # Scopes are server Names: a record without one cannot be a scope.
+        return [server for server in servers if isinstance(server.get("Name"), str) and server["Name"]]
 
     def _place(self, capture: _Capture,
                servers: list[dict[str, Any]]) -> list[tuple[str | None, list[ClixmlObject]]]:
@@ -331,7 +334,7 @@ class _Importer:
         return []
 
     def _unplaced(self, capture: _Capture, reason: str) -> None:
-        self.outcome_recognised[:] = [r for r in self.outcome_recognised
+        self.recognised[:] = [r for r in self.recognised
                                       if not (r["file"] == capture.file and r["source"] == capture.source)]
         self.skip(capture.file, f"{capture.source}: {reason}")
 
@@ -361,6 +364,8 @@ class _Importer:
             if source not in BY_NAME or key in used:
                 continue
             scope = server if isinstance(server, str) and BY_NAME[source].scope else None
+            if source_key(source, scope) in snapshot.sources:
+                continue  # a file supplied it after all
             if entry.get("status") == "error":
                 error = f"the collection script reported: {entry.get('error') or 'an unknown failure'}"
             elif key in self.broken:
@@ -370,6 +375,8 @@ class _Importer:
                 snapshot.add(self._result(source, scope, [_Capture(key, source, scope, [], entry)],
                                           snapshot.collected_at))
                 continue
+            elif entry.get("file") and key not in self.seen:
+                error = f"the manifest lists {key} but the import has no such file"
             else:
                 continue
             snapshot.add(SourceResult.error_result(source, error, command=_command(source, scope, entry, [key]),
@@ -395,7 +402,7 @@ class _Importer:
             self.malformed_file(name, f"{source}: data must be {'a list' if expects_list else 'an object'}")
             return SourceResult.error_result(source, f"{name}: data is not {'a list' if expects_list else 'an object'}",
                                              command=command, scope=tenant, started=started)
-        self.outcome_recognised.append({"file": name, "source": source,
+        self.recognised.append({"file": name, "source": source,
                                         "objects": len(data) if isinstance(data, list) else 1})
         return SourceResult.ok_result(source, data, command=command, scope=tenant, started=started)
 
