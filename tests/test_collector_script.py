@@ -102,3 +102,27 @@ def test_command_prints_the_script():
     result = runner.invoke(cli, ["collector-script", "--graph"])
     assert result.exit_code == 0 and result.stdout_bytes == collector_script(graph=True).encode("ascii")
     assert runner.invoke(cli, ["collector-script"]).stdout_bytes == collector_script(graph=False).encode("ascii")
+
+
+def test_every_exchange_and_graph_call_stops_on_error(script):
+    """EMS cmdlets are implicit-remoting module functions that ignore the script's $ErrorActionPreference: without
+    an explicit -ErrorAction Stop a failed query would be saved as an empty result (missing data posing as 'none')."""
+    _, text = script
+    source = text.encode("ascii")
+    tree = PARSER.parse(source)
+    stack, checked = [tree.root_node], []
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type != "command":
+            continue
+        command = source[node.start_byte:node.end_byte].decode()
+        name = command.split()[0]
+        if name == "&" and ("$cmdlet" in command or "$casCmdlet" in command):
+            assert "-ErrorAction Stop" in command, command
+            checked.append(command)
+        elif re.fullmatch(r"Get-(Mg(?!Context)\w+|Mailbox|CASMailbox|RoleGroupMember|User|AuthConfig|ExchangeServer|"
+                          r"OrganizationConfig)|Connect-MgGraph", name):
+            assert re.search(r"-ErrorAction (Stop|SilentlyContinue)", command), command
+            checked.append(command)
+    assert len(checked) == (18 if script[0] else 10)  # the three cmdlet tables, 7 direct calls, 8 Graph calls

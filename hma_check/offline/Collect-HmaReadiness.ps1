@@ -33,6 +33,9 @@ param(
 )
 
 $ErrorActionPreference = 'Stop'
+# EMS cmdlets are implicit-remoting functions of a module, which do not see this script's preference variables:
+# every Exchange cmdlet gets -ErrorAction Stop explicitly, so a failure is recorded as a failure, never as an
+# empty result.
 $ScriptVersion = '__HMA_CHECK_VERSION__'
 $Invariant = [System.Globalization.CultureInfo]::InvariantCulture
 $Entries = [System.Collections.Generic.List[object]]::new()
@@ -212,32 +215,32 @@ Write-Host 'Organisation-wide Exchange configuration'
 foreach ($query in $OrganizationQueries) {
     $cmdlet = $query[1]
     $arguments = $query[2]
-    Save-HmaClixml -Source $query[0] -Command $cmdlet -RelativePath "exchange\$cmdlet.xml" -Query { & $cmdlet @arguments }
+    Save-HmaClixml -Source $query[0] -Command $cmdlet -RelativePath "exchange\$cmdlet.xml" -Query { & $cmdlet @arguments -ErrorAction Stop }
 }
 # Exchange 2013 has Get-ClientAccessServer; later versions Get-ClientAccessService.
 $casCmdlet = if (Get-Command -Name Get-ClientAccessService -ErrorAction SilentlyContinue) { 'Get-ClientAccessService' } else { 'Get-ClientAccessServer' }
-Save-HmaClixml -Source 'exchange.client_access_services' -Command $casCmdlet -RelativePath "exchange\$casCmdlet.xml" -Query { & $casCmdlet }
+Save-HmaClixml -Source 'exchange.client_access_services' -Command $casCmdlet -RelativePath "exchange\$casCmdlet.xml" -Query { & $casCmdlet -ErrorAction Stop }
 Save-HmaClixml -Source 'exchange.mailboxes' -Command 'Get-Mailbox -ResultSize Unlimited' -RelativePath 'exchange\Get-Mailbox.xml' -Query {
-    Get-Mailbox -ResultSize Unlimited | Select-Object -Property @('Name', 'UserPrincipalName', 'PrimarySmtpAddress', 'RecipientTypeDetails')
+    Get-Mailbox -ResultSize Unlimited -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'PrimarySmtpAddress', 'RecipientTypeDetails')
 }
 Save-HmaClixml -Source 'exchange.cas_mailboxes_mapi_disabled' -Command 'Get-CASMailbox -ResultSize Unlimited -Filter "MapiHttpEnabled -eq $false"' -RelativePath 'exchange\Get-CASMailbox.xml' -Query {
-    Get-CASMailbox -ResultSize Unlimited -Filter 'MapiHttpEnabled -eq $false' | Select-Object -Property @('Name', 'PrimarySmtpAddress', 'MapiHttpEnabled')
+    Get-CASMailbox -ResultSize Unlimited -Filter 'MapiHttpEnabled -eq $false' -ErrorAction Stop | Select-Object -Property @('Name', 'PrimarySmtpAddress', 'MapiHttpEnabled')
 }
 Save-HmaClixml -Source 'exchange.admin_users' -Command "Get-RoleGroupMember -Identity 'Organization Management', then Get-User -Identity <member>" -RelativePath 'exchange\Get-User.xml' -Query {
-    foreach ($member in (Get-RoleGroupMember -Identity 'Organization Management' -ResultSize Unlimited)) {
+    foreach ($member in (Get-RoleGroupMember -Identity 'Organization Management' -ResultSize Unlimited -ErrorAction Stop)) {
         if ("$($member.RecipientType)" -like '*User*') {
-            Get-User -Identity $member.DistinguishedName | Select-Object -Property @('Name', 'UserPrincipalName', 'SamAccountName', 'Sid', 'RecipientTypeDetails')
+            Get-User -Identity $member.DistinguishedName -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'SamAccountName', 'Sid', 'RecipientTypeDetails')
         }
     }
 }
 
 $authConfig = $null
 try {
-    $authConfig = Get-AuthConfig
+    $authConfig = Get-AuthConfig -ErrorAction Stop
 } catch {
     Write-Warning ('Get-AuthConfig failed; the Auth certificate cannot be looked up on the servers: ' + (Get-HmaErrorText $_))
 }
-$servers = @(Get-ExchangeServer | Where-Object { "$($_.AdminDisplayVersion)" -like 'Version 15*' })
+$servers = @(Get-ExchangeServer -ErrorAction Stop | Where-Object { "$($_.AdminDisplayVersion)" -like 'Version 15*' })
 foreach ($server in $servers) {
     $name = "$($server.Name)"
     $isEdge = $server.IsEdgeServer -eq $true
@@ -247,7 +250,7 @@ foreach ($server in $servers) {
         if ($query[2] -and $isEdge) {
             continue
         }
-        Save-HmaClixml -Source $query[0] -Server $name -Command "$cmdlet -Server '$name'" -RelativePath "servers\$name\$cmdlet.xml" -Query { & $cmdlet -Server $name }
+        Save-HmaClixml -Source $query[0] -Server $name -Command "$cmdlet -Server '$name'" -RelativePath "servers\$name\$cmdlet.xml" -Query { & $cmdlet -Server $name -ErrorAction Stop }
     }
     $facts = $null
     $factsError = $null
@@ -339,11 +342,11 @@ function Save-HmaGraph {
 }
 
 Write-Host 'Microsoft Graph (read-only scopes)'
-Connect-MgGraph -Scopes 'Application.Read.All', 'Directory.Read.All', 'Policy.Read.All' -NoWelcome
+Connect-MgGraph -Scopes 'Application.Read.All', 'Directory.Read.All', 'Policy.Read.All' -NoWelcome -ErrorAction Stop
 $TenantId = (Get-MgContext).TenantId
 $exo = '00000002-0000-0ff1-ce00-000000000000'
 Save-HmaGraph -Source 'graph.exo_service_principal' -Single -Command "Get-MgServicePrincipal -Filter `"appId eq '$exo'`"" -Query {
-    $sp = Get-MgServicePrincipal -Filter "appId eq '$exo'" -Property 'id,appId,displayName,servicePrincipalNames,replyUrls,keyCredentials' | Select-Object -First 1
+    $sp = Get-MgServicePrincipal -ErrorAction Stop -Filter "appId eq '$exo'" -Property 'id,appId,displayName,servicePrincipalNames,replyUrls,keyCredentials' | Select-Object -First 1
     if (-not $sp) {
         throw "No service principal with appId $exo in this tenant"
     }
@@ -359,7 +362,7 @@ Save-HmaGraph -Source 'graph.exo_service_principal' -Single -Command "Get-MgServ
     }
 }
 Save-HmaGraph -Source 'graph.organization' -Command 'Get-MgOrganization' -Query {
-    foreach ($org in (Get-MgOrganization)) {
+    foreach ($org in (Get-MgOrganization -ErrorAction Stop)) {
         [ordered]@{
             id                         = $org.Id
             displayName                = $org.DisplayName
@@ -370,21 +373,21 @@ Save-HmaGraph -Source 'graph.organization' -Command 'Get-MgOrganization' -Query 
     }
 }
 Save-HmaGraph -Source 'graph.domains' -Command 'Get-MgDomain -All' -Query {
-    foreach ($domain in (Get-MgDomain -All)) {
+    foreach ($domain in (Get-MgDomain -All -ErrorAction Stop)) {
         [ordered]@{ id = $domain.Id; authenticationType = $domain.AuthenticationType; isVerified = $domain.IsVerified; isDefault = $domain.IsDefault }
     }
 }
 Save-HmaGraph -Source 'graph.users' -Command 'Get-MgUser -All -Property userPrincipalName,mail,onPremisesSyncEnabled,onPremisesSecurityIdentifier' -Query {
-    foreach ($user in (Get-MgUser -All -Property 'userPrincipalName,mail,onPremisesSyncEnabled,onPremisesSecurityIdentifier')) {
+    foreach ($user in (Get-MgUser -All -ErrorAction Stop -Property 'userPrincipalName,mail,onPremisesSyncEnabled,onPremisesSecurityIdentifier')) {
         [ordered]@{ userPrincipalName = $user.UserPrincipalName; mail = $user.Mail; onPremisesSyncEnabled = $user.OnPremisesSyncEnabled; onPremisesSecurityIdentifier = $user.OnPremisesSecurityIdentifier }
     }
 }
 Save-HmaGraph -Source 'graph.security_defaults' -Single -Command 'Get-MgPolicyIdentitySecurityDefaultEnforcementPolicy' -Query {
-    $policy = Get-MgPolicyIdentitySecurityDefaultEnforcementPolicy
+    $policy = Get-MgPolicyIdentitySecurityDefaultEnforcementPolicy -ErrorAction Stop
     [ordered]@{ id = $policy.Id; isEnabled = $policy.IsEnabled }
 }
 Save-HmaGraph -Source 'graph.conditional_access_policies' -Command 'Get-MgIdentityConditionalAccessPolicy -All' -Query {
-    foreach ($policy in (Get-MgIdentityConditionalAccessPolicy -All)) {
+    foreach ($policy in (Get-MgIdentityConditionalAccessPolicy -All -ErrorAction Stop)) {
         $conditions = $policy.Conditions
         $grant = $null
         if ($policy.GrantControls) {
@@ -411,7 +414,7 @@ Save-HmaGraph -Source 'graph.conditional_access_policies' -Command 'Get-MgIdenti
     }
 }
 Save-HmaGraph -Source 'graph.subscribed_skus' -Command 'Get-MgSubscribedSku -All' -Query {
-    foreach ($sku in (Get-MgSubscribedSku -All)) {
+    foreach ($sku in (Get-MgSubscribedSku -All -ErrorAction Stop)) {
         [ordered]@{
             skuId            = "$($sku.SkuId)"
             skuPartNumber    = $sku.SkuPartNumber
@@ -431,7 +434,7 @@ $manifest = [ordered]@{
     computerName     = [System.Environment]::MachineName
     userName         = [System.Security.Principal.WindowsIdentity]::GetCurrent().Name
     exchangeServer   = "$((Get-PSSession | Where-Object { $_.ConfigurationName -eq 'Microsoft.Exchange' } | Select-Object -First 1).ComputerName)"
-    organization     = "$((Get-OrganizationConfig).Name)"
+    organization     = "$((Get-OrganizationConfig -ErrorAction SilentlyContinue).Name)"
     psVersion        = "$($PSVersionTable.PSVersion)"
     entries          = $Entries.ToArray()
 }
