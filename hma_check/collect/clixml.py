@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterable
 from xml.parsers import expat
 
 from hma_check.errors import ClixmlError
@@ -92,6 +92,20 @@ def parse_object_xml(xml: str, *, source: str = "<live object>") -> ClixmlObject
     if len(xml) > MAX_CLIXML_BYTES:
         raise ClixmlError(f"object XML is {len(xml)} characters; the limit is {MAX_CLIXML_BYTES}", path=source)
     return _parse(xml, source=source, root="Obj")[0]
+
+
+def parse_live_output(output: Iterable[Any], *, source: str = "<live output>") -> list[ClixmlObject]:
+    """pypsrp's ``PowerShell.output`` as ClixmlObjects: each complex object re-read from its ``_xml``, so live data
+    goes through exactly the normaliser offline import uses; a bare value (a string, a number) is kept as ``value``."""
+    objects = []
+    for item in output:
+        xml = getattr(item, "_xml", None)
+        if isinstance(xml, str) and xml:
+            objects.append(parse_object_xml(xml, source=source))
+        else:
+            objects.append(ClixmlObject((), None, {}, value=item if isinstance(item, (str, int, float, bool)) or item is None
+                                        else str(item)))
+    return objects
 
 
 def decode_text(data: bytes, *, source: str) -> str:
