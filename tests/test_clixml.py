@@ -102,8 +102,9 @@ def test_live_pypsrp_object_xml_parses_like_the_file():
     assert from_live.properties == from_file.properties
     assert from_live["InternalAuthenticationMethods"] == ["Basic", "Fba"]
     assert from_live.type_names == from_file.type_names
-    listed = parse_live_output([live, "a bare string"])
+    listed = parse_live_output([live, "a bare string", [b"\x00\x01", None, {1: 2}]])
     assert listed[0].properties == from_file.properties and listed[1].value == "a bare string"
+    assert listed[2].value == ["AAE=", None, {"1": 2}]
 
 
 @pytest.mark.parametrize("encoding,bom", [("utf-8", b""), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),

@@ -103,9 +103,21 @@ def parse_live_output(output: Iterable[Any], *, source: str = "<live output>") -
         if isinstance(xml, str) and xml:
             objects.append(parse_object_xml(xml, source=source))
         else:
-            objects.append(ClixmlObject((), None, {}, value=item if isinstance(item, (str, int, float, bool)) or item is None
-                                        else str(item)))
+            objects.append(ClixmlObject((), None, {}, value=_plain(item)))
     return objects
+
+
+def _plain(value: Any) -> Any:
+    """A value pypsrp built itself (no _xml): the same JSON shapes the normaliser gives."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {_json_key(key): _plain(item) for key, item in value.items()}
+    return str(value)  # uuid.UUID and pypsrp's other simple types print as PowerShell does
 
 
 def decode_text(data: bytes, *, source: str) -> str:
