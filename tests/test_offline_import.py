@@ -279,3 +279,24 @@ def test_import_command_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exited.value.code == 4 and "skipped: notes.txt: neither CLIXML nor JSON" in err
     assert load_snapshot(tmp_path / "out" / "evidence.json").target["mode"] == "offline import"
+
+
+def test_import_command_writes_the_report(tmp_path, capsys):
+    from hma_check.cli import main
+
+    (tmp_path / "in").mkdir()
+    copy_e19(tmp_path / "in")
+    with pytest.raises(SystemExit) as exited:
+        main(["import", str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    # The lab's Auth certificate expired on 2024-11-06 (a real FAIL); the sources no file supplied are ERROR.
+    assert exited.value.code == 1 and captured.out.startswith("NOT_READY")
+    for name in ("report.html", "report.md", "junit.xml", "findings.json", "enable.ps1", "rollback.ps1", "evidence.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+    findings = json.loads((tmp_path / "out" / "findings.json").read_text())["findings"]
+    status = {(f["check_id"], f["subject"]): f["status"] for f in findings}
+    assert status[("HMA-AUTH-009", "organization")] == "FAIL" and status[("HMA-VDIR-002", "SOLO-E19A")] == "PASS"
+    assert "Exchange 2019 CU11" in json.dumps(findings)
+    errors = [f for f in findings if f["status"] == "ERROR"]
+    assert errors and all(f["reason"] for f in errors)
+    assert "skipped: capture09.xml" in captured.err

@@ -7,20 +7,25 @@ from pathlib import Path
 
 import click
 
-from hma_check.errors import one_line
-
 EXIT_NOTHING_COLLECTED = 4
 
 
-@click.command("import")
+@click.command("import", epilog="""\b
+Examples:
+  hma-check import HmaReadiness-20260302-100000.zip --out out/contoso
+  hma-check import captures/ --out out/lab --exemptions cab-2291.yaml
+\b
+Then, to evaluate the same evidence again (other checks, exemptions or --as-of):
+  hma-check report --evidence out/contoso/evidence.json --out out/contoso-rerun
+Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 unreadable PATH or bad input, 4 nothing in PATH is evidence.""")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for evidence.json and the report.")
-@click.option("--checks", "checks_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="A checks file to evaluate instead of the shipped catalogue.")
-@click.option("--exemptions", "exemptions_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="An exemptions file (accepted risks).")
-def import_(path: Path, out_dir: Path, checks_file: Path | None, exemptions_file: Path | None) -> None:
+              help="Folder for evidence.json and the report (created if needed).")
+@click.option("--checks", "checks_files", multiple=True, type=click.Path(dir_okay=False, path_type=str),
+              help="An extra checks file (repeatable); added to the shipped catalogue.")
+@click.option("--exemptions", "exemptions_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Exemptions approved by your change board.")
+def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions_file: str | None) -> None:
     """Import PATH (a folder or .zip from Collect-HmaReadiness.ps1, or any Export-Clixml files) and report.
 
     Files are recognised by the object types inside, not by their names. Files hma-check does not read are listed
@@ -28,24 +33,27 @@ def import_(path: Path, out_dir: Path, checks_file: Path | None, exemptions_file
     the checks that need them are ERROR, never PASS.
     """
     from hma_check.collect.offline import import_path
-
-    outcome = import_path(path)
-    evidence = out_dir / "evidence.json"
-    outcome.snapshot.save(evidence)
-    echo = lambda text: click.echo(one_line(text), err=True)  # noqa: E731 - file names come from the customer
-    echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
-         f"{len(outcome.malformed)} malformed")
-    for item in outcome.unrecognised:
-        echo(f"skipped: {item['file']}: {item['reason']}")
-    for item in outcome.malformed:
-        echo(f"malformed: {item['file']}: {item['reason']}")
-    echo(f"evidence: {evidence}")
-    if not any(result.ok for result in outcome.snapshot.sources.values()):
-        echo("nothing hma-check reads was found in the import; no report written")
-        sys.exit(EXIT_NOTHING_COLLECTED)
-
+    from hma_check.commands.common import fail_on_input_errors, print_outcome
+    from hma_check.errors import one_line
     from hma_check.pipeline import run_report
 
-    result = run_report(evidence, out_dir, checks_files=[checks_file] if checks_file else None,
-                        exemptions_file=exemptions_file)
+    def echo(text: str) -> None:
+        click.echo(one_line(text), err=True)  # file names and reasons come from the customer's files
+
+    with fail_on_input_errors():
+        outcome = import_path(path)
+        evidence = out_dir / "evidence.json"
+        outcome.snapshot.save(evidence)
+        echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
+             f"{len(outcome.malformed)} malformed")
+        for item in outcome.unrecognised:
+            echo(f"skipped: {item['file']}: {item['reason']}")
+        for item in outcome.malformed:
+            echo(f"malformed: {item['file']}: {item['reason']}")
+        echo(f"evidence: {evidence}")
+        if not any(result.ok for result in outcome.snapshot.sources.values()):
+            echo("nothing hma-check reads was found in the import; no report written")
+            sys.exit(EXIT_NOTHING_COLLECTED)
+        result = run_report(evidence, out_dir, list(checks_files), exemptions_file)
+    print_outcome(result)
     sys.exit(result.exit_code)
