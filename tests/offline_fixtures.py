@@ -12,14 +12,22 @@ NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _REMOTING = {"PSComputerName", "RunspaceId", "PSShowComputerName", "SerializationData"}
 
 
-def realdata_dir() -> Path:
-    """../shared/realdata/css-exchange beside the clone (CI), or above a worktree."""
+def find_realdata() -> Path | None:
+    """../shared/realdata/css-exchange beside the clone (CI), or above a worktree; None when absent."""
     here = Path(__file__).resolve().parent.parent
     for base in (here, *here.parents):
         candidate = base / "shared" / "realdata" / "css-exchange"
         if candidate.is_dir():
             return candidate
-    pytest.skip("the real CSS-Exchange captures (../shared/realdata/css-exchange) are not beside this checkout")
+    return None
+
+
+def realdata_dir() -> Path:
+    """For use inside a test: skips it when the captures are not beside this checkout."""
+    found = find_realdata()
+    if found is None:
+        pytest.skip("the real CSS-Exchange captures (../shared/realdata/css-exchange) are not beside this checkout")
+    return found
 
 
 def e19_dir() -> Path:
@@ -27,7 +35,13 @@ def e19_dir() -> Path:
 
 
 def all_captures() -> list[Path]:
-    return sorted(realdata_dir().rglob("*.xml"))
+    """Every real capture, for parametrize (empty, so the tests are skipped, when the captures are absent)."""
+    found = find_realdata()
+    return sorted(found.rglob("*.xml")) if found else []
+
+
+def e19_exchange_captures() -> list[str]:
+    return sorted(p.name for p in all_captures() if p.parent.name == "Exchange" and p.parent.parent.name == "E19")
 
 
 def to_wire_shape(data: bytes, *, deserialized: bool = True) -> bytes:

@@ -11,7 +11,7 @@ from hma_check.collect import clixml
 from hma_check.collect.clixml import (ClixmlObject, clixml_datetime, parse_clixml, parse_live_output, parse_object_xml,
                                       unescape)
 from hma_check.errors import ClixmlError, InputError
-from offline_fixtures import all_captures, e19_dir, realdata_dir, to_wire_shape
+from offline_fixtures import all_captures, e19_dir, e19_exchange_captures, realdata_dir, to_wire_shape
 
 WRAP = '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">{}</Objs>'
 
@@ -80,8 +80,7 @@ def test_real_remote_capture_strips_deserialized_and_reads_depth_zero_values():
 
 
 # GetExtendedProtectionConfiguration.xml is HealthChecker's own PSCustomObject, not an Exchange cmdlet's output.
-@pytest.mark.parametrize("name", sorted(p.name for p in (e19_dir() / "Exchange").glob("*.xml")
-                                        if p.name != "GetExtendedProtectionConfiguration.xml"))
+@pytest.mark.parametrize("name", [n for n in e19_exchange_captures() if n != "GetExtendedProtectionConfiguration.xml"])
 def test_rehydrated_and_remote_shapes_give_identical_values(name):
     data = (e19_dir() / "Exchange" / name).read_bytes()
     rehydrated = parse_clixml(data, source=name)
