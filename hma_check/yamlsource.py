@@ -1,4 +1,4 @@
-"""Read a YAML file safely and remember where every value came from, so validation errors can name file and line."""
+"""Path-addressed YAML documents: every value's file and line by its path, so validation errors can name both."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hma_check.errors import InputError
-
-MAX_YAML_BYTES = 16 * 1024 * 1024
-MAX_NODES = 2_000_000  # aliases can multiply a small file into a huge tree ("billion laughs"): stop well before that
+from hma_check.yamlfile import YamlList, YamlMap, load_yaml, loads_yaml
 
 Where = tuple[Any, ...]
 
@@ -48,8 +44,9 @@ class YamlDoc:
                                 line=self.line(where))
 
 
-def merge_docs(base: YamlDoc, child: YamlDoc) -> YamlDoc:
-    """``child`` laid over ``base``: mappings merge key by key, anything else (lists too) replaces.
+def merge_docs(base: YamlDoc, child: YamlDoc, replace: tuple[str, ...] = ()) -> YamlDoc:
+    """``child`` laid over ``base``: mappings merge key by key, anything else (lists too) replaces, and so do the
+    top-level keys named in ``replace``.
 
     Positions follow the value: an error in an inherited value names the base file and its line.
     """
@@ -62,7 +59,7 @@ def merge_docs(base: YamlDoc, child: YamlDoc) -> YamlDoc:
                 merged.files[where] = doc.file(where)
 
     def merge(a: Any, b: Any, where: Where) -> Any:
-        if isinstance(a, dict) and isinstance(b, dict):
+        if isinstance(a, dict) and isinstance(b, dict) and not (len(where) == 1 and where[0] in replace):
             out = dict(a)
             for key, value in b.items():
                 if key in a:
@@ -93,15 +90,9 @@ def dotted(where: Where) -> str:
 
 
 def load_yaml_file(path: str | Path, error_class: type[InputError] = InputError) -> YamlDoc:
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise error_class(f"file is {size} bytes; the limit is {MAX_YAML_BYTES}", path=str(path))
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise error_class(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-    return load_yaml_bytes(raw, str(path), error_class)
+    """Read with the project's one safe YAML loader (hma_check.yamlfile) and index every value's line."""
+    data = load_yaml(path, error=error_class)
+    return _indexed(data, str(path), error_class)
 
 
 def load_yaml_bytes(raw: bytes, source: str, error_class: type[InputError] = InputError) -> YamlDoc:
@@ -109,46 +100,22 @@ def load_yaml_bytes(raw: bytes, source: str, error_class: type[InputError] = Inp
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error_class(f"not UTF-8 text (byte {exc.start})", path=source) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise error_class(f"not valid YAML: {exc.problem or exc.context}", path=source,
-                          line=mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as exc:
-        raise error_class(f"not valid YAML: {exc}", path=source) from None
-    doc = YamlDoc(data=None, source=source, error_class=error_class)
-    if node is None:
-        doc.data = None
-        return doc
-    doc.data = _convert(node, (), doc, [0])
+    return _indexed(loads_yaml(text, source=source, error=error_class), source, error_class)
+
+
+def _indexed(data: Any, source: str, error_class: type[InputError]) -> YamlDoc:
+    doc = YamlDoc(data=data, source=source, error_class=error_class)
+    stack: list[tuple[Any, Where]] = [(data, ())]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, YamlMap):
+            doc.lines.setdefault(where, node.line)
+            for key, value in node.items():
+                doc.lines[(*where, key)] = node.line_of(key)
+                stack.append((value, (*where, key)))
+        elif isinstance(node, YamlList):
+            doc.lines.setdefault(where, node.line)
+            for index, value in enumerate(node):
+                doc.lines[(*where, index)] = node.line_of(index)
+                stack.append((value, (*where, index)))
     return doc
-
-
-def _convert(node: yaml.Node, where: Where, doc: YamlDoc, budget: list[int]) -> Any:
-    budget[0] += 1
-    if budget[0] > MAX_NODES:
-        raise doc.error_class("too many values (aliases expand beyond the limit)", path=doc.source)
-    doc.lines.setdefault(where, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise doc.error_class("YAML merge keys (<<) are not supported", path=doc.source,
-                                      line=key_node.start_mark.line + 1)
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise doc.error_class("mapping keys must be plain strings", path=doc.source,
-                                      line=key_node.start_mark.line + 1)
-            key = str(key_node.value)
-            if key in out:
-                raise doc.error_class(f"{dotted((*where, key))}: duplicate key", path=doc.source,
-                                      line=key_node.start_mark.line + 1)
-            doc.lines[(*where, key)] = key_node.start_mark.line + 1
-            out[key] = _convert(value_node, (*where, key), doc, budget)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*where, index), doc, budget) for index, item in enumerate(node.value)]
-    try:
-        return yaml.constructor.SafeConstructor().construct_object(node)
-    except yaml.YAMLError as exc:
-        raise doc.error_class(f"{dotted(where)}: {exc}", path=doc.source, line=node.start_mark.line + 1) from None

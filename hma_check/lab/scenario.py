@@ -156,7 +156,8 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> YamlDoc:
     base = _load_with_bases(base_path, (*chain, path.resolve()))
     if not isinstance(base.data, dict):
         raise base.error((), "must be a mapping")
-    return merge_docs(base, doc)
+    # What a scenario expects is its own: a variant never inherits its base's expectations.
+    return merge_docs(base, doc, replace=("expect",))
 
 
 @dataclass
@@ -559,8 +560,13 @@ class _Parser:
 
     def expect(self, value: Any) -> dict[str, Any]:
         where = ("expect",)
-        spec = self.mapping(value, where, ("verdict", "exit_code", "findings", "sources", "notes"))
+        spec = self.mapping(value, where, ("verdict", "exit_code", "findings", "sources", "needs", "notes"))
         out: dict[str, Any] = {}
+        needs = self.seq(spec.get("needs"), (*where, "needs"))
+        for index, collector in enumerate(needs):
+            if collector not in ("exchange", "os", "graph", "probes"):
+                raise self.fail((*where, "needs", index), "must be one of: exchange, os, graph, probes")
+        out["needs"] = list(needs)
         if "verdict" in spec:
             if spec["verdict"] not in VERDICTS:
                 raise self.fail((*where, "verdict"), f"must be one of: {', '.join(VERDICTS)}")
