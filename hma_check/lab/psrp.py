@@ -200,10 +200,10 @@ class Shell:
                         chunks.append(box.popleft())
                     run = self.runs.get(pipeline_id) if pipeline_id else None
                     return chunks, bool(run and run.finished and not box)
-                if pipeline_id is not None and self.runs[pipeline_id].finished:
-                    return [], True
                 if self.broken_reason is not None and pipeline_id is not None:
                     raise ShellGone(self.broken_reason)
+                if pipeline_id is not None and self.runs[pipeline_id].finished:
+                    return [], True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError()

@@ -208,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._log("refused", None, user, 401)
                 self._challenge(listener, endpoint)
                 return
-        status, payload = self._dispatch(body, user)
+        status, payload = self._dispatch(body, user, encrypted)
         if encrypted:
             content, wrapped = self.encryption.wrap_message(payload)
             headers = {"Content-Type": f'{content};protocol="{ENCRYPTED_PROTOCOL}";boundary="Encrypted Boundary"'}
@@ -317,13 +317,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------------------------------------- WSMan
 
-    def _log(self, action: str, resource: str | None, user: str | None, status: int, note: str | None = None) -> None:
+    def _log(self, action: str, resource: str | None, user: str | None, status: int, note: str | None = None,
+             encrypted: bool | None = None) -> None:
         endpoint = self.server.endpoint
         with endpoint.lock:
             endpoint.request_log.append({"time": time.time(), "action": action, "resource": resource, "user": user,
-                                         "status": status, "note": note})
+                                         "status": status, "note": note,
+                                         "tls": self.server.listener.tls is not None, "encrypted": encrypted})
 
-    def _dispatch(self, body: bytes, user: str) -> tuple[int, bytes]:
+    def _dispatch(self, body: bytes, user: str, encrypted: bool) -> tuple[int, bytes]:
         endpoint = self.server.endpoint
         try:
             envelope = ET.fromstring(body)
@@ -345,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         short = action.rsplit("/", 1)[-1]
         forced = endpoint.http_fault(short, user)
         if forced:
-            self._log(short, resource, user, forced)
+            self._log(short, resource, user, forced, note="injected", encrypted=encrypted)
             return forced, b""
         try:
             response_action, content = self._operation(short, action, resource, shell_id, soap_body, user, timeout,
@@ -355,7 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
             response_action = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
             content = _fault_body(fault)
             status = fault.status
-        self._log(short, resource, user, status)
+        self._log(short, resource, user, status, encrypted=encrypted)
         return status, _envelope(response_action, message_id, content)
 
     def _operation(self, short: str, action: str, resource: str, shell_id: str | None, body: ET.Element | None,
