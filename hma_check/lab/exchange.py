@@ -157,7 +157,8 @@ class ExchangeConfiguration:
                                            "an application request.")
                 raise Stopped()
             elif fault.effect == "throttle":
-                raise errors.throttled(call.invocation.user, 20, 60, 5000)
+                # Exchange names how long to wait; the lab keeps it short so tests stay fast.
+                raise errors.throttled(call.invocation.user, 20, 60, 250)
             elif fault.effect == "error":
                 call.invocation.sleep(delay)
                 raise errors.cmdlet_failure(fault.value, answering_server=self.endpoint_server.name, task=task)

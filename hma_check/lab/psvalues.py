@@ -10,6 +10,7 @@ here: psrpcore's general serialiser cost most of the lab's CPU time at 200 serve
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -56,11 +57,15 @@ def ex_object(type_names: list[str], to_string: str | None, properties: dict[str
     """An Exchange object: type names, ToString and adapted properties (<Props>), as one <Obj> element."""
     writer = _Writer()
     writer.obj(None, type_names, to_string, properties)
-    return Serialized(("<?xml version='1.0' encoding='utf-8'?>\n" + "".join(writer.parts)).encode("utf-8"))
+    return Serialized("".join(writer.parts).encode("utf-8"))
+
+
+# Only these need CLIXML's _xHHHH_ escaping (control characters, astral characters, and "_x" itself).
+_NEEDS_ESCAPE = re.compile("[\u0000-\u001F\u007F-\u009F\uD800-\uDFFF\U00010000-\U0010FFFF]|_[xX]")
 
 
 def _text(value: str) -> str:
-    return escape(_serialize_string(value))
+    return escape(_serialize_string(value) if _NEEDS_ESCAPE.search(value) else value)
 
 
 class _Writer:
@@ -70,7 +75,7 @@ class _Writer:
         self.type_refs: dict[tuple[str, ...], int] = {}
 
     def _name(self, name: str | None) -> str:
-        return "" if name is None else f" N={quoteattr(_serialize_string(name))}"
+        return "" if name is None else f" N={quoteattr(_serialize_string(name) if _NEEDS_ESCAPE.search(name) else name)}"
 
     def _type_names(self, names: list[str]) -> None:
         key = tuple(names)
