@@ -44,9 +44,8 @@ class YamlDoc:
                                 line=self.line(where))
 
 
-def merge_docs(base: YamlDoc, child: YamlDoc, replace: tuple[str, ...] = ()) -> YamlDoc:
-    """``child`` laid over ``base``: mappings merge key by key, anything else (lists too) replaces, and so do the
-    top-level keys named in ``replace``.
+def merge_docs(base: YamlDoc, child: YamlDoc) -> YamlDoc:
+    """``child`` laid over ``base``: mappings merge key by key, anything else (lists too) replaces.
 
     Positions follow the value: an error in an inherited value names the base file and its line.
     """
@@ -59,7 +58,7 @@ def merge_docs(base: YamlDoc, child: YamlDoc, replace: tuple[str, ...] = ()) -> 
                 merged.files[where] = doc.file(where)
 
     def merge(a: Any, b: Any, where: Where) -> Any:
-        if isinstance(a, dict) and isinstance(b, dict) and not (len(where) == 1 and where[0] in replace):
+        if isinstance(a, dict) and isinstance(b, dict):
             out = dict(a)
             for key, value in b.items():
                 if key in a:
