@@ -26,12 +26,12 @@ The lab logs every command it receives. docs/scenarios.md describes the scenario
 def lab(scenario: str | None, scenario_file: Path | None, config_out: Path | None, list_only: bool) -> None:
     """Run the lab in the foreground and print how to scan it."""
     from hma_check.commands.common import fail_on_input_errors
-    from hma_check.lab.commands import describe, list_scenarios, open_lab, serve_until_interrupted
+    from hma_check.lab.commands import describe, list_scenarios, open_lab, stop_on_signals, wait_for
 
     with fail_on_input_errors():
         if list_only:
             click.echo(list_scenarios())
             return
-        with open_lab(scenario, scenario_file) as running:
+        with stop_on_signals() as stop, open_lab(scenario, scenario_file) as running:
             click.echo(describe(running, config_out))
-            serve_until_interrupted()
+            wait_for(stop)

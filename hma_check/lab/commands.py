@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -76,13 +77,18 @@ def describe(lab: Lab, config_out: Path | None) -> str:
     return "\n".join(lines)
 
 
-def serve_until_interrupted() -> None:
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM, armed before anything is printed so no signal lands in between."""
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+
+
+def wait_for(stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        pass
