@@ -425,7 +425,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise WSManFault(0x8033805D, "The WS-Management service cannot process the request: no creationXml.",
                              "w:InvalidParameter", status=400)
         shell_id = (shell_element.get("ShellId") or str(uuid.uuid4())).upper()
-        with endpoint.lock:
+        with endpoint.lock:   # count and add in one step, or two concurrent Creates could both squeeze in
             mine = sum(1 for shell in endpoint.shells.values() if shell.user.lower() == user.lower())
             if mine >= endpoint.max_shells_per_user:
                 # Exchange's PowerShellMaxConcurrency (ThrottlingPolicy, default 18) surfaces as this WSMan quota fault.
@@ -433,8 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
                                  f"is allowed a maximum of {endpoint.max_shells_per_user} concurrent shells, which has "
                                  "been exceeded. Close existing shells or raise the quota for this user.",
                                  "w:QuotaLimit")
-        shell = Shell(shell_id, user, configuration, base64.b64decode(creation.text), endpoint.log_command)
-        with endpoint.lock:
+            shell = Shell(shell_id, user, configuration, base64.b64decode(creation.text), endpoint.log_command)
             endpoint.shells[shell_id] = shell
             endpoint.peak_shells = max(endpoint.peak_shells, len(endpoint.shells))
         created = ET.Element(f"{{{NS['wst']}}}ResourceCreated")
