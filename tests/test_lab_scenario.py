@@ -77,6 +77,8 @@ def test_a_minimal_scenario_gets_exchange_defaults(tmp_path):
     (MINIMAL + "  - name: FAB02\n    count: 2\n", 5, "needs {n} in its name"),
     (MINIMAL + "organization: {name: x, ad_domain: y}\n", 5, "duplicate key 'organization'"),
     (MINIMAL + "x: &a [1]\ny: *a\n", 6, "aliases"),
+    (MINIMAL + "captures:\n  Get-PartnerApplication: missing.xml\n", 6, "cannot read"),
+    (MINIMAL + "captures:\n  Set-AuthServer: x.xml\n", 6, "captures replay Get- cmdlets"),
     (MINIMAL.replace("Fabrikam", '"Fab\\x07rikam"'), 2, "control characters"),
 ])
 def test_validation_errors_name_the_file_and_line(tmp_path, text, line, message):
@@ -188,3 +190,17 @@ def test_hostile_values_travel_verbatim_and_come_out_escaped(tmp_path):
     assert "<script>alert(" not in html and "<img src=x" not in html
     assert json.loads(evidence.read_text(encoding="utf-8"))["sources"]["exchange.organization_config"]["data"][
         "DefaultAuthenticationPolicy"].startswith("Block'; Remove-Mailbox")
+
+
+def test_real_captures_replay_as_live_objects(tmp_path):
+    from hma_check.collect.clixml import parse_clixml
+    from hma_check.collect.exchange_objects import shape
+    from tests.offline_fixtures import e19_dir
+
+    capture = e19_dir() / "Exchange" / "GetPartnerApplication.xml"
+    with Lab(variant(tmp_path, f"extends: ready\nname: replay\ncaptures:\n  Get-PartnerApplication: {capture}\n")) as lab:
+        snapshot = scan(lab)
+    offline = shape("exchange.partner_applications", parse_clixml(capture.read_bytes(), source=str(capture)))
+    live = snapshot.sources["exchange.partner_applications"].data
+    assert len(live) == 5 and live == offline        # one normaliser: live and offline give identical evidence
+    assert {app["Name"] for app in live} >= {"Exchange Online", "Microsoft Graph"}

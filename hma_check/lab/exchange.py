@@ -112,7 +112,8 @@ class ExchangeConfiguration:
             self._apply_faults_and_latency(call)
         except _Done:
             return
-        for obj in call.cmdlet.handler(call):
+        replayed = self.scenario.captures.get(call.cmdlet.name.lower())
+        for obj in (self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call)):
             if isinstance(obj, errors.CmdletError):
                 invocation.write_error(obj.record)
             else:
@@ -386,6 +387,24 @@ class ExchangeConfiguration:
                     issued.to_string(), {"RawData": issued.der})))
         if wanted and not out:
             return [self._not_found(call, wanted)]
+        return out
+
+    def _replay(self, call: _Call, objects: list[Any]) -> list[Any]:
+        """A captured cmdlet's objects, filtered by -Identity or -Server, sent again the way a remote session would."""
+        wanted_server = call.target_server.lower()
+        identity = call.params.get("Identity")
+        out: list[Any] = []
+        for obj in objects:
+            props = dict(obj.properties)
+            if wanted_server and str(props.get("Server") or "").lower() not in (wanted_server, ""):
+                continue
+            if identity is not None and not _identity_matches(props, str(identity)):
+                continue
+            wire = {name: MultiValued(value) if isinstance(value, list) else
+                    (str(value) if isinstance(value, dict) else value) for name, value in props.items()}
+            out.append(ex_object(list(obj.type_names), obj.to_string, wire))
+        if identity is not None and not out:
+            return [self._not_found(call, str(identity))]
         return out
 
     # ------------------------------------------------------------------------------------------ objects

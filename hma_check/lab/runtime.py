@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from hma_check.lab.scenario import Scenario, load_scenario, load_scenario_file
 
-SERVICE_MODULES: tuple[str, ...] = ("hma_check.lab.tenants", "hma_check.lab.endpoints")
+SERVICE_MODULES: tuple[str, ...] = ("hma_check.lab.tenants", "hma_check.lab.graph_service", "hma_check.lab.endpoints",
+                                    "hma_check.lab.endpoint_server")
 CONFIGURATION_MODULES: tuple[str, ...] = ("hma_check.lab.windows",)
 
 

@@ -111,6 +111,7 @@ class Scenario:
     faults: list[Fault]
     username: str
     sections: dict[str, Any] = field(default_factory=dict)    # tenants, endpoints (their owners' model or raw)
+    captures: dict[str, list[Any]] = field(default_factory=dict)   # cmdlet (lower case) -> replayed ClixmlObjects
 
     def server(self, name: str) -> ServerSpec | None:
         lowered = name.lower()
@@ -176,7 +177,7 @@ class SectionContext:
 _TOP = ("name", "description", "expect", "credentials", "organization", "auth_servers", "partner_applications",
         "auth_config", "hybrid_configuration", "intra_organization_connectors", "setting_overrides",
         "accepted_domains", "mailboxes", "admins", "authentication_policies", "activesync", "certificates",
-        "server_defaults", "servers", "latency", "throttling", "faults", *SECTION_MODULES)
+        "server_defaults", "servers", "latency", "throttling", "faults", "captures", *SECTION_MODULES)
 _SERVER_KEYS = ("name", "fqdn", "count", "start", "build", "roles", "site", "edition", "internet_web_proxy",
                 "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system")
 _ROLES = ("Mailbox", "ClientAccess", "Edge", "HubTransport", "UnifiedMessaging")
@@ -332,7 +333,8 @@ class _Parser:
             certificates=certificates, servers=servers, latency=latency,
             max_concurrency=self.integer(throttling.get("max_concurrency", 18), ("throttling", "max_concurrency"),
                                          1, 1000),
-            faults=self.faults(root.get("faults"), servers), username=username)
+            faults=self.faults(root.get("faults"), servers), username=username,
+            captures=self.captures(root.get("captures")))
         for section, module_name in SECTION_MODULES.items():
             if section in root:
                 scenario.sections[section] = _load_section(module_name, root[section],
@@ -557,6 +559,27 @@ class _Parser:
                     s.name.lower() == fault.server.lower() for s in servers):
                 raise self.fail((*where, "server"), f"no server named {fault.server!r}")
             out.append(fault)
+        return out
+
+    def captures(self, value: Any) -> dict[str, list[Any]]:
+        """cmdlet: Export-Clixml file (relative to the scenario file): the lab answers that cmdlet with the file's
+        objects, as a remote session would send them (real captures as fixtures)."""
+        from hma_check.collect.clixml import parse_clixml
+        from hma_check.errors import ClixmlError
+
+        out: dict[str, list[Any]] = {}
+        for cmdlet, file in self.mapping(value or {}, ("captures",)).items():
+            where = ("captures", cmdlet)
+            if not re.fullmatch(r"Get-[A-Za-z]+", cmdlet):
+                raise self.fail(where, "captures replay Get- cmdlets: the key is the cmdlet name")
+            relative = Path(self.text(file, where))
+            path = relative if relative.is_absolute() else Path(self.doc.file(where)).parent / relative
+            try:
+                out[cmdlet.lower()] = parse_clixml(path.read_bytes(), source=str(path))
+            except OSError as exc:
+                raise self.fail(where, f"cannot read {path}: {exc.strerror or exc}") from None
+            except ClixmlError as exc:
+                raise self.fail(where, str(exc)) from None
         return out
 
     def expect(self, value: Any) -> dict[str, Any]:
