@@ -21,3 +21,8 @@ def checks_file() -> Path:
 
 def templates_dir() -> Path:
     return _first_existing(_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates")
+
+
+def shipped_checks_files() -> list[Path]:
+    """Every checks file shipped in the package (a manifest names them by hash instead of copying them)."""
+    return [checks_file()]

@@ -173,6 +173,11 @@ def parse_utc(text: str) -> datetime:
 
 def load_snapshot(path: str | Path) -> Snapshot:
     """Read and validate evidence.json; anything malformed, truncated, hostile or too new is one EvidenceError."""
+    return read_snapshot(path)[1]
+
+
+def read_snapshot(path: str | Path) -> tuple[bytes, Snapshot]:
+    """The exact bytes read and the Snapshot parsed from them, so what is hashed and copied is what was evaluated."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -181,7 +186,7 @@ def load_snapshot(path: str | Path) -> Snapshot:
     if size > MAX_EVIDENCE_BYTES:
         raise EvidenceError(f"evidence file is {size} bytes; the limit is {MAX_EVIDENCE_BYTES}", path=str(path))
     raw = path.read_bytes()
-    return loads_snapshot(raw, source=str(path))
+    return raw, loads_snapshot(raw, source=str(path))
 
 
 def loads_snapshot(raw: bytes, *, source: str = "evidence.json") -> Snapshot:
