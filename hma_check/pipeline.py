@@ -19,7 +19,7 @@ from hma_check.report_model import Report, build_report
 from hma_check.resources import checks_file
 from hma_check.snapshot import read_snapshot
 
-OUTPUTS = ("report.html", "report.md", "junit.xml", "findings.json", "enable.ps1", "rollback.ps1")
+OUTPUTS = ("report.html", "report.md", "junit.xml", "findings.json", "enable.ps1", "rollback.ps1", "action-plan.csv")
 
 
 @dataclass

@@ -79,7 +79,7 @@ def test_the_manifest_lists_every_file_with_its_hash_and_the_inputs_that_made_it
 def test_an_untouched_folder_verifies(run_folder):
     result = verify(run_folder)
     assert result.exit_code == 0, result.output
-    assert "files: 9 match manifest.json" in result.output and "verified (unsigned" in result.output
+    assert "files: 10 match manifest.json" in result.output and "verified (unsigned" in result.output
     assert "built-in checks.yaml: identical to the one in this installed hma-check" in result.output
 
 

@@ -6,7 +6,7 @@ from hma_check.report_model import Report
 
 
 def render_all(report: Report) -> dict[str, bytes]:
-    from hma_check.render import html, junit, markdown, powershell, structured
+    from hma_check.render import action_plan, html, junit, markdown, powershell, structured
 
     return {
         "report.html": html.render(report).encode("utf-8"),
@@ -15,4 +15,5 @@ def render_all(report: Report) -> dict[str, bytes]:
         "findings.json": structured.render(report).encode("utf-8"),
         "enable.ps1": powershell.render_enable(report).encode("utf-8"),
         "rollback.ps1": powershell.render_rollback(report).encode("utf-8"),
+        "action-plan.csv": action_plan.render(report),
     }
