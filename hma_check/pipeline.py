@@ -40,15 +40,18 @@ def load_all_checks(checks_files: list[str | Path] | None = None, *, builtin: bo
 
 def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: list[str | Path] | None = None,
                exemptions_file: str | Path | None = None, *, builtin_checks: bool = True,
-               as_of: datetime | None = None) -> ReportOutcome:
+               as_of: datetime | None = None, pdf: bool = False) -> ReportOutcome:
     """Evaluate saved evidence and write every output, a copy of the evidence and of user inputs, then manifest.json.
 
     Bad input (evidence, checks, exemptions) raises an InputError before anything is written. Every output is
     rendered in memory first and then written atomically, so a failure leaves no half-written file; manifest.json
-    (the SHA-256 and size of every file, see hma_check.manifest) is written last.
+    (the SHA-256 and size of every file, see hma_check.manifest) is written last. ``pdf`` adds report.pdf, printed
+    by headless Chromium before anything is written (a missing browser is a ToolMissingError up front).
     """
     from hma_check.render import render_all
+    from hma_check.render.pdf import find_chromium, html_to_pdf
 
+    browser = find_chromium() if pdf else None
     evidence_path, out_dir = Path(evidence_path), Path(out_dir)
     evidence_bytes, snapshot = read_snapshot(evidence_path)
     checks = load_all_checks(checks_files, builtin=builtin_checks)
@@ -64,6 +67,8 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     report = build_report(evaluation, exit_code=code, evidence_sha256=evidence_sha256, unused_exemptions=unused)
 
     files: dict[str, bytes] = dict(render_all(report))
+    if browser:
+        files["report.pdf"] = html_to_pdf(files["report.html"], browser)
     roles = {name: "output" for name in files}
     files["evidence.json"], roles["evidence.json"] = evidence_bytes, "evidence"
     for name, payload in inputs.items():
