@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "collector-script": ("hma_check.commands.collector_script", "collector_script",
                          "Print the read-only PowerShell collection script for offline mode."),
     "import": ("hma_check.commands.import_", "import_", "Import the collection script's folder or zip (offline mode) and report."),
+    "diff": ("hma_check.commands.diff", "diff", "Compare two runs: status changes, fact changes, anything worse."),
     "verify": ("hma_check.commands.verify", "verify", "Check a report folder against its manifest (and signature)."),
     "sign": ("hma_check.commands.sign", "sign", "Sign a report folder's manifest with your X.509 certificate (CMS)."),
 }
