@@ -1,0 +1,1 @@
+"""Collectors: each turns one kind of access (Exchange, OS, Graph, probes, files) into snapshot sources."""
