@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import time
@@ -102,30 +103,38 @@ class GraphQueryError(Exception):
 # ---------------------------------------------------------------------------------------------- entry points
 
 def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | None = None,
-                  retry_delay: float = 3.0, max_retries: int = 3, credential_factory: Callable | None = None,
+                  retry_delay: float = 3.0, max_retries: int = 3, signin_retries: int = 3,
+                  credential_factory: Callable | None = None,
                   prompt: Callable[[str], None] | None = None) -> list[SourceResult]:
     """Read every ``graph.*`` source for every target tenant, concurrently; one result per source and tenant.
 
     A failure (no permission, throttled past the retries, unreachable, sign-in refused) becomes that source's error
     result, with the permission named where one is missing; the other sources are still collected.
+    ``retry_delay``/``max_retries`` tune msgraph's retry handler (Retry-After always wins), ``signin_retries``
+    azure-core's retries of connection failures towards the sign-in host.
     ``credential_factory(target, environ) -> TokenCredential`` replaces the credential built from the configuration
     (tests, embedding).
     """
     environ = os.environ if environ is None else environ
     check_environment(targets, environ)
+    # azure-identity logs every refused sign-in at WARNING with the raw response; the failure is already recorded
+    # in the sources, so the library's own messages would only duplicate it on stderr.
+    logging.getLogger("azure").addHandler(logging.NullHandler())
     if not targets:
         return []
     return asyncio.run(collect_graph_async(targets, environ=environ, retry_delay=retry_delay,
-                                           max_retries=max_retries, credential_factory=credential_factory,
-                                           prompt=prompt))
+                                           max_retries=max_retries, signin_retries=signin_retries,
+                                           credential_factory=credential_factory, prompt=prompt))
 
 
 async def collect_graph_async(targets: list[GraphTarget], *, environ: Mapping[str, str], retry_delay: float = 3.0,
-                              max_retries: int = 3, credential_factory: Callable | None = None,
+                              max_retries: int = 3, signin_retries: int = 3, credential_factory: Callable | None = None,
                               prompt: Callable[[str], None] | None = None) -> list[SourceResult]:
     scrub = Scrubber(secret_values(targets, environ))
+    factory = credential_factory or (
+        lambda target, env: build_credential(target, env, prompt, retry_total=signin_retries))
     per_tenant = await asyncio.gather(*(
-        _collect_tenant(t, environ, scrub, retry_delay, max_retries, credential_factory, prompt) for t in targets))
+        _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory) for t in targets))
     return [result for results in per_tenant for result in results]
 
 
@@ -142,12 +151,12 @@ def check_environment(targets: list[GraphTarget], environ: Mapping[str, str]) ->
 
 # ---------------------------------------------------------------------------------------------- credentials
 
-def build_credential(target: GraphTarget, environ: Mapping[str, str],
-                     prompt: Callable[[str], None] | None = None) -> Any:
+def build_credential(target: GraphTarget, environ: Mapping[str, str], prompt: Callable[[str], None] | None = None,
+                     *, retry_total: int = 3) -> Any:
     """The azure-identity credential the configuration asks for (sync: one token request even under gather)."""
     import azure.identity as identity
 
-    common: dict[str, Any] = {}
+    common: dict[str, Any] = {"retry_total": retry_total}
     if target.ca_bundle is not None:
         common["connection_verify"] = str(target.ca_bundle)
     signin: dict[str, Any] = dict(common, authority=target.authority_url)
@@ -171,7 +180,7 @@ def build_credential(target: GraphTarget, environ: Mapping[str, str],
         extra = {"client_id": target.client_id} if target.client_id else {}
         return identity.DeviceCodeCredential(tenant_id=target.tenant_id, prompt_callback=show, **extra, **signin)
     if kind == "azure_cli":
-        return identity.AzureCliCredential(tenant_id=target.tenant_id)
+        return identity.AzureCliCredential(tenant_id=target.tenant_id)  # a subprocess: no HTTP options
     if kind == "managed_identity":
         extra = {"client_id": target.client_id} if target.client_id else {}
         return identity.ManagedIdentityCredential(**extra, **common)
@@ -188,8 +197,12 @@ def _stderr(text: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ the client
 
-def build_client(target: GraphTarget, credential: Any, *, retry_delay: float = 3.0, max_retries: int = 3) -> Any:
-    """GraphServiceClient over our own httpx client with msgraph's default middleware (retries honour Retry-After)."""
+def build_client(target: GraphTarget, credential: Any, *, retry_delay: float = 3.0,
+                 max_retries: int = 3) -> tuple[Any, Any]:
+    """GraphServiceClient over our own httpx client with msgraph's default middleware (retries honour Retry-After).
+
+    Returns the client and the httpx client it sends through (the caller closes it).
+    """
     import ssl
 
     import httpx
@@ -216,42 +229,60 @@ def build_client(target: GraphTarget, credential: Any, *, retry_delay: float = 3
     adapter = GraphRequestAdapter(auth, client=http)
     # httpx adds a trailing '/' to base_url and kiota's templates add another ("v1.0//domains").
     adapter.base_url = target.graph_root
-    return GraphServiceClient(request_adapter=adapter)
+    return GraphServiceClient(request_adapter=adapter), http
+
+
+class _CredentialSlot:
+    """Stands in for the credential until it is built, so every request (and its command text) exists even when
+    building the credential itself fails (an unreadable certificate, a wrong PFX password)."""
+
+    credential: Any = None
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self.credential.get_token(*scopes, **kwargs)
 
 
 async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub: "Scrubber", retry_delay: float,
-                          max_retries: int, credential_factory: Callable | None,
-                          prompt: Callable[[str], None] | None) -> list[SourceResult]:
+                          max_retries: int, credential_factory: Callable) -> list[SourceResult]:
     started = utc_now()
     t0 = time.perf_counter()
-    credential = None
-    client = None
+    slot = _CredentialSlot()
+    client, http = build_client(target, slot, retry_delay=retry_delay, max_retries=max_retries)
+    requests = {q.source: _first_request(client, q) for q in QUERIES}
     try:
-        credential = (credential_factory(target, environ) if credential_factory
-                      else build_credential(target, environ, prompt))
+        slot.credential = credential_factory(target, environ)
         # One token up front, off the event loop: the queries then share it from the cache, and a refused sign-in
         # is reported once per source with its AADSTS code instead of as seven separate failures.
         kwargs: dict[str, Any] = {"enable_cae": True}
         if target.credential in ("azure_cli", "default"):
             kwargs["tenant_id"] = target.tenant_id
-        await asyncio.to_thread(credential.get_token, target.scope, **kwargs)
-        client = build_client(target, credential, retry_delay=retry_delay, max_retries=max_retries)
+        await asyncio.to_thread(slot.credential.get_token, target.scope, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a sign-in failure is data for every source of this tenant
         message = scrub(f"sign-in to tenant {target.tenant_id} failed: {describe_error(exc, None)}")
-        elapsed = int((time.perf_counter() - t0) * 1000)
-        await _close(credential, None)
-        return [SourceResult.error_result(q.source, message, command=_describe_first_request(target, q),
-                                          scope=target.tenant_id, started=iso_utc(started), duration_ms=elapsed)
+        await _close(slot.credential, http)
+        return [SourceResult.error_result(q.source, message, command=_command(requests[q.source]),
+                                          scope=target.tenant_id, started=iso_utc(started), duration_ms=_ms(t0))
                 for q in QUERIES]
     try:
-        return list(await asyncio.gather(*(_run_query(client, target, q, scrub) for q in QUERIES)))
+        return list(await asyncio.gather(*(_run_query(client, target, q, requests[q.source], scrub)
+                                           for q in QUERIES)))
     finally:
-        await _close(credential, client)
+        await _close(slot.credential, http)
 
 
-async def _close(credential: Any, client: Any) -> None:
-    if client is not None:
-        await client.request_adapter._http_client.aclose()
+def _first_request(client: Any, query: Query) -> Any:
+    request = query.build(client)
+    client.request_adapter.set_base_url_for_request_information(request)
+    return request
+
+
+def _command(request: Any) -> str:
+    # Kiota percent-encodes '$' and ','; the command shows the request as Graph's documentation writes it.
+    return f"GET {unquote(request.url)}"
+
+
+async def _close(credential: Any, http: Any) -> None:
+    await http.aclose()
     close = getattr(credential, "close", None)
     if close is not None:
         result = close()
@@ -259,32 +290,14 @@ async def _close(credential: Any, client: Any) -> None:
             await result
 
 
-def _describe_first_request(target: GraphTarget, query: Query) -> str:
-    return f"GET {target.graph_root}{_path_of(query.source)}"
-
-
-def _path_of(source: str) -> str:
-    """The request path of a source as the contract states it (sources.py 'filled by'), for commands of failed
-    sign-ins where no request was built."""
-    from hma_check.sources import SOURCES
-
-    for spec in SOURCES:
-        if spec.name == source:
-            return spec.filled_by.split(" ", 1)[1].removeprefix("/v1.0").split(" (", 1)[0]
-    return ""
-
-
-async def _run_query(client: Any, target: GraphTarget, query: Query, scrub: "Scrubber") -> SourceResult:
+async def _run_query(client: Any, target: GraphTarget, query: Query, request: Any, scrub: "Scrubber") -> SourceResult:
     from kiota_abstractions.method import Method
     from kiota_abstractions.request_information import RequestInformation
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
     started = utc_now()
     t0 = time.perf_counter()
-    request = query.build(client)
-    client.request_adapter.set_base_url_for_request_information(request)
-    first_url = unquote(request.url)
-    command = f"GET {first_url}"
+    command = _command(request)
     pages = 0
     try:
         items: list[Any] = []
@@ -312,7 +325,7 @@ async def _run_query(client: Any, target: GraphTarget, query: Query, scrub: "Scr
             request.url = next_link
             request.headers.try_add("Accept", "application/json")
     except Exception as exc:  # noqa: BLE001 - one failed query is data; the others go on
-        message = scrub(describe_error(exc, query.permission, target.tenant_id))
+        message = scrub(describe_error(exc, query.permission, target.tenant_id, PERMISSION_KIND[target.credential]))
         if pages:
             message += f" (on page {pages + 1})"
         return SourceResult.error_result(query.source, message, command=command, scope=target.tenant_id,
@@ -357,10 +370,21 @@ def _check_next_link(link: str, target: GraphTarget, seen: set[str]) -> None:
 
 # --------------------------------------------------------------------------------------------------- errors
 
-_PERMISSION_HINT = "grant the app the Microsoft Graph application permission {permission} (admin consent required)"
+# Who needs the permission depends on how the scan signed in: an app (application permission) or a person
+# (delegated permission plus a directory role; https://learn.microsoft.com/graph/permissions-overview).
+_PERMISSION_HINTS = {
+    "application": "grant the app the Microsoft Graph application permission {permission} (admin consent required)",
+    "delegated": "the signed-in account needs the Microsoft Graph delegated permission {permission} (consented) and "
+                 "a directory role that can read it, such as Global Reader",
+    "either": "grant the Microsoft Graph permission {permission} to the identity the default credential chain "
+              "signed in with",
+}
+PERMISSION_KIND = {"client_secret": "application", "certificate": "application", "managed_identity": "application",
+                   "device_code": "delegated", "azure_cli": "delegated", "default": "either"}
 
 
-def describe_error(exc: BaseException, permission: str | None, tenant_id: str | None = None) -> str:
+def describe_error(exc: BaseException, permission: str | None, tenant_id: str | None = None,
+                   permission_kind: str = "application") -> str:
     """One printable line: HTTP status, Graph's code and message, and what to do; never a traceback or a secret."""
     from azure.core.exceptions import ClientAuthenticationError
     from kiota_abstractions.api_error import APIError
@@ -379,7 +403,7 @@ def describe_error(exc: BaseException, permission: str | None, tenant_id: str | 
         if request_id:
             text += f" (request-id {request_id})"
         if status == 403 and permission:
-            text += " - " + _PERMISSION_HINT.format(permission=permission)
+            text += " - " + _PERMISSION_HINTS[permission_kind].format(permission=permission)
             if code == "AccessDenied":
                 # Conditional Access policies are readable only in tenants with Entra ID P1 or P2.
                 text += "; the Conditional Access API also needs an Entra ID P1 or P2 licence in the tenant"

@@ -103,7 +103,7 @@ class GraphService:
         for tenant in tenants:
             for fault in tenant.faults:
                 self.inject(tenant.id, fault.route, fault.status, times=fault.times, retry_after=fault.retry_after)
-        self._device_codes: dict[str, tuple[str, str, float]] = {}
+        self._device_codes: dict[str, tuple[str, str, float]] = {}  # code -> (tenant, resource, expiry)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
@@ -442,8 +442,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(400, _sts_error("unauthorized_client", 700016,
                                          f"Application with identifier '{client_id[:64]}' was not found in the "
                                          f"directory '{tenant.display_name}'."))
-        resource = _requested_resource(form.get("scope", ""))
         if grant == "client_credentials":
+            resource = _requested_resource(form.get("scope", ""))
             self._authenticate_client(tenant, form, token_url)
             claims_roles = tenant.app.roles
             token = service.issue_token(tenant.id, claims_roles, resource=resource)
@@ -451,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "access_token": token}, {}
         if grant == DEVICE_CODE_GRANT:
             self._meta["client_auth"] = "device_code"
-            return self._device_code_token(tenant, form, resource)
+            return self._device_code_token(tenant, form)
         raise _Reply(400, _sts_error("unsupported_grant_type", 70003,
                                      f"The app requested an unsupported grant type '{grant[:40]}'."))
 
@@ -474,7 +474,9 @@ class _Handler(BaseHTTPRequestHandler):
                 header = jwt.get_unverified_header(assertion)
             except jwt.PyJWTError:
                 raise _Reply(401, _sts_error("invalid_client", 50027, "JWT token is invalid or malformed.")) from None
-            thumbprint = header.get("x5t#S256") or header.get("x5t")
+            # MSAL sends x5t in standard base64 with padding, azure-identity's aio client x5t#S256 in base64url.
+            thumbprint = str(header.get("x5t#S256") or header.get("x5t") or "")
+            thumbprint = thumbprint.rstrip("=").replace("+", "-").replace("/", "_")
             registered = keys.certificates.get("thumbprints", set())
             if keys.public_key is None or thumbprint not in registered:
                 raise _Reply(401, _sts_error("invalid_client", 700027,
@@ -509,23 +511,25 @@ class _Handler(BaseHTTPRequestHandler):
         if client_id.lower() != tenant.app.client_id:
             raise _Reply(400, _sts_error("unauthorized_client", 700016,
                                          f"Application with identifier '{client_id[:64]}' was not found."))
+        resource = _requested_resource(form.get("scope", ""))
         device_code = secrets.token_urlsafe(24)
         user_code = secrets.token_hex(4).upper()
         with service._lock:
-            service._device_codes[device_code] = (tenant.id, client_id.lower(), time.time() + 900)
+            service._device_codes[device_code] = (tenant.id, resource, time.time() + 900)
         # The lab's simulated administrator signs in at once, so the first poll already gets a token.
         return 200, {"user_code": user_code, "device_code": device_code, "verification_uri":
                      f"{service.url}/devicelogin", "expires_in": 900, "interval": 1,
                      "message": f"To sign in, use a web browser to open the page {service.url}/devicelogin and "
                                 f"enter the code {user_code} to authenticate."}, {}
 
-    def _device_code_token(self, tenant: Tenant, form: dict[str, str], resource: str) -> tuple[int, Any, dict]:
+    def _device_code_token(self, tenant: Tenant, form: dict[str, str]) -> tuple[int, Any, dict]:
         service = self.server.service
         with service._lock:
             entry = service._device_codes.pop(form.get("device_code", ""), None)
         if entry is None or entry[0] != tenant.id or entry[2] < time.time():
             raise _Reply(400, _sts_error("expired_token", 70020, "The provided value for the input parameter "
                                          "'device_code' is not valid."))
+        resource = entry[1]
         now = int(time.time())
         user_oid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"admin/{tenant.id}"))
         upn = f"admin@{tenant.initial_domain}"
