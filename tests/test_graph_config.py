@@ -6,19 +6,23 @@ import pytest
 
 from hma_check.collect.graph_config import parse_graph_section
 from hma_check.errors import ConfigError
-from hma_check.lab.tenants import yaml_with_lines
+from hma_check.lab.tenants import dotted, yaml_with_lines
 
 TID = "6f1c2a9e-3b7d-4c11-9a2e-5d8f0b4c7e21"
 TID2 = "0b3f9a51-7e2c-4d8a-b6f4-2c9e1d7a5b30"
 APP = "3c5d7e9f-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
 
 
-def parse(text: str, tmp_path=None):
+def parse(text: str, tmp_path="."):
     data, line_of = yaml_with_lines(text, path="scan.yaml")
-    return parse_graph_section(data["graph"], path="scan.yaml", line_of=line_of, base_dir=tmp_path)
+
+    def fail(where, message):
+        return ConfigError(f"{dotted(where)}: {message}", path="scan.yaml", line=line_of(where))
+
+    return parse_graph_section(data["graph"], fail=fail, base_dir=tmp_path)
 
 
-def error(text: str, tmp_path=None) -> str:
+def error(text: str, tmp_path=".") -> str:
     with pytest.raises(ConfigError) as info:
         parse(text, tmp_path)
     return str(info.value)
@@ -68,7 +72,7 @@ def test_several_tenants_share_defaults_and_overrides_keep_the_cloud_resource(tm
 
 @pytest.mark.parametrize(("body", "expected"), [
     ("graph: {tenant_id: contoso}", "scan.yaml:1: graph.tenant_id: must be the tenant id (a GUID)"),
-    (f"graph: {{tenant_id: {TID}, client_secret: s3cr3t}}", "graph.client_secret: secrets are never written"),
+    (f"graph: {{tenant_id: {TID}, client_secret: s3cr3t}}", "scan.yaml:1: graph.client_secret: secrets are never written"),
     (f"graph: {{tenant_id: {TID}, credential: password}}", "graph.credential: must be one of client_secret"),
     (f"graph: {{tenant_id: {TID}}}", "graph.client_id: credential client_secret needs the app registration's"),
     (f"graph: {{tenant_id: {TID}, client_id: {APP}}}", "graph.client_secret_env: credential client_secret needs"),
@@ -80,7 +84,7 @@ def test_several_tenants_share_defaults_and_overrides_keep_the_cloud_resource(tm
     (f"graph: {{tenant_id: {TID}, credential: default, authority: 'https://login/{TID}'}}", "sign-in host only"),
     (f"graph: {{tenant_id: {TID}, credential: default, graph_url: 'https://g/beta'}}", "must end in /v1.0"),
     (f"graph: {{tenant_id: {TID}, credential: default, timeout: 0}}", "graph.timeout: must be a number"),
-    (f"graph: {{tenant_id: {TID}, credential: default, tenat: x}}", "unknown key 'tenat'"),
+    (f"graph: {{tenant_id: {TID}, credential: default, tenat: x}}", "graph.tenat: unknown key"),
     ("graph:\n  credential: default\n  tenants:\n    - {tenant_id: " + TID + "}\n    - {tenant_id: " + TID + "}\n",
      "scan.yaml:5: graph.tenants[1].tenant_id: tenant " + TID + " is listed twice"),
     ("graph:\n  tenant_id: " + TID + "\n  tenants: []\n", "not both"),

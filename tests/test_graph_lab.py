@@ -144,7 +144,7 @@ TENANT = """tenants:
     ("    app: {client_id: abc}\n", "tenants[0].app.client_id: must be a GUID"),
     ("    exo_service_principal: {servicePrincipalNames: https://mail/}\n", "servicePrincipalNames: must be a list"),
     ("    on_premises_last_sync_date_time: 2026-01-01\n", "must be a quoted ISO 8601 string"),
-    ("    secuirty_defaults: true\n", "unknown key 'secuirty_defaults'"),
+    ("    secuirty_defaults: true\n", "lab.yaml:7: tenants[0].secuirty_defaults: unknown key"),
 ])
 def test_tenants_section_errors_name_file_line_and_path(extra, expected):
     assert expected in bad(TENANT + extra)

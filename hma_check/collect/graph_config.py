@@ -75,128 +75,139 @@ class GraphTarget:
         return urlsplit(self.authority_url).hostname not in known
 
 
-def parse_graph_section(raw: Any, *, path: str = "<config>", line_of: Callable[[Any], int | None] | None = None,
-                        base_dir: str | Path | None = None) -> list[GraphTarget]:
+Where = tuple[Any, ...]
+Fail = Callable[[Where, str], ConfigError]
+
+
+def parse_graph_section(raw: Any, *, fail: Fail | None = None, base_dir: str | Path = ".") -> list[GraphTarget]:
     """Validate ``graph:`` and return one target per tenant. Top-level keys are defaults for ``tenants:`` entries.
 
     ``graph: {tenant_id: ..., client_id: ..., client_secret_env: ...}`` reads one tenant;
     ``graph: {credential: ..., tenants: [{tenant_id: ..., client_id: ...}, ...]}`` reads several (multi-tenant hybrid).
+    ``fail(where, message)`` makes the error (the configuration loader adds file and line); relative paths are
+    taken from ``base_dir``, the configuration file's folder.
     """
-    line = line_of or (lambda obj: None)
-    base = Path(base_dir) if base_dir is not None else Path(path).parent
-
-    def fail(at: str, obj: Any, message: str) -> ConfigError:
-        return ConfigError(f"{at}: {message}", path=path, line=line(obj))
-
+    fail = fail or (lambda where, message: ConfigError(f"{_dotted(where)}: {message}"))
+    base = Path(base_dir)
     if raw is None:
         return []
-    _check_keys(raw, "graph", _KEYS, fail)
+    _check_keys(raw, ("graph",), _KEYS, fail)
     shared = {k: v for k, v in raw.items() if k in _SHARED_KEYS}
     if "tenants" in raw:
         if "tenant_id" in raw:
-            raise fail("graph", raw, "give tenant_id either at the top or in each tenants entry, not both")
+            raise fail(("graph", "tenant_id"), "give tenant_id either at the top or in each tenants entry, not both")
         entries = raw["tenants"]
         if not isinstance(entries, list) or not entries:
-            raise fail("graph.tenants", raw, "must be a non-empty list of {tenant_id, ...}")
-        located = [(f"graph.tenants[{i}]", entry) for i, entry in enumerate(entries)]
+            raise fail(("graph", "tenants"), "must be a non-empty list of {tenant_id, ...}")
+        located: list[tuple[Where, dict[str, Any]]] = []
+        for i, entry in enumerate(entries):
+            _check_keys(entry, ("graph", "tenants", i), _SHARED_KEYS | {"tenant_id"}, fail)
+            located.append((("graph", "tenants", i), {**shared, **entry}))
     else:
-        located = [("graph", raw)]
+        located = [(("graph",), dict(shared, tenant_id=raw.get("tenant_id")))]
     targets = []
-    for at, entry in located:
-        if entry is not raw:
-            _check_keys(entry, at, _SHARED_KEYS | {"tenant_id"}, fail)
-        merged = {**shared, **entry} if entry is not raw else dict(shared, tenant_id=raw.get("tenant_id"))
-        targets.append(_target(merged, at, entry, base, fail))
     seen: set[str] = set()
-    for (at, entry), target in zip(located, targets):
+    for at, values in located:
+        target = _target(values, at, base, fail)
         if target.tenant_id in seen:
-            raise fail(f"{at}.tenant_id", entry, f"tenant {target.tenant_id} is listed twice")
+            raise fail((*at, "tenant_id"), f"tenant {target.tenant_id} is listed twice")
         seen.add(target.tenant_id)
+        targets.append(target)
     return targets
 
 
-def _check_keys(obj: Any, at: str, allowed: set[str], fail: Callable[..., ConfigError]) -> None:
+def _dotted(where: Where) -> str:
+    out = ""
+    for part in where:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _check_keys(obj: Any, at: Where, allowed: set[str], fail: Fail) -> None:
     if not isinstance(obj, dict):
-        raise fail(at, obj, "must be a mapping")
+        raise fail(at, "must be a mapping")
     for key in obj:
         if key in _SECRET_KEYS:
-            raise fail(f"{at}.{key}", obj, f"secrets are never written in the configuration: put the value in an "
-                                           f"environment variable and name it in {_SECRET_KEYS[key]}")
+            raise fail((*at, key), f"secrets are never written in the configuration: put the value in an "
+                                   f"environment variable and name it in {_SECRET_KEYS[key]}")
         if key not in allowed:
-            raise fail(f"{at}", obj, f"unknown key {str(key)!r} (allowed: {', '.join(sorted(allowed))})")
+            raise fail((*at, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
-def _target(values: dict[str, Any], at: str, obj: Any, base: Path, fail: Callable[..., ConfigError]) -> GraphTarget:
+def _target(values: dict[str, Any], at: Where, base: Path, fail: Fail) -> GraphTarget:
+    def where(key: str) -> Where:
+        return (*at, key)
+
     tenant_id = values.get("tenant_id")
     if not isinstance(tenant_id, str) or not _GUID.match(tenant_id):
-        raise fail(f"{at}.tenant_id", obj, f"must be the tenant id (a GUID), got {tenant_id!r}")
+        raise fail(where("tenant_id"), f"must be the tenant id (a GUID), got {tenant_id!r}")
     credential = values.get("credential", "client_secret")
     if credential not in CREDENTIALS:
-        raise fail(f"{at}.credential", obj, f"must be one of {', '.join(CREDENTIALS)}, got {credential!r}")
+        raise fail(where("credential"), f"must be one of {', '.join(CREDENTIALS)}, got {credential!r}")
     cloud = values.get("cloud", "global")
     if cloud not in CLOUDS:
-        raise fail(f"{at}.cloud", obj, f"must be one of {', '.join(CLOUDS)}, got {cloud!r}")
+        raise fail(where("cloud"), f"must be one of {', '.join(CLOUDS)}, got {cloud!r}")
     client_id = values.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not _GUID.match(client_id)):
-        raise fail(f"{at}.client_id", obj, f"must be the application (client) id, a GUID, got {client_id!r}")
+        raise fail(where("client_id"), f"must be the application (client) id, a GUID, got {client_id!r}")
     if credential in ("client_secret", "certificate") and client_id is None:
-        raise fail(f"{at}.client_id", obj, f"credential {credential} needs the app registration's client_id")
-    secret_env = _env_name(values.get("client_secret_env"), f"{at}.client_secret_env", obj, fail)
+        raise fail(where("client_id"), f"credential {credential} needs the app registration's client_id")
+    secret_env = _env_name(values.get("client_secret_env"), where("client_secret_env"), fail)
     if credential == "client_secret" and secret_env is None:
-        raise fail(f"{at}.client_secret_env", obj, "credential client_secret needs the name of the environment "
-                                                   "variable that holds the secret")
-    password_env = _env_name(values.get("certificate_password_env"), f"{at}.certificate_password_env", obj, fail)
-    certificate = _file(values.get("certificate_path"), f"{at}.certificate_path", obj, base, fail)
+        raise fail(where("client_secret_env"), "credential client_secret needs the name of the environment variable "
+                                               "that holds the secret")
+    password_env = _env_name(values.get("certificate_password_env"), where("certificate_password_env"), fail)
+    certificate = _file(values.get("certificate_path"), where("certificate_path"), base, fail)
     if credential == "certificate" and certificate is None:
-        raise fail(f"{at}.certificate_path", obj, "credential certificate needs certificate_path (PEM with the "
-                                                  "private key, or PFX)")
+        raise fail(where("certificate_path"), "credential certificate needs certificate_path (PEM with the private "
+                                              "key, or PFX)")
     timeout = values.get("timeout", 60.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 600:
-        raise fail(f"{at}.timeout", obj, "must be a number of seconds from 1 to 600")
+        raise fail(where("timeout"), "must be a number of seconds from 1 to 600")
     return GraphTarget(
         tenant_id=tenant_id.lower(), credential=credential, client_id=client_id.lower() if client_id else None,
         client_secret_env=secret_env, certificate_path=certificate, certificate_password_env=password_env,
-        cloud=cloud, authority=_https_url(values.get("authority"), f"{at}.authority", obj, fail, path_ok=False),
-        graph_url=_graph_url(values.get("graph_url"), f"{at}.graph_url", obj, fail),
-        ca_bundle=_file(values.get("ca_bundle"), f"{at}.ca_bundle", obj, base, fail), timeout=float(timeout))
+        cloud=cloud, authority=_https_url(values.get("authority"), where("authority"), fail, path_ok=False),
+        graph_url=_graph_url(values.get("graph_url"), where("graph_url"), fail),
+        ca_bundle=_file(values.get("ca_bundle"), where("ca_bundle"), base, fail), timeout=float(timeout))
 
 
-def _env_name(value: Any, at: str, obj: Any, fail: Callable[..., ConfigError]) -> str | None:
+def _env_name(value: Any, at: Where, fail: Fail) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _ENV_NAME.match(value):
-        raise fail(at, obj, "must be the name of an environment variable (letters, digits, _), not its value")
+        raise fail(at, "must be the name of an environment variable (letters, digits, _), not its value")
     return value
 
 
-def _file(value: Any, at: str, obj: Any, base: Path, fail: Callable[..., ConfigError]) -> Path | None:
+def _file(value: Any, at: Where, base: Path, fail: Fail) -> Path | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise fail(at, obj, "must be a file path")
+        raise fail(at, "must be a file path")
     file = Path(os.path.expanduser(value))
     file = file if file.is_absolute() else base / file
     if not file.is_file():
-        raise fail(at, obj, f"no such file: {file}")
+        raise fail(at, f"no such file: {file}")
     if not os.access(file, os.R_OK):
-        raise fail(at, obj, f"cannot read {file}")
+        raise fail(at, f"cannot read {file}")
     return file
 
 
-def _https_url(value: Any, at: str, obj: Any, fail: Callable[..., ConfigError], *, path_ok: bool) -> str | None:
+def _https_url(value: Any, at: Where, fail: Fail, *, path_ok: bool) -> str | None:
     if value is None:
         return None
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment \
             or parts.username or parts.password:
-        raise fail(at, obj, f"must be an https:// URL without credentials or query, got {str(value)[:100]!r}")
+        raise fail(at, f"must be an https:// URL without credentials or query, got {str(value)[:100]!r}")
     if not path_ok and parts.path.strip("/"):
-        raise fail(at, obj, "must be the sign-in host only (https://host[:port]); the tenant is added per request")
+        raise fail(at, "must be the sign-in host only (https://host[:port]); the tenant is added per request")
     return value.rstrip("/")
 
 
-def _graph_url(value: Any, at: str, obj: Any, fail: Callable[..., ConfigError]) -> str | None:
-    url = _https_url(value, at, obj, fail, path_ok=True)
+def _graph_url(value: Any, at: Where, fail: Fail) -> str | None:
+    url = _https_url(value, at, fail, path_ok=True)
     if url is None:
         return None
     # hma-check reads v1.0 only; a bare host means its v1.0 root.
@@ -204,7 +215,7 @@ def _graph_url(value: Any, at: str, obj: Any, fail: Callable[..., ConfigError]) 
     if path == "":
         return f"{url}/v1.0"
     if path.split("/")[-1] != "v1.0":
-        raise fail(at, obj, "must end in /v1.0 (hma-check reads the v1.0 endpoint only) or be a bare host")
+        raise fail(at, "must end in /v1.0 (hma-check reads the v1.0 endpoint only) or be a bare host")
     return url
 
 

@@ -134,32 +134,42 @@ class Tenant:
 
 
 # ------------------------------------------------------------------------------------------------- validation
-
-class _Where:
-    """A position in the scenario: the YAML path and, where the loader kept it, the line."""
-
-    def __init__(self, path: str, line_of: Callable[[Any], int | None]) -> None:
-        self.path, self.line_of = path, line_of
-
-    def fail(self, at: str, obj: Any, message: str) -> ScenarioError:
-        return ScenarioError(f"{at}: {message}", path=self.path, line=self.line_of(obj))
+# Positions are tuples such as ("tenants", 0, "domains", 1, "authenticationType"): the scenario loader turns one
+# into "file:line: tenants[0].domains[1].authenticationType" (hma_check.yamlsource).
+Where = tuple[Any, ...]
+Fail = Callable[[Where, str], InputError]
 
 
-def load_tenants(raw: Any, *, path: str = "<scenario>",
-                 line_of: Callable[[Any], int | None] | None = None) -> list[Tenant]:
+def load_section(raw: Any, context: Any) -> list[Tenant]:
+    """The hook the scenario loader calls for ``tenants:`` (``context.error(where, message)`` positions errors)."""
+    return load_tenants(raw, fail=lambda where, message: context.error(where[1:], message))
+
+
+def load_tenants(raw: Any, *, fail: Fail | None = None) -> list[Tenant]:
     """Validate a scenario's ``tenants:`` value and build the model; the first problem is one ScenarioError."""
-    where = _Where(path, line_of or (lambda obj: None))
+    fail = fail or _plain_fail
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise where.fail("tenants", raw, "must be a list of tenants")
-    tenants = [_tenant(entry, f"tenants[{i}]", where) for i, entry in enumerate(raw)]
+        raise fail(("tenants",), "must be a list of tenants")
+    tenants = [_tenant(entry, ("tenants", i), fail) for i, entry in enumerate(raw)]
     seen: set[str] = set()
     for i, tenant in enumerate(tenants):
-        if tenant.id.lower() in seen:
-            raise where.fail(f"tenants[{i}].id", raw[i], f"duplicate tenant id {tenant.id}")
-        seen.add(tenant.id.lower())
+        if tenant.id in seen:
+            raise fail(("tenants", i, "id"), f"duplicate tenant id {tenant.id}")
+        seen.add(tenant.id)
     return tenants
+
+
+def dotted(where: Where) -> str:
+    out = ""
+    for part in where:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _plain_fail(where: Where, message: str) -> ScenarioError:
+    return ScenarioError(f"{dotted(where)}: {message}")
 
 
 _TENANT_KEYS = {"id", "display_name", "initial_domain", "domains", "on_premises_sync_enabled",
@@ -167,207 +177,195 @@ _TENANT_KEYS = {"id", "display_name", "initial_domain", "domains", "on_premises_
                 "security_defaults", "conditional_access_policies", "subscribed_skus", "app", "faults"}
 
 
-def _tenant(entry: Any, at: str, where: _Where) -> Tenant:
-    _mapping(entry, at, where, required={"id", "display_name", "initial_domain", "domains"}, allowed=_TENANT_KEYS)
-    tenant_id = _guid(entry["id"], f"{at}.id", entry, where)
-    initial = _domain_name(entry["initial_domain"], f"{at}.initial_domain", entry, where)
-    domains = _domains(entry["domains"], f"{at}.domains", where)
+def _tenant(entry: Any, at: Where, fail: Fail) -> Tenant:
+    _mapping(entry, at, fail, required={"id", "display_name", "initial_domain", "domains"}, allowed=_TENANT_KEYS)
+    tenant_id = _guid(entry["id"], (*at, "id"), fail)
+    initial = _domain_name(entry["initial_domain"], (*at, "initial_domain"), fail)
+    domains = _domains(entry["domains"], (*at, "domains"), fail)
     if initial.lower() not in {d["id"].lower() for d in domains}:
-        raise where.fail(f"{at}.initial_domain", entry, f"{initial} is not one of the tenant's domains")
+        raise fail((*at, "initial_domain"), f"{initial} is not one of the tenant's domains")
     sync = entry.get("on_premises_sync_enabled")
     if sync not in (True, False, None):
-        raise where.fail(f"{at}.on_premises_sync_enabled", entry, "must be true, false or null")
+        raise fail((*at, "on_premises_sync_enabled"), "must be true, false or null")
     last_sync = entry.get("on_premises_last_sync_date_time")
     if last_sync is not None and not isinstance(last_sync, str):
         # YAML turns an unquoted date into a datetime; Graph sends a string, so ask for one.
-        raise where.fail(f"{at}.on_premises_last_sync_date_time", entry, "must be a quoted ISO 8601 string")
+        raise fail((*at, "on_premises_last_sync_date_time"), "must be a quoted ISO 8601 string")
     security_defaults = entry.get("security_defaults", False)
     if not isinstance(security_defaults, bool):
-        raise where.fail(f"{at}.security_defaults", entry, "must be true or false")
-    users = _users(entry.get("users", []), f"{at}.users", where)
-    generated = _generated_users(entry.get("generate_users"), f"{at}.generate_users", domains, where)
+        raise fail((*at, "security_defaults"), "must be true or false")
     return Tenant(
         id=tenant_id,
-        display_name=_string(entry["display_name"], f"{at}.display_name", entry, where),
+        display_name=_string(entry["display_name"], (*at, "display_name"), fail),
         initial_domain=initial,
         domains=domains,
         on_premises_sync_enabled=sync,
         on_premises_last_sync_date_time=last_sync,
         exo_service_principal=_service_principal(entry.get("exo_service_principal", {}),
-                                                 f"{at}.exo_service_principal", tenant_id, where),
-        users=users,
-        generated_users=generated,
+                                                 (*at, "exo_service_principal"), tenant_id, fail),
+        users=_users(entry.get("users", []), (*at, "users"), fail),
+        generated_users=_generated_users(entry.get("generate_users"), (*at, "generate_users"), domains, fail),
         security_defaults=security_defaults,
         conditional_access_policies=_ca_policies(entry.get("conditional_access_policies", []),
-                                                 f"{at}.conditional_access_policies", where),
-        subscribed_skus=_object_list(entry.get("subscribed_skus", []), f"{at}.subscribed_skus", where),
-        app=_app(entry.get("app"), f"{at}.app", tenant_id, where),
-        faults=_faults(entry.get("faults", []), f"{at}.faults", where),
+                                                 (*at, "conditional_access_policies"), fail),
+        subscribed_skus=_object_list(entry.get("subscribed_skus", []), (*at, "subscribed_skus"), fail),
+        app=_app(entry.get("app"), (*at, "app"), tenant_id, fail),
+        faults=_faults(entry.get("faults", []), (*at, "faults"), fail),
     )
 
 
-def _mapping(obj: Any, at: str, where: _Where, *, required: set[str] = frozenset(),
+def _mapping(obj: Any, at: Where, fail: Fail, *, required: set[str] = frozenset(),
              allowed: set[str] | None = None) -> None:
     if not isinstance(obj, dict):
-        raise where.fail(at, obj, "must be a mapping")
+        raise fail(at, "must be a mapping")
     missing = sorted(required - obj.keys())
     if missing:
-        raise where.fail(at, obj, f"missing {', '.join(missing)}")
+        raise fail(at, f"missing {', '.join(missing)}")
     if allowed is not None:
         unknown = sorted(str(k) for k in obj.keys() - allowed)
         if unknown:
-            raise where.fail(at, obj, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+            raise fail((*at, unknown[0]), f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
-def _string(value: Any, at: str, parent: Any, where: _Where) -> str:
+def _string(value: Any, at: Where, fail: Fail) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise where.fail(at, parent, "must be a non-empty string")
+        raise fail(at, "must be a non-empty string")
     return value
 
 
-def _guid(value: Any, at: str, parent: Any, where: _Where) -> str:
+def _guid(value: Any, at: Where, fail: Fail) -> str:
     if not isinstance(value, str) or not _GUID.match(value):
-        raise where.fail(at, parent, f"must be a GUID, got {value!r}")
+        raise fail(at, f"must be a GUID, got {value!r}")
     return value.lower()
 
 
-def _domain_name(value: Any, at: str, parent: Any, where: _Where) -> str:
+def _domain_name(value: Any, at: Where, fail: Fail) -> str:
     if not isinstance(value, str) or not _DOMAIN.match(value):
-        raise where.fail(at, parent, f"must be a DNS domain name, got {value!r}")
+        raise fail(at, f"must be a DNS domain name, got {value!r}")
     return value
 
 
-def _object_list(value: Any, at: str, where: _Where) -> list[dict[str, Any]]:
+def _bool(value: Any, at: Where, fail: Fail) -> bool:
+    if not isinstance(value, bool):
+        raise fail(at, "must be true or false")
+    return value
+
+
+def _object_list(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
+    """A list of Graph JSON objects, kept verbatim (copied, so defaults never write into the caller's data)."""
     if not isinstance(value, list):
-        raise where.fail(at, value, "must be a list")
+        raise fail(at, "must be a list")
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            raise where.fail(f"{at}[{i}]", value, "must be a mapping (Graph JSON)")
-        for key in item:
-            if not isinstance(key, str):
-                raise where.fail(f"{at}[{i}]", item, f"property names must be strings, got {key!r}")
+            raise fail((*at, i), "must be a mapping (Graph JSON)")
     return [dict(item) for item in value]
 
 
-def _domains(value: Any, at: str, where: _Where) -> list[dict[str, Any]]:
-    domains = _object_list(value, at, where)
+def _domains(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
+    domains = _object_list(value, at, fail)
     if not domains:
-        raise where.fail(at, value, "a tenant has at least its initial domain")
+        raise fail(at, "a tenant has at least its initial domain")
     for i, domain in enumerate(domains):
-        item = value[i]
-        _domain_name(domain.get("id"), f"{at}[{i}].id", item, where)
-        kind = domain.get("authenticationType", "Managed")
-        if kind not in AUTHENTICATION_TYPES:
-            raise where.fail(f"{at}[{i}].authenticationType", item, f"must be Managed or Federated, got {kind!r}")
-        for flag in ("isVerified", "isDefault"):
-            if not isinstance(domain.get(flag, False), bool):
-                raise where.fail(f"{at}[{i}].{flag}", item, "must be true or false")
+        _domain_name(domain.get("id"), (*at, i, "id"), fail)
         domain.setdefault("authenticationType", "Managed")
-        domain.setdefault("isVerified", True)
-        domain.setdefault("isDefault", False)
+        if domain["authenticationType"] not in AUTHENTICATION_TYPES:
+            raise fail((*at, i, "authenticationType"),
+                       f"must be Managed or Federated, got {domain['authenticationType']!r}")
+        for flag, default in (("isVerified", True), ("isDefault", False)):
+            _bool(domain.setdefault(flag, default), (*at, i, flag), fail)
     if sum(1 for d in domains if d["isDefault"]) > 1:
-        raise where.fail(at, value, "only one domain can be isDefault")
+        raise fail(at, "only one domain can be isDefault")
     return domains
 
 
-def _users(value: Any, at: str, where: _Where) -> list[dict[str, Any]]:
-    users = _object_list(value, at, where)
+def _users(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
+    users = _object_list(value, at, fail)
     for i, user in enumerate(users):
         upn = user.get("userPrincipalName")
         if not isinstance(upn, str) or "@" not in upn:
-            raise where.fail(f"{at}[{i}].userPrincipalName", value[i], "must be a UPN like name@domain")
-        sync = user.get("onPremisesSyncEnabled")
-        if sync not in (True, False, None):
-            raise where.fail(f"{at}[{i}].onPremisesSyncEnabled", value[i], "must be true, false or null")
+            raise fail((*at, i, "userPrincipalName"), "must be a UPN like name@domain")
+        if user.get("onPremisesSyncEnabled") not in (True, False, None):
+            raise fail((*at, i, "onPremisesSyncEnabled"), "must be true, false or null")
         user.setdefault("id", str(uuid.uuid5(uuid.NAMESPACE_URL, upn.lower())))
         user.setdefault("displayName", upn.split("@", 1)[0])
-        user.setdefault("mail", None)
-        user.setdefault("onPremisesSyncEnabled", None)
-        user.setdefault("onPremisesSecurityIdentifier", None)
+        for key in ("mail", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"):
+            user.setdefault(key, None)
     return users
 
 
-def _generated_users(value: Any, at: str, domains: list[dict[str, Any]], where: _Where) -> GeneratedUsers | None:
+def _generated_users(value: Any, at: Where, domains: list[dict[str, Any]], fail: Fail) -> GeneratedUsers | None:
     if value is None:
         return None
-    _mapping(value, at, where, required={"count"}, allowed={"count", "domain", "synced", "prefix"})
+    _mapping(value, at, fail, required={"count"}, allowed={"count", "domain", "synced", "prefix"})
     count = value["count"]
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_GENERATED_USERS:
-        raise where.fail(f"{at}.count", value, f"must be an integer from 0 to {MAX_GENERATED_USERS}")
+        raise fail((*at, "count"), f"must be an integer from 0 to {MAX_GENERATED_USERS}")
     if count == 0:
         return None
     default = next((d["id"] for d in domains if d["isDefault"]), domains[0]["id"])
-    domain = _domain_name(value.get("domain", default), f"{at}.domain", value, where)
-    synced = value.get("synced", True)
-    if not isinstance(synced, bool):
-        raise where.fail(f"{at}.synced", value, "must be true or false")
     prefix = value.get("prefix", "user")
     if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]{0,30}", prefix):
-        raise where.fail(f"{at}.prefix", value, "must be letters, digits, '.', '_' or '-', starting with a letter")
-    return GeneratedUsers(count=count, domain=domain, synced=synced, prefix=prefix)
+        raise fail((*at, "prefix"), "must be letters, digits, '.', '_' or '-', starting with a letter")
+    return GeneratedUsers(count=count, domain=_domain_name(value.get("domain", default), (*at, "domain"), fail),
+                          synced=_bool(value.get("synced", True), (*at, "synced"), fail), prefix=prefix)
 
 
-def _service_principal(value: Any, at: str, tenant_id: str, where: _Where) -> dict[str, Any] | None:
+def _service_principal(value: Any, at: Where, tenant_id: str, fail: Fail) -> dict[str, Any] | None:
     """The tenant's Office 365 Exchange Online service principal; ``null`` models a tenant without it (404)."""
     if value is None:
         return None
-    _mapping(value, at, where)
+    _mapping(value, at, fail)
     sp = dict(value)
-    for key in ("servicePrincipalNames", "replyUrls", "keyCredentials"):
+    for key in ("servicePrincipalNames", "replyUrls"):
         items = sp.setdefault(key, [])
-        if not isinstance(items, list):
-            raise where.fail(f"{at}.{key}", value, "must be a list")
-    for i, name in enumerate(sp["servicePrincipalNames"] + sp["replyUrls"]):
-        if not isinstance(name, str):
-            raise where.fail(at, value, f"names and reply URLs must be strings, got {name!r}")
-    _object_list(sp["keyCredentials"], f"{at}.keyCredentials", where)
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise fail((*at, key), "must be a list of strings")
+    sp["keyCredentials"] = _object_list(sp.get("keyCredentials", []), (*at, "keyCredentials"), fail)
     if sp.setdefault("appId", EXO_APP_ID) != EXO_APP_ID:
-        raise where.fail(f"{at}.appId", value, f"the Exchange Online service principal's appId is {EXO_APP_ID}")
+        raise fail((*at, "appId"), f"the Exchange Online service principal's appId is {EXO_APP_ID}")
     sp.setdefault("id", str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant_id}/{EXO_APP_ID}")))
     sp.setdefault("displayName", "Office 365 Exchange Online")
     return sp
 
 
-def _ca_policies(value: Any, at: str, where: _Where) -> list[dict[str, Any]]:
-    policies = _object_list(value, at, where)
+def _ca_policies(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
+    policies = _object_list(value, at, fail)
     for i, policy in enumerate(policies):
         if policy.get("state") not in CA_STATES:
-            raise where.fail(f"{at}[{i}].state", value[i], f"must be one of {', '.join(CA_STATES)}")
-        if not isinstance(policy.get("displayName"), str):
-            raise where.fail(f"{at}[{i}].displayName", value[i], "must be a string")
+            raise fail((*at, i, "state"), f"must be one of {', '.join(CA_STATES)}")
+        _string(policy.get("displayName"), (*at, i, "displayName"), fail)
         policy.setdefault("id", str(uuid.uuid5(uuid.NAMESPACE_URL, f"ca/{policy['displayName']}")))
     return policies
 
 
-def _app(value: Any, at: str, tenant_id: str, where: _Where) -> TenantApp:
+def _app(value: Any, at: Where, tenant_id: str, fail: Fail) -> TenantApp:
     value = {} if value is None else value
-    _mapping(value, at, where, allowed={"client_id", "roles"})
+    _mapping(value, at, fail, allowed={"client_id", "roles"})
     default_id = str(uuid.UUID(bytes=hashlib.sha256(f"hma-check-lab-app/{tenant_id}".encode()).digest()[:16],
                                version=4))
-    client_id = _guid(value.get("client_id", default_id), f"{at}.client_id", value, where)
+    client_id = _guid(value.get("client_id", default_id), (*at, "client_id"), fail)
     roles = value.get("roles", list(DEFAULT_ROLES))
     if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
-        raise where.fail(f"{at}.roles", value, "must be a list of permission names such as Application.Read.All")
+        raise fail((*at, "roles"), "must be a list of permission names such as Application.Read.All")
     return TenantApp(client_id=client_id, roles=frozenset(roles))
 
 
-def _faults(value: Any, at: str, where: _Where) -> list[Fault]:
+def _faults(value: Any, at: Where, fail: Fail) -> list[Fault]:
     if not isinstance(value, list):
-        raise where.fail(at, value, "must be a list")
+        raise fail(at, "must be a list")
     faults = []
     for i, item in enumerate(value):
-        _mapping(item, f"{at}[{i}]", where, required={"route", "status"},
-                 allowed={"route", "status", "times", "retry_after"})
+        _mapping(item, (*at, i), fail, required={"route", "status"}, allowed={"route", "status", "times", "retry_after"})
         if item["route"] not in ROUTES:
-            raise where.fail(f"{at}[{i}].route", item, f"must be one of {', '.join(ROUTES)}")
+            raise fail((*at, i, "route"), f"must be one of {', '.join(ROUTES)}")
         status, times, retry_after = item["status"], item.get("times"), item.get("retry_after")
         if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-            raise where.fail(f"{at}[{i}].status", item, "must be an HTTP error status (400-599)")
+            raise fail((*at, i, "status"), "must be an HTTP error status (400-599)")
         if times is not None and (not isinstance(times, int) or isinstance(times, bool) or times < 1):
-            raise where.fail(f"{at}[{i}].times", item, "must be a positive integer (omit it for every request)")
+            raise fail((*at, i, "times"), "must be a positive integer (omit it for every request)")
         if retry_after is not None and (not isinstance(retry_after, int) or isinstance(retry_after, bool)
                                         or retry_after < 0):
-            raise where.fail(f"{at}[{i}].retry_after", item, "must be a whole number of seconds")
+            raise fail((*at, i, "retry_after"), "must be a whole number of seconds")
         faults.append(Fault(route=item["route"], status=status, times=times, retry_after=retry_after))
     return faults
 
@@ -375,42 +373,44 @@ def _faults(value: Any, at: str, where: _Where) -> list[Fault]:
 # ------------------------------------------------------------------------------------------ standalone loading
 
 def tenants_from_yaml(text: str, *, path: str = "<scenario>") -> list[Tenant]:
-    """Parse YAML text holding a ``tenants:`` list (or a whole scenario) keeping line numbers for errors."""
+    """Parse YAML text holding a ``tenants:`` list (or a whole scenario), with file-and-line errors."""
     data, line_of = yaml_with_lines(text, path=path)
-    if isinstance(data, dict):
-        data = data.get("tenants")
-    return load_tenants(data, path=path, line_of=line_of)
+
+    def fail(where: Where, message: str) -> ScenarioError:
+        return ScenarioError(f"{dotted(where)}: {message}", path=path, line=line_of(where))
+
+    return load_tenants(data.get("tenants") if isinstance(data, dict) else data, fail=fail)
 
 
-def yaml_with_lines(text: str, *, path: str) -> tuple[Any, Callable[[Any], int | None]]:
-    """safe_load that remembers the line of every mapping and list it builds, so errors can name it."""
+def yaml_with_lines(text: str, *, path: str) -> tuple[Any, Callable[[Where], int | None]]:
+    """safe_load that remembers the line of every key and list item by its path, for errors that name it."""
     import yaml
 
-    lines: dict[int, int] = {}
+    lines: dict[Where, int] = {}
 
-    class LineLoader(yaml.SafeLoader):
-        pass
-
-    # PyYAML yields the container first and fills it afterwards; record the line on that very object.
-    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
-        data: dict[Any, Any] = {}
-        lines[id(data)] = node.start_mark.line + 1
-        yield data
-        data.update(loader.construct_mapping(node))
-
-    def sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Any:
-        data: list[Any] = []
-        lines[id(data)] = node.start_mark.line + 1
-        yield data
-        data.extend(loader.construct_sequence(node))
-
-    LineLoader.add_constructor("tag:yaml.org,2002:map", mapping)
-    LineLoader.add_constructor("tag:yaml.org,2002:seq", sequence)
+    def convert(node: Any, where: Where) -> Any:
+        lines.setdefault(where, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[(*where, key)] = key_node.start_mark.line + 1
+                out[key] = convert(value_node, (*where, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [convert(item, (*where, i)) for i, item in enumerate(node.value)]
+        return yaml.constructor.SafeConstructor().construct_object(node)
 
     try:
-        data = yaml.load(text, Loader=LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ScenarioError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", path=path,
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ScenarioError(f"not valid YAML: {exc.problem or exc.context}", path=path,
                             line=mark.line + 1 if mark else None) from None
-    return data, lambda obj: lines.get(id(obj))
+
+    def line_of(where: Where) -> int | None:
+        while where and where not in lines:
+            where = where[:-1]
+        return lines.get(where)
+
+    return (convert(node, ()) if node is not None else None), line_of
