@@ -166,3 +166,14 @@ def test_collector_and_lab_modules_import_no_graph_sdk():
             "{'msgraph', 'msgraph_core', 'kiota_http', 'azure', 'httpx', 'msal', 'jwt', 'trustme', 'yaml'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []
+
+
+def test_managed_identity_credential_uses_the_app_service_endpoint(fresh, monkeypatch):
+    # azure-identity reads IDENTITY_ENDPOINT/IDENTITY_HEADER from the process environment itself.
+    for name, value in fresh.managed_identity_env(NORTHWIND).items():
+        monkeypatch.setenv(name, value)
+    target = target_for(fresh, NORTHWIND, credential="managed_identity", client_id=None, client_secret_env=None)
+    results = run(fresh, [target], environ={})
+    assert results[("graph.domains", NORTHWIND)].status == "ok"
+    tokens = [r for r in fresh.requests if r.route == "token"]
+    assert [(r.method, r.client_auth, r.status) for r in tokens] == [("GET", "identity_header", 200)]

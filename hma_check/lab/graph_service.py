@@ -97,6 +97,8 @@ class GraphService:
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._kid = secrets.token_hex(8)
         self._keys = {t.id: _AppKeys(secret=secrets.token_urlsafe(32)) for t in tenants}
+        # App Service's managed identity endpoint wants this header (IDENTITY_HEADER); see managed_identity_env().
+        self.identity_header = secrets.token_urlsafe(16)
         self._lock = threading.Lock()
         self._log: list[LoggedRequest] = []
         self._faults: dict[tuple[str, str], list[Fault]] = {}
@@ -173,6 +175,24 @@ class GraphService:
             if cache_key not in keys.certificates:
                 keys.certificates[cache_key] = self._write_certificate(tenant_id, keys, kind, password)
             return keys.certificates[cache_key]
+
+    def scan_config(self, env_prefix: str = "HMA_LAB_GRAPH_SECRET") -> tuple[dict[str, Any], dict[str, str]]:
+        """The ``graph:`` configuration section that scans this lab, and the environment holding its secrets.
+
+        The section names environment variables only, so it can be written to disk; the secrets stay in memory.
+        """
+        entries, environ = [], {}
+        for index, tenant in enumerate(self.tenants.values()):
+            name = f"{env_prefix}_{index}"
+            entries.append({"tenant_id": tenant.id, "client_id": tenant.app.client_id, "client_secret_env": name})
+            environ[name] = self.secret(tenant.id)
+        section = {"credential": "client_secret", "authority": self.authority, "graph_url": self.graph_url,
+                   "ca_bundle": str(self.ca_path), "tenants": entries}
+        return section, environ
+
+    def managed_identity_env(self, tenant_id: str) -> dict[str, str]:
+        """The environment App Service gives a process with a managed identity, pointing at this lab's tenant."""
+        return {"IDENTITY_ENDPOINT": f"{self.url}/{tenant_id}/msi/token", "IDENTITY_HEADER": self.identity_header}
 
     def inject(self, tenant_id: str, route: str, status: int, *, times: int | None = None,
                retry_after: int | None = None) -> None:
@@ -342,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/v1.0" or path.startswith("/v1.0/"):
                 status, payload, headers = self._graph(method, path[len("/v1.0"):] or "/", query)
             else:
-                status, payload, headers = self._identity(method, path, body)
+                status, payload, headers = self._identity(method, path, query, body)
         except _Reply as reply:
             status, payload, headers = reply.status, reply.body, reply.headers
         self._send(status, payload, headers, graph=path.startswith("/v1.0"))
@@ -393,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._graph_error(fault.status, code, message, headers)
 
     # ------------------------------------------------------------------------------------- identity (STS)
-    def _identity(self, method: str, path: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _identity(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         service = self.server.service
         segments = path.strip("/").split("/")
         tenant = service._tenant(segments[0]) if segments and segments[0] else None
@@ -421,6 +441,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and rest == "discovery/v2.0/keys":
             self._meta["route"] = "keys"
             return 200, {"keys": [_jwk(service._signing_key.public_key(), service._kid)]}, {}
+        if method == "GET" and rest == "msi/token":
+            self._meta["route"] = "token"
+            return self._managed_identity_token(tenant, query)
         if method == "POST" and rest == "oauth2/v2.0/devicecode":
             self._meta["route"] = "devicecode"
             return self._device_code(tenant, body)
@@ -502,6 +525,23 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Reply(401, _sts_error("invalid_client", 7000218,
                                      "The request body must contain the following parameter: 'client_assertion' "
                                      "or 'client_secret'."))
+
+    def _managed_identity_token(self, tenant: Tenant, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """App Service's managed identity endpoint (IDENTITY_ENDPOINT + X-IDENTITY-HEADER, api-version 2019-08-01):
+        the lab's identity is the tenant's scan app, so a managed-identity scan gets the same roles."""
+        service = self.server.service
+        self._meta.update(grant_type="managed_identity", client_auth="identity_header",
+                          client_id=tenant.app.client_id)
+        fault = service._take_fault(tenant.id, "token")
+        if fault:
+            raise self._fault_reply(fault, graph=False)
+        if not hmac.compare_digest((self.headers.get("X-IDENTITY-HEADER") or "").encode(),
+                                   service.identity_header.encode()):
+            raise _Reply(401, {"statusCode": 401, "message": "Unauthorized: the X-IDENTITY-HEADER is missing or wrong"})
+        resource = _requested_resource(f"{query.get('resource', '').rstrip('/')}/.default")
+        token = service.issue_token(tenant.id, resource=resource)
+        return 200, {"access_token": token, "expires_on": str(int(time.time()) + 3599), "resource": resource,
+                     "token_type": "Bearer", "client_id": tenant.app.client_id}, {}
 
     def _device_code(self, tenant: Tenant, body: bytes) -> tuple[int, Any, dict[str, str]]:
         service = self.server.service
