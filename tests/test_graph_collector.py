@@ -10,6 +10,7 @@ import pytest
 
 from graph_lab_helpers import CONTOSO, FABRIKAM, NORTHWIND, TENANTS_YAML, lab_environ, target_for
 from hma_check.collect.graph import QUERIES, collect_graph
+from hma_check.collect.graph_config import parse_graph_section
 from hma_check.errors import ConfigError
 from hma_check.lab.graph_service import GraphService
 from hma_check.lab.tenants import tenants_from_yaml
@@ -41,7 +42,10 @@ def run(lab, targets, **kwargs):
 
 
 def test_secret_flow_reads_every_source_of_every_tenant_with_paging_complete(fresh):
-    results = run(fresh, [target_for(fresh, CONTOSO), target_for(fresh, FABRIKAM), target_for(fresh, NORTHWIND)])
+    section, environ = fresh.scan_config()  # what the demo writes: variable names only, secrets in the environment
+    assert set(environ.values()) == {fresh.secret(t) for t in (CONTOSO, FABRIKAM, NORTHWIND)}
+    assert not any(secret in json.dumps(section) for secret in environ.values())
+    results = run(fresh, parse_graph_section(section), environ=environ)
     assert len(results) == 3 * len(SOURCES)
     contoso = {name: r for (name, scope), r in results.items() if scope == CONTOSO}
     assert {n: r.status for n, r in contoso.items()} == dict.fromkeys(SOURCES, "ok")
