@@ -1,1 +1,1 @@
-"""Collectors: each turns one kind of access (Exchange, OS, Graph, probes, files) into snapshot sources."""
+"""Collectors: each turns one kind of evidence (Exchange, OS, Graph, probes, offline files) into SourceResults."""
