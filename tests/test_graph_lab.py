@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -143,7 +144,8 @@ TENANT = """tenants:
     ("    conditional_access_policies: [{displayName: x, state: on}]\n", "state: must be one of enabled"),
     ("    app: {client_id: abc}\n", "tenants[0].app.client_id: must be a GUID"),
     ("    exo_service_principal: {servicePrincipalNames: https://mail/}\n", "servicePrincipalNames: must be a list"),
-    ("    on_premises_last_sync_date_time: 2026-01-01\n", "must be a quoted ISO 8601 string"),
+    ("    on_premises_last_sync_date_time: 2026-01-01\n", "must be a quoted ISO 8601 UTC time"),
+    ("    on_premises_last_sync_date_time: '2026-01-01T00:00:00'\n", "must be a quoted ISO 8601 UTC time"),
     ("    secuirty_defaults: true\n", "lab.yaml:7: tenants[0].secuirty_defaults: unknown key"),
 ])
 def test_tenants_section_errors_name_file_line_and_path(extra, expected):
@@ -164,8 +166,10 @@ def test_tenants_section_structural_errors():
 def test_tenants_model_defaults_and_generated_users_are_lazy_and_stable():
     [tenant] = load_tenants([{"id": CONTOSO.upper(), "display_name": "C", "initial_domain": "c.onmicrosoft.com",
                               "domains": [{"id": "c.onmicrosoft.com"}, {"id": "c.com", "isDefault": True}],
-                              "generate_users": {"count": 50000}}])
+                              "generate_users": {"count": 50000}, "on_premises_last_sync_date_time": "-2h"}])
     assert tenant.id == CONTOSO and tenant.user_count == 50000
+    last_sync = datetime.fromisoformat(tenant.on_premises_last_sync_date_time.replace("Z", "+00:00"))
+    assert timedelta(hours=1, minutes=59) < datetime.now(timezone.utc) - last_sync < timedelta(hours=2, minutes=1)
     assert tenant.users_between(49999, 60000)[0]["userPrincipalName"] == "user049999@c.com"
     assert tenant.users_between(10, 11) == tenant.users_between(10, 11)
     assert tenant.exo_service_principal["servicePrincipalNames"] == []

@@ -6,6 +6,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from hma_check.errors import InputError
@@ -187,10 +188,7 @@ def _tenant(entry: Any, at: Where, fail: Fail) -> Tenant:
     sync = entry.get("on_premises_sync_enabled")
     if sync not in (True, False, None):
         raise fail((*at, "on_premises_sync_enabled"), "must be true, false or null")
-    last_sync = entry.get("on_premises_last_sync_date_time")
-    if last_sync is not None and not isinstance(last_sync, str):
-        # YAML turns an unquoted date into a datetime; Graph sends a string, so ask for one.
-        raise fail((*at, "on_premises_last_sync_date_time"), "must be a quoted ISO 8601 string")
+    last_sync = _moment(entry.get("on_premises_last_sync_date_time"), (*at, "on_premises_last_sync_date_time"), fail)
     security_defaults = entry.get("security_defaults", False)
     if not isinstance(security_defaults, bool):
         raise fail((*at, "security_defaults"), "must be true or false")
@@ -243,6 +241,30 @@ def _domain_name(value: Any, at: Where, fail: Fail) -> str:
     if not isinstance(value, str) or not _DOMAIN.match(value):
         raise fail(at, f"must be a DNS domain name, got {value!r}")
     return value
+
+
+_OFFSET = re.compile(r"^([+-])(\d{1,6})([smhdy])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
+
+
+def _moment(value: Any, at: Where, fail: Fail) -> str | None:
+    """An ISO 8601 UTC string as Graph sends it, from a quoted ISO date or an offset from now ("-6h", "-3d"), so a
+    shipped scenario's "last sync" does not age into a failing check."""
+    if value is None:
+        return None
+    if isinstance(value, str) and (match := _OFFSET.match(value.strip())):
+        sign = 1 if match.group(1) == "+" else -1
+        moment = datetime.now(timezone.utc) + timedelta(seconds=sign * int(match.group(2)) * _SECONDS[match.group(3)])
+        return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return value
+    # YAML turns an unquoted date into a datetime; Graph sends a string, so ask for one.
+    raise fail(at, "must be a quoted ISO 8601 UTC time such as \"2026-11-20T06:00:00Z\" or an offset such as -6h")
 
 
 def _bool(value: Any, at: Where, fail: Fail) -> bool:
