@@ -129,7 +129,9 @@ class GraphService:
 
     def start(self) -> "GraphService":
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name="lab-graph", daemon=True)
+            # A short poll interval: stop() (shutdown) waits for the loop to notice, 0.5 s by default.
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="lab-graph", daemon=True)
             self._thread.start()
         return self
 
@@ -295,6 +297,9 @@ class GraphService:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows when a scan opens a dozen connections at once; Linux then drops
+    # the SYN and the client retries only after a second.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type, service: GraphService,
                  context: ssl.SSLContext) -> None:
@@ -304,9 +309,17 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self):  # type: ignore[no-untyped-def]
         sock, address = super().get_request()
-        # The handshake happens in the handler thread (do_handshake_on_connect), so one slow client cannot stall
-        # the accept loop.
-        return self.context.wrap_socket(sock, server_side=True), address
+        # The TLS handshake runs in the connection's own thread (finish_request), so a slow or silent client cannot
+        # stall the accept loop.
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def finish_request(self, request, client_address):  # type: ignore[no-untyped-def]
+        try:
+            request.settimeout(30)
+            request.do_handshake()
+        except (OSError, ssl.SSLError):
+            return  # a client that does not trust the lab CA hangs up here: normal for TLS-verification tests
+        super().finish_request(request, client_address)
 
     def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
         # A client that hangs up mid-request (a test cancelling, a TLS failure) is normal traffic for a lab.
