@@ -378,13 +378,14 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload, headers = self._identity(method, path, query, body)
         except _Reply as reply:
             status, payload, headers = reply.status, reply.body, reply.headers
-        self._send(status, payload, headers, graph=path.startswith("/v1.0"))
+        # Logged before the answer leaves, so a client that has its response always finds the request in the log.
         wanted = ("Retry-Attempt", "client-request-id", "User-Agent", "ConsistencyLevel")
         service._record(LoggedRequest(
             method=method, path=path, raw_path=raw_path, route=self._meta["route"], tenant=self._meta["tenant"],
             status=status, client_id=self._meta.get("client_id"), grant_type=self._meta.get("grant_type"),
             client_auth=self._meta.get("client_auth"),
             headers={k: self.headers[k] for k in wanted if self.headers.get(k) is not None}))
+        self._send(status, payload, headers, graph=path.startswith("/v1.0"))
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
