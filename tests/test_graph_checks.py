@@ -19,7 +19,7 @@ from hma_check.lab.graph_service import GraphService
 from hma_check.lab.tenants import load_tenants
 from hma_check.snapshot import iso_utc, loads_snapshot, utc_now
 
-pytestmark = pytest.mark.xdist_group("graph-lab")
+pytestmark = pytest.mark.xdist_group("graph-checks")
 TENANT = baseline.TENANT
 SECOND = "0b3f9a51-7e2c-4d8a-b6f4-2c9e1d7a5b30"
 GRAPH_CHECKS = ("HMA-SPN-001", "HMA-SPN-002", "HMA-TENANT-001", "HMA-TENANT-002", "HMA-ID-001", "HMA-ID-002",

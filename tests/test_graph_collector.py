@@ -16,7 +16,7 @@ from hma_check.lab.graph_service import GraphService
 from hma_check.lab.tenants import tenants_from_yaml
 from hma_check.snapshot import Snapshot, loads_snapshot
 
-pytestmark = pytest.mark.xdist_group("graph-lab")
+pytestmark = pytest.mark.xdist_group("graph-collector")
 SOURCES = [q.source for q in QUERIES]
 PAGE = 50  # the lab pages /users by 50, so 120 users come in three pages
 
