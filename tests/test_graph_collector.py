@@ -181,3 +181,25 @@ def test_managed_identity_credential_uses_the_app_service_endpoint(fresh, monkey
     assert results[("graph.domains", NORTHWIND)].status == "ok"
     tokens = [r for r in fresh.requests if r.route == "token"]
     assert [(r.method, r.client_auth, r.status) for r in tokens] == [("GET", "identity_header", 200)]
+
+
+def test_graph_down_is_an_error_per_source_that_says_where(fresh):
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    results = run(fresh, [target_for(fresh, CONTOSO, graph_url=f"https://127.0.0.1:{port}/v1.0")])
+    assert {r.status for r in results.values()} == {"error"}
+    assert all(f"cannot reach Graph https://127.0.0.1:{port}" in r.error for r in results.values())
+
+
+def test_the_lab_grants_exactly_the_permissions_the_collector_asks_for():
+    from hma_check.collect.graph import REQUIRED_PERMISSIONS
+    from hma_check.lab.graph_service import ROUTE_ROLES
+    from hma_check.lab.tenants import DEFAULT_ROLES
+
+    assert set(REQUIRED_PERMISSIONS) == set(DEFAULT_ROLES)
+    assert all(q.permission in ROUTE_ROLES[route] for q, route in zip(QUERIES, (
+        "service_principals", "organization", "domains", "users", "security_defaults", "conditional_access",
+        "subscribed_skus")))

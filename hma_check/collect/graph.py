@@ -119,7 +119,9 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
     check_environment(targets, environ)
     # azure-identity logs every refused sign-in at WARNING with the raw response; the failure is already recorded
     # in the sources, so the library's own messages would only duplicate it on stderr.
-    logging.getLogger("azure").addHandler(logging.NullHandler())
+    azure_log = logging.getLogger("azure")
+    if not azure_log.handlers:
+        azure_log.addHandler(logging.NullHandler())
     if not targets:
         return []
     return asyncio.run(collect_graph_async(targets, environ=environ, retry_delay=retry_delay,
@@ -427,7 +429,7 @@ def describe_error(exc: BaseException, permission: str | None, tenant_id: str | 
             where = f" {exc.request.url.scheme}://{exc.request.url.host}:{exc.request.url.port or 443}"
         except RuntimeError:  # no request attached
             pass
-        return one_line(f"cannot reach Graph{where}: {type(exc).__name__}: {exc}", 1000)
+        return one_line(f"cannot reach Graph{where}: {type(exc).__name__}: {exc or 'no answer in time'}", 1000)
     return one_line(f"{type(exc).__name__}: {exc}", 1000)
 
 
