@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import ssl
 import tempfile
@@ -13,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,9 +70,17 @@ class LoggedRequest:
 
 @dataclass
 class _AppKeys:
+    """A tenant's scan app: its secret, and its certificate once a test or the demo asks for one."""
+
     secret: str
-    certificates: dict[str, Any] = field(default_factory=dict)  # kind -> path; "thumbprints" -> {sha1, sha256}
-    public_key: Any = None
+    key: Any = None                                           # RSA private key
+    cert: Any = None                                          # x509.Certificate
+    thumbprints: set[str] = field(default_factory=set)        # base64url SHA-1 (x5t) and SHA-256 (x5t#S256)
+    files: dict[str, Path] = field(default_factory=dict)      # "pem:<password>" -> written file
+
+    @property
+    def public_key(self) -> Any:
+        return self.key.public_key() if self.key is not None else None
 
 
 class GraphService:
@@ -171,12 +180,12 @@ class GraphService:
         """The scan app's certificate with its key: ``pem`` (key + certificate) or ``pfx`` (PKCS#12)."""
         keys = self._keys[tenant_id]
         with self._lock:
-            if keys.public_key is None:
+            if keys.key is None:
                 self._make_app_certificate(tenant_id, keys)
             cache_key = f"{kind}:{password or ''}"
-            if cache_key not in keys.certificates:
-                keys.certificates[cache_key] = self._write_certificate(tenant_id, keys, kind, password)
-            return keys.certificates[cache_key]
+            if cache_key not in keys.files:
+                keys.files[cache_key] = self._write_certificate(tenant_id, keys, kind, password)
+            return keys.files[cache_key]
 
     def scan_config(self, env_prefix: str = "HMA_LAB_GRAPH_SECRET") -> tuple[dict[str, Any], dict[str, str]]:
         """The ``graph:`` configuration section that scans this lab, and the environment holding its secrets.
@@ -238,36 +247,29 @@ class GraphService:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hma-check scan {tenant_id}")])
         now = datetime.now(timezone.utc)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now.replace(year=now.year - 1))
-                .not_valid_after(now.replace(year=now.year + 1)).sign(key, hashes.SHA256()))
+                .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+                .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256()))
         der = cert.public_bytes(serialization.Encoding.DER)
-        keys.public_key = key.public_key()
-        keys.certificates["key"] = key
-        keys.certificates["cert"] = cert
-        keys.certificates["thumbprints"] = {_b64url(hashlib.sha1(der).digest()),  # noqa: S324 - x5t is SHA-1
-                                            _b64url(hashlib.sha256(der).digest())}
+        keys.key, keys.cert = key, cert
+        keys.thumbprints = {_b64url(hashlib.sha1(der).digest()),  # noqa: S324 - x5t is SHA-1 by definition
+                            _b64url(hashlib.sha256(der).digest())}
 
     def _write_certificate(self, tenant_id: str, keys: _AppKeys, kind: str, password: str | None) -> Path:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.serialization import pkcs12
 
-        key, cert = keys.certificates["key"], keys.certificates["cert"]
-        suffix = secrets.token_hex(4)
+        encryption = (serialization.BestAvailableEncryption(password.encode()) if password
+                      else serialization.NoEncryption())
         if kind == "pem":
-            encryption = (serialization.BestAvailableEncryption(password.encode()) if password
-                          else serialization.NoEncryption())
-            payload = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-            payload += cert.public_bytes(serialization.Encoding.PEM)
-            path = self.workdir / f"app-{tenant_id}-{suffix}.pem"
+            payload = keys.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+            payload += keys.cert.public_bytes(serialization.Encoding.PEM)
         elif kind == "pfx":
-            encryption = (serialization.BestAvailableEncryption(password.encode()) if password
-                          else serialization.NoEncryption())
-            payload = pkcs12.serialize_key_and_certificates(b"hma-check", key, cert, None, encryption)
-            path = self.workdir / f"app-{tenant_id}-{suffix}.pfx"
+            payload = pkcs12.serialize_key_and_certificates(b"hma-check", keys.key, keys.cert, None, encryption)
         else:
             raise ValueError("kind must be pem or pfx")
-        path.write_bytes(payload)
-        path.chmod(0o600)
+        path = self.workdir / f"app-{tenant_id}-{secrets.token_hex(4)}.{kind}"
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            handle.write(payload)
         return path
 
     def _tenant(self, segment: str) -> Tenant | None:
@@ -514,8 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
             # MSAL sends x5t in standard base64 with padding, azure-identity's aio client x5t#S256 in base64url.
             thumbprint = str(header.get("x5t#S256") or header.get("x5t") or "")
             thumbprint = thumbprint.rstrip("=").replace("+", "-").replace("/", "_")
-            registered = keys.certificates.get("thumbprints", set())
-            if keys.public_key is None or thumbprint not in registered:
+            if keys.key is None or thumbprint not in keys.thumbprints:
                 raise _Reply(401, _sts_error("invalid_client", 700027,
                                              "The certificate with identifier used to sign the client assertion is "
                                              f"not registered on application. [Reason - The key was not found., "
