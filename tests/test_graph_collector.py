@@ -42,7 +42,7 @@ def run(lab, targets, **kwargs):
 
 
 def test_secret_flow_reads_every_source_of_every_tenant_with_paging_complete(fresh):
-    section, environ = fresh.scan_config()  # what the demo writes: variable names only, secrets in the environment
+    section, environ = fresh.graph_section()  # what the demo writes: variable names only, secrets in the environment
     assert set(environ.values()) == {fresh.secret(t) for t in (CONTOSO, FABRIKAM, NORTHWIND)}
     assert not any(secret in json.dumps(section) for secret in environ.values())
     results = run(fresh, parse_graph_section(section), environ=environ)

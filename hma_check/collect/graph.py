@@ -102,10 +102,23 @@ class GraphQueryError(Exception):
 
 # ---------------------------------------------------------------------------------------------- entry points
 
+def run_graph(settings: Any, context: Any) -> list[SourceResult]:
+    """The runner's entry (hma_check.collect.runner.COLLECTORS): secrets come from the environment, or in-process
+    from ``context.secrets`` under the variable name the configuration gives (the demo lab's client secrets)."""
+    environ = {**context.environ, **context.secrets}
+    progress = context.progress("graph")
+    progress.start(len(settings.targets) * len(QUERIES))
+    try:
+        return collect_graph(list(settings.targets), environ=environ,
+                             on_result=lambda r: progress.advance(f"{r.name} {r.scope}", r.ok))
+    finally:
+        progress.finish()
+
+
 def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | None = None,
                   retry_delay: float = 3.0, max_retries: int = 3, signin_retries: int = 3,
-                  credential_factory: Callable | None = None,
-                  prompt: Callable[[str], None] | None = None) -> list[SourceResult]:
+                  credential_factory: Callable | None = None, prompt: Callable[[str], None] | None = None,
+                  on_result: Callable[[SourceResult], None] | None = None) -> list[SourceResult]:
     """Read every ``graph.*`` source for every target tenant, concurrently; one result per source and tenant.
 
     A failure (no permission, throttled past the retries, unreachable, sign-in refused) becomes that source's error
@@ -113,7 +126,7 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
     ``retry_delay``/``max_retries`` tune msgraph's retry handler (Retry-After always wins), ``signin_retries``
     azure-core's retries of connection failures towards the sign-in host.
     ``credential_factory(target, environ) -> TokenCredential`` replaces the credential built from the configuration
-    (tests, embedding).
+    (tests, embedding); ``on_result`` is called as each source completes (progress).
     """
     environ = os.environ if environ is None else environ
     check_environment(targets, environ)
@@ -126,17 +139,18 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
         return []
     return asyncio.run(collect_graph_async(targets, environ=environ, retry_delay=retry_delay,
                                            max_retries=max_retries, signin_retries=signin_retries,
-                                           credential_factory=credential_factory, prompt=prompt))
+                                           credential_factory=credential_factory, prompt=prompt, on_result=on_result))
 
 
 async def collect_graph_async(targets: list[GraphTarget], *, environ: Mapping[str, str], retry_delay: float = 3.0,
                               max_retries: int = 3, signin_retries: int = 3, credential_factory: Callable | None = None,
-                              prompt: Callable[[str], None] | None = None) -> list[SourceResult]:
+                              prompt: Callable[[str], None] | None = None,
+                              on_result: Callable[[SourceResult], None] | None = None) -> list[SourceResult]:
     scrub = Scrubber(secret_values(targets, environ))
     factory = credential_factory or (
         lambda target, env: build_credential(target, env, prompt, retry_total=signin_retries))
     per_tenant = await asyncio.gather(*(
-        _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory) for t in targets))
+        _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory, on_result) for t in targets))
     return [result for results in per_tenant for result in results]
 
 
@@ -245,7 +259,8 @@ class _CredentialSlot:
 
 
 async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub: "Scrubber", retry_delay: float,
-                          max_retries: int, credential_factory: Callable) -> list[SourceResult]:
+                          max_retries: int, credential_factory: Callable,
+                          on_result: Callable[[SourceResult], None] | None) -> list[SourceResult]:
     started = utc_now()
     t0 = time.perf_counter()
     slot = _CredentialSlot()
@@ -262,14 +277,30 @@ async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub
     except Exception as exc:  # noqa: BLE001 - a sign-in failure is data for every source of this tenant
         message = scrub(f"sign-in to tenant {target.tenant_id} failed: {describe_error(exc, None)}")
         await _close(slot.credential, http)
-        return [SourceResult.error_result(q.source, message, command=_command(requests[q.source]),
-                                          scope=target.tenant_id, started=iso_utc(started), duration_ms=_ms(t0))
-                for q in QUERIES]
+        failed = [SourceResult.error_result(q.source, message, command=_command(requests[q.source]),
+                                            scope=target.tenant_id, started=iso_utc(started), duration_ms=_ms(t0))
+                  for q in QUERIES]
+        for result in failed:
+            _report(on_result, result)
+        return failed
+
+    async def query(q: Query) -> SourceResult:
+        result = await _run_query(client, target, q, requests[q.source], scrub)
+        _report(on_result, result)
+        return result
+
     try:
-        return list(await asyncio.gather(*(_run_query(client, target, q, requests[q.source], scrub)
-                                           for q in QUERIES)))
+        return list(await asyncio.gather(*(query(q) for q in QUERIES)))
     finally:
         await _close(slot.credential, http)
+
+
+def _report(on_result: Callable[[SourceResult], None] | None, result: SourceResult) -> None:
+    if on_result is not None:
+        try:
+            on_result(result)
+        except Exception:  # noqa: BLE001 - a progress display must never cost evidence
+            pass
 
 
 def _first_request(client: Any, query: Query) -> Any:

@@ -79,6 +79,25 @@ Where = tuple[Any, ...]
 Fail = Callable[[Where, str], ConfigError]
 
 
+@dataclass(frozen=True)
+class GraphSettings:
+    """The validated ``graph:`` section: one target per tenant."""
+
+    targets: tuple[GraphTarget, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """What evidence.json's target records (ids and hosts, never a secret)."""
+        return {"tenants": [t.tenant_id for t in self.targets],
+                "clouds": sorted({t.cloud for t in self.targets}),
+                "graph": sorted({t.graph_root for t in self.targets})}
+
+
+def parse_graph(raw: Any, context: Any) -> GraphSettings:
+    """The scan configuration's section parser (hma_check.config.SECTIONS): positions come from ``context``."""
+    return GraphSettings(tuple(parse_graph_section(raw, fail=lambda where, message: context.fail(where[1:], message),
+                                                   base_dir=context.base_dir)))
+
+
 def parse_graph_section(raw: Any, *, fail: Fail | None = None, base_dir: str | Path = ".") -> list[GraphTarget]:
     """Validate ``graph:`` and return one target per tenant. Top-level keys are defaults for ``tenants:`` entries.
 

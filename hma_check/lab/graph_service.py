@@ -187,7 +187,7 @@ class GraphService:
                 keys.files[cache_key] = self._write_certificate(tenant_id, keys, kind, password)
             return keys.files[cache_key]
 
-    def scan_config(self, env_prefix: str = "HMA_LAB_GRAPH_SECRET") -> tuple[dict[str, Any], dict[str, str]]:
+    def graph_section(self, env_prefix: str = "HMA_LAB_GRAPH_SECRET") -> tuple[dict[str, Any], dict[str, str]]:
         """The ``graph:`` configuration section that scans this lab, and the environment holding its secrets.
 
         The section names environment variables only, so it can be written to disk; the secrets stay in memory.
@@ -200,6 +200,22 @@ class GraphService:
         section = {"credential": "client_secret", "authority": self.authority, "graph_url": self.graph_url,
                    "ca_bundle": str(self.ca_path), "tenants": entries}
         return section, environ
+
+    # What the lab runtime (hma_check.lab.runtime.LabService) reads from a started service.
+    @property
+    def endpoints(self) -> dict[str, Any]:
+        return {"graph": {"authority": self.authority, "graph_url": self.graph_url, "ca_file": str(self.ca_path),
+                          "tenants": {t.id: {"display_name": t.display_name, "client_id": t.app.client_id}
+                                      for t in self.tenants.values()}}}
+
+    @property
+    def scan_config(self) -> dict[str, Any]:
+        return {"graph": self.graph_section()[0]}
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Client secrets by the environment variable name the ``graph:`` section gives them (in-process only)."""
+        return self.graph_section()[1]
 
     def managed_identity_env(self, tenant_id: str) -> dict[str, str]:
         """The environment App Service gives a process with a managed identity, pointing at this lab's tenant."""

@@ -146,6 +146,16 @@ def load_section(raw: Any, context: Any) -> list[Tenant]:
     return load_tenants(raw, fail=lambda where, message: context.error(where[1:], message))
 
 
+def start_service(lab: Any) -> Any:
+    """The hook the lab runtime calls: serve the scenario's tenants (token endpoint and Graph), or nothing."""
+    tenants = lab.scenario.sections.get("tenants")
+    if not tenants:
+        return None
+    from hma_check.lab.graph_service import GraphService
+
+    return GraphService(tenants).start()
+
+
 def load_tenants(raw: Any, *, fail: Fail | None = None) -> list[Tenant]:
     """Validate a scenario's ``tenants:`` value and build the model; the first problem is one ScenarioError."""
     fail = fail or _plain_fail
