@@ -159,7 +159,7 @@ def test_tenants_section_structural_errors():
     assert "initial_domain: contoso.com is not one of the tenant's domains" in bad(
         TENANT.replace("initial_domain: contoso.onmicrosoft.com", "initial_domain: contoso.com"))
     assert "duplicate tenant id" in bad(TENANT + TENANT.split("\n", 1)[1])
-    assert bad("tenants: [\n") .startswith("lab.yaml:2: not valid YAML")
+    assert bad("tenants: [\n").startswith("lab.yaml:2: YAML syntax")
     assert "missing display_name" in bad("tenants:\n  - {id: 6f1c2a9e-3b7d-4c11-9a2e-5d8f0b4c7e21}\n")
 
 

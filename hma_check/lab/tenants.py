@@ -405,44 +405,29 @@ def _faults(value: Any, at: Where, fail: Fail) -> list[Fault]:
 # ------------------------------------------------------------------------------------------ standalone loading
 
 def tenants_from_yaml(text: str, *, path: str = "<scenario>") -> list[Tenant]:
-    """Parse YAML text holding a ``tenants:`` list (or a whole scenario), with file-and-line errors."""
-    data, line_of = yaml_with_lines(text, path=path)
+    """Parse YAML text holding a ``tenants:`` list (a scenario's, or a file of its own), with file-and-line errors."""
+    from hma_check.yamlfile import loads_yaml
+
+    data = loads_yaml(text, source=path, error=ScenarioError)
 
     def fail(where: Where, message: str) -> ScenarioError:
-        return ScenarioError(f"{dotted(where)}: {message}", path=path, line=line_of(where))
+        return ScenarioError(f"{dotted(where)}: {message}", path=path, line=line_at(data, where))
 
-    return load_tenants(data.get("tenants") if isinstance(data, dict) else data, fail=fail)
+    if not isinstance(data, dict):
+        raise fail((), "must be a mapping with a tenants: list")
+    return load_tenants(data.get("tenants"), fail=fail)
 
 
-def yaml_with_lines(text: str, *, path: str) -> tuple[Any, Callable[[Where], int | None]]:
-    """safe_load that remembers the line of every key and list item by its path, for errors that name it."""
-    import yaml
+def line_at(root: Any, where: Where) -> int | None:
+    """The line of the deepest part of ``where`` that exists in YAML loaded by hma_check.yamlfile."""
+    from hma_check.yamlfile import line_of
 
-    lines: dict[Where, int] = {}
-
-    def convert(node: Any, where: Where) -> Any:
-        lines.setdefault(where, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                lines[(*where, key)] = key_node.start_mark.line + 1
-                out[key] = convert(value_node, (*where, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [convert(item, (*where, i)) for i, item in enumerate(node.value)]
-        return yaml.constructor.SafeConstructor().construct_object(node)
-
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ScenarioError(f"not valid YAML: {exc.problem or exc.context}", path=path,
-                            line=mark.line + 1 if mark else None) from None
-
-    def line_of(where: Where) -> int | None:
-        while where and where not in lines:
-            where = where[:-1]
-        return lines.get(where)
-
-    return (convert(node, ()) if node is not None else None), line_of
+    node, line = root, line_of(root)
+    for part in where:
+        inside = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+        if not inside:
+            break
+        line = line_of(node, part) or line
+        node = node[part]
+    return line
