@@ -203,3 +203,32 @@ def test_the_lab_grants_exactly_the_permissions_the_collector_asks_for():
     assert all(q.permission in ROUTE_ROLES[route] for q, route in zip(QUERIES, (
         "service_principals", "organization", "domains", "users", "security_defaults", "conditional_access",
         "subscribed_skus")))
+
+
+def test_default_chain_and_azure_cli_credentials_reach_the_lab(fresh, monkeypatch, tmp_path):
+    # DefaultAzureCredential starts with EnvironmentCredential: the app's id and secret in AZURE_* variables.
+    monkeypatch.setenv("AZURE_TENANT_ID", CONTOSO)
+    monkeypatch.setenv("AZURE_CLIENT_ID", fresh.client_id(CONTOSO))
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", fresh.secret(CONTOSO))
+    default = target_for(fresh, CONTOSO, credential="default", client_id=None, client_secret_env=None)
+    results = run(fresh, [default], environ={})
+    assert results[("graph.organization", CONTOSO)].status == "ok"
+    assert [r.client_auth for r in fresh.requests if r.route == "token"] == ["client_secret"]
+
+    # AzureCliCredential runs `az account get-access-token`: an az on PATH that answers as the real one does,
+    # with a token the lab signed for the tenant it is asked about.
+    token = fresh.issue_token(FABRIKAM)
+    az = tmp_path / "az"
+    az.write_text("#!/bin/sh\n"
+                  f'case "$*" in *"--tenant {FABRIKAM}"*"--resource https://graph.microsoft.com"*|'
+                  f'*"--resource https://graph.microsoft.com"*"--tenant {FABRIKAM}"*) ;;\n'
+                  '  *) echo "ERROR: unexpected arguments: $*" >&2; exit 1;;\nesac\n'
+                  f"echo '{{\"accessToken\": \"{token}\", \"expires_on\": 4102444800, \"tenant\": \"{FABRIKAM}\","
+                  " \"tokenType\": \"Bearer\"}'\n")
+    az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    cli = target_for(fresh, FABRIKAM, credential="azure_cli", client_id=None, client_secret_env=None)
+    results = run(fresh, [cli], environ={})
+    assert results[("graph.domains", FABRIKAM)].status == "ok", results[("graph.domains", FABRIKAM)].error
+    denied = results[("graph.exo_service_principal", FABRIKAM)]
+    assert "delegated permission Application.Read.All" in denied.error  # a person signed in, not an app
