@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "collector-script": ("hma_check.commands.collector_script", "collector_script",
                          "Print the read-only PowerShell collection script for offline mode."),
     "import": ("hma_check.commands.import_", "import_", "Import the collection script's folder or zip (offline mode) and report."),
+    "scan": ("hma_check.commands.scan", "scan", "Scan a live organisation (read-only) and write the readiness report."),
+    "demo": ("hma_check.commands.demo", "demo", "Start the built-in lab, scan it through the real clients, and report."),
+    "lab": ("hma_check.commands.lab", "lab", "Run a simulated Exchange organisation on loopback until Ctrl-C."),
 }
 
 EPILOG = """\b
