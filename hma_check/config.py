@@ -21,9 +21,10 @@ from hma_check.yamlsource import Where, YamlDoc, load_yaml_bytes, load_yaml_file
 # section -> "module:function". The module is imported only when the section is present.
 SECTIONS: dict[str, str] = {
     "exchange": "hma_check.collect.exchange_config:parse_exchange_section",
+    "graph": "hma_check.collect.graph_config:parse_graph",
 }
 # Sections the product knows but this build does not (yet) collect: refused with a clear line, not silently ignored.
-PLANNED_SECTIONS = ("os", "graph", "probes")
+PLANNED_SECTIONS = ("os", "probes")
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from hma_check.collect.graph_config import parse_graph_section
 from hma_check.errors import ConfigError
-from hma_check.lab.tenants import dotted, line_at
-from hma_check.yamlfile import loads_yaml
+from hma_check.config import load_config_text
 
 TID = "6f1c2a9e-3b7d-4c11-9a2e-5d8f0b4c7e21"
 TID2 = "0b3f9a51-7e2c-4d8a-b6f4-2c9e1d7a5b30"
@@ -15,12 +15,8 @@ APP = "3c5d7e9f-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
 
 
 def parse(text: str, tmp_path="."):
-    data = loads_yaml(text, source="scan.yaml", error=ConfigError)
-
-    def fail(where, message):
-        return ConfigError(f"{dotted(where)}: {message}", path="scan.yaml", line=line_at(data, where))
-
-    return parse_graph_section(data["graph"], fail=fail, base_dir=tmp_path)
+    """Through the scan configuration loader, as `hma-check scan --config` reads it."""
+    return list(load_config_text(text, source="scan.yaml", base_dir=Path(tmp_path)).sections["graph"].targets)
 
 
 def error(text: str, tmp_path=".") -> str:

@@ -10,7 +10,8 @@ import pytest
 
 from graph_lab_helpers import CONTOSO, FABRIKAM, TENANTS_YAML
 from hma_check.lab.graph_service import GraphService
-from hma_check.lab.tenants import ScenarioError, load_tenants, tenants_from_yaml
+from hma_check.lab.scenario import ScenarioError
+from hma_check.lab.tenants import load_tenants, tenants_from_yaml
 
 pytestmark = pytest.mark.xdist_group("graph-lab")
 EXO = "00000002-0000-0ff1-ce00-000000000000"
@@ -175,3 +176,22 @@ def test_tenants_model_defaults_and_generated_users_are_lazy_and_stable():
     assert tenant.exo_service_principal["servicePrincipalNames"] == []
     assert tenant.app.roles >= {"Application.Read.All", "User.Read.All"}
     assert load_tenants(None) == []
+
+
+def test_sync_exchange_users_mirrors_entra_connect_and_skips_critical_system_accounts():
+    entry = {"id": CONTOSO, "display_name": "C", "initial_domain": "c.onmicrosoft.com",
+             "domains": [{"id": "c.onmicrosoft.com"}], "sync_exchange_users": True,
+             "users": [{"userPrincipalName": "bob@c.com", "onPremisesSyncEnabled": None}]}
+    people = [{"Name": "alice", "UserPrincipalName": "alice@c.com", "PrimarySmtpAddress": "alice@c.com"},
+              {"Name": "bob", "UserPrincipalName": "bob@c.com"},
+              {"Name": "Administrator", "UserPrincipalName": "administrator@c.com",
+               "Sid": "S-1-5-21-1-2-3-500"},
+              {"Name": "Jane", "UserPrincipalName": "jane@c.com", "Sid": "S-1-5-21-1-2-3-1104"}]
+    [tenant] = load_tenants([entry], exchange_users=people)
+    users = {u["userPrincipalName"]: u for u in tenant.users}
+    assert set(users) == {"alice@c.com", "bob@c.com", "jane@c.com"}          # no built-in Administrator (RID 500)
+    assert users["bob@c.com"]["onPremisesSyncEnabled"] is None                 # the explicit entry wins
+    assert users["jane@c.com"]["onPremisesSecurityIdentifier"] == "S-1-5-21-1-2-3-1104"
+    assert users["alice@c.com"]["onPremisesSyncEnabled"] is True
+    with pytest.raises(ScenarioError, match="sync_exchange_users: needs the scenario's mailboxes"):
+        load_tenants([entry])

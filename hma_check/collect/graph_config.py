@@ -106,7 +106,7 @@ def parse_graph_section(raw: Any, *, fail: Fail | None = None, base_dir: str | P
     ``fail(where, message)`` makes the error (the configuration loader adds file and line); relative paths are
     taken from ``base_dir``, the configuration file's folder.
     """
-    fail = fail or (lambda where, message: ConfigError(f"{_dotted(where)}: {message}"))
+    fail = fail or _plain_fail
     base = Path(base_dir)
     if raw is None:
         return []
@@ -135,11 +135,10 @@ def parse_graph_section(raw: Any, *, fail: Fail | None = None, base_dir: str | P
     return targets
 
 
-def _dotted(where: Where) -> str:
-    out = ""
-    for part in where:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+def _plain_fail(where: Where, message: str) -> ConfigError:
+    from hma_check.yamlsource import dotted
+
+    return ConfigError(f"{dotted(where)}: {message}")
 
 
 def _check_keys(obj: Any, at: Where, allowed: set[str], fail: Fail) -> None:

@@ -31,10 +31,6 @@ _DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9]
 MAX_GENERATED_USERS = 1_000_000
 
 
-class ScenarioError(InputError):
-    """A scenario's ``tenants:`` section fails validation (one line naming the file, line and path)."""
-
-
 @dataclass(frozen=True)
 class Fault:
     """Answer ``status`` on ``route`` for the next ``times`` requests (None: every request)."""
@@ -143,7 +139,9 @@ Fail = Callable[[Where, str], InputError]
 
 def load_section(raw: Any, context: Any) -> list[Tenant]:
     """The hook the scenario loader calls for ``tenants:`` (``context.error(where, message)`` positions errors)."""
-    return load_tenants(raw, fail=lambda where, message: context.error(where[1:], message))
+    objects = context.scenario.objects
+    return load_tenants(raw, fail=lambda where, message: context.error(where[1:], message),
+                        exchange_users=objects.get("Mailbox", []) + objects.get("User", []))
 
 
 def start_service(lab: Any) -> Any:
@@ -156,14 +154,19 @@ def start_service(lab: Any) -> Any:
     return GraphService(tenants).start()
 
 
-def load_tenants(raw: Any, *, fail: Fail | None = None) -> list[Tenant]:
-    """Validate a scenario's ``tenants:`` value and build the model; the first problem is one ScenarioError."""
+def load_tenants(raw: Any, *, fail: Fail | None = None,
+                 exchange_users: list[dict[str, Any]] | None = None) -> list[Tenant]:
+    """Validate a scenario's ``tenants:`` value and build the model; the first problem is one InputError.
+
+    ``exchange_users`` are the scenario's mailboxes and administrators (Exchange property names), for tenants that
+    say ``sync_exchange_users: true``.
+    """
     fail = fail or _plain_fail
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise fail(("tenants",), "must be a list of tenants")
-    tenants = [_tenant(entry, ("tenants", i), fail) for i, entry in enumerate(raw)]
+    tenants = [_tenant(entry, ("tenants", i), fail, exchange_users) for i, entry in enumerate(raw)]
     seen: set[str] = set()
     for i, tenant in enumerate(tenants):
         if tenant.id in seen:
@@ -172,23 +175,20 @@ def load_tenants(raw: Any, *, fail: Fail | None = None) -> list[Tenant]:
     return tenants
 
 
-def dotted(where: Where) -> str:
-    out = ""
-    for part in where:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+def _plain_fail(where: Where, message: str) -> InputError:
+    from hma_check.lab.scenario import ScenarioError
+    from hma_check.yamlsource import dotted
 
-
-def _plain_fail(where: Where, message: str) -> ScenarioError:
     return ScenarioError(f"{dotted(where)}: {message}")
 
 
 _TENANT_KEYS = {"id", "display_name", "initial_domain", "domains", "on_premises_sync_enabled",
                 "on_premises_last_sync_date_time", "exo_service_principal", "users", "generate_users",
-                "security_defaults", "conditional_access_policies", "subscribed_skus", "app", "faults"}
+                "security_defaults", "conditional_access_policies", "subscribed_skus", "app", "faults",
+                "sync_exchange_users"}
 
 
-def _tenant(entry: Any, at: Where, fail: Fail) -> Tenant:
+def _tenant(entry: Any, at: Where, fail: Fail, exchange_users: list[dict[str, Any]] | None) -> Tenant:
     _mapping(entry, at, fail, required={"id", "display_name", "initial_domain", "domains"}, allowed=_TENANT_KEYS)
     tenant_id = _guid(entry["id"], (*at, "id"), fail)
     initial = _domain_name(entry["initial_domain"], (*at, "initial_domain"), fail)
@@ -211,7 +211,10 @@ def _tenant(entry: Any, at: Where, fail: Fail) -> Tenant:
         on_premises_last_sync_date_time=last_sync,
         exo_service_principal=_service_principal(entry.get("exo_service_principal", {}),
                                                  (*at, "exo_service_principal"), tenant_id, fail),
-        users=_users(entry.get("users", []), (*at, "users"), fail),
+        users=_with_synced_exchange_users(_users(entry.get("users", []), (*at, "users"), fail),
+                                          _bool(entry.get("sync_exchange_users", False),
+                                                (*at, "sync_exchange_users"), fail),
+                                          exchange_users, (*at, "sync_exchange_users"), fail),
         generated_users=_generated_users(entry.get("generate_users"), (*at, "generate_users"), domains, fail),
         security_defaults=security_defaults,
         conditional_access_policies=_ca_policies(entry.get("conditional_access_policies", []),
@@ -325,6 +328,40 @@ def _users(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
     return users
 
 
+def _with_synced_exchange_users(users: list[dict[str, Any]], wanted: bool,
+                                exchange_users: list[dict[str, Any]] | None, at: Where,
+                                fail: Fail) -> list[dict[str, Any]]:
+    """Entra Connect's view of the on-premises directory: every mailbox user and administrator, synced.
+
+    Accounts with a RID below 1000 (the built-in Administrator is 500) are isCriticalSystemObject, which Entra
+    Connect never synchronizes (https://learn.microsoft.com/entra/identity/hybrid/connect/concept-azure-ad-connect-sync-default-configuration).
+    Users listed explicitly win over these, so a scenario can still make one of them unsynced.
+    """
+    if not wanted:
+        return users
+    if exchange_users is None:
+        raise fail(at, "needs the scenario's mailboxes and admins: use it in a scenario file")
+    listed = {u["userPrincipalName"].lower() for u in users}
+    for person in exchange_users:
+        upn = person.get("UserPrincipalName")
+        sid = person.get("Sid")
+        if not upn or upn.lower() in listed:
+            continue
+        if sid and (rid := sid.rsplit("-", 1)[-1]).isdigit() and int(rid) < 1000:
+            continue
+        listed.add(upn.lower())
+        users.append({"id": str(uuid.uuid5(uuid.NAMESPACE_URL, upn.lower())), "displayName": person.get("Name") or upn,
+                      "userPrincipalName": upn, "mail": person.get("PrimarySmtpAddress") or upn,
+                      "onPremisesSyncEnabled": True, "onPremisesSecurityIdentifier": sid or _synthetic_sid(upn)})
+    return users
+
+
+def _synthetic_sid(upn: str) -> str:
+    """A stable SID for a lab mailbox user (the scenario gives mailboxes none); RIDs from 10000 are ordinary users."""
+    digest = hashlib.sha256(upn.lower().encode()).digest()
+    return f"S-1-5-21-3623811015-3361044348-30300820-{10000 + int.from_bytes(digest[:3], 'big')}"
+
+
 def _generated_users(value: Any, at: Where, domains: list[dict[str, Any]], fail: Fail) -> GeneratedUsers | None:
     if value is None:
         return None
@@ -406,28 +443,10 @@ def _faults(value: Any, at: Where, fail: Fail) -> list[Fault]:
 
 def tenants_from_yaml(text: str, *, path: str = "<scenario>") -> list[Tenant]:
     """Parse YAML text holding a ``tenants:`` list (a scenario's, or a file of its own), with file-and-line errors."""
-    from hma_check.yamlfile import loads_yaml
+    from hma_check.lab.scenario import ScenarioError
+    from hma_check.yamlsource import load_yaml_bytes
 
-    data = loads_yaml(text, source=path, error=ScenarioError)
-
-    def fail(where: Where, message: str) -> ScenarioError:
-        return ScenarioError(f"{dotted(where)}: {message}", path=path, line=line_at(data, where))
-
-    if not isinstance(data, dict):
-        raise fail((), "must be a mapping with a tenants: list")
-    return load_tenants(data.get("tenants"), fail=fail)
-
-
-def line_at(root: Any, where: Where) -> int | None:
-    """The line of the deepest part of ``where`` that exists in YAML loaded by hma_check.yamlfile."""
-    from hma_check.yamlfile import line_of
-
-    node, line = root, line_of(root)
-    for part in where:
-        inside = (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
-        if not inside:
-            break
-        line = line_of(node, part) or line
-        node = node[part]
-    return line
+    doc = load_yaml_bytes(text.encode("utf-8"), path, ScenarioError)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "must be a mapping with a tenants: list")
+    return load_tenants(doc.data.get("tenants"), fail=doc.error)
