@@ -232,3 +232,13 @@ def test_default_chain_and_azure_cli_credentials_reach_the_lab(fresh, monkeypatc
     assert results[("graph.domains", FABRIKAM)].status == "ok", results[("graph.domains", FABRIKAM)].error
     denied = results[("graph.exo_service_principal", FABRIKAM)]
     assert "delegated permission Application.Read.All" in denied.error  # a person signed in, not an app
+
+
+def test_a_ca_bundle_that_is_not_pem_is_an_error_per_source(fresh, tmp_path):
+    bundle = tmp_path / "not-a-ca.pem"
+    bundle.write_text("this is not a certificate\n")
+    results = run(fresh, [target_for(fresh, CONTOSO, ca_bundle=str(bundle))])
+    assert {r.status for r in results.values()} == {"error"}
+    assert all(r.error.startswith(f"cannot set up the Graph client for tenant {CONTOSO}") for r in results.values())
+    assert results[("graph.users", CONTOSO)].command.startswith("GET /v1.0/users")
+    assert fresh.requests == []

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 from hma_check.collect.graph_config import GraphTarget, secret_values
 from hma_check.errors import ConfigError, one_line
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
+from hma_check.sources import BY_NAME
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -264,8 +265,25 @@ async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub
     started = utc_now()
     t0 = time.perf_counter()
     slot = _CredentialSlot()
-    client, http = build_client(target, slot, retry_delay=retry_delay, max_retries=max_retries)
-    requests = {q.source: _first_request(client, q) for q in QUERIES}
+    http = None
+    commands = {q.source: BY_NAME[q.source].filled_by for q in QUERIES}
+
+    async def fail_all(message: str) -> list[SourceResult]:
+        await _close(slot.credential, http)
+        failed = [SourceResult.error_result(q.source, scrub(message), command=commands[q.source],
+                                            scope=target.tenant_id, started=iso_utc(started), duration_ms=_ms(t0))
+                  for q in QUERIES]
+        for result in failed:
+            _report(on_result, result)
+        return failed
+
+    try:
+        client, http = build_client(target, slot, retry_delay=retry_delay, max_retries=max_retries)
+        requests = {q.source: _first_request(client, q) for q in QUERIES}
+        commands = {source: _command(request) for source, request in requests.items()}
+    except Exception as exc:  # noqa: BLE001 - e.g. a CA bundle that is not PEM: data for every source
+        return await fail_all(f"cannot set up the Graph client for tenant {target.tenant_id}: "
+                              f"{describe_error(exc, None)}")
     try:
         slot.credential = credential_factory(target, environ)
         # One token up front, off the event loop: the queries then share it from the cache, and a refused sign-in
@@ -275,14 +293,7 @@ async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub
             kwargs["tenant_id"] = target.tenant_id
         await asyncio.to_thread(slot.credential.get_token, target.scope, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a sign-in failure is data for every source of this tenant
-        message = scrub(f"sign-in to tenant {target.tenant_id} failed: {describe_error(exc, None)}")
-        await _close(slot.credential, http)
-        failed = [SourceResult.error_result(q.source, message, command=_command(requests[q.source]),
-                                            scope=target.tenant_id, started=iso_utc(started), duration_ms=_ms(t0))
-                  for q in QUERIES]
-        for result in failed:
-            _report(on_result, result)
-        return failed
+        return await fail_all(f"sign-in to tenant {target.tenant_id} failed: {describe_error(exc, None)}")
 
     async def query(q: Query) -> SourceResult:
         result = await _run_query(client, target, q, requests[q.source], scrub)
@@ -315,7 +326,8 @@ def _command(request: Any) -> str:
 
 
 async def _close(credential: Any, http: Any) -> None:
-    await http.aclose()
+    if http is not None:
+        await http.aclose()
     close = getattr(credential, "close", None)
     if close is not None:
         result = close()
