@@ -204,9 +204,13 @@ class GraphService:
     # What the lab runtime (hma_check.lab.runtime.LabService) reads from a started service.
     @property
     def endpoints(self) -> dict[str, Any]:
-        return {"graph": {"authority": self.authority, "graph_url": self.graph_url, "ca_file": str(self.ca_path),
-                          "tenants": {t.id: {"display_name": t.display_name, "client_id": t.app.client_id}
-                                      for t in self.tenants.values()}}}
+        """What ``hma-check lab`` prints: where to sign in and read Graph, and the lab's own demo secrets (generated
+        at start, like the lab's Exchange password, so a scan in another terminal can use them)."""
+        exports = " ".join(f"{name}='{value}'" for name, value in self.graph_section()[1].items())
+        return {"graph authority": f"{self.authority}  (tenants: {', '.join(self.tenants)})",
+                "graph": self.graph_url,
+                "graph CA certificate": str(self.ca_path),
+                "graph client secrets": f"export {exports}"}
 
     @property
     def scan_config(self) -> dict[str, Any]:
