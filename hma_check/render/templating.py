@@ -12,7 +12,9 @@ from markupsafe import Markup
 
 from hma_check.resources import templates_dir
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
+# mid-line and escaping them would only make the raw Markdown harder to read.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
 
 
 def md(value: Any) -> str:
