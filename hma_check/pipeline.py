@@ -16,8 +16,10 @@ from hma_check.exemptions import apply_exemptions, load_exemptions
 from hma_check.findings import exit_code, verdict_of
 from hma_check.manifest import MANIFEST_NAME, NOT_COVERED, build_manifest, parse_manifest, safe_relative, sha256_bytes
 from hma_check.report_model import Report, build_report
-from hma_check.resources import checks_file
+from hma_check.rundiff import Run, compare
+from hma_check.resources import checks_file, validation_checks_file
 from hma_check.snapshot import read_snapshot
+from hma_check.validation import baseline_notes, load_baseline
 
 OUTPUTS = ("report.html", "report.md", "junit.xml", "findings.json", "enable.ps1", "rollback.ps1", "action-plan.csv")
 
@@ -32,29 +34,45 @@ class ReportOutcome:
     report: Report
 
 
-def load_all_checks(checks_files: list[str | Path] | None = None, *, builtin: bool = True) -> CheckSet:
-    paths: list[str | Path] = [checks_file()] if builtin else []
+def load_all_checks(checks_files: list[str | Path] | None = None, *, builtin: bool = True,
+                    validation: bool = False) -> CheckSet:
+    """The shipped catalogue (or, for ``validation``, the post-change checks instead) plus the user's files."""
+    shipped = validation_checks_file() if validation else checks_file()
+    paths: list[str | Path] = [shipped] if builtin else []
     paths.extend(checks_files or [])
     return load_checks(paths)
 
 
 def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: list[str | Path] | None = None,
                exemptions_file: str | Path | None = None, *, builtin_checks: bool = True,
-               as_of: datetime | None = None, pdf: bool = False) -> ReportOutcome:
+               as_of: datetime | None = None, pdf: bool = False, after_enable: bool = False,
+               baseline: str | Path | None = None, covered: list[Path] | None = None) -> ReportOutcome:
     """Evaluate saved evidence and write every output, a copy of the evidence and of user inputs, then manifest.json.
 
     Bad input (evidence, checks, exemptions) raises an InputError before anything is written. Every output is
     rendered in memory first and then written atomically, so a failure leaves no half-written file; manifest.json
     (the SHA-256 and size of every file, see hma_check.manifest) is written last. ``pdf`` adds report.pdf, printed
     by headless Chromium before anything is written (a missing browser is a ToolMissingError up front).
+
+    ``after_enable`` evaluates the post-change validation checks (validation.yaml) instead of the catalogue and
+    writes the short validated report; ``baseline`` names the readiness run it follows, which must verify against
+    its manifest: the report links it, records its manifest hash and shows what changed in the facts since.
+    ``covered``: files the command already wrote into ``out_dir`` for this run (the demo's scan-config.yaml); the
+    manifest lists them as inputs.
     """
     from hma_check.render import render_all
     from hma_check.render.pdf import find_chromium, html_to_pdf
 
+    if baseline is not None and not after_enable:
+        raise InputError("--baseline names the readiness run a validation follows: use it with --after-enable")
+    if baseline is not None and Path(baseline).resolve() == Path(out_dir).resolve():
+        raise InputError("--baseline is the --out folder: write the validation to a folder of its own, so the "
+                         "readiness run stays as it was verified", path=str(baseline))
     browser = find_chromium() if pdf else None
     evidence_path, out_dir = Path(evidence_path), Path(out_dir)
     evidence_bytes, snapshot = read_snapshot(evidence_path)
-    checks = load_all_checks(checks_files, builtin=builtin_checks)
+    checks = load_all_checks(checks_files, builtin=builtin_checks, validation=after_enable)
+    readiness = load_baseline(baseline, out_dir) if baseline is not None else None
     exemptions = load_exemptions(exemptions_file, {c.id for c in checks.checks}) if exemptions_file else []
     inputs, run = _inputs(checks, builtin_checks, exemptions_file)
 
@@ -64,7 +82,13 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     anything = any(result.ok for result in snapshot.sources.values())
     code = exit_code(verdict, anything_collected=anything)
     evidence_sha256 = sha256_bytes(evidence_bytes)
-    report = build_report(evaluation, exit_code=code, evidence_sha256=evidence_sha256, unused_exemptions=unused)
+    report = build_report(evaluation, exit_code=code, evidence_sha256=evidence_sha256, unused_exemptions=unused,
+                          kind="validation" if after_enable else "readiness")
+    if readiness is not None:
+        this_run = Run(label=str(out_dir), findings=[f.to_json() for f in report.findings], verdict=verdict,
+                       metadata=report.metadata, snapshot=snapshot)
+        report.baseline, report.changes = readiness.summary, compare(readiness.run, this_run)
+        report.notes = baseline_notes(readiness.summary, report.metadata)
 
     files: dict[str, bytes] = dict(render_all(report))
     if browser:
@@ -73,12 +97,18 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     files["evidence.json"], roles["evidence.json"] = evidence_bytes, "evidence"
     for name, payload in inputs.items():
         files[name], roles[name] = payload, "input"
-    run.update(kind="readiness", verdict=verdict, exit_code=code,
-               evidence={"file": "evidence.json", "sha256": evidence_sha256})
+    kept = {"evidence.json"} if (out_dir / "evidence.json").resolve() == evidence_path.resolve() else set()
+    for path in covered or []:
+        name = Path(path).resolve().relative_to(out_dir.resolve()).as_posix()
+        files[name], roles[name] = Path(path).read_bytes(), "input"
+        kept.add(name)
+    run.update(kind=report.kind, verdict=verdict, exit_code=code,
+               evidence={"file": "evidence.json", "sha256": evidence_sha256},
+               baseline={"folder": report.baseline["folder"], "manifest_sha256": report.baseline["manifest_sha256"]}
+               if report.baseline else None)
     manifest = build_manifest(files, roles, run)
 
-    same_evidence = (out_dir / "evidence.json").resolve() == evidence_path.resolve()
-    _write_run(out_dir, files, manifest, keep={"evidence.json"} if same_evidence else set())
+    _write_run(out_dir, files, manifest, keep=kept)
     return ReportOutcome(exit_code=code, verdict=verdict, counts=report.counts, out_dir=out_dir,
                          files=sorted(out_dir / name for name in [*files, MANIFEST_NAME]), report=report)
 

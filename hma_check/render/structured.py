@@ -8,6 +8,7 @@ from hma_check.report_model import Report
 from hma_check.snapshot import json_lines
 
 SCHEMA_VERSION = 1
+FACT_LIMIT = 1000   # per source: a 50,000-user tenant can change thousands of users between two runs
 
 
 def render(report: Report) -> str:
@@ -29,6 +30,15 @@ def render(report: Report) -> str:
         },
         "not_collected": [asdict(gap) for gap in report.gaps],
         "unused_exemptions": report.unused_exemptions,
+        "kind": report.kind,
     }
+    if report.kind == "validation":
+        header["baseline"] = report.baseline
+        header["notes"] = report.notes
+        if report.changes is not None:
+            header["changes_since_baseline"] = {
+                "fact_changes": [c.to_json() for group in report.changes.fact_groups(FACT_LIMIT)
+                                 for c in group["changes"]],
+                "fact_changes_total": len(report.changes.facts), "facts_note": report.changes.facts_note}
     # One finding per line, last: people scroll to them, tools read the whole document.
     return json_lines(header, "findings", [f.to_json() for f in report.findings])
