@@ -30,6 +30,8 @@ Examples:
   hma-check demo --out out/demo                       scan the built-in lab and write the report
   hma-check scan --config scan.yaml --out out/run1    scan a real organisation (read-only)
   hma-check report --evidence out/run1/evidence.json --out out/rerun
+  hma-check verify out/run1                           check no file changed since (docs/evidence.md)
+  hma-check diff out/run1 out/run2                    what changed between two runs
   hma-check collector-script > Collect-HmaReadiness.ps1   offline mode: the customer runs it ...
   hma-check import HmaReadiness.zip --out out/offline      ... and you import what it wrote
   hma-check checks list
