@@ -1,0 +1,1 @@
+"""Collectors: each turns one kind of evidence (Exchange, OS, Graph, probes, offline files) into SourceResults."""

@@ -1,0 +1,1 @@
+"""The lab: a simulated Exchange organisation served over real WSMan/PSRP (plus the Graph and HTTPS services others plug in)."""
