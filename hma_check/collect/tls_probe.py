@@ -1,0 +1,158 @@
+"""One real TLS handshake per version (1.0 to 1.3) to a host, then its certificate: expiry, chain, names covered."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from hma_check.snapshot import iso_utc
+
+# Entra ID refuses TLS 1.0/1.1 (AADSTS1002016, seed 000; https://learn.microsoft.com/troubleshoot/azure/
+# entra/entra-id/ad-dmn-services/enable-support-tls-environment): TLS 1.2 is the blocker, older ones a warning.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1/TLSv1_1 are deprecated: we test them
+    VERSIONS: dict[str, ssl.TLSVersion] = {
+        "TLSv1.0": ssl.TLSVersion.TLSv1,
+        "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+        "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+        "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+    }
+LEGACY = ("TLSv1.0", "TLSv1.1")
+# OpenSSL 3 refuses TLS 1.0/1.1 at its default security level 1 ("no ciphers available"); level 0 lets it offer
+# them. Only the one-version test context of a legacy version gets it, never a context that carries a request.
+LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
+# OpenSSL reasons raised by our own side before the server had a say: the version cannot be tested from here.
+_LOCAL_REASONS = {"NO_CIPHERS_AVAILABLE", "NO_PROTOCOLS_AVAILABLE", "NO_SUITABLE_SIGNATURE_ALGORITHM"}
+
+
+class Unreachable(Exception):
+    """The TCP connection itself failed: nothing about TLS can be said."""
+
+
+@dataclass
+class _Handshake:
+    accepted: bool | None
+    reason: str | None = None
+    der: bytes | None = None
+
+
+def probe_tls(host: str, address: str, port: int, *, timeout: float, ca_bundle: str | None) -> dict[str, Any]:
+    """The TLS part of the contract's probe.tls record: versions, version_errors, certificate.
+
+    Each version is one handshake offering only that version with no certificate check, so a bad certificate never
+    hides which versions work. ``True`` accepted, ``False`` refused (an alert, a reset or a close during the
+    handshake: Schannel resets the connection for a disabled protocol), ``None`` unknown (a timeout, or this machine
+    cannot offer the version), the reason in ``version_errors``. The certificate comes from the newest accepted
+    version; one more handshake checks its chain (trust and dates) against the CA bundle or the system store.
+    Raises Unreachable when no TCP connection can be made at all.
+    """
+    versions: dict[str, bool | None] = {}
+    version_errors: dict[str, str] = {}
+    der, best = None, None
+    for name in VERSIONS:
+        outcome = _handshake(host, address, port, _version_context(name), timeout)
+        versions[name] = outcome.accepted
+        if outcome.accepted is None:
+            version_errors[name] = outcome.reason or "unknown"
+        elif outcome.accepted:
+            der, best = outcome.der, name
+    if der is None or best is None:
+        return {"versions": versions, "version_errors": version_errors, "certificate": None}
+    certificate = certificate_record(der)
+    verified = _handshake(host, address, port, _verifying_context(best, ca_bundle), timeout)
+    certificate["chain_verified"] = verified.accepted
+    certificate["verify_error"] = verified.reason
+    return {"versions": versions, "version_errors": version_errors, "certificate": certificate}
+
+
+def certificate_record(der: bytes) -> dict[str, Any]:
+    """subject, issuer, dates, DNS names and thumbprint of a DER certificate, as Windows shows them."""
+    cert = x509.load_der_x509_certificate(der)
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_before": iso_utc(cert.not_valid_before_utc),
+        "not_after": iso_utc(cert.not_valid_after_utc),
+        "dns_names": dns_names(cert),
+        "thumbprint": hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 - a Windows thumbprint is SHA-1
+    }
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    """The SAN DNS names, else the subject CN: Exchange's DnsNameList rule, and what Schannel still accepts."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [str(name) for name in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        return [str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def name_covered(name: str, patterns: list[str]) -> bool:
+    """RFC 6125 §6.4.3: exact match, or a wildcard as the whole left-most label matching exactly one label."""
+    name = name.lower().rstrip(".")
+    for pattern in patterns:
+        pattern = pattern.lower().rstrip(".")
+        if pattern == name:
+            return True
+        if pattern.startswith("*.") and "." in name:
+            first, rest = name.split(".", 1)
+            if first and rest == pattern[2:] and "." in rest:
+                return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- handshakes
+def _version_context(version: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # this handshake asks only "is the version accepted"
+    if version in LEGACY:
+        context.set_ciphers(LEGACY_CIPHERS)
+    context.minimum_version = context.maximum_version = VERSIONS[version]
+    return context
+
+
+def _verifying_context(version: str, ca_bundle: str | None) -> ssl.SSLContext:
+    """Chain trust and validity dates; host names are judged separately (names_not_covered), so the two
+    findings stay apart. A legacy-only server is verified at its own version, with the legacy cipher level."""
+    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+    context.check_hostname = False
+    if version in LEGACY:
+        context.set_ciphers(LEGACY_CIPHERS)
+    context.minimum_version = context.maximum_version = VERSIONS[version]
+    return context
+
+
+def _handshake(host: str, address: str, port: int, context: ssl.SSLContext, timeout: float) -> _Handshake:
+    try:
+        raw = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        raise Unreachable(f"cannot connect to {address}:{port}: {_os_error(exc)}") from None
+    try:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            return _Handshake(True, der=tls.getpeercert(binary_form=True))
+    except ssl.SSLCertVerificationError as exc:
+        return _Handshake(False, reason=exc.verify_message or str(exc))
+    except ssl.SSLError as exc:
+        if exc.reason in _LOCAL_REASONS:
+            return _Handshake(None, reason=f"this machine's OpenSSL cannot offer it ({exc.reason})")
+        return _Handshake(False, reason=exc.reason or str(exc))
+    except TimeoutError:
+        return _Handshake(None, reason=f"no answer within {timeout:g} s")
+    except (ConnectionError, EOFError) as exc:
+        return _Handshake(False, reason=_os_error(exc))
+    except OSError as exc:
+        return _Handshake(None, reason=_os_error(exc))
+    finally:
+        raw.close()
+
+
+def _os_error(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -1,0 +1,265 @@
+"""The lab's outside-in HTTPS behaviour: hosts, nodes (Exchange servers), TLS, certificates; the ``endpoints:`` loader."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from hma_check.errors import ConfigError
+
+PROTOCOLS = ("MAPI", "EWS", "OAB", "Autodiscover", "ActiveSync")
+TLS_VERSIONS = ("TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+VALIDITIES = ("valid", "expired", "not_yet_valid")
+ISSUERS = ("lab", "untrusted")
+FRONTS = ("exchange", "preauth", "silent")
+EXO_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    """A certificate the lab generates at start from its CA ('lab') or from a CA nobody trusts ('untrusted')."""
+
+    names: tuple[str, ...]
+    validity: str = "valid"
+    issuer: str = "lab"
+
+
+@dataclass(frozen=True)
+class VirtualDirectorySpec:
+    """What IIS and Exchange challenge with on one protocol path of one server."""
+
+    oauth: bool = True
+    challenges: tuple[str, ...] = ("Negotiate", "NTLM")  # the other schemes, in order; Basic gets realm="<host>"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One Exchange server, reached at its own loopback address (the whole 127.0.0.0/8 is loopback on Linux)."""
+
+    name: str
+    address: str
+    virtual_directories: Mapping[str, VirtualDirectorySpec] = field(
+        default_factory=lambda: {protocol: VirtualDirectorySpec() for protocol in PROTOCOLS})
+    ssl_offloading: bool = False
+    tls_versions: tuple[str, ...] = ("TLSv1.2",)
+    certificate: CertificateSpec | None = None  # None: the lab's shared certificate naming every host
+    autodiscover_urls: Mapping[str, str | None] = field(default_factory=dict)  # Autodiscover v2: protocol -> Url
+
+
+@dataclass(frozen=True)
+class PreauthSpec:
+    """A pre-authenticating reverse proxy in front of Exchange: it answers itself, without Exchange's headers."""
+
+    status: int = 302
+    location: str | None = None
+    challenges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    nodes: tuple[str, ...]
+    front: str = "exchange"  # exchange | preauth | silent (accepts TCP, never answers)
+    preauth: PreauthSpec = PreauthSpec()
+    tls_versions: tuple[str, ...] | None = None  # None: each node's own
+    certificate: CertificateSpec | None = None  # None: each node's own
+
+
+@dataclass(frozen=True)
+class EndpointsSpec:
+    """Organisation-wide facts that shape the Bearer challenge, and every node and host."""
+
+    tenant_ids: tuple[str, ...]  # trusted_issuers: 00000001-0000-0000-c000-000000000000@<tenant id>
+    evosts_default: bool  # authorization_uri appears only when EvoSts IsDefaultAuthorizationEndpoint
+    oauth2_client_profile_enabled: bool  # false: x-ms-diagnostics 4000000 oauth_not_available
+    nodes: tuple[NodeSpec, ...]
+    hosts: tuple[HostSpec, ...]
+
+    def node(self, name: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def host(self, name: str | None) -> HostSpec | None:
+        for host in self.hosts:
+            if host.name == (name or "").lower().rstrip("."):
+                return host
+        return None
+
+
+# -------------------------------------------------------------------------------------------- the loader
+def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None = None) -> EndpointsSpec:
+    """The ``endpoints:`` section of a scenario: organisation switches, then ``nodes`` and ``hosts`` entries that
+    override the same-named entry of ``base`` field by field or add a new one. ConfigError names the key."""
+    if raw is None:
+        return base
+    check = _Checker(path)
+    section = check.mapping(raw, "endpoints", {"tenant_ids", "evosts_default", "oauth2_client_profile_enabled",
+                                               "nodes", "hosts"})
+    spec = base
+    if "tenant_ids" in section:
+        ids = check.string_list(section["tenant_ids"], "endpoints.tenant_ids")
+        for i, tenant in enumerate(ids):
+            if not _GUID.fullmatch(tenant):
+                raise check.fail(f"endpoints.tenant_ids[{i}]", f"{tenant!r} is not a tenant id (a GUID)")
+        spec = replace(spec, tenant_ids=tuple(tenant.lower() for tenant in ids))
+    for key in ("evosts_default", "oauth2_client_profile_enabled"):
+        if key in section:
+            spec = replace(spec, **{key: check.boolean(section[key], f"endpoints.{key}")})
+    nodes = {node.name: node for node in spec.nodes}
+    for i, entry in enumerate(check.list(section.get("nodes", []), "endpoints.nodes")):
+        node = _node(check, entry, f"endpoints.nodes[{i}]", nodes)
+        nodes[node.name] = node
+    spec = replace(spec, nodes=tuple(nodes.values()))
+    hosts = {host.name: host for host in spec.hosts}
+    for i, entry in enumerate(check.list(section.get("hosts", []), "endpoints.hosts")):
+        host = _host(check, entry, f"endpoints.hosts[{i}]", hosts, nodes)
+        hosts[host.name] = host
+    return replace(spec, hosts=tuple(hosts.values()))
+
+
+def _node(check: "_Checker", raw: Any, where: str, known: dict[str, NodeSpec]) -> NodeSpec:
+    entry = check.mapping(raw, where, {"name", "address", "oauth", "challenges", "ssl_offloading", "tls_versions",
+                                       "certificate", "autodiscover_urls"})
+    name = check.string(entry.get("name"), f"{where}.name")
+    node = known.get(name)
+    if node is None:
+        if "address" not in entry:
+            raise check.fail(f"{where}.address", f"a new node {name!r} needs a loopback address")
+        node = NodeSpec(name=name, address="127.0.0.1")
+    changes: dict[str, Any] = {}
+    if "address" in entry:
+        address = check.string(entry["address"], f"{where}.address")
+        try:
+            if not ipaddress.ip_address(address).is_loopback:
+                raise ValueError
+        except ValueError:
+            raise check.fail(f"{where}.address", f"{address!r} is not a loopback address") from None
+        changes["address"] = address
+    vdirs = dict(node.virtual_directories)
+    for key in ("oauth", "challenges"):
+        per_protocol = check.mapping(entry.get(key, {}), f"{where}.{key}", set(PROTOCOLS))
+        for protocol, value in per_protocol.items():
+            at = f"{where}.{key}.{protocol}"
+            vdir = vdirs.get(protocol, VirtualDirectorySpec())
+            vdirs[protocol] = replace(vdir, oauth=check.boolean(value, at)) if key == "oauth" else \
+                replace(vdir, challenges=tuple(check.string_list(value, at)))
+    changes["virtual_directories"] = vdirs
+    if "ssl_offloading" in entry:
+        changes["ssl_offloading"] = check.boolean(entry["ssl_offloading"], f"{where}.ssl_offloading")
+    if "tls_versions" in entry:
+        changes["tls_versions"] = check.tls_versions(entry["tls_versions"], f"{where}.tls_versions")
+    if "certificate" in entry:
+        changes["certificate"] = check.certificate(entry["certificate"], f"{where}.certificate", node.certificate)
+    if "autodiscover_urls" in entry:
+        urls = check.mapping(entry["autodiscover_urls"], f"{where}.autodiscover_urls", {"ActiveSync", "EWS"})
+        changes["autodiscover_urls"] = {**node.autodiscover_urls, **{
+            protocol: None if url is None else check.string(url, f"{where}.autodiscover_urls.{protocol}")
+            for protocol, url in urls.items()}}
+    return replace(node, **changes)
+
+
+def _host(check: "_Checker", raw: Any, where: str, known: dict[str, HostSpec], nodes: dict[str, NodeSpec]) -> HostSpec:
+    entry = check.mapping(raw, where, {"name", "nodes", "front", "preauth", "tls_versions", "certificate"})
+    name = check.host_name(entry.get("name"), f"{where}.name")
+    host = known.get(name) or HostSpec(name=name, nodes=tuple(nodes))
+    changes: dict[str, Any] = {}
+    if "nodes" in entry:
+        names = check.string_list(entry["nodes"], f"{where}.nodes")
+        for i, node in enumerate(names):
+            if node not in nodes:
+                raise check.fail(f"{where}.nodes[{i}]", f"unknown node {node!r} (known: {', '.join(nodes)})")
+        changes["nodes"] = tuple(names)
+    if "front" in entry:
+        changes["front"] = check.choice(entry["front"], f"{where}.front", FRONTS)
+    if "preauth" in entry:
+        pre = check.mapping(entry["preauth"], f"{where}.preauth", {"status", "location", "challenges"})
+        status = pre.get("status", 302)
+        if status not in (302, 401, 403):
+            raise check.fail(f"{where}.preauth.status", "must be 302, 401 or 403")
+        location = pre.get("location")
+        changes["preauth"] = PreauthSpec(
+            status=status,
+            location=None if location is None else check.string(location, f"{where}.preauth.location"),
+            challenges=tuple(check.string_list(pre.get("challenges", []), f"{where}.preauth.challenges")))
+    if "tls_versions" in entry:
+        changes["tls_versions"] = check.tls_versions(entry["tls_versions"], f"{where}.tls_versions")
+    if "certificate" in entry:
+        changes["certificate"] = check.certificate(entry["certificate"], f"{where}.certificate", host.certificate,
+                                                   default_names=(name,))
+    return replace(host, **changes)
+
+
+class _Checker:
+    """Type checks that raise one ConfigError naming the key path."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{where}: {message}", path=self.path)
+
+    def mapping(self, raw: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
+        if not isinstance(raw, Mapping):
+            raise self.fail(where, "must be a mapping")
+        for key in raw:
+            if key not in allowed:
+                raise self.fail(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
+        return raw
+
+    def list(self, raw: Any, where: str) -> list[Any]:
+        if not isinstance(raw, list):
+            raise self.fail(where, "must be a list")
+        return raw
+
+    def string(self, raw: Any, where: str) -> str:
+        if not isinstance(raw, str) or not raw or any(not ch.isprintable() for ch in raw):
+            raise self.fail(where, "must be a non-empty single-line string")
+        return raw
+
+    def string_list(self, raw: Any, where: str) -> list[str]:
+        return [self.string(item, f"{where}[{i}]") for i, item in enumerate(self.list(raw, where))]
+
+    def boolean(self, raw: Any, where: str) -> bool:
+        if not isinstance(raw, bool):
+            raise self.fail(where, "must be true or false")
+        return raw
+
+    def choice(self, raw: Any, where: str, choices: tuple[str, ...]) -> str:
+        if raw not in choices:
+            raise self.fail(where, f"must be one of {', '.join(choices)}")
+        return raw
+
+    def host_name(self, raw: Any, where: str) -> str:
+        name = self.string(raw, where)
+        if not _NAME.fullmatch(name.rstrip(".")):
+            raise self.fail(where, f"{name!r} is not a host name")
+        return name.lower().rstrip(".")
+
+    def tls_versions(self, raw: Any, where: str) -> tuple[str, ...]:
+        versions = [self.choice(item, f"{where}[{i}]", TLS_VERSIONS) for i, item in enumerate(self.list(raw, where))]
+        indexes = sorted(TLS_VERSIONS.index(version) for version in set(versions))
+        if not indexes or indexes != list(range(indexes[0], indexes[-1] + 1)):
+            raise self.fail(where, "must be a non-empty, contiguous range of versions (OpenSSL sets a minimum "
+                                   "and a maximum)")
+        return tuple(TLS_VERSIONS[i] for i in indexes)
+
+    def certificate(self, raw: Any, where: str, current: CertificateSpec | None,
+                    default_names: tuple[str, ...] = ()) -> CertificateSpec:
+        entry = self.mapping(raw, where, {"names", "validity", "issuer"})
+        names = tuple(self.host_name(name, f"{where}.names[{i}]") if not str(name).startswith("*.") else
+                      "*." + self.host_name(str(name)[2:], f"{where}.names[{i}]")
+                      for i, name in enumerate(self.list(entry["names"], f"{where}.names"))) \
+            if "names" in entry else (current.names if current else default_names)
+        if not names:
+            raise self.fail(f"{where}.names", "a certificate needs at least one name")
+        return CertificateSpec(
+            names=names,
+            validity=self.choice(entry.get("validity", current.validity if current else "valid"), f"{where}.validity",
+                                 VALIDITIES),
+            issuer=self.choice(entry.get("issuer", current.issuer if current else "lab"), f"{where}.issuer", ISSUERS))
