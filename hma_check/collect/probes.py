@@ -17,7 +17,7 @@ import httpx
 from hma_check import __version__
 from hma_check.collect.probe_settings import ProbeSettings, is_host_name
 from hma_check.collect.probe_targets import PROTOCOL_PATHS, HostTarget, ProbePlan, plan_probes
-from hma_check.collect.tls_probe import Unreachable, name_covered, probe_tls
+from hma_check.collect.tls_probe import TlsContexts, Unreachable, name_covered, probe_tls
 from hma_check.collect.www_authenticate import bearer_challenge, parse_challenges
 from hma_check.snapshot import SourceResult, Snapshot, timed
 
@@ -54,9 +54,6 @@ class Node:
 
     def scope(self, name: str) -> str:
         return f"{name} via {self.via}" if self.per_node else name
-
-    def routed(self) -> bool:
-        return self.per_node or self.connect_port != self.port
 
 
 @dataclass
@@ -137,6 +134,7 @@ class _Prober:
             else ssl.create_default_context()
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context = context
+        self.tls_contexts = TlsContexts(settings.ca_bundle)
 
     def probe_node(self, node: Node, target: HostTarget, email: str | None) -> list[SourceResult]:
         results: list[SourceResult] = []
@@ -154,7 +152,7 @@ class _Prober:
 
     def _bearer(self, client: "_NodeClient", node: Node, protocol: str, path: str) -> SourceResult:
         url = node.url(path)
-        command = f"GET {url} with 'Authorization: Bearer' (empty), anonymous" + _via(node)
+        command = f"GET {url} with 'Authorization: Bearer' (empty), anonymous, connected to {node.via}"
         with timed("probe.bearer", command, scope=node.scope(url)) as box:
             response, _ = client.get(path, bearer=True)
             challenges = parse_challenges(response.headers.get_list("www-authenticate"))
@@ -176,7 +174,7 @@ class _Prober:
         path = f"/autodiscover/autodiscover.json?Email={quote(email or '', safe='@')}&Protocol={protocol}" \
                "&RedirectCount=1"
         url = node.url(path)
-        command = f"GET {url}, anonymous" + _via(node)
+        command = f"GET {url}, anonymous, connected to {node.via}"
         with timed("probe.autodiscover_v2", command, scope=node.scope(node.url(
                 f"/autodiscover/autodiscover.json?Protocol={protocol}"))) as box:
             if email is None:
@@ -193,13 +191,13 @@ class _Prober:
 
     def _tls(self, node: Node, unreachable: str | None) -> SourceResult:
         name = f"{node.host}:{node.port}"
-        command = f"TLS 1.0, 1.1, 1.2 and 1.3 handshakes to {name}" + _via(node) + ", then the certificate"
+        command = f"TLS 1.0, 1.1, 1.2 and 1.3 handshakes to {name} at {node.via}, then the certificate"
         with timed("probe.tls", command, scope=node.scope(name)) as box:
             if unreachable is not None:
                 raise NotAttempted(f"an earlier request to this node failed: {unreachable}")
             try:
                 record = probe_tls(node.host, node.address, node.connect_port, timeout=self.settings.timeout,
-                                   ca_bundle=self.settings.ca_bundle)
+                                   contexts=self.tls_contexts)
             except Unreachable as exc:
                 raise ConnectionError(str(exc)) from None
             if record["certificate"] is None and all(v is None for v in record["versions"].values()):
@@ -257,7 +255,7 @@ class _NodeClient:
                 response.close()
         except httpx.TransportError as exc:
             self.failed_in_tls = _tls_cause(exc) is not None
-            self.failure = f"{type(exc).__name__} on {self.node.url(path)}{_via(self.node)}: " \
+            self.failure = f"{type(exc).__name__} on {self.node.url(path)} at {self.node.via}: " \
                            f"{_describe(exc, self.timeout)}"
             raise ConnectionError(self.failure) from None
         return response, body
@@ -327,10 +325,6 @@ def _url_host(url: str | None) -> str | None:
     except ValueError:
         return None
     return host if host and is_host_name(host) else None
-
-
-def _via(node: Node) -> str:
-    return f" (connected to {node.via})" if node.routed() else ""
 
 
 def _mailbox_address(snapshot: Snapshot) -> str | None:

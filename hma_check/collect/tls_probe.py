@@ -43,7 +43,19 @@ class _Handshake:
     der: bytes | None = None
 
 
-def probe_tls(host: str, address: str, port: int, *, timeout: float, ca_bundle: str | None) -> dict[str, Any]:
+class TlsContexts:
+    """The handshake contexts of one run, built once in the calling thread: setting a legacy version raises a
+    DeprecationWarning, and silencing it touches the process-wide warning filters, which threads must not race on.
+    SSLContext objects are safe to share between threads."""
+
+    def __init__(self, ca_bundle: str | None) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.probing = {version: _version_context(version) for version in VERSIONS}
+            self.verifying = {version: _verifying_context(version, ca_bundle) for version in VERSIONS}
+
+
+def probe_tls(host: str, address: str, port: int, *, timeout: float, contexts: TlsContexts) -> dict[str, Any]:
     """The TLS part of the contract's probe.tls record: versions, version_errors, certificate.
 
     Each version is one handshake offering only that version with no certificate check, so a bad certificate never
@@ -57,7 +69,7 @@ def probe_tls(host: str, address: str, port: int, *, timeout: float, ca_bundle: 
     version_errors: dict[str, str] = {}
     der, best = None, None
     for name in VERSIONS:
-        outcome = _handshake(host, address, port, _version_context(name), timeout)
+        outcome = _handshake(host, address, port, contexts.probing[name], timeout)
         versions[name] = outcome.accepted
         if outcome.accepted is None:
             version_errors[name] = outcome.reason or "unknown"
@@ -66,7 +78,7 @@ def probe_tls(host: str, address: str, port: int, *, timeout: float, ca_bundle: 
     if der is None or best is None:
         return {"versions": versions, "version_errors": version_errors, "certificate": None}
     certificate = certificate_record(der)
-    verified = _handshake(host, address, port, _verifying_context(best, ca_bundle), timeout)
+    verified = _handshake(host, address, port, contexts.verifying[best], timeout)
     certificate["chain_verified"] = verified.accepted
     certificate["verify_error"] = verified.reason
     return {"versions": versions, "version_errors": version_errors, "certificate": certificate}

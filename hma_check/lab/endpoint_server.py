@@ -4,6 +4,7 @@ shaped like Exchange's (seed 003), per-host TLS versions and certificates, and a
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import shutil
 import socket
@@ -13,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -60,8 +62,11 @@ class EndpointServer:
     def start(self) -> "EndpointServer":
         self._workdir = Path(tempfile.mkdtemp(prefix="hma-lab-endpoints-"))
         self.ca.cert_pem.write_to_path(str(self.ca_bundle))
-        for node in self.spec.nodes:  # every context is built now: a bad spec fails at start, not mid-request
-            for host in self._hosts_of(node):
+        # Every context is built now, in this thread: a bad spec fails at start, not mid-request, and the
+        # DeprecationWarning of a legacy version is silenced without racing on the process-wide filters.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for node, host in itertools.product(self.spec.nodes, (*self.spec.hosts, None)):
                 self.context_for(node, host)
         self._bind()
         for listener in self._listeners:
@@ -114,9 +119,6 @@ class EndpointServer:
             return
 
     # ---------------------------------------------------------------------------------------------- lookups
-    def _hosts_of(self, node: NodeSpec) -> list[HostSpec | None]:
-        return [host for host in self.spec.hosts if node.name in host.nodes] + [None]
-
     def context_for(self, node: NodeSpec, host: HostSpec | None) -> ssl.SSLContext:
         versions = (host.tls_versions if host and host.tls_versions else None) or node.tls_versions
         certificate = (host.certificate if host else None) or node.certificate or self._shared_certificate()
