@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 
 import httpx
 import pytest
@@ -138,4 +139,7 @@ def test_tls_context_per_host_by_sni(offloading_lab):
         with httpx.Client(verify=modern, trust_env=False) as client:
             client.get(f"https://127.0.1.1:{offloading_lab.port}/mapi/", headers={"Host": "legacy.contoso.com"},
                        extensions={"sni_hostname": "legacy.contoso.com"})
+    deadline = time.monotonic() + 2  # the server logs its side of the failed handshake just after the alert
+    while not offloading_lab.tls_failures and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert offloading_lab.tls_failures[-1]["sni"] == "legacy.contoso.com"
