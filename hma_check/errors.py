@@ -3,6 +3,7 @@
     HmaCheckError
      └── InputError              bad input from the user: the CLI prints it and exits 2
           ├── EvidenceError      evidence.json malformed, truncated, too new or hostile
+          │    └── ClixmlError   an Export-Clixml file (or a live object's CLIXML) malformed, oversized or hostile
           ├── ChecksError        a checks file fails validation (unknown key, bad expression, duplicate id...)
           ├── ExemptionsError    an exemptions file fails validation
           └── ConfigError        a scan configuration file fails validation
@@ -29,6 +30,10 @@ class InputError(HmaCheckError):
 
 
 class EvidenceError(InputError):
+    pass
+
+
+class ClixmlError(EvidenceError):
     pass
 
 
