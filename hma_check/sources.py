@@ -192,8 +192,8 @@ SOURCES: tuple[SourceSpec, ...] = (
                "why it is null}, certificate: {subject, issuer, not_before, not_after, dns_names (list: SAN DNS "
                "names, else the CN), thumbprint, chain_verified (trust and dates, not names; null when the "
                "verifying handshake did not complete), verify_error (str|null)} | null (no version accepted), "
-               "names_in_scope (list of host names that must be covered: the probed host), names_not_covered "
-               "(list, RFC 6125 wildcard rules) | null when there is no certificate}; scope = host:port (plus "
+               "names_in_scope (list of host names that must be covered: the probed host, each name having its own "
+               "handshake with its own SNI)}; scope = host:port (plus "
                "' via <address>:<port>' per node)",
                scope="endpoint"),
 )

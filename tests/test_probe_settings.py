@@ -7,7 +7,6 @@ import pytest
 from hma_check.collect.probe_settings import (ConnectTo, ResolveRule, parse_connect_to, parse_probe_settings,
                                               parse_resolve)
 from hma_check.collect.probe_targets import plan_probes
-from hma_check.collect.tls_probe import name_covered
 from hma_check.errors import ConfigError
 from hma_check.snapshot import Snapshot, SourceResult
 from probe_lab import exchange_snapshot
@@ -103,16 +102,3 @@ def test_plan_when_exchange_failed_or_did_not_run():
     assert [t.host for t in plan.targets] == ["autodiscover.contoso.com"]  # client access services still told us
     plan = plan_probes(Snapshot.new(), parse_probe_settings({"hosts": ["mail.contoso.com"]}))
     assert plan.unknown == [] and not plan.exchange_collected
-
-
-@pytest.mark.parametrize("name, patterns, covered", [
-    ("mail.contoso.com", ["MAIL.contoso.com."], True),
-    ("mail.contoso.com", ["*.contoso.com"], True),
-    ("a.mail.contoso.com", ["*.contoso.com"], False),
-    ("contoso.com", ["*.contoso.com"], False),
-    ("mail.contoso.com", ["*.com"], False),
-    ("mail.contoso.com", ["autodiscover.contoso.com"], False),
-    ("mail.contoso.com", [], False),
-])
-def test_name_coverage_follows_rfc_6125(name, patterns, covered):
-    assert name_covered(name, patterns) is covered

@@ -170,9 +170,9 @@ def test_certificate_good_expired_untrusted_and_names_missing(scan):
     assert expired["certificate"]["chain_verified"] is False
     assert expired["certificate"]["verify_error"] == "certificate has expired"
     assert expired["certificate"]["not_after"] < iso_utc(utc_now())
-    assert expired["names_not_covered"] == []
     extra = _one(results, "probe.tls@extra.contoso.com:443")
-    assert extra["names_in_scope"] == ["extra.contoso.com"] and extra["names_not_covered"] == ["extra.contoso.com"]
+    assert extra["names_in_scope"] == ["extra.contoso.com"]
+    assert extra["certificate"]["dns_names"] == ["mail.contoso.com", "*.mail.contoso.com"]
     assert extra["certificate"]["chain_verified"] is True  # trust and names are separate findings
     untrusted = _one(results, "probe.tls@untrusted.contoso.com:443")["certificate"]
     assert untrusted["chain_verified"] is False and untrusted["verify_error"]

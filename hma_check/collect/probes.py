@@ -17,7 +17,7 @@ import httpx
 from hma_check import __version__
 from hma_check.collect.probe_settings import ProbeSettings, is_host_name
 from hma_check.collect.probe_targets import PROTOCOL_PATHS, HostTarget, ProbePlan, plan_probes
-from hma_check.collect.tls_probe import TlsContexts, Unreachable, name_covered, probe_tls
+from hma_check.collect.tls_probe import TlsContexts, Unreachable, probe_tls
 from hma_check.collect.www_authenticate import bearer_challenge, parse_challenges
 from hma_check.snapshot import SourceResult, Snapshot, timed
 
@@ -203,14 +203,10 @@ class _Prober:
             if record["certificate"] is None and all(v is None for v in record["versions"].values()):
                 raise ConnectionError("no handshake completed: " + "; ".join(
                     f"{version}: {reason}" for version, reason in record["version_errors"].items()))
-            names = [node.host]
-            certificate = record["certificate"]
-            box["data"] = {
-                "host": node.host, "port": node.port, "address": node.address, **record,
-                "names_in_scope": names,
-                "names_not_covered": None if certificate is None else
-                [name for name in names if not name_covered(name, certificate["dns_names"])],
-            }
+            # Each name gets its own handshake with its own SNI, so the certificate to judge for a name is the one
+            # served for that name: a server with SNI bindings may legitimately serve others elsewhere.
+            box["data"] = {"host": node.host, "port": node.port, "address": node.address, **record,
+                           "names_in_scope": [node.host]}
         return box["result"]
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import ssl
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
-from hma_check.snapshot import iso_utc
+from hma_check.collect.certificates import certificate_from_der
 
 # Entra ID refuses TLS 1.0/1.1 (AADSTS1002016, seed 000; https://learn.microsoft.com/troubleshoot/azure/
 # entra/entra-id/ad-dmn-services/enable-support-tls-environment): TLS 1.2 is the blocker, older ones a warning.
@@ -85,39 +81,11 @@ def probe_tls(host: str, address: str, port: int, *, timeout: float, contexts: T
 
 
 def certificate_record(der: bytes) -> dict[str, Any]:
-    """subject, issuer, dates, DNS names and thumbprint of a DER certificate, as Windows shows them."""
-    cert = x509.load_der_x509_certificate(der)
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "not_before": iso_utc(cert.not_valid_before_utc),
-        "not_after": iso_utc(cert.not_valid_after_utc),
-        "dns_names": dns_names(cert),
-        "thumbprint": hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 - a Windows thumbprint is SHA-1
-    }
-
-
-def dns_names(cert: x509.Certificate) -> list[str]:
-    """The SAN DNS names, else the subject CN: Exchange's DnsNameList rule, and what Schannel still accepts."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        return [str(name) for name in san.get_values_for_type(x509.DNSName)]
-    except x509.ExtensionNotFound:
-        return [str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-
-
-def name_covered(name: str, patterns: list[str]) -> bool:
-    """RFC 6125 §6.4.3: exact match, or a wildcard as the whole left-most label matching exactly one label."""
-    name = name.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower().rstrip(".")
-        if pattern == name:
-            return True
-        if pattern.startswith("*.") and "." in name:
-            first, rest = name.split(".", 1)
-            if first and rest == pattern[2:] and "." in rest:
-                return True
-    return False
+    """The served certificate in probe.tls's shape, decoded by the same code as Get-ExchangeCertificate's RawData,
+    so names print as Windows prints them and the thumbprint can be matched with exchange.exchange_certificates."""
+    decoded = certificate_from_der(der)
+    return {"subject": decoded["Subject"], "issuer": decoded["Issuer"], "not_before": decoded["NotBefore"],
+            "not_after": decoded["NotAfter"], "dns_names": decoded["DnsNameList"], "thumbprint": decoded["Thumbprint"]}
 
 
 # ---------------------------------------------------------------------------------------------- handshakes
