@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from hma_check.errors import ConfigError
 
@@ -60,55 +60,78 @@ class ProbeSettings:
     autodiscover_email: str | None = None
 
 
-def parse_probe_settings(raw: Any, *, path: str | None = None, where: str = "probes") -> ProbeSettings:
-    """Validate the ``probes:`` mapping (None means all defaults); every problem is one ConfigError naming the key."""
+    def summary(self) -> dict[str, Any]:
+        """For the evidence's target summary: what was asked, never a secret (probes hold none)."""
+        return {"hosts": [f"{host}:{port}" for host, port in self.hosts], "resolve": len(self.resolve),
+                "connect_to": len(self.connect_to), "ca_bundle": self.ca_bundle is not None}
+
+
+Where = tuple  # a key path inside the section: ("hosts", 0)
+Fail = Callable[[Where, str], ConfigError]
+
+
+def parse_probes_section(raw: Any, context: Any) -> ProbeSettings:
+    """The scan configuration's ``probes:`` parser (hma_check.config.SECTIONS): ``context.fail`` positions an
+    error at the file and line of a key path, ``context.path`` resolves ca_bundle against the file's folder."""
+    return parse_probe_settings(raw, fail=context.fail, resolve_path=lambda value: str(context.path(value)))
+
+
+def parse_probe_settings(raw: Any, *, fail: Fail | None = None, path: str | None = None,
+                         resolve_path: Callable[[str], str] | None = None) -> ProbeSettings:
+    """Validate the ``probes:`` mapping (None means all defaults); every problem is one ConfigError naming the key.
+    Without ``fail`` the message names the key path (``probes.hosts[0]: …``) and ``path``, the file."""
     if raw is None:
         return ProbeSettings()
-
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{where}.{key}: {message}" if key else f"{where}: {message}", path=path)
-
+    fail = fail or _plain_fail(path)
     if not isinstance(raw, Mapping):
-        raise fail("", "must be a mapping")
-    unknown = sorted(str(key) for key in raw if key not in _KEYS)
-    if unknown:
-        raise fail(unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
+        raise fail((), "must be a mapping")
+    for key in raw:
+        if key not in _KEYS:
+            raise fail((key,), f"unknown key (known: {', '.join(sorted(_KEYS))})")
 
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise fail("enabled", "must be true or false")
-    hosts = tuple(_host_port(item, fail, f"hosts[{i}]") for i, item in enumerate(_string_list(raw, "hosts", fail)))
-    resolve = tuple(_resolve(item, fail, f"resolve[{i}]")
+        raise fail(("enabled",), "must be true or false")
+    hosts = tuple(_host_port(item, fail, ("hosts", i)) for i, item in enumerate(_string_list(raw, "hosts", fail)))
+    resolve = tuple(_resolve(item, fail, ("resolve", i))
                     for i, item in enumerate(_string_list(raw, "resolve", fail)))
-    connect_to = tuple(_connect_to(item, fail, f"connect_to[{i}]")
+    connect_to = tuple(_connect_to(item, fail, ("connect_to", i))
                        for i, item in enumerate(_string_list(raw, "connect_to", fail)))
     ca_bundle = raw.get("ca_bundle")
     if ca_bundle is not None:
         if not isinstance(ca_bundle, str) or not ca_bundle:
-            raise fail("ca_bundle", "must be the path of a PEM file")
+            raise fail(("ca_bundle",), "must be the path of a PEM file")
+        ca_bundle = resolve_path(ca_bundle) if resolve_path else ca_bundle
         if not os.path.isfile(ca_bundle) or not os.access(ca_bundle, os.R_OK):
-            raise fail("ca_bundle", f"cannot read {ca_bundle!r}")
+            raise fail(("ca_bundle",), f"cannot read {ca_bundle!r}")
     timeout = _number(raw, "timeout", DEFAULT_TIMEOUT, fail)
     if not 0 < timeout <= MAX_TIMEOUT:
-        raise fail("timeout", f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
+        raise fail(("timeout",), f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
     concurrency = raw.get("concurrency", DEFAULT_CONCURRENCY)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise fail("concurrency", f"must be a whole number from 1 to {MAX_CONCURRENCY}")
+        raise fail(("concurrency",), f"must be a whole number from 1 to {MAX_CONCURRENCY}")
     email = raw.get("autodiscover_email")
     if email is not None and (not isinstance(email, str) or not _EMAIL.fullmatch(email)):
-        raise fail("autodiscover_email", "must be one SMTP address (user@domain)")
+        raise fail(("autodiscover_email",), "must be one SMTP address (user@domain)")
     return ProbeSettings(enabled=enabled, hosts=hosts, resolve=resolve, connect_to=connect_to, ca_bundle=ca_bundle,
                          timeout=float(timeout), concurrency=concurrency, autodiscover_email=email)
 
 
 def parse_resolve(text: str) -> ResolveRule:
     """One ``--resolve`` value from the command line; ConfigError when malformed."""
-    return _resolve(text, lambda key, message: ConfigError(f"--resolve {text!r}: {message}"), "")
+    return _resolve(text, lambda where, message: ConfigError(f"--resolve {text!r}: {message}"), ())
 
 
 def parse_connect_to(text: str) -> ConnectTo:
     """One ``--connect-to`` value from the command line; ConfigError when malformed."""
-    return _connect_to(text, lambda key, message: ConfigError(f"--connect-to {text!r}: {message}"), "")
+    return _connect_to(text, lambda where, message: ConfigError(f"--connect-to {text!r}: {message}"), ())
+
+
+def _plain_fail(path: str | None) -> Fail:
+    def fail(where: Where, message: str) -> ConfigError:
+        key = "probes" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in where)
+        return ConfigError(f"{key}: {message}", path=path)
+    return fail
 
 
 def normalise_host(host: str) -> str:
@@ -120,33 +143,33 @@ def is_host_name(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _string_list(raw: Mapping[str, Any], key: str, fail: Any) -> list[str]:
+def _string_list(raw: Mapping[str, Any], key: str, fail: Fail) -> list[str]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise fail(key, "must be a list of strings")
+        raise fail((key,), "must be a list of strings")
     return value
 
 
-def _number(raw: Mapping[str, Any], key: str, default: float, fail: Any) -> float:
+def _number(raw: Mapping[str, Any], key: str, default: float, fail: Fail) -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise fail(key, "must be a number of seconds")
+        raise fail((key,), "must be a number of seconds")
     return float(value)
 
 
-def _host(text: str, fail: Any, key: str) -> str:
+def _host(text: str, fail: Fail, key: Where) -> str:
     if not _HOST.fullmatch(text):
         raise fail(key, f"{text!r} is not a host name")
     return normalise_host(text)
 
 
-def _port(text: str, fail: Any, key: str) -> int:
+def _port(text: str, fail: Fail, key: Where) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise fail(key, f"{text!r} is not a port number")
     return int(text)
 
 
-def _address(text: str, fail: Any, key: str) -> str:
+def _address(text: str, fail: Fail, key: Where) -> str:
     """An IP address, with or without the [brackets] curl uses for IPv6."""
     bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
@@ -155,7 +178,7 @@ def _address(text: str, fail: Any, key: str) -> str:
         raise fail(key, f"{text!r} is not an IP address") from None
 
 
-def _host_port(text: str, fail: Any, key: str) -> tuple[str, int]:
+def _host_port(text: str, fail: Fail, key: Where) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
     if not sep:
         return _host(text.strip(), fail, key), 443
@@ -167,7 +190,7 @@ def _split(text: str) -> list[str]:
     return [part for part in re.split(r":(?![^\[]*\])", text)]
 
 
-def _resolve(text: str, fail: Any, key: str) -> ResolveRule:
+def _resolve(text: str, fail: Fail, key: Where) -> ResolveRule:
     parts = _split(text.strip())
     if len(parts) != 3:
         raise fail(key, "must be HOST:PORT:ADDRESS[,ADDRESS...]")
@@ -176,7 +199,7 @@ def _resolve(text: str, fail: Any, key: str) -> ResolveRule:
                        tuple(_address(address.strip(), fail, key) for address in addresses.split(",")))
 
 
-def _connect_to(text: str, fail: Any, key: str) -> ConnectTo:
+def _connect_to(text: str, fail: Fail, key: Where) -> ConnectTo:
     parts = _split(text.strip())
     if len(parts) != 4:
         raise fail(key, "must be HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT (curl's --connect-to)")
