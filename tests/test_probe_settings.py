@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trustme
 
 from hma_check.collect.probe_settings import (ConnectTo, ResolveRule, parse_connect_to, parse_probe_settings,
                                               parse_resolve)
@@ -20,7 +21,7 @@ def test_defaults():
 
 def test_full_section(tmp_path):
     bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    trustme.CA().cert_pem.write_to_path(str(bundle))
     settings = parse_probe_settings({
         "hosts": ["Mail.Contoso.com.", "autodiscover.contoso.com:8443"],
         "resolve": ["mail.contoso.com:443:10.0.0.11,10.0.0.12", "v6.contoso.com:443:[::1]"],
@@ -58,6 +59,13 @@ def test_bad_values_name_the_file_and_key(raw, message):
         parse_probe_settings(raw, path="scan.yaml")
     assert str(caught.value).startswith("scan.yaml: " + message)
     assert "\n" not in str(caught.value)
+
+
+def test_a_ca_bundle_that_is_not_pem_is_refused(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    with pytest.raises(ConfigError, match=r"probes.ca_bundle: .* holds no PEM certificate"):
+        parse_probe_settings({"ca_bundle": str(bundle)})
 
 
 def test_command_line_forms():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -104,6 +105,10 @@ def parse_probe_settings(raw: Any, *, fail: Fail | None = None, path: str | None
         ca_bundle = resolve_path(ca_bundle) if resolve_path else ca_bundle
         if not os.path.isfile(ca_bundle) or not os.access(ca_bundle, os.R_OK):
             raise fail(("ca_bundle",), f"cannot read {ca_bundle!r}")
+        try:
+            ssl.create_default_context(cafile=ca_bundle)
+        except (ssl.SSLError, ValueError) as exc:
+            raise fail(("ca_bundle",), f"{ca_bundle!r} holds no PEM certificate OpenSSL can load ({exc})") from None
     timeout = _number(raw, "timeout", DEFAULT_TIMEOUT, fail)
     if not 0 < timeout <= MAX_TIMEOUT:
         raise fail(("timeout",), f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds")

@@ -9,7 +9,7 @@ import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -79,11 +79,15 @@ def collect_probes(snapshot: Snapshot, settings: ProbeSettings) -> list[SourceRe
         jobs = []
         for route in routes:
             if route.error is not None:
-                results.extend(_unresolved_results(route.target, route.error))
+                results.extend(_failed_results(route.target, None, route.error))
                 continue
-            jobs.extend(pool.submit(prober.probe_node, node, route.target, email) for node in route.nodes)
-        for job in jobs:
-            results.extend(job.result())
+            jobs.extend((route.target, node, pool.submit(prober.probe_node, node, route.target, email))
+                        for node in route.nodes)
+        for target, node, job in jobs:
+            try:
+                results.extend(job.result())
+            except Exception as exc:  # noqa: BLE001 - a bug on one node must not cost the other nodes' evidence
+                results.extend(_failed_results(target, node, f"the probe failed: {type(exc).__name__}: {exc}"))
     return results
 
 
@@ -104,8 +108,8 @@ def _route(target: HostTarget, settings: ProbeSettings) -> _Route:
     for name, port in hops:
         try:
             addresses.extend((address, port) for address in _resolve(name, port, settings))
-        except OSError as exc:
-            route.error = f"cannot resolve {name}: {exc.strerror or exc}"
+        except (OSError, UnicodeError) as exc:
+            route.error = f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}"
             return route
     per_node = len(addresses) > 1
     route.nodes = [Node(target.host, target.port, address, port, per_node) for address, port in addresses]
@@ -356,13 +360,17 @@ def _unknown_results(plan: ProbePlan) -> list[SourceResult]:
     return results
 
 
-def _unresolved_results(target: HostTarget, error: str) -> list[SourceResult]:
-    make: Callable[[str, str], SourceResult] = lambda name, scope: SourceResult.error_result(
-        name, error, command=f"resolve {target.host}", scope=scope)
-    node = Node(target.host, target.port, "", target.port, False)
-    results = [make("probe.bearer", node.url(path)) for path in PROTOCOL_PATHS.values()]
+def _failed_results(target: HostTarget, node: Node | None, error: str) -> list[SourceResult]:
+    """Error results for every probe of a target (or one node of it) that could not run at all."""
+    node = node or Node(target.host, target.port, "", target.port, False)
+    command = f"probes of {target.host}:{target.port}"
+
+    def failed(name: str, scope: str) -> SourceResult:
+        return SourceResult.error_result(name, error, command=command, scope=node.scope(scope))
+
+    results = [failed("probe.bearer", node.url(path)) for path in PROTOCOL_PATHS.values()]
     if target.autodiscover:
-        results.extend(make("probe.autodiscover_v2", node.url(f"/autodiscover/autodiscover.json?Protocol={p}"))
+        results.extend(failed("probe.autodiscover_v2", node.url(f"/autodiscover/autodiscover.json?Protocol={p}"))
                        for p in AUTODISCOVER_V2_PROTOCOLS)
-    results.append(make("probe.tls", f"{target.host}:{target.port}"))
+    results.append(failed("probe.tls", f"{target.host}:{target.port}"))
     return results
