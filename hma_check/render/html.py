@@ -1,0 +1,12 @@
+"""report.html: one self-contained file (inline CSS and SVG, no external asset) that also prints cleanly."""
+
+from __future__ import annotations
+
+from hma_check.render import charts
+from hma_check.render.templating import render_template
+from hma_check.report_model import Report
+
+
+def render(report: Report) -> str:
+    return render_template("report.html.j2", report=report, bars=charts.area_bars(report),
+                           matrix=charts.matrix(report), colors=charts.COLORS)

@@ -1,0 +1,10 @@
+"""report.md: the report for tickets and change requests."""
+
+from __future__ import annotations
+
+from hma_check.render.templating import render_template
+from hma_check.report_model import Report
+
+
+def render(report: Report) -> str:
+    return render_template("report.md.j2", report=report)

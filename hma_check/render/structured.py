@@ -1,0 +1,34 @@
+"""findings.json: the whole result, machine-readable, with the SHA-256 of the evidence and checks it came from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from hma_check.report_model import Report
+
+SCHEMA_VERSION = 1
+
+
+def render(report: Report) -> str:
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "verdict": report.verdict,
+        "verdict_text": report.verdict_text,
+        "exit_code": report.exit_code,
+        "hma_state": report.hma_state,
+        "counts": report.counts,
+        "counts_by_severity": report.severity_counts,
+        "metadata": report.metadata,
+        "findings": [f.to_json() for f in report.findings],
+        "runbook": {
+            "enable": [dict(entry.to_json(), rollback=None) for phase in report.enable_phases
+                       for entry in phase["entries"]],
+            "rollback": [{"phase": entry.phase, "origin": entry.origin, "title": entry.title,
+                          "subject": entry.subject, "rollback": entry.rollback}
+                         for phase in report.rollback_phases for entry in phase["entries"]],
+        },
+        "not_collected": [asdict(gap) for gap in report.gaps],
+        "unused_exemptions": report.unused_exemptions,
+    }
+    return json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n"

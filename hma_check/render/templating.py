@@ -1,0 +1,59 @@
+"""The Jinja2 environment for report templates (templates/): autoescaped HTML, explicit escaping elsewhere."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from hma_check.resources import templates_dir
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def md(value: Any) -> str:
+    """Text for a Markdown table cell or paragraph: one line, Markdown and HTML characters escaped."""
+    text = " ".join(str(value if value is not None else "").split())
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def ps_comment(value: Any) -> str:
+    """Text that stays inside a one-line PowerShell # comment (control characters cannot end the line)."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in str(value if value is not None else "")).split())
+
+
+def fenced(text: Any, language: str = "") -> str:
+    """A Markdown code block whose fence is longer than any run of backticks inside, so content cannot close it."""
+    body = str(text)
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{body}\n{fence}"
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=1, ensure_ascii=False, default=str, sort_keys=True)
+
+
+STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "WARN": "warn", "ERROR": "error", "NOT_APPLICABLE": "na",
+                "EXEMPT": "exempt"}
+STATUS_LABEL = {"NOT_APPLICABLE": "N/A"}
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(templates_dir())),
+        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+    env.filters.update(md=md, ps_comment=ps_comment, pretty_json=pretty_json, fenced=fenced,
+                       status_class=lambda s: STATUS_CLASS.get(s, "na"),
+                       status_label=lambda s: STATUS_LABEL.get(s, s))
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context)

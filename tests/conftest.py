@@ -1,0 +1,63 @@
+"""Shared test helpers: the baseline snapshot, patch operations on it, and the loaded catalogue."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+
+import baseline  # noqa: E402
+
+from hma_check.snapshot import Snapshot  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def catalogue():
+    from hma_check.pipeline import load_all_checks
+
+    return load_all_checks()
+
+
+@pytest.fixture()
+def snapshot() -> Snapshot:
+    return baseline.build()
+
+
+def _resolve_key(key: str) -> str:
+    return key.replace("@TENANT", "@" + baseline.TENANT)
+
+
+def apply_ops(snapshot: Snapshot, ops: list[dict[str, Any]]) -> Snapshot:
+    """The small patch language of tests/check_cases.yaml, applied in place."""
+    for op in ops:
+        if "fail" in op:
+            target = _resolve_key(op["fail"])
+            hits = [r for k, r in snapshot.sources.items() if k == target or r.name == target]
+            assert hits, f"no source {target} to fail"
+            for result in hits:
+                result.status, result.error, result.data = "error", "TimeoutError: simulated collection failure", None
+            continue
+        kind = next(k for k in ("set", "append", "remove") if k in op)
+        key, *path = op[kind]
+        key = _resolve_key(key)
+        assert key in snapshot.sources, f"no source {key} in the baseline"
+        result = snapshot.sources[key]
+        if kind == "set" and not path:
+            result.data = op["to"]
+            continue
+        container = result.data
+        for part in path[:-1]:
+            container = container[part]
+        last = path[-1] if path else None
+        if kind == "set":
+            container[last] = op["to"]
+        elif kind == "append":
+            (container[last] if last is not None else container).append(op["value"])
+        else:
+            del container[last]
+    return snapshot
