@@ -1,15 +1,14 @@
-"""End to end: probes of the lab's endpoints, saved as evidence, make the shipped HMA-PROBE checks PASS and FAIL."""
+"""End to end: lab probes, saved as evidence and reported by run_report, make the HMA-PROBE checks PASS/FAIL/ERROR."""
 
 from __future__ import annotations
 
 import pytest
 
-from hma_check.checks import load_checks, shipped_checks_file
 from hma_check.collect.probe_settings import parse_probe_settings
 from hma_check.collect.probes import collect_probes
-from hma_check.engine import evaluate
 from hma_check.lab.endpoint_server import EndpointServer
-from hma_check.snapshot import Snapshot, SourceResult, load_snapshot
+from hma_check.pipeline import run_report
+from hma_check.snapshot import Snapshot, SourceResult
 from probe_lab import EXTRA_HOSTS, TENANT, exchange_snapshot, lab_spec
 
 OTHER_TENANT = "0b0b0b0b-1111-4222-8333-444444444444"
@@ -37,8 +36,9 @@ def _evaluate(server: EndpointServer, tmp_path, hosts=EXTRA_HOSTS, **facts) -> d
         snapshot.add(result)
     _org_facts(snapshot, **facts)
     snapshot.save(tmp_path / "evidence.json")  # evaluation reads the saved evidence, as every command does
-    evaluation = evaluate(load_checks([shipped_checks_file()]), load_snapshot(tmp_path / "evidence.json"))
-    return {(f.check_id, f.subject): f.status for f in evaluation.findings if f.check_id.startswith("HMA-PROBE")}
+    outcome = run_report(tmp_path / "evidence.json", tmp_path / "report")
+    assert (tmp_path / "report" / "report.html").is_file()
+    return {(f.check_id, f.subject): f.status for f in outcome.report.findings if f.check_id.startswith("HMA-PROBE")}
 
 
 @pytest.fixture(scope="module")
