@@ -48,6 +48,7 @@ def test_section_overrides_and_adds():
     ({"nodes": [{"name": "EX09"}]}, "endpoints.nodes[0].address: a new node 'EX09' needs a loopback address"),
     ({"nodes": [{"name": "EX09", "address": "10.0.0.1"}]}, "endpoints.nodes[0].address: '10.0.0.1' is not a loopback"),
     ({"nodes": [{"name": "EX01", "oauth": {"IMAP": False}}]}, "endpoints.nodes[0].oauth.IMAP: unknown key"),
+    ({"nodes": [{"name": "EX03", "address": "127.0.1.1"}]}, "endpoints.nodes: EX03 and EX01 share the address"),
     ({"nodes": [{"name": "EX01", "tls_versions": ["TLSv1.0", "TLSv1.2"]}]},
      "endpoints.nodes[0].tls_versions: must be a non-empty, contiguous range"),
     ({"nodes": [{"name": "EX01", "tls_versions": ["SSLv3"]}]}, "endpoints.nodes[0].tls_versions[0]: must be one of"),

@@ -60,15 +60,22 @@ class EndpointServer:
 
     # --------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> "EndpointServer":
+        addresses = [node.address for node in self.spec.nodes]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError(f"two nodes share a loopback address: {addresses}")
         self._workdir = Path(tempfile.mkdtemp(prefix="hma-lab-endpoints-"))
-        self.ca.cert_pem.write_to_path(str(self.ca_bundle))
-        # Every context is built now, in this thread: a bad spec fails at start, not mid-request, and the
-        # DeprecationWarning of a legacy version is silenced without racing on the process-wide filters.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            for node, host in itertools.product(self.spec.nodes, (*self.spec.hosts, None)):
-                self.context_for(node, host)
-        self._bind()
+        try:
+            self.ca.cert_pem.write_to_path(str(self.ca_bundle))
+            # Every context is built now, in this thread: a bad spec fails at start, not mid-request, and the
+            # DeprecationWarning of a legacy version is silenced without racing on the process-wide filters.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                for node, host in itertools.product(self.spec.nodes, (*self.spec.hosts, None)):
+                    self.context_for(node, host)
+            self._bind()
+        except BaseException:
+            self.stop()
+            raise
         for listener in self._listeners:
             threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
                              name=f"lab-https-{listener.node.name}").start()

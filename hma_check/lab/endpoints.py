@@ -116,6 +116,12 @@ def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None =
         node = _node(check, entry, f"endpoints.nodes[{i}]", nodes)
         nodes[node.name] = node
     spec = replace(spec, nodes=tuple(nodes.values()))
+    seen: dict[str, str] = {}
+    for node in spec.nodes:
+        if node.address in seen:
+            raise check.fail("endpoints.nodes", f"{node.name} and {seen[node.address]} share the address "
+                                                f"{node.address}: each node needs its own")
+        seen[node.address] = node.name
     hosts = {host.name: host for host in spec.hosts}
     for i, entry in enumerate(check.list(section.get("hosts", []), "endpoints.hosts")):
         host = _host(check, entry, f"endpoints.hosts[{i}]", hosts, nodes)
