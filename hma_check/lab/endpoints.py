@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from hma_check.errors import ConfigError
 
@@ -16,6 +16,8 @@ ISSUERS = ("lab", "untrusted")
 FRONTS = ("exchange", "preauth", "silent")
 EXO_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+Where = tuple  # a key path inside the section: ("hosts", 0, "tls_versions")
+Fail = Callable[[Where, str], ConfigError]
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -93,179 +95,185 @@ class EndpointsSpec:
 
 
 # -------------------------------------------------------------------------------------------- the loader
-def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None = None) -> EndpointsSpec:
+def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None = None,
+                            fail: Fail | None = None) -> EndpointsSpec:
     """The ``endpoints:`` section of a scenario: organisation switches, then ``nodes`` and ``hosts`` entries that
-    override the same-named entry of ``base`` field by field or add a new one. ConfigError names the key."""
+    override the same-named entry of ``base`` field by field or add a new one. Each error is one ConfigError from
+    ``fail(key path, message)`` (the scenario loader's, with the file and line), by default naming the key path."""
     if raw is None:
         return base
-    check = _Checker(path)
-    section = check.mapping(raw, "endpoints", {"tenant_ids", "evosts_default", "oauth2_client_profile_enabled",
+    check = _Checker(fail or _plain_fail(path))
+    section = check.mapping(raw, (), {"tenant_ids", "evosts_default", "oauth2_client_profile_enabled",
                                                "nodes", "hosts"})
     spec = base
     if "tenant_ids" in section:
-        ids = check.string_list(section["tenant_ids"], "endpoints.tenant_ids")
+        ids = check.string_list(section["tenant_ids"], ("tenant_ids",))
         for i, tenant in enumerate(ids):
             if not _GUID.fullmatch(tenant):
-                raise check.fail(f"endpoints.tenant_ids[{i}]", f"{tenant!r} is not a tenant id (a GUID)")
+                raise check.fail(("tenant_ids", i), f"{tenant!r} is not a tenant id (a GUID)")
         spec = replace(spec, tenant_ids=tuple(tenant.lower() for tenant in ids))
     for key in ("evosts_default", "oauth2_client_profile_enabled"):
         if key in section:
-            spec = replace(spec, **{key: check.boolean(section[key], f"endpoints.{key}")})
+            spec = replace(spec, **{key: check.boolean(section[key], (key,))})
     nodes = {node.name: node for node in spec.nodes}
-    for i, entry in enumerate(check.list(section.get("nodes", []), "endpoints.nodes")):
-        node = _node(check, entry, f"endpoints.nodes[{i}]", nodes)
+    for i, entry in enumerate(check.list(section.get("nodes", []), ("nodes",))):
+        node = _node(check, entry, ("nodes", i), nodes)
         nodes[node.name] = node
     spec = replace(spec, nodes=tuple(nodes.values()))
     seen: dict[str, str] = {}
     for node in spec.nodes:
         if node.address in seen:
-            raise check.fail("endpoints.nodes", f"{node.name} and {seen[node.address]} share the address "
+            raise check.fail(("nodes",), f"{node.name} and {seen[node.address]} share the address "
                                                 f"{node.address}: each node needs its own")
         seen[node.address] = node.name
     hosts = {host.name: host for host in spec.hosts}
-    for i, entry in enumerate(check.list(section.get("hosts", []), "endpoints.hosts")):
-        host = _host(check, entry, f"endpoints.hosts[{i}]", hosts, nodes)
+    for i, entry in enumerate(check.list(section.get("hosts", []), ("hosts",))):
+        host = _host(check, entry, ("hosts", i), hosts, nodes)
         hosts[host.name] = host
     return replace(spec, hosts=tuple(hosts.values()))
 
 
-def _node(check: "_Checker", raw: Any, where: str, known: dict[str, NodeSpec]) -> NodeSpec:
+def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec]) -> NodeSpec:
     entry = check.mapping(raw, where, {"name", "address", "oauth", "challenges", "ssl_offloading", "tls_versions",
                                        "certificate", "autodiscover_urls"})
-    name = check.string(entry.get("name"), f"{where}.name")
+    name = check.string(entry.get("name"), (*where, "name"))
     node = known.get(name)
     if node is None:
         if "address" not in entry:
-            raise check.fail(f"{where}.address", f"a new node {name!r} needs a loopback address")
+            raise check.fail((*where, "address"), f"a new node {name!r} needs a loopback address")
         node = NodeSpec(name=name, address="127.0.0.1")
     changes: dict[str, Any] = {}
     if "address" in entry:
-        address = check.string(entry["address"], f"{where}.address")
+        address = check.string(entry["address"], (*where, "address"))
         try:
             if not ipaddress.ip_address(address).is_loopback:
                 raise ValueError
         except ValueError:
-            raise check.fail(f"{where}.address", f"{address!r} is not a loopback address") from None
+            raise check.fail((*where, "address"), f"{address!r} is not a loopback address") from None
         changes["address"] = address
     vdirs = dict(node.virtual_directories)
     for key in ("oauth", "challenges"):
-        per_protocol = check.mapping(entry.get(key, {}), f"{where}.{key}", set(PROTOCOLS))
+        per_protocol = check.mapping(entry.get(key, {}), (*where, key), set(PROTOCOLS))
         for protocol, value in per_protocol.items():
-            at = f"{where}.{key}.{protocol}"
+            at = (*where, key, protocol)
             vdir = vdirs.get(protocol, VirtualDirectorySpec())
             vdirs[protocol] = replace(vdir, oauth=check.boolean(value, at)) if key == "oauth" else \
                 replace(vdir, challenges=tuple(check.string_list(value, at)))
     changes["virtual_directories"] = vdirs
     if "ssl_offloading" in entry:
-        changes["ssl_offloading"] = check.boolean(entry["ssl_offloading"], f"{where}.ssl_offloading")
+        changes["ssl_offloading"] = check.boolean(entry["ssl_offloading"], (*where, "ssl_offloading"))
     if "tls_versions" in entry:
-        changes["tls_versions"] = check.tls_versions(entry["tls_versions"], f"{where}.tls_versions")
+        changes["tls_versions"] = check.tls_versions(entry["tls_versions"], (*where, "tls_versions"))
     if "certificate" in entry:
-        changes["certificate"] = check.certificate(entry["certificate"], f"{where}.certificate", node.certificate)
+        changes["certificate"] = check.certificate(entry["certificate"], (*where, "certificate"), node.certificate)
     if "autodiscover_urls" in entry:
-        urls = check.mapping(entry["autodiscover_urls"], f"{where}.autodiscover_urls", {"ActiveSync", "EWS"})
+        urls = check.mapping(entry["autodiscover_urls"], (*where, "autodiscover_urls"), {"ActiveSync", "EWS"})
         changes["autodiscover_urls"] = {**node.autodiscover_urls, **{
-            protocol: None if url is None else check.string(url, f"{where}.autodiscover_urls.{protocol}")
+            protocol: None if url is None else check.string(url, (*where, "autodiscover_urls", protocol))
             for protocol, url in urls.items()}}
     return replace(node, **changes)
 
 
-def _host(check: "_Checker", raw: Any, where: str, known: dict[str, HostSpec], nodes: dict[str, NodeSpec]) -> HostSpec:
+def _host(check: "_Checker", raw: Any, where: Where, known: dict[str, HostSpec], nodes: dict[str, NodeSpec]) -> HostSpec:
     entry = check.mapping(raw, where, {"name", "nodes", "front", "preauth", "tls_versions", "certificate"})
-    name = check.host_name(entry.get("name"), f"{where}.name")
+    name = check.host_name(entry.get("name"), (*where, "name"))
     host = known.get(name) or HostSpec(name=name, nodes=tuple(nodes))
     changes: dict[str, Any] = {}
     if "nodes" in entry:
-        names = check.string_list(entry["nodes"], f"{where}.nodes")
+        names = check.string_list(entry["nodes"], (*where, "nodes"))
         for i, node in enumerate(names):
             if node not in nodes:
-                raise check.fail(f"{where}.nodes[{i}]", f"unknown node {node!r} (known: {', '.join(nodes)})")
+                raise check.fail((*where, "nodes", i), f"unknown node {node!r} (known: {', '.join(nodes)})")
         changes["nodes"] = tuple(names)
     if "front" in entry:
-        changes["front"] = check.choice(entry["front"], f"{where}.front", FRONTS)
+        changes["front"] = check.choice(entry["front"], (*where, "front"), FRONTS)
     if "preauth" in entry:
-        pre = check.mapping(entry["preauth"], f"{where}.preauth", {"status", "location", "challenges"})
+        pre = check.mapping(entry["preauth"], (*where, "preauth"), {"status", "location", "challenges"})
         status = pre.get("status", 302)
         if status not in (302, 401, 403):
-            raise check.fail(f"{where}.preauth.status", "must be 302, 401 or 403")
+            raise check.fail((*where, "preauth", "status"), "must be 302, 401 or 403")
         location = pre.get("location")
         changes["preauth"] = PreauthSpec(
             status=status,
-            location=None if location is None else check.string(location, f"{where}.preauth.location"),
-            challenges=tuple(check.string_list(pre.get("challenges", []), f"{where}.preauth.challenges")))
+            location=None if location is None else check.string(location, (*where, "preauth", "location")),
+            challenges=tuple(check.string_list(pre.get("challenges", []), (*where, "preauth", "challenges"))))
     if "tls_versions" in entry:
-        changes["tls_versions"] = check.tls_versions(entry["tls_versions"], f"{where}.tls_versions")
+        changes["tls_versions"] = check.tls_versions(entry["tls_versions"], (*where, "tls_versions"))
     if "certificate" in entry:
-        changes["certificate"] = check.certificate(entry["certificate"], f"{where}.certificate", host.certificate,
+        changes["certificate"] = check.certificate(entry["certificate"], (*where, "certificate"), host.certificate,
                                                    default_names=(name,))
     return replace(host, **changes)
+
+
+def _plain_fail(path: str | None) -> Fail:
+    def fail(where: Where, message: str) -> ConfigError:
+        key = "endpoints" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in where)
+        return ConfigError(f"{key}: {message}", path=path)
+    return fail
 
 
 class _Checker:
     """Type checks that raise one ConfigError naming the key path."""
 
-    def __init__(self, path: str | None) -> None:
-        self.path = path
+    def __init__(self, fail: Fail) -> None:
+        self.fail = fail
 
-    def fail(self, where: str, message: str) -> ConfigError:
-        return ConfigError(f"{where}: {message}", path=self.path)
-
-    def mapping(self, raw: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
+    def mapping(self, raw: Any, where: Where, allowed: set[str]) -> Mapping[str, Any]:
         if not isinstance(raw, Mapping):
             raise self.fail(where, "must be a mapping")
         for key in raw:
             if key not in allowed:
-                raise self.fail(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
+                raise self.fail((*where, key), f"unknown key (known: {', '.join(sorted(allowed))})")
         return raw
 
-    def list(self, raw: Any, where: str) -> list[Any]:
+    def list(self, raw: Any, where: Where) -> list[Any]:
         if not isinstance(raw, list):
             raise self.fail(where, "must be a list")
         return raw
 
-    def string(self, raw: Any, where: str) -> str:
+    def string(self, raw: Any, where: Where) -> str:
         if not isinstance(raw, str) or not raw or any(not ch.isprintable() for ch in raw):
             raise self.fail(where, "must be a non-empty single-line string")
         return raw
 
-    def string_list(self, raw: Any, where: str) -> list[str]:
-        return [self.string(item, f"{where}[{i}]") for i, item in enumerate(self.list(raw, where))]
+    def string_list(self, raw: Any, where: Where) -> list[str]:
+        return [self.string(item, (*where, i)) for i, item in enumerate(self.list(raw, where))]
 
-    def boolean(self, raw: Any, where: str) -> bool:
+    def boolean(self, raw: Any, where: Where) -> bool:
         if not isinstance(raw, bool):
             raise self.fail(where, "must be true or false")
         return raw
 
-    def choice(self, raw: Any, where: str, choices: tuple[str, ...]) -> str:
+    def choice(self, raw: Any, where: Where, choices: tuple[str, ...]) -> str:
         if raw not in choices:
             raise self.fail(where, f"must be one of {', '.join(choices)}")
         return raw
 
-    def host_name(self, raw: Any, where: str) -> str:
+    def host_name(self, raw: Any, where: Where) -> str:
         name = self.string(raw, where)
         if not _NAME.fullmatch(name.rstrip(".")):
             raise self.fail(where, f"{name!r} is not a host name")
         return name.lower().rstrip(".")
 
-    def tls_versions(self, raw: Any, where: str) -> tuple[str, ...]:
-        versions = [self.choice(item, f"{where}[{i}]", TLS_VERSIONS) for i, item in enumerate(self.list(raw, where))]
+    def tls_versions(self, raw: Any, where: Where) -> tuple[str, ...]:
+        versions = [self.choice(item, (*where, i), TLS_VERSIONS) for i, item in enumerate(self.list(raw, where))]
         indexes = sorted(TLS_VERSIONS.index(version) for version in set(versions))
         if not indexes or indexes != list(range(indexes[0], indexes[-1] + 1)):
             raise self.fail(where, "must be a non-empty, contiguous range of versions (OpenSSL sets a minimum "
                                    "and a maximum)")
         return tuple(TLS_VERSIONS[i] for i in indexes)
 
-    def certificate(self, raw: Any, where: str, current: CertificateSpec | None,
+    def certificate(self, raw: Any, where: Where, current: CertificateSpec | None,
                     default_names: tuple[str, ...] = ()) -> CertificateSpec:
         entry = self.mapping(raw, where, {"names", "validity", "issuer"})
-        names = tuple(self.host_name(name, f"{where}.names[{i}]") if not str(name).startswith("*.") else
-                      "*." + self.host_name(str(name)[2:], f"{where}.names[{i}]")
-                      for i, name in enumerate(self.list(entry["names"], f"{where}.names"))) \
+        names = tuple(self.host_name(name, (*where, "names", i)) if not str(name).startswith("*.") else
+                      "*." + self.host_name(str(name)[2:], (*where, "names", i))
+                      for i, name in enumerate(self.list(entry["names"], (*where, "names")))) \
             if "names" in entry else (current.names if current else default_names)
         if not names:
-            raise self.fail(f"{where}.names", "a certificate needs at least one name")
+            raise self.fail((*where, "names"), "a certificate needs at least one name")
         return CertificateSpec(
             names=names,
-            validity=self.choice(entry.get("validity", current.validity if current else "valid"), f"{where}.validity",
+            validity=self.choice(entry.get("validity", current.validity if current else "valid"), (*where, "validity"),
                                  VALIDITIES),
-            issuer=self.choice(entry.get("issuer", current.issuer if current else "lab"), f"{where}.issuer", ISSUERS))
+            issuer=self.choice(entry.get("issuer", current.issuer if current else "lab"), (*where, "issuer"), ISSUERS))
