@@ -174,7 +174,8 @@ def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec])
     return replace(node, **changes)
 
 
-def _host(check: "_Checker", raw: Any, where: Where, known: dict[str, HostSpec], nodes: dict[str, NodeSpec]) -> HostSpec:
+def _host(check: "_Checker", raw: Any, where: Where, known: dict[str, HostSpec],
+          nodes: dict[str, NodeSpec]) -> HostSpec:
     entry = check.mapping(raw, where, {"name", "nodes", "front", "preauth", "tls_versions", "certificate"})
     name = check.host_name(entry.get("name"), (*where, "name"))
     host = known.get(name) or HostSpec(name=name, nodes=tuple(nodes))
