@@ -1,4 +1,4 @@
-"""Parse WWW-Authenticate headers (RFC 9110 §11.6.1): several challenges per header, repeated headers, quoted strings."""
+"""Parse WWW-Authenticate headers (RFC 9110 §11.6.1): several challenges per header, repeated headers, quoting."""
 
 from __future__ import annotations
 

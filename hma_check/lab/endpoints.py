@@ -1,4 +1,4 @@
-"""The lab's outside-in HTTPS behaviour: hosts, nodes (Exchange servers), TLS, certificates; the ``endpoints:`` loader."""
+"""The lab's outside-in HTTPS behaviour (hosts, nodes, TLS, certificates) and its ``endpoints:`` section loader."""
 
 from __future__ import annotations
 
