@@ -154,11 +154,12 @@ def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str
     if document["version"] != 1:
         raise ChecksError(f"unsupported checks file version {document['version']!r} (this hma-check reads 1)",
                           path=file, line=document.line_of("version"))
-    areas = document.get("areas", {})
-    if not isinstance(areas, YamlMap) or not all(isinstance(v, str) for v in areas.values()):
-        raise ChecksError("'areas' maps area ids to titles", path=file, line=document.line_of("areas"))
-    for area, title in areas.items():
-        into.areas.setdefault(area, title)
+    areas = document.get("areas")
+    if areas is not None:
+        if not isinstance(areas, YamlMap) or not all(isinstance(v, str) for v in areas.values()):
+            raise ChecksError("'areas' maps area ids to titles", path=file, line=document.line_of("areas"))
+        for area, title in areas.items():
+            into.areas.setdefault(area, title)
     checks = document["checks"]
     if not isinstance(checks, YamlList):
         raise ChecksError("'checks' must be a list", path=file, line=document.line_of("checks"))
@@ -209,7 +210,8 @@ class _Builder:
         if value is None and not required:
             return None
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(f"'{key}' must be non-empty text", key)
+            hint = " (quote it: YAML reads on, off, yes and no as booleans)" if isinstance(value, bool) else ""
+            raise self.fail(f"'{key}' must be non-empty text{hint}", key)
         return value.strip()
 
     def compile(self, key: str, source: Any, *, template: bool, line: int | None = None,

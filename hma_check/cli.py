@@ -14,6 +14,12 @@ from hma_check import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("hma_check.commands.report", "report", "Evaluate an evidence file and write the readiness report."),
     "checks": ("hma_check.commands.checks", "checks", "List, validate and explain checks."),
+    "collector-script": ("hma_check.commands.collector_script", "collector_script",
+                         "Print the read-only PowerShell collection script for offline mode."),
+    "import": ("hma_check.commands.import_", "import_", "Import the collection script's folder or zip (offline mode) and report."),
+    "scan": ("hma_check.commands.scan", "scan", "Scan a live organisation (read-only) and write the readiness report."),
+    "demo": ("hma_check.commands.demo", "demo", "Start the built-in lab, scan it through the real clients, and report."),
+    "lab": ("hma_check.commands.lab", "lab", "Run a simulated Exchange organisation on loopback until Ctrl-C."),
 }
 
 EPILOG = """\b
@@ -21,6 +27,8 @@ Examples:
   hma-check demo --out out/demo                       scan the built-in lab and write the report
   hma-check scan --config scan.yaml --out out/run1    scan a real organisation (read-only)
   hma-check report --evidence out/run1/evidence.json --out out/rerun
+  hma-check collector-script > Collect-HmaReadiness.ps1   offline mode: the customer runs it ...
+  hma-check import HmaReadiness.zip --out out/offline      ... and you import what it wrote
   hma-check checks list
   hma-check checks explain HMA-VDIR-001
 

@@ -66,19 +66,20 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing),
                              used=list(check.requires))]
         if check.for_each is None:
-            return [_evaluate_item(check, facts, base, item=None, scope=None, scope_key=None)]
+            return [_evaluate_item(check, facts, base, item=None, scope=None, read=[])]
         try:
             collection = check.for_each(base)
             items = list(_iterate(collection))
         except Exception as exc:  # noqa: BLE001 - any failure to enumerate is an ERROR with its reason
             return [_finding(check, facts, ERROR, ORGANIZATION, reason=_reason("for_each", exc), used=used)]
+        enumerated = list(used)   # the organisation-wide sources the items came from: every finding cites them
     findings: list[Finding] = []
     for item, scope, key, error in items:
+        read = enumerated + ([key] if key else [])
         if error is not None:
-            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error,
-                                     used=[key] if key else []))
+            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error, used=read))
             continue
-        finding = _evaluate_item(check, facts, base, item=item, scope=scope, scope_key=key)
+        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read)
         if finding is not None:
             findings.append(finding)
     if not findings:
@@ -119,11 +120,10 @@ def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, str
 
 
 def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: Any, scope: str | None,
-                   scope_key: str | None) -> Finding | None:
+                   read: list[str]) -> Finding | None:
     context = dict(base, item=item, scope=scope)
     with facts.recording() as used:
-        if scope_key:
-            used.append(scope_key)
+        used.extend(read)
         subject = _subject(check.subject, context, scope)
         try:
             if check.where is not None and not _as_bool(check.where, context, "where"):

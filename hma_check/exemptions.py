@@ -110,11 +110,9 @@ def apply_exemptions(findings: list[Finding], exemptions: list[Exemption], as_of
     used: set[int] = set()
     for finding in findings:
         for index, exemption in enumerate(exemptions):
-            if not exemption.matches(finding):
+            if not exemption.matches(finding) or finding.status not in EXEMPTIBLE:
                 continue
             used.add(index)
-            if finding.status not in EXEMPTIBLE:
-                continue
             expired = exemption.expires < as_of
             finding.exemption = exemption.to_json(expired=expired)
             if not expired:
@@ -122,5 +120,5 @@ def apply_exemptions(findings: list[Finding], exemptions: list[Exemption], as_of
                 finding.status = EXEMPT
             break
     return [{"check": e.check, "subject": e.subject, "source": f"{e.file}:{e.line}",
-             "note": "matched no finding: the check passed or the subject does not exist"}
+             "note": "not needed: no FAIL, WARN or ERROR finding matches it (fixed, or the subject is not there)"}
             for index, e in enumerate(exemptions) if index not in used]

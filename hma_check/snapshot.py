@@ -192,7 +192,8 @@ def loads_snapshot(raw: bytes, *, source: str = "evidence.json") -> Snapshot:
     try:
         doc = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        hint = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) else ""
+        # A file cut short (disk full, interrupted copy) no longer ends with its closing brace.
+        hint = " (the file looks truncated)" if not text.rstrip().endswith("}") else ""
         raise EvidenceError(f"not valid JSON: {exc.msg}{hint}", path=source, line=exc.lineno) from None
     except RecursionError:
         raise EvidenceError("JSON nested too deeply to be evidence", path=source) from None

@@ -102,11 +102,11 @@ def _server_sources(server: str) -> dict[str, Any]:
     }
 
 
-def _org_sources() -> dict[str, Any]:
+def _org_sources(names: tuple[str, ...]) -> dict[str, Any]:
     servers = [{"Name": name, "Fqdn": f"{name.lower()}.contoso.com", "AdminDisplayVersion": SE_BUILD,
                 "ServerRole": "Mailbox", "Site": "contoso.com/Configuration/Sites/Default-First-Site-Name",
                 "Edition": "Enterprise", "IsEdgeServer": False, "IsClientAccessServer": True, "IsMailboxServer": True,
-                "InternetWebProxy": None} for name in SERVERS]
+                "InternetWebProxy": None} for name in names]
     servers.append({"Name": EDGE, "Fqdn": "edge01.perimeter.contoso.com", "AdminDisplayVersion": SE_BUILD,
                     "ServerRole": "Edge", "Site": None, "Edition": "Standard", "IsEdgeServer": True,
                     "IsClientAccessServer": False, "IsMailboxServer": False, "InternetWebProxy": None})
@@ -144,7 +144,7 @@ def _org_sources() -> dict[str, Any]:
             "Features": ["FreeBusy", "MoveMailbox", "Mailtips", "MessageTracking", "OwaRedirection", "OnlineArchive",
                          "SecureMail", "Photos"],
             "TlsCertificateName": "<I>CN=Contoso Issuing CA 1<S>CN=mail.contoso.com", "ClientAccessServers": [],
-            "SendingTransportServers": list(SERVERS), "ReceivingTransportServers": list(SERVERS),
+            "SendingTransportServers": list(names), "ReceivingTransportServers": list(names),
             "EdgeTransportServers": [], "ServiceInstance": 0},
         "exchange.intra_organization_connectors": [
             {"Name": "HybridIOC - 0b6f1d2c", "Enabled": True,
@@ -157,7 +157,7 @@ def _org_sources() -> dict[str, Any]:
              "Reason": "Created by ConfigureExchangeHybridApplication.ps1"}],
         "exchange.client_access_services": [
             {"Name": name, "AutodiscoverServiceInternalUri": "https://autodiscover.contoso.com/Autodiscover/Autodiscover.xml"}
-            for name in SERVERS],
+            for name in names],
         "exchange.accepted_domains": [{"Name": "contoso.com", "DomainName": "contoso.com", "DomainType": "Authoritative",
                                        "Default": True}],
         "exchange.mailboxes": mailboxes,
@@ -260,16 +260,16 @@ def _ok(name: str, data: Any, command: str, scope: str | None = None) -> SourceR
                         data=copy.deepcopy(data))
 
 
-def build() -> Snapshot:
-    """A fresh copy of the baseline every call, so tests can change it freely."""
+def build(server_names: tuple[str, ...] = SERVERS) -> Snapshot:
+    """A fresh copy of the baseline every call, so tests can change it freely (server names included)."""
     from hma_check.sources import BY_NAME
 
     snapshot = Snapshot(collected_at=COLLECTED_AT, collected_by={"user": "consultant", "host": "laptop01"},
                         target={"organization": "Contoso", "exchange": "ex01.contoso.com", "tenants": [TENANT],
                                 "mode": "test baseline"})
-    for name, data in _org_sources().items():
+    for name, data in _org_sources(server_names).items():
         snapshot.add(_ok(name, data, BY_NAME[name].filled_by))
-    for server in SERVERS:
+    for server in server_names:
         for name, data in _server_sources(server).items():
             snapshot.add(_ok(name, data, BY_NAME[name].filled_by.replace("<server>", server), scope=server))
     for name, data in _tenant_sources().items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,18 @@ NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _REMOTING = {"PSComputerName", "RunspaceId", "PSShowComputerName", "SerializationData"}
 
 
+# The real Export-Clixml captures of microsoft/CSS-Exchange (MIT, see LICENSE and MANIFEST.md there), kept in the
+# repository so that every test that relies on them runs in CI too.
+REALDATA = Path(__file__).resolve().parent / "data" / "css-exchange"
+
+
+def find_realdata() -> Path:
+    return REALDATA
+
+
 def realdata_dir() -> Path:
-    """../shared/realdata/css-exchange beside the clone (CI), or above a worktree."""
-    here = Path(__file__).resolve().parent.parent
-    for base in (here, *here.parents):
-        candidate = base / "shared" / "realdata" / "css-exchange"
-        if candidate.is_dir():
-            return candidate
-    pytest.skip("the real CSS-Exchange captures (../shared/realdata/css-exchange) are not beside this checkout")
+    assert REALDATA.is_dir(), f"the real captures are missing: {REALDATA}"
+    return REALDATA
 
 
 def e19_dir() -> Path:
@@ -26,7 +31,12 @@ def e19_dir() -> Path:
 
 
 def all_captures() -> list[Path]:
-    return sorted(realdata_dir().rglob("*.xml"))
+    """Every real capture, for parametrize (empty, so the tests are skipped, when the captures are absent)."""
+    return sorted(find_realdata().rglob("*.xml"))
+
+
+def e19_exchange_captures() -> list[str]:
+    return sorted(p.name for p in all_captures() if p.parent.name == "Exchange" and p.parent.parent.name == "E19")
 
 
 def to_wire_shape(data: bytes, *, deserialized: bool = True) -> bytes:
@@ -101,3 +111,52 @@ def to_wire_shape(data: bytes, *, deserialized: bool = True) -> bytes:
                 if member.attrib.get("N") not in _REMOTING:
                     props.append(depth_zero(member, member.attrib["N"], counter))
     return b"\xef\xbb\xbf" + ET.tostring(out_root, encoding="unicode").encode("utf-8")
+
+
+def clixml_document(objects: list[tuple[list[str], dict]], *, computer: str | None = None) -> str:
+    """A synthetic Export-Clixml document: PSCustomObjects (NoteProperties in <MS>, as PowerShell writes them)
+    holding strings, booleans, ints, nulls, lists and hashtables. Used for sources no real capture exists for."""
+    counter = [0]
+
+    def ref() -> str:
+        counter[0] += 1
+        return str(counter[0])
+
+    def value(v, name: str | None = None) -> str:
+        n = f' N="{_xml_escape(name)}"' if name is not None else ""
+        if v is None:
+            return f"<Nil{n} />"
+        if isinstance(v, bool):
+            return f"<B{n}>{'true' if v else 'false'}</B>"
+        if isinstance(v, datetime):
+            return f"<DT{n}>{v.isoformat()}</DT>"
+        if isinstance(v, int):
+            return f"<I32{n}>{v}</I32>"
+        if isinstance(v, str):
+            return f"<S{n}>{_xml_escape(v)}</S>"
+        if isinstance(v, list):
+            items = "".join(value(i) for i in v)
+            return f'<Obj{n} RefId="{ref()}"><TN RefId="{counter[0]}"><T>System.Object[]</T><T>System.Array</T><T>System.Object</T></TN><LST>{items}</LST></Obj>'
+        if isinstance(v, dict):
+            entries = "".join(f"<En>{value(k, 'Key')}{value(i, 'Value')}</En>" for k, i in v.items())
+            return f'<Obj{n} RefId="{ref()}"><TN RefId="{counter[0]}"><T>System.Collections.Hashtable</T><T>System.Object</T></TN><DCT>{entries}</DCT></Obj>'
+        raise TypeError(v)
+
+    body = []
+    for type_names, props in objects:
+        tn = "".join(f"<T>{_xml_escape(t)}</T>" for t in type_names)
+        members = "".join(value(v, k) for k, v in props.items())
+        if computer:
+            members += value(computer, "PSComputerName")
+        rid = ref()
+        body.append(f'<Obj RefId="{rid}"><TN RefId="{rid}">{tn}</TN><MS>{members}</MS></Obj>')
+    return '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">' + "".join(body) + "</Objs>"
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def utf16(text: str) -> bytes:
+    """What Windows PowerShell 5.1's Export-Clixml writes: UTF-16LE with a BOM."""
+    return b"\xff\xfe" + text.encode("utf-16-le")

@@ -8,9 +8,10 @@ import pytest
 from pypsrp.serializer import Serializer
 
 from hma_check.collect import clixml
-from hma_check.collect.clixml import ClixmlObject, clixml_datetime, parse_clixml, parse_object_xml, unescape
+from hma_check.collect.clixml import (ClixmlObject, clixml_datetime, parse_clixml, parse_live_output, parse_object_xml,
+                                      unescape)
 from hma_check.errors import ClixmlError, InputError
-from offline_fixtures import all_captures, e19_dir, realdata_dir, to_wire_shape
+from offline_fixtures import all_captures, e19_dir, e19_exchange_captures, realdata_dir, to_wire_shape
 
 WRAP = '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">{}</Objs>'
 
@@ -79,8 +80,7 @@ def test_real_remote_capture_strips_deserialized_and_reads_depth_zero_values():
 
 
 # GetExtendedProtectionConfiguration.xml is HealthChecker's own PSCustomObject, not an Exchange cmdlet's output.
-@pytest.mark.parametrize("name", sorted(p.name for p in (e19_dir() / "Exchange").glob("*.xml")
-                                        if p.name != "GetExtendedProtectionConfiguration.xml"))
+@pytest.mark.parametrize("name", [n for n in e19_exchange_captures() if n != "GetExtendedProtectionConfiguration.xml"])
 def test_rehydrated_and_remote_shapes_give_identical_values(name):
     data = (e19_dir() / "Exchange" / name).read_bytes()
     rehydrated = parse_clixml(data, source=name)
@@ -101,6 +101,9 @@ def test_live_pypsrp_object_xml_parses_like_the_file():
     assert from_live.properties == from_file.properties
     assert from_live["InternalAuthenticationMethods"] == ["Basic", "Fba"]
     assert from_live.type_names == from_file.type_names
+    listed = parse_live_output([live, "a bare string", [b"\x00\x01", None, {1: 2}]])
+    assert listed[0].properties == from_file.properties and listed[1].value == "a bare string"
+    assert listed[2].value == ["AAE=", None, {"1": 2}]
 
 
 @pytest.mark.parametrize("encoding,bom", [("utf-8", b""), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),

@@ -47,6 +47,8 @@ SOURCE_BY_TYPE: dict[str, str] = {
     "System.Diagnostics.FileVersionInfo": "os.exsetup_version",
     "Microsoft.Management.Infrastructure.CimInstance#root/cimv2/Win32_OperatingSystem": "os.operating_system",
     "HmaCheck.TlsRegistry": "os.tls_registry",
+    "HmaCheck.ExSetupVersion": "os.exsetup_version",
+    "HmaCheck.OperatingSystem": "os.operating_system",
     "HmaCheck.AuthCertificate": "os.auth_certificate",
 }
 
@@ -125,8 +127,11 @@ class ShapeError(ValueError):
 
 
 def type_key(type_name: str) -> str:
-    """The type name to match: Select-Object output reads 'Selected.<type>'; 'Deserialized.' is already stripped."""
-    return type_name[len("Selected."):] if type_name.startswith("Selected.") else type_name
+    """The type name to match: Select-Object output reads 'Selected.<type>' (possibly 'Selected.Deserialized.<type>')."""
+    for prefix in ("Selected.", "Deserialized."):
+        if type_name.startswith(prefix):
+            type_name = type_name[len(prefix):]
+    return type_name
 
 
 def source_for(obj: ClixmlObject) -> str | None:

@@ -1,0 +1,238 @@
+"""One Exchange remote PowerShell session over pypsrp, used read-only: Get-/Test- cmdlets through add_cmdlet only.
+
+Never ``Client.execute_ps`` (it wraps everything in Invoke-Expression, which Exchange's NoLanguage endpoint refuses)
+and never a script. Every call checks the allowlist before anything is sent, waits at most ``timeout`` seconds (the
+pipeline is stopped after that), and reports failures as CallFailed with a kind the collector acts on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hma_check.collect.clixml import ClixmlObject, parse_object_xml
+from hma_check.collect.exchange_config import ExchangeSettings
+from hma_check.errors import ClixmlError
+
+# Read-only by construction: a verb outside this list is refused before it can leave the machine.
+ALLOWED_CMDLET = re.compile(r"(Get|Test)-[A-Za-z][A-Za-z0-9]*")
+# winerror.h: ERROR_WSMAN_OPERATION_TIMEDOUT (pypsrp retries it), the shell-not-found family, and the quota faults
+# Exchange's throttling policy surfaces through WinRM (max shells, user load quota, max operations).
+OPERATION_TIMEDOUT = 0x80338029
+SHELL_GONE = {0x8033805B, 0x80338043}
+QUOTA_CODES = {0x803381A4, 0x803381A5, 0x803381A6, 0x803381AB, 0x803381C6}
+_THROTTLE_TEXT = re.compile(r"quota|throttl|exceeded the maximum|too many", re.I)
+_WAIT_MS = re.compile(r"at least (\d+) milliseconds", re.I)
+
+
+class ReadOnlyViolation(Exception):
+    """A caller asked for a cmdlet that is not Get-/Test-: a bug in hma-check, never sent."""
+
+
+class CallFailed(Exception):
+    """``kind``: auth, connect, throttled, timeout, broken, missing_command, cmdlet, transport, protocol."""
+
+    def __init__(self, kind: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+
+def check_read_only(cmdlet: str) -> None:
+    if not ALLOWED_CMDLET.fullmatch(cmdlet):
+        raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check only runs Get- and Test- cmdlets")
+
+
+def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
+    """The command as an administrator would type it (for evidence and error messages)."""
+    parts = [cmdlet]
+    for name, value in params:
+        if value is True:
+            parts.append(f"-{name}")
+        elif value is False:
+            parts.append(f"-{name}:$false")
+        elif isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9._-]+", value) and not value.startswith("-"):
+            parts.append(f"-{name} {value}")
+        else:
+            parts.append(f"-{name} '" + str(value).replace("'", "''") + "'")
+    return " ".join(parts)
+
+
+@dataclass
+class ExchangeSession:
+    """A WSMan connection and one RunspacePool on Microsoft.Exchange. Not thread-safe: one per worker thread."""
+
+    settings: ExchangeSettings
+    password: str | None
+
+    def __post_init__(self) -> None:
+        self._wsman: Any = None
+        self._pool: Any = None
+        self.discard = False   # set by the collector when a failed call may have left the session unusable
+
+    def open(self) -> "ExchangeSession":
+        from pypsrp.powershell import RunspacePool
+        from pypsrp.wsman import WSMan
+
+        s = self.settings
+        kwargs: dict[str, Any] = {}
+        if s.auth == "certificate":
+            kwargs.update(certificate_pem=str(s.certificate_pem), certificate_key_pem=str(s.certificate_key_pem))
+        if s.negotiate_service:
+            kwargs["negotiate_service"] = s.negotiate_service
+        if s.negotiate_hostname_override:
+            kwargs["negotiate_hostname_override"] = s.negotiate_hostname_override
+        validation: Any = s.cert_validation
+        if s.cert_validation and s.ca_file is not None:
+            validation = str(s.ca_file)
+        try:
+            self._wsman = WSMan(s.server, port=s.port, path=s.path, ssl=s.ssl, auth=s.auth,
+                                username=s.username, password=self.password, cert_validation=validation,
+                                encryption="auto", operation_timeout=s.operation_timeout,
+                                connection_timeout=int(s.connect_timeout), read_timeout=s.operation_timeout + 10,
+                                reconnection_retries=0, **kwargs)
+            _quiet_session(self._wsman)
+            self._pool = RunspacePool(self._wsman, configuration_name="Microsoft.Exchange")
+            self._pool.open()
+        except Exception as exc:  # noqa: BLE001 - classified into one printable line
+            self.close()
+            raise classify(exc, "opening the Exchange remote PowerShell session") from None
+        return self
+
+    def run(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> list[ClixmlObject]:
+        """Run one cmdlet and return its objects, normalised; CallFailed for anything that is not a clean answer."""
+        from pypsrp.powershell import PowerShell, PSInvocationState
+
+        check_read_only(cmdlet)
+        if self._pool is None:
+            raise CallFailed("broken", "the session is not open")
+        ps = PowerShell(self._pool)
+        ps.add_cmdlet(cmdlet)
+        for name, value in params:
+            ps.add_parameter(name, value)
+        deadline = time.monotonic() + timeout
+        try:
+            ps.begin_invoke()
+            while ps.state == PSInvocationState.RUNNING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._stop(ps)
+                    raise CallFailed("timeout", f"no answer within {timeout:g} s; the call was stopped")
+                ps.poll_invoke(timeout=max(1, min(self.settings.operation_timeout, int(remaining) or 1)))
+        except CallFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, powershell_text(cmdlet, params)) from None
+        try:
+            problems = [_error_text(record) for record in ps.streams.error]
+            if ps.state == PSInvocationState.FAILED or problems:
+                text = "; ".join(problems) or "the pipeline failed without an error record"
+                if _THROTTLE_TEXT.search(text):
+                    raise CallFailed("throttled", text, retry_after=_retry_after(text))
+                if any("CommandNotFoundException" in p for p in problems):
+                    raise CallFailed("missing_command", text)
+                raise CallFailed("cmdlet", text)
+            if ps.state != PSInvocationState.COMPLETED:
+                raise CallFailed("broken", f"the pipeline ended in state {ps.state}")
+            return [_normalise(obj) for obj in ps.output]
+        finally:
+            try:
+                ps.close()
+            except Exception:  # noqa: BLE001 - the answer is in; a failed cleanup must not lose it
+                pass
+
+    def _stop(self, ps: Any) -> None:
+        try:
+            ps.stop()
+        except Exception:  # noqa: BLE001 - the call has already failed; the session is discarded after this
+            pass
+
+    def close(self) -> None:
+        pool, wsman = self._pool, self._wsman
+        self._pool = self._wsman = None
+        for closer in (getattr(pool, "close", None), getattr(wsman, "close", None)):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing a broken session is best effort
+                pass
+
+
+def _quiet_session(wsman: Any) -> None:
+    """Resolve proxies once per session instead of on every request.
+
+    requests scans the whole environment for proxy variables on each send when trust_env is on; that was a fifth
+    of the collector's CPU time per call. The proxy settings are read once here (NO_PROXY included) and kept.
+    ``_build_session`` is pypsrp's own (0.9.x, pinned below 1.0 in pyproject).
+    """
+    import requests
+
+    transport = wsman.transport
+    try:
+        session = transport._build_session()
+    except AttributeError:
+        return
+    if requests.utils.should_bypass_proxies(transport.endpoint, no_proxy=None):
+        session.proxies = {}
+    session.trust_env = False
+    transport.session = session
+
+
+def _normalise(obj: Any) -> ClixmlObject:
+    xml = getattr(obj, "_xml", None)
+    if not isinstance(xml, str):
+        raise CallFailed("protocol", f"the endpoint returned a {type(obj).__name__}, not an Exchange object")
+    try:
+        return parse_object_xml(xml, source="remote session")
+    except ClixmlError as exc:
+        raise CallFailed("protocol", f"unreadable object from the endpoint: {exc}") from None
+
+
+def _error_text(record: Any) -> str:
+    message = str(record) if str(record) not in ("", "None") else (getattr(record, "message", None) or "error")
+    fqid = getattr(record, "fq_error", None)
+    return f"{message} [{fqid}]" if fqid else message
+
+
+def _retry_after(text: str) -> float | None:
+    match = _WAIT_MS.search(text)
+    return int(match.group(1)) / 1000 if match else None
+
+
+def classify(exc: BaseException, doing: str) -> CallFailed:
+    """Turn a pypsrp/requests exception into one printable CallFailed (no traceback, no secret)."""
+    import requests
+    from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
+
+    if isinstance(exc, CallFailed):
+        return exc
+    if isinstance(exc, AuthenticationError):
+        return CallFailed("auth", f"authentication failed while {doing}: {exc}")
+    if isinstance(exc, WSManFaultError):
+        code = exc.code if isinstance(exc.code, int) else None
+        reason = (exc.reason or "").strip()
+        text = f"WSMan fault {hex(code) if code is not None else exc.code} while {doing}: {reason}"
+        if (code in QUOTA_CODES) or _THROTTLE_TEXT.search(reason):
+            return CallFailed("throttled", text, retry_after=_retry_after(reason))
+        if code in SHELL_GONE:
+            return CallFailed("broken", text)
+        return CallFailed("transport", text)
+    if isinstance(exc, WinRMTransportError):
+        return CallFailed("transport", f"HTTP {exc.code} from the endpoint while {doing}")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return CallFailed("connect", f"TLS failure while {doing}: {_first_line(exc)} (check the server name, "
+                                     "ca_file or cert_validation)")
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return CallFailed("connect", f"cannot reach the endpoint while {doing}: {_first_line(exc)}")
+    if type(exc).__name__ in ("InvalidPSRPOperation", "InvalidRunspacePoolStateError", "InvalidPipelineStateError"):
+        return CallFailed("broken", f"the session broke while {doing}: {exc}")
+    return CallFailed("protocol", f"{type(exc).__name__} while {doing}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

@@ -1,0 +1,115 @@
+"""Run the configured collectors into one Snapshot; a collector that fails never loses the others' results.
+
+Collectors run in a fixed order (exchange, os, graph, probes) so a later one can read what an earlier one found
+(the probes need the virtual directory URLs, for example). A collector is ``run(settings, context) ->
+Iterable[SourceResult]``, registered in COLLECTORS by the section it reads; its owner adds one line there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from hma_check.config import ScanConfig
+from hma_check.errors import ConfigError, InputError
+from hma_check.snapshot import Snapshot, SourceResult
+from hma_check.sources import SOURCES
+
+ORDER = ("exchange", "os", "graph", "probes")
+COLLECTORS: dict[str, str] = {
+    "exchange": "hma_check.collect.runner:run_exchange",
+}
+
+
+class Progress:
+    """Per-collector progress: ``start(total)`` then ``advance(label, ok)`` per query. The default draws nothing."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, label: str, ok: bool) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class RunContext:
+    snapshot: Snapshot
+    secrets: Mapping[str, str] = field(default_factory=dict)     # in-process values (the demo lab's password)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    prompt: Callable[[str], str] | None = None                  # asks for a password on a terminal
+    progress: Callable[[str], Progress] = lambda section: Progress()
+
+
+def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = None,
+                   environ: Mapping[str, str] | None = None, prompt: Callable[[str], str] | None = None,
+                   progress: Callable[[str], Progress] | None = None) -> Snapshot:
+    """Collect every configured section. Usage errors (a missing password variable) raise InputError before
+    anything is sent for that section; any other failure becomes error results for that collector's sources."""
+    snapshot = Snapshot.new(target=_target(config))
+    context = RunContext(snapshot=snapshot, secrets=dict(secrets or {}),
+                         environ=dict(os.environ) if environ is None else dict(environ), prompt=prompt,
+                         progress=progress or (lambda section: Progress()))
+    sections = [s for s in ORDER if s in config.sections] + [s for s in config.sections if s not in ORDER]
+    for section in sections:
+        runner = _resolve(COLLECTORS[section]) if section in COLLECTORS else None
+        if runner is None:
+            raise ConfigError(f"no collector is registered for the {section} section", path=config.source)
+        try:
+            for result in runner(config.sections[section], context):
+                snapshot.add(result)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one collector's bug must not cost the others' evidence
+            _collector_failed(snapshot, section, f"the {section} collector failed: {type(exc).__name__}: {exc}")
+    return snapshot
+
+
+def _collector_failed(snapshot: Snapshot, section: str, reason: str) -> None:
+    """Mark every organisation-wide source of the collector that is still missing, so checks say ERROR, not PASS."""
+    for spec in SOURCES:
+        if spec.collector == section and spec.scope is None and spec.name not in snapshot.sources:
+            snapshot.add(SourceResult.error_result(spec.name, reason, command=spec.filled_by))
+
+
+def _target(config: ScanConfig) -> dict[str, Any]:
+    target: dict[str, Any] = {}
+    for name, settings in config.sections.items():
+        summary = getattr(settings, "summary", None)
+        if callable(summary):
+            target[name] = summary()
+    return target
+
+
+def _resolve(target: str) -> Callable[[Any, RunContext], Iterable[SourceResult]]:
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+# ------------------------------------------------------------------------------------------------- exchange
+
+def exchange_password(settings: Any, context: RunContext) -> str | None:
+    """In-process secret (the demo), else the environment variable the config names, else a prompt on a terminal."""
+    if settings.auth == "certificate":
+        return None
+    value = context.secrets.get("exchange.password") or context.environ.get(settings.password_env)
+    if value:
+        return value
+    if settings.auth == "kerberos":
+        return None  # the Kerberos ticket cache (kinit) signs in without a password
+    if context.prompt is not None:
+        return context.prompt(f"Password for {settings.username} on {settings.server}")
+    raise ConfigError(f"exchange: no password: set the environment variable {settings.password_env} "
+                      "(the configuration's password_env) or run hma-check on a terminal to be asked")
+
+
+def run_exchange(settings: Any, context: RunContext) -> list[SourceResult]:
+    from hma_check.collect.exchange import collect_exchange
+
+    password = exchange_password(settings, context)
+    progress = context.progress("exchange")
+    try:
+        return collect_exchange(settings, password, progress=progress)
+    finally:
+        progress.finish()

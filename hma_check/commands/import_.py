@@ -1,0 +1,59 @@
+"""hma-check import: build the evidence from the collection script's folder or zip (or any Export-Clixml files), then the report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_NOTHING_COLLECTED = 4
+
+
+@click.command("import", epilog="""\b
+Examples:
+  hma-check import HmaReadiness-20260302-100000.zip --out out/contoso
+  hma-check import captures/ --out out/lab --exemptions cab-2291.yaml
+\b
+Then, to evaluate the same evidence again (other checks, exemptions or --as-of):
+  hma-check report --evidence out/contoso/evidence.json --out out/contoso-rerun
+Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 unreadable PATH or bad input, 4 nothing in PATH is evidence.""")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for evidence.json and the report (created if needed).")
+@click.option("--checks", "checks_files", multiple=True, type=click.Path(dir_okay=False, path_type=str),
+              help="An extra checks file (repeatable); added to the shipped catalogue.")
+@click.option("--exemptions", "exemptions_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Exemptions approved by your change board.")
+def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions_file: str | None) -> None:
+    """Import PATH (a folder or .zip from Collect-HmaReadiness.ps1, or any Export-Clixml files) and report.
+
+    Files are recognised by the object types inside, not by their names. Files hma-check does not read are listed
+    and skipped; malformed ones are listed with the reason; sources no file supplied are recorded as skipped, so
+    the checks that need them are ERROR, never PASS.
+    """
+    from hma_check.collect.offline import import_path
+    from hma_check.commands.common import fail_on_input_errors, print_outcome
+    from hma_check.errors import one_line
+    from hma_check.pipeline import run_report
+
+    def echo(text: str) -> None:
+        click.echo(one_line(text), err=True)  # file names and reasons come from the customer's files
+
+    with fail_on_input_errors():
+        outcome = import_path(path)
+        evidence = out_dir / "evidence.json"
+        outcome.snapshot.save(evidence)
+        echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
+             f"{len(outcome.malformed)} malformed")
+        for item in outcome.unrecognised:
+            echo(f"skipped: {item['file']}: {item['reason']}")
+        for item in outcome.malformed:
+            echo(f"malformed: {item['file']}: {item['reason']}")
+        echo(f"evidence: {evidence}")
+        if not any(result.ok for result in outcome.snapshot.sources.values()):
+            echo("nothing hma-check reads was found in the import; no report written")
+            sys.exit(EXIT_NOTHING_COLLECTED)
+        result = run_report(evidence, out_dir, list(checks_files), exemptions_file)
+    print_outcome(result)
+    sys.exit(result.exit_code)

@@ -1,0 +1,54 @@
+"""hma-check scan: read a real organisation (read-only) as the configuration says, then write the report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command(epilog="""\b
+Examples:
+  export HMA_CHECK_EXCHANGE_PASSWORD='...'   # or let hma-check ask on the terminal
+  hma-check scan --config scan.yaml --out out/run1
+  hma-check scan --config scan.yaml --out out/run1 --concurrency 4 --exemptions cab-2291.yaml
+\b
+scan.yaml (docs/scan-config.md):
+  exchange:
+    server: mail.contoso.com      # the Exchange remote PowerShell endpoint (https://server/PowerShell)
+    auth: negotiate               # kerberos | negotiate | ntlm | basic (TLS only) | certificate
+    username: CONTOSO\\hma-reader  # an account with View-Only Organization Management
+\b
+Only Get- and Test- cmdlets are sent. The password comes from the environment variable named by password_env
+(HMA_CHECK_EXCHANGE_PASSWORD by default) or a prompt, never from the command line.
+Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 bad configuration, 4 nothing could be collected.""")
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The scan configuration (YAML).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for evidence.json and the report (created if needed).")
+@click.option("--concurrency", type=click.IntRange(1, 64), help="Exchange sessions at once (default 12; Exchange's "
+              "throttling policy allows 18 per user).")
+@click.option("--checks", "checks_files", multiple=True, type=click.Path(dir_okay=False, path_type=str),
+              help="An extra checks file (repeatable); added to the shipped catalogue.")
+@click.option("--exemptions", "exemptions_file", type=click.Path(dir_okay=False, path_type=str),
+              help="Exemptions approved by your change board.")
+def scan(config_file: Path, out_dir: Path, concurrency: int | None, checks_files: tuple[str, ...],
+         exemptions_file: str | None) -> None:
+    """Collect the evidence from a live organisation and write the readiness report."""
+    from dataclasses import replace
+
+    from hma_check.commands.common import fail_on_input_errors
+    from hma_check.commands.scanning import collect_and_report
+    from hma_check.config import load_config
+
+    def prompt(text: str) -> str:
+        return click.prompt(text, hide_input=True, err=True)
+
+    with fail_on_input_errors():
+        config = load_config(config_file)
+        if concurrency is not None and "exchange" in config.sections:
+            config.sections["exchange"] = replace(config.sections["exchange"], concurrency=concurrency)
+        code = collect_and_report(config, out_dir, checks_files=checks_files, exemptions_file=exemptions_file,
+                                  prompt=prompt if sys.stdin.isatty() else None)
+    sys.exit(code)
