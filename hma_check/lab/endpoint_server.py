@@ -8,7 +8,7 @@ import itertools
 import json
 import shutil
 import socket
-import socketserver
+import selectors
 import ssl
 import tempfile
 import threading
@@ -51,7 +51,8 @@ class EndpointServer:
         self.tls_failures: list[dict[str, Any]] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._listeners: list[_Listener] = []
+        self._listeners: list[tuple[socket.socket, NodeSpec]] = []
+        self._acceptor: threading.Thread | None = None
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._certs: dict[CertificateSpec, trustme.LeafCert] = {}
         self._workdir: Path | None = None
@@ -76,16 +77,17 @@ class EndpointServer:
         except BaseException:
             self.stop()
             raise
-        for listener in self._listeners:
-            threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
-                             name=f"lab-https-{listener.node.name}").start()
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True, name="lab-https-accept")
+        self._acceptor.start()
         return self
 
     def stop(self) -> None:
         self.stopping.set()
-        for listener in self._listeners:
-            listener.shutdown()
-            listener.server_close()
+        if self._acceptor is not None:
+            self._acceptor.join(timeout=5)
+            self._acceptor = None
+        for sock, _ in self._listeners:
+            sock.close()
         self._listeners.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -113,17 +115,35 @@ class EndpointServer:
             port, listeners = self.requested_port, []
             try:
                 for node in self.spec.nodes:
-                    listener = _Listener((node.address, port), self, node)
-                    listeners.append(listener)
-                    port = listener.server_address[1]
+                    sock = socket.socket(socket.AF_INET6 if ":" in node.address else socket.AF_INET)
+                    listeners.append((sock, node))
+                    sock.bind((node.address, port))
+                    sock.listen(64)
+                    sock.setblocking(False)
+                    port = sock.getsockname()[1]
             except OSError:
-                for listener in listeners:
-                    listener.server_close()
+                for sock, _ in listeners:
+                    sock.close()
                 if self.requested_port or attempt == 19:
                     raise
                 continue
             self._listeners, self.port = listeners, port
             return
+
+    def _accept_loop(self) -> None:
+        """One thread accepts on every node's socket (a lab may have hundreds); a thread per connection serves it."""
+        with selectors.DefaultSelector() as selector:
+            for sock, node in self._listeners:
+                selector.register(sock, selectors.EVENT_READ, node)
+            while not self.stopping.is_set():
+                for key, _ in selector.select(timeout=0.1):
+                    try:
+                        conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    except (BlockingIOError, OSError):
+                        continue
+                    conn.setblocking(True)
+                    threading.Thread(target=_serve_connection, args=(self, key.data, conn), daemon=True,
+                                     name=f"lab-https-{key.data.name}").start()
 
     # ---------------------------------------------------------------------------------------------- lookups
     def context_for(self, node: NodeSpec, host: HostSpec | None) -> ssl.SSLContext:
@@ -153,6 +173,7 @@ class EndpointServer:
                 "expired": (now - dt.timedelta(days=400), now - dt.timedelta(days=5)),
                 "not_yet_valid": (now + dt.timedelta(days=10), now + dt.timedelta(days=400)),
             }[spec.validity]
+            not_before, not_after = spec.not_before or not_before, spec.not_after or not_after
             if spec.issuer == "lab":
                 issuer = self.ca
             else:
@@ -166,25 +187,10 @@ class EndpointServer:
             (self.tls_failures if tls_failure else self.requests).append(entry)
 
 
-class _Listener(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = False
-
-    def __init__(self, address: tuple[str, int], lab: EndpointServer, node: NodeSpec) -> None:
-        self.lab, self.node = lab, node
-        super().__init__(address, _Connection)
-
-
-class _Connection(socketserver.BaseRequestHandler):
+def _serve_connection(lab: EndpointServer, node: NodeSpec, sock: socket.socket) -> None:
     """One TCP connection: read the SNI from the ClientHello without consuming it, pick that host's TLS context,
     then serve HTTP/1.1 over it."""
-
-    server: _Listener
-
-    def handle(self) -> None:
-        lab, node = self.server.lab, self.server.node
-        sock: socket.socket = self.request
+    try:
         sock.settimeout(CONNECTION_IDLE_SECONDS)
         sni = sni_from_client_hello(_peek_client_hello(sock))
         host = lab.spec.host(sni)
@@ -198,11 +204,13 @@ class _Connection(socketserver.BaseRequestHandler):
                     tls_failure=True)
             return
         try:
-            _ExchangeHandler(tls, self.client_address, self.server, sni=sni, version=tls.version())
+            _ExchangeHandler(tls, node, lab, sni=sni, version=tls.version())
         except (ssl.SSLError, OSError):
             pass  # the client went away mid-request
         finally:
             tls.close()
+    finally:
+        sock.close()
 
 
 class _ExchangeHandler(BaseHTTPRequestHandler):
@@ -210,11 +218,12 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "Microsoft-IIS/10.0"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall between
 
-    def __init__(self, request: Any, client_address: Any, listener: _Listener, *, sni: str | None,
+    def __init__(self, request: ssl.SSLSocket, node: NodeSpec, lab: EndpointServer, *, sni: str | None,
                  version: str | None) -> None:
-        self.lab, self.node, self.sni, self.tls_version = listener.lab, listener.node, sni, version
-        super().__init__(request, client_address, listener)
+        self.lab, self.node, self.sni, self.tls_version = lab, node, sni, version
+        super().__init__(request, request.getpeername(), lab)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # the lab keeps its own structured log

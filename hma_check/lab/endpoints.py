@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import datetime
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
@@ -23,11 +24,14 @@ _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 @dataclass(frozen=True)
 class CertificateSpec:
-    """A certificate the lab generates at start from its CA ('lab') or from a CA nobody trusts ('untrusted')."""
+    """A certificate the lab generates at start from its CA ('lab') or from a CA nobody trusts ('untrusted');
+    explicit dates (from a scenario's certificate) win over the coarse ``validity``."""
 
     names: tuple[str, ...]
     validity: str = "valid"
     issuer: str = "lab"
+    not_before: datetime | None = None
+    not_after: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -273,8 +277,10 @@ class _Checker:
             if "names" in entry else (current.names if current else default_names)
         if not names:
             raise self.fail((*where, "names"), "a certificate needs at least one name")
+        dated = current is not None and "validity" not in entry  # a new validity replaces the scenario's dates
         return CertificateSpec(
             names=names,
             validity=self.choice(entry.get("validity", current.validity if current else "valid"), (*where, "validity"),
                                  VALIDITIES),
-            issuer=self.choice(entry.get("issuer", current.issuer if current else "lab"), (*where, "issuer"), ISSUERS))
+            issuer=self.choice(entry.get("issuer", current.issuer if current else "lab"), (*where, "issuer"), ISSUERS),
+            not_before=current.not_before if dated else None, not_after=current.not_after if dated else None)
