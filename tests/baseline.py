@@ -251,7 +251,7 @@ def _probe_results() -> list[SourceResult]:
                                                      "protocol": protocol, "address": "203.0.113.10", "status": 200,
                                                      "returned_url": returned, "returned_host": "mail.contoso.com",
                                                      "location": None},
-                            f"GET {url}", scope=url))
+                            f"GET {url}", scope=url.replace("Email=user1@contoso.com&", "")))
     return results
 
 

@@ -63,9 +63,20 @@ class _Route:
     error: str | None = None
 
 
-def collect_probes(snapshot: Snapshot, settings: ProbeSettings) -> list[SourceResult]:
+def run_probes(settings: ProbeSettings, context: Any) -> list[SourceResult]:
+    """The collector runner's entry (hma_check.collect.runner.COLLECTORS): it runs after the Exchange collector,
+    whose virtual directory URLs are in ``context.snapshot``."""
+    progress = context.progress("probes")
+    try:
+        return collect_probes(context.snapshot, settings, progress=progress)
+    finally:
+        progress.finish()
+
+
+def collect_probes(snapshot: Snapshot, settings: ProbeSettings, *, progress: Any = None) -> list[SourceResult]:
     """Run every probe for the hosts the snapshot's Exchange sources (and the user) name; never raises for a
-    network fault: each unreachable or failing probe is an error result with its reason."""
+    network fault: each unreachable or failing probe is an error result with its reason. ``progress`` (the
+    runner's) hears of every node probed."""
     if not settings.enabled:
         return [SourceResult.skipped_result("probe.targets", "probes are disabled in the configuration")]
     plan = plan_probes(snapshot, settings)
@@ -77,6 +88,8 @@ def collect_probes(snapshot: Snapshot, settings: ProbeSettings) -> list[SourceRe
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="probe") as pool:
         routes = list(pool.map(lambda target: _route(target, settings), plan.targets))
         jobs = []
+        if progress is not None:
+            progress.start(sum(len(route.nodes) for route in routes))
         for route in routes:
             if route.error is not None:
                 results.extend(_failed_results(route.target, None, route.error))
@@ -85,9 +98,12 @@ def collect_probes(snapshot: Snapshot, settings: ProbeSettings) -> list[SourceRe
                         for node in route.nodes)
         for target, node, job in jobs:
             try:
-                results.extend(job.result())
+                node_results = job.result()
             except Exception as exc:  # noqa: BLE001 - a bug on one node must not cost the other nodes' evidence
-                results.extend(_failed_results(target, node, f"the probe failed: {type(exc).__name__}: {exc}"))
+                node_results = _failed_results(target, node, f"the probe failed: {type(exc).__name__}: {exc}")
+            results.extend(node_results)
+            if progress is not None:
+                progress.advance(node.scope(f"{node.host}:{node.port}"), all(r.ok for r in node_results))
     return results
 
 

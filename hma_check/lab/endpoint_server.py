@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trustme
 
-from hma_check.lab.endpoints import EXO_APP_ID, CertificateSpec, EndpointsSpec, HostSpec, NodeSpec
+from hma_check.lab.endpoints import BALANCER_ADDRESS, EXO_APP_ID, CertificateSpec, EndpointsSpec, HostSpec, NodeSpec
 
 ACS_PRINCIPAL = "00000001-0000-0000-c000-000000000000"
 AUTHORIZATION_URI = "https://login.windows.net/common/oauth2/authorize"
@@ -36,22 +36,30 @@ _VERSIONS = {"TLSv1.0": "TLSv1", "TLSv1.1": "TLSv1_1", "TLSv1.2": "TLSv1_2", "TL
 _PATH_PROTOCOLS = {"mapi": "MAPI", "ews": "EWS", "oab": "OAB", "autodiscover": "Autodiscover",
                    "microsoft-server-activesync": "ActiveSync"}
 CONNECTION_IDLE_SECONDS = 5.0
+PER_NODE_LIMIT = 16
 MAX_HELLO = 16 * 1024
 
 
 class EndpointServer:
     """Start with ``start()``, stop with ``stop()`` (or use it as a context manager). ``connect_to`` lists the
-    curl-style routes that send each host to its nodes; ``ca_bundle`` is the lab CA to verify against."""
+    curl-style routes that send each host to its nodes; ``ca_bundle`` is the lab CA to verify against.
 
-    def __init__(self, spec: EndpointsSpec, *, port: int = 0) -> None:
+    Besides one address per node, a load balancer listens on BALANCER_ADDRESS: it hands each connection to the next
+    node serving the SNI host, as a round-robin virtual IP does. Hosts with more than ``per_node_limit`` nodes are
+    routed there (what DNS would give a client); smaller pools are routed to every node (per-node probing).
+    """
+
+    def __init__(self, spec: EndpointsSpec, *, port: int = 0, per_node_limit: int = PER_NODE_LIMIT) -> None:
         self.spec = spec
+        self.per_node_limit = per_node_limit
+        self._next_node: dict[str | None, int] = {}
         self.requested_port = port
         self.port = 0
         self.requests: list[dict[str, Any]] = []
         self.tls_failures: list[dict[str, Any]] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._listeners: list[tuple[socket.socket, NodeSpec]] = []
+        self._listeners: list[tuple[socket.socket, NodeSpec | None]] = []  # None: the load balancer
         self._acceptor: threading.Thread | None = None
         self._contexts: dict[tuple, ssl.SSLContext] = {}
         self._certs: dict[CertificateSpec, trustme.LeafCert] = {}
@@ -105,19 +113,35 @@ class EndpointServer:
 
     @property
     def connect_to(self) -> list[str]:
-        """``HOST:443:ADDRESS:PORT`` for every host and each node serving it (curl's --connect-to)."""
-        return [f"{host.name}:443:{self.spec.node(node).address}:{self.port}"
-                for host in self.spec.hosts for node in host.nodes]
+        """``HOST:443:ADDRESS:PORT`` (curl's --connect-to) for each node of every host, or for the load balancer
+        when the host's pool is larger than per_node_limit."""
+        routes = []
+        for host in self.spec.hosts:
+            if len(host.nodes) > self.per_node_limit:
+                routes.append(f"{host.name}:443:{BALANCER_ADDRESS}:{self.port}")
+            else:
+                routes.extend(f"{host.name}:443:{self.spec.node(node).address}:{self.port}" for node in host.nodes)
+        return routes
+
+    def balance(self, host: HostSpec | None) -> NodeSpec:
+        """The next node for a connection to the load balancer (round-robin per host)."""
+        names = host.nodes if host is not None and host.nodes else tuple(node.name for node in self.spec.nodes)
+        key = host.name if host is not None else None
+        with self._lock:
+            turn = self._next_node.get(key, 0)
+            self._next_node[key] = turn + 1
+        return self.spec.node(names[turn % len(names)])
 
     def _bind(self) -> None:
         """One port number on every node address, so a route differs only in its address."""
         for attempt in range(20):
             port, listeners = self.requested_port, []
             try:
-                for node in self.spec.nodes:
-                    sock = socket.socket(socket.AF_INET6 if ":" in node.address else socket.AF_INET)
+                for node in (*self.spec.nodes, None):
+                    address = node.address if node is not None else BALANCER_ADDRESS
+                    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
                     listeners.append((sock, node))
-                    sock.bind((node.address, port))
+                    sock.bind((address, port))
                     sock.listen(64)
                     sock.setblocking(False)
                     port = sock.getsockname()[1]
@@ -143,7 +167,7 @@ class EndpointServer:
                         continue
                     conn.setblocking(True)
                     threading.Thread(target=_serve_connection, args=(self, key.data, conn), daemon=True,
-                                     name=f"lab-https-{key.data.name}").start()
+                                     name="lab-https-connection").start()
 
     # ---------------------------------------------------------------------------------------------- lookups
     def context_for(self, node: NodeSpec, host: HostSpec | None) -> ssl.SSLContext:
@@ -187,13 +211,14 @@ class EndpointServer:
             (self.tls_failures if tls_failure else self.requests).append(entry)
 
 
-def _serve_connection(lab: EndpointServer, node: NodeSpec, sock: socket.socket) -> None:
-    """One TCP connection: read the SNI from the ClientHello without consuming it, pick that host's TLS context,
-    then serve HTTP/1.1 over it."""
+def _serve_connection(lab: EndpointServer, node: NodeSpec | None, sock: socket.socket) -> None:
+    """One TCP connection: read the SNI from the ClientHello without consuming it, pick that host's TLS context
+    (and, behind the load balancer, its next node), then serve HTTP/1.1 over it."""
     try:
         sock.settimeout(CONNECTION_IDLE_SECONDS)
         sni = sni_from_client_hello(_peek_client_hello(sock))
         host = lab.spec.host(sni)
+        node = node or lab.balance(host)
         if host is not None and host.front == "silent":
             lab.stopping.wait()  # a host that accepts TCP and never answers
             return
@@ -252,7 +277,7 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
             self._autodiscover_v2(url.query, segments)
             return
         protocol = _PATH_PROTOCOLS.get(segments[0]) if segments else None
-        if protocol is None:
+        if protocol is None or protocol not in self.node.virtual_directories:  # no such virtual directory here
             self._send(404, [("Content-Type", "text/html")], b"<h1>404 - Not Found</h1>")
             return
         self._unauthorized(host_name, protocol)
@@ -261,15 +286,15 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
     def _unauthorized(self, host_name: str, protocol: str) -> None:
         """The 401 of seed 003's first capture, header for header: IIS schemes, X-FEServer, x-ms-diagnostics,
         then the Bearer challenge Exchange adds when the client sent (an empty) Bearer and OAuth is on."""
-        spec, vdir = self.lab.spec, self.node.virtual_directories.get(protocol)
+        spec, vdir = self.lab.spec, self.node.virtual_directories[protocol]
         authorization = self.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
         wants_bearer = scheme.lower() == "bearer"
         headers: list[tuple[str, str]] = [("Server", IIS_SERVER), ("request-id", str(uuid.uuid4()))]
-        for challenge in (vdir.challenges if vdir else ()):
+        for challenge in vdir.challenges:
             headers.append(("Www-Authenticate", f'Basic realm="{host_name}"' if challenge == "Basic" else challenge))
         headers.append(("X-FEServer", self.node.name))
-        oauth = vdir is not None and vdir.oauth and wants_bearer
+        oauth = vdir.oauth and wants_bearer
         if oauth and token.strip() and self.node.ssl_offloading:
             # SSL offloading: Exchange receives http, so the token's https audience does not match (seed 003).
             headers.append(("x-ms-diagnostics", '2000003;reason="The hostname component of the audience claim '
@@ -289,7 +314,7 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
                 bearer += ', error="invalid_token"'
             headers.append(("WWW-Authenticate", bearer))
         headers.append(("Date", formatdate(usegmt=True)))
-        if vdir is not None and {"Negotiate", "NTLM"} & set(vdir.challenges):
+        if {"Negotiate", "NTLM"} & set(vdir.challenges):
             headers.append(("Proxy-Support", "Session-Based-Authentication"))
         self._send(401, headers, b"")
 

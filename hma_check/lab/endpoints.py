@@ -16,6 +16,7 @@ VALIDITIES = ("valid", "expired", "not_yet_valid")
 ISSUERS = ("lab", "untrusted")
 FRONTS = ("exchange", "preauth", "silent")
 EXO_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+BALANCER_ADDRESS = "127.0.0.2"  # the lab's load balancer; nodes are 127.0.1.1 and up, 127.0.0.1 the other services
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 Where = tuple  # a key path inside the section: ("hosts", 0, "tls_versions")
 Fail = Callable[[Where, str], ConfigError]
@@ -98,6 +99,64 @@ class EndpointsSpec:
         return None
 
 
+# ---------------------------------------------------------------------------- the scenario and the Lab
+LAB_PROBE_TIMEOUT = 3.0  # seconds: loopback answers in milliseconds; a 'silent' host costs one timeout per node
+
+
+@dataclass(frozen=True)
+class EndpointsSection:
+    """A scenario's validated ``endpoints:`` section, applied on top of the derived endpoints when the lab starts;
+    ``fail`` keeps the scenario file's positions for any error found then."""
+
+    raw: Any
+    fail: Fail
+
+    def apply(self, base: EndpointsSpec) -> EndpointsSpec:
+        return apply_endpoints_section(base, self.raw, fail=self.fail)
+
+
+def load_section(raw: Any, context: Any) -> EndpointsSection:
+    """The scenario loader's hook (hma_check.lab.scenario.SECTION_MODULES): validate the section now, against the
+    scenario's servers named and addressed as the lab will, so a mistake is reported with its file and line."""
+    from hma_check.lab.endpoint_derivation import skeleton
+
+    section = EndpointsSection(raw, fail=lambda where, message: context.error(where, message))
+    section.apply(skeleton(context.scenario))
+    return section
+
+
+class EndpointsService:
+    """The running HTTPS endpoints as the Lab sees a service: what to print, the probes: configuration that routes
+    every host to its nodes on loopback (curl's --connect-to), and stop()."""
+
+    def __init__(self, server: Any, extra_hosts: list[str]) -> None:
+        self.server = server
+        self.secrets: dict[str, str] = {}
+        spec = server.spec
+        self.endpoints = {"https endpoints": f"{len(spec.hosts)} host(s) on {len(spec.nodes)} node(s), port "
+                                            f"{server.port}; CA certificate {server.ca_bundle}"}
+        self.scan_config = {"probes": {"hosts": extra_hosts, "connect_to": server.connect_to,
+                                       "ca_bundle": str(server.ca_bundle), "timeout": LAB_PROBE_TIMEOUT}}
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_service(lab: Any) -> EndpointsService:
+    """The Lab's hook (hma_check.lab.runtime.SERVICE_MODULES): endpoints that follow the scenario's Exchange
+    configuration, with its endpoints: section on top, started on loopback."""
+    from hma_check.lab.endpoint_derivation import derive_endpoints
+    from hma_check.lab.endpoint_server import EndpointServer
+
+    derived = derive_endpoints(lab.scenario, lab.exchange, lab.certificates)
+    section = lab.scenario.sections.get("endpoints")
+    spec = section.apply(derived) if isinstance(section, EndpointsSection) else derived
+    server = EndpointServer(spec).start()
+    # Hosts only the endpoints: section knows (a proxy, a legacy name) are what a user would name in probes.hosts.
+    known = {host.name for host in derived.hosts}
+    return EndpointsService(server, [host.name for host in spec.hosts if host.name not in known])
+
+
 # -------------------------------------------------------------------------------------------- the loader
 def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None = None,
                             fail: Fail | None = None) -> EndpointsSpec:
@@ -150,10 +209,11 @@ def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec])
     if "address" in entry:
         address = check.string(entry["address"], (*where, "address"))
         try:
-            if not ipaddress.ip_address(address).is_loopback:
+            if not ipaddress.ip_address(address).is_loopback or address in (BALANCER_ADDRESS, "127.0.0.1"):
                 raise ValueError
         except ValueError:
-            raise check.fail((*where, "address"), f"{address!r} is not a loopback address") from None
+            raise check.fail((*where, "address"), f"{address!r} is not a loopback address of its own "
+                                                      f"(127.0.0.1 and {BALANCER_ADDRESS} are taken)") from None
         changes["address"] = address
     vdirs = dict(node.virtual_directories)
     for key in ("oauth", "challenges"):
