@@ -105,6 +105,19 @@ def test_a_scan_of_the_lab_probes_every_node_and_the_checks_see_it(scenario_file
     assert {r["method"] for r in requests} == {"GET"}
 
 
+@pytest.mark.parametrize("name", ["preauth-proxy", "iis-oauth-drift", "outside-in-tls"])
+def test_outside_in_scenarios_reach_their_expected_verdict(name, tmp_path):
+    """The shipped scenarios whose problems only the network shows: scanned through the runner as the demo does."""
+    with Lab(name) as lab:
+        snapshot = run_collectors(load_config_text(scan_config_text(lab)), secrets=lab.secrets())
+        expect = lab.scenario.expect
+    snapshot.save(tmp_path / "evidence.json")
+    outcome = run_report(tmp_path / "evidence.json", tmp_path / "report")
+    assert outcome.verdict == expect["verdict"]
+    for check_id, status in expect["findings"].items():
+        assert status in {f.status for f in outcome.report.findings if f.check_id == check_id}, check_id
+
+
 def test_section_errors_name_the_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("extends: ready\nname: bad\nendpoints:\n  hosts:\n    - name: x.contoso.com\n"
