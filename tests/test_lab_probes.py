@@ -141,3 +141,38 @@ def test_a_large_pool_is_reached_through_the_load_balancer():
                                       extensions={"sni_hostname": "mail.contoso.com"})
             answered.append(response.headers["x-feserver"])
     assert answered == ["EX01", "EX02", "EX01"]
+
+
+def test_scan_command_line_resolve_and_connect_to(tmp_path):
+    """hma-check scan --resolve/--connect-to: per-node probing from the command line, curl's syntax."""
+    from click.testing import CliRunner
+
+    from hma_check.cli import cli
+    from hma_check.snapshot import load_snapshot
+
+    with EndpointServer(lab_spec()) as server:
+        config = tmp_path / "scan.yaml"
+        config.write_text(f"probes:\n  hosts: [mail.contoso.com]\n  ca_bundle: {server.ca_bundle}\n  timeout: 2\n"
+                          "  autodiscover_email: alice@contoso.com\n")
+        result = CliRunner().invoke(cli, [
+            "scan", "--config", str(config), "--out", str(tmp_path / "out"),
+            "--connect-to", f"mail.contoso.com:443:mail.contoso.com:{server.port}",
+            "--resolve", f"mail.contoso.com:{server.port}:127.0.1.1,127.0.1.2"])
+    assert result.exit_code == 1, result.output  # NOT_READY: EX02 answers EWS without the Bearer challenge
+    bearer = [r for r in load_snapshot(tmp_path / "out" / "evidence.json").results("probe.bearer")]
+    assert len(bearer) == 10 and all(r.ok for r in bearer)
+    assert {r.data["x_feserver"] for r in bearer} == {"EX01", "EX02"}
+
+
+def test_scan_command_line_refuses_a_bad_resolve(tmp_path):
+    from click.testing import CliRunner
+
+    from hma_check.cli import cli
+
+    config = tmp_path / "scan.yaml"
+    config.write_text("probes:\n  hosts: [mail.contoso.com]\n")
+    result = CliRunner().invoke(cli, ["scan", "--config", str(config), "--out", str(tmp_path / "out"),
+                                      "--resolve", "mail.contoso.com:443"])
+    assert result.exit_code == 2
+    assert "--resolve 'mail.contoso.com:443': must be HOST:PORT:ADDRESS" in result.output
+    assert not (tmp_path / "out").exists()

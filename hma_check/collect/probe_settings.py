@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from hma_check.errors import ConfigError
@@ -130,6 +130,15 @@ def parse_resolve(text: str) -> ResolveRule:
 def parse_connect_to(text: str) -> ConnectTo:
     """One ``--connect-to`` value from the command line; ConfigError when malformed."""
     return _connect_to(text, lambda where, message: ConfigError(f"--connect-to {text!r}: {message}"), ())
+
+
+def with_command_line(settings: ProbeSettings | None, resolve: tuple[str, ...] = (),
+                      connect_to: tuple[str, ...] = ()) -> ProbeSettings:
+    """``--resolve``/``--connect-to`` from the command line, ahead of the file's (the first match wins, as in curl);
+    either one turns the probes on when the file has no probes: section."""
+    settings = settings or ProbeSettings()
+    return replace(settings, resolve=tuple(parse_resolve(text) for text in resolve) + settings.resolve,
+                   connect_to=tuple(parse_connect_to(text) for text in connect_to) + settings.connect_to)
 
 
 def _plain_fail(path: str | None) -> Fail:
