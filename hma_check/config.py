@@ -1,8 +1,7 @@
 """The scan configuration file (YAML): one section per collector, each validated by the module that owns it.
 
     exchange:   hma_check.collect.exchange (this module's neighbour; the lab engineer)
-    probes:     hma_check.collect.probe_settings (the probes engineer)
-    os, graph:  registered by their owners in SECTIONS below
+    os, graph, probes: registered by their owners in SECTIONS below
 
 A section parser is ``parse(raw, context) -> settings``; ``context.fail(where, message)`` returns a ConfigError naming
 the file and line of ``where`` (a path inside the section). Secrets never live in the file: sections name the
@@ -22,10 +21,11 @@ from hma_check.yamlsource import Where, YamlDoc, load_yaml_bytes, load_yaml_file
 # section -> "module:function". The module is imported only when the section is present.
 SECTIONS: dict[str, str] = {
     "exchange": "hma_check.collect.exchange_config:parse_exchange_section",
+    "graph": "hma_check.collect.graph_config:parse_graph",
     "probes": "hma_check.collect.probe_settings:parse_probes_section",
 }
 # Sections the product knows but this build does not (yet) collect: refused with a clear line, not silently ignored.
-PLANNED_SECTIONS = ("os", "graph")
+PLANNED_SECTIONS = ("os",)
 
 
 @dataclass

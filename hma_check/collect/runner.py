@@ -20,6 +20,7 @@ from hma_check.sources import SOURCES
 ORDER = ("exchange", "os", "graph", "probes")
 COLLECTORS: dict[str, str] = {
     "exchange": "hma_check.collect.runner:run_exchange",
+    "graph": "hma_check.collect.graph:run_graph",
     "probes": "hma_check.collect.probes:run_probes",
 }
 
