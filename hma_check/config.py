@@ -22,9 +22,10 @@ from hma_check.yamlsource import Where, YamlDoc, load_yaml_bytes, load_yaml_file
 SECTIONS: dict[str, str] = {
     "exchange": "hma_check.collect.exchange_config:parse_exchange_section",
     "graph": "hma_check.collect.graph_config:parse_graph",
+    "probes": "hma_check.collect.probe_settings:parse_probes_section",
 }
 # Sections the product knows but this build does not (yet) collect: refused with a clear line, not silently ignored.
-PLANNED_SECTIONS = ("os", "probes")
+PLANNED_SECTIONS = ("os",)
 
 
 @dataclass

@@ -21,6 +21,7 @@ ORDER = ("exchange", "os", "graph", "probes")
 COLLECTORS: dict[str, str] = {
     "exchange": "hma_check.collect.runner:run_exchange",
     "graph": "hma_check.collect.graph:run_graph",
+    "probes": "hma_check.collect.probes:run_probes",
 }
 
 
