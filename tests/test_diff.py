@@ -9,10 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 import baseline
-from conftest import apply_ops
+from conftest import SITE_CHECKS, apply_ops
 from hma_check.cli import cli
 from hma_check.factdiff import diff_snapshots
 from hma_check.pipeline import run_report
+from hma_check.findings import PASS
 from hma_check.rundiff import compare, load_run
 
 SP = f"graph.exo_service_principal@{baseline.TENANT}"
@@ -137,21 +138,9 @@ def test_hostile_subjects_stay_one_line_and_escaped(tmp_path):
 
 def test_a_different_catalogue_is_noted(runs, tmp_path):
     site = tmp_path / "site.yaml"
-    site.write_text("""\
-version: 1
-checks:
-  - id: SITE-ORG-001
-    title: MAPI over HTTP on
-    area: organization
-    severity: warning
-    requires: [exchange.organization_config]
-    assert: "exchange.organization_config.MapiHttpEnabled is true"
-    expect: enabled
-    actual: "{{ exchange.organization_config.MapiHttpEnabled }}"
-    why: because
-    references: [https://learn.microsoft.com/x]
-""", encoding="utf-8")
+    site.write_text(SITE_CHECKS, encoding="utf-8")
     run_report(runs["before"] / "evidence.json", tmp_path / "site-run", [site])
     diff = compare(load_run(runs["before"]), load_run(tmp_path / "site-run"))
     assert any("different checks files" in note for note in diff.notes)
     assert [c.check_id for c in diff.statuses] == ["SITE-ORG-001"] and diff.statuses[0].direction == "new"
+    assert diff.statuses[0].new == PASS

@@ -8,26 +8,12 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from conftest import TESTS
+from conftest import SITE_CHECKS, TESTS
 from hma_check.cli import cli
 from hma_check.manifest import MANIFEST_NAME, SIGNATURE_NAME, build_manifest, sha256_file, verify_folder
 from hma_check.pipeline import OUTPUTS, run_report
 
 SAMPLE = TESTS.parent / "hma_check" / "samples" / "contoso-evidence.json"
-SITE_CHECKS = """\
-version: 1
-checks:
-  - id: SITE-ORG-001
-    title: MAPI over HTTP on
-    area: organization
-    severity: blocker
-    requires: [exchange.organization_config]
-    assert: "exchange.organization_config.MapiHttpEnabled is true"
-    expect: enabled
-    actual: "{{ exchange.organization_config.MapiHttpEnabled }}"
-    why: because
-    references: [https://learn.microsoft.com/x]
-"""
 EXEMPTIONS = """\
 version: 1
 exemptions:
