@@ -97,15 +97,8 @@ def _join(path: str, key: str) -> str:
 
 
 def _diff_list(source: str, old: list, new: list, item: str | None, path: str, out: list[FactChange]) -> None:
-    if all(not isinstance(v, (dict, list)) for v in old + new):
-        before, after = _counted(old), _counted(new)
-        for value in [v for v in after if v not in before]:
-            out.append(FactChange(source, "value added", item, path, new=after[value]))
-        for value in [v for v in before if v not in after]:
-            out.append(FactChange(source, "value removed", item, path, old=before[value]))
-        return
     key = _identity_key(old, new)
-    if key is None:   # nothing identifies the elements: compare them whole
+    if key is None:   # plain values, or objects nothing identifies: compared whole, as sets (order is not a fact)
         before = {_canonical(v): v for v in old}
         after = {_canonical(v): v for v in new}
         for text in [t for t in after if t not in before]:
@@ -125,10 +118,6 @@ def _diff_list(source: str, old: list, new: list, item: str | None, path: str, o
     for identity in before:
         if identity not in after:
             out.append(FactChange(source, "item removed", _label(before[identity], key, path, item), old=before[identity]))
-
-
-def _counted(values: list) -> dict[str, Any]:
-    return {_canonical(v): v for v in values}
 
 
 def _canonical(value: Any) -> str:

@@ -67,7 +67,7 @@ class Problem:
     detail: str
 
     def line(self) -> str:
-        return f"{self.kind.upper():<12} {self.path}: {self.detail}"
+        return f"{self.kind.upper()} {self.path}: {self.detail}"
 
 
 @dataclass

@@ -16,10 +16,9 @@ from hma_check.exemptions import apply_exemptions, load_exemptions
 from hma_check.findings import exit_code, verdict_of
 from hma_check.manifest import MANIFEST_NAME, NOT_COVERED, build_manifest, parse_manifest, safe_relative, sha256_bytes
 from hma_check.report_model import Report, build_report
-from hma_check.rundiff import Run, compare
 from hma_check.resources import checks_file, validation_checks_file
 from hma_check.snapshot import read_snapshot
-from hma_check.validation import baseline_notes, load_baseline
+from hma_check.validation import load_baseline
 
 OUTPUTS = ("report.html", "report.md", "junit.xml", "findings.json", "enable.ps1", "rollback.ps1", "action-plan.csv")
 
@@ -85,10 +84,7 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     report = build_report(evaluation, exit_code=code, evidence_sha256=evidence_sha256, unused_exemptions=unused,
                           kind="validation" if after_enable else "readiness")
     if readiness is not None:
-        this_run = Run(label=str(out_dir), findings=[f.to_json() for f in report.findings], verdict=verdict,
-                       metadata=report.metadata, snapshot=snapshot)
-        report.baseline, report.changes = readiness.summary, compare(readiness.run, this_run)
-        report.notes = baseline_notes(readiness.summary, report.metadata)
+        readiness.attach(report, snapshot, out_dir)
 
     files: dict[str, bytes] = dict(render_all(report))
     if browser:

@@ -9,7 +9,8 @@ from typing import Any
 
 from hma_check.errors import InputError
 from hma_check.manifest import SIGNATURE_NAME, verify_folder
-from hma_check.rundiff import Run, load_run
+from hma_check.rundiff import Run, compare, load_run
+from hma_check.snapshot import Snapshot
 
 VALIDATION_TEXT = {
     "READY": "Validated: HMA is switched on and every endpoint probed offers Entra ID sign-in",
@@ -23,6 +24,13 @@ VALIDATION_LABEL = {"READY": "VALIDATED", "NOT_READY": "NOT VALIDATED", "INCOMPL
 class Baseline:
     summary: dict[str, Any]      # what the validated report and its manifest record about the readiness run
     run: Run                     # its findings and evidence, for the fact diff
+
+    def attach(self, report: Any, snapshot: Snapshot, out_dir: Path) -> None:
+        """Give the validated report its link to this run, the notes on the pairing and the facts changed since."""
+        this_run = Run(label=str(out_dir), findings=[f.to_json() for f in report.findings], verdict=report.verdict,
+                       metadata=report.metadata, snapshot=snapshot)
+        report.baseline, report.changes = self.summary, compare(self.run, this_run)
+        report.notes = baseline_notes(self.summary, report.metadata)
 
 
 def load_baseline(folder: str | Path, out_dir: Path) -> Baseline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -74,7 +75,7 @@ def verify(folder: Path, signature_file: Path | None, certificate_file: Path | N
     sys.exit(EXIT_VERIFIED)
 
 
-def _signature_ok(manifest: bytes, signature_file: Path, expected, trusted) -> bool:  # noqa: ANN001
+def _signature_ok(manifest: bytes, signature_file: Path, expected: Any, trusted: Any) -> bool:
     from hma_check.errors import one_line
     from hma_check.signing import SignatureError, verify_signature
 
