@@ -38,6 +38,12 @@ ECDSA_WITH = {"1.2.840.10045.4.3.2": hashes.SHA256, "1.2.840.10045.4.3.3": hashe
               "1.2.840.10045.4.3.4": hashes.SHA512}
 
 
+# What damaged bytes can raise while they are read: DerError (a ValueError), a field that is not there, and
+# cryptography's errors for certificates it parses lazily (extensions, version, key type).
+MALFORMED = (ValueError, IndexError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+             x509.UnsupportedGeneralNameType)
+
+
 class SignatureError(Exception):
     """The signature does not verify, or the signer's certificate is not the one expected or not trusted."""
 
@@ -121,7 +127,7 @@ def verify_signature(data: bytes, signature: bytes, *, expected: x509.Certificat
     try:
         certificates, signer_info = _structure(_der_bytes(signature))
         return _verify(data, certificates, signer_info, expected, trusted)
-    except (ValueError, IndexError, UnsupportedAlgorithm) as exc:   # DerError, a damaged certificate or field
+    except MALFORMED as exc:
         raise SignatureError(f"not a well-formed DER CMS signature: {exc or type(exc).__name__}") from None
 
 
@@ -156,7 +162,10 @@ def _structure(raw: bytes) -> tuple[list[x509.Certificate], der.Tlv]:
     if rest and rest[0].tag == 0xA0:
         for element in rest[0].children():
             if element.tag == der.SEQUENCE:
-                certificates.append(x509.load_der_x509_certificate(element.raw))
+                try:
+                    certificates.append(x509.load_der_x509_certificate(element.raw))
+                except MALFORMED:
+                    raise SignatureError(f"the certificate at byte {element.start} is not readable") from None
         rest = rest[1:]
     if rest and rest[0].tag == 0xA1:   # CRLs: not used for anything here
         rest = rest[1:]
