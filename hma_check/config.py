@@ -24,10 +24,11 @@ from hma_check.yamlsource import Where, YamlDoc, load_yaml_bytes, load_yaml_file
 SECTIONS: dict[str, str] = {
     "exchange": "hma_check.collect.exchange_config:parse_exchange_section",
     "os": "hma_check.collect.server_os_config:parse_os_section",
+    "graph": "hma_check.collect.graph_config:parse_graph",
     "options": "hma_check.collect.options:parse_options_section",
 }
 # Sections the product knows but this build does not (yet) collect: refused with a clear line, not silently ignored.
-PLANNED_SECTIONS = ("graph", "probes")
+PLANNED_SECTIONS = ("probes",)
 
 
 @dataclass

@@ -22,6 +22,7 @@ ORDER = ("exchange", "os", "graph", "probes")
 COLLECTORS: dict[str, str] = {
     "exchange": "hma_check.collect.runner:run_exchange",
     "os": "hma_check.collect.runner:run_os",
+    "graph": "hma_check.collect.graph:run_graph",
 }
 # Sections that configure the scan rather than collect: recorded in the evidence as scan.options, never "run".
 SETTINGS_SECTIONS = ("options",)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from hma_check.report_model import Report
+from hma_check.snapshot import json_lines
 
 SCHEMA_VERSION = 1
 
 
 def render(report: Report) -> str:
-    document = {
+    header = {
         "schema_version": SCHEMA_VERSION,
         "verdict": report.verdict,
         "verdict_text": report.verdict_text,
@@ -20,7 +20,6 @@ def render(report: Report) -> str:
         "counts": report.counts,
         "counts_by_severity": report.severity_counts,
         "metadata": report.metadata,
-        "findings": [f.to_json() for f in report.findings],
         "runbook": {
             "enable": [dict(entry.to_json(), rollback=None) for phase in report.enable_phases
                        for entry in phase["entries"]],
@@ -31,4 +30,5 @@ def render(report: Report) -> str:
         "not_collected": [asdict(gap) for gap in report.gaps],
         "unused_exemptions": report.unused_exemptions,
     }
-    return json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n"
+    # One finding per line, last: people scroll to them, tools read the whole document.
+    return json_lines(header, "findings", [f.to_json() for f in report.findings])

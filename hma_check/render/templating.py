@@ -11,7 +11,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from hma_check.resources import templates_dir
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
+# mid-line and escaping them would only make the raw Markdown harder to read.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
 
 
 def md(value: Any) -> str:
