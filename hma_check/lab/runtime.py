@@ -236,6 +236,8 @@ class Lab:
         config: dict[str, Any] = {"exchange": self.exchange_scan_config()}
         for service in self.services:
             config.update(getattr(service, "scan_config", {}) or {})
+        if self.scenario.options:
+            config["options"] = dict(self.scenario.options)
         return config
 
     def secrets(self) -> dict[str, str]:

@@ -112,6 +112,7 @@ class Scenario:
     faults: list[Fault]
     username: str
     sections: dict[str, Any] = field(default_factory=dict)    # tenants, endpoints (their owners' model or raw)
+    options: dict[str, Any] = field(default_factory=dict)     # the demo scan's options: section (owa_ecp...)
 
     def server(self, name: str) -> ServerSpec | None:
         lowered = name.lower()
@@ -176,7 +177,7 @@ class SectionContext:
 _TOP = ("name", "description", "expect", "credentials", "organization", "auth_servers", "partner_applications",
         "auth_config", "hybrid_configuration", "intra_organization_connectors", "setting_overrides",
         "accepted_domains", "mailboxes", "admins", "authentication_policies", "activesync", "certificates",
-        "server_defaults", "servers", "latency", "throttling", "faults", *SECTION_MODULES)
+        "server_defaults", "servers", "latency", "throttling", "faults", "options", *SECTION_MODULES)
 _SERVER_KEYS = ("name", "fqdn", "count", "start", "build", "roles", "site", "edition", "internet_web_proxy",
                 "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm")
 _UNSET = object()
@@ -333,7 +334,8 @@ class _Parser:
             certificates=certificates, servers=servers, latency=latency,
             max_concurrency=self.integer(throttling.get("max_concurrency", 18), ("throttling", "max_concurrency"),
                                          1, 1000),
-            faults=self.faults(root.get("faults"), servers), username=username)
+            faults=self.faults(root.get("faults"), servers), username=username,
+            options=self.options(root.get("options")))
         for section, module_name in SECTION_MODULES.items():
             if section in root:
                 scenario.sections[section] = _load_section(module_name, root[section],
@@ -559,6 +561,15 @@ class _Parser:
                 raise self.fail((*where, "server"), f"no server named {fault.server!r}")
             out.append(fault)
         return out
+
+    def options(self, value: Any) -> dict[str, Any]:
+        """The scan configuration's options: section for scans of this scenario, validated by its owner."""
+        from types import SimpleNamespace
+
+        from hma_check.collect.options import parse_options_section
+
+        context = SimpleNamespace(fail=lambda where, message: self.fail(("options", *where), message))
+        return parse_options_section(value, context).summary() if value is not None else {}
 
     def expect(self, value: Any) -> dict[str, Any]:
         where = ("expect",)
