@@ -56,7 +56,10 @@ class ErrorInfo:
         return self.fqid.split(",", 1)[0] == "PathNotFound"
 
     def __str__(self) -> str:
-        return f"{self.message} [{self.fqid}]" if self.fqid else self.message
+        text = self.message
+        if self.target and self.target not in text:
+            text = f"{text} ({self.target})"   # "Requested registry access is not allowed." names no key
+        return f"{text} [{self.fqid}]" if self.fqid else text
 
 
 @dataclass
@@ -292,6 +295,10 @@ def classify(exc: BaseException, doing: str) -> CallFailed:
     if isinstance(exc, AuthenticationError):
         return CallFailed("auth", f"authentication failed while {doing}: {exc}")
     if isinstance(exc, WSManFaultError):
+        transport = exc.__context__
+        if exc.code is None and not (exc.reason or "").strip() and isinstance(transport, WinRMTransportError):
+            # pypsrp read an HTML error page (IIS or HTTP.sys: 403, 500...) as a fault without content.
+            return CallFailed("transport", f"HTTP {transport.code} from the endpoint while {doing}")
         code = exc.code if isinstance(exc.code, int) else None
         reason = (exc.reason or "").strip()
         text = f"WSMan fault {hex(code) if code is not None else exc.code} while {doing}: {reason}"
