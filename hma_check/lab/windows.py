@@ -572,8 +572,9 @@ def start_service(lab: Any) -> WindowsService:
         https_ports[server.name] = group.add(endpoint, Listener(tls=context, cert_der=leaf_der))
     group.start()
     hosts = {name: f"127.0.0.1:{port}" for name, port in http_ports.items()}
+    # The same account as the Exchange endpoint: one exported variable serves both sections of the lab's config.
     scan_config = {"os": {"ssl": False, "auth": "ntlm", "username": username,
-                          "password_env": "HMA_CHECK_OS_PASSWORD", "ca_file": str(ca_file), "hosts": hosts}}
+                          "password_env": "HMA_CHECK_EXCHANGE_PASSWORD", "ca_file": str(ca_file), "hosts": hosts}}
     ports = sorted(http_ports.values())
     described = {"winrm": f"{len(http_ports)} servers (Microsoft.PowerShell), HTTP ports {ports[0]}-{ports[-1]}"
                           if ports else "no servers"}
