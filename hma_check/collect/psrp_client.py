@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
 from hma_check.errors import ClixmlError
@@ -105,30 +105,11 @@ def _quoted(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-class ConnectionSettings(Protocol):
-    """Where and how to sign in: the fields ExchangeSettings and the OS collector's per-server settings share."""
-
-    server: str
-    port: int
-    ssl: bool
-    path: str
-    cert_validation: bool
-    ca_file: Any
-    auth: str
-    username: str | None
-    certificate_pem: Any
-    certificate_key_pem: Any
-    negotiate_service: str | None
-    negotiate_hostname_override: str | None
-    operation_timeout: int
-    connect_timeout: float
-
-
 @dataclass
 class RemoteSession:
     """A WSMan connection and one RunspacePool on one session configuration. Not thread-safe: one per thread."""
 
-    settings: ConnectionSettings
+    settings: Any     # ExchangeSettings, or the OS collector's per-server OsSettings: where and how to sign in
     password: str | None
     configuration: str = "Microsoft.Exchange"
     allowed: re.Pattern[str] = ALLOWED_CMDLET

@@ -92,21 +92,8 @@ class ExchangeConfiguration:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
-        # Resolve the whole pipeline first, as PowerShell does: nothing runs if any command is a script or unknown.
-        bound: list[_Call] = []
-        for command in invocation.commands:
-            if command.is_script:
-                raise errors.scripts_not_allowed(command.name)
-            cmdlet = self.cmdlets.get(command.name.lower())
-            if cmdlet is None:
-                raise errors.command_not_found(command.name)
-            bound.append(_Call(cmdlet, self._bind(cmdlet, command), invocation))
-        if len(bound) > 1:
-            # Exchange exposes a few pipeline helpers, but every HMA fact comes from one cmdlet per pipeline.
-            raise errors.CmdletError(errors.error_record(
-                "The lab answers one Exchange cmdlet per pipeline.", exception_type="System.NotSupportedException",
-                category=errors.ErrorCategory.NotImplemented, reason="NotSupportedException", fqid="LabPipeline"))
-        call = bound[0]
+        cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
+        call = _Call(cmdlet, self._bind(cmdlet, command), invocation)
         try:
             self._apply_faults_and_latency(call)
         except _Done:

@@ -312,19 +312,8 @@ class WindowsConfiguration:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
-        bound: list[tuple[_Cmdlet, dict[str, Any]]] = []
-        for command in invocation.commands:
-            if command.is_script:
-                raise errors.scripts_not_allowed(command.name)
-            cmdlet = self.cmdlets.get(command.name.lower())
-            if cmdlet is None:
-                raise errors.command_not_found(command.name)
-            bound.append((cmdlet, self._bind(cmdlet, command)))
-        if len(bound) > 1:
-            raise errors.CmdletError(errors.error_record(
-                "The lab answers one cmdlet per pipeline.", exception_type="System.NotSupportedException",
-                category=errors.ErrorCategory.NotImplemented, reason="NotSupportedException", fqid="LabPipeline"))
-        cmdlet, params = bound[0]
+        cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
+        params = self._bind(cmdlet, command)
         if self._apply_faults_and_latency(cmdlet.name, params, invocation):
             return
         for item in cmdlet.handler(params):
@@ -497,18 +486,17 @@ class WindowsService:
     @property
     def command_log(self) -> list[dict[str, Any]]:
         """Every command any server's WinRM endpoint received, oldest first, with the server it went to."""
-        out = []
-        for name, endpoint in self.servers.items():
-            with endpoint.lock:
-                out += [{**entry, "server": name} for entry in endpoint.command_log]
-        return sorted(out, key=lambda entry: entry["time"])
+        return self._merged("command_log")
 
     @property
     def request_log(self) -> list[dict[str, Any]]:
+        return self._merged("request_log")
+
+    def _merged(self, log: str) -> list[dict[str, Any]]:
         out = []
         for name, endpoint in self.servers.items():
             with endpoint.lock:
-                out += [{**entry, "server": name} for entry in endpoint.request_log]
+                out += [{**entry, "server": name} for entry in getattr(endpoint, log)]
         return sorted(out, key=lambda entry: entry["time"])
 
     def stop(self) -> None:
