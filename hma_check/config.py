@@ -25,10 +25,11 @@ SECTIONS: dict[str, str] = {
     "exchange": "hma_check.collect.exchange_config:parse_exchange_section",
     "os": "hma_check.collect.server_os_config:parse_os_section",
     "graph": "hma_check.collect.graph_config:parse_graph",
+    "probes": "hma_check.collect.probe_settings:parse_probes_section",
     "options": "hma_check.collect.options:parse_options_section",
 }
 # Sections the product knows but this build does not (yet) collect: refused with a clear line, not silently ignored.
-PLANNED_SECTIONS = ("probes",)
+PLANNED_SECTIONS: tuple[str, ...] = ()
 
 
 @dataclass

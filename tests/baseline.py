@@ -228,7 +228,7 @@ def bearer_response(host: str, protocol: str, path: str) -> dict[str, Any]:
                    "token_types": "app_asserted_user_v1 service_asserted_app_v1", "authorization_uri": None,
                    "error": None},
         "x_ms_diagnostics": '4000000;reason="Flighting is not enabled for domain \'\'.";error_category="oauth_not_available"',
-        "x_feserver": "EX01", "request_id": "a8e9dfb4-cb06-4b18-80a0-b110220177e1",
+        "x_feserver": "EX01", "request_id": "a8e9dfb4-cb06-4b18-80a0-b110220177e1", "location": None,
     }
 
 
@@ -240,7 +240,7 @@ def _probe_results() -> list[SourceResult]:
             results.append(_ok("probe.bearer", data, f"GET {data['url']} (Authorization: Bearer)", scope=data["url"]))
         results.append(_ok("probe.tls", {
             "host": host, "port": 443, "address": "203.0.113.10",
-            "versions": {"TLSv1.0": False, "TLSv1.1": False, "TLSv1.2": True, "TLSv1.3": True},
+            "versions": {"TLSv1.0": False, "TLSv1.1": False, "TLSv1.2": True, "TLSv1.3": True}, "version_errors": {},
             "certificate": {"subject": "CN=mail.contoso.com", "issuer": "CN=Contoso Issuing CA 1",
                             "not_before": "2026-01-10T00:00:00Z", "not_after": "2027-09-10T00:00:00Z",
                             "dns_names": ["mail.contoso.com", "autodiscover.contoso.com"], "thumbprint": SAN_THUMBPRINT,
@@ -250,9 +250,11 @@ def _probe_results() -> list[SourceResult]:
         url = f"https://autodiscover.contoso.com/autodiscover/autodiscover.json?Email=user1@contoso.com&Protocol={protocol}"
         returned = "https://mail.contoso.com/Microsoft-Server-ActiveSync" if protocol == "ActiveSync" \
             else "https://mail.contoso.com/EWS/Exchange.asmx"
-        results.append(_ok("probe.autodiscover_v2", {"url": url, "protocol": protocol, "status": 200,
-                                                     "returned_url": returned, "returned_host": "mail.contoso.com"},
-                            f"GET {url}", scope=url))
+        results.append(_ok("probe.autodiscover_v2", {"url": url, "host": "autodiscover.contoso.com",
+                                                     "protocol": protocol, "address": "203.0.113.10", "status": 200,
+                                                     "returned_url": returned, "returned_host": "mail.contoso.com",
+                                                     "location": None},
+                            f"GET {url}", scope=url.replace("Email=user1@contoso.com&", "")))
     return results
 
 

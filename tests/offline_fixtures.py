@@ -6,7 +6,6 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 
 NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _REMOTING = {"PSComputerName", "RunspaceId", "PSShowComputerName", "SerializationData"}

@@ -23,6 +23,7 @@ COLLECTORS: dict[str, str] = {
     "exchange": "hma_check.collect.runner:run_exchange",
     "os": "hma_check.collect.runner:run_os",
     "graph": "hma_check.collect.graph:run_graph",
+    "probes": "hma_check.collect.probes:run_probes",
 }
 # Sections that configure the scan rather than collect: recorded in the evidence as scan.options, never "run".
 SETTINGS_SECTIONS = ("options",)
@@ -67,7 +68,11 @@ def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = No
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - one collector's bug must not cost the others' evidence
-            _collector_failed(snapshot, section, f"the {section} collector failed: {type(exc).__name__}: {exc}")
+            _mark_missing(snapshot, section, "error", f"the {section} collector failed: {type(exc).__name__}: {exc}")
+    for section in SECTION_NAMESPACE:
+        if section not in config.sections:
+            _mark_missing(snapshot, section, "skipped",
+                          f"not collected: the scan configuration has no '{section}:' section")
     snapshot.add(options_result(config.sections.get("options") or ScanOptions(), _options_origin(config)))
     return snapshot
 
@@ -78,11 +83,25 @@ def _options_origin(config: ScanConfig) -> str:
     return f"{config.source} has no options: section (no optional area asked for)"
 
 
-def _collector_failed(snapshot: Snapshot, section: str, reason: str) -> None:
-    """Mark every organisation-wide source of the collector that is still missing, so checks say ERROR, not PASS."""
+# The scan configuration's sections and the source namespaces they fill (docs/sources.md).
+SECTION_NAMESPACE = {"exchange": "exchange", "os": "os", "graph": "graph", "probes": "probe"}
+
+
+def _mark_missing(snapshot: Snapshot, section: str, status: str, reason: str) -> None:
+    """Record every source of a section that has no result at all, so the report says why and checks say ERROR.
+
+    A scoped source (per server, tenant, URL) gets one result without a scope: its servers or tenants may be
+    exactly what could not be learned.
+    """
+    namespace = SECTION_NAMESPACE.get(section, section)
+    present = {result.name for result in snapshot.sources.values()}
     for spec in SOURCES:
-        if spec.collector == section and spec.scope is None and spec.name not in snapshot.sources:
+        if spec.collector != namespace or spec.name in present:
+            continue
+        if status == "error":
             snapshot.add(SourceResult.error_result(spec.name, reason, command=spec.filled_by))
+        else:
+            snapshot.add(SourceResult.skipped_result(spec.name, reason, command=spec.filled_by))
 
 
 def _target(config: ScanConfig) -> dict[str, Any]:

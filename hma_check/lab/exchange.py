@@ -461,6 +461,14 @@ class ExchangeConfiguration:
         }
         return self._ad_common(props, f"CN={server.name},CN=Servers", server.name)
 
+    def virtual_directory(self, kind: str, server: ServerSpec) -> dict[str, Any] | None:
+        """The vendor properties Get-<kind>VirtualDirectory reports for one server (IIS truth, not -ADPropertiesOnly),
+        or None when the server has none: the lab's HTTPS endpoints answer as these say."""
+        if kind in server.absent or server.is_edge or server.build[0] < 15:
+            return None
+        folder = next(folder for cmdlet_kind, folder in VDIR_CMDLETS.values() if cmdlet_kind == kind)
+        return self._vdir_properties(kind, folder, server, False)
+
     def _vdir_properties(self, kind: str, folder: str, server: ServerSpec, ad_only: bool) -> dict[str, Any]:
         namespace = self.org["namespace"]
         name = f"{folder} (Default Web Site)"
