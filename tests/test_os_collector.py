@@ -153,6 +153,16 @@ def test_a_certificate_missing_from_the_store_is_null(snapshot):
     assert result.ok and result.data is None
 
 
+def test_without_the_server_list_every_os_source_says_why(lab):
+    settings = load_config_text(yaml.safe_dump({"os": lab.scan_config()["os"]})).sections["os"]
+    empty = Snapshot.new()
+    results = collect_os(settings, lab.credentials.password, empty)
+    assert {r.name for r in results} == {"os.tls_registry", "os.exsetup_version", "os.operating_system",
+                                         "os.auth_certificate"}
+    assert all(r.status == "error" and r.scope is None and "exchange.servers was not collected" in r.error
+               for r in results)
+
+
 def test_edge_servers_are_skipped_and_the_scan_records_its_options(snapshot):
     assert _source(snapshot, "os.tls_registry", "EDGE01").status == "skipped"
     assert snapshot.sources["scan.options"].data == {"owa_ecp": False}

@@ -24,6 +24,7 @@ from hma_check.collect.exchange_objects import ShapeError, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
 from hma_check.collect.server_os_config import OsSettings
 from hma_check.snapshot import Snapshot, SourceResult, iso_utc, utc_now
+from hma_check.sources import BY_NAME
 
 CONFIGURATION = "Microsoft.PowerShell"
 # Read-only by construction, and narrower than the Exchange endpoint's Get-/Test- rule: the standard endpoint is a
@@ -81,7 +82,10 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
                progress: Progress | None = None) -> list[SourceResult]:
     """Every os.* source for every Exchange server in exchange.servers; never raises for a fault."""
     progress = progress or Progress()
-    servers = _servers(snapshot)
+    servers, servers_problem = _servers(snapshot)
+    if servers_problem:
+        # No server list, no scopes: one result per source, without a scope, says why (as the runner does).
+        return [SourceResult.error_result(name, servers_problem, command=BY_NAME[name].filled_by) for name in SOURCES]
     thumbprint, thumbprint_problem = _auth_thumbprint(snapshot)
     secrets = tuple(s for s in (password,) if s)
     results: list[SourceResult] = []
@@ -112,12 +116,13 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     return results
 
 
-def _servers(snapshot: Snapshot) -> list[dict[str, Any]]:
-    """The servers exchange.servers names; none when it was not collected (the os.* checks then say so)."""
+def _servers(snapshot: Snapshot) -> tuple[list[dict[str, Any]], str | None]:
+    """The servers exchange.servers names, or why there are none to read."""
     result = snapshot.sources.get("exchange.servers")
     if result is None or not result.ok or not isinstance(result.data, list):
-        return []
-    return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]]
+        why = result.error if result is not None and result.error else "not collected"
+        return [], f"the OS facts are read per Exchange server, and exchange.servers was not collected ({why})"
+    return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]], None
 
 
 def _auth_thumbprint(snapshot: Snapshot) -> tuple[str | None, str | None]:
