@@ -210,6 +210,9 @@ class RemoteSession:
                 pass
 
 
+ExchangeSession = RemoteSession   # the Exchange collector's name for a session on Microsoft.Exchange
+
+
 def _quiet_session(wsman: Any) -> None:
     """Resolve proxies once per session instead of on every request.
 
@@ -238,9 +241,6 @@ def _normalise(obj: Any) -> ClixmlObject:
         return parse_object_xml(xml, source="remote session")
     except ClixmlError as exc:
         raise CallFailed("protocol", f"unreadable object from the endpoint: {exc}") from None
-
-
-ExchangeSession = RemoteSession   # the Exchange collector's name for a session on Microsoft.Exchange
 
 
 def _failure(problems: list[str]) -> CallFailed:

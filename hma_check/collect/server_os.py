@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from hma_check.collect.certificates import CertificateError, certificate_from_der
 from hma_check.collect.clixml import ClixmlObject
+from hma_check.collect.exchange import Progress
 from hma_check.collect.exchange_objects import ShapeError, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
 from hma_check.collect.server_os_config import OsSettings
@@ -70,12 +71,6 @@ EXSETUP_QUERY = ("Get-Command", (("Name", "ExSetup.exe"), ("CommandType", "Appli
 OS_QUERY = ("Get-CimInstance", (("ClassName", "Win32_OperatingSystem"),))
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
 _FILE_VERSION_LINE = re.compile(r"^FileVersion:\s*(\S+)", re.MULTILINE)
-
-
-class Progress:
-    def start(self, total: int) -> None: ...
-
-    def advance(self, label: str, ok: bool) -> None: ...
 
 
 def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *,
