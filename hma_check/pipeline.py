@@ -78,7 +78,7 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     evaluation: Evaluation = evaluate(checks, snapshot, as_of=as_of)
     unused = apply_exemptions(evaluation.findings, exemptions, evaluation.as_of.date())
     verdict = verdict_of(evaluation.findings)
-    anything = any(result.ok for result in snapshot.sources.values())
+    anything = snapshot.collected_anything()
     code = exit_code(verdict, anything_collected=anything)
     evidence_sha256 = sha256_bytes(evidence_bytes)
     report = build_report(evaluation, exit_code=code, evidence_sha256=evidence_sha256, unused_exemptions=unused,

@@ -104,6 +104,10 @@ class Snapshot:
     def add(self, result: SourceResult) -> None:
         self.sources[result.key] = result
 
+    def collected_anything(self) -> bool:
+        """Whether any source holds evidence. scan.* sources record what the scan asked for, not what it found."""
+        return any(result.ok for result in self.sources.values() if not result.name.startswith("scan."))
+
     def results(self, name: str) -> list[SourceResult]:
         """Every result for a source name: one for an organisation-wide source, one per scope otherwise."""
         return [r for r in self.sources.values() if r.name == name]

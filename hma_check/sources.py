@@ -129,13 +129,19 @@ SOURCES: tuple[SourceSpec, ...] = (
                "Client: {Enabled, DisabledByDefault}}}, NETFramework: {'v2.0.50727'|'v4.0.30319': "
                "{SystemDefaultTlsVersions, SchUseStrongCrypto}}, NETFrameworkWow6432Node: {same}}; every value is the "
                "DWORD as read (0xffffffff reads as -1) or null when the value or key is absent", scope="server"),
-    SourceSpec("os.exsetup_version", "Get-Command -Name ExSetup.exe (FileVersionInfo)",
-               "{FileVersion ('15.02.1544.011'), Path}", scope="server"),
+    SourceSpec("os.exsetup_version", "Get-Command -Name ExSetup.exe -CommandType Application (its FileVersionInfo)",
+               "{FileVersion ('15.02.1544.011': the exact build, security update included), Path}", scope="server"),
     SourceSpec("os.operating_system", "Get-CimInstance -ClassName Win32_OperatingSystem",
                "{Caption, Version ('10.0.20348'), BuildNumber}", scope="server"),
-    SourceSpec("os.auth_certificate", "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<CurrentCertificateThumbprint>",
-               "{Thumbprint, Subject, NotAfter, HasPrivateKey} or null when the certificate is not in the store",
-               scope="server"),
+    SourceSpec("os.auth_certificate",
+               "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<CurrentCertificateThumbprint>; Get-ItemProperty -Path "
+               "HKLM:\\SOFTWARE\\Microsoft\\SystemCertificates\\MY\\Certificates\\<thumbprint> -Name Blob",
+               "{Thumbprint, Subject, NotAfter, HasPrivateKey (true|false; null when the store's registry Blob is "
+               "not there to tell)} or null when the certificate is not in the store", scope="server"),
+    # ------------------------------------------------------------------------------------------ the scan itself
+    SourceSpec("scan.options", "the scan configuration's options: section (hma-check import --owa-ecp offline)",
+               "{owa_ecp (bool: assess HMA for Outlook on the web and the EAC)}; written by every scan and import, "
+               "so optional areas are decided from the evidence alone"),
     # ---------------------------------------------------------------------------------------- Graph, per tenant
     SourceSpec("graph.exo_service_principal",
                "GET /v1.0/servicePrincipals(appId='00000002-0000-0ff1-ce00-000000000000')"

@@ -171,6 +171,8 @@ def _org_sources(names: tuple[str, ...]) -> dict[str, Any]:
         "exchange.cas_mailboxes_mapi_disabled": [],
         "exchange.activesync_organization_settings": {"DefaultAccessLevel": "Allow"},
         "exchange.activesync_device_access_rules": [],
+        # the baseline assesses the optional OWA/ECP area too, so its checks have PASS and FAIL cases
+        "scan.options": {"owa_ecp": True},
     }
 
 
@@ -186,7 +188,8 @@ def _tenant_sources() -> dict[str, Any]:
     return {
         "graph.exo_service_principal": {
             "id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e", "appId": EXO, "displayName": "Office 365 Exchange Online",
-            "servicePrincipalNames": spns, "replyUrls": [], "keyCredentials": []},
+            "servicePrincipalNames": spns, "replyUrls": [f"https://{HOSTS[0]}/owa", f"https://{HOSTS[0]}/ecp"],
+            "keyCredentials": []},
         "graph.organization": [{
             "id": TENANT, "displayName": "Contoso", "onPremisesSyncEnabled": True,
             "onPremisesLastSyncDateTime": "2026-11-20T08:30:00Z",

@@ -57,7 +57,7 @@ def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str]
     snapshot.save(evidence)
     print_summary(snapshot)
     click.echo(f"evidence: {evidence}", err=True)
-    if not any(result.ok for result in snapshot.sources.values()):
+    if not snapshot.collected_anything():
         click.echo("nothing could be collected; no report written (see the errors above)", err=True)
         return EXIT_NOTHING_COLLECTED
     # A configuration written into the output folder (the demo's) is part of the run's record.
