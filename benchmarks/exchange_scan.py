@@ -38,8 +38,8 @@ def scan_once(info_json: str, concurrency: int) -> None:
     from hma_check.config import load_config_text
 
     info = json.loads(info_json)
-    info["scan_config"]["exchange"]["concurrency"] = concurrency
-    config = load_config_text(yaml.safe_dump(info["scan_config"]))
+    exchange = dict(info["scan_config"]["exchange"], concurrency=concurrency)
+    config = load_config_text(yaml.safe_dump({"exchange": exchange}))   # the Exchange collector alone
     started, cpu = time.perf_counter(), time.process_time()
     snapshot = run_collectors(config, secrets={"exchange.password": info["password"]}, environ={})
     wall = time.perf_counter() - started

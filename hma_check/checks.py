@@ -291,15 +291,19 @@ class _Builder:
                             "unevaluated)", "requires" if "requires" in self.node else None)
 
 
-def _load_check(raw: Any, file: str, line: int) -> Check:
+def _start(raw: Any, file: str, line: int, kind: str, keys: dict[str, bool], example: str) -> tuple[str, _Builder]:
+    """The part checks and steps share: a mapping, a well-formed id, known keys."""
     if not isinstance(raw, YamlMap):
-        raise ChecksError("each check is a mapping", path=file, line=line)
-    check_id = raw.get("id")
-    if not isinstance(check_id, str) or not ID_PATTERN.match(check_id):
-        raise ChecksError(f"check id {check_id!r} must look like HMA-AREA-001", path=file, line=raw.line_of("id"))
-    what = f"check {check_id}"
-    _check_keys(raw, CHECK_KEYS, file, what)
-    b = _Builder(raw, file, what)
+        raise ChecksError(f"each {kind} is a mapping", path=file, line=line)
+    item_id = raw.get("id")
+    if not isinstance(item_id, str) or not ID_PATTERN.match(item_id):
+        raise ChecksError(f"{kind} id {item_id!r} must look like {example}", path=file, line=raw.line_of("id"))
+    _check_keys(raw, keys, file, f"{kind} {item_id}")
+    return item_id, _Builder(raw, file, f"{kind} {item_id}")
+
+
+def _load_check(raw: Any, file: str, line: int) -> Check:
+    check_id, b = _start(raw, file, line, "check", CHECK_KEYS, "HMA-AREA-001")
     severity = raw["severity"]
     if severity not in SEVERITIES:
         raise b.fail(f"'severity' must be one of {', '.join(SEVERITIES)}", "severity")
@@ -337,14 +341,7 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
 
 
 def _load_step(raw: Any, file: str, line: int) -> Step:
-    if not isinstance(raw, YamlMap):
-        raise ChecksError("each step is a mapping", path=file, line=line)
-    step_id = raw.get("id")
-    if not isinstance(step_id, str) or not ID_PATTERN.match(step_id):
-        raise ChecksError(f"step id {step_id!r} must look like HMA-STEP-001", path=file, line=raw.line_of("id"))
-    what = f"step {step_id}"
-    _check_keys(raw, STEP_KEYS, file, what)
-    b = _Builder(raw, file, what)
+    step_id, b = _start(raw, file, line, "step", STEP_KEYS, "HMA-STEP-001")
     requires = b.requires()
     step = Step(
         id=step_id, title=b.text("title") or "", phase=b.phase(required=True) or 2,

@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "scan": ("hma_check.commands.scan", "scan", "Scan a live organisation (read-only) and write the readiness report."),
     "demo": ("hma_check.commands.demo", "demo", "Start the built-in lab, scan it through the real clients, and report."),
     "lab": ("hma_check.commands.lab", "lab", "Run a simulated Exchange organisation on loopback until Ctrl-C."),
+    "diff": ("hma_check.commands.diff", "diff", "Compare two runs: status changes, fact changes, anything worse."),
+    "verify": ("hma_check.commands.verify", "verify", "Check a report folder against its manifest (and signature)."),
+    "sign": ("hma_check.commands.sign", "sign", "Sign a report folder's manifest with your X.509 certificate (CMS)."),
 }
 
 EPILOG = """\b
@@ -27,6 +30,8 @@ Examples:
   hma-check demo --out out/demo                       scan the built-in lab and write the report
   hma-check scan --config scan.yaml --out out/run1    scan a real organisation (read-only)
   hma-check report --evidence out/run1/evidence.json --out out/rerun
+  hma-check verify out/run1                           check no file changed since (docs/evidence.md)
+  hma-check diff out/run1 out/run2                    what changed between two runs
   hma-check collector-script > Collect-HmaReadiness.ps1   offline mode: the customer runs it ...
   hma-check import HmaReadiness.zip --out out/offline      ... and you import what it wrote
   hma-check checks list

@@ -1,7 +1,9 @@
 """The scan configuration file (YAML): one section per collector, each validated by the module that owns it.
 
     exchange:   hma_check.collect.exchange (this module's neighbour; the lab engineer)
-    os, graph, probes: registered by their owners in SECTIONS below
+    os:         hma_check.collect.server_os_config (every server's WinRM endpoint)
+    options:    hma_check.collect.options (optional areas to assess, recorded as scan.options)
+    graph, probes: registered by their owners in SECTIONS below
 
 A section parser is ``parse(raw, context) -> settings``; ``context.fail(where, message)`` returns a ConfigError naming
 the file and line of ``where`` (a path inside the section). Secrets never live in the file: sections name the
@@ -21,9 +23,13 @@ from hma_check.yamlsource import Where, YamlDoc, load_yaml_bytes, load_yaml_file
 # section -> "module:function". The module is imported only when the section is present.
 SECTIONS: dict[str, str] = {
     "exchange": "hma_check.collect.exchange_config:parse_exchange_section",
+    "os": "hma_check.collect.server_os_config:parse_os_section",
+    "graph": "hma_check.collect.graph_config:parse_graph",
+    "probes": "hma_check.collect.probe_settings:parse_probes_section",
+    "options": "hma_check.collect.options:parse_options_section",
 }
 # Sections the product knows but this build does not (yet) collect: refused with a clear line, not silently ignored.
-PLANNED_SECTIONS = ("os", "graph", "probes")
+PLANNED_SECTIONS: tuple[str, ...] = ()
 
 
 @dataclass

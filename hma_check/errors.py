@@ -1,12 +1,14 @@
 """The exception hierarchy; every message is one line that names the file and the position.
 
     HmaCheckError
-     └── InputError              bad input from the user: the CLI prints it and exits 2
-          ├── EvidenceError      evidence.json malformed, truncated, too new or hostile
-          │    └── ClixmlError   an Export-Clixml file (or a live object's CLIXML) malformed, oversized or hostile
-          ├── ChecksError        a checks file fails validation (unknown key, bad expression, duplicate id...)
-          ├── ExemptionsError    an exemptions file fails validation
-          └── ConfigError        a scan configuration file fails validation
+     ├── InputError              bad input from the user: the CLI prints it and exits 2
+     │    ├── EvidenceError      evidence.json malformed, truncated, too new or hostile
+     │    │    └── ClixmlError   an Export-Clixml file (or a live object's CLIXML) malformed, oversized or hostile
+     │    ├── ChecksError        a checks file fails validation (unknown key, bad expression, duplicate id...)
+     │    ├── ExemptionsError    an exemptions file fails validation
+     │    ├── ConfigError        a scan configuration file fails validation
+     │    └── ToolMissingError   a program an option needs is not installed (Chromium for --pdf)
+     └── OutputError             an output could not be produced (Chromium printed no PDF): the CLI exits 4
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ class ExemptionsError(InputError):
 
 class ConfigError(InputError):
     pass
+
+
+class ToolMissingError(InputError):
+    pass
+
+
+class OutputError(HmaCheckError):
+    """An output could not be produced although the input was fine; nothing of the run is written."""
 
 
 def one_line(text: str, limit: int = 2000) -> str:

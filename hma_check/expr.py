@@ -122,6 +122,16 @@ def spn_form(host: Any) -> str:
     return f"https://{url_host(host)}/"
 
 
+def https_url(host: Any, path: str = "/") -> str:
+    """https://host/path for a host or URL (lower case): the reply URL form, e.g. https://mail.contoso.com/owa."""
+    return f"https://{url_host(host)}{path}".lower()
+
+
+def url_key(url: Any) -> str:
+    """A URL compared the way Entra ID matches reply URLs here: case-insensitive, a trailing slash ignored."""
+    return "" if url is None else str(url).strip().lower().rstrip("/")
+
+
 def spn_hosts(service_principal_names: Iterable[Any]) -> frozenset[str]:
     """Hosts registered as https:// SPNs; the '00000002-.../host' form does not count for HMA (seed 003)."""
     hosts = set()
@@ -257,7 +267,7 @@ class CheckEnvironment(ImmutableSandboxedEnvironment):
 
 FILTERS: dict[str, Callable[..., Any]] = {
     "ps_quote": ps_quote, "ps_list": ps_list, "ps_bool": ps_bool, "ps_int": ps_int,
-    "url_host": url_host, "spn_form": spn_form, "spn_hosts": spn_hosts,
+    "url_host": url_host, "spn_form": spn_form, "spn_hosts": spn_hosts, "https_url": https_url, "url_key": url_key,
     "flatten": flatten, "toset": toset, "lower_all": lower_all, "setting": setting,
     "exchange_build": exchange_build, "exchange_product": exchange_product, "exchange_release": exchange_release,
     "exchange_end_of_support": exchange_end_of_support, "hma_minimum": hma_minimum,

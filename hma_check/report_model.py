@@ -12,6 +12,7 @@ from hma_check.engine import Evaluation
 from hma_check.findings import (ERROR, EXEMPT, FAIL, NOT_APPLICABLE, PASS, STATUSES, WARN, Finding, RunbookEntry,
                                 counts, verdict_of)
 from hma_check.snapshot import iso_utc, utc_now
+from hma_check.validation import VALIDATION_LABEL, VALIDATION_TEXT
 
 STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 SEVERITY_RANK = {"blocker": 0, "warning": 1, "info": 2}
@@ -91,6 +92,16 @@ class Report:
     unused_exemptions: list[dict[str, Any]] = field(default_factory=list)
     expired_exemptions: list[Finding] = field(default_factory=list)
     area_titles: dict[str, str] = field(default_factory=dict)
+    kind: str = "readiness"                      # or "validation": --after-enable, the short post-change report
+    baseline: dict[str, Any] | None = None       # validation: the readiness run it follows (hma_check.validation)
+    changes: Any = None                          # validation: a RunDiff from that run to this one
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict_label(self) -> str:
+        if self.kind == "validation":
+            return VALIDATION_LABEL[self.verdict]
+        return self.verdict.replace("_", " ")
 
 
 def sort_key(finding: Finding, order: dict[str, int]) -> tuple[int, int, int, str]:
@@ -99,7 +110,8 @@ def sort_key(finding: Finding, order: dict[str, int]) -> tuple[int, int, int, st
 
 
 def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str,
-                 unused_exemptions: list[dict[str, Any]] | None = None, generated_at: datetime | None = None) -> Report:
+                 unused_exemptions: list[dict[str, Any]] | None = None, generated_at: datetime | None = None,
+                 kind: str = "readiness") -> Report:
     checks = evaluation.checks
     order = {check.id: index for index, check in enumerate(checks.checks)}
     findings = sorted(evaluation.findings, key=lambda f: sort_key(f, order))
@@ -127,7 +139,8 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         "sources_ok": sum(1 for r in snapshot.sources.values() if r.ok),
     }
     return Report(
-        verdict=verdict, verdict_text=VERDICT_TEXT[verdict], exit_code=exit_code, counts=counts(findings),
+        verdict=verdict, verdict_text=(VALIDATION_TEXT if kind == "validation" else VERDICT_TEXT)[verdict],
+        exit_code=exit_code, counts=counts(findings), kind=kind,
         severity_counts=_severity_counts(findings), findings=findings, attention=attention, areas=areas,
         matrix=_matrix(findings, evaluation), gaps=_gaps(evaluation, findings),
         enable_phases=_phases(evaluation.runbook, reverse=False),

@@ -21,3 +21,13 @@ def checks_file() -> Path:
 
 def templates_dir() -> Path:
     return _first_existing(_PACKAGE_DIR / "templates", _PACKAGE_DIR.parent / "templates")
+
+
+def validation_checks_file() -> Path:
+    """The post-change validation checks (--after-enable), shipped inside the package."""
+    return _PACKAGE_DIR / "validation.yaml"
+
+
+def shipped_checks_files() -> list[Path]:
+    """Every checks file shipped in the package (a manifest names them by hash instead of copying them)."""
+    return [checks_file(), validation_checks_file()]

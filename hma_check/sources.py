@@ -129,13 +129,19 @@ SOURCES: tuple[SourceSpec, ...] = (
                "Client: {Enabled, DisabledByDefault}}}, NETFramework: {'v2.0.50727'|'v4.0.30319': "
                "{SystemDefaultTlsVersions, SchUseStrongCrypto}}, NETFrameworkWow6432Node: {same}}; every value is the "
                "DWORD as read (0xffffffff reads as -1) or null when the value or key is absent", scope="server"),
-    SourceSpec("os.exsetup_version", "Get-Command -Name ExSetup.exe (FileVersionInfo)",
-               "{FileVersion ('15.02.1544.011'), Path}", scope="server"),
+    SourceSpec("os.exsetup_version", "Get-Command -Name ExSetup.exe -CommandType Application (its FileVersionInfo)",
+               "{FileVersion ('15.02.1544.011': the exact build, security update included), Path}", scope="server"),
     SourceSpec("os.operating_system", "Get-CimInstance -ClassName Win32_OperatingSystem",
                "{Caption, Version ('10.0.20348'), BuildNumber}", scope="server"),
-    SourceSpec("os.auth_certificate", "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<CurrentCertificateThumbprint>",
-               "{Thumbprint, Subject, NotAfter, HasPrivateKey} or null when the certificate is not in the store",
-               scope="server"),
+    SourceSpec("os.auth_certificate",
+               "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<CurrentCertificateThumbprint>; Get-ItemProperty -Path "
+               "HKLM:\\SOFTWARE\\Microsoft\\SystemCertificates\\MY\\Certificates\\<thumbprint> -Name Blob",
+               "{Thumbprint, Subject, NotAfter, HasPrivateKey (true|false; null when the store's registry Blob is "
+               "not there to tell)} or null when the certificate is not in the store", scope="server"),
+    # ------------------------------------------------------------------------------------------ the scan itself
+    SourceSpec("scan.options", "the scan configuration's options: section (hma-check import --owa-ecp offline)",
+               "{owa_ecp (bool: assess HMA for Outlook on the web and the EAC)}; written by every scan and import, "
+               "so optional areas are decided from the evidence alone"),
     # ---------------------------------------------------------------------------------------- Graph, per tenant
     SourceSpec("graph.exo_service_principal",
                "GET /v1.0/servicePrincipals(appId='00000002-0000-0ff1-ce00-000000000000')"
@@ -164,20 +170,37 @@ SOURCES: tuple[SourceSpec, ...] = (
                "list of {skuId, skuPartNumber, capabilityStatus, servicePlans (list of {servicePlanName, "
                "provisioningStatus})}", scope="tenant"),
     # ----------------------------------------------------------------------------------- outside-in probes
+    SourceSpec("probe.targets",
+               "host names from the InternalUrl/ExternalUrl of the MAPI, EWS, OAB, Autodiscover and ActiveSync "
+               "virtual directories, every AutodiscoverServiceInternalUri and probes.hosts (no I/O)",
+               "{targets: list of {host, port, origins (list of 'source@scope Property' or 'probes.hosts'), "
+               "autodiscover (Autodiscover v2 asked here)}, unknown: list of {source, reason} (sources that failed "
+               "or are missing, so their hosts were not probed; each also leaves probe.bearer, probe.tls and, for "
+               "Autodiscover, probe.autodiscover_v2 results with status error and scope 'hosts of <source>'), "
+               "ignored: list of {origin, value} (values that are not an http(s) URL)}"),
     SourceSpec("probe.bearer",
                "anonymous GET <url> with an empty 'Authorization: Bearer' header, for /mapi/, /EWS/Exchange.asmx, "
                "/OAB/, /Autodiscover/Autodiscover.xml and /Microsoft-Server-ActiveSync on every host",
                "{url, host, path, protocol ('MAPI'|'EWS'|'OAB'|'Autodiscover'|'ActiveSync'), address, status, "
                "www_authenticate (list of raw challenges), bearer ({client_id, trusted_issuers (list), token_types, "
                "authorization_uri, error} | null), x_ms_diagnostics (str|null), x_feserver (str|null), "
-               "request_id (str|null)}", scope="url"),
+               "request_id (str|null), location (str|null)}; scope = the URL, or '<url> via <address>:<port>' when "
+               "the host has several nodes (--resolve/--connect-to)", scope="url"),
     SourceSpec("probe.autodiscover_v2",
-               "anonymous GET https://<host>/autodiscover/autodiscover.json?Email=<smtp>&Protocol=<ActiveSync|EWS>",
-               "{url, protocol, status, returned_url (str|null), returned_host (str|null)}", scope="url"),
+               "anonymous GET https://<host>/autodiscover/autodiscover.json?Email=<smtp>&Protocol=<ActiveSync|EWS>"
+               "&RedirectCount=1 on every Autodiscover host",
+               "{url, host, protocol ('ActiveSync'|'EWS'), address, status, returned_url (str|null), returned_host "
+               "(str|null), location (str|null)}; scope = https://<host>/autodiscover/autodiscover.json?Protocol=<p> "
+               "(plus ' via <address>:<port>' per node)", scope="url"),
     SourceSpec("probe.tls", "one TLS handshake per version (1.0, 1.1, 1.2, 1.3) to host:port, then the certificate",
-               "{host, port, address, versions: {'TLSv1.0'|'TLSv1.1'|'TLSv1.2'|'TLSv1.3': bool}, "
-               "certificate: {subject, issuer, not_before, not_after, dns_names (list), thumbprint, chain_verified, "
-               "verify_error (str|null)} | null, names_in_scope (list of host names that must be covered)}",
+               "{host, port, address, versions: {'TLSv1.0'|'TLSv1.1'|'TLSv1.2'|'TLSv1.3': true (accepted) | false "
+               "(refused) | null (unknown: timed out, or this machine cannot offer it)}, version_errors: {version: "
+               "why it is null}, certificate: {subject, issuer, not_before, not_after, dns_names (list: SAN DNS "
+               "names, else the CN), thumbprint, chain_verified (trust and dates, not names; null when the "
+               "verifying handshake did not complete), verify_error (str|null)} | null (no version accepted), "
+               "names_in_scope (list of host names that must be covered: the probed host, each name having its own "
+               "handshake with its own SNI)}; scope = host:port (plus "
+               "' via <address>:<port>' per node)",
                scope="endpoint"),
 )
 

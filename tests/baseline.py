@@ -171,6 +171,8 @@ def _org_sources(names: tuple[str, ...]) -> dict[str, Any]:
         "exchange.cas_mailboxes_mapi_disabled": [],
         "exchange.activesync_organization_settings": {"DefaultAccessLevel": "Allow"},
         "exchange.activesync_device_access_rules": [],
+        # the baseline assesses the optional OWA/ECP area too, so its checks have PASS and FAIL cases
+        "scan.options": {"owa_ecp": True},
     }
 
 
@@ -186,7 +188,8 @@ def _tenant_sources() -> dict[str, Any]:
     return {
         "graph.exo_service_principal": {
             "id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e", "appId": EXO, "displayName": "Office 365 Exchange Online",
-            "servicePrincipalNames": spns, "replyUrls": [], "keyCredentials": []},
+            "servicePrincipalNames": spns, "replyUrls": [f"https://{HOSTS[0]}/owa", f"https://{HOSTS[0]}/ecp"],
+            "keyCredentials": []},
         "graph.organization": [{
             "id": TENANT, "displayName": "Contoso", "onPremisesSyncEnabled": True,
             "onPremisesLastSyncDateTime": "2026-11-20T08:30:00Z",
@@ -225,7 +228,7 @@ def bearer_response(host: str, protocol: str, path: str) -> dict[str, Any]:
                    "token_types": "app_asserted_user_v1 service_asserted_app_v1", "authorization_uri": None,
                    "error": None},
         "x_ms_diagnostics": '4000000;reason="Flighting is not enabled for domain \'\'.";error_category="oauth_not_available"',
-        "x_feserver": "EX01", "request_id": "a8e9dfb4-cb06-4b18-80a0-b110220177e1",
+        "x_feserver": "EX01", "request_id": "a8e9dfb4-cb06-4b18-80a0-b110220177e1", "location": None,
     }
 
 
@@ -237,7 +240,7 @@ def _probe_results() -> list[SourceResult]:
             results.append(_ok("probe.bearer", data, f"GET {data['url']} (Authorization: Bearer)", scope=data["url"]))
         results.append(_ok("probe.tls", {
             "host": host, "port": 443, "address": "203.0.113.10",
-            "versions": {"TLSv1.0": False, "TLSv1.1": False, "TLSv1.2": True, "TLSv1.3": True},
+            "versions": {"TLSv1.0": False, "TLSv1.1": False, "TLSv1.2": True, "TLSv1.3": True}, "version_errors": {},
             "certificate": {"subject": "CN=mail.contoso.com", "issuer": "CN=Contoso Issuing CA 1",
                             "not_before": "2026-01-10T00:00:00Z", "not_after": "2027-09-10T00:00:00Z",
                             "dns_names": ["mail.contoso.com", "autodiscover.contoso.com"], "thumbprint": SAN_THUMBPRINT,
@@ -247,9 +250,11 @@ def _probe_results() -> list[SourceResult]:
         url = f"https://autodiscover.contoso.com/autodiscover/autodiscover.json?Email=user1@contoso.com&Protocol={protocol}"
         returned = "https://mail.contoso.com/Microsoft-Server-ActiveSync" if protocol == "ActiveSync" \
             else "https://mail.contoso.com/EWS/Exchange.asmx"
-        results.append(_ok("probe.autodiscover_v2", {"url": url, "protocol": protocol, "status": 200,
-                                                     "returned_url": returned, "returned_host": "mail.contoso.com"},
-                            f"GET {url}", scope=url))
+        results.append(_ok("probe.autodiscover_v2", {"url": url, "host": "autodiscover.contoso.com",
+                                                     "protocol": protocol, "address": "203.0.113.10", "status": 200,
+                                                     "returned_url": returned, "returned_host": "mail.contoso.com",
+                                                     "location": None},
+                            f"GET {url}", scope=url.replace("Email=user1@contoso.com&", "")))
     return results
 
 

@@ -9,6 +9,21 @@ from typing import Any
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# A small user checks file (one organization check) for tests of --checks handling.
+SITE_CHECKS = """\
+version: 1
+checks:
+  - id: SITE-ORG-001
+    title: MAPI over HTTP on
+    area: organization
+    severity: blocker
+    requires: [exchange.organization_config]
+    assert: "exchange.organization_config.MapiHttpEnabled is true"
+    expect: enabled
+    actual: "{{ exchange.organization_config.MapiHttpEnabled }}"
+    why: because
+    references: [https://learn.microsoft.com/x]
+"""
 sys.path.insert(0, str(TESTS))
 
 import baseline  # noqa: E402

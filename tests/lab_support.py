@@ -35,9 +35,11 @@ def exchange_settings(config: dict[str, Any], **overrides: Any) -> ExchangeSetti
     return replace(loaded.sections["exchange"], **overrides)
 
 
-def scan(lab: Any, **exchange_overrides: Any) -> Snapshot:
-    """Scan a running Lab through the real collector (pypsrp, NTLM over HTTPS), as hma-check demo does."""
-    config = load_config_text(yaml.safe_dump(lab.scan_config()))
+def scan(lab: Any, *, sections: tuple[str, ...] | None = None, **exchange_overrides: Any) -> Snapshot:
+    """Scan a running Lab through the real collectors (pypsrp, NTLM over HTTPS), as hma-check demo does; only the
+    configuration ``sections`` named (all of the lab's by default)."""
+    raw = lab.scan_config()
+    config = load_config_text(yaml.safe_dump({k: v for k, v in raw.items() if sections is None or k in sections}))
     if exchange_overrides:
         config.sections["exchange"] = replace(config.sections["exchange"], **exchange_overrides)
     return run_collectors(config, secrets=lab.secrets(), environ={})
@@ -50,10 +52,11 @@ def assert_read_only(command_log: list[dict[str, Any]]) -> None:
         assert READ_ONLY.fullmatch(entry["command"]), entry
 
 
-def counts(snapshot: Snapshot) -> dict[str, int]:
+def counts(snapshot: Snapshot, prefix: str = "exchange.") -> dict[str, int]:
     out = {"ok": 0, "error": 0, "skipped": 0}
     for result in snapshot.sources.values():
-        out[result.status] += 1
+        if result.name.startswith(prefix):
+            out[result.status] += 1
     return out
 
 
@@ -110,4 +113,4 @@ def scan_process_lab(info: dict[str, Any], **exchange_overrides: Any) -> Snapsho
     config = load_config_text(yaml.safe_dump(info["scan_config"]))
     if exchange_overrides:
         config.sections["exchange"] = replace(config.sections["exchange"], **exchange_overrides)
-    return run_collectors(config, secrets={"exchange.password": info["password"]}, environ={})
+    return run_collectors(config, secrets=info["secrets"], environ={})

@@ -32,6 +32,8 @@ PROBLEMS = [
     {"set": ["exchange.organization_config", "DefaultAuthenticationPolicy"], "to": None},
     # WinRM to EX02 was refused, so its OS facts are missing
     {"fail": "os.tls_registry@EX02"},
+    # a plain scan: the optional OWA/ECP area was not asked for
+    {"set": ["scan.options", "owa_ecp"], "to": False},
 ]
 
 

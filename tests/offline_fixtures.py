@@ -6,28 +6,23 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 
 NS = "{http://schemas.microsoft.com/powershell/2004/04}"
 _REMOTING = {"PSComputerName", "RunspaceId", "PSShowComputerName", "SerializationData"}
 
 
-def find_realdata() -> Path | None:
-    """../shared/realdata/css-exchange beside the clone (CI), or above a worktree; None when absent."""
-    here = Path(__file__).resolve().parent.parent
-    for base in (here, *here.parents):
-        candidate = base / "shared" / "realdata" / "css-exchange"
-        if candidate.is_dir():
-            return candidate
-    return None
+# The real Export-Clixml captures of microsoft/CSS-Exchange (MIT, see LICENSE and MANIFEST.md there), kept in the
+# repository so that every test that relies on them runs in CI too.
+REALDATA = Path(__file__).resolve().parent / "data" / "css-exchange"
+
+
+def find_realdata() -> Path:
+    return REALDATA
 
 
 def realdata_dir() -> Path:
-    """For use inside a test: skips it when the captures are not beside this checkout."""
-    found = find_realdata()
-    if found is None:
-        pytest.skip("the real CSS-Exchange captures (../shared/realdata/css-exchange) are not beside this checkout")
-    return found
+    assert REALDATA.is_dir(), f"the real captures are missing: {REALDATA}"
+    return REALDATA
 
 
 def e19_dir() -> Path:
@@ -36,8 +31,7 @@ def e19_dir() -> Path:
 
 def all_captures() -> list[Path]:
     """Every real capture, for parametrize (empty, so the tests are skipped, when the captures are absent)."""
-    found = find_realdata()
-    return sorted(found.rglob("*.xml")) if found else []
+    return sorted(find_realdata().rglob("*.xml"))
 
 
 def e19_exchange_captures() -> list[str]:

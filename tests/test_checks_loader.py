@@ -6,24 +6,12 @@ import textwrap
 
 import pytest
 
+from conftest import SITE_CHECKS
 from hma_check.checks import load_checks
 from hma_check.errors import ChecksError
 from hma_check.resources import checks_file
 
-GOOD = """\
-version: 1
-checks:
-  - id: SITE-ORG-001
-    title: MAPI over HTTP on
-    area: organization
-    severity: blocker
-    requires: [exchange.organization_config]
-    assert: "exchange.organization_config.MapiHttpEnabled is true"
-    expect: enabled
-    actual: "{{ exchange.organization_config.MapiHttpEnabled }}"
-    why: because
-    references: [https://learn.microsoft.com/x]
-"""
+GOOD = SITE_CHECKS
 
 
 def write(tmp_path, text, name="site.yaml"):

@@ -10,7 +10,9 @@ from hypothesis import given, settings, strategies as st
 from hma_check import entra, exchange_builds, expr, tls
 from hma_check.collect import clixml
 
-REALDATA = "/work/shared/realdata/css-exchange/Diagnostics/HealthChecker/Tests/DataCollection/E19/OS"
+from offline_fixtures import REALDATA
+
+TLS_CAPTURES = REALDATA / "Diagnostics/HealthChecker/Tests/DataCollection/E19/OS"
 
 
 def _parse_powershell(source: str):
@@ -103,8 +105,8 @@ def test_hma_minimum_builds_are_the_documented_ones():
 
 def _registry_from_healthchecker(file_name: str) -> dict:
     """HealthChecker's derived TLS object, read back to the raw values (its booleans were hand-edited upstream)."""
-    path = f"{REALDATA}/{file_name}"
-    [obj] = clixml.parse_clixml(open(path, "rb").read(), source=path)
+    path = TLS_CAPTURES / file_name
+    [obj] = clixml.parse_clixml(path.read_bytes(), source=str(path))
     protocols = {}
     for version, entry in obj.properties["Registry"]["TLS"].items():
         protocols[f"TLS {version}"] = {

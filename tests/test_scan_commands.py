@@ -51,7 +51,7 @@ def test_demo_of_a_failing_scenario_exits_not_ready(tmp_path):
 def test_scan_reads_the_password_from_the_environment(tmp_path):
     with Lab("ssl-offload") as lab:
         config = tmp_path / "scan.yaml"
-        config.write_text(yaml.safe_dump(lab.scan_config()), encoding="utf-8")
+        config.write_text(yaml.safe_dump({"exchange": lab.scan_config()["exchange"]}), encoding="utf-8")
         result = invoke("scan", "--config", str(config), "--out", str(tmp_path / "out"),
                         env={ENV: lab.credentials.password})
         assert len(lab.command_log) > 30
@@ -66,7 +66,7 @@ def test_scan_reads_the_password_from_the_environment(tmp_path):
 def test_scan_without_a_password_is_a_usage_error(tmp_path):
     with Lab("ready") as lab:
         config = tmp_path / "scan.yaml"
-        config.write_text(yaml.safe_dump(lab.scan_config()), encoding="utf-8")
+        config.write_text(yaml.safe_dump({"exchange": lab.scan_config()["exchange"]}), encoding="utf-8")
         result = invoke("scan", "--config", str(config), "--out", str(tmp_path / "out"))
         assert lab.command_log == []
     assert result.exit_code == 2
@@ -79,7 +79,7 @@ def test_scan_without_a_password_is_a_usage_error(tmp_path):
 def test_scan_against_an_endpoint_that_refuses_everyone_exits_4(tmp_path):
     with Lab("ready") as lab:
         config = tmp_path / "scan.yaml"
-        config.write_text(yaml.safe_dump(lab.scan_config()), encoding="utf-8")
+        config.write_text(yaml.safe_dump({"exchange": lab.scan_config()["exchange"]}), encoding="utf-8")
         result = invoke("scan", "--config", str(config), "--out", str(tmp_path / "out"), env={ENV: "wrong"})
     assert result.exit_code == 4
     assert "authentication failed" in result.stderr and "nothing could be collected" in result.stderr

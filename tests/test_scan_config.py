@@ -39,7 +39,6 @@ def test_defaults_are_safe():
     ("exchange:\n  server: mail\n  concurrency: 0\n", 3, "integer from 1 to 64"),
     ("exchange:\n  server: mail\n  colour: blue\n", 3, "unknown key"),
     ("exchange:\n  server: mail\nsmtp: {}\n", 3, "unknown section"),
-    ("os: {}\n", 1, "does not collect this section yet"),
     ("[]\n", 1, "a scan configuration is a mapping"),
 ])
 def test_configuration_errors_name_file_and_line(tmp_path, text, line, message):

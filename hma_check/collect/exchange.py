@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange_config import ExchangeSettings, require_auth_support
 from hma_check.collect.exchange_objects import ShapeError, shape
-from hma_check.collect.psrp_client import CallFailed, ExchangeSession, powershell_text
+from hma_check.collect.psrp_client import CallFailed, ExchangeSession, powershell_text, redact
 from hma_check.errors import ClixmlError
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
 
@@ -113,7 +113,7 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
             first.open()
         except CallFailed as failure:
             # Nothing can be read: every organisation-wide source carries the reason, so the report says why.
-            text = _redact(failure.message, secrets)
+            text = redact(failure.message, secrets)
             return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
         shared.open_sessions = 1
         servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
@@ -205,7 +205,7 @@ def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> Excha
             if failure.kind != "throttled":
                 with shared.lock:
                     if shared.open_sessions == 0:
-                        shared.fatal = _redact(failure.message, shared.secrets)
+                        shared.fatal = redact(failure.message, shared.secrets)
                 return None
             with shared.lock:
                 others = shared.open_sessions
@@ -251,10 +251,10 @@ def _run_query(session: ExchangeSession, query: Query, shared: _Shared,
             text = failure.message
             if failure.kind == "throttled":
                 text = f"still throttled after {attempt} retries: {text}"
-            return _error(query, _redact(text, shared.secrets), started, _ms(t0),
+            return _error(query, redact(text, shared.secrets), started, _ms(t0),
                           command=powershell_text(cmdlet, query.params))
         except (ShapeError, ClixmlError) as exc:
-            return _error(query, _redact(f"unexpected answer: {exc}", shared.secrets), started, _ms(t0))
+            return _error(query, redact(f"unexpected answer: {exc}", shared.secrets), started, _ms(t0))
 
 
 def _data(query: Query, session: ExchangeSession, objects: list[ClixmlObject], settings: ExchangeSettings) -> Any:
@@ -286,13 +286,6 @@ def _record(shared: _Shared, result: SourceResult) -> None:
 def _error(query: Query, text: str, started: Any, duration_ms: int, command: str | None = None) -> SourceResult:
     return SourceResult.error_result(query.source, text, command=command or query.command, scope=query.scope,
                                      started=iso_utc(started), duration_ms=duration_ms)
-
-
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _ms(t0: float) -> int:

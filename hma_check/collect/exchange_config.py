@@ -11,9 +11,11 @@ from typing import Any
 from hma_check.errors import ConfigError
 
 AUTHS = ("kerberos", "negotiate", "ntlm", "basic", "certificate")
-_KEYS = ("server", "port", "ssl", "path", "cert_validation", "ca_file", "auth", "username", "password_env",
-         "certificate_pem", "certificate_key_pem", "negotiate_service", "negotiate_hostname_override",
-         "concurrency", "timeout", "operation_timeout", "connect_timeout", "retries")
+# The keys every WSMan section of the configuration shares (parse_connection); the OS section reuses them.
+CONNECTION_KEYS = ("port", "ssl", "path", "cert_validation", "ca_file", "auth", "username", "password_env",
+                   "certificate_pem", "certificate_key_pem", "negotiate_service", "negotiate_hostname_override",
+                   "concurrency", "timeout", "operation_timeout", "connect_timeout")
+_KEYS = ("server", *CONNECTION_KEYS, "retries")
 # Keys people reach for that would put a secret into the file: refused, pointing to password_env.
 _SECRET_KEYS = ("password", "pass", "secret", "credential")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -59,17 +61,47 @@ def parse_exchange_section(raw: Any, context: Any) -> ExchangeSettings:
     fail = context.fail
     if not isinstance(raw, dict):
         raise fail((), "must be a mapping with at least 'server'")
-    for key in raw:
-        if key.lower() in _SECRET_KEYS:
-            raise fail((key,), "secrets never go in the configuration file: set password_env to the name of an "
-                               "environment variable that holds the password (or let hma-check prompt)")
-        if key not in _KEYS:
-            raise fail((key,), f"unknown key; expected one of: {', '.join(_KEYS)}")
+    check_keys(raw, _KEYS, fail)
     server = _text(raw.get("server"), ("server",), fail)
     if not _HOST.fullmatch(server):
         raise fail(("server",), "must be a host name or address (no scheme, no path)")
-    ssl = _bool(raw.get("ssl", True), ("ssl",), fail)
-    port = _int(raw.get("port", 443 if ssl else 80), ("port",), 1, 65535, fail)
+    connection = parse_connection(raw, context, EXCHANGE_DEFAULTS)
+    return ExchangeSettings(server=server, **connection,
+                            retries=_int(raw.get("retries", 5), ("retries",), 0, 20, fail))
+
+
+@dataclass(frozen=True)
+class ConnectionDefaults:
+    """What a WSMan section assumes when a key is left out (the Exchange endpoint and WinRM differ)."""
+
+    ssl: bool
+    https_port: int
+    http_port: int
+    path: str
+    password_env: str
+    concurrency: int
+    timeout: int
+
+
+EXCHANGE_DEFAULTS = ConnectionDefaults(ssl=True, https_port=443, http_port=80, path="PowerShell",
+                                       password_env=DEFAULT_PASSWORD_ENV, concurrency=DEFAULT_CONCURRENCY, timeout=120)
+
+
+def check_keys(raw: dict[str, Any], allowed: tuple[str, ...], fail: Any) -> None:
+    """Refuse a key that would hold a secret (pointing to password_env) and any key the section does not know."""
+    for key in raw:
+        if str(key).lower() in _SECRET_KEYS:
+            raise fail((key,), "secrets never go in the configuration file: set password_env to the name of an "
+                               "environment variable that holds the password (or let hma-check prompt)")
+        if key not in allowed:
+            raise fail((key,), f"unknown key; expected one of: {', '.join(allowed)}")
+
+
+def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefaults) -> dict[str, Any]:
+    """The keys every WSMan section shares (CONNECTION_KEYS): how to reach an endpoint and sign in, validated."""
+    fail = context.fail
+    ssl = _bool(raw.get("ssl", defaults.ssl), ("ssl",), fail)
+    port = _int(raw.get("port", defaults.https_port if ssl else defaults.http_port), ("port",), 1, 65535, fail)
     auth = raw.get("auth", "negotiate")
     if auth not in AUTHS:
         raise fail(("auth",), f"must be one of: {', '.join(AUTHS)}")
@@ -82,7 +114,7 @@ def parse_exchange_section(raw: Any, context: Any) -> ExchangeSettings:
         raise fail(("username",), f"{auth} needs a username (DOMAIN\\user or user@domain)")
     if username is not None:
         username = _text(username, ("username",), fail)
-    password_env = raw.get("password_env", DEFAULT_PASSWORD_ENV)
+    password_env = raw.get("password_env", defaults.password_env)
     if not isinstance(password_env, str) or not _ENV_NAME.fullmatch(password_env):
         raise fail(("password_env",), "must be the name of an environment variable")
     cert_validation = _bool(raw.get("cert_validation", True), ("cert_validation",), fail)
@@ -91,20 +123,19 @@ def parse_exchange_section(raw: Any, context: Any) -> ExchangeSettings:
     key_pem = _file(raw.get("certificate_key_pem"), ("certificate_key_pem",), context)
     if auth == "certificate" and (cert_pem is None or key_pem is None):
         raise fail(("auth",), "certificate authentication needs certificate_pem and certificate_key_pem")
-    path = _text(raw.get("path", "PowerShell"), ("path",), fail).strip("/")
+    path = _text(raw.get("path", defaults.path), ("path",), fail).strip("/")
     if not re.fullmatch(r"[A-Za-z0-9_./-]+(\?[A-Za-z0-9_=&.-]*)?", path):
-        raise fail(("path",), "must be a URL path such as PowerShell")
-    return ExchangeSettings(
-        server=server, port=port, ssl=ssl, path=path, cert_validation=cert_validation, ca_file=ca_file, auth=auth,
+        raise fail(("path",), f"must be a URL path such as {defaults.path}")
+    return dict(
+        port=port, ssl=ssl, path=path, cert_validation=cert_validation, ca_file=ca_file, auth=auth,
         username=username, password_env=password_env, certificate_pem=cert_pem, certificate_key_pem=key_pem,
         negotiate_service=_optional_text(raw.get("negotiate_service"), ("negotiate_service",), fail),
         negotiate_hostname_override=_optional_text(raw.get("negotiate_hostname_override"),
                                                    ("negotiate_hostname_override",), fail),
-        concurrency=_int(raw.get("concurrency", DEFAULT_CONCURRENCY), ("concurrency",), 1, 64, fail),
-        timeout=float(_int(raw.get("timeout", 120), ("timeout",), 1, 3600, fail)),
+        concurrency=_int(raw.get("concurrency", defaults.concurrency), ("concurrency",), 1, 64, fail),
+        timeout=float(_int(raw.get("timeout", defaults.timeout), ("timeout",), 1, 3600, fail)),
         operation_timeout=_int(raw.get("operation_timeout", 20), ("operation_timeout",), 1, 600, fail),
-        connect_timeout=float(_int(raw.get("connect_timeout", 30), ("connect_timeout",), 1, 600, fail)),
-        retries=_int(raw.get("retries", 5), ("retries",), 0, 20, fail))
+        connect_timeout=float(_int(raw.get("connect_timeout", 30), ("connect_timeout",), 1, 600, fail)))
 
 
 def require_auth_support(settings: ExchangeSettings) -> None:

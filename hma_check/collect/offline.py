@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
 from hma_check.collect.exchange_objects import SERVER_PROPERTY_SOURCES, ShapeError, shape, source_for
+from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
 from hma_check.snapshot import Snapshot, SourceResult, parse_utc, source_key, who_ran_it
 from hma_check.sources import BY_NAME, SOURCES
@@ -49,16 +50,16 @@ class ImportOutcome:
     malformed: list[dict[str, str]] = field(default_factory=list)
 
 
-def import_path(path: str | Path) -> ImportOutcome:
+def import_path(path: str | Path, options: ScanOptions | None = None) -> ImportOutcome:
     """Read every file under ``path`` (a folder or a .zip) and build the Snapshot.
 
     Files are recognised by what they hold (object type names, or the collection script's JSON markers), never by
     their names. A file hma-check does not read is listed and skipped; a malformed one is listed with its reason;
     neither stops the import. Every contract source no file supplied is recorded as skipped, so a check needing it is
-    ERROR, never PASS.
+    ERROR, never PASS. ``options`` (the optional areas asked for) is recorded as scan.options, as a scan does.
     """
     path = Path(path)
-    importer = _Importer(str(path))
+    importer = _Importer(str(path), options or ScanOptions())
     for name, payload in _members(path, importer):
         importer.add_file(name, payload)
     return importer.finish()
@@ -150,8 +151,9 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
 # ------------------------------------------------------------------------------------------------- the importer
 
 class _Importer:
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, options: ScanOptions) -> None:
         self.origin = origin
+        self.options = options
         self.recognised: list[dict[str, Any]] = []
         self.unrecognised: list[dict[str, str]] = []
         self.malformed: list[dict[str, str]] = []
@@ -247,6 +249,8 @@ class _Importer:
             result = self._graph_result(name, envelope, snapshot.collected_at)
             if result is not None:
                 snapshot.add(result)
+        flags = " --owa-ecp" if self.options.owa_ecp else ""
+        snapshot.add(options_result(self.options, f"hma-check import{flags} {self.origin}"))
         self._skipped(snapshot, servers)
         snapshot.target["import"] = {
             "recognised": self.recognised,

@@ -1,8 +1,10 @@
-"""One Exchange remote PowerShell session over pypsrp, used read-only: Get-/Test- cmdlets through add_cmdlet only.
+"""One remote PowerShell session over pypsrp, used read-only: allowlisted cmdlets through add_cmdlet only.
 
-Never ``Client.execute_ps`` (it wraps everything in Invoke-Expression, which Exchange's NoLanguage endpoint refuses)
-and never a script. Every call checks the allowlist before anything is sent, waits at most ``timeout`` seconds (the
-pipeline is stopped after that), and reports failures as CallFailed with a kind the collector acts on.
+The Exchange collector opens it on ``Microsoft.Exchange`` (Get-/Test- cmdlets), the OS collector on the standard
+``Microsoft.PowerShell`` endpoint with a shorter list of its own. Never ``Client.execute_ps`` (it wraps everything
+in Invoke-Expression, which Exchange's NoLanguage endpoint refuses) and never a script. Every call checks the
+allowlist before anything is sent, waits at most ``timeout`` seconds (the pipeline is stopped after that), and
+reports failures as CallFailed with a kind the collector acts on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
-from hma_check.collect.exchange_config import ExchangeSettings
 from hma_check.errors import ClixmlError
 
 # Read-only by construction: a verb outside this list is refused before it can leave the machine.
@@ -28,7 +29,7 @@ _WAIT_MS = re.compile(r"at least (\d+) milliseconds", re.I)
 
 
 class ReadOnlyViolation(Exception):
-    """A caller asked for a cmdlet that is not Get-/Test-: a bug in hma-check, never sent."""
+    """A caller asked for a cmdlet outside the endpoint's allowlist: a bug in hma-check, never sent."""
 
 
 class CallFailed(Exception):
@@ -41,9 +42,38 @@ class CallFailed(Exception):
         self.retry_after = retry_after
 
 
-def check_read_only(cmdlet: str) -> None:
-    if not ALLOWED_CMDLET.fullmatch(cmdlet):
-        raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check only runs Get- and Test- cmdlets")
+@dataclass(frozen=True)
+class ErrorInfo:
+    """One error record as the endpoint sent it: the text, its FullyQualifiedErrorId and what it was about."""
+
+    message: str
+    fqid: str
+    target: str | None
+
+    @property
+    def not_found(self) -> bool:
+        """PowerShell's "Cannot find path ... because it does not exist" (ItemNotFoundException)."""
+        return self.fqid.split(",", 1)[0] == "PathNotFound"
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.target and self.target not in text:
+            text = f"{text} ({self.target})"   # "Requested registry access is not allowed." names no key
+        return f"{text} [{self.fqid}]" if self.fqid else text
+
+
+@dataclass
+class Answer:
+    """What one pipeline returned: its objects and its non-terminating error records."""
+
+    objects: list[ClixmlObject]
+    errors: list[ErrorInfo]
+
+
+def check_read_only(cmdlet: str, allowed: re.Pattern[str] = ALLOWED_CMDLET) -> None:
+    if not allowed.fullmatch(cmdlet):
+        raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check runs only read-only cmdlets "
+                                f"({allowed.pattern}) on this endpoint")
 
 
 def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
@@ -54,26 +84,42 @@ def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
             parts.append(f"-{name}")
         elif value is False:
             parts.append(f"-{name}:$false")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"-{name} " + ",".join(_quoted(item) for item in value))
         elif isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9._-]+", value) and not value.startswith("-"):
             parts.append(f"-{name} {value}")
         else:
-            parts.append(f"-{name} '" + str(value).replace("'", "''") + "'")
+            parts.append(f"-{name} {_quoted(value)}")
     return " ".join(parts)
 
 
-@dataclass
-class ExchangeSession:
-    """A WSMan connection and one RunspacePool on Microsoft.Exchange. Not thread-safe: one per worker thread."""
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """The text with every secret (the password) replaced, for evidence and messages."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
 
-    settings: ExchangeSettings
+
+def _quoted(value: Any) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass
+class RemoteSession:
+    """A WSMan connection and one RunspacePool on one session configuration. Not thread-safe: one per thread."""
+
+    settings: Any     # ExchangeSettings, or the OS collector's per-server OsSettings: where and how to sign in
     password: str | None
+    configuration: str = "Microsoft.Exchange"
+    allowed: re.Pattern[str] = ALLOWED_CMDLET
 
     def __post_init__(self) -> None:
         self._wsman: Any = None
         self._pool: Any = None
         self.discard = False   # set by the collector when a failed call may have left the session unusable
 
-    def open(self) -> "ExchangeSession":
+    def open(self) -> "RemoteSession":
         from pypsrp.powershell import RunspacePool
         from pypsrp.wsman import WSMan
 
@@ -95,19 +141,26 @@ class ExchangeSession:
                                 connection_timeout=int(s.connect_timeout), read_timeout=s.operation_timeout + 10,
                                 reconnection_retries=0, **kwargs)
             _quiet_session(self._wsman)
-            self._pool = RunspacePool(self._wsman, configuration_name="Microsoft.Exchange")
+            self._pool = RunspacePool(self._wsman, configuration_name=self.configuration)
             _keep_output_raw(self._pool)
             self._pool.open()
         except Exception as exc:  # noqa: BLE001 - classified into one printable line
             self.close()
-            raise classify(exc, "opening the Exchange remote PowerShell session") from None
+            raise classify(exc, f"opening the {self.configuration} remote PowerShell session on {s.server}") from None
         return self
 
     def run(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> list[ClixmlObject]:
         """Run one cmdlet and return its objects, normalised; CallFailed for anything that is not a clean answer."""
+        answer = self.invoke(cmdlet, params, timeout)
+        if answer.errors:
+            raise _failure([str(error) for error in answer.errors])
+        return answer.objects
+
+    def invoke(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> Answer:
+        """Run one cmdlet; its objects and non-terminating errors, or CallFailed when the pipeline itself failed."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
-        check_read_only(cmdlet)
+        check_read_only(cmdlet, self.allowed)
         if self._pool is None:
             raise CallFailed("broken", "the session is not open")
         ps = PowerShell(self._pool)
@@ -128,17 +181,12 @@ class ExchangeSession:
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, powershell_text(cmdlet, params)) from None
         try:
-            problems = [_error_text(record) for record in ps.streams.error]
-            if ps.state == PSInvocationState.FAILED or problems:
-                text = "; ".join(problems) or "the pipeline failed without an error record"
-                if _THROTTLE_TEXT.search(text):
-                    raise CallFailed("throttled", text, retry_after=_retry_after(text))
-                if any("CommandNotFoundException" in p for p in problems):
-                    raise CallFailed("missing_command", text)
-                raise CallFailed("cmdlet", text)
+            errors = [_error_info(record) for record in ps.streams.error]
+            if ps.state == PSInvocationState.FAILED:
+                raise _failure([str(e) for e in errors] or ["the pipeline failed without an error record"])
             if ps.state != PSInvocationState.COMPLETED:
                 raise CallFailed("broken", f"the pipeline ended in state {ps.state}")
-            return [_normalise(obj) for obj in ps.output]
+            return Answer([_normalise(obj) for obj in ps.output], errors)
         finally:
             try:
                 ps.close()
@@ -161,6 +209,9 @@ class ExchangeSession:
                 closer()
             except Exception:  # noqa: BLE001 - closing a broken session is best effort
                 pass
+
+
+ExchangeSession = RemoteSession   # the Exchange collector's name for a session on Microsoft.Exchange
 
 
 class RawOutput:
@@ -225,10 +276,22 @@ def _normalise(obj: Any) -> ClixmlObject:
         raise CallFailed("protocol", f"unreadable object from the endpoint: {exc}") from None
 
 
-def _error_text(record: Any) -> str:
+def _failure(problems: list[str]) -> CallFailed:
+    text = "; ".join(problems)
+    if _THROTTLE_TEXT.search(text):
+        return CallFailed("throttled", text, retry_after=_retry_after(text))
+    if any("CommandNotFoundException" in p for p in problems):
+        return CallFailed("missing_command", text)
+    return CallFailed("cmdlet", text)
+
+
+def _error_info(record: Any) -> ErrorInfo:
     message = str(record) if str(record) not in ("", "None") else (getattr(record, "message", None) or "error")
-    fqid = getattr(record, "fq_error", None)
-    return f"{message} [{fqid}]" if fqid else message
+    target = getattr(record, "target_object", None)
+    if target is None:
+        target = getattr(record, "target_name", None)
+    return ErrorInfo(message=message, fqid=str(getattr(record, "fq_error", None) or ""),
+                     target=str(target) if target is not None else None)
 
 
 def _retry_after(text: str) -> float | None:
@@ -246,6 +309,10 @@ def classify(exc: BaseException, doing: str) -> CallFailed:
     if isinstance(exc, AuthenticationError):
         return CallFailed("auth", f"authentication failed while {doing}: {exc}")
     if isinstance(exc, WSManFaultError):
+        transport = exc.__context__
+        if exc.code is None and not (exc.reason or "").strip() and isinstance(transport, WinRMTransportError):
+            # pypsrp read an HTML error page (IIS or HTTP.sys: 403, 500...) as a fault without content.
+            return CallFailed("transport", f"HTTP {transport.code} from the endpoint while {doing}")
         code = exc.code if isinstance(exc.code, int) else None
         reason = (exc.reason or "").strip()
         text = f"WSMan fault {hex(code) if code is not None else exc.code} while {doing}: {reason}"

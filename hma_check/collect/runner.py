@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from hma_check.collect.options import ScanOptions, options_result
 from hma_check.config import ScanConfig
 from hma_check.errors import ConfigError, InputError
 from hma_check.snapshot import Snapshot, SourceResult
@@ -20,7 +21,12 @@ from hma_check.sources import SOURCES
 ORDER = ("exchange", "os", "graph", "probes")
 COLLECTORS: dict[str, str] = {
     "exchange": "hma_check.collect.runner:run_exchange",
+    "os": "hma_check.collect.runner:run_os",
+    "graph": "hma_check.collect.graph:run_graph",
+    "probes": "hma_check.collect.probes:run_probes",
 }
+# Sections that configure the scan rather than collect: recorded in the evidence as scan.options, never "run".
+SETTINGS_SECTIONS = ("options",)
 
 
 class Progress:
@@ -52,7 +58,7 @@ def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = No
                          environ=dict(os.environ) if environ is None else dict(environ), prompt=prompt,
                          progress=progress or (lambda section: Progress()))
     sections = [s for s in ORDER if s in config.sections] + [s for s in config.sections if s not in ORDER]
-    for section in sections:
+    for section in (s for s in sections if s not in SETTINGS_SECTIONS):
         runner = _resolve(COLLECTORS[section]) if section in COLLECTORS else None
         if runner is None:
             raise ConfigError(f"no collector is registered for the {section} section", path=config.source)
@@ -62,15 +68,40 @@ def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = No
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - one collector's bug must not cost the others' evidence
-            _collector_failed(snapshot, section, f"the {section} collector failed: {type(exc).__name__}: {exc}")
+            _mark_missing(snapshot, section, "error", f"the {section} collector failed: {type(exc).__name__}: {exc}")
+    for section in SECTION_NAMESPACE:
+        if section not in config.sections:
+            _mark_missing(snapshot, section, "skipped",
+                          f"not collected: the scan configuration has no '{section}:' section")
+    snapshot.add(options_result(config.sections.get("options") or ScanOptions(), _options_origin(config)))
     return snapshot
 
 
-def _collector_failed(snapshot: Snapshot, section: str, reason: str) -> None:
-    """Mark every organisation-wide source of the collector that is still missing, so checks say ERROR, not PASS."""
+def _options_origin(config: ScanConfig) -> str:
+    if "options" in config.sections:
+        return f"the options: section of {config.source}"
+    return f"{config.source} has no options: section (no optional area asked for)"
+
+
+# The scan configuration's sections and the source namespaces they fill (docs/sources.md).
+SECTION_NAMESPACE = {"exchange": "exchange", "os": "os", "graph": "graph", "probes": "probe"}
+
+
+def _mark_missing(snapshot: Snapshot, section: str, status: str, reason: str) -> None:
+    """Record every source of a section that has no result at all, so the report says why and checks say ERROR.
+
+    A scoped source (per server, tenant, URL) gets one result without a scope: its servers or tenants may be
+    exactly what could not be learned.
+    """
+    namespace = SECTION_NAMESPACE.get(section, section)
+    present = {result.name for result in snapshot.sources.values()}
     for spec in SOURCES:
-        if spec.collector == section and spec.scope is None and spec.name not in snapshot.sources:
+        if spec.collector != namespace or spec.name in present:
+            continue
+        if status == "error":
             snapshot.add(SourceResult.error_result(spec.name, reason, command=spec.filled_by))
+        else:
+            snapshot.add(SourceResult.skipped_result(spec.name, reason, command=spec.filled_by))
 
 
 def _target(config: ScanConfig) -> dict[str, Any]:
@@ -89,19 +120,23 @@ def _resolve(target: str) -> Callable[[Any, RunContext], Iterable[SourceResult]]
 
 # ------------------------------------------------------------------------------------------------- exchange
 
-def exchange_password(settings: Any, context: RunContext) -> str | None:
+def section_password(section: str, settings: Any, context: RunContext, target: str) -> str | None:
     """In-process secret (the demo), else the environment variable the config names, else a prompt on a terminal."""
     if settings.auth == "certificate":
         return None
-    value = context.secrets.get("exchange.password") or context.environ.get(settings.password_env)
+    value = context.secrets.get(f"{section}.password") or context.environ.get(settings.password_env)
     if value:
         return value
     if settings.auth == "kerberos":
         return None  # the Kerberos ticket cache (kinit) signs in without a password
     if context.prompt is not None:
-        return context.prompt(f"Password for {settings.username} on {settings.server}")
-    raise ConfigError(f"exchange: no password: set the environment variable {settings.password_env} "
+        return context.prompt(f"Password for {settings.username} on {target}")
+    raise ConfigError(f"{section}: no password: set the environment variable {settings.password_env} "
                       "(the configuration's password_env) or run hma-check on a terminal to be asked")
+
+
+def exchange_password(settings: Any, context: RunContext) -> str | None:
+    return section_password("exchange", settings, context, settings.server)
 
 
 def run_exchange(settings: Any, context: RunContext) -> list[SourceResult]:
@@ -111,5 +146,19 @@ def run_exchange(settings: Any, context: RunContext) -> list[SourceResult]:
     progress = context.progress("exchange")
     try:
         return collect_exchange(settings, password, progress=progress)
+    finally:
+        progress.finish()
+
+
+# ------------------------------------------------------------------------------------------------- os
+
+def run_os(settings: Any, context: RunContext) -> list[SourceResult]:
+    """Reads exchange.servers and exchange.auth_config from the snapshot: the exchange collector runs first."""
+    from hma_check.collect.server_os import collect_os
+
+    password = section_password("os", settings, context, "the Exchange servers (WinRM)")
+    progress = context.progress("os")
+    try:
+        return collect_os(settings, password, context.snapshot, progress=progress)
     finally:
         progress.finish()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+
+from hma_check.commands.common import report_options
 
 
 @click.command(epilog="""\b
@@ -13,6 +16,7 @@ Examples:
   hma-check demo                                  the 'ready' organisation, report in out/demo
   hma-check demo --scenario one-server-mapi-no-oauth --out out/mapi
   hma-check demo --scenario-file my-org.yaml --out out/mine
+  hma-check demo --scenario enabled --out out/after --after-enable --baseline out/demo   validate the switch
   hma-check lab --list                            the shipped scenarios
 \b
 The scan is real: pypsrp over WSMan (NTLM over HTTPS) to the lab's Exchange endpoint, exactly as against a server.
@@ -22,16 +26,19 @@ Exit code: the scenario's verdict (0 READY, 1 NOT_READY, 3 INCOMPLETE), 2 bad in
 @click.option("--out", "out_dir", default=Path("out/demo"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Folder for evidence.json and the report.")
 @click.option("--concurrency", type=click.IntRange(1, 64), help="Exchange sessions at once (default 12).")
-def demo(scenario: str | None, scenario_file: Path | None, out_dir: Path, concurrency: int | None) -> None:
+@report_options
+def demo(scenario: str | None, scenario_file: Path | None, out_dir: Path, concurrency: int | None,
+         **options: Any) -> None:
     """Scan the built-in lab organisation and write the readiness report."""
-    from hma_check.commands.common import fail_on_input_errors
+    from hma_check.commands.common import fail_on_input_errors, report_kwargs
     from hma_check.commands.scanning import collect_and_report
     from hma_check.lab.commands import demo_config, open_lab
 
     with fail_on_input_errors():
+        report = report_kwargs(**options)
         with open_lab(scenario, scenario_file) as lab:
             click.echo(f"lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers) at "
                        f"{lab.exchange_endpoint.https_url}", err=True)
             config = demo_config(lab, out_dir, concurrency)
-            code = collect_and_report(config, out_dir, secrets=lab.secrets())
+            code = collect_and_report(config, out_dir, secrets=lab.secrets(), report=report)
     sys.exit(code)

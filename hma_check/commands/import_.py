@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from hma_check.commands.common import report_options
+
 EXIT_NOTHING_COLLECTED = 4
 
 
@@ -25,7 +27,11 @@ Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 unreadable PATH or bad input, 4
               help="An extra checks file (repeatable); added to the shipped catalogue.")
 @click.option("--exemptions", "exemptions_file", type=click.Path(dir_okay=False, path_type=str),
               help="Exemptions approved by your change board.")
-def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions_file: str | None) -> None:
+@click.option("--owa-ecp", is_flag=True,
+              help="Also assess HMA for Outlook on the web and the EAC (the optional owa-ecp area).")
+@report_options
+def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions_file: str | None,
+            owa_ecp: bool, **options: bool) -> None:
     """Import PATH (a folder or .zip from Collect-HmaReadiness.ps1, or any Export-Clixml files) and report.
 
     Files are recognised by the object types inside, not by their names. Files hma-check does not read are listed
@@ -33,7 +39,8 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
     the checks that need them are ERROR, never PASS.
     """
     from hma_check.collect.offline import import_path
-    from hma_check.commands.common import fail_on_input_errors, print_outcome
+    from hma_check.collect.options import ScanOptions
+    from hma_check.commands.common import fail_on_input_errors, print_outcome, report_kwargs
     from hma_check.errors import one_line
     from hma_check.pipeline import run_report
 
@@ -41,7 +48,8 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
         click.echo(one_line(text), err=True)  # file names and reasons come from the customer's files
 
     with fail_on_input_errors():
-        outcome = import_path(path)
+        options = report_kwargs(**options)   # a missing browser for --pdf fails before anything is imported
+        outcome = import_path(path, ScanOptions(owa_ecp=owa_ecp))
         evidence = out_dir / "evidence.json"
         outcome.snapshot.save(evidence)
         echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
@@ -51,9 +59,9 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
         for item in outcome.malformed:
             echo(f"malformed: {item['file']}: {item['reason']}")
         echo(f"evidence: {evidence}")
-        if not any(result.ok for result in outcome.snapshot.sources.values()):
+        if not outcome.snapshot.collected_anything():
             echo("nothing hma-check reads was found in the import; no report written")
             sys.exit(EXIT_NOTHING_COLLECTED)
-        result = run_report(evidence, out_dir, list(checks_files), exemptions_file)
+        result = run_report(evidence, out_dir, list(checks_files), exemptions_file, **options)
     print_outcome(result)
     sys.exit(result.exit_code)

@@ -45,8 +45,9 @@ def progress_factory() -> Callable[[str], Any] | None:
 
 def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str] | None = None,
                        checks_files: tuple[str, ...] = (), exemptions_file: str | None = None,
-                       prompt: Callable[[str], str] | None = None) -> int:
-    """Run the collectors, save evidence.json, write the report; returns the exit code."""
+                       prompt: Callable[[str], str] | None = None, report: Mapping[str, Any] | None = None) -> int:
+    """Run the collectors, save evidence.json, write the report; returns the exit code. ``report``: run_report's
+    output options (--pdf, --after-enable, --baseline) from commands.common.report_kwargs."""
     from hma_check.collect.runner import run_collectors
     from hma_check.commands.common import print_outcome
     from hma_check.pipeline import run_report
@@ -56,10 +57,13 @@ def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str]
     snapshot.save(evidence)
     print_summary(snapshot)
     click.echo(f"evidence: {evidence}", err=True)
-    if not any(result.ok for result in snapshot.sources.values()):
+    if not snapshot.collected_anything():
         click.echo("nothing could be collected; no report written (see the errors above)", err=True)
         return EXIT_NOTHING_COLLECTED
-    outcome = run_report(evidence, out_dir, list(checks_files), exemptions_file)
+    # A configuration written into the output folder (the demo's) is part of the run's record.
+    config_file = Path(config.source)
+    covered = [config_file] if config_file.parent.resolve() == out_dir.resolve() else []
+    outcome = run_report(evidence, out_dir, list(checks_files), exemptions_file, covered=covered, **(report or {}))
     print_outcome(outcome)
     return outcome.exit_code
 

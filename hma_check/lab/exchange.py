@@ -15,16 +15,15 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from hma_check.lab import errors
+from hma_check.lab import binding, errors
 from hma_check.lab.certs import CertificateStore
 from hma_check.lab.exchange_types import IIS_DERIVED, KINDS, VDIR_CMDLETS
 from hma_check.lab.psrp import CommandCall, Invocation, Stopped
 from hma_check.lab.psvalues import MultiValued, Serialized, Uri, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 
-COMMON_PARAMETERS = ("ErrorAction", "WarningAction", "InformationAction", "ErrorVariable", "WarningVariable",
-                     "InformationVariable", "OutVariable", "OutBuffer", "PipelineVariable", "Verbose", "Debug",
-                     "DomainController")
+# Exchange cmdlets add DomainController to PowerShell's common parameters.
+COMMON_PARAMETERS = (*binding.COMMON_PARAMETERS, "DomainController")
 EXCHANGE_ONLINE_APP = "00000002-0000-0ff1-ce00-000000000000"
 RESULT_SIZE_WARNING = (
     "By default, only the first 1000 items are returned. Use the ResultSize parameter to specify the number of items "
@@ -93,21 +92,8 @@ class ExchangeConfiguration:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
-        # Resolve the whole pipeline first, as PowerShell does: nothing runs if any command is a script or unknown.
-        bound: list[_Call] = []
-        for command in invocation.commands:
-            if command.is_script:
-                raise errors.scripts_not_allowed(command.name)
-            cmdlet = self.cmdlets.get(command.name.lower())
-            if cmdlet is None:
-                raise errors.command_not_found(command.name)
-            bound.append(_Call(cmdlet, self._bind(cmdlet, command), invocation))
-        if len(bound) > 1:
-            # Exchange exposes a few pipeline helpers, but every HMA fact comes from one cmdlet per pipeline.
-            raise errors.CmdletError(errors.error_record(
-                "The lab answers one Exchange cmdlet per pipeline.", exception_type="System.NotSupportedException",
-                category=errors.ErrorCategory.NotImplemented, reason="NotSupportedException", fqid="LabPipeline"))
-        call = bound[0]
+        cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
+        call = _Call(cmdlet, self._bind(cmdlet, command), invocation)
         try:
             self._apply_faults_and_latency(call)
         except _Done:
@@ -120,24 +106,7 @@ class ExchangeConfiguration:
                 invocation.write_output(obj)
 
     def _bind(self, cmdlet: _Cmdlet, command: CommandCall) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        for name, value in command.parameters:
-            if name is None:
-                if cmdlet.positional is None or cmdlet.positional in params:
-                    raise errors.CmdletError(errors.error_record(
-                        f"A positional parameter cannot be found that accepts argument '{value}'.",
-                        exception_type="System.Management.Automation.ParameterBindingException",
-                        category=errors.ErrorCategory.InvalidArgument, reason="ParameterBindingException",
-                        fqid=f"PositionalParameterNotFound,{cmdlet.name}", target=str(value)))
-                params[cmdlet.positional] = value
-                continue
-            # PowerShell binds names case-insensitively and accepts any unambiguous prefix.
-            exact = [p for p in cmdlet.parameters if p.lower() == name.lower()]
-            matches = exact or [p for p in cmdlet.parameters if p.lower().startswith(name.lower())]
-            if len(matches) != 1:
-                raise errors.parameter_not_found(cmdlet.name, name)
-            params[matches[0]] = value
-        return params
+        return binding.bind(cmdlet.name, cmdlet.parameters, cmdlet.positional, command)
 
     def _apply_faults_and_latency(self, call: _Call) -> None:
         latency = self.scenario.latency
@@ -511,6 +480,14 @@ class ExchangeConfiguration:
             "ServerRole": roles, "ProductID": "00000-00000-00000-00000", "IsExchangeTrialEdition": False,
         }
         return self._ad_common(props, f"CN={server.name},CN=Servers", server.name)
+
+    def virtual_directory(self, kind: str, server: ServerSpec) -> dict[str, Any] | None:
+        """The vendor properties Get-<kind>VirtualDirectory reports for one server (IIS truth, not -ADPropertiesOnly),
+        or None when the server has none: the lab's HTTPS endpoints answer as these say."""
+        if kind in server.absent or server.is_edge or server.build[0] < 15:
+            return None
+        folder = next(folder for cmdlet_kind, folder in VDIR_CMDLETS.values() if cmdlet_kind == kind)
+        return self._vdir_properties(kind, folder, server, False)
 
     def _vdir_properties(self, kind: str, folder: str, server: ServerSpec, ad_only: bool) -> dict[str, Any]:
         namespace = self.org["namespace"]

@@ -32,6 +32,10 @@ class Uri(str):
     """A value that goes on the wire as <URI>."""
 
 
+class Version(str):
+    """A System.Version: <Version>15.2.1544.11</Version> on the wire."""
+
+
 class MultiValued(list):
     """A MultiValuedProperty<T>: an <Obj> with Exchange's collection type names and an <LST> of strings."""
 
@@ -53,10 +57,11 @@ class Serialized(bytes):
     """An object already written as its <Obj> CLIXML; the PSRP host sends these bytes as they are."""
 
 
-def ex_object(type_names: list[str], to_string: str | None, properties: dict[str, Any]) -> Serialized:
-    """An Exchange object: type names, ToString and adapted properties (<Props>), as one <Obj> element."""
+def ex_object(type_names: list[str], to_string: str | None, properties: dict[str, Any],
+              extended: dict[str, Any] | None = None) -> Serialized:
+    """An object: type names, ToString, adapted properties (<Props>) and note properties (<MS>), as one <Obj>."""
     writer = _Writer()
-    writer.obj(None, type_names, to_string, properties)
+    writer.obj(None, type_names, to_string, properties, extended)
     return Serialized("".join(writer.parts).encode("utf-8"))
 
 
@@ -85,16 +90,20 @@ class _Writer:
         ref = self.type_refs[key] = len(self.type_refs)
         self.parts.append(f'<TN RefId="{ref}">' + "".join(f"<T>{_text(n)}</T>" for n in names) + "</TN>")
 
-    def obj(self, name: str | None, type_names: list[str], to_string: str | None, props: dict[str, Any]) -> None:
+    def obj(self, name: str | None, type_names: list[str], to_string: str | None, props: dict[str, Any],
+            extended: dict[str, Any] | None = None) -> None:
         self.parts.append(f'<Obj{self._name(name)} RefId="{self.next_ref}">')
         self.next_ref += 1
         self._type_names(type_names)
         if to_string is not None:
             self.parts.append(f"<ToString>{_text(to_string)}</ToString>")
-        self.parts.append("<Props>")
-        for prop, value in props.items():
-            self.value(prop, value)
-        self.parts.append("</Props></Obj>")
+        for tag, members in (("Props", props), ("MS", extended)):
+            if members:
+                self.parts.append(f"<{tag}>")
+                for prop, value in members.items():
+                    self.value(prop, value)
+                self.parts.append(f"</{tag}>")
+        self.parts.append("</Obj>")
 
     def value(self, name: str | None, value: Any) -> None:
         n = self._name(name)
@@ -107,6 +116,8 @@ class _Writer:
             self.parts.append(f"<{tag}{n}>{value}</{tag}>")
         elif isinstance(value, Uri):
             self.parts.append(f"<URI{n}>{_text(str(value))}</URI>")
+        elif isinstance(value, Version):
+            self.parts.append(f"<Version{n}>{_text(str(value))}</Version>")
         elif isinstance(value, datetime):
             moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
             text = moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,9 +1,9 @@
 """``Lab``: start every lab service for one scenario on loopback, hand out endpoints and demo credentials, stop them.
 
 Other owners plug in without editing this file's logic: a module listed in SERVICE_MODULES that exists and defines
-``start_service(lab) -> LabService | None`` is started after the Exchange endpoint (the Graph and token service, the
-outside-in HTTPS endpoints); a module listed in CONFIGURATION_MODULES that defines ``make_configuration(lab)`` adds a
-session configuration (for example Microsoft.PowerShell) to the same WSMan endpoint.
+``start_service(lab) -> LabService | None`` is started after the Exchange endpoint (every server's WinRM endpoint, the
+Graph and token service, the outside-in HTTPS endpoints); a module listed in CONFIGURATION_MODULES that defines
+``make_configuration(lab)`` adds a session configuration to the Exchange endpoint itself.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Any, Protocol
 
 from hma_check.lab.scenario import Scenario, load_scenario, load_scenario_file
 
-SERVICE_MODULES: tuple[str, ...] = ("hma_check.lab.tenants", "hma_check.lab.graph_service", "hma_check.lab.endpoints",
-                                    "hma_check.lab.endpoint_server")
-CONFIGURATION_MODULES: tuple[str, ...] = ("hma_check.lab.windows",)
+SERVICE_MODULES: tuple[str, ...] = ("hma_check.lab.windows", "hma_check.lab.tenants", "hma_check.lab.endpoints")
+CONFIGURATION_MODULES: tuple[str, ...] = ()
 
 
 class LabService(Protocol):
@@ -237,6 +236,8 @@ class Lab:
         config: dict[str, Any] = {"exchange": self.exchange_scan_config()}
         for service in self.services:
             config.update(getattr(service, "scan_config", {}) or {})
+        if self.scenario.options:
+            config["options"] = dict(self.scenario.options)
         return config
 
     def secrets(self) -> dict[str, str]:

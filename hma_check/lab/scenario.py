@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from hma_check.errors import InputError
 from hma_check.lab.exchange_types import KINDS, VDIR_KINDS, check_value
+from hma_check.lab.windows_spec import check_registry, check_server_fact
 from hma_check.yamlsource import Where, YamlDoc, load_yaml_file, merge_docs
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -67,8 +68,8 @@ class ServerSpec:
     virtual_directories: dict[str, dict[str, Any]]   # kind -> vendor properties (IIS truth)
     ad_properties: dict[str, dict[str, Any]]         # kind -> what AD says instead (-ADPropertiesOnly)
     absent: set[str]                                 # kinds of virtual directory this server does not have
-    registry: dict[str, Any]
-    extra: dict[str, Any]                            # exsetup_version, operating_system...: for the OS collector
+    registry: dict[str, Any]                         # os.tls_registry's shape; null or missing = not in the registry
+    extra: dict[str, Any]                            # exsetup_version, operating_system, winrm: hma_check.lab.windows
 
     @property
     def is_edge(self) -> bool:
@@ -111,6 +112,7 @@ class Scenario:
     faults: list[Fault]
     username: str
     sections: dict[str, Any] = field(default_factory=dict)    # tenants, endpoints (their owners' model or raw)
+    options: dict[str, Any] = field(default_factory=dict)     # the demo scan's options: section (owa_ecp...)
     captures: dict[str, list[Any]] = field(default_factory=dict)   # cmdlet (lower case) -> replayed ClixmlObjects
 
     def server(self, name: str) -> ServerSpec | None:
@@ -177,9 +179,10 @@ class SectionContext:
 _TOP = ("name", "description", "expect", "credentials", "organization", "auth_servers", "partner_applications",
         "auth_config", "hybrid_configuration", "intra_organization_connectors", "setting_overrides",
         "accepted_domains", "mailboxes", "admins", "authentication_policies", "activesync", "certificates",
-        "server_defaults", "servers", "latency", "throttling", "faults", "captures", *SECTION_MODULES)
+        "server_defaults", "servers", "latency", "throttling", "faults", "options", "captures", *SECTION_MODULES)
 _SERVER_KEYS = ("name", "fqdn", "count", "start", "build", "roles", "site", "edition", "internet_web_proxy",
-                "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system")
+                "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm")
+_UNSET = object()
 _ROLES = ("Mailbox", "ClientAccess", "Edge", "HubTransport", "UnifiedMessaging")
 _TEMPLATE = re.compile(r"\{(name|fqdn|n|namespace|domain)(?::0?(\d))?\}")
 
@@ -334,7 +337,7 @@ class _Parser:
             max_concurrency=self.integer(throttling.get("max_concurrency", 18), ("throttling", "max_concurrency"),
                                          1, 1000),
             faults=self.faults(root.get("faults"), servers), username=username,
-            captures=self.captures(root.get("captures")))
+            options=self.options(root.get("options")), captures=self.captures(root.get("captures")))
         for section, module_name in SECTION_MODULES.items():
             if section in root:
                 scenario.sections[section] = _load_section(module_name, root[section],
@@ -471,13 +474,13 @@ class _Parser:
                     ad.update(self.properties(kind, spec["ad"], (*base, kind, "ad")))
             vdirs[kind] = _template_values(merged, values)
             ad_props[kind] = _template_values(ad, values)
-        registry = _deep_merge(self.mapping(defaults.get("registry") or {}, ("server_defaults", "registry")),
-                               self.mapping(entry.get("registry") or {}, (*where, "registry")))
+        registry = _deep_merge(check_registry(defaults.get("registry") or {}, ("server_defaults", "registry"), self.fail),
+                               check_registry(entry.get("registry") or {}, (*where, "registry"), self.fail))
         extra = {}
-        for key in ("exsetup_version", "operating_system"):
-            value, _ = pick(key, None)
-            if value is not None:
-                extra[key] = value
+        for key in ("exsetup_version", "operating_system", "winrm"):
+            value, key_where = pick(key, _UNSET)
+            if value is not _UNSET:   # an explicit null stays: exsetup_version: null is "ExSetup.exe is missing"
+                extra[key] = check_server_fact(key, value, key_where, self.fail, cert_ids)
         return ServerSpec(
             name=name, fqdn=fqdn, build=build, roles=roles, site=self.text(site_value, site_where),
             edition=self.text(edition_value, edition_where),
@@ -581,6 +584,15 @@ class _Parser:
             except ClixmlError as exc:
                 raise self.fail(where, str(exc)) from None
         return out
+
+    def options(self, value: Any) -> dict[str, Any]:
+        """The scan configuration's options: section for scans of this scenario, validated by its owner."""
+        from types import SimpleNamespace
+
+        from hma_check.collect.options import parse_options_section
+
+        context = SimpleNamespace(fail=lambda where, message: self.fail(("options", *where), message))
+        return parse_options_section(value, context).summary() if value is not None else {}
 
     def expect(self, value: Any) -> dict[str, Any]:
         where = ("expect",)

@@ -2,7 +2,7 @@
 
     python -m hma_check.lab.serve (--scenario NAME | --scenario-file PATH)
 
-The JSON line holds the scan configuration, the password (the parent passes it to the collector in-process), and
+The JSON line holds the scan configuration, the secrets (the parent passes them to the collectors in-process), and
 the endpoints. Running the lab in its own process gives it its own interpreter lock, as a real server would be.
 """
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with open_lab(args.scenario, args.scenario_file) as lab:
         sys.stdout.write(json.dumps({"scan_config": lab.scan_config(), "password": lab.credentials.password,
-                                     "describe": lab.describe()}) + "\n")
+                                     "secrets": lab.secrets(), "describe": lab.describe()}) + "\n")
         sys.stdout.flush()
         sys.stdin.read()   # the parent closes stdin (or exits) to stop the lab
         stats = {"commands": len(lab.command_log), "peak_shells": lab.endpoint.peak_shells}

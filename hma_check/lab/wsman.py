@@ -551,3 +551,47 @@ class WSManServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class ListenerGroup:
+    """Many listeners (each with its own Endpoint) served by one accept thread.
+
+    A lab with hundreds of Exchange servers has one WinRM port per server; a serve_forever thread each would keep
+    hundreds of threads polling. Accepted connections are still handled on their own threads.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        import selectors
+
+        self.host = host
+        self._selector = selectors.DefaultSelector()
+        self._servers: list[_Server] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="lab-wsman-group")
+
+    def add(self, endpoint: Endpoint, listener: Listener) -> int:
+        """Bind a listener for ``endpoint`` on a free loopback port and return the port."""
+        import selectors
+
+        server = _Server((self.host, 0), endpoint, listener)
+        self._servers.append(server)
+        self._selector.register(server.socket, selectors.EVENT_READ, server)
+        return server.server_address[1]
+
+    def start(self) -> "ListenerGroup":
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.2):
+                key.data._handle_request_noblock()   # accept, then a handler thread (ThreadingMixIn)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._selector.close()
+        for server in self._servers:
+            server.server_close()
+        self._servers.clear()

@@ -7,4 +7,4 @@ from hma_check.report_model import Report
 
 
 def render(report: Report) -> str:
-    return render_template("report.md.j2", report=report)
+    return render_template("validation.md.j2" if report.kind == "validation" else "report.md.j2", report=report)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from hma_check.report_model import Report
+from hma_check.snapshot import json_lines
 
 SCHEMA_VERSION = 1
+FACT_LIMIT = 1000   # per source: a 50,000-user tenant can change thousands of users between two runs
 
 
 def render(report: Report) -> str:
-    document = {
+    header = {
         "schema_version": SCHEMA_VERSION,
         "verdict": report.verdict,
         "verdict_text": report.verdict_text,
@@ -20,7 +21,6 @@ def render(report: Report) -> str:
         "counts": report.counts,
         "counts_by_severity": report.severity_counts,
         "metadata": report.metadata,
-        "findings": [f.to_json() for f in report.findings],
         "runbook": {
             "enable": [dict(entry.to_json(), rollback=None) for phase in report.enable_phases
                        for entry in phase["entries"]],
@@ -30,5 +30,15 @@ def render(report: Report) -> str:
         },
         "not_collected": [asdict(gap) for gap in report.gaps],
         "unused_exemptions": report.unused_exemptions,
+        "kind": report.kind,
     }
-    return json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n"
+    if report.kind == "validation":
+        header["baseline"] = report.baseline
+        header["notes"] = report.notes
+        if report.changes is not None:
+            header["changes_since_baseline"] = {
+                "fact_changes": [c.to_json() for group in report.changes.fact_groups(FACT_LIMIT)
+                                 for c in group["changes"]],
+                "fact_changes_total": len(report.changes.facts), "facts_note": report.changes.facts_note}
+    # One finding per line, last: people scroll to them, tools read the whole document.
+    return json_lines(header, "findings", [f.to_json() for f in report.findings])

@@ -8,10 +8,13 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 from hma_check.resources import templates_dir
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
+# mid-line and escaping them would only make the raw Markdown harder to read.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
 
 
 def md(value: Any) -> str:
@@ -33,6 +36,14 @@ def fenced(text: Any, language: str = "") -> str:
     return f"{fence}{language}\n{body}\n{fence}"
 
 
+def css_string(value: Any) -> Markup:
+    """A quoted CSS string for a <style> block: anything but ASCII letters and digits becomes a six-digit CSS escape,
+    so no value can end the string, the rule or the style element. Spaces too: CSS swallows one whitespace after
+    an escape, so a literal space there would vanish."""
+    text = "".join(ch if ch.isascii() and ch.isalnum() else f"\\{ord(ch):06x}" for ch in str(value))
+    return Markup(f'"{text}"')
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, default=str, sort_keys=True)
 
@@ -49,7 +60,7 @@ def environment() -> Environment:
         autoescape=lambda name: bool(name and name.endswith(".html.j2")),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
-    env.filters.update(md=md, ps_comment=ps_comment, pretty_json=pretty_json, fenced=fenced,
+    env.filters.update(md=md, ps_comment=ps_comment, pretty_json=pretty_json, fenced=fenced, css_string=css_string,
                        status_class=lambda s: STATUS_CLASS.get(s, "na"),
                        status_label=lambda s: STATUS_LABEL.get(s, s))
     return env

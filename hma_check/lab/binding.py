@@ -1,0 +1,56 @@
+"""PowerShell parameter binding for the lab's cmdlet layers: names case-insensitive, any unambiguous prefix."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from hma_check.lab import errors
+from hma_check.lab.psrp import CommandCall
+
+T = TypeVar("T")
+
+# The common parameters every cmdlet accepts (about_CommonParameters).
+COMMON_PARAMETERS = ("ErrorAction", "WarningAction", "InformationAction", "ErrorVariable", "WarningVariable",
+                     "InformationVariable", "OutVariable", "OutBuffer", "PipelineVariable", "Verbose", "Debug")
+
+
+def bind(cmdlet: str, parameters: tuple[str, ...], positional: str | None, command: CommandCall) -> dict[str, Any]:
+    """Parameters by canonical name; unknown or ambiguous names and extra positional values fail as PowerShell does."""
+    params: dict[str, Any] = {}
+    for name, value in command.parameters:
+        if name is None:
+            if positional is None or positional in params:
+                raise errors.CmdletError(errors.error_record(
+                    f"A positional parameter cannot be found that accepts argument '{value}'.",
+                    exception_type="System.Management.Automation.ParameterBindingException",
+                    category=errors.ErrorCategory.InvalidArgument, reason="ParameterBindingException",
+                    fqid=f"PositionalParameterNotFound,{cmdlet}", target=str(value)))
+            params[positional] = value
+            continue
+        exact = [p for p in parameters if p.lower() == name.lower()]
+        matches = exact or [p for p in parameters if p.lower().startswith(name.lower())]
+        if len(matches) != 1:
+            raise errors.parameter_not_found(cmdlet, name)
+        params[matches[0]] = value
+    return params
+
+
+def single_command(commands: list[CommandCall], table: dict[str, T]) -> tuple[T, CommandCall]:
+    """The one cmdlet of a pipeline, resolved as PowerShell does: nothing runs if any command is a script or unknown.
+
+    Exchange's endpoint has a few pipeline helpers, and the standard one a whole language, but every fact hma-check
+    reads comes from one cmdlet per pipeline, so the lab answers no more.
+    """
+    resolved: list[tuple[T, CommandCall]] = []
+    for command in commands:
+        if command.is_script:
+            raise errors.scripts_not_allowed(command.name)
+        cmdlet = table.get(command.name.lower())
+        if cmdlet is None:
+            raise errors.command_not_found(command.name)
+        resolved.append((cmdlet, command))
+    if len(resolved) > 1:
+        raise errors.CmdletError(errors.error_record(
+            "The lab answers one cmdlet per pipeline.", exception_type="System.NotSupportedException",
+            category=errors.ErrorCategory.NotImplemented, reason="NotSupportedException", fqid="LabPipeline"))
+    return resolved[0]

@@ -1,0 +1,38 @@
+"""action-plan.csv: one row per finding to act on, with owner and due date left empty for the change board."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from hma_check.checks import PHASES
+from hma_check.findings import ERROR, FAIL, WARN
+from hma_check.report_model import SEVERITY_RANK, STATUS_RANK, Report
+
+COLUMNS = ("check", "title", "severity", "status", "subject", "found", "fix phase", "owner", "due date", "notes")
+ACTIONABLE = (FAIL, ERROR, WARN)
+# A cell starting with one of these is a formula to Excel and LibreOffice (OWASP "CSV injection"): a value from the
+# customer's environment must stay text, so it gets a leading apostrophe, which both show as text and hide.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+BOM = "\ufeff"   # without it Excel reads UTF-8 as the ANSI code page and mangles non-ASCII names
+
+
+def cell(value: object) -> str:
+    text = " ".join(str(value if value is not None else "").split())
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def render(report: Report) -> bytes:
+    """Blockers first, then by status: FAIL, then ERROR (a blocker that could not be decided also blocks READY),
+    then WARN. Exempt findings are approved already and are not listed."""
+    rows = sorted((f for f in report.findings if f.status in ACTIONABLE),
+                  key=lambda f: (SEVERITY_RANK.get(f.severity, 9), STATUS_RANK.get(f.status, 9)))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for finding in rows:
+        found = f"not decided: {finding.reason}" if finding.status == ERROR else finding.actual
+        phase = f"{finding.phase}: {PHASES.get(finding.phase, '')}" if finding.phase else ""
+        writer.writerow([cell(v) for v in (finding.check_id, finding.title, finding.severity, finding.status,
+                                           finding.subject, found, phase, "", "", "")])
+    return (BOM + buffer.getvalue()).encode("utf-8")

@@ -1,0 +1,97 @@
+"""The optional OWA/ECP area: opted in through scan.options, its ordered switch and rollback, scenarios end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+import baseline
+from conftest import apply_ops
+from hma_check.collect.runner import run_collectors
+from hma_check.config import load_config_text
+from hma_check.engine import evaluate
+from hma_check.findings import NOT_APPLICABLE
+from hma_check.lab.runtime import Lab
+from hma_check.lab.scenario import load_scenario
+from offline_fixtures import e19_dir
+
+OWA_CHECKS = ("HMA-OWA-001", "HMA-OWA-002", "HMA-OWA-003", "HMA-OWA-004")
+
+
+def _step(evaluation, step_id="HMA-STEP-004"):
+    return next((entry for entry in evaluation.runbook if entry.origin == step_id), None)
+
+
+def test_not_asking_for_owa_ecp_makes_the_area_not_applicable_and_leaves_the_switch_out(catalogue):
+    snapshot = apply_ops(baseline.build(), [{"set": ["scan.options", "owa_ecp"], "to": False}])
+    evaluation = evaluate(catalogue, snapshot)
+    owa = [f for f in evaluation.findings if f.check_id in OWA_CHECKS]
+    assert {f.check_id for f in owa} == set(OWA_CHECKS) and {f.status for f in owa} == {NOT_APPLICABLE}
+    assert _step(evaluation) is None
+    assert _step(evaluate(catalogue, baseline.build())) is not None
+
+
+def test_the_switch_turns_everything_else_off_before_oauth_and_rolls_back_in_reverse(catalogue):
+    entry = _step(evaluate(catalogue, baseline.build()))
+    assert entry.phase == 3 and entry.note is None
+    enable, rollback = entry.enable.splitlines(), entry.rollback.splitlines()
+    last_off = max(i for i, line in enumerate(enable) if "-FormsAuthentication $false" in line)
+    first_oauth = min(i for i, line in enumerate(enable) if "-OAuthAuthentication $true" in line)
+    assert last_off < first_oauth
+    assert sum("-OAuthAuthentication $true" in line for line in enable) == 4   # two servers, OWA and ECP
+    assert enable[first_oauth].startswith("Set-EcpVirtualDirectory")
+    last_oauth_back = max(i for i, line in enumerate(rollback) if "-OAuthAuthentication $false" in line)
+    first_restore = min(i for i, line in enumerate(rollback) if "-FormsAuthentication $true" in line)
+    assert last_oauth_back < first_restore    # OAuth off first, then Forms and Basic back as captured
+    assert "-BasicAuthentication $true" in rollback[first_restore]
+
+
+def test_a_switch_already_made_is_shown_commented_out(catalogue):
+    ops = []
+    for kind in ("owa", "ecp"):
+        for server in baseline.SERVERS:
+            key = f"exchange.{kind}_virtual_directories@{server}"
+            ops += [{"set": [key, 0, "OAuthAuthentication"], "to": True},
+                    {"set": [key, 0, "BasicAuthentication"], "to": False},
+                    {"set": [key, 0, "FormsAuthentication"], "to": False}]
+    entry = _step(evaluate(catalogue, apply_ops(baseline.build(), ops)))
+    assert entry.note and all(line.startswith("#") for line in entry.enable.splitlines())
+
+
+def test_an_import_can_ask_for_the_area_too(tmp_path, capsys):
+    from hma_check.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(e19_dir() / "Exchange" / "GetOrganizationConfig.xml", folder)
+    with pytest.raises(SystemExit):
+        main(["import", str(folder), "--out", str(tmp_path / "out"), "--owa-ecp"])
+    capsys.readouterr()
+    evidence = json.loads((tmp_path / "out" / "evidence.json").read_text())
+    options = evidence["sources"]["scan.options"]
+    assert options["data"] == {"owa_ecp": True} and "--owa-ecp" in options["command"]
+    findings = json.loads((tmp_path / "out" / "findings.json").read_text())["findings"]
+    owa = {f["check_id"]: f["status"] for f in findings if f["check_id"] in OWA_CHECKS}
+    assert owa and NOT_APPLICABLE not in owa.values()   # asked for: decided, or ERROR for what the import lacks
+
+
+@pytest.mark.parametrize("name", ["tls-legacy", "owa-ecp-not-ready"])
+def test_scenarios_scanned_through_the_real_clients_give_their_expected_findings(catalogue, name):
+    scenario = load_scenario(name)
+    with Lab(scenario) as lab:
+        config = load_config_text(yaml.safe_dump(lab.scan_config()))
+        snapshot = run_collectors(config, secrets=lab.secrets(), environ={})
+    findings = evaluate(catalogue, snapshot).findings
+    expected = {cid: want for cid, want in scenario.expect["findings"].items() if cid.startswith(("HMA-TLS", "HMA-OWA"))}
+    assert expected
+    for check_id, want in expected.items():
+        got = {f.subject: f.status for f in findings if f.check_id == check_id}
+        if isinstance(want, str):
+            assert want in got.values(), (check_id, got)
+        else:
+            assert {subject: got.get(subject) for subject in want} == want, check_id
+    for key, status in scenario.expect["sources"].items():
+        assert snapshot.sources[key].status == status, key
