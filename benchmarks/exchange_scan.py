@@ -1,7 +1,7 @@
 """Benchmark: Exchange scan wall time against the lab with 150 ms per per-server cmdlet, versus --concurrency 1 and
 versus the floor (total per-server work divided by the allowed concurrency); peak RSS of the scanning process.
 
-Run: .venv/bin/python benchmarks/exchange_scan.py [--sizes 1,10,50,200] [--sequential-sizes 1,10,50,200]
+Run: .venv/bin/python benchmarks/exchange_scan.py [--sizes 1,10,50,200] [--sequential-sizes 1,10,50]
 Each scan runs in its own process (so its peak RSS is its own) against a lab in another process (its own
 interpreter lock, as a real server would be). Goals: at 50 servers within 1.3x the floor and at least 8x faster
 than sequential; peak RSS under 300 MB at 200 servers. Prints one JSON line per scan and exits 1 on a missed goal.
@@ -71,7 +71,7 @@ def measure(servers: int, concurrency: int, folder: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1,10,50,200")
-    parser.add_argument("--sequential-sizes", default="1,10,50,200")
+    parser.add_argument("--sequential-sizes", default="1,10,50")   # 200 in a row takes five minutes
     parser.add_argument("--concurrency", type=int, default=12)
     parser.add_argument("--child")
     args = parser.parse_args()
