@@ -159,8 +159,8 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> YamlDoc:
     base = _load_with_bases(base_path, (*chain, path.resolve()))
     if not isinstance(base.data, dict):
         raise base.error((), "must be a mapping")
-    base.data.pop("expect", None)
     # What a scenario expects is its own: a variant never inherits its base's expectations.
+    base.data.pop("expect", None)
     return merge_docs(base, doc)
 
 
