@@ -60,11 +60,12 @@ def counts(snapshot: Snapshot, prefix: str = "exchange.") -> dict[str, int]:
     return out
 
 
-def build_verdict(findings: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The verdict over the findings this build can decide: an ERROR only because a collector that is not part of
-    this build never ran (os before issue 7, for example) is left out; every other ERROR counts."""
+def build_verdict(findings: list[dict[str, Any]], left_out: tuple[str, ...] = ()) -> tuple[str, list[dict[str, Any]]]:
+    """The verdict over the findings this build and this scan can decide: an ERROR only because a collector is not
+    part of this build, or its section was ``left_out`` of the scan on purpose, is set aside; every other ERROR
+    counts."""
     area = {"exchange": "exchange", "os": "os", "graph": "graph", "probes": "probe"}
-    absent = set(area.values()) - {area.get(name, name) for name in COLLECTORS}
+    absent = set(area.values()) - {area.get(name, name) for name in COLLECTORS} | {area[s] for s in left_out}
     decidable = []
     for finding in findings:
         reason = finding.get("reason") or ""
@@ -109,8 +110,10 @@ def lab_process(scenario: str | None = None, scenario_file: Path | None = None) 
             pass
 
 
-def scan_process_lab(info: dict[str, Any], **exchange_overrides: Any) -> Snapshot:
-    config = load_config_text(yaml.safe_dump(info["scan_config"]))
+def scan_process_lab(info: dict[str, Any], *, sections: tuple[str, ...] | None = None,
+                     **exchange_overrides: Any) -> Snapshot:
+    raw = info["scan_config"]
+    config = load_config_text(yaml.safe_dump({k: v for k, v in raw.items() if sections is None or k in sections}))
     if exchange_overrides:
         config.sections["exchange"] = replace(config.sections["exchange"], **exchange_overrides)
     return run_collectors(config, secrets=info["secrets"], environ={})

@@ -201,8 +201,8 @@ def test_result_size_defaults_to_1000_with_exchanges_warning(pool):
     truncated = run(pool, "Get-Mailbox")
     assert len(truncated.output) == 1000
     assert "only the first 1000 items" in truncated.streams.warning[0].message
-    everything = run(pool, "Get-Mailbox", ResultSize="Unlimited")
-    assert len(everything.output) == 1003 and not everything.streams.warning
+    some = run(pool, "Get-Mailbox", ResultSize=5)
+    assert len(some.output) == 5 and not some.streams.warning
 
 
 def test_filter_and_version_dependent_cmdlets(pool):
