@@ -126,6 +126,7 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
                                      checks=_groups(in_area, order)))
     snapshot = evaluation.snapshot
     metadata = {
+        "organization": _organization_name(snapshot),
         "tool_version": __version__,
         "generated_at": iso_utc(generated_at or utc_now()),
         "as_of": iso_utc(evaluation.as_of),
@@ -164,6 +165,17 @@ def _groups(findings: list[Finding], order: dict[str, int]) -> list[CheckGroup]:
                                  findings=group))
     groups.sort(key=lambda g: (STATUS_RANK.get(g.worst, 9), order.get(g.id, 9999)))
     return groups
+
+
+def _organization_name(snapshot: Any) -> str:
+    """The name to put on the report: the one the user gave, else Exchange's own (Get-OrganizationConfig Name)."""
+    given = snapshot.target.get("organization")
+    if isinstance(given, str) and given.strip():
+        return given.strip()
+    config = snapshot.sources.get("exchange.organization_config")
+    if config is not None and config.ok and isinstance(config.data, dict) and isinstance(config.data.get("Name"), str):
+        return config.data["Name"]
+    return ""
 
 
 def _severity_counts(findings: list[Finding]) -> dict[str, dict[str, int]]:

@@ -242,3 +242,17 @@ def test_a_ca_bundle_that_is_not_pem_is_an_error_per_source(fresh, tmp_path):
     assert all(r.error.startswith(f"cannot set up the Graph client for tenant {CONTOSO}") for r in results.values())
     assert results[("graph.users", CONTOSO)].command.startswith("GET /v1.0/users")
     assert fresh.requests == []
+
+
+def test_the_transport_refuses_anything_but_get():
+    """Read-only in code: a PATCH built by any path (the SDK's upsert snippets included) never leaves."""
+    import asyncio
+
+    import httpx
+
+    from hma_check.collect.graph import GraphQueryError, refuse_all_but_get
+
+    asyncio.run(refuse_all_but_get(httpx.Request("GET", "https://graph.microsoft.com/v1.0/organization")))
+    for method in ("PATCH", "POST", "DELETE", "PUT"):
+        with pytest.raises(GraphQueryError, match=f"GET requests only, not {method}"):
+            asyncio.run(refuse_all_but_get(httpx.Request(method, "https://graph.microsoft.com/v1.0/servicePrincipals/x")))

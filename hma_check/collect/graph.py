@@ -234,7 +234,8 @@ def build_client(target: GraphTarget, credential: Any, *, retry_delay: float = 3
     if target.ca_bundle is not None:
         verify = ssl.create_default_context(cafile=str(target.ca_bundle))
     http = httpx.AsyncClient(base_url=target.graph_root, verify=verify,
-                             timeout=httpx.Timeout(target.timeout, connect=min(target.timeout, 30.0)))
+                             timeout=httpx.Timeout(target.timeout, connect=min(target.timeout, 30.0)),
+                             event_hooks={"request": [refuse_all_but_get]})
     options = dict(msgraph_default_options)
     options[RetryHandlerOption.get_key()] = RetryHandlerOption(delay=retry_delay, max_retries=max_retries)
     http = GraphClientFactory.create_with_default_middleware(client=http, options=options)
@@ -333,6 +334,12 @@ async def _close(credential: Any, http: Any) -> None:
         result = close()
         if asyncio.iscoroutine(result):
             await result
+
+
+async def refuse_all_but_get(request: Any) -> None:
+    """The read-only promise in code, at the transport: nothing but a GET can leave for Graph, whatever builds it."""
+    if request.method != "GET":
+        raise GraphQueryError(f"hma-check sends Graph GET requests only, not {request.method} {request.url.path}")
 
 
 async def _run_query(client: Any, target: GraphTarget, query: Query, request: Any, scrub: "Scrubber") -> SourceResult:

@@ -29,7 +29,9 @@ def area_bars(report: Report) -> dict[str, Any]:
                              "color": COLORS[status]})
             x += width
         rows.append({"title": area.title, "y": index * 28, "segments": segments, "total": sum(area.counts.values())})
-    return {"rows": rows, "height": len(rows) * 28 + 4, "bar_width": BAR_WIDTH, "label_width": 300}
+    # about 6.6 px per character at the 12 px label size; long area titles get room instead of being clipped
+    label_width = min(460, max([len(area.title) for area in report.areas] + [20]) * 6.6 + 12)
+    return {"rows": rows, "height": len(rows) * 28 + 4, "bar_width": BAR_WIDTH, "label_width": round(label_width)}
 
 
 def matrix(report: Report) -> dict[str, Any]:
