@@ -157,7 +157,9 @@ def test_certificates_are_generated_from_the_scenario(tmp_path):
     store = CertificateStore(scenario.certificates)
     auth = store.get("auth")
     assert auth.not_after < datetime.now(timezone.utc) - timedelta(days=9)
-    ex01, ex02 = scenario.servers
+    by_name = {server.name: server for server in scenario.servers}
+    ex01, ex02 = by_name["EX01"], by_name["EX02"]
+    assert by_name["EDGE01"].is_edge                                   # ready's Edge server comes along
     assert store.get("self", ex01).subject == "CN=EX01" and store.get("self", ex02).subject == "CN=EX02"
     assert store.get("auth", ex01) is store.get("auth", ex02)           # one Auth certificate on every server
     assert len(auth.thumbprint) == 40 and auth.thumbprint == auth.thumbprint.upper()

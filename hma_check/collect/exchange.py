@@ -144,6 +144,10 @@ def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query
         name = server.get("Name") if isinstance(server, dict) else None
         if not isinstance(name, str) or not name:
             continue
+        if server.get("IsEdgeServer") is True:
+            # An Edge Transport server has no client access virtual directories and serves no HMA client: there is
+            # nothing to collect, and the topology checks still assess it from exchange.servers.
+            continue
         reason = _not_applicable(server)
         for source, cmdlet in SERVER_CMDLETS:
             query = Query(source, cmdlet, (("Server", name),), scope=name)
@@ -154,8 +158,6 @@ def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query
 
 
 def _not_applicable(server: dict[str, Any]) -> str | None:
-    if server.get("IsEdgeServer") is True:
-        return "Edge Transport server: it has no client access virtual directories"
     version = str(server.get("AdminDisplayVersion") or "")
     if version.startswith("Version ") and not version.startswith("Version 15"):
         return f"{version}: these cmdlets do not read servers older than Exchange 2013"
