@@ -152,10 +152,7 @@ class ExchangeConfiguration:
                     spec = self.scenario.server(server) if server else None
                     if spec is None or not fnmatch.fnmatch(spec.name.lower(), fault.server.lower()):
                         continue
-                fault.hits += 1
-                if fault.hits <= fault.after:
-                    continue
-                if fault.times is not None and fault.hits > fault.after + fault.times:
+                if not fault.strikes():
                     continue
                 return fault
         return None

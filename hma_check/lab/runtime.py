@@ -281,10 +281,7 @@ def _http_fault_injector(scenario: Scenario) -> Any:
                     continue
                 if fault.action != "*" and fault.action.lower() != action.lower():
                     continue
-                fault.hits += 1
-                if fault.hits <= fault.after:
-                    continue
-                if fault.times is not None and fault.hits > fault.after + fault.times:
+                if not fault.strikes():
                     continue
                 return int(fault.value)
         return None

@@ -94,6 +94,16 @@ class Fault:
     after: int = 0
     hits: int = 0
 
+    def strikes(self) -> bool:
+        """Count one matching call; True when this call is hit (past the first ``after``, within ``times``).
+
+        Callers hold their lock: the count is shared by every session that reaches the same fault.
+        """
+        self.hits += 1
+        if self.hits <= self.after:
+            return False
+        return self.times is None or self.hits <= self.after + self.times
+
 
 @dataclass
 class Scenario:

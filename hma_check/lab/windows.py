@@ -365,8 +365,7 @@ class WindowsConfiguration:
                     continue
                 if fault.server != "*" and not fnmatch.fnmatch(self.server.name.lower(), fault.server.lower()):
                     continue
-                fault.hits += 1
-                if fault.hits <= fault.after or (fault.times is not None and fault.hits > fault.after + fault.times):
+                if not fault.strikes():
                     continue
                 return fault
         return None
