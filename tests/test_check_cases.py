@@ -27,6 +27,9 @@ def test_every_shipped_check_has_pass_and_fail_cases(catalogue):
     assert not missing, f"checks without a PASS and a FAIL case in tests/check_cases.yaml: {missing}"
     stale = sorted(set(CASES) - set(shipped))
     assert not stale, f"cases for checks that do not exist: {stale}"
+    # The ERROR cases are generated from `requires`: a check that required nothing would have none.
+    without_error_case = [c.id for c in catalogue.checks if not c.requires]
+    assert not without_error_case, f"checks with no required source, hence no ERROR case: {without_error_case}"
 
 
 def test_the_baseline_passes_every_check(catalogue):
