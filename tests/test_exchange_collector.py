@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hma_check.collect.exchange import ORG_QUERIES, SERVER_CMDLETS, collect_exchange
-from hma_check.collect.psrp_client import ExchangeSession, ReadOnlyViolation
+from hma_check.collect.psrp_client import ReadOnlyViolation, RemoteSession
 from hma_check.lab.runtime import Lab
 from hma_check.lab.scenario import load_scenario, scenario_names
 from hma_check.pipeline import run_report
@@ -90,7 +90,7 @@ def test_large_organisation_in_one_scan(tmp_path):
 def test_the_allowlist_refuses_anything_but_get_and_test_before_sending(tmp_path):
     with Lab("ready") as lab:
         settings = exchange_settings(lab.scan_config())
-        session = ExchangeSession(settings, lab.credentials.password).open()
+        session = RemoteSession(settings, lab.credentials.password).open()
         try:
             for cmdlet in ("Set-OrganizationConfig", "New-AuthServer", "Remove-PartnerApplication",
                            "Invoke-Expression", "Get-Mailbox; Remove-Mailbox", "get-mailbox | set-mailbox"):

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange_config import ExchangeSettings, require_auth_support
 from hma_check.collect.exchange_objects import ShapeError, shape
-from hma_check.collect.psrp_client import CallFailed, ExchangeSession, powershell_text, redact
+from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_text, redact
 from hma_check.errors import ClixmlError
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
 
@@ -107,7 +107,7 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
     progress = progress or Progress()
     secrets = tuple(s for s in (password,) if s)
     shared = _Shared(settings, password, secrets, progress, queue.Queue(), [], threading.Lock())
-    first = ExchangeSession(settings, password)
+    first = RemoteSession(settings, password)
     try:
         try:
             first.open()
@@ -164,7 +164,7 @@ def _not_applicable(server: dict[str, Any]) -> str | None:
     return None
 
 
-def _worker(shared: _Shared, session: ExchangeSession | None, sleep: Callable[[float], None]) -> None:
+def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None]) -> None:
     """Take queries until none is left. ``open_sessions`` counts workers that hold a session right now."""
     try:
         while True:
@@ -198,11 +198,11 @@ def _worker(shared: _Shared, session: ExchangeSession | None, sleep: Callable[[f
                 shared.open_sessions -= 1
 
 
-def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> ExchangeSession | None:
+def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> RemoteSession | None:
     """Open a session; when the throttling policy refuses one more, retire if others are working, else wait."""
     for attempt in range(shared.settings.retries + 1):
         try:
-            session = ExchangeSession(shared.settings, shared.password).open()
+            session = RemoteSession(shared.settings, shared.password).open()
         except CallFailed as failure:
             if failure.kind != "throttled":
                 with shared.lock:
@@ -224,7 +224,7 @@ def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> Excha
     return None
 
 
-def _run_query(session: ExchangeSession, query: Query, shared: _Shared,
+def _run_query(session: RemoteSession, query: Query, shared: _Shared,
                sleep: Callable[[float], None]) -> SourceResult:
     started = utc_now()
     t0 = time.perf_counter()
@@ -259,7 +259,7 @@ def _run_query(session: ExchangeSession, query: Query, shared: _Shared,
             return _error(query, redact(f"unexpected answer: {exc}", shared.secrets), started, _ms(t0))
 
 
-def _data(query: Query, session: ExchangeSession, objects: list[ClixmlObject], settings: ExchangeSettings) -> Any:
+def _data(query: Query, session: RemoteSession, objects: list[ClixmlObject], settings: ExchangeSettings) -> Any:
     if query.source != "exchange.admin_users":
         return shape(query.source, objects)
     # Organization Management members come back as reduced recipients; Get-User gives the properties checks need.

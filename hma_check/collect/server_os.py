@@ -1,9 +1,9 @@
 """The live OS collector: the os.* sources of every Exchange server, read over WinRM (Microsoft.PowerShell).
 
 One RunspacePool per server on the standard endpoint; servers are read concurrently (``concurrency`` at a time) and
-each call has its own timeout. Only five read cmdlets can leave (OS_CMDLETS, enforced before anything is sent). An
-absent registry key or value is a fact (null); a read that failed is an error with the reason; a server that cannot
-be reached (closed port, 401/403, timeout) makes only its own os.* sources errors.
+each call has its own timeout. Only four read cmdlets can leave (psrp_client.ALLOWLISTS, enforced before anything is
+sent). An absent registry key or value is a fact (null); a read that failed is an error with the reason; a server
+that cannot be reached (closed port, 401/403, timeout) makes only its own os.* sources errors.
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ from hma_check.collect.server_os_config import OsSettings
 from hma_check.snapshot import Snapshot, SourceResult, iso_utc, utc_now
 from hma_check.sources import BY_NAME
 
-CONFIGURATION = "Microsoft.PowerShell"
-# Read-only by construction, and narrower than the Exchange endpoint's Get-/Test- rule: the standard endpoint is a
-# full-language administrator session, so only these five cmdlets may be sent to it.
-OS_CMDLETS = re.compile(r"Get-(ItemProperty|Item|ChildItem|Command|CimInstance)")
+CONFIGURATION = "Microsoft.PowerShell"   # its read-only allowlist is psrp_client.ALLOWLISTS[CONFIGURATION]
 SOURCES = ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate")
 
 TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
@@ -166,8 +163,7 @@ class _ServerReader:
             raise CallFailed("connect", self.unreachable)
         if self.session is None:
             try:
-                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION,
-                                             allowed=OS_CMDLETS).open()
+                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION).open()
             except CallFailed as failure:
                 # Closed port, refused credentials, TLS trouble: every source of this server fails the same way.
                 self.unreachable = failure.message
