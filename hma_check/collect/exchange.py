@@ -19,6 +19,7 @@ from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange_config import ExchangeSettings, require_auth_support
 from hma_check.collect.exchange_objects import ShapeError, shape
 from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_text, redact
+from hma_check.collect.runner import Progress
 from hma_check.errors import ClixmlError
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
 
@@ -77,14 +78,6 @@ SERVER_CMDLETS: tuple[tuple[str, str], ...] = (
     ("exchange.exchange_certificates", "Get-ExchangeCertificate"),
 )
 SERVERS_QUERY = Query("exchange.servers", "Get-ExchangeServer")
-
-
-class Progress:
-    """Told about every finished query; the CLI draws a bar, tests and pipes ignore it."""
-
-    def start(self, total: int) -> None: ...
-
-    def advance(self, label: str, ok: bool) -> None: ...
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 from hma_check.collect.certificates import CertificateError, certificate_from_der
 from hma_check.collect.clixml import ClixmlObject
-from hma_check.collect.exchange import Progress
 from hma_check.collect.exchange_objects import ShapeError, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
+from hma_check.collect.runner import Progress
 from hma_check.collect.server_os_config import OsSettings
 from hma_check.snapshot import Snapshot, SourceResult, iso_utc, utc_now
 from hma_check.sources import BY_NAME
