@@ -283,6 +283,6 @@ def test_the_certificate_blob_carries_the_key_provider_only_with_a_key():
     assert 2 in with_key and with_key[32] == der
     assert 2 not in without and without[32] == der
     encoded = base64.b64encode(certificate_blob(der, True)[:-1]).decode()
-    from hma_check.collect.server_os import ShapeError, _b64
+    from hma_check.collect.exchange_objects import ShapeError, decode_base64
     with pytest.raises(ShapeError, match="truncated"):
-        blob_properties(_b64(encoded))
+        blob_properties(decode_base64(encoded))

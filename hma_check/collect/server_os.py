@@ -8,9 +8,6 @@ that cannot be reached (closed port, 401/403, timeout) makes only its own os.* s
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import re
 import struct
 import time
@@ -18,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hma_check.collect.certificates import CertificateError, certificate_from_der
 from hma_check.collect.clixml import ClixmlObject
-from hma_check.collect.exchange_objects import ShapeError, shape
+from hma_check.collect.exchange_objects import ShapeError, certificate_record, decode_base64, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
 from hma_check.collect.runner import Progress
 from hma_check.collect.server_os_config import OsSettings
@@ -184,7 +180,7 @@ class _ServerReader:
         try:
             answers = [self._call(cmdlet, params) for cmdlet, params in queries]
             data = build(answers)
-        except (CallFailed, ShapeError, CertificateError) as problem:
+        except (CallFailed, ShapeError) as problem:
             reason = problem.message if isinstance(problem, CallFailed) else f"unexpected answer: {problem}"
             return SourceResult.error_result(name, redact(reason, self.secrets), command=text, scope=self.name,
                                              started=iso_utc(started), duration_ms=_ms(t0))
@@ -272,7 +268,7 @@ class _ServerReader:
         blob = answer.objects[0].get("Blob")
         if not isinstance(blob, str):
             raise ShapeError("the certificate's registry Blob is not binary")
-        return CERT_KEY_PROV_INFO_PROP_ID in blob_properties(_b64(blob))
+        return CERT_KEY_PROV_INFO_PROP_ID in blob_properties(decode_base64(blob))
 
 
 def _refuse_errors(answer: Answer, *, allow_not_found: bool) -> None:
@@ -306,13 +302,9 @@ def _file_version(obj: ClixmlObject) -> str:
 
 
 def _certificate_record(objects: list[ClixmlObject], thumbprint: str) -> dict[str, Any]:
-    raw = objects[0].get("RawData")
-    if not isinstance(raw, str) or not raw:
-        raise ShapeError("the certificate came back without RawData")
-    der = _b64(raw)
-    if hashlib.sha1(der).hexdigest().upper() != thumbprint:  # noqa: S324 - a thumbprint is SHA-1 by definition
+    decoded = certificate_record(objects[0])
+    if decoded["Thumbprint"] != thumbprint:
         raise ShapeError(f"the store returned another certificate than {thumbprint}")
-    decoded = certificate_from_der(der)
     return {"Thumbprint": decoded["Thumbprint"], "Subject": decoded["Subject"], "NotAfter": decoded["NotAfter"]}
 
 
@@ -330,13 +322,6 @@ def blob_properties(blob: bytes) -> dict[int, bytes]:
         out[prop] = blob[offset:offset + length]
         offset += length
     return out
-
-
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ShapeError(f"binary value is not base64: {exc}") from None
 
 
 def _ms(t0: float) -> int:
