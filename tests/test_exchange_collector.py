@@ -165,6 +165,26 @@ def test_one_failing_server_loses_only_its_own_sources(tmp_path):
     assert outcome.verdict == "INCOMPLETE"
 
 
+def test_a_bug_reading_one_answer_fails_only_that_source(tmp_path, monkeypatch):
+    # Before, the worker thread died with the exception and the source had no result at all: a server silently
+    # missing from a scoped source, which a check iterating it would not notice.
+    from hma_check.collect import exchange
+
+    def shape(source, objects):
+        objects = list(objects)
+        if source == "exchange.mapi_virtual_directories" and any(o.get("Server") == "EX02" for o in objects):
+            raise KeyError("IISAuthenticationMethods")
+        return real(source, objects)
+
+    real = exchange.shape
+    monkeypatch.setattr(exchange, "shape", shape)
+    with fault_lab(tmp_path, "bug", "  - {cmdlet: none, delay: 0}") as lab:
+        snapshot = scan(lab, sections=EXCHANGE)
+    broken = snapshot.sources["exchange.mapi_virtual_directories@EX02"]
+    assert broken.status == "error" and "KeyError: 'IISAuthenticationMethods'" in broken.error
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 3 * PER_SERVER - 1, "error": 1, "skipped": 0}
+
+
 def test_a_broken_pool_fails_one_call_and_the_scan_goes_on(tmp_path):
     faults = ("  - {cmdlet: Get-EcpVirtualDirectory, server: EX03, break_pool: true}\n"
               "  - {cmdlet: Get-SettingOverride, not_found: true}\n"

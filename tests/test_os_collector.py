@@ -194,14 +194,37 @@ def test_the_allowlist_refuses_anything_else_before_sending(lab, windows):
     assert len(windows.command_log) == before
 
 
+def _only(snapshot: Snapshot, *names: str) -> Snapshot:
+    """The exchange sources the OS collector reads, with exchange.servers cut down to ``names``."""
+    servers = snapshot.sources["exchange.servers"]
+    cut = Snapshot.new()
+    cut.add(replace(servers, data=[s for s in servers.data if s["Name"] in names]))
+    cut.add(snapshot.sources["exchange.auth_config"])
+    return cut
+
+
+def test_a_bug_reading_one_answer_fails_only_that_source(lab, snapshot, monkeypatch):
+    # Before, the exception left collect_os and the runner marked every os source of every server as failed.
+    from hma_check.collect import server_os
+
+    def file_version(obj):
+        raise KeyError("FileVersionInfo")
+
+    monkeypatch.setattr(server_os, "_file_version", file_version)
+    settings = load_config_text(yaml.safe_dump({"os": lab.scan_config()["os"]})).sections["os"]
+    results = {r.key: r for r in collect_os(settings, lab.credentials.password, _only(snapshot, "EX01", "EX05"))}
+    assert len(results) == 8
+    for server in ("EX01", "EX05"):
+        broken = results.pop(f"os.exsetup_version@{server}")
+        assert broken.status == "error" and "KeyError: 'FileVersionInfo'" in broken.error
+    assert all(r.ok for r in results.values()), results
+
+
 def test_https_with_the_listeners_ca_and_without_it(lab, windows, snapshot):
     raw = lab.scan_config()["os"]
     raw.update(ssl=True, hosts={"EX01": f"127.0.0.1:{windows.https_ports['EX01']}"})
     settings = load_config_text(yaml.safe_dump({"os": raw})).sections["os"]
-    only_ex01 = Snapshot.new()
-    only_ex01.add(replace(snapshot.sources["exchange.servers"],
-                          data=[s for s in snapshot.sources["exchange.servers"].data if s["Name"] == "EX01"]))
-    only_ex01.add(snapshot.sources["exchange.auth_config"])
+    only_ex01 = _only(snapshot, "EX01")
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, only_ex01)}
     assert all(r.ok for r in results.values()) and len(results) == 4
     assert results["os.tls_registry@EX01"].data == _source(snapshot, "os.tls_registry", "EX01").data

@@ -2,8 +2,9 @@
 
 Get-ExchangeServer comes first (it names the servers); then the other organisation-wide queries and the per-server
 ones run on ``concurrency`` worker threads, each with its own session (a pypsrp RunspacePool is never shared between
-threads). A throttled call backs off and retries; a timed-out or broken call fails only its own source; a server
-whose calls fail leaves every other server's evidence intact.
+threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read,
+fails only its own source, which always gets a result; a server whose calls fail leaves every other server's
+evidence intact.
 """
 
 from __future__ import annotations
@@ -250,6 +251,10 @@ def _run_query(session: RemoteSession, query: Query, shared: _Shared,
                           command=powershell_text(cmdlet, query.params))
         except (ShapeError, ClixmlError) as exc:
             return _error(query, redact(f"unexpected answer: {exc}", shared.secrets), started, _ms(t0))
+        except Exception as exc:  # noqa: BLE001 - a worker that died here would leave its source with no record at all
+            session.discard = True
+            text = f"hma-check failed reading the answer: {type(exc).__name__}: {exc}"
+            return _error(query, redact(text, shared.secrets), started, _ms(t0))
 
 
 def _data(query: Query, session: RemoteSession, objects: list[ClixmlObject], settings: ExchangeSettings) -> Any:

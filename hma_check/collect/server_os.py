@@ -91,7 +91,7 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
 
     def one(server: dict[str, Any]) -> list[SourceResult]:
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
-                               settings.timeout, secrets)
+                               secrets)
         found = reader.read(thumbprint, thumbprint_problem)
         for result in found:
             progress.advance(result.command, result.ok)
@@ -130,12 +130,10 @@ def _auth_thumbprint(snapshot: Snapshot) -> tuple[str | None, str | None]:
 class _ServerReader:
     """Reads one server's four sources through one session, opening a fresh one after a call that broke it."""
 
-    def __init__(self, settings: OsSettings, password: str | None, name: str, timeout: float,
-                 secrets: tuple[str, ...]) -> None:
+    def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...]) -> None:
         self.settings = settings
         self.password = password
         self.name = name
-        self.timeout = timeout
         self.secrets = secrets
         self.session: RemoteSession | None = None
         self.unreachable: str | None = None
@@ -165,7 +163,7 @@ class _ServerReader:
                 self.unreachable = failure.message
                 raise
         try:
-            return self.session.invoke(cmdlet, params, self.timeout)
+            return self.session.invoke(cmdlet, params, self.settings.timeout)
         except CallFailed as failure:
             if failure.kind in ("timeout", "broken", "transport", "protocol"):
                 self.session.close()   # a stopped or broken pipeline may keep the runspace: start afresh
@@ -180,8 +178,13 @@ class _ServerReader:
         try:
             answers = [self._call(cmdlet, params) for cmdlet, params in queries]
             data = build(answers)
-        except (CallFailed, ShapeError) as problem:
-            reason = problem.message if isinstance(problem, CallFailed) else f"unexpected answer: {problem}"
+        except Exception as problem:  # noqa: BLE001 - whatever goes wrong fails this source of this server only
+            if isinstance(problem, CallFailed):
+                reason = problem.message
+            elif isinstance(problem, ShapeError):
+                reason = f"unexpected answer: {problem}"
+            else:
+                reason = f"hma-check failed reading the answer: {type(problem).__name__}: {problem}"
             return SourceResult.error_result(name, redact(reason, self.secrets), command=text, scope=self.name,
                                              started=iso_utc(started), duration_ms=_ms(t0))
         return SourceResult.ok_result(name, data, command=text, scope=self.name, started=iso_utc(started),
