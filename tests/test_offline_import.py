@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hma_check.collect.exchange_objects import EDGE_OS_SKIPPED
 from hma_check.collect.offline import MAX_COMPRESSION_RATIO, ImportPathError, import_path
 from hma_check.snapshot import load_snapshot
 from hma_check.sources import SOURCES
@@ -206,6 +207,25 @@ def test_script_output_with_manifest(tmp_path):
         "Thumbprint": "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7", "Subject": "CN=Microsoft Exchange Server Auth Certificate",
         "NotAfter": "2024-11-06T22:47:32Z", "HasPrivateKey": True}
     assert sources["exchange.oab_virtual_directories@SOLO-E19A"].status == "skipped"
+
+
+def test_an_edge_server_gets_what_a_live_scan_gives_it(tmp_path):
+    # The live collectors read no per-server exchange source on an Edge Transport server and skip its os sources;
+    # an import recorded them as "not supplied", which made every check iterating such a source ERROR.
+    servers = [(["Deserialized.Microsoft.Exchange.Data.Directory.Management.ExchangeServer"],
+                {"Name": name, "Fqdn": f"{name.lower()}.contoso.com", "AdminDisplayVersion": "Version 15.2 (Build 1544.4)",
+                 "IsEdgeServer": edge}) for name, edge in (("EX01", False), ("EDGE01", True))]
+    (tmp_path / "Get-ExchangeServer.xml").write_bytes(utf16(clixml_document(servers)))
+    sources = import_path(tmp_path).snapshot.sources
+    per_server = [spec for spec in SOURCES if spec.scope == "server"]
+    assert {spec.collector for spec in per_server} == {"exchange", "os"}
+    for spec in per_server:
+        assert sources[f"{spec.name}@EX01"].status == "skipped"
+        edge = sources.get(f"{spec.name}@EDGE01")
+        if spec.collector == "exchange":
+            assert edge is None, spec.name
+        else:
+            assert edge.status == "skipped" and edge.error == EDGE_OS_SKIPPED, spec.name
 
 
 def test_malformed_and_unknown_files_never_stop_the_import(tmp_path):

@@ -139,9 +139,7 @@ def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query
         if not isinstance(name, str) or not name:
             continue
         if server.get("IsEdgeServer") is True:
-            # An Edge Transport server has no client access virtual directories and serves no HMA client: there is
-            # nothing to collect, and the topology checks still assess it from exchange.servers.
-            continue
+            continue   # nothing to collect on an Edge Transport server (exchange_objects.EDGE_OS_SKIPPED says why)
         reason = _not_applicable(server)
         for source, cmdlet in SERVER_CMDLETS:
             query = Query(source, cmdlet, (("Server", name),), scope=name)

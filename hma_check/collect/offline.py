@@ -11,7 +11,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
-from hma_check.collect.exchange_objects import SERVER_PROPERTY_SOURCES, ShapeError, shape, source_for
+from hma_check.collect.exchange_objects import (EDGE_OS_SKIPPED, SERVER_PROPERTY_SOURCES, ShapeError, shape,
+                                                source_for)
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
 from hma_check.snapshot import Snapshot, SourceResult, parse_utc, source_key, who_ran_it
@@ -422,11 +423,12 @@ class _Importer:
                 continue
             if spec.scope == "server" and servers:
                 for server in servers:
-                    # Edge Transport servers have no client access virtual directories to collect.
-                    if spec.name in SERVER_PROPERTY_SOURCES and server.get("IsEdgeServer") is True:
+                    if (spec.name, server["Name"]) in present:
                         continue
-                    if (spec.name, server["Name"]) not in present:
+                    if server.get("IsEdgeServer") is not True:
                         snapshot.add(SourceResult.skipped_result(spec.name, NOT_SUPPLIED, scope=server["Name"]))
+                    elif spec.collector == "os":   # as a live scan records an Edge server (no exchange source)
+                        snapshot.add(SourceResult.skipped_result(spec.name, EDGE_OS_SKIPPED, scope=server["Name"]))
             elif spec.scope == "tenant" and tenants:
                 for tenant in tenants:
                     if (spec.name, tenant) not in present:
