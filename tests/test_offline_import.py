@@ -234,11 +234,16 @@ def test_malformed_and_unknown_files_never_stop_the_import(tmp_path):
     (tmp_path / "evil.xml").write_text('<!DOCTYPE x [<!ENTITY a "b">]><Objs>&a;</Objs>')
     (tmp_path / "notes.json").write_text('{"hello": 1}')
     (tmp_path / "bad.json").write_text('{"hmaCheckGraph": 1, "source": "graph.users", ')
+    # json reads 1e999 as infinity, which evidence.json cannot hold: refused here, not when the evidence is saved.
+    (tmp_path / "huge.json").write_text('{"hmaCheckGraph": 1, "source": "graph.organization", "tenantId": "t", '
+                                        '"status": "ok", "data": [{"id": "o", "n": 1e999}]}')
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     outcome = import_path(tmp_path)
     malformed = {item["file"]: item["reason"] for item in outcome.malformed}
     assert "truncated" in malformed["broken.xml"] and "DTD" in malformed["evil.xml"]
     assert "not valid JSON" in malformed["bad.json"]
+    assert malformed["huge.json"] == "not valid JSON: 1e999 is not a finite number"
+    outcome.snapshot.dumps()
     assert {"notes.json", "image.png"} <= {item["file"] for item in outcome.unrecognised}
     assert outcome.snapshot.sources["exchange.auth_config"].ok  # the intact copy still counts
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import stat
 import zipfile
 from collections import defaultdict
@@ -15,7 +14,7 @@ from hma_check.collect.exchange_objects import (EDGE_OS_SKIPPED, SERVER_PROPERTY
                                                 source_for)
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
-from hma_check.snapshot import Snapshot, SourceResult, parse_utc, source_key, who_ran_it
+from hma_check.snapshot import Snapshot, SourceResult, loads_json, parse_utc, source_key, who_ran_it
 from hma_check.sources import BY_NAME, SOURCES
 
 # Bounds for what one import reads; a customer's collection is a few hundred files and well under 1 GB.
@@ -190,9 +189,9 @@ class _Importer:
 
     def _add_json(self, name: str, payload: bytes) -> None:
         try:
-            document = json.loads(decode_text(payload, source=name), parse_constant=_refuse_constant)
+            document = loads_json(decode_text(payload, source=name))
         except (ClixmlError, ValueError, RecursionError) as exc:
-            self.malformed_file(name, f"not valid JSON: {exc}")
+            self.malformed_file(name, f"not valid JSON: {str(exc).removeprefix('not valid JSON: ')}")
             return
         if isinstance(document, dict) and MANIFEST_KEY in document:
             self.manifests.append((name, document))
@@ -445,7 +444,3 @@ def _command(source: str, scope: str | None, entry: dict[str, Any], files: list[
     if not isinstance(command, str) or not command:
         command = BY_NAME[source].filled_by.replace("<server>", scope or "<server>")
     return f"{command} (imported from {', '.join(files)})"
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number evidence can hold")
