@@ -194,6 +194,26 @@ def test_graph_down_is_an_error_per_source_that_says_where(fresh):
     assert all(f"cannot reach Graph https://127.0.0.1:{port}" in r.error for r in results.values())
 
 
+def test_a_sign_in_host_that_never_answers_is_an_error_within_the_timeout(fresh):
+    """The graph timeout bounds the sign-in too (azure-core's own default is 300 s per read)."""
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts TCP connections (the backlog) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.perf_counter()
+        results = run(fresh, [target_for(fresh, CONTOSO, authority=f"https://127.0.0.1:{port}", timeout=1)],
+                      signin_retries=0)
+        elapsed = time.perf_counter() - t0
+    assert {r.status for r in results.values()} == {"error"}
+    assert all(r.error.startswith(f"sign-in to tenant {CONTOSO} failed") and "timed out" in r.error
+               for r in results.values())
+    assert elapsed < 15
+    assert fresh.requests == []
+
+
 def test_the_lab_grants_exactly_the_permissions_the_collector_asks_for():
     from hma_check.collect.graph import REQUIRED_PERMISSIONS
     from hma_check.lab.graph_service import ROUTE_ROLES

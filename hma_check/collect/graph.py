@@ -173,7 +173,11 @@ def build_credential(target: GraphTarget, environ: Mapping[str, str], prompt: Ca
     """The azure-identity credential the configuration asks for (sync: one token request even under gather)."""
     import azure.identity as identity
 
-    common: dict[str, Any] = {"retry_total": retry_total}
+    # The configured timeout bounds every sign-in request as it bounds every Graph request: azure-core's own
+    # default is 300 s per connect and per read, so a sign-in host that accepts and never answers held the scan
+    # for minutes per retry.
+    common: dict[str, Any] = {"retry_total": retry_total, "connection_timeout": min(target.timeout, 30.0),
+                              "read_timeout": target.timeout}
     if target.ca_bundle is not None:
         common["connection_verify"] = str(target.ca_bundle)
     signin: dict[str, Any] = dict(common, authority=target.authority_url)
