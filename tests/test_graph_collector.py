@@ -264,15 +264,34 @@ def test_a_ca_bundle_that_is_not_pem_is_an_error_per_source(fresh, tmp_path):
     assert fresh.requests == []
 
 
-def test_the_transport_refuses_anything_but_get():
+def test_the_transport_refuses_anything_but_get(fresh):
     """Read-only in code: a PATCH built by any path (the SDK's upsert snippets included) never leaves."""
     import asyncio
 
     import httpx
+    from kiota_abstractions.method import Method
 
-    from hma_check.collect.graph import GraphQueryError, refuse_all_but_get
+    from hma_check.collect.graph import GraphQueryError, build_client, build_credential, refuse_all_but_get
 
     asyncio.run(refuse_all_but_get(httpx.Request("GET", "https://graph.microsoft.com/v1.0/organization")))
     for method in ("PATCH", "POST", "DELETE", "PUT"):
         with pytest.raises(GraphQueryError, match=f"GET requests only, not {method}"):
             asyncio.run(refuse_all_but_get(httpx.Request(method, "https://graph.microsoft.com/v1.0/servicePrincipals/x")))
+
+    # Wired where requests leave: a write sent through the collector's own client, signed in, reaches nothing.
+    target = target_for(fresh, CONTOSO)
+
+    async def write() -> None:
+        client, http = build_client(target, build_credential(target, lab_environ(fresh)))
+        try:
+            request = QUERIES[0].build(client)
+            client.request_adapter.set_base_url_for_request_information(request)
+            request.http_method, request.content = Method.PATCH, b"{}"
+            await client.request_adapter.send_primitive_async(request, "bytes", {})
+        finally:
+            await http.aclose()
+
+    with pytest.raises(GraphQueryError, match="GET requests only, not PATCH /v1.0/servicePrincipals"):
+        asyncio.run(write())
+    assert [r.method for r in fresh.requests if r.route != "discovery"] == ["POST"]  # the sign-in only
+    assert [r.route for r in fresh.requests if r.method == "POST"] == ["token"]
