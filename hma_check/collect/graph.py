@@ -138,21 +138,16 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
         azure_log.addHandler(logging.NullHandler())
     if not targets:
         return []
-    return asyncio.run(collect_graph_async(targets, environ=environ, retry_delay=retry_delay,
-                                           max_retries=max_retries, signin_retries=signin_retries,
-                                           credential_factory=credential_factory, prompt=prompt, on_result=on_result))
-
-
-async def collect_graph_async(targets: list[GraphTarget], *, environ: Mapping[str, str], retry_delay: float = 3.0,
-                              max_retries: int = 3, signin_retries: int = 3, credential_factory: Callable | None = None,
-                              prompt: Callable[[str], None] | None = None,
-                              on_result: Callable[[SourceResult], None] | None = None) -> list[SourceResult]:
     scrub = Scrubber(secret_values(targets, environ))
     factory = credential_factory or (
         lambda target, env: build_credential(target, env, prompt, retry_total=signin_retries))
-    per_tenant = await asyncio.gather(*(
-        _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory, on_result) for t in targets))
-    return [result for results in per_tenant for result in results]
+
+    async def every_tenant() -> list[SourceResult]:
+        per_tenant = await asyncio.gather(*(
+            _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory, on_result) for t in targets))
+        return [result for results in per_tenant for result in results]
+
+    return asyncio.run(every_tenant())
 
 
 def check_environment(targets: list[GraphTarget], environ: Mapping[str, str]) -> None:
