@@ -150,8 +150,7 @@ class _Prober:
         self.settings = settings
         # One context for every request: TLS 1.2 or newer, certificates verified against the CA bundle (or the
         # system store); the legacy versions live only in tls_probe's one-version test contexts.
-        context = ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle \
-            else ssl.create_default_context()
+        context = ssl.create_default_context(cafile=settings.ca_bundle)  # None: the system store
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context = context
         self.tls_contexts = TlsContexts(settings.ca_bundle)
