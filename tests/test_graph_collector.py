@@ -214,6 +214,23 @@ def test_a_sign_in_host_that_never_answers_is_an_error_within_the_timeout(fresh)
     assert fresh.requests == []
 
 
+def test_a_graph_host_that_never_answers_is_an_error_per_source_within_the_timeout(fresh):
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.perf_counter()
+        results = run(fresh, [target_for(fresh, CONTOSO, graph_url=f"https://127.0.0.1:{port}/v1.0", timeout=1)])
+        elapsed = time.perf_counter() - t0
+    assert {r.status for r in results.values()} == {"error"}
+    assert all(r.error == f"cannot reach Graph https://127.0.0.1:{port}: ConnectTimeout: no answer in time"
+               for r in results.values()), results[("graph.users", CONTOSO)].error
+    assert elapsed < 15
+
+
 def test_the_lab_grants_exactly_the_permissions_the_collector_asks_for():
     from hma_check.collect.graph import REQUIRED_PERMISSIONS
     from hma_check.lab.graph_service import ROUTE_ROLES

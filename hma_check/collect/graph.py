@@ -478,7 +478,7 @@ def describe_error(exc: BaseException, permission: str | None, tenant_id: str | 
             where = f" {exc.request.url.scheme}://{exc.request.url.host}:{exc.request.url.port or 443}"
         except RuntimeError:  # no request attached
             pass
-        return one_line(f"cannot reach Graph{where}: {type(exc).__name__}: {exc or 'no answer in time'}", 1000)
+        return one_line(f"cannot reach Graph{where}: {type(exc).__name__}: {str(exc) or 'no answer in time'}", 1000)
     return one_line(f"{type(exc).__name__}: {exc}", 1000)
 
 
