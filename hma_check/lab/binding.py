@@ -1,11 +1,15 @@
-"""PowerShell parameter binding for the lab's cmdlet layers: names case-insensitive, any unambiguous prefix."""
+"""What the lab's cmdlet layers (Exchange, Windows) share: parameter binding as PowerShell does it (names
+case-insensitive, any unambiguous prefix), pipeline resolution, and the scenario's latency and faults."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from hma_check.lab import errors
-from hma_check.lab.psrp import CommandCall
+from hma_check.lab.psrp import CommandCall, Invocation, Stopped
+
+if TYPE_CHECKING:
+    from hma_check.lab.scenario import Fault
 
 T = TypeVar("T")
 
@@ -54,3 +58,34 @@ def single_command(commands: list[CommandCall], table: dict[str, T]) -> tuple[T,
             "The lab answers one cmdlet per pipeline.", exception_type="System.NotSupportedException",
             category=errors.ErrorCategory.NotImplemented, reason="NotSupportedException", fqid="LabPipeline"))
     return resolved[0]
+
+
+# What a client sees when the pool breaks under it (the Exchange PowerShell application pool recycling).
+POOL_BROKEN = "The I/O operation has been aborted because of either a thread exit or an application request."
+
+
+def latency_and_fault(invocation: Invocation, delay: float, fault: Fault | None,
+                      answer: Callable[[Fault], errors.CmdletError]) -> bool:
+    """Spend the call's latency and apply ``fault``; True when the fault already answered the call.
+
+    ``delay``, ``hang`` and ``break_pool`` mean the same on every endpoint; ``error``, ``throttle`` and ``not_found``
+    are answered after the latency with ``answer(fault)``, each layer's own record: a terminating one fails the
+    pipeline, a non-terminating one is written and ends the call.
+    """
+    if fault is not None:
+        if fault.effect == "delay":
+            delay += fault.value
+        elif fault.effect == "hang":
+            invocation.sleep(24 * 3600)
+        elif fault.effect == "break_pool":
+            invocation.break_pool(POOL_BROKEN)
+            raise Stopped()
+        else:
+            invocation.sleep(delay)
+            failure = answer(fault)
+            if failure.terminating:
+                raise failure
+            invocation.write_error(failure.record)
+            return True
+    invocation.sleep(delay)
+    return False

@@ -12,13 +12,13 @@ import fnmatch
 import re
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from hma_check.lab import binding, errors
 from hma_check.lab.certs import CertificateStore
 from hma_check.lab.exchange_types import IIS_DERIVED, KINDS, VDIR_CMDLETS
-from hma_check.lab.psrp import CommandCall, Invocation, Stopped
+from hma_check.lab.psrp import CommandCall, Invocation
 from hma_check.lab.psvalues import MultiValued, Serialized, Uri, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 
@@ -94,9 +94,7 @@ class ExchangeConfiguration:
     def invoke(self, invocation: Invocation) -> None:
         cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
         call = _Call(cmdlet, self._bind(cmdlet, command), invocation)
-        try:
-            self._apply_faults_and_latency(call)
-        except _Done:
+        if self._apply_faults_and_latency(call):
             return
         replayed = self.scenario.captures.get(call.cmdlet.name.lower())
         for obj in (self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call)):
@@ -108,54 +106,29 @@ class ExchangeConfiguration:
     def _bind(self, cmdlet: _Cmdlet, command: CommandCall) -> dict[str, Any]:
         return binding.bind(cmdlet.name, cmdlet.parameters, cmdlet.positional, command)
 
-    def _apply_faults_and_latency(self, call: _Call) -> None:
+    def _apply_faults_and_latency(self, call: _Call) -> bool:
+        """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
         latency = self.scenario.latency
         name = call.cmdlet.name
         delay = latency["cmdlets"].get(name.lower())
         if delay is None:
             delay = (latency["per_server"] if call.cmdlet.per_server and call.target_server
                      and latency["per_server"] is not None else latency["default"])
-        fault = self._matching_fault(name, call.target_server)
-        if fault is not None:
-            task = _task_name(name)
-            if fault.effect == "delay":
-                delay += fault.value
-            elif fault.effect == "hang":
-                call.invocation.sleep(24 * 3600)
-            elif fault.effect == "break_pool":
-                call.invocation.break_pool("The I/O operation has been aborted because of either a thread exit or "
-                                           "an application request.")
-                raise Stopped()
-            elif fault.effect == "throttle":
-                # Exchange names how long to wait; the lab keeps it short so tests stay fast.
-                raise errors.throttled(call.invocation.user, 20, 60, 250)
-            elif fault.effect == "error":
-                call.invocation.sleep(delay)
-                raise errors.cmdlet_failure(fault.value, answering_server=self.endpoint_server.name, task=task)
-            elif fault.effect == "not_found":
-                call.invocation.sleep(delay)
-                call.invocation.write_error(errors.object_not_found(
-                    call.target_server or str(call.params.get("Identity", name)),
-                    answering_server=self.endpoint_server.name, domain_controller=self.org["domain_controller"],
-                    task=task).record)
-                raise _Done()
-        call.invocation.sleep(delay)
+        target = call.target_server
+        fault = self.scenario.cmdlet_fault(name, self.scenario.server(target) if target else None)
 
-    def _matching_fault(self, cmdlet: str, server: str) -> Fault | None:
-        with self.lock:
-            for fault in self.scenario.faults:
-                if fault.effect == "http_status":
-                    continue
-                if not fnmatch.fnmatch(cmdlet.lower(), fault.cmdlet.lower()):
-                    continue
-                if fault.server != "*":
-                    spec = self.scenario.server(server) if server else None
-                    if spec is None or not fnmatch.fnmatch(spec.name.lower(), fault.server.lower()):
-                        continue
-                if not fault.strikes():
-                    continue
-                return fault
-        return None
+        def answer(fault: Fault) -> errors.CmdletError:
+            task = _task_name(name)
+            if fault.effect == "throttle":
+                # Exchange names how long to wait; the lab keeps it short so tests stay fast.
+                return errors.throttled(call.invocation.user, 20, 60, 250)
+            if fault.effect == "error":
+                return errors.cmdlet_failure(fault.value, answering_server=self.endpoint_server.name, task=task)
+            return errors.object_not_found(target or str(call.params.get("Identity", name)),
+                                           answering_server=self.endpoint_server.name,
+                                           domain_controller=self.org["domain_controller"], task=task)
+
+        return binding.latency_and_fault(call.invocation, delay, fault, answer)
 
     # ------------------------------------------------------------------------------------------ the cmdlets
 
@@ -548,10 +521,6 @@ class ExchangeConfiguration:
             # The real cmdlet warns and truncates: a collector that forgets -ResultSize Unlimited loses data quietly.
             call.invocation.write_warning(RESULT_SIZE_WARNING)
         return [self._object(kind, item) for item in (items if limit is None else items[:limit])]
-
-
-class _Done(Exception):
-    """A fault already wrote the cmdlet's whole answer."""
 
 
 def _int(value: Any) -> int:

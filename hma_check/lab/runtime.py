@@ -161,7 +161,7 @@ class Lab:
             self.endpoint = Endpoint(Accounts(accounts), configurations,
                                      max_shells_per_user=self.scenario.max_concurrency,
                                      realm=self.scenario.organization["namespace"])
-            self.endpoint.http_fault = _http_fault_injector(self.scenario)
+            self.endpoint.http_fault = self.scenario.http_fault
             NTLM_ACCOUNTS.acquire(username, self.credentials.password)
             self._ntlm_user = username
 
@@ -267,22 +267,3 @@ def _optional_module(name: str) -> Any:
         if exc.name == name:
             return None
         raise
-
-
-def _http_fault_injector(scenario: Scenario) -> Any:
-    faults = [fault for fault in scenario.faults if fault.effect == "http_status"]
-    lock = threading.Lock()
-
-    def inject(action: str, user: str | None) -> int | None:
-        # Called with "*" once per HTTP request (before the SOAP body is read) and again with the WSMan action.
-        with lock:
-            for fault in faults:
-                if (action == "*") != (fault.action == "*"):
-                    continue
-                if fault.action != "*" and fault.action.lower() != action.lower():
-                    continue
-                if not fault.strikes():
-                    continue
-                return int(fault.value)
-        return None
-    return inject

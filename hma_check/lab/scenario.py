@@ -7,8 +7,10 @@ exists the section is kept as raw data. docs/scenarios.md describes the format.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -93,16 +95,19 @@ class Fault:
     times: int | None = None
     after: int = 0
     hits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def strikes(self) -> bool:
         """Count one matching call; True when this call is hit (past the first ``after``, within ``times``).
 
-        Callers hold their lock: the count is shared by every session that reaches the same fault.
+        The count is shared by every session (Exchange's, every server's WinRM) that reaches the same fault.
         """
-        self.hits += 1
-        if self.hits <= self.after:
+        with self._lock:
+            self.hits += 1
+            hits = self.hits
+        if hits <= self.after:
             return False
-        return self.times is None or self.hits <= self.after + self.times
+        return self.times is None or hits <= self.after + self.times
 
 
 @dataclass
@@ -128,6 +133,30 @@ class Scenario:
     def server(self, name: str) -> ServerSpec | None:
         lowered = name.lower()
         return next((s for s in self.servers if s.name.lower() == lowered or s.fqdn.lower() == lowered), None)
+
+    def cmdlet_fault(self, cmdlet: str, server: ServerSpec | None) -> Fault | None:
+        """The first fault that hits this call of ``cmdlet`` (on ``server``, None when the call names none)."""
+        for fault in self.faults:
+            if fault.effect == "http_status" or not fnmatch.fnmatch(cmdlet.lower(), fault.cmdlet.lower()):
+                continue
+            if fault.server != "*" and (server is None or not fnmatch.fnmatch(server.name.lower(),
+                                                                             fault.server.lower())):
+                continue
+            if fault.strikes():
+                return fault
+        return None
+
+    def http_fault(self, action: str) -> int | None:
+        """The HTTP status a fault answers instead: ``action`` is "*" once per request (before the SOAP body is
+        read), then the request's WSMan action."""
+        for fault in self.faults:
+            if fault.effect != "http_status" or (action == "*") != (fault.action == "*"):
+                continue
+            if fault.action != "*" and fault.action.lower() != action.lower():
+                continue
+            if fault.strikes():
+                return int(fault.value)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------------- loading

@@ -16,7 +16,6 @@ import socket
 import ssl
 import struct
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from hma_check.lab import binding, errors
 from hma_check.lab.certs import CertificateStore, Issued
-from hma_check.lab.psrp import CommandCall, Invocation, Stopped
+from hma_check.lab.psrp import CommandCall, Invocation
 from hma_check.lab.psvalues import Serialized, Version, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 from hma_check.lab.windows_spec import FRAMEWORKS, SIDES, VIEWS
@@ -286,8 +285,7 @@ class WindowsConfiguration:
 
     name = CONFIGURATION
 
-    def __init__(self, scenario: Scenario, server: ServerSpec, certificates: CertificateStore,
-                 fault_lock: threading.Lock) -> None:
+    def __init__(self, scenario: Scenario, server: ServerSpec, certificates: CertificateStore) -> None:
         self.scenario = scenario
         self.server = server
         winrm = server.extra.get("winrm") or {}
@@ -299,7 +297,6 @@ class WindowsConfiguration:
         default_version = "{:02d}.{:02d}.{:04d}.{:03d}".format(*server.build)
         self.exsetup = server.extra.get("exsetup_version", default_version)
         self.booted = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=12, hours=3)
-        self.fault_lock = fault_lock
         self.cmdlets = {c.name.lower(): c for c in (
             _Cmdlet("Get-ItemProperty", self._get_item_property, ("Path", "LiteralPath", "Name"), "Path"),
             _Cmdlet("Get-Item", self._get_item, ("Path", "LiteralPath"), "Path"),
@@ -332,43 +329,18 @@ class WindowsConfiguration:
         """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
         latency = self.scenario.latency
         delay = latency["cmdlets"].get(cmdlet.lower(), latency["default"])
-        fault = self._matching_fault(cmdlet)
-        if fault is not None:
-            if fault.effect == "delay":
-                delay += fault.value
-            elif fault.effect == "hang":
-                invocation.sleep(24 * 3600)
-            elif fault.effect == "break_pool":
-                invocation.break_pool("The I/O operation has been aborted because of either a thread exit or an "
-                                      "application request.")
-                raise Stopped()
-            elif fault.effect in ("error", "throttle"):
-                invocation.sleep(delay)
-                message = fault.value if fault.effect == "error" else "The WS-Management service cannot process the " \
-                    "request because the maximum number of operations for this user has been exceeded."
-                raise errors.CmdletError(errors.error_record(
-                    message, exception_type="System.Management.Automation.RuntimeException",
-                    category=errors.ErrorCategory.NotSpecified, reason="RuntimeException",
-                    fqid=f"LabFault,{_task(cmdlet)}"))
-            elif fault.effect == "not_found":
-                invocation.sleep(delay)
-                invocation.write_error(path_not_found(cmdlet, str(_paths(params)[0][0] if _paths(params) else cmdlet))
-                                       .record)
-                return True
-        invocation.sleep(delay)
-        return False
 
-    def _matching_fault(self, cmdlet: str) -> Fault | None:
-        with self.fault_lock:
-            for fault in self.scenario.faults:
-                if fault.effect == "http_status" or not fnmatch.fnmatch(cmdlet.lower(), fault.cmdlet.lower()):
-                    continue
-                if fault.server != "*" and not fnmatch.fnmatch(self.server.name.lower(), fault.server.lower()):
-                    continue
-                if not fault.strikes():
-                    continue
-                return fault
-        return None
+        def answer(fault: Fault) -> errors.CmdletError:
+            if fault.effect == "not_found":
+                paths = _paths(params)
+                return path_not_found(cmdlet, str(paths[0][0] if paths else cmdlet))
+            message = fault.value if fault.effect == "error" else "The WS-Management service cannot process the " \
+                "request because the maximum number of operations for this user has been exceeded."
+            return errors.CmdletError(errors.error_record(
+                message, exception_type="System.Management.Automation.RuntimeException",
+                category=errors.ErrorCategory.NotSpecified, reason="RuntimeException", fqid=f"LabFault,{_task(cmdlet)}"))
+
+        return binding.latency_and_fault(invocation, delay, self.scenario.cmdlet_fault(cmdlet, self.server), answer)
 
     # ------------------------------------------------------------------------------------------ the cmdlets
 
@@ -534,7 +506,6 @@ def start_service(lab: Any) -> WindowsService:
     ca.cert_pem.write_to_path(str(ca_file))
 
     group = ListenerGroup()
-    fault_lock = lab.exchange.lock   # the scenario's faults are shared with the Exchange endpoint
     endpoints: dict[str, Any] = {}
     http_ports: dict[str, int] = {}
     https_ports: dict[str, int] = {}
@@ -548,11 +519,10 @@ def start_service(lab: Any) -> WindowsService:
         status = winrm.get("http_status")
         # 401 is what WinRM answers an account it does not accept: the lab simply does not know the user there.
         known = {} if status == 401 else accounts
-        endpoint = Endpoint(Credentials(known), {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates,
-                                                                                     fault_lock)},
+        endpoint = Endpoint(Credentials(known), {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates)},
                             max_shells_per_user=MAX_SHELLS_PER_USER, paths=("/wsman",), realm=server.fqdn)
         if status and status != 401:
-            endpoint.http_fault = lambda action, user, status=status: status if action == "*" else None
+            endpoint.http_fault = lambda action, status=status: status if action == "*" else None
         endpoints[server.name] = endpoint
         # WinRM's HTTP listener refuses unencrypted bodies (AllowUnencrypted=false); HTTPS binds the channel.
         http_ports[server.name] = group.add(endpoint, Listener(encryption_required=True))

@@ -103,8 +103,9 @@ class Endpoint:
         self.request_log: list[dict[str, Any]] = []
         self.command_log: list[dict[str, Any]] = []
         self.peak_shells = 0
-        # (action, resource) -> HTTP status to answer instead; set by fault injection (401 for everyone, 500...).
-        self.http_fault: Callable[[str, str | None], int | None] = lambda action, user: None
+        # WSMan action ("*": any request, asked before the body is read) -> HTTP status to answer instead; set by
+        # fault injection (401 for everyone, 500...).
+        self.http_fault: Callable[[str], int | None] = lambda action: None
 
     def log_command(self, user: str, configuration: str, command: Any) -> None:
         with self.lock:
@@ -184,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         user = self._authenticate(listener, endpoint)
         if user is None:
             return
-        forced = endpoint.http_fault("*", user)
+        forced = endpoint.http_fault("*")
         if forced:
             self._status_only(forced, user)
             return
@@ -345,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         timeout = _duration(_text(header, "wsman:OperationTimeout"), 20.0)
         max_envelope = int(_text(header, "wsman:MaxEnvelopeSize") or 153600)
         short = action.rsplit("/", 1)[-1]
-        forced = endpoint.http_fault(short, user)
+        forced = endpoint.http_fault(short)
         if forced:
             self._log(short, resource, user, forced, note="injected", encrypted=encrypted)
             return forced, b""
