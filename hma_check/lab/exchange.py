@@ -18,7 +18,7 @@ from typing import Any, Callable
 from hma_check.lab import binding, errors
 from hma_check.lab.certs import CertificateStore
 from hma_check.lab.exchange_types import IIS_DERIVED, KINDS, VDIR_CMDLETS
-from hma_check.lab.psrp import CommandCall, Invocation
+from hma_check.lab.psrp import Invocation
 from hma_check.lab.psvalues import MultiValued, Serialized, Uri, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 
@@ -34,20 +34,18 @@ RESULT_SIZE_WARNING = (
 _LAB_GUID_NAMESPACE = uuid.UUID("5d0b1f4e-8a43-4c1e-9b7e-6c3f2a9d0e11")
 
 
-class _Cmdlet:
-    def __init__(self, name: str, handler: Callable[["_Call"], list[Any]], parameters: str,
-                 per_server: bool = False, positional: str | None = "Identity") -> None:
-        self.name = name
-        self.handler = handler
-        self.parameters = tuple(parameters.split()) + COMMON_PARAMETERS
-        self.per_server = per_server
-        self.positional = positional
+_Handler = Callable[["_Call"], list[Any]]
+
+
+def _cmdlet(name: str, handler: _Handler, parameters: str, per_server: bool = False,
+            positional: str | None = "Identity") -> binding.Cmdlet[_Handler]:
+    return binding.Cmdlet(name, handler, tuple(parameters.split()), positional, per_server)
 
 
 class _Call:
     """One bound cmdlet call: parameters by canonical name, the server it targets, and its invocation."""
 
-    def __init__(self, cmdlet: _Cmdlet, params: dict[str, Any], invocation: Invocation) -> None:
+    def __init__(self, cmdlet: binding.Cmdlet[_Handler], params: dict[str, Any], invocation: Invocation) -> None:
         self.cmdlet = cmdlet
         self.params = params
         self.invocation = invocation
@@ -82,9 +80,7 @@ class ExchangeConfiguration:
         self.endpoint_server = endpoint
         self.created = datetime(2021, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
         self._serialized: dict[tuple[Any, ...], Serialized] = {}
-        self.cmdlets: dict[str, _Cmdlet] = {}
-        for cmdlet in self._cmdlet_table(endpoint):
-            self.cmdlets[cmdlet.name.lower()] = cmdlet
+        self.cmdlets = binding.table(self._cmdlet_table(endpoint))
 
     # ------------------------------------------------------------------------------------------ Configuration
 
@@ -92,19 +88,11 @@ class ExchangeConfiguration:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
-        cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
-        call = _Call(cmdlet, self._bind(cmdlet, command), invocation)
+        call = _Call(*binding.resolve(invocation.commands, self.cmdlets, COMMON_PARAMETERS), invocation)
         if self._apply_faults_and_latency(call):
             return
         replayed = self.scenario.captures.get(call.cmdlet.name.lower())
-        for obj in (self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call)):
-            if isinstance(obj, errors.CmdletError):
-                invocation.write_error(obj.record)
-            else:
-                invocation.write_output(obj)
-
-    def _bind(self, cmdlet: _Cmdlet, command: CommandCall) -> dict[str, Any]:
-        return binding.bind(cmdlet.name, cmdlet.parameters, cmdlet.positional, command)
+        binding.write_all(invocation, self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call))
 
     def _apply_faults_and_latency(self, call: _Call) -> bool:
         """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
@@ -132,40 +120,40 @@ class ExchangeConfiguration:
 
     # ------------------------------------------------------------------------------------------ the cmdlets
 
-    def _cmdlet_table(self, endpoint: ServerSpec) -> list[_Cmdlet]:
+    def _cmdlet_table(self, endpoint: ServerSpec) -> list[binding.Cmdlet[_Handler]]:
         major, minor, build, _ = endpoint.build
         table = [
-            _Cmdlet("Get-ExchangeServer", self._exchange_server, "Identity Status Domain"),
-            _Cmdlet("Get-OrganizationConfig", self._single("OrganizationConfig"), "Identity", positional="Identity"),
-            _Cmdlet("Get-AuthServer", self._list("AuthServer"), "Identity"),
-            _Cmdlet("Get-PartnerApplication", self._list("PartnerApplication"), "Identity"),
-            _Cmdlet("Get-AuthConfig", self._auth_config, "Identity"),
-            _Cmdlet("Get-HybridConfiguration", self._hybrid_configuration, "Identity"),
-            _Cmdlet("Get-IntraOrganizationConnector", self._list("IntraOrganizationConnector"), "Identity"),
-            _Cmdlet("Get-SettingOverride", self._list("SettingOverride"), "Identity"),
-            _Cmdlet("Get-AcceptedDomain", self._list("AcceptedDomain"), "Identity"),
-            _Cmdlet("Get-Mailbox", self._mailboxes, "Identity ResultSize RecipientTypeDetails Filter"),
-            _Cmdlet("Get-CASMailbox", self._cas_mailboxes, "Identity ResultSize Filter"),
-            _Cmdlet("Get-RoleGroupMember", self._role_group_members, "Identity ResultSize"),
-            _Cmdlet("Get-User", self._users, "Identity ResultSize Filter"),
-            _Cmdlet("Get-ActiveSyncOrganizationSettings", self._single("ActiveSyncOrganizationSettings"),
+            _cmdlet("Get-ExchangeServer", self._exchange_server, "Identity Status Domain"),
+            _cmdlet("Get-OrganizationConfig", self._single("OrganizationConfig"), "Identity", positional="Identity"),
+            _cmdlet("Get-AuthServer", self._list("AuthServer"), "Identity"),
+            _cmdlet("Get-PartnerApplication", self._list("PartnerApplication"), "Identity"),
+            _cmdlet("Get-AuthConfig", self._auth_config, "Identity"),
+            _cmdlet("Get-HybridConfiguration", self._hybrid_configuration, "Identity"),
+            _cmdlet("Get-IntraOrganizationConnector", self._list("IntraOrganizationConnector"), "Identity"),
+            _cmdlet("Get-SettingOverride", self._list("SettingOverride"), "Identity"),
+            _cmdlet("Get-AcceptedDomain", self._list("AcceptedDomain"), "Identity"),
+            _cmdlet("Get-Mailbox", self._mailboxes, "Identity ResultSize RecipientTypeDetails Filter"),
+            _cmdlet("Get-CASMailbox", self._cas_mailboxes, "Identity ResultSize Filter"),
+            _cmdlet("Get-RoleGroupMember", self._role_group_members, "Identity ResultSize"),
+            _cmdlet("Get-User", self._users, "Identity ResultSize Filter"),
+            _cmdlet("Get-ActiveSyncOrganizationSettings", self._single("ActiveSyncOrganizationSettings"),
                     "Identity"),
-            _Cmdlet("Get-ActiveSyncDeviceAccessRule", self._list("ActiveSyncDeviceAccessRule"), "Identity"),
-            _Cmdlet("Get-ExchangeCertificate", self._certificates, "Identity Server Thumbprint", per_server=True,
+            _cmdlet("Get-ActiveSyncDeviceAccessRule", self._list("ActiveSyncDeviceAccessRule"), "Identity"),
+            _cmdlet("Get-ExchangeCertificate", self._certificates, "Identity Server Thumbprint", per_server=True,
                     positional="Thumbprint"),
         ]
         for cmdlet_name in VDIR_CMDLETS:
-            table.append(_Cmdlet(cmdlet_name, self._vdirs, "Identity Server ADPropertiesOnly ShowMailboxVirtualDirectories",
+            table.append(_cmdlet(cmdlet_name, self._vdirs, "Identity Server ADPropertiesOnly ShowMailboxVirtualDirectories",
                                  per_server=True))
         # The cmdlet set depends on the version of the server that answers (the one this endpoint runs on):
         # Get-ClientAccessServer is the 2013 name (an alias with a warning on 2016, gone in 2019), and
         # Get-AuthenticationPolicy arrived in Exchange 2019 CU2 (15.2.397).
         if (major, minor) <= (15, 1):
-            table.append(_Cmdlet("Get-ClientAccessServer", self._client_access, "Identity"))
+            table.append(_cmdlet("Get-ClientAccessServer", self._client_access, "Identity"))
         if (major, minor) >= (15, 1):
-            table.append(_Cmdlet("Get-ClientAccessService", self._client_access, "Identity"))
+            table.append(_cmdlet("Get-ClientAccessService", self._client_access, "Identity"))
         if (major, minor, build) >= (15, 2, 397):
-            table.append(_Cmdlet("Get-AuthenticationPolicy", self._list("AuthenticationPolicy"), "Identity"))
+            table.append(_cmdlet("Get-AuthenticationPolicy", self._list("AuthenticationPolicy"), "Identity"))
         return table
 
     def _single(self, kind: str) -> Callable[[_Call], list[Any]]:

@@ -19,11 +19,11 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from hma_check.lab import binding, errors
 from hma_check.lab.certs import CertificateStore, Issued
-from hma_check.lab.psrp import CommandCall, Invocation
+from hma_check.lab.psrp import Invocation
 from hma_check.lab.psvalues import Serialized, Version, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 from hma_check.lab.windows_spec import FRAMEWORKS, SIDES, VIEWS
@@ -272,14 +272,6 @@ def _invalid_class(name: str) -> errors.CmdletError:
 
 # ----------------------------------------------------------------------------------------------------- configuration
 
-@dataclass
-class _Cmdlet:
-    name: str
-    handler: Callable[[dict[str, Any]], Iterator[Any]]
-    parameters: tuple[str, ...]
-    positional: str | None
-
-
 class WindowsConfiguration:
     """Microsoft.PowerShell on one server: its registry, ExSetup.exe, operating system and machine certificate store."""
 
@@ -297,33 +289,21 @@ class WindowsConfiguration:
         default_version = "{:02d}.{:02d}.{:04d}.{:03d}".format(*server.build)
         self.exsetup = server.extra.get("exsetup_version", default_version)
         self.booted = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=12, hours=3)
-        self.cmdlets = {c.name.lower(): c for c in (
-            _Cmdlet("Get-ItemProperty", self._get_item_property, ("Path", "LiteralPath", "Name"), "Path"),
-            _Cmdlet("Get-Item", self._get_item, ("Path", "LiteralPath"), "Path"),
-            _Cmdlet("Get-ChildItem", self._get_child_item, ("Path", "LiteralPath"), "Path"),
-            _Cmdlet("Get-Command", self._get_command, ("Name", "CommandType"), "Name"),
-            _Cmdlet("Get-CimInstance", self._get_cim_instance, ("ClassName", "Namespace"), "ClassName"),
-        )}
+        self.cmdlets = binding.table((
+            binding.Cmdlet("Get-ItemProperty", self._get_item_property, ("Path", "LiteralPath", "Name"), "Path"),
+            binding.Cmdlet("Get-Item", self._get_item, ("Path", "LiteralPath"), "Path"),
+            binding.Cmdlet("Get-ChildItem", self._get_child_item, ("Path", "LiteralPath"), "Path"),
+            binding.Cmdlet("Get-Command", self._get_command, ("Name", "CommandType"), "Name"),
+            binding.Cmdlet("Get-CimInstance", self._get_cim_instance, ("ClassName", "Namespace"), "ClassName"),
+        ))
 
     def application_private_data(self) -> dict[str, Any]:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
-        cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
-        params = self._bind(cmdlet, command)
-        if self._apply_faults_and_latency(cmdlet.name, params, invocation):
-            return
-        for item in cmdlet.handler(params):
-            if isinstance(item, errors.CmdletError):
-                if item.terminating:
-                    raise item
-                invocation.write_error(item.record)
-            else:
-                invocation.write_output(item)
-
-    @staticmethod
-    def _bind(cmdlet: _Cmdlet, command: CommandCall) -> dict[str, Any]:
-        return binding.bind(cmdlet.name, cmdlet.parameters + binding.COMMON_PARAMETERS, cmdlet.positional, command)
+        cmdlet, params = binding.resolve(invocation.commands, self.cmdlets)
+        if not self._apply_faults_and_latency(cmdlet.name, params, invocation):
+            binding.write_all(invocation, cmdlet.handler(params))
 
     def _apply_faults_and_latency(self, cmdlet: str, params: dict[str, Any], invocation: Invocation) -> bool:
         """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
