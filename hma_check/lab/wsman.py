@@ -10,17 +10,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import socket
 import ssl
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from hma_check.lab.httpd import LabHTTPServer
 from hma_check.lab.psrp import Configuration, Shell, ShellGone
 
 NS = {
@@ -129,26 +129,11 @@ def _loggable(value: Any) -> Any:
     return str(value)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
+class _Server(LabHTTPServer):
     def __init__(self, address: tuple[str, int], endpoint: Endpoint, listener: Listener) -> None:
         self.endpoint = endpoint
         self.listener = listener
-        super().__init__(address, _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.listener.tls is not None:
-            sock.settimeout(10)
-            sock = self.listener.tls.wrap_socket(sock, server_side=True)
-            sock.settimeout(None)
-        return sock, addr
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up mid-request is not the lab's problem
+        super().__init__(address, _Handler, listener.tls)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -555,7 +540,7 @@ class WSManServer:
 
 
 class ListenerGroup:
-    """Many listeners (each with its own Endpoint) served by one accept thread.
+    """Listeners (HTTP or HTTPS, each for an Endpoint) on 127.0.0.1, served by one accept thread.
 
     A lab with hundreds of Exchange servers has one WinRM port per server; a serve_forever thread each would keep
     hundreds of threads polling. Accepted connections are still handled on their own threads.
