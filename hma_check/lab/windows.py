@@ -11,14 +11,10 @@ so a test proves the collector never sends one.
 from __future__ import annotations
 
 import fnmatch
-import shutil
 import socket
-import ssl
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Iterator
 
 from hma_check.lab import binding, errors
@@ -430,9 +426,7 @@ class WindowsService:
     servers: dict[str, Any]                        # server name -> its wsman.Endpoint
     http_ports: dict[str, int]
     https_ports: dict[str, int]
-    ca_file: Path
     _group: Any = None
-    _tmp: str | None = None
 
     @property
     def command_log(self) -> list[dict[str, Any]]:
@@ -456,68 +450,52 @@ class WindowsService:
         if self._group is not None:
             self._group.stop()
             self._group = None
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
 
 
 def start_service(lab: Any) -> WindowsService:
-    """One WinRM endpoint per Exchange server (Edge Transport servers are outside the domain and are not read)."""
-    import trustme
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
+    """One WinRM endpoint per Exchange server (Edge Transport servers are outside the domain and are not read), with
+    the lab's own account and the certificate of its other WSMan listeners."""
     from hma_check.lab.wsman import Credentials, Endpoint, Listener, ListenerGroup
 
     scenario: Scenario = lab.scenario
-    username, password = lab.credentials.username, lab.credentials.password
-    netbios, _, user = username.rpartition("\\")
-    accounts = {username.lower(): password}
-    if netbios:
-        accounts[f"{user}@{scenario.organization['ad_domain']}".lower()] = password
-    tmp = tempfile.mkdtemp(prefix="hma-check-lab-winrm-")
-    ca = trustme.CA(organization_name="hma-check lab WinRM", key_type=trustme.KeyType.ECDSA)
-    leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.ECDSA)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    leaf.configure_cert(context)
-    leaf_der = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(serialization.Encoding.DER)
-    ca_file = Path(tmp) / "winrm-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-
     group = ListenerGroup()
     endpoints: dict[str, Any] = {}
     http_ports: dict[str, int] = {}
     https_ports: dict[str, int] = {}
-    for server in scenario.servers:
-        if server.is_edge:
-            continue
-        winrm = server.extra.get("winrm") or {}
-        if not winrm.get("listening", True):
-            http_ports[server.name], https_ports[server.name] = _closed_port(), _closed_port()
-            continue
-        status = winrm.get("http_status")
-        # 401 is what WinRM answers an account it does not accept: the lab simply does not know the user there.
-        known = {} if status == 401 else accounts
-        endpoint = Endpoint(Credentials(known), {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates)},
-                            max_shells_per_user=MAX_SHELLS_PER_USER, paths=("/wsman",), realm=server.fqdn)
-        if status and status != 401:
-            endpoint.http_fault = lambda action, status=status: status if action == "*" else None
-        endpoints[server.name] = endpoint
-        # WinRM's HTTP listener refuses unencrypted bodies (AllowUnencrypted=false); HTTPS binds the channel.
-        http_ports[server.name] = group.add(endpoint, Listener(encryption_required=True))
-        https_ports[server.name] = group.add(endpoint, Listener(tls=context, cert_der=leaf_der))
-    group.start()
+    try:
+        for server in scenario.servers:
+            if server.is_edge:
+                continue
+            winrm = server.extra.get("winrm") or {}
+            if not winrm.get("listening", True):
+                http_ports[server.name], https_ports[server.name] = _closed_port(), _closed_port()
+                continue
+            status = winrm.get("http_status")
+            # 401 is what WinRM answers an account it does not accept: the lab simply does not know the user there.
+            known = {} if status == 401 else lab.accounts()
+            endpoint = Endpoint(Credentials(known),
+                                {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates)},
+                                max_shells_per_user=MAX_SHELLS_PER_USER, paths=("/wsman",), realm=server.fqdn)
+            if status and status != 401:
+                endpoint.http_fault = lambda action, status=status: status if action == "*" else None
+            endpoints[server.name] = endpoint
+            # WinRM's HTTP listener refuses unencrypted bodies (AllowUnencrypted=false); HTTPS binds the channel.
+            http_ports[server.name] = group.add(endpoint, Listener(encryption_required=True))
+            https_ports[server.name] = group.add(endpoint, Listener(tls=lab.tls, cert_der=lab.tls_cert_der))
+        group.start()
+    except BaseException:
+        group.stop()
+        raise
     hosts = {name: f"127.0.0.1:{port}" for name, port in http_ports.items()}
     # The same account as the Exchange endpoint: one exported variable serves both sections of the lab's config.
-    scan_config = {"os": {"ssl": False, "auth": "ntlm", "username": username,
-                          "password_env": "HMA_CHECK_EXCHANGE_PASSWORD", "ca_file": str(ca_file), "hosts": hosts}}
+    scan_config = {"os": {"ssl": False, "auth": "ntlm", "username": lab.credentials.username,
+                          "password_env": "HMA_CHECK_EXCHANGE_PASSWORD", "ca_file": str(lab.ca_file), "hosts": hosts}}
     ports = sorted(http_ports.values())
     described = {"winrm": f"{len(http_ports)} servers (Microsoft.PowerShell), HTTP ports {ports[0]}-{ports[-1]}"
                           if ports else "no servers"}
-    return WindowsService(endpoints=described, scan_config=scan_config, secrets={"os.password": password},
-                          servers=endpoints, http_ports=http_ports, https_ports=https_ports, ca_file=ca_file,
-                          _group=group, _tmp=tmp)
+    return WindowsService(endpoints=described, scan_config=scan_config,
+                          secrets={"os.password": lab.credentials.password}, servers=endpoints,
+                          http_ports=http_ports, https_ports=https_ports, _group=group)
 
 
 def _closed_port() -> int:

@@ -512,33 +512,6 @@ def _envelope(action: str, relates_to: str, content: list[ET.Element]) -> bytes:
     return ET.tostring(envelope, encoding="utf-8", xml_declaration=False)
 
 
-class WSManServer:
-    """One listener (HTTP or HTTPS) of an Endpoint, served from a daemon thread on 127.0.0.1."""
-
-    def __init__(self, endpoint: Endpoint, listener: Listener, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.endpoint = endpoint
-        self.listener = listener
-        self._server = _Server((host, port), endpoint, listener)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        daemon=True, name="lab-wsman")
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def host(self) -> str:
-        return self._server.server_address[0]
-
-    def start(self) -> "WSManServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 class ListenerGroup:
     """Listeners (HTTP or HTTPS, each for an Endpoint) on 127.0.0.1, served by one accept thread.
 
