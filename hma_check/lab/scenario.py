@@ -1,8 +1,8 @@
 """Scenario files: the lab's YAML description of an Exchange organisation, validated with file-and-line errors.
 
-The lab owns every section except ``tenants`` and ``endpoints``: those are handed to the loaders their owners register
-(``hma_check.lab.tenants``, ``hma_check.lab.endpoints``, each with ``load_section(data, context)``); until such a module
-exists the section is kept as raw data. docs/scenarios.md describes the format.
+The lab's Exchange side owns every section except ``tenants`` and ``endpoints``: those go to the ``load_section(data,
+context)`` of the module that serves them (``hma_check.lab.tenants``, ``hma_check.lab.endpoints``). docs/scenarios.md
+describes the format.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hma_check.errors import InputError
 from hma_check.lab.exchange_types import KINDS, VDIR_KINDS, check_value
@@ -27,7 +27,7 @@ FINDING_STATUSES = ("PASS", "FAIL", "WARN", "ERROR", "NOT_APPLICABLE")
 SOURCE_STATUSES = ("ok", "error", "skipped")
 MAX_SERVERS = 2000
 
-# Sections owned by other engineers: module to import (when it exists) and hand the raw section to.
+# Sections validated by the module that serves them: its load_section(data, context) gets the raw section.
 SECTION_MODULES: dict[str, str] = {
     "tenants": "hma_check.lab.tenants",
     "endpoints": "hma_check.lab.endpoints",
@@ -379,8 +379,8 @@ class _Parser:
             options=self.options(root.get("options")), captures=self.captures(root.get("captures")))
         for section, module_name in SECTION_MODULES.items():
             if section in root:
-                scenario.sections[section] = _load_section(module_name, root[section],
-                                                           SectionContext(scenario, self.doc, section))
+                loader = importlib.import_module(module_name).load_section
+                scenario.sections[section] = loader(root[section], SectionContext(scenario, self.doc, section))
         return scenario
 
     def organization(self, value: Any) -> dict[str, Any]:
@@ -669,17 +669,6 @@ class _Parser:
             sources[key] = status
         out["sources"] = sources
         return out
-
-
-def _load_section(module_name: str, raw: Any, context: SectionContext) -> Any:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return raw  # its owner has not shipped a loader yet: keep the data as written
-        raise
-    loader: Callable[[Any, SectionContext], Any] | None = getattr(module, "load_section", None)
-    return loader(raw, context) if loader is not None else raw
 
 
 def _parse_build(text: str) -> tuple[int, int, int, int] | None:
