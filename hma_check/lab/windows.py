@@ -185,7 +185,7 @@ def _file_version_text(path: str, version: str) -> str:
     return "".join(f"{label:<18}{value}\r\n" for label, value in rows)
 
 
-def _application(server: ServerSpec, file_version: str) -> Serialized:
+def _application(file_version: str) -> Serialized:
     numbers = tuple(int(part) for part in file_version.split("."))
     path = f"C:\\Program Files\\Microsoft\\Exchange Server\\V{numbers[0]}\\Bin\\ExSetup.exe"
     props = {"Path": path, "Extension": ".exe", "Definition": path, "Source": path,
@@ -389,7 +389,7 @@ class WindowsConfiguration:
         types = [t.lower() for t in _strings(params.get("CommandType")) or ["application"]]
         for name in _strings(params.get("Name")) or []:
             if name.lower() in ("exsetup.exe", "exsetup") and self.exsetup and ("application" in types or "all" in types):
-                yield _application(self.server, self.exsetup)
+                yield _application(self.exsetup)
             else:
                 yield _command_missing(name)
 
