@@ -24,7 +24,7 @@ def node_address(index: int) -> str:
 
 def client_servers(scenario: Any) -> list[Any]:
     """The servers with client virtual directories (Exchange 2013 and later, not Edge), in scenario order."""
-    return [server for server in scenario.servers if not server.is_edge and server.build[0] >= 15]
+    return [server for server in scenario.servers if server.serves_clients]
 
 
 def skeleton(scenario: Any) -> EndpointsSpec:

@@ -218,7 +218,7 @@ class ExchangeConfiguration:
     def _client_access(self, call: _Call) -> list[Any]:
         items = []
         for server in self.scenario.servers:
-            if server.is_edge or server.build[0] < 15:
+            if not server.serves_clients:
                 continue
             props = {"Name": server.name, "Fqdn": server.fqdn,
                      "AutoDiscoverServiceInternalUri":
@@ -268,7 +268,7 @@ class ExchangeConfiguration:
         identity = call.params.get("Identity")
         out: list[Any] = []
         for server in servers:
-            if kind in server.absent or server.is_edge or server.build[0] < 15:
+            if not server.has_virtual_directory(kind):
                 continue
             name = f"{folder} (Default Web Site)"
             if identity is not None and not fnmatch.fnmatch(f"{server.name}\\{name}".lower(), str(identity).lower()) \
@@ -442,7 +442,7 @@ class ExchangeConfiguration:
     def virtual_directory(self, kind: str, server: ServerSpec) -> dict[str, Any] | None:
         """The vendor properties Get-<kind>VirtualDirectory reports for one server (IIS truth, not -ADPropertiesOnly),
         or None when the server has none: the lab's HTTPS endpoints answer as these say."""
-        if kind in server.absent or server.is_edge or server.build[0] < 15:
+        if not server.has_virtual_directory(kind):
             return None
         folder = next(folder for cmdlet_kind, folder in VDIR_CMDLETS.values() if cmdlet_kind == kind)
         return self._vdir_properties(kind, folder, server, False)

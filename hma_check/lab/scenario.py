@@ -78,6 +78,14 @@ class ServerSpec:
         return "Edge" in self.roles
 
     @property
+    def serves_clients(self) -> bool:
+        """Exchange 2013 or later and not Edge Transport: the server has the client access virtual directories."""
+        return not self.is_edge and self.build[0] >= 15
+
+    def has_virtual_directory(self, kind: str) -> bool:
+        return self.serves_clients and kind not in self.absent
+
+    @property
     def version_text(self) -> str:
         major, minor, build, revision = self.build
         return f"Version {major}.{minor} (Build {build}.{revision})"
