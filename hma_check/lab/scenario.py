@@ -294,10 +294,9 @@ class _Parser:
             return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         if isinstance(value, date):
             return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-        match = re.fullmatch(r"\s*([+-])\s*([0-9]{1,6})\s*([hdy])\s*", value) if isinstance(value, str) else None
-        if match:
-            amount = int(match.group(2)) * {"h": 1 / 24, "d": 1, "y": 365}[match.group(3)]
-            return self.now + (timedelta(days=amount) if match.group(1) == "+" else -timedelta(days=amount))
+        moved = offset_moment(value, self.now)
+        if moved is not None:
+            return moved
         if isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -677,6 +676,23 @@ class _Parser:
             sources[key] = status
         out["sources"] = sources
         return out
+
+
+_OFFSET = re.compile(r"\s*([+-])\s*([0-9]{1,6})\s*([smhdy])\s*")
+_OFFSET_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
+
+
+def offset_moment(value: Any, now: datetime) -> datetime | None:
+    """``now`` moved by an offset such as -30d, +2y, +12h or -35m (so a scenario's dates do not age), or None when
+    ``value`` is not one or lands outside the calendar."""
+    match = _OFFSET.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    seconds = int(match.group(2)) * _OFFSET_SECONDS[match.group(3)]
+    try:
+        return now + timedelta(seconds=seconds if match.group(1) == "+" else -seconds)
+    except OverflowError:
+        return None
 
 
 def _parse_build(text: str) -> tuple[int, int, int, int] | None:
