@@ -80,7 +80,10 @@ class _NtlmAccounts:
                 self._users.pop(username.lower(), None)
             else:
                 self._users[username.lower()] = left
-            self._write()
+            if self._users:
+                self._write()
+            else:
+                self._remove()
 
     def _write(self) -> None:
         if self._dir is None:
@@ -95,6 +98,15 @@ class _NtlmAccounts:
             handle.writelines(lines)
         os.replace(path + ".tmp", path)
         os.environ["NTLM_USER_FILE"] = path
+
+    def _remove(self) -> None:
+        """The process's last lab stopped: its password does not stay behind on disk."""
+        if self._dir is None:
+            return
+        if os.environ.get("NTLM_USER_FILE") == os.path.join(self._dir, "users"):
+            del os.environ["NTLM_USER_FILE"]
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = None
 
 
 NTLM_ACCOUNTS = _NtlmAccounts()
