@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 import uuid
 
@@ -291,3 +294,38 @@ def test_http_faults_answer_401_or_500(tmp_path):
         with pytest.raises(AuthenticationError):
             with wsman(running, auth="basic") as connection:
                 RunspacePool(connection, configuration_name="Microsoft.Exchange").open()
+
+
+def test_a_client_that_never_starts_tls_stalls_no_other_listener(lab):
+    # One thread accepts for every server's WinRM listeners (hundreds of ports in a large lab): a TLS handshake run
+    # there would hold all of them for its timeout.
+    winrm = next(service for service in lab.services if hasattr(service, "https_ports"))
+    with socket.create_connection(("127.0.0.1", winrm.https_ports["EX01"])):   # never sends a ClientHello
+        time.sleep(0.3)
+        started = time.monotonic()
+        response = requests.post(f"http://127.0.0.1:{winrm.http_ports['EX02']}/wsman", data=b"", timeout=15)
+        elapsed = time.monotonic() - started
+    assert response.status_code == 401 and elapsed < 2
+
+
+def test_stopping_the_lab_closes_the_connections_still_open():
+    with Lab("ready") as running:
+        endpoint = running.exchange_endpoint
+        client = socket.create_connection((endpoint.host, endpoint.http_port), timeout=5)
+        client.sendall(b"POST /PowerShell HTTP/1.1\r\nHost: lab\r\nContent-Length: 0\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += client.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 401")   # answered; the connection stays open for the next request
+    with client:
+        assert client.recv(1) == b""                 # closed by the lab's stop, not left waiting for the client
+
+
+def test_no_lab_password_stays_on_disk_once_the_last_lab_stops():
+    # pyspnego reads NTLM accounts from the file NTLM_USER_FILE names; a fresh process, so no other lab holds it.
+    code = ("import os\nfrom hma_check.lab.runtime import Lab\nwith Lab('ready') as lab:\n"
+            "    path = os.environ['NTLM_USER_FILE']\n"
+            "    assert lab.credentials.password in open(path, encoding='utf-8').read()\n"
+            "print(os.path.exists(os.path.dirname(path)), 'NTLM_USER_FILE' in os.environ)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.split() == ["False", "False"]

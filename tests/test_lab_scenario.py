@@ -69,6 +69,7 @@ def test_a_minimal_scenario_gets_exchange_defaults(tmp_path):
     (MINIMAL + "auth_servers:\n  - {Name: EvoSts, Enabled: 'yes'}\n", 6, "must be true or false"),
     (MINIMAL + "latency: {default: fast}\n", 5, "must be a duration"),
     (MINIMAL + "certificates:\n  auth: {subject: CN=x, not_after: soon}\n", 6, "offset from now"),
+    (MINIMAL + "certificates:\n  auth: {subject: CN=x, not_after: +999999y}\n", 6, "offset from now"),
     (MINIMAL + "auth_config: {current_certificate: missing}\n", 5, "no certificate 'missing'"),
     (MINIMAL + "faults:\n  - {server: FAB09, hang: true}\n", 6, "no server named 'FAB09'"),
     (MINIMAL + "faults:\n  - {hang: true, delay: 1s}\n", 6, "exactly one effect"),

@@ -81,10 +81,6 @@ class CertificateStore:
             self._cas[issuer] = (cert, key)
         return self._cas[issuer]
 
-    def ca_pem(self, issuer: str) -> bytes:
-        with self._lock:
-            return self._ca(issuer)[0].public_bytes(serialization.Encoding.PEM)
-
     def _issue(self, spec: CertificateSpec, server: ServerSpec | None) -> Issued:
         values = {"name": server.name, "fqdn": server.fqdn} if server else {}
         subject_text = _template(spec.subject, values)

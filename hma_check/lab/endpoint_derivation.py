@@ -24,7 +24,7 @@ def node_address(index: int) -> str:
 
 def client_servers(scenario: Any) -> list[Any]:
     """The servers with client virtual directories (Exchange 2013 and later, not Edge), in scenario order."""
-    return [server for server in scenario.servers if not server.is_edge and server.build[0] >= 15]
+    return [server for server in scenario.servers if server.serves_clients]
 
 
 def skeleton(scenario: Any) -> EndpointsSpec:
@@ -143,10 +143,7 @@ def _tenant_ids(auth_servers: list[dict[str, Any]], tenants: Any) -> tuple[str, 
     realms = [str(a.get("Realm")).lower() for a in auth_servers
               if a.get("Type") in ("AzureAD", "MicrosoftACS") and _GUID.fullmatch(str(a.get("Realm")))]
     if not realms:  # no auth server: the tenants: section says which tenant the organisation belongs to
-        for tenant in tenants or []:
-            tenant_id = tenant.get("id") if isinstance(tenant, dict) else getattr(tenant, "id", None)
-            if isinstance(tenant_id, str) and _GUID.fullmatch(tenant_id):
-                realms.append(tenant_id.lower())
+        realms = [tenant.id for tenant in tenants or []]
     return tuple(dict.fromkeys(realms))
 
 

@@ -150,7 +150,7 @@ def start_service(lab: Any) -> EndpointsService:
 
     derived = derive_endpoints(lab.scenario, lab.exchange, lab.certificates)
     section = lab.scenario.sections.get("endpoints")
-    spec = section.apply(derived) if isinstance(section, EndpointsSection) else derived
+    spec = section.apply(derived) if section is not None else derived
     server = EndpointServer(spec).start()
     # Hosts only the endpoints: section knows (a proxy, a legacy name) are what a user would name in probes.hosts.
     known = {host.name for host in derived.hosts}

@@ -12,13 +12,13 @@ import fnmatch
 import re
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from hma_check.lab import binding, errors
 from hma_check.lab.certs import CertificateStore
 from hma_check.lab.exchange_types import IIS_DERIVED, KINDS, VDIR_CMDLETS
-from hma_check.lab.psrp import CommandCall, Invocation, Stopped
+from hma_check.lab.psrp import Invocation
 from hma_check.lab.psvalues import MultiValued, Serialized, Uri, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 
@@ -34,20 +34,18 @@ RESULT_SIZE_WARNING = (
 _LAB_GUID_NAMESPACE = uuid.UUID("5d0b1f4e-8a43-4c1e-9b7e-6c3f2a9d0e11")
 
 
-class _Cmdlet:
-    def __init__(self, name: str, handler: Callable[["_Call"], list[Any]], parameters: str,
-                 per_server: bool = False, positional: str | None = "Identity") -> None:
-        self.name = name
-        self.handler = handler
-        self.parameters = tuple(parameters.split()) + COMMON_PARAMETERS
-        self.per_server = per_server
-        self.positional = positional
+_Handler = Callable[["_Call"], list[Any]]
+
+
+def _cmdlet(name: str, handler: _Handler, parameters: str, per_server: bool = False,
+            positional: str | None = "Identity") -> binding.Cmdlet[_Handler]:
+    return binding.Cmdlet(name, handler, tuple(parameters.split()), positional, per_server)
 
 
 class _Call:
     """One bound cmdlet call: parameters by canonical name, the server it targets, and its invocation."""
 
-    def __init__(self, cmdlet: _Cmdlet, params: dict[str, Any], invocation: Invocation) -> None:
+    def __init__(self, cmdlet: binding.Cmdlet[_Handler], params: dict[str, Any], invocation: Invocation) -> None:
         self.cmdlet = cmdlet
         self.params = params
         self.invocation = invocation
@@ -82,9 +80,7 @@ class ExchangeConfiguration:
         self.endpoint_server = endpoint
         self.created = datetime(2021, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
         self._serialized: dict[tuple[Any, ...], Serialized] = {}
-        self.cmdlets: dict[str, _Cmdlet] = {}
-        for cmdlet in self._cmdlet_table(endpoint):
-            self.cmdlets[cmdlet.name.lower()] = cmdlet
+        self.cmdlets = binding.table(self._cmdlet_table(endpoint))
 
     # ------------------------------------------------------------------------------------------ Configuration
 
@@ -92,107 +88,72 @@ class ExchangeConfiguration:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
-        cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
-        call = _Call(cmdlet, self._bind(cmdlet, command), invocation)
-        try:
-            self._apply_faults_and_latency(call)
-        except _Done:
+        call = _Call(*binding.resolve(invocation.commands, self.cmdlets, COMMON_PARAMETERS), invocation)
+        if self._apply_faults_and_latency(call):
             return
         replayed = self.scenario.captures.get(call.cmdlet.name.lower())
-        for obj in (self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call)):
-            if isinstance(obj, errors.CmdletError):
-                invocation.write_error(obj.record)
-            else:
-                invocation.write_output(obj)
+        binding.write_all(invocation, self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call))
 
-    def _bind(self, cmdlet: _Cmdlet, command: CommandCall) -> dict[str, Any]:
-        return binding.bind(cmdlet.name, cmdlet.parameters, cmdlet.positional, command)
-
-    def _apply_faults_and_latency(self, call: _Call) -> None:
+    def _apply_faults_and_latency(self, call: _Call) -> bool:
+        """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
         latency = self.scenario.latency
         name = call.cmdlet.name
         delay = latency["cmdlets"].get(name.lower())
         if delay is None:
             delay = (latency["per_server"] if call.cmdlet.per_server and call.target_server
                      and latency["per_server"] is not None else latency["default"])
-        fault = self._matching_fault(name, call.target_server)
-        if fault is not None:
-            task = _task_name(name)
-            if fault.effect == "delay":
-                delay += fault.value
-            elif fault.effect == "hang":
-                call.invocation.sleep(24 * 3600)
-            elif fault.effect == "break_pool":
-                call.invocation.break_pool("The I/O operation has been aborted because of either a thread exit or "
-                                           "an application request.")
-                raise Stopped()
-            elif fault.effect == "throttle":
-                # Exchange names how long to wait; the lab keeps it short so tests stay fast.
-                raise errors.throttled(call.invocation.user, 20, 60, 250)
-            elif fault.effect == "error":
-                call.invocation.sleep(delay)
-                raise errors.cmdlet_failure(fault.value, answering_server=self.endpoint_server.name, task=task)
-            elif fault.effect == "not_found":
-                call.invocation.sleep(delay)
-                call.invocation.write_error(errors.object_not_found(
-                    call.target_server or str(call.params.get("Identity", name)),
-                    answering_server=self.endpoint_server.name, domain_controller=self.org["domain_controller"],
-                    task=task).record)
-                raise _Done()
-        call.invocation.sleep(delay)
+        target = call.target_server
+        fault = self.scenario.cmdlet_fault(name, self.scenario.server(target) if target else None)
 
-    def _matching_fault(self, cmdlet: str, server: str) -> Fault | None:
-        with self.lock:
-            for fault in self.scenario.faults:
-                if fault.effect == "http_status":
-                    continue
-                if not fnmatch.fnmatch(cmdlet.lower(), fault.cmdlet.lower()):
-                    continue
-                if fault.server != "*":
-                    spec = self.scenario.server(server) if server else None
-                    if spec is None or not fnmatch.fnmatch(spec.name.lower(), fault.server.lower()):
-                        continue
-                if not fault.strikes():
-                    continue
-                return fault
-        return None
+        def answer(fault: Fault) -> errors.CmdletError:
+            task = _task_name(name)
+            if fault.effect == "throttle":
+                # Exchange names how long to wait; the lab keeps it short so tests stay fast.
+                return errors.throttled(call.invocation.user, 20, 60, 250)
+            if fault.effect == "error":
+                return errors.cmdlet_failure(fault.value, answering_server=self.endpoint_server.name, task=task)
+            return errors.object_not_found(target or str(call.params.get("Identity", name)),
+                                           answering_server=self.endpoint_server.name,
+                                           domain_controller=self.org["domain_controller"], task=task)
+
+        return binding.latency_and_fault(call.invocation, delay, fault, answer)
 
     # ------------------------------------------------------------------------------------------ the cmdlets
 
-    def _cmdlet_table(self, endpoint: ServerSpec) -> list[_Cmdlet]:
+    def _cmdlet_table(self, endpoint: ServerSpec) -> list[binding.Cmdlet[_Handler]]:
         major, minor, build, _ = endpoint.build
         table = [
-            _Cmdlet("Get-ExchangeServer", self._exchange_server, "Identity Status Domain"),
-            _Cmdlet("Get-OrganizationConfig", self._single("OrganizationConfig"), "Identity", positional="Identity"),
-            _Cmdlet("Get-AuthServer", self._list("AuthServer"), "Identity"),
-            _Cmdlet("Get-PartnerApplication", self._list("PartnerApplication"), "Identity"),
-            _Cmdlet("Get-AuthConfig", self._auth_config, "Identity"),
-            _Cmdlet("Get-HybridConfiguration", self._hybrid_configuration, "Identity"),
-            _Cmdlet("Get-IntraOrganizationConnector", self._list("IntraOrganizationConnector"), "Identity"),
-            _Cmdlet("Get-SettingOverride", self._list("SettingOverride"), "Identity"),
-            _Cmdlet("Get-AcceptedDomain", self._list("AcceptedDomain"), "Identity"),
-            _Cmdlet("Get-Mailbox", self._mailboxes, "Identity ResultSize RecipientTypeDetails Filter"),
-            _Cmdlet("Get-CASMailbox", self._cas_mailboxes, "Identity ResultSize Filter"),
-            _Cmdlet("Get-RoleGroupMember", self._role_group_members, "Identity ResultSize"),
-            _Cmdlet("Get-User", self._users, "Identity ResultSize Filter"),
-            _Cmdlet("Get-ActiveSyncOrganizationSettings", self._single("ActiveSyncOrganizationSettings"),
+            _cmdlet("Get-ExchangeServer", self._exchange_server, "Identity Status Domain"),
+            _cmdlet("Get-OrganizationConfig", self._single("OrganizationConfig"), "Identity", positional="Identity"),
+            _cmdlet("Get-AuthServer", self._list("AuthServer"), "Identity"),
+            _cmdlet("Get-PartnerApplication", self._list("PartnerApplication"), "Identity"),
+            _cmdlet("Get-AuthConfig", self._auth_config, "Identity"),
+            _cmdlet("Get-HybridConfiguration", self._hybrid_configuration, "Identity"),
+            _cmdlet("Get-IntraOrganizationConnector", self._list("IntraOrganizationConnector"), "Identity"),
+            _cmdlet("Get-SettingOverride", self._list("SettingOverride"), "Identity"),
+            _cmdlet("Get-AcceptedDomain", self._list("AcceptedDomain"), "Identity"),
+            _cmdlet("Get-Mailbox", self._mailboxes, "Identity ResultSize RecipientTypeDetails Filter"),
+            _cmdlet("Get-CASMailbox", self._cas_mailboxes, "Identity ResultSize Filter"),
+            _cmdlet("Get-RoleGroupMember", self._role_group_members, "Identity ResultSize"),
+            _cmdlet("Get-User", self._users, "Identity ResultSize Filter"),
+            _cmdlet("Get-ActiveSyncOrganizationSettings", self._single("ActiveSyncOrganizationSettings"),
                     "Identity"),
-            _Cmdlet("Get-ActiveSyncDeviceAccessRule", self._list("ActiveSyncDeviceAccessRule"), "Identity"),
-            _Cmdlet("Get-ExchangeCertificate", self._certificates, "Identity Server Thumbprint", per_server=True,
+            _cmdlet("Get-ActiveSyncDeviceAccessRule", self._list("ActiveSyncDeviceAccessRule"), "Identity"),
+            _cmdlet("Get-ExchangeCertificate", self._certificates, "Identity Server Thumbprint", per_server=True,
                     positional="Thumbprint"),
         ]
         for cmdlet_name in VDIR_CMDLETS:
-            table.append(_Cmdlet(cmdlet_name, self._vdirs, "Identity Server ADPropertiesOnly ShowMailboxVirtualDirectories",
+            table.append(_cmdlet(cmdlet_name, self._vdirs, "Identity Server ADPropertiesOnly ShowMailboxVirtualDirectories",
                                  per_server=True))
         # The cmdlet set depends on the version of the server that answers (the one this endpoint runs on):
         # Get-ClientAccessServer is the 2013 name (an alias with a warning on 2016, gone in 2019), and
         # Get-AuthenticationPolicy arrived in Exchange 2019 CU2 (15.2.397).
         if (major, minor) <= (15, 1):
-            table.append(_Cmdlet("Get-ClientAccessServer", self._client_access, "Identity"))
+            table.append(_cmdlet("Get-ClientAccessServer", self._client_access, "Identity"))
         if (major, minor) >= (15, 1):
-            table.append(_Cmdlet("Get-ClientAccessService", self._client_access, "Identity"))
+            table.append(_cmdlet("Get-ClientAccessService", self._client_access, "Identity"))
         if (major, minor, build) >= (15, 2, 397):
-            table.append(_Cmdlet("Get-AuthenticationPolicy", self._list("AuthenticationPolicy"), "Identity"))
+            table.append(_cmdlet("Get-AuthenticationPolicy", self._list("AuthenticationPolicy"), "Identity"))
         return table
 
     def _single(self, kind: str) -> Callable[[_Call], list[Any]]:
@@ -257,7 +218,7 @@ class ExchangeConfiguration:
     def _client_access(self, call: _Call) -> list[Any]:
         items = []
         for server in self.scenario.servers:
-            if server.is_edge or server.build[0] < 15:
+            if not server.serves_clients:
                 continue
             props = {"Name": server.name, "Fqdn": server.fqdn,
                      "AutoDiscoverServiceInternalUri":
@@ -307,7 +268,7 @@ class ExchangeConfiguration:
         identity = call.params.get("Identity")
         out: list[Any] = []
         for server in servers:
-            if kind in server.absent or server.is_edge or server.build[0] < 15:
+            if not server.has_virtual_directory(kind):
                 continue
             name = f"{folder} (Default Web Site)"
             if identity is not None and not fnmatch.fnmatch(f"{server.name}\\{name}".lower(), str(identity).lower()) \
@@ -481,7 +442,7 @@ class ExchangeConfiguration:
     def virtual_directory(self, kind: str, server: ServerSpec) -> dict[str, Any] | None:
         """The vendor properties Get-<kind>VirtualDirectory reports for one server (IIS truth, not -ADPropertiesOnly),
         or None when the server has none: the lab's HTTPS endpoints answer as these say."""
-        if kind in server.absent or server.is_edge or server.build[0] < 15:
+        if not server.has_virtual_directory(kind):
             return None
         folder = next(folder for cmdlet_kind, folder in VDIR_CMDLETS.values() if cmdlet_kind == kind)
         return self._vdir_properties(kind, folder, server, False)
@@ -548,10 +509,6 @@ class ExchangeConfiguration:
             # The real cmdlet warns and truncates: a collector that forgets -ResultSize Unlimited loses data quietly.
             call.invocation.write_warning(RESULT_SIZE_WARNING)
         return [self._object(kind, item) for item in (items if limit is None else items[:limit])]
-
-
-class _Done(Exception):
-    """A fault already wrote the cmdlet's whole answer."""
 
 
 def _int(value: Any) -> int:

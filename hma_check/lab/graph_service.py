@@ -15,11 +15,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+from hma_check.lab.httpd import LabHTTPServer
 from hma_check.lab.tenants import EXO_APP_ID, ROUTES, Fault, Tenant
 
 if TYPE_CHECKING:
@@ -316,36 +317,13 @@ class GraphService:
             self._log.append(entry)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default backlog of 5 overflows when a scan opens a dozen connections at once; Linux then drops
-    # the SYN and the client retries only after a second.
-    request_queue_size = 128
+class _Server(LabHTTPServer):
+    handshake_timeout = 30.0
 
     def __init__(self, address: tuple[str, int], handler: type, service: GraphService,
                  context: ssl.SSLContext) -> None:
         self.service = service
-        self.context = context
-        super().__init__(address, handler)
-
-    def get_request(self):  # type: ignore[no-untyped-def]
-        sock, address = super().get_request()
-        # The TLS handshake runs in the connection's own thread (finish_request), so a slow or silent client cannot
-        # stall the accept loop.
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
-
-    def finish_request(self, request, client_address):  # type: ignore[no-untyped-def]
-        try:
-            request.settimeout(30)
-            request.do_handshake()
-        except (OSError, ssl.SSLError):
-            return  # a client that does not trust the lab CA hangs up here: normal for TLS-verification tests
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
-        # A client that hangs up mid-request (a test cancelling, a TLS failure) is normal traffic for a lab.
-        pass
+        super().__init__(address, handler, context)
 
 
 class _Reply(Exception):
@@ -359,6 +337,7 @@ class _Reply(Exception):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hma-check-lab-graph"
+    timeout = 30   # an idle keep-alive connection is closed after this many seconds
     # http.server writes headers and body as separate TLS records; with Nagle on, each reply waits ~40 ms for the
     # client's delayed ACK (graph-and-identity.md, pitfall 6).
     disable_nagle_algorithm = True

@@ -35,12 +35,6 @@ class CommandCall:
     is_script: bool
     parameters: list[tuple[str | None, Any]]
 
-    def named(self) -> dict[str, Any]:
-        return {name: value for name, value in self.parameters if name is not None}
-
-    def positional(self) -> list[Any]:
-        return [value for name, value in self.parameters if name is None]
-
 
 class Stopped(Exception):
     """The client stopped the pipeline (Signal ctrl_c) or closed the pool while a cmdlet was running."""
@@ -247,7 +241,6 @@ class Shell:
         self.closed = False
         self.broken_reason: str | None = None
         self.busy_runspaces = 0
-        self.created = time.monotonic()
         self.pool = _ServerPool(application_private_data=configuration.application_private_data())
         with self.cond:
             self._feed(creation, None)
@@ -333,11 +326,6 @@ class Shell:
                 self.pool.set_broken(errors.runspace_broken(reason))
                 self._pump()
                 self.cond.notify_all()
-
-    @property
-    def running(self) -> int:
-        with self.cond:
-            return self.busy_runspaces
 
     # ------------------------------------------------------------------------------------------ internals
 

@@ -1,9 +1,7 @@
 """``Lab``: start every lab service for one scenario on loopback, hand out endpoints and demo credentials, stop them.
 
-Other owners plug in without editing this file's logic: a module listed in SERVICE_MODULES that exists and defines
-``start_service(lab) -> LabService | None`` is started after the Exchange endpoint (every server's WinRM endpoint, the
-Graph and token service, the outside-in HTTPS endpoints); a module listed in CONFIGURATION_MODULES that defines
-``make_configuration(lab)`` adds a session configuration to the Exchange endpoint itself.
+Each module listed in SERVICE_MODULES defines ``start_service(lab) -> LabService | None``, started after the Exchange
+endpoint: every server's WinRM endpoint, the Graph and token service, the outside-in HTTPS endpoints.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from typing import Any, Protocol
 from hma_check.lab.scenario import Scenario, load_scenario, load_scenario_file
 
 SERVICE_MODULES: tuple[str, ...] = ("hma_check.lab.windows", "hma_check.lab.tenants", "hma_check.lab.endpoints")
-CONFIGURATION_MODULES: tuple[str, ...] = ()
 
 
 class LabService(Protocol):
@@ -83,7 +80,10 @@ class _NtlmAccounts:
                 self._users.pop(username.lower(), None)
             else:
                 self._users[username.lower()] = left
-            self._write()
+            if self._users:
+                self._write()
+            else:
+                self._remove()
 
     def _write(self) -> None:
         if self._dir is None:
@@ -98,6 +98,15 @@ class _NtlmAccounts:
             handle.writelines(lines)
         os.replace(path + ".tmp", path)
         os.environ["NTLM_USER_FILE"] = path
+
+    def _remove(self) -> None:
+        """The process's last lab stopped: its password does not stay behind on disk."""
+        if self._dir is None:
+            return
+        if os.environ.get("NTLM_USER_FILE") == os.path.join(self._dir, "users"):
+            del os.environ["NTLM_USER_FILE"]
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = None
 
 
 NTLM_ACCOUNTS = _NtlmAccounts()
@@ -116,12 +125,17 @@ class Lab:
         username = self.scenario.username
         self.credentials = Credentials(username, password or NTLM_ACCOUNTS.password_for(username))
         self.services: list[LabService] = []
-        self._servers: list[Any] = []
+        self._listeners: Any = None
+        self._ntlm_user: str | None = None
         self._tmp: str | None = None
         self.exchange: Any = None
         self.endpoint: Any = None
         self.exchange_endpoint: ExchangeEndpoint | None = None
+        # Every WSMan listener of the lab (Exchange's, each server's WinRM) presents one certificate from one private
+        # CA, whose certificate (ca_file) the demo scan trusts.
         self.ca_file: Path | None = None
+        self.tls: ssl.SSLContext | None = None
+        self.tls_cert_der: bytes | None = None
         self.certificates: Any = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -134,64 +148,60 @@ class Lab:
         self.stop()
 
     def start(self) -> "Lab":
-        import trustme
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-
         from hma_check.lab.certs import CertificateStore
         from hma_check.lab.exchange import ExchangeConfiguration
-        from hma_check.lab.wsman import Credentials as Accounts, Endpoint, Listener, WSManServer
+        from hma_check.lab.wsman import Credentials as Accounts, Endpoint, Listener, ListenerGroup
 
         self._tmp = tempfile.mkdtemp(prefix="hma-check-lab-")
         try:
             self.certificates = CertificateStore(self.scenario.certificates)
             self.exchange = ExchangeConfiguration(self.scenario, self.certificates)
-            configurations: dict[str, Any] = {self.exchange.name: self.exchange}
-            for module_name in CONFIGURATION_MODULES:
-                module = _optional_module(module_name)
-                factory = getattr(module, "make_configuration", None) if module else None
-                if factory is not None:
-                    configuration = factory(self)
-                    configurations[configuration.name] = configuration
-            username = self.credentials.username
-            netbios, _, user = username.rpartition("\\")
-            accounts = {username.lower(): self.credentials.password}
-            if netbios:
-                accounts[f"{user}@{self.scenario.organization['ad_domain']}".lower()] = self.credentials.password
-            self.endpoint = Endpoint(Accounts(accounts), configurations,
+            self.endpoint = Endpoint(Accounts(self.accounts()), {self.exchange.name: self.exchange},
                                      max_shells_per_user=self.scenario.max_concurrency,
                                      realm=self.scenario.organization["namespace"])
-            self.endpoint.http_fault = _http_fault_injector(self.scenario)
-            NTLM_ACCOUNTS.acquire(username, self.credentials.password)
-            self._ntlm_user = username
-
-            # The HTTPS listener's certificate comes from a private CA whose certificate the demo scan trusts.
-            ca = trustme.CA(organization_name="hma-check lab")
-            leaf = ca.issue_cert("127.0.0.1", "localhost", self.exchange.endpoint_server.fqdn,
-                                 self.scenario.organization["namespace"])
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            leaf.configure_cert(context)
-            leaf_der = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(
-                serialization.Encoding.DER)
-            self.ca_file = Path(self._tmp) / "lab-ca.pem"
-            ca.cert_pem.write_to_path(str(self.ca_file))
-
-            http = WSManServer(self.endpoint, Listener(encryption_required=True)).start()
-            https = WSManServer(self.endpoint, Listener(tls=context, cert_der=leaf_der)).start()
-            self._servers += [http, https]
-            self.exchange_endpoint = ExchangeEndpoint("127.0.0.1", http.port, https.port)
+            self.endpoint.http_fault = self.scenario.http_fault
+            NTLM_ACCOUNTS.acquire(self.credentials.username, self.credentials.password)
+            self._ntlm_user = self.credentials.username
+            self._make_tls()
+            self._listeners = ListenerGroup()
+            http_port = self._listeners.add(self.endpoint, Listener(encryption_required=True))
+            https_port = self._listeners.add(self.endpoint, Listener(tls=self.tls, cert_der=self.tls_cert_der))
+            self._listeners.start()
+            self.exchange_endpoint = ExchangeEndpoint("127.0.0.1", http_port, https_port)
             for module_name in SERVICE_MODULES:
-                module = _optional_module(module_name)
-                starter = getattr(module, "start_service", None) if module else None
-                if starter is not None:
-                    service = starter(self)
-                    if service is not None:
-                        self.services.append(service)
+                service = importlib.import_module(module_name).start_service(self)
+                if service is not None:
+                    self.services.append(service)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _make_tls(self) -> None:
+        import trustme
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        assert self._tmp is not None and self.exchange is not None
+        ca = trustme.CA(organization_name="hma-check lab")
+        leaf = ca.issue_cert("127.0.0.1", "localhost", self.exchange.endpoint_server.fqdn,
+                             self.scenario.organization["namespace"])
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        leaf.configure_cert(self.tls)
+        self.tls_cert_der = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(
+            serialization.Encoding.DER)
+        self.ca_file = Path(self._tmp) / "lab-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+
+    def accounts(self) -> dict[str, str]:
+        """The logons every WSMan endpoint of the lab accepts: DOMAIN\\user, and user@ad_domain for the same account."""
+        username, password = self.credentials.username, self.credentials.password
+        netbios, _, user = username.rpartition("\\")
+        accounts = {username.lower(): password}
+        if netbios:
+            accounts[f"{user}@{self.scenario.organization['ad_domain']}".lower()] = password
+        return accounts
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -202,10 +212,10 @@ class Lab:
         self.services.clear()
         if self.endpoint is not None:
             self.endpoint.close_all()
-        for server in self._servers:
-            server.stop()
-        self._servers.clear()
-        if getattr(self, "_ntlm_user", None):
+        if self._listeners is not None:
+            self._listeners.stop()
+            self._listeners = None
+        if self._ntlm_user:
             NTLM_ACCOUNTS.release(self._ntlm_user)
             self._ntlm_user = None
         if self._tmp:
@@ -258,31 +268,3 @@ class Lab:
         for service in self.services:
             info.update(getattr(service, "endpoints", {}) or {})
         return info
-
-
-def _optional_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
-
-
-def _http_fault_injector(scenario: Scenario) -> Any:
-    faults = [fault for fault in scenario.faults if fault.effect == "http_status"]
-    lock = threading.Lock()
-
-    def inject(action: str, user: str | None) -> int | None:
-        # Called with "*" once per HTTP request (before the SOAP body is read) and again with the WSMan action.
-        with lock:
-            for fault in faults:
-                if (action == "*") != (fault.action == "*"):
-                    continue
-                if fault.action != "*" and fault.action.lower() != action.lower():
-                    continue
-                if not fault.strikes():
-                    continue
-                return int(fault.value)
-        return None
-    return inject

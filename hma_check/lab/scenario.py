@@ -1,18 +1,20 @@
 """Scenario files: the lab's YAML description of an Exchange organisation, validated with file-and-line errors.
 
-The lab owns every section except ``tenants`` and ``endpoints``: those are handed to the loaders their owners register
-(``hma_check.lab.tenants``, ``hma_check.lab.endpoints``, each with ``load_section(data, context)``); until such a module
-exists the section is kept as raw data. docs/scenarios.md describes the format.
+The lab's Exchange side owns every section except ``tenants`` and ``endpoints``: those go to the ``load_section(data,
+context)`` of the module that serves them (``hma_check.lab.tenants``, ``hma_check.lab.endpoints``). docs/scenarios.md
+describes the format.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hma_check.errors import InputError
 from hma_check.lab.exchange_types import KINDS, VDIR_KINDS, check_value
@@ -25,7 +27,7 @@ FINDING_STATUSES = ("PASS", "FAIL", "WARN", "ERROR", "NOT_APPLICABLE")
 SOURCE_STATUSES = ("ok", "error", "skipped")
 MAX_SERVERS = 2000
 
-# Sections owned by other engineers: module to import (when it exists) and hand the raw section to.
+# Sections validated by the module that serves them: its load_section(data, context) gets the raw section.
 SECTION_MODULES: dict[str, str] = {
     "tenants": "hma_check.lab.tenants",
     "endpoints": "hma_check.lab.endpoints",
@@ -76,6 +78,14 @@ class ServerSpec:
         return "Edge" in self.roles
 
     @property
+    def serves_clients(self) -> bool:
+        """Exchange 2013 or later and not Edge Transport: the server has the client access virtual directories."""
+        return not self.is_edge and self.build[0] >= 15
+
+    def has_virtual_directory(self, kind: str) -> bool:
+        return self.serves_clients and kind not in self.absent
+
+    @property
     def version_text(self) -> str:
         major, minor, build, revision = self.build
         return f"Version {major}.{minor} (Build {build}.{revision})"
@@ -93,16 +103,19 @@ class Fault:
     times: int | None = None
     after: int = 0
     hits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def strikes(self) -> bool:
         """Count one matching call; True when this call is hit (past the first ``after``, within ``times``).
 
-        Callers hold their lock: the count is shared by every session that reaches the same fault.
+        The count is shared by every session (Exchange's, every server's WinRM) that reaches the same fault.
         """
-        self.hits += 1
-        if self.hits <= self.after:
+        with self._lock:
+            self.hits += 1
+            hits = self.hits
+        if hits <= self.after:
             return False
-        return self.times is None or self.hits <= self.after + self.times
+        return self.times is None or hits <= self.after + self.times
 
 
 @dataclass
@@ -128,6 +141,30 @@ class Scenario:
     def server(self, name: str) -> ServerSpec | None:
         lowered = name.lower()
         return next((s for s in self.servers if s.name.lower() == lowered or s.fqdn.lower() == lowered), None)
+
+    def cmdlet_fault(self, cmdlet: str, server: ServerSpec | None) -> Fault | None:
+        """The first fault that hits this call of ``cmdlet`` (on ``server``, None when the call names none)."""
+        for fault in self.faults:
+            if fault.effect == "http_status" or not fnmatch.fnmatch(cmdlet.lower(), fault.cmdlet.lower()):
+                continue
+            if fault.server != "*" and (server is None or not fnmatch.fnmatch(server.name.lower(),
+                                                                             fault.server.lower())):
+                continue
+            if fault.strikes():
+                return fault
+        return None
+
+    def http_fault(self, action: str) -> int | None:
+        """The HTTP status a fault answers instead: ``action`` is "*" once per request (before the SOAP body is
+        read), then the request's WSMan action."""
+        for fault in self.faults:
+            if fault.effect != "http_status" or (action == "*") != (fault.action == "*"):
+                continue
+            if fault.action != "*" and fault.action.lower() != action.lower():
+                continue
+            if fault.strikes():
+                return int(fault.value)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
@@ -257,10 +294,9 @@ class _Parser:
             return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         if isinstance(value, date):
             return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-        match = re.fullmatch(r"\s*([+-])\s*([0-9]{1,6})\s*([hdy])\s*", value) if isinstance(value, str) else None
-        if match:
-            amount = int(match.group(2)) * {"h": 1 / 24, "d": 1, "y": 365}[match.group(3)]
-            return self.now + (timedelta(days=amount) if match.group(1) == "+" else -timedelta(days=amount))
+        moved = offset_moment(value, self.now)
+        if moved is not None:
+            return moved
         if isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -350,8 +386,8 @@ class _Parser:
             options=self.options(root.get("options")), captures=self.captures(root.get("captures")))
         for section, module_name in SECTION_MODULES.items():
             if section in root:
-                scenario.sections[section] = _load_section(module_name, root[section],
-                                                           SectionContext(scenario, self.doc, section))
+                loader = importlib.import_module(module_name).load_section
+                scenario.sections[section] = loader(root[section], SectionContext(scenario, self.doc, section))
         return scenario
 
     def organization(self, value: Any) -> dict[str, Any]:
@@ -642,15 +678,21 @@ class _Parser:
         return out
 
 
-def _load_section(module_name: str, raw: Any, context: SectionContext) -> Any:
+_OFFSET = re.compile(r"\s*([+-])\s*([0-9]{1,6})\s*([smhdy])\s*")
+_OFFSET_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
+
+
+def offset_moment(value: Any, now: datetime) -> datetime | None:
+    """``now`` moved by an offset such as -30d, +2y, +12h or -35m (so a scenario's dates do not age), or None when
+    ``value`` is not one or lands outside the calendar."""
+    match = _OFFSET.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    seconds = int(match.group(2)) * _OFFSET_SECONDS[match.group(3)]
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return raw  # its owner has not shipped a loader yet: keep the data as written
-        raise
-    loader: Callable[[Any, SectionContext], Any] | None = getattr(module, "load_section", None)
-    return loader(raw, context) if loader is not None else raw
+        return now + timedelta(seconds=seconds if match.group(1) == "+" else -seconds)
+    except OverflowError:
+        return None
 
 
 def _parse_build(text: str) -> tuple[int, int, int, int] | None:

@@ -6,7 +6,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from hma_check.errors import InputError
@@ -256,19 +256,16 @@ def _domain_name(value: Any, at: Where, fail: Fail) -> str:
     return value
 
 
-_OFFSET = re.compile(r"^([+-])(\d{1,6})([smhdy])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
-
-
 def _moment(value: Any, at: Where, fail: Fail) -> str | None:
     """An ISO 8601 UTC string as Graph sends it, from a quoted ISO date or an offset from now ("-6h", "-3d"), so a
     shipped scenario's "last sync" does not age into a failing check."""
     if value is None:
         return None
-    if isinstance(value, str) and (match := _OFFSET.match(value.strip())):
-        sign = 1 if match.group(1) == "+" else -1
-        moment = datetime.now(timezone.utc) + timedelta(seconds=sign * int(match.group(2)) * _SECONDS[match.group(3)])
-        return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    from hma_check.lab.scenario import offset_moment   # not at the top: this module must not import yaml
+
+    moved = offset_moment(value, datetime.now(timezone.utc))
+    if moved is not None:
+        return moved.replace(microsecond=0).isoformat().replace("+00:00", "Z")
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -11,20 +11,15 @@ so a test proves the collector never sends one.
 from __future__ import annotations
 
 import fnmatch
-import shutil
 import socket
-import ssl
 import struct
-import tempfile
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from hma_check.lab import binding, errors
 from hma_check.lab.certs import CertificateStore, Issued
-from hma_check.lab.psrp import CommandCall, Invocation, Stopped
+from hma_check.lab.psrp import Invocation
 from hma_check.lab.psvalues import Serialized, Version, ex_object
 from hma_check.lab.scenario import Fault, Scenario, ServerSpec
 from hma_check.lab.windows_spec import FRAMEWORKS, SIDES, VIEWS
@@ -190,7 +185,7 @@ def _file_version_text(path: str, version: str) -> str:
     return "".join(f"{label:<18}{value}\r\n" for label, value in rows)
 
 
-def _application(server: ServerSpec, file_version: str) -> Serialized:
+def _application(file_version: str) -> Serialized:
     numbers = tuple(int(part) for part in file_version.split("."))
     path = f"C:\\Program Files\\Microsoft\\Exchange Server\\V{numbers[0]}\\Bin\\ExSetup.exe"
     props = {"Path": path, "Extension": ".exe", "Definition": path, "Source": path,
@@ -273,21 +268,12 @@ def _invalid_class(name: str) -> errors.CmdletError:
 
 # ----------------------------------------------------------------------------------------------------- configuration
 
-@dataclass
-class _Cmdlet:
-    name: str
-    handler: Callable[[dict[str, Any]], Iterator[Any]]
-    parameters: tuple[str, ...]
-    positional: str | None
-
-
 class WindowsConfiguration:
     """Microsoft.PowerShell on one server: its registry, ExSetup.exe, operating system and machine certificate store."""
 
     name = CONFIGURATION
 
-    def __init__(self, scenario: Scenario, server: ServerSpec, certificates: CertificateStore,
-                 fault_lock: threading.Lock) -> None:
+    def __init__(self, scenario: Scenario, server: ServerSpec, certificates: CertificateStore) -> None:
         self.scenario = scenario
         self.server = server
         winrm = server.extra.get("winrm") or {}
@@ -299,76 +285,38 @@ class WindowsConfiguration:
         default_version = "{:02d}.{:02d}.{:04d}.{:03d}".format(*server.build)
         self.exsetup = server.extra.get("exsetup_version", default_version)
         self.booted = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=12, hours=3)
-        self.fault_lock = fault_lock
-        self.cmdlets = {c.name.lower(): c for c in (
-            _Cmdlet("Get-ItemProperty", self._get_item_property, ("Path", "LiteralPath", "Name"), "Path"),
-            _Cmdlet("Get-Item", self._get_item, ("Path", "LiteralPath"), "Path"),
-            _Cmdlet("Get-ChildItem", self._get_child_item, ("Path", "LiteralPath"), "Path"),
-            _Cmdlet("Get-Command", self._get_command, ("Name", "CommandType"), "Name"),
-            _Cmdlet("Get-CimInstance", self._get_cim_instance, ("ClassName", "Namespace"), "ClassName"),
-        )}
+        self.cmdlets = binding.table((
+            binding.Cmdlet("Get-ItemProperty", self._get_item_property, ("Path", "LiteralPath", "Name"), "Path"),
+            binding.Cmdlet("Get-Item", self._get_item, ("Path", "LiteralPath"), "Path"),
+            binding.Cmdlet("Get-ChildItem", self._get_child_item, ("Path", "LiteralPath"), "Path"),
+            binding.Cmdlet("Get-Command", self._get_command, ("Name", "CommandType"), "Name"),
+            binding.Cmdlet("Get-CimInstance", self._get_cim_instance, ("ClassName", "Namespace"), "ClassName"),
+        ))
 
     def application_private_data(self) -> dict[str, Any]:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
-        cmdlet, command = binding.single_command(invocation.commands, self.cmdlets)
-        params = self._bind(cmdlet, command)
-        if self._apply_faults_and_latency(cmdlet.name, params, invocation):
-            return
-        for item in cmdlet.handler(params):
-            if isinstance(item, errors.CmdletError):
-                if item.terminating:
-                    raise item
-                invocation.write_error(item.record)
-            else:
-                invocation.write_output(item)
-
-    @staticmethod
-    def _bind(cmdlet: _Cmdlet, command: CommandCall) -> dict[str, Any]:
-        return binding.bind(cmdlet.name, cmdlet.parameters + binding.COMMON_PARAMETERS, cmdlet.positional, command)
+        cmdlet, params = binding.resolve(invocation.commands, self.cmdlets)
+        if not self._apply_faults_and_latency(cmdlet.name, params, invocation):
+            binding.write_all(invocation, cmdlet.handler(params))
 
     def _apply_faults_and_latency(self, cmdlet: str, params: dict[str, Any], invocation: Invocation) -> bool:
         """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
         latency = self.scenario.latency
         delay = latency["cmdlets"].get(cmdlet.lower(), latency["default"])
-        fault = self._matching_fault(cmdlet)
-        if fault is not None:
-            if fault.effect == "delay":
-                delay += fault.value
-            elif fault.effect == "hang":
-                invocation.sleep(24 * 3600)
-            elif fault.effect == "break_pool":
-                invocation.break_pool("The I/O operation has been aborted because of either a thread exit or an "
-                                      "application request.")
-                raise Stopped()
-            elif fault.effect in ("error", "throttle"):
-                invocation.sleep(delay)
-                message = fault.value if fault.effect == "error" else "The WS-Management service cannot process the " \
-                    "request because the maximum number of operations for this user has been exceeded."
-                raise errors.CmdletError(errors.error_record(
-                    message, exception_type="System.Management.Automation.RuntimeException",
-                    category=errors.ErrorCategory.NotSpecified, reason="RuntimeException",
-                    fqid=f"LabFault,{_task(cmdlet)}"))
-            elif fault.effect == "not_found":
-                invocation.sleep(delay)
-                invocation.write_error(path_not_found(cmdlet, str(_paths(params)[0][0] if _paths(params) else cmdlet))
-                                       .record)
-                return True
-        invocation.sleep(delay)
-        return False
 
-    def _matching_fault(self, cmdlet: str) -> Fault | None:
-        with self.fault_lock:
-            for fault in self.scenario.faults:
-                if fault.effect == "http_status" or not fnmatch.fnmatch(cmdlet.lower(), fault.cmdlet.lower()):
-                    continue
-                if fault.server != "*" and not fnmatch.fnmatch(self.server.name.lower(), fault.server.lower()):
-                    continue
-                if not fault.strikes():
-                    continue
-                return fault
-        return None
+        def answer(fault: Fault) -> errors.CmdletError:
+            if fault.effect == "not_found":
+                paths = _paths(params)
+                return path_not_found(cmdlet, str(paths[0][0] if paths else cmdlet))
+            message = fault.value if fault.effect == "error" else "The WS-Management service cannot process the " \
+                "request because the maximum number of operations for this user has been exceeded."
+            return errors.CmdletError(errors.error_record(
+                message, exception_type="System.Management.Automation.RuntimeException",
+                category=errors.ErrorCategory.NotSpecified, reason="RuntimeException", fqid=f"LabFault,{_task(cmdlet)}"))
+
+        return binding.latency_and_fault(invocation, delay, self.scenario.cmdlet_fault(cmdlet, self.server), answer)
 
     # ------------------------------------------------------------------------------------------ the cmdlets
 
@@ -441,7 +389,7 @@ class WindowsConfiguration:
         types = [t.lower() for t in _strings(params.get("CommandType")) or ["application"]]
         for name in _strings(params.get("Name")) or []:
             if name.lower() in ("exsetup.exe", "exsetup") and self.exsetup and ("application" in types or "all" in types):
-                yield _application(self.server, self.exsetup)
+                yield _application(self.exsetup)
             else:
                 yield _command_missing(name)
 
@@ -478,9 +426,7 @@ class WindowsService:
     servers: dict[str, Any]                        # server name -> its wsman.Endpoint
     http_ports: dict[str, int]
     https_ports: dict[str, int]
-    ca_file: Path
     _group: Any = None
-    _tmp: str | None = None
 
     @property
     def command_log(self) -> list[dict[str, Any]]:
@@ -504,70 +450,52 @@ class WindowsService:
         if self._group is not None:
             self._group.stop()
             self._group = None
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
 
 
 def start_service(lab: Any) -> WindowsService:
-    """One WinRM endpoint per Exchange server (Edge Transport servers are outside the domain and are not read)."""
-    import trustme
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
+    """One WinRM endpoint per Exchange server (Edge Transport servers are outside the domain and are not read), with
+    the lab's own account and the certificate of its other WSMan listeners."""
     from hma_check.lab.wsman import Credentials, Endpoint, Listener, ListenerGroup
 
     scenario: Scenario = lab.scenario
-    username, password = lab.credentials.username, lab.credentials.password
-    netbios, _, user = username.rpartition("\\")
-    accounts = {username.lower(): password}
-    if netbios:
-        accounts[f"{user}@{scenario.organization['ad_domain']}".lower()] = password
-    tmp = tempfile.mkdtemp(prefix="hma-check-lab-winrm-")
-    ca = trustme.CA(organization_name="hma-check lab WinRM", key_type=trustme.KeyType.ECDSA)
-    leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.ECDSA)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    leaf.configure_cert(context)
-    leaf_der = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(serialization.Encoding.DER)
-    ca_file = Path(tmp) / "winrm-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-
     group = ListenerGroup()
-    fault_lock = lab.exchange.lock   # the scenario's faults are shared with the Exchange endpoint
     endpoints: dict[str, Any] = {}
     http_ports: dict[str, int] = {}
     https_ports: dict[str, int] = {}
-    for server in scenario.servers:
-        if server.is_edge:
-            continue
-        winrm = server.extra.get("winrm") or {}
-        if not winrm.get("listening", True):
-            http_ports[server.name], https_ports[server.name] = _closed_port(), _closed_port()
-            continue
-        status = winrm.get("http_status")
-        # 401 is what WinRM answers an account it does not accept: the lab simply does not know the user there.
-        known = {} if status == 401 else accounts
-        endpoint = Endpoint(Credentials(known), {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates,
-                                                                                     fault_lock)},
-                            max_shells_per_user=MAX_SHELLS_PER_USER, paths=("/wsman",), realm=server.fqdn)
-        if status and status != 401:
-            endpoint.http_fault = lambda action, user, status=status: status if action == "*" else None
-        endpoints[server.name] = endpoint
-        # WinRM's HTTP listener refuses unencrypted bodies (AllowUnencrypted=false); HTTPS binds the channel.
-        http_ports[server.name] = group.add(endpoint, Listener(encryption_required=True))
-        https_ports[server.name] = group.add(endpoint, Listener(tls=context, cert_der=leaf_der))
-    group.start()
+    try:
+        for server in scenario.servers:
+            if server.is_edge:
+                continue
+            winrm = server.extra.get("winrm") or {}
+            if not winrm.get("listening", True):
+                http_ports[server.name], https_ports[server.name] = _closed_port(), _closed_port()
+                continue
+            status = winrm.get("http_status")
+            # 401 is what WinRM answers an account it does not accept: the lab simply does not know the user there.
+            known = {} if status == 401 else lab.accounts()
+            endpoint = Endpoint(Credentials(known),
+                                {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates)},
+                                max_shells_per_user=MAX_SHELLS_PER_USER, paths=("/wsman",), realm=server.fqdn)
+            if status and status != 401:
+                endpoint.http_fault = lambda action, status=status: status if action == "*" else None
+            endpoints[server.name] = endpoint
+            # WinRM's HTTP listener refuses unencrypted bodies (AllowUnencrypted=false); HTTPS binds the channel.
+            http_ports[server.name] = group.add(endpoint, Listener(encryption_required=True))
+            https_ports[server.name] = group.add(endpoint, Listener(tls=lab.tls, cert_der=lab.tls_cert_der))
+        group.start()
+    except BaseException:
+        group.stop()
+        raise
     hosts = {name: f"127.0.0.1:{port}" for name, port in http_ports.items()}
     # The same account as the Exchange endpoint: one exported variable serves both sections of the lab's config.
-    scan_config = {"os": {"ssl": False, "auth": "ntlm", "username": username,
-                          "password_env": "HMA_CHECK_EXCHANGE_PASSWORD", "ca_file": str(ca_file), "hosts": hosts}}
+    scan_config = {"os": {"ssl": False, "auth": "ntlm", "username": lab.credentials.username,
+                          "password_env": "HMA_CHECK_EXCHANGE_PASSWORD", "ca_file": str(lab.ca_file), "hosts": hosts}}
     ports = sorted(http_ports.values())
     described = {"winrm": f"{len(http_ports)} servers (Microsoft.PowerShell), HTTP ports {ports[0]}-{ports[-1]}"
                           if ports else "no servers"}
-    return WindowsService(endpoints=described, scan_config=scan_config, secrets={"os.password": password},
-                          servers=endpoints, http_ports=http_ports, https_ports=https_ports, ca_file=ca_file,
-                          _group=group, _tmp=tmp)
+    return WindowsService(endpoints=described, scan_config=scan_config,
+                          secrets={"os.password": lab.credentials.password}, servers=endpoints,
+                          http_ports=http_ports, https_ports=https_ports, _group=group)
 
 
 def _closed_port() -> int:

@@ -10,17 +10,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import socket
 import ssl
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from hma_check.lab.httpd import LabHTTPServer
 from hma_check.lab.psrp import Configuration, Shell, ShellGone
 
 NS = {
@@ -103,8 +103,9 @@ class Endpoint:
         self.request_log: list[dict[str, Any]] = []
         self.command_log: list[dict[str, Any]] = []
         self.peak_shells = 0
-        # (action, resource) -> HTTP status to answer instead; set by fault injection (401 for everyone, 500...).
-        self.http_fault: Callable[[str, str | None], int | None] = lambda action, user: None
+        # WSMan action ("*": any request, asked before the body is read) -> HTTP status to answer instead; set by
+        # fault injection (401 for everyone, 500...).
+        self.http_fault: Callable[[str], int | None] = lambda action: None
 
     def log_command(self, user: str, configuration: str, command: Any) -> None:
         with self.lock:
@@ -128,26 +129,11 @@ def _loggable(value: Any) -> Any:
     return str(value)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
+class _Server(LabHTTPServer):
     def __init__(self, address: tuple[str, int], endpoint: Endpoint, listener: Listener) -> None:
         self.endpoint = endpoint
         self.listener = listener
-        super().__init__(address, _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.listener.tls is not None:
-            sock.settimeout(10)
-            sock = self.listener.tls.wrap_socket(sock, server_side=True)
-            sock.settimeout(None)
-        return sock, addr
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up mid-request is not the lab's problem
+        super().__init__(address, _Handler, listener.tls)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -184,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         user = self._authenticate(listener, endpoint)
         if user is None:
             return
-        forced = endpoint.http_fault("*", user)
+        forced = endpoint.http_fault("*")
         if forced:
             self._status_only(forced, user)
             return
@@ -345,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
         timeout = _duration(_text(header, "wsman:OperationTimeout"), 20.0)
         max_envelope = int(_text(header, "wsman:MaxEnvelopeSize") or 153600)
         short = action.rsplit("/", 1)[-1]
-        forced = endpoint.http_fault(short, user)
+        forced = endpoint.http_fault(short)
         if forced:
             self._log(short, resource, user, forced, note="injected", encrypted=encrypted)
             return forced, b""
@@ -526,35 +512,8 @@ def _envelope(action: str, relates_to: str, content: list[ET.Element]) -> bytes:
     return ET.tostring(envelope, encoding="utf-8", xml_declaration=False)
 
 
-class WSManServer:
-    """One listener (HTTP or HTTPS) of an Endpoint, served from a daemon thread on 127.0.0.1."""
-
-    def __init__(self, endpoint: Endpoint, listener: Listener, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.endpoint = endpoint
-        self.listener = listener
-        self._server = _Server((host, port), endpoint, listener)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        daemon=True, name="lab-wsman")
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def host(self) -> str:
-        return self._server.server_address[0]
-
-    def start(self) -> "WSManServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 class ListenerGroup:
-    """Many listeners (each with its own Endpoint) served by one accept thread.
+    """Listeners (HTTP or HTTPS, each for an Endpoint) on 127.0.0.1, served by one accept thread.
 
     A lab with hundreds of Exchange servers has one WinRM port per server; a serve_forever thread each would keep
     hundreds of threads polling. Accepted connections are still handled on their own threads.
