@@ -28,7 +28,7 @@ from jinja2 import TemplateSyntaxError
 from hma_check import expr, sources
 from hma_check.errors import ChecksError
 from hma_check.findings import SEVERITIES
-from hma_check.yamlfile import YamlList, YamlMap, line_of, load_yaml
+from hma_check.yamlfile import YamlList, YamlMap, load_yaml
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]+(-[A-Z0-9]+)*-\d{3,}$")
 PHASES = {1: "Prepare: no client impact", 2: "Switch: clients move to modern authentication",
@@ -354,14 +354,4 @@ def _load_step(raw: Any, file: str, line: int) -> Step:
     return step
 
 
-def shipped_checks_file() -> Path:
-    from hma_check.resources import checks_file
-
-    return checks_file()
-
-
-def describe_location(item: Check | Step) -> str:
-    return f"{item.file}:{item.line}"
-
-
-__all__ = ["Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES", "line_of"]
+__all__ = ["Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES"]

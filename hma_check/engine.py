@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -27,7 +27,6 @@ class Evaluation:
     as_of: datetime
     checks: CheckSet
     snapshot: Snapshot
-    notes: list[str] = field(default_factory=list)
 
 
 class _Undecidable(Exception):

@@ -39,11 +39,11 @@ class CheckGroup:
 
     @property
     def detailed(self) -> list[Finding]:
-        return [f for f in self.findings if f.status not in ("PASS", "NOT_APPLICABLE")]
+        return [f for f in self.findings if f.status not in (PASS, NOT_APPLICABLE)]
 
     @property
     def settled(self) -> list[Finding]:
-        return [f for f in self.findings if f.status in ("PASS", "NOT_APPLICABLE")]
+        return [f for f in self.findings if f.status in (PASS, NOT_APPLICABLE)]
 
 
 @dataclass
@@ -269,5 +269,3 @@ def _hma_state(evaluation: Evaluation) -> str:
     return ("HMA is half enabled: OAuth2ClientProfileEnabled is " + ("on" if profile else "off")
             + ", EvoSts " + ("is" if default else "is not") + " the default authorization endpoint")
 
-
-__all__ = ["Report", "build_report", "PASS", "NOT_APPLICABLE"]

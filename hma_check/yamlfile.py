@@ -119,11 +119,3 @@ def _to_python(node: Node, constructor: yaml.SafeLoader, source: str, error: typ
         return out_map
     raise error(f"unsupported YAML node {type(node).__name__}", path=source, line=node.start_mark.line + 1)
 
-
-def line_of(container: Any, key: Any = None) -> int | None:
-    """The line of a key in a YamlMap, an index in a YamlList, or of the node itself."""
-    if isinstance(container, YamlMap):
-        return container.line_of(key) if key is not None else container.line
-    if isinstance(container, YamlList):
-        return container.line_of(key) if key is not None else container.line
-    return None
