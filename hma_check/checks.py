@@ -28,7 +28,7 @@ from jinja2 import TemplateSyntaxError
 from hma_check import expr, sources
 from hma_check.errors import ChecksError
 from hma_check.findings import SEVERITIES
-from hma_check.yamlfile import YamlList, YamlMap, load_yaml
+from hma_check.yamlfile import YamlList, YamlMap, loads_yaml_bytes, read_yaml_bytes
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]+(-[A-Z0-9]+)*-\d{3,}$")
 PHASES = {1: "Prepare: no client impact", 2: "Switch: clients move to modern authentication",
@@ -132,19 +132,11 @@ def load_checks(paths: list[str | Path]) -> CheckSet:
     result = CheckSet()
     seen: dict[str, str] = {}
     for path in paths:
-        path = Path(path)
-        raw_bytes = _read(path)
-        document = load_yaml(path, error=ChecksError)
-        _load_document(document, str(path), result, seen)
-        result.files.append({"path": str(path), "sha256": hashlib.sha256(raw_bytes).hexdigest()})
+        file = str(Path(path))
+        raw = read_yaml_bytes(file, error=ChecksError)   # read once: the hash recorded is of the bytes evaluated
+        _load_document(loads_yaml_bytes(raw, source=file, error=ChecksError), file, result, seen)
+        result.files.append({"path": file, "sha256": hashlib.sha256(raw).hexdigest()})
     return result
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ChecksError(f"cannot read checks file: {exc.strerror or exc}", path=str(path)) from None
 
 
 def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str]) -> None:
