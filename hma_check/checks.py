@@ -152,26 +152,17 @@ def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str
             raise ChecksError("'areas' maps area ids to titles", path=file, line=document.line_of("areas"))
         for area, title in areas.items():
             into.areas.setdefault(area, title)
-    checks = document["checks"]
-    if not isinstance(checks, YamlList):
-        raise ChecksError("'checks' must be a list", path=file, line=document.line_of("checks"))
-    for index, raw in enumerate(checks):
-        check = _load_check(raw, file, checks.line_of(index))
-        _claim_id(check.id, f"{file}:{check.line}", seen, file, check.line)
-        into.checks.append(check)
-    steps = document.get("steps", YamlList())
-    if not isinstance(steps, YamlList):
-        raise ChecksError("'steps' must be a list", path=file, line=document.line_of("steps"))
-    for index, raw in enumerate(steps):
-        step = _load_step(raw, file, steps.line_of(index))
-        _claim_id(step.id, f"{file}:{step.line}", seen, file, step.line)
-        into.steps.append(step)
-
-
-def _claim_id(check_id: str, where: str, seen: dict[str, str], file: str, line: int) -> None:
-    if check_id in seen:
-        raise ChecksError(f"check {check_id}: duplicate id (first defined at {seen[check_id]})", path=file, line=line)
-    seen[check_id] = where
+    for key, load, loaded in (("checks", _load_check, into.checks), ("steps", _load_step, into.steps)):
+        items = document.get(key, YamlList())   # 'checks' is required: _check_keys made sure it is there
+        if not isinstance(items, YamlList):
+            raise ChecksError(f"'{key}' must be a list", path=file, line=document.line_of(key))
+        for index, raw in enumerate(items):
+            item = load(raw, file, items.line_of(index))
+            if item.id in seen:
+                raise ChecksError(f"check {item.id}: duplicate id (first defined at {seen[item.id]})", path=file,
+                                  line=item.line)
+            seen[item.id] = f"{file}:{item.line}"
+            loaded.append(item)
 
 
 def _check_keys(node: YamlMap, allowed: dict[str, bool], file: str, where: str) -> None:
@@ -216,7 +207,8 @@ class _Builder:
             run = expr.compile_template(source) if template else expr.compile_expression(source)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
-        unknown = sorted(name for name in expr.referenced_sources(tree) if not sources.is_known(name))
+        used = expr.referenced_sources(tree)
+        unknown = sorted(name for name in used if not sources.is_known(name))
         if unknown:
             close = difflib.get_close_matches(unknown[0], [s.name for s in sources.SOURCES], n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -226,7 +218,7 @@ class _Builder:
             if unsafe:
                 raise self.fail(f"'{key}' interpolates {unsafe[0]} without ps_quote/ps_list/ps_bool/ps_int: every value "
                                 "from the environment must be quoted for PowerShell", line=line)
-        self.used_sources |= expr.referenced_sources(tree)
+        self.used_sources |= used
         self.item_properties |= expr.referenced_item_properties(tree)
         return Compiled(source=source.strip(), run=run, is_template=template)
 
