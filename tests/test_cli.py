@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import baseline
-from conftest import apply_ops
+from conftest import SITE_CHECKS, apply_ops
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "hma_check" / "samples" / "contoso-evidence.json"
@@ -102,8 +102,9 @@ def test_checks_list_validate_explain(tmp_path):
     assert "graph.exo_service_principal" in explained.stdout and "Update-MgServicePrincipal" in explained.stdout
     assert run("checks", "explain", "HMA-NOPE-999").returncode == 2
     site = tmp_path / "site.yaml"
-    site.write_text("version: 1\nchecks: []\n", encoding="utf-8")
-    assert run("checks", "validate", str(site)).returncode == 0
+    site.write_text(SITE_CHECKS, encoding="utf-8")
+    validated = run("checks", "validate", "./site.yaml", cwd=tmp_path)
+    assert validated.returncode == 0 and validated.stdout.startswith("ok: 1 checks and 0 steps in 1 file(s)")
     site.write_text("version: 2\nchecks: []\n", encoding="utf-8")
     invalid = run("checks", "validate", str(site))
     assert invalid.returncode == 2 and "version" in invalid.stderr
