@@ -129,3 +129,21 @@ def test_help_has_examples_and_loads_no_heavy_module():
 def test_report_help_has_examples():
     result = run("report", "--help")
     assert result.returncode == 0 and "Examples:" in result.stdout and "--exemptions" in result.stdout
+
+
+def test_as_of_is_read_as_utc_and_converts_a_stated_offset(evidence, tmp_path):
+    from click.testing import CliRunner
+
+    from hma_check.cli import cli
+
+    def as_of(value):
+        result = CliRunner().invoke(cli, ["report", "--evidence", str(evidence["ready"]), "--out",
+                                          str(tmp_path / "out"), "--as-of", value])
+        if result.exit_code != 0:
+            return result.exit_code
+        return json.loads((tmp_path / "out" / "findings.json").read_text())["metadata"]["as_of"]
+
+    assert as_of("2027-01-15") == "2027-01-15T00:00:00Z"
+    assert as_of("2027-01-15T00:30:00+01:00") == "2027-01-14T23:30:00Z"
+    assert as_of("2027-01-15T08:00:00Z") == "2027-01-15T08:00:00Z"
+    assert as_of("soon") == 2
