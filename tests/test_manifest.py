@@ -127,6 +127,28 @@ def test_a_damaged_or_hostile_manifest_fails_without_reading_outside(folder, tmp
     assert cli_result.exit_code == 1 and "MANIFEST manifest.json: not valid JSON" in cli_result.output
 
 
+def test_a_rehashed_manifest_or_findings_of_the_wrong_shape_is_a_problem_not_a_crash(folder):
+    """Edited by hand and rehashed: verify names what is wrong instead of failing with a traceback."""
+    manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    roles = {name: entry["role"] for name, entry in manifest["files"].items()}
+
+    def rehash(run):
+        files = {name: (folder / name).read_bytes() for name in manifest["files"]}
+        (folder / MANIFEST_NAME).write_bytes(build_manifest(files, roles, run))
+        return verify(folder)
+
+    for run in ([], dict(manifest["run"], checks=["checks.yaml"])):
+        result = rehash(run)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "MANIFEST manifest.json: its 'run' record is not an object" in result.output
+    findings = json.loads((folder / "findings.json").read_text(encoding="utf-8"))
+    for metadata in ([], dict(findings["metadata"], checks_files=[1])):
+        (folder / "findings.json").write_text(json.dumps(dict(findings, metadata=metadata)), encoding="utf-8")
+        result = rehash(manifest["run"])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "INCONSISTENT findings.json: not a readable findings document" in result.output
+
+
 def test_a_folder_without_a_manifest_is_a_usage_error(tmp_path):
     result = verify(tmp_path)
     assert result.exit_code == 2 and "no manifest.json here" in result.output
