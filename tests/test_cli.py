@@ -12,8 +12,6 @@ import pytest
 import baseline
 from conftest import SITE_CHECKS, apply_ops
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "hma_check" / "samples" / "contoso-evidence.json"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

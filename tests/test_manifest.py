@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import SITE_CHECKS, TESTS
+from conftest import SAMPLE, SITE_CHECKS, copy_of
 from hma_check.cli import cli
 from hma_check.manifest import MANIFEST_NAME, SIGNATURE_NAME, build_manifest, sha256_file, verify_folder
 from hma_check.pipeline import OUTPUTS, run_report
 
-SAMPLE = TESTS.parent / "hma_check" / "samples" / "contoso-evidence.json"
 EXEMPTIONS = """\
 version: 1
 exemptions:
@@ -37,9 +35,7 @@ def run_folder(tmp_path_factory):
 
 @pytest.fixture()
 def folder(run_folder, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(run_folder, copy)
-    return copy
+    return copy_of(run_folder, tmp_path)
 
 
 def verify(path, *args):

@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 import baseline
-from conftest import TESTS, apply_ops
+from conftest import SAMPLE, TESTS, apply_ops
 from hma_check.engine import evaluate
 from hma_check.pipeline import OUTPUTS, load_all_checks, run_report
 from hma_check.render import render_all
 from hma_check.report_model import build_report
 
-REPO = TESTS.parent
-SAMPLE = REPO / "hma_check" / "samples" / "contoso-evidence.json"
 HOSTILE_SERVER = "EX1<script>alert(1)</script>"
 HOSTILE_IDENTITY = "x'; Remove-Item C:\\ -Recurse; '"
 

@@ -13,14 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pki
-from conftest import TESTS
+from conftest import SAMPLE, copy_of
 from hma_check import der
 from hma_check.cli import cli
 from hma_check.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from hma_check.pipeline import run_report
 from hma_check.signing import SignatureError, sign, verify_signature
 
-SAMPLE = TESTS.parent / "hma_check" / "samples" / "contoso-evidence.json"
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -53,9 +52,7 @@ def report_folder(tmp_path_factory):
 
 @pytest.fixture()
 def folder(report_folder, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(report_folder, copy)
-    return copy
+    return copy_of(report_folder, tmp_path)
 
 
 def invoke(*args, env=None):
