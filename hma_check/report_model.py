@@ -259,7 +259,9 @@ def _hma_state(evaluation: Evaluation) -> str:
     org, auth = sources.get("exchange.organization_config"), sources.get("exchange.auth_servers")
     if org is None or auth is None or not org.ok or not auth.ok:
         return "unknown: the organization configuration or the AuthServers were not collected"
-    profile = isinstance(org.data, dict) and org.data.get("OAuth2ClientProfileEnabled") is True
+    profile = org.data.get("OAuth2ClientProfileEnabled") if isinstance(org.data, dict) else None
+    if not isinstance(profile, bool):   # absent is unknown, not off
+        return "unknown: the organization configuration has no OAuth2ClientProfileEnabled value"
     default = any(isinstance(a, dict) and a.get("Type") == "AzureAD" and a.get("IsDefaultAuthorizationEndpoint") is True
                   for a in auth.data or [])
     if profile and default:

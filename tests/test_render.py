@@ -185,3 +185,10 @@ def test_report_of_an_enabled_organization_marks_the_switches_done():
     assert all(line.startswith("#") for e in phase2 for line in e.enable.splitlines())
     rollback = render_all(report)["rollback.ps1"].decode()
     assert "$organizationChange = @{ OAuth2ClientProfileEnabled = $false }" in rollback
+
+
+def test_the_hma_state_is_unknown_when_the_switch_is_not_in_the_evidence(catalogue):
+    snapshot = baseline.build()
+    del snapshot.sources["exchange.organization_config"].data["OAuth2ClientProfileEnabled"]
+    report = build_report(evaluate(catalogue, snapshot), exit_code=3, evidence_sha256="0" * 64)
+    assert report.hma_state.startswith("unknown: ")
