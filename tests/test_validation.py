@@ -141,7 +141,7 @@ def test_the_validated_report_links_the_readiness_run_and_shows_what_changed(rea
     assert '<a href="../readiness/report.html">' in html and '<a href="../readiness/rollback.ps1">' in html
     assert readiness_manifest in html
     assert "OAuth2ClientProfileEnabled: false -&gt; true" in html
-    assert f"authorization_uri: null -&gt; &#34;{AUTHORIZE}&#34;" in html or "authorization_uri: null" in html
+    assert f"bearer.authorization_uri: null -&gt; &#34;{AUTHORIZE}&#34;" in html
     document = json.loads((out / "findings.json").read_text(encoding="utf-8"))
     assert document["kind"] == "validation" and document["baseline"]["manifest_sha256"] == readiness_manifest
     assert any(c["path"] == "OAuth2ClientProfileEnabled" and c["old"] is False and c["new"] is True
