@@ -81,7 +81,7 @@ class Report:
     counts: dict[str, int]
     severity_counts: dict[str, dict[str, int]]
     findings: list[Finding]
-    attention: list[Finding]                     # blocker FAIL first, then blocker ERROR, then the rest to act on
+    attention: list[Finding]                     # blockers first (FAIL, ERROR, EXEMPT), then the rest to act on
     areas: list[AreaSection]
     matrix: Matrix
     gaps: list[Gap]
@@ -116,7 +116,8 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
     order = {check.id: index for index, check in enumerate(checks.checks)}
     findings = sorted(evaluation.findings, key=lambda f: sort_key(f, order))
     verdict = verdict_of(findings)
-    attention = [f for f in findings if f.status in (FAIL, ERROR, WARN, EXEMPT)]
+    to_act_on = [f for f in findings if f.status in (FAIL, ERROR, WARN, EXEMPT)]
+    attention = [f for f in to_act_on if f.severity == "blocker"] + [f for f in to_act_on if f.severity != "blocker"]
     area_ids = list(dict.fromkeys([*checks.areas, *(c.area for c in checks.checks)]))
     areas = []
     for area in area_ids:

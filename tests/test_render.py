@@ -192,3 +192,24 @@ def test_the_hma_state_is_unknown_when_the_switch_is_not_in_the_evidence(catalog
     del snapshot.sources["exchange.organization_config"].data["OAuth2ClientProfileEnabled"]
     report = build_report(evaluate(catalogue, snapshot), exit_code=3, evidence_sha256="0" * 64)
     assert report.hma_state.startswith("unknown: ")
+
+
+def test_what_needs_attention_lists_blockers_first_in_html_and_markdown(catalogue):
+    """An exempted blocker still heads the list, before a warning: the order is the report model's, for both."""
+    from datetime import date
+
+    from hma_check.exemptions import Exemption, apply_exemptions
+
+    snapshot = apply_ops(baseline.build(), [
+        {"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True},
+        {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.0"],
+         "to": {"Server": {"Enabled": 1, "DisabledByDefault": 0}, "Client": {"Enabled": 1, "DisabledByDefault": 0}}}])
+    evaluation = evaluate(catalogue, snapshot)
+    apply_exemptions(evaluation.findings, [Exemption("HMA-VDIR-008", "EX02", "r", "a", date(2099, 1, 1), "x", 1)],
+                     date(2026, 11, 20))
+    report = build_report(evaluation, exit_code=0, evidence_sha256="0" * 64)
+    assert [(f.check_id, f.status) for f in report.attention] == [("HMA-VDIR-008", "EXEMPT"), ("HMA-TLS-004", "WARN")]
+    outputs = render_all(report)
+    for name in ("report.md", "report.html"):
+        text = outputs[name].decode("utf-8")
+        assert text.index("HMA-VDIR-008") < text.index("HMA-TLS-004"), name
