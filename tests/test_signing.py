@@ -179,8 +179,10 @@ def test_signing_refuses_bad_keys_and_tampered_folders(folder, pki_files):
     assert no_signing.exit_code == 2 and "key usage allows neither" in no_signing.output
     assert invoke("sign", folder, "--certificate", pki_files["cert"]).exit_code == 2   # no key
     (folder / "junit.xml").unlink()
+    (folder / "notes\nSIGNED OK.txt").write_text("x", encoding="utf-8")
     tampered = invoke("sign", folder, "--pkcs12", pki_files["pfx"], env={"HMA_CHECK_KEY_PASSPHRASE": PASSPHRASE})
     assert tampered.exit_code == 1 and "MISSING" in tampered.output and not (folder / SIGNATURE_NAME).exists()
+    assert "ADDED notes SIGNED OK.txt" in tampered.output, "a file name cannot start a line of its own"
 
 
 def test_an_expired_signer_certificate_is_rejected():
