@@ -15,7 +15,7 @@ import pytest
 import baseline
 from conftest import SAMPLE, TESTS, apply_ops
 from hma_check.engine import evaluate
-from hma_check.pipeline import OUTPUTS, load_all_checks, run_report
+from hma_check.pipeline import OUTPUTS, run_report
 from hma_check.render import render_all
 from hma_check.report_model import build_report
 
@@ -150,16 +150,16 @@ def test_nothing_is_half_written_when_rendering_fails(tmp_path, monkeypatch):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_golden_report_md():
+def test_golden_report_md(catalogue):
     """The sample's report.md, byte for byte (regenerate with UPDATE_GOLDEN=1 after a deliberate change)."""
     from hma_check.snapshot import load_snapshot
 
     snapshot = load_snapshot(SAMPLE)
-    evaluation = evaluate(load_all_checks(), snapshot)
+    evaluation = evaluate(catalogue, snapshot)
     report = build_report(evaluation, exit_code=1, evidence_sha256="0" * 64,
                           generated_at=datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc))
-    for entry in report.metadata["checks_files"]:
-        entry["path"] = "checks.yaml"
+    # the checkout's absolute path would differ per machine (a copy: the session's catalogue stays as loaded)
+    report.metadata["checks_files"] = [dict(entry, path="checks.yaml") for entry in report.metadata["checks_files"]]
     rendered = render_all(report)["report.md"].decode("utf-8")
     golden = TESTS / "golden" / "report.md"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -173,11 +173,11 @@ def test_the_shipped_sample_matches_its_generator():
     assert SAMPLE.read_bytes() == build_sample().dumps(), "run: python tests/make_sample.py"
 
 
-def test_report_of_an_enabled_organization_marks_the_switches_done():
+def test_report_of_an_enabled_organization_marks_the_switches_done(catalogue):
     snapshot = apply_ops(baseline.build(), [
         {"set": ["exchange.organization_config", "OAuth2ClientProfileEnabled"], "to": True},
         {"set": ["exchange.auth_servers", 0, "IsDefaultAuthorizationEndpoint"], "to": True}])
-    evaluation = evaluate(load_all_checks(), snapshot)
+    evaluation = evaluate(catalogue, snapshot)
     report = build_report(evaluation, exit_code=0, evidence_sha256="0" * 64)
     assert report.hma_state.startswith("HMA is enabled")
     phase2 = next(p for p in report.enable_phases if p["phase"] == 2)["entries"]
