@@ -1,9 +1,10 @@
 """The scan configuration file (YAML): one section per collector, each validated by the module that owns it.
 
-    exchange:   hma_check.collect.exchange (this module's neighbour; the lab engineer)
+    exchange:   hma_check.collect.exchange_config (the Exchange endpoint and how to sign in)
     os:         hma_check.collect.server_os_config (every server's WinRM endpoint)
+    graph:      hma_check.collect.graph_config (tenants and app credentials)
+    probes:     hma_check.collect.probe_settings (outside-in HTTPS probes)
     options:    hma_check.collect.options (optional areas to assess, recorded as scan.options)
-    graph, probes: registered by their owners in SECTIONS below
 
 A section parser is ``parse(raw, context) -> settings``; ``context.fail(where, message)`` returns a ConfigError naming
 the file and line of ``where`` (a path inside the section). Secrets never live in the file: sections name the
@@ -28,8 +29,6 @@ SECTIONS: dict[str, str] = {
     "probes": "hma_check.collect.probe_settings:parse_probes_section",
     "options": "hma_check.collect.options:parse_options_section",
 }
-# Sections the product knows but this build does not (yet) collect: refused with a clear line, not silently ignored.
-PLANNED_SECTIONS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,18 +66,14 @@ def load_config_text(text: str, *, source: str = "<config>", base_dir: Path | No
 
 def parse_config(doc: YamlDoc, base_dir: Path) -> ScanConfig:
     if not isinstance(doc.data, dict) or not doc.data:
-        raise doc.error((), "a scan configuration is a mapping with at least one of: "
-                            + ", ".join(sorted(set(SECTIONS) | set(PLANNED_SECTIONS))))
+        raise doc.error((), "a scan configuration is a mapping with at least one of: " + ", ".join(sorted(SECTIONS)))
     config = ScanConfig(source=doc.source)
     for name, raw in doc.data.items():
         if name.startswith("x-"):
             continue  # room for YAML anchors and notes
         target = SECTIONS.get(name)
         if target is None:
-            if name in PLANNED_SECTIONS:
-                raise doc.error((name,), "this build of hma-check does not collect this section yet")
-            raise doc.error((name,), "unknown section; expected one of: "
-                                     + ", ".join(sorted(set(SECTIONS) | set(PLANNED_SECTIONS))))
+            raise doc.error((name,), "unknown section; expected one of: " + ", ".join(sorted(SECTIONS)))
         parser = _resolve(target)
         config.sections[name] = parser(raw, ConfigContext(doc, name, base_dir))
     return config

@@ -219,7 +219,7 @@ def loads_snapshot(raw: bytes, *, source: str = "evidence.json") -> Snapshot:
     except UnicodeDecodeError as exc:
         raise EvidenceError(f"not UTF-8 text (byte {exc.start})", path=source) from None
     try:
-        doc = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        doc = loads_json(text)
     except json.JSONDecodeError as exc:
         # A file cut short (disk full, interrupted copy) no longer ends with its closing brace.
         hint = " (the file looks truncated)" if not text.rstrip().endswith("}") else ""
@@ -229,6 +229,11 @@ def loads_snapshot(raw: bytes, *, source: str = "evidence.json") -> Snapshot:
     except ValueError as exc:
         raise EvidenceError(str(exc), path=source) from None
     return _snapshot_from_json(doc, source)
+
+
+def loads_json(text: str) -> Any:
+    """JSON as evidence can hold it: ValueError for NaN, Infinity and a number too large to be finite (1e999)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def _refuse_constant(name: str) -> float:

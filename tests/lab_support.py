@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import yaml
 
 from hma_check.collect.exchange_config import ExchangeSettings
-from hma_check.collect.runner import COLLECTORS, run_collectors
+from hma_check.collect.runner import run_collectors
 from hma_check.config import load_config_text
 from hma_check.lab.scenario import Scenario, load_scenario_file
 from hma_check.snapshot import Snapshot
@@ -61,11 +61,10 @@ def counts(snapshot: Snapshot, prefix: str = "exchange.") -> dict[str, int]:
 
 
 def build_verdict(findings: list[dict[str, Any]], left_out: tuple[str, ...] = ()) -> tuple[str, list[dict[str, Any]]]:
-    """The verdict over the findings this build and this scan can decide: an ERROR only because a collector is not
-    part of this build, or its section was ``left_out`` of the scan on purpose, is set aside; every other ERROR
-    counts."""
+    """The verdict over the findings this scan can decide: an ERROR only because a collector's section was
+    ``left_out`` of the scan on purpose is set aside; every other ERROR counts."""
     area = {"exchange": "exchange", "os": "os", "graph": "graph", "probes": "probe"}
-    absent = set(area.values()) - {area.get(name, name) for name in COLLECTORS} | {area[s] for s in left_out}
+    absent = {area[s] for s in left_out}
     decidable = []
     for finding in findings:
         reason = finding.get("reason") or ""
@@ -80,10 +79,6 @@ def build_verdict(findings: list[dict[str, Any]], left_out: tuple[str, ...] = ()
     if any(f["status"] == "ERROR" for f in blockers):
         return "INCOMPLETE", decidable
     return "READY", decidable
-
-
-def missing_collectors(needs: list[str]) -> list[str]:
-    return [name for name in needs if name not in COLLECTORS]
 
 
 @contextmanager

@@ -8,8 +8,7 @@ import pytest
 from pypsrp.serializer import Serializer
 
 from hma_check.collect import clixml
-from hma_check.collect.clixml import (ClixmlObject, clixml_datetime, parse_clixml, parse_live_output, parse_object_xml,
-                                      unescape)
+from hma_check.collect.clixml import ClixmlObject, clixml_datetime, parse_clixml, parse_object_xml, unescape
 from hma_check.errors import ClixmlError, InputError
 from offline_fixtures import all_captures, e19_dir, e19_exchange_captures, realdata_dir, to_wire_shape
 
@@ -101,9 +100,6 @@ def test_live_pypsrp_object_xml_parses_like_the_file():
     assert from_live.properties == from_file.properties
     assert from_live["InternalAuthenticationMethods"] == ["Basic", "Fba"]
     assert from_live.type_names == from_file.type_names
-    listed = parse_live_output([live, "a bare string", [b"\x00\x01", None, {1: 2}]])
-    assert listed[0].properties == from_file.properties and listed[1].value == "a bare string"
-    assert listed[2].value == ["AAE=", None, {"1": 2}]
 
 
 @pytest.mark.parametrize("encoding,bom", [("utf-8", b""), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),

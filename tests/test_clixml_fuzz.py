@@ -23,7 +23,7 @@ from offline_fixtures import all_captures
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.function_scoped_fixture])
 HEADER = b'<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
-SAMPLES = [p.read_bytes() for p in all_captures()[:6]] or [HEADER + b"</Objs>"]
+SAMPLES = [p.read_bytes() for p in all_captures()[:6]]
 
 
 def parse_or_clear_error(data: bytes) -> None:
@@ -123,7 +123,7 @@ def test_generated_valid_clixml_always_parses(objects):
     body = "".join(_render(("obj", props, "top"), None, counter) for props in objects)
     parsed = parse_clixml((HEADER.decode() + body + "</Objs>").encode("utf-16"), source="gen.xml")
     assert len(parsed) == len(objects)
-    for obj, props in zip(parsed, objects):
+    for obj, props in zip(parsed, objects, strict=True):
         assert obj.type_names == ("X.Y",) and obj.to_string == "top"
         assert {k.casefold() for k in obj.properties} == {k.casefold() for k in props}
     json.dumps([o.properties for o in parsed], allow_nan=False)

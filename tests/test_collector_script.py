@@ -85,6 +85,14 @@ def test_covers_every_source(script):
     assert f"$ScriptVersion = '{__version__}'" in text
 
 
+def test_nothing_is_read_on_an_edge_server(script):
+    # As the live collectors: the per-server loop leaves an Edge Transport server before any query or Invoke-Command.
+    _, text = script
+    loop = text[text.index("foreach ($server in $servers)"):]
+    edge = re.search(r"if \(\$server\.IsEdgeServer -eq \$true\) \{[^{}]*?continue\s*\}", loop)
+    assert edge and edge.end() < loop.index("Save-HmaClixml") < loop.index("Get-HmaServerFacts")
+
+
 def test_writes_what_import_reads(script):
     _, text = script
     # The record types the script builds are the ones import recognises.

@@ -194,6 +194,43 @@ def test_graph_down_is_an_error_per_source_that_says_where(fresh):
     assert all(f"cannot reach Graph https://127.0.0.1:{port}" in r.error for r in results.values())
 
 
+def test_a_sign_in_host_that_never_answers_is_an_error_within_the_timeout(fresh):
+    """The graph timeout bounds the sign-in too (azure-core's own default is 300 s per read)."""
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts TCP connections (the backlog) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.perf_counter()
+        results = run(fresh, [target_for(fresh, CONTOSO, authority=f"https://127.0.0.1:{port}", timeout=1)],
+                      signin_retries=0)
+        elapsed = time.perf_counter() - t0
+    assert {r.status for r in results.values()} == {"error"}
+    assert all(r.error.startswith(f"sign-in to tenant {CONTOSO} failed") and "timed out" in r.error
+               for r in results.values())
+    assert elapsed < 15
+    assert fresh.requests == []
+
+
+def test_a_graph_host_that_never_answers_is_an_error_per_source_within_the_timeout(fresh):
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.perf_counter()
+        results = run(fresh, [target_for(fresh, CONTOSO, graph_url=f"https://127.0.0.1:{port}/v1.0", timeout=1)])
+        elapsed = time.perf_counter() - t0
+    assert {r.status for r in results.values()} == {"error"}
+    assert all(r.error == f"cannot reach Graph https://127.0.0.1:{port}: ConnectTimeout: no answer in time"
+               for r in results.values()), results[("graph.users", CONTOSO)].error
+    assert elapsed < 15
+
+
 def test_the_lab_grants_exactly_the_permissions_the_collector_asks_for():
     from hma_check.collect.graph import REQUIRED_PERMISSIONS
     from hma_check.lab.graph_service import ROUTE_ROLES
@@ -202,7 +239,7 @@ def test_the_lab_grants_exactly_the_permissions_the_collector_asks_for():
     assert set(REQUIRED_PERMISSIONS) == set(DEFAULT_ROLES)
     assert all(q.permission in ROUTE_ROLES[route] for q, route in zip(QUERIES, (
         "service_principals", "organization", "domains", "users", "security_defaults", "conditional_access",
-        "subscribed_skus")))
+        "subscribed_skus"), strict=True))
 
 
 def test_default_chain_and_azure_cli_credentials_reach_the_lab(fresh, monkeypatch, tmp_path):
@@ -244,15 +281,43 @@ def test_a_ca_bundle_that_is_not_pem_is_an_error_per_source(fresh, tmp_path):
     assert fresh.requests == []
 
 
-def test_the_transport_refuses_anything_but_get():
+def test_the_transport_refuses_anything_but_get(fresh):
     """Read-only in code: a PATCH built by any path (the SDK's upsert snippets included) never leaves."""
     import asyncio
 
     import httpx
+    from kiota_abstractions.method import Method
 
-    from hma_check.collect.graph import GraphQueryError, refuse_all_but_get
+    from hma_check.collect.graph import GraphQueryError, build_client, build_credential, refuse_all_but_get
 
     asyncio.run(refuse_all_but_get(httpx.Request("GET", "https://graph.microsoft.com/v1.0/organization")))
     for method in ("PATCH", "POST", "DELETE", "PUT"):
         with pytest.raises(GraphQueryError, match=f"GET requests only, not {method}"):
             asyncio.run(refuse_all_but_get(httpx.Request(method, "https://graph.microsoft.com/v1.0/servicePrincipals/x")))
+
+    # Wired where requests leave: a write sent through the collector's own client, signed in, reaches nothing.
+    target = target_for(fresh, CONTOSO)
+
+    async def write() -> None:
+        client, http = build_client(target, build_credential(target, lab_environ(fresh)))
+        try:
+            request = QUERIES[0].build(client)
+            client.request_adapter.set_base_url_for_request_information(request)
+            request.http_method, request.content = Method.PATCH, b"{}"
+            await client.request_adapter.send_primitive_async(request, "bytes", {})
+        finally:
+            await http.aclose()
+
+    with pytest.raises(GraphQueryError, match="GET requests only, not PATCH /v1.0/servicePrincipals"):
+        asyncio.run(write())
+    assert [r.method for r in fresh.requests if r.route != "discovery"] == ["POST"]  # the sign-in only
+    assert [r.route for r in fresh.requests if r.method == "POST"] == ["token"]
+
+
+def test_the_scrubber_removes_secrets_whole_and_bearer_tokens():
+    """What keeps a secret or token out of every Graph error: the lab never echoes one, so test it directly."""
+    from hma_check.collect.graph import Scrubber
+
+    scrub = Scrubber(["Secret~1", "Secret~1-and-more"])
+    text = "sent Secret~1-and-more then Secret~1 with Authorization: Bearer eyJ0eXAiOiJKV1Qi.eyJ0aWQiOiJ4In0.c2ln-_x"
+    assert scrub(text) == "sent *** then *** with Authorization: Bearer <token>"

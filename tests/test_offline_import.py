@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hma_check.collect.exchange_objects import EDGE_OS_SKIPPED
 from hma_check.collect.offline import MAX_COMPRESSION_RATIO, ImportPathError, import_path
 from hma_check.snapshot import load_snapshot
 from hma_check.sources import SOURCES
@@ -208,17 +209,41 @@ def test_script_output_with_manifest(tmp_path):
     assert sources["exchange.oab_virtual_directories@SOLO-E19A"].status == "skipped"
 
 
+def test_an_edge_server_gets_what_a_live_scan_gives_it(tmp_path):
+    # The live collectors read no per-server exchange source on an Edge Transport server and skip its os sources;
+    # an import recorded them as "not supplied", which made every check iterating such a source ERROR.
+    servers = [(["Deserialized.Microsoft.Exchange.Data.Directory.Management.ExchangeServer"],
+                {"Name": name, "Fqdn": f"{name.lower()}.contoso.com", "AdminDisplayVersion": "Version 15.2 (Build 1544.4)",
+                 "IsEdgeServer": edge}) for name, edge in (("EX01", False), ("EDGE01", True))]
+    (tmp_path / "Get-ExchangeServer.xml").write_bytes(utf16(clixml_document(servers)))
+    sources = import_path(tmp_path).snapshot.sources
+    per_server = [spec for spec in SOURCES if spec.scope == "server"]
+    assert {spec.collector for spec in per_server} == {"exchange", "os"}
+    for spec in per_server:
+        assert sources[f"{spec.name}@EX01"].status == "skipped"
+        edge = sources.get(f"{spec.name}@EDGE01")
+        if spec.collector == "exchange":
+            assert edge is None, spec.name
+        else:
+            assert edge.status == "skipped" and edge.error == EDGE_OS_SKIPPED, spec.name
+
+
 def test_malformed_and_unknown_files_never_stop_the_import(tmp_path):
     copy_e19(tmp_path)
     (tmp_path / "broken.xml").write_bytes((e19_dir() / "Exchange/GetAuthConfig.xml").read_bytes()[:5000])
     (tmp_path / "evil.xml").write_text('<!DOCTYPE x [<!ENTITY a "b">]><Objs>&a;</Objs>')
     (tmp_path / "notes.json").write_text('{"hello": 1}')
     (tmp_path / "bad.json").write_text('{"hmaCheckGraph": 1, "source": "graph.users", ')
+    # json reads 1e999 as infinity, which evidence.json cannot hold: refused here, not when the evidence is saved.
+    (tmp_path / "huge.json").write_text('{"hmaCheckGraph": 1, "source": "graph.organization", "tenantId": "t", '
+                                        '"status": "ok", "data": [{"id": "o", "n": 1e999}]}')
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     outcome = import_path(tmp_path)
     malformed = {item["file"]: item["reason"] for item in outcome.malformed}
     assert "truncated" in malformed["broken.xml"] and "DTD" in malformed["evil.xml"]
     assert "not valid JSON" in malformed["bad.json"]
+    assert malformed["huge.json"] == "not valid JSON: 1e999 is not a finite number"
+    outcome.snapshot.dumps()
     assert {"notes.json", "image.png"} <= {item["file"] for item in outcome.unrecognised}
     assert outcome.snapshot.sources["exchange.auth_config"].ok  # the intact copy still counts
 

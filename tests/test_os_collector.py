@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from hma_check.collect.psrp_client import ReadOnlyViolation, RemoteSession
+from hma_check.collect.psrp_client import ALLOWLISTS, ReadOnlyViolation, RemoteSession
 from hma_check.collect.runner import run_collectors
-from hma_check.collect.server_os import OS_CMDLETS, blob_properties, collect_os
+from hma_check.collect.server_os import CONFIGURATION, blob_properties, collect_os
 from hma_check.config import load_config_text
 from hma_check.lab.runtime import Lab
 from hma_check.lab.scenario import load_scenario_file
@@ -123,7 +123,7 @@ def test_an_unreachable_server_fails_only_its_own_os_sources(snapshot, server, r
     for name in ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate"):
         result = _source(snapshot, name, server)
         assert result.status == "error" and re.search(reason, result.error), (name, result.error)
-        assert f"Microsoft.PowerShell remote PowerShell session on 127.0.0.1" in result.error
+        assert "Microsoft.PowerShell remote PowerShell session on 127.0.0.1" in result.error
     assert _source(snapshot, "exchange.mapi_virtual_directories", server).ok
     assert _source(snapshot, "exchange.exchange_certificates", server).ok
 
@@ -168,10 +168,11 @@ def test_edge_servers_are_skipped_and_the_scan_records_its_options(snapshot):
     assert snapshot.sources["scan.options"].data == {"owa_ecp": False}
 
 
-def test_only_the_five_read_cmdlets_reached_any_server(lab, windows, snapshot):
+def test_only_the_four_read_cmdlets_reached_any_server(lab, windows, snapshot):
     log = windows.command_log
     assert {entry["server"] for entry in log} >= {"EX01", "EX05", "EX06", "EX07", "EX08", "EX09"}
-    assert all(OS_CMDLETS.fullmatch(entry["command"]) and not entry["is_script"] for entry in log), log
+    assert {entry["command"] for entry in log} == {"Get-ItemProperty", "Get-ChildItem", "Get-Command", "Get-CimInstance"}
+    assert all(ALLOWLISTS[CONFIGURATION].fullmatch(entry["command"]) and not entry["is_script"] for entry in log), log
     assert {entry["configuration"] for entry in log} == {"Microsoft.PowerShell"}
     assert all(re.fullmatch(r"(Get|Test)-\w+", entry["command"]) for entry in lab.command_log)
 
@@ -179,22 +180,51 @@ def test_only_the_five_read_cmdlets_reached_any_server(lab, windows, snapshot):
 def test_the_allowlist_refuses_anything_else_before_sending(lab, windows):
     settings = load_config_text(yaml.safe_dump(lab.scan_config())).sections["os"].for_server("EX01", None)
     before = len(windows.command_log)
-    session = RemoteSession(settings, lab.credentials.password, configuration="Microsoft.PowerShell",
-                            allowed=OS_CMDLETS)
-    for cmdlet in ("Set-ItemProperty", "Get-Content", "Invoke-Expression", "Get-ItemPropertyValue"):
-        with pytest.raises(ReadOnlyViolation):
-            session.invoke(cmdlet, (("Path", "HKLM:\\SOFTWARE"),), 5)
+    # The endpoint picks the list: a session on the standard endpoint cannot be given the Exchange one's Get-/Test-.
+    session = RemoteSession(settings, lab.credentials.password, configuration="Microsoft.PowerShell").open()
+    try:
+        for cmdlet in ("Set-ItemProperty", "Get-Content", "Invoke-Expression", "Get-ItemPropertyValue", "Get-Item",
+                       "Test-Path", "Get-ChildItem; Remove-Item"):
+            with pytest.raises(ReadOnlyViolation):
+                session.invoke(cmdlet, (("Path", "HKLM:\\SOFTWARE"),), 5)
+    finally:
+        session.close()
+    with pytest.raises(ReadOnlyViolation, match="no read-only allowlist"):
+        RemoteSession(settings, lab.credentials.password, configuration="Microsoft.PowerShell.Workflow")
     assert len(windows.command_log) == before
+
+
+def _only(snapshot: Snapshot, *names: str) -> Snapshot:
+    """The exchange sources the OS collector reads, with exchange.servers cut down to ``names``."""
+    servers = snapshot.sources["exchange.servers"]
+    cut = Snapshot.new()
+    cut.add(replace(servers, data=[s for s in servers.data if s["Name"] in names]))
+    cut.add(snapshot.sources["exchange.auth_config"])
+    return cut
+
+
+def test_a_bug_reading_one_answer_fails_only_that_source(lab, snapshot, monkeypatch):
+    # Before, the exception left collect_os and the runner marked every os source of every server as failed.
+    from hma_check.collect import server_os
+
+    def file_version(obj):
+        raise KeyError("FileVersionInfo")
+
+    monkeypatch.setattr(server_os, "_file_version", file_version)
+    settings = load_config_text(yaml.safe_dump({"os": lab.scan_config()["os"]})).sections["os"]
+    results = {r.key: r for r in collect_os(settings, lab.credentials.password, _only(snapshot, "EX01", "EX05"))}
+    assert len(results) == 8
+    for server in ("EX01", "EX05"):
+        broken = results.pop(f"os.exsetup_version@{server}")
+        assert broken.status == "error" and "KeyError: 'FileVersionInfo'" in broken.error
+    assert all(r.ok for r in results.values()), results
 
 
 def test_https_with_the_listeners_ca_and_without_it(lab, windows, snapshot):
     raw = lab.scan_config()["os"]
     raw.update(ssl=True, hosts={"EX01": f"127.0.0.1:{windows.https_ports['EX01']}"})
     settings = load_config_text(yaml.safe_dump({"os": raw})).sections["os"]
-    only_ex01 = Snapshot.new()
-    only_ex01.add(replace(snapshot.sources["exchange.servers"],
-                          data=[s for s in snapshot.sources["exchange.servers"].data if s["Name"] == "EX01"]))
-    only_ex01.add(snapshot.sources["exchange.auth_config"])
+    only_ex01 = _only(snapshot, "EX01")
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, only_ex01)}
     assert all(r.ok for r in results.values()) and len(results) == 4
     assert results["os.tls_registry@EX01"].data == _source(snapshot, "os.tls_registry", "EX01").data
@@ -276,6 +306,6 @@ def test_the_certificate_blob_carries_the_key_provider_only_with_a_key():
     assert 2 in with_key and with_key[32] == der
     assert 2 not in without and without[32] == der
     encoded = base64.b64encode(certificate_blob(der, True)[:-1]).decode()
-    from hma_check.collect.server_os import ShapeError, _b64
+    from hma_check.collect.exchange_objects import ShapeError, decode_base64
     with pytest.raises(ShapeError, match="truncated"):
-        blob_properties(_b64(encoded))
+        blob_properties(decode_base64(encoded))

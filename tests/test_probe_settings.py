@@ -109,4 +109,4 @@ def test_plan_when_exchange_failed_or_did_not_run():
     assert [(u.source, u.reason) for u in plan.unknown] == [("exchange.servers", "error: WinRM refused")]
     assert [t.host for t in plan.targets] == ["autodiscover.contoso.com"]  # client access services still told us
     plan = plan_probes(Snapshot.new(), parse_probe_settings({"hosts": ["mail.contoso.com"]}))
-    assert plan.unknown == [] and not plan.exchange_collected
+    assert plan.unknown == [] and [t.host for t in plan.targets] == ["mail.contoso.com"]  # the named host only

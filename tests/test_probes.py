@@ -220,6 +220,28 @@ def test_probes_are_anonymous_and_read_only(scan):
     assert any(r["host"] == "webmail.contoso.com" for r in requests)
 
 
+def test_the_node_client_refuses_a_credential_or_a_write_before_it_leaves(lab):
+    """The guard sits on the client's transport hook, so it holds for any request sent through it, auth flow included."""
+    import ssl
+
+    from hma_check.collect.probes import Node, _NodeClient
+
+    node = Node("ex01.contoso.com", 443, "127.0.1.1", lab.port, False)
+    started = len(lab.requests)
+    with _NodeClient(node, ssl.create_default_context(cafile=str(lab.ca_bundle)), TIMEOUT) as client:
+        url = client.base + "/mapi/"
+        extensions = {"sni_hostname": node.host}
+        for attempt in (lambda: client.client.get(url, auth=("alice", "Secret123!"), extensions=extensions),
+                        lambda: client.client.get(url, headers={"Authorization": "Bearer eyJ.x.y"}, extensions=extensions),
+                        lambda: client.client.get(url, headers={"Cookie": "session=1"}, extensions=extensions),
+                        lambda: client.client.post(url, content=b"{}", extensions=extensions)):
+            with pytest.raises(AssertionError, match="probes are anonymous|GET only"):
+                attempt()
+        assert lab.requests[started:] == []
+        response, _ = client.get("/mapi/", bearer=True)  # the probe's own request still goes
+    assert response.status_code == 401 and len(lab.requests) == started + 1
+
+
 def test_no_credential_anywhere_in_the_evidence(scan):
     results, _ = scan
     text = repr([r.to_json() for r in results.values()])

@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 from xml.parsers import expat
 
 from hma_check.errors import ClixmlError
@@ -75,9 +75,6 @@ class ClixmlObject:
             raise KeyError(name)
         return value
 
-    def is_a(self, type_name: str) -> bool:
-        return type_name in self.type_names
-
 
 def parse_clixml(data: bytes, *, source: str) -> list[ClixmlObject]:
     """Every top-level object of an Export-Clixml file (UTF-8 with or without BOM, or UTF-16), RefIds shared."""
@@ -92,32 +89,6 @@ def parse_object_xml(xml: str, *, source: str = "<live object>") -> ClixmlObject
     if len(xml) > MAX_CLIXML_BYTES:
         raise ClixmlError(f"object XML is {len(xml)} characters; the limit is {MAX_CLIXML_BYTES}", path=source)
     return _parse(xml, source=source, root="Obj")[0]
-
-
-def parse_live_output(output: Iterable[Any], *, source: str = "<live output>") -> list[ClixmlObject]:
-    """pypsrp's ``PowerShell.output`` as ClixmlObjects: each complex object re-read from its ``_xml``, so live data
-    goes through exactly the normaliser offline import uses; a bare value (a string, a number) is kept as ``value``."""
-    objects = []
-    for item in output:
-        xml = getattr(item, "_xml", None)
-        if isinstance(xml, str) and xml:
-            objects.append(parse_object_xml(xml, source=source))
-        else:
-            objects.append(ClixmlObject((), None, {}, value=_plain(item)))
-    return objects
-
-
-def _plain(value: Any) -> Any:
-    """A value pypsrp built itself (no _xml): the same JSON shapes the normaliser gives."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {_json_key(key): _plain(item) for key, item in value.items()}
-    return str(value)  # uuid.UUID and pypsrp's other simple types print as PowerShell does
 
 
 def decode_text(data: bytes, *, source: str) -> str:

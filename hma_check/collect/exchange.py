@@ -2,8 +2,9 @@
 
 Get-ExchangeServer comes first (it names the servers); then the other organisation-wide queries and the per-server
 ones run on ``concurrency`` worker threads, each with its own session (a pypsrp RunspacePool is never shared between
-threads). A throttled call backs off and retries; a timed-out or broken call fails only its own source; a server
-whose calls fail leaves every other server's evidence intact.
+threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read,
+fails only its own source, which always gets a result; a server whose calls fail leaves every other server's
+evidence intact.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any, Callable, Iterable
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange_config import ExchangeSettings, require_auth_support
 from hma_check.collect.exchange_objects import ShapeError, shape
-from hma_check.collect.psrp_client import CallFailed, ExchangeSession, powershell_text, redact
+from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_text, redact
+from hma_check.collect.runner import Progress
 from hma_check.errors import ClixmlError
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
 
@@ -79,14 +81,6 @@ SERVER_CMDLETS: tuple[tuple[str, str], ...] = (
 SERVERS_QUERY = Query("exchange.servers", "Get-ExchangeServer")
 
 
-class Progress:
-    """Told about every finished query; the CLI draws a bar, tests and pipes ignore it."""
-
-    def start(self, total: int) -> None: ...
-
-    def advance(self, label: str, ok: bool) -> None: ...
-
-
 @dataclass
 class _Shared:
     settings: ExchangeSettings
@@ -107,7 +101,7 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
     progress = progress or Progress()
     secrets = tuple(s for s in (password,) if s)
     shared = _Shared(settings, password, secrets, progress, queue.Queue(), [], threading.Lock())
-    first = ExchangeSession(settings, password)
+    first = RemoteSession(settings, password)
     try:
         try:
             first.open()
@@ -145,9 +139,7 @@ def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query
         if not isinstance(name, str) or not name:
             continue
         if server.get("IsEdgeServer") is True:
-            # An Edge Transport server has no client access virtual directories and serves no HMA client: there is
-            # nothing to collect, and the topology checks still assess it from exchange.servers.
-            continue
+            continue   # nothing to collect on an Edge Transport server (exchange_objects.EDGE_OS_SKIPPED says why)
         reason = _not_applicable(server)
         for source, cmdlet in SERVER_CMDLETS:
             query = Query(source, cmdlet, (("Server", name),), scope=name)
@@ -164,7 +156,7 @@ def _not_applicable(server: dict[str, Any]) -> str | None:
     return None
 
 
-def _worker(shared: _Shared, session: ExchangeSession | None, sleep: Callable[[float], None]) -> None:
+def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None]) -> None:
     """Take queries until none is left. ``open_sessions`` counts workers that hold a session right now."""
     try:
         while True:
@@ -198,11 +190,11 @@ def _worker(shared: _Shared, session: ExchangeSession | None, sleep: Callable[[f
                 shared.open_sessions -= 1
 
 
-def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> ExchangeSession | None:
+def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> RemoteSession | None:
     """Open a session; when the throttling policy refuses one more, retire if others are working, else wait."""
     for attempt in range(shared.settings.retries + 1):
         try:
-            session = ExchangeSession(shared.settings, shared.password).open()
+            session = RemoteSession(shared.settings, shared.password).open()
         except CallFailed as failure:
             if failure.kind != "throttled":
                 with shared.lock:
@@ -224,7 +216,7 @@ def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> Excha
     return None
 
 
-def _run_query(session: ExchangeSession, query: Query, shared: _Shared,
+def _run_query(session: RemoteSession, query: Query, shared: _Shared,
                sleep: Callable[[float], None]) -> SourceResult:
     started = utc_now()
     t0 = time.perf_counter()
@@ -257,9 +249,13 @@ def _run_query(session: ExchangeSession, query: Query, shared: _Shared,
                           command=powershell_text(cmdlet, query.params))
         except (ShapeError, ClixmlError) as exc:
             return _error(query, redact(f"unexpected answer: {exc}", shared.secrets), started, _ms(t0))
+        except Exception as exc:  # noqa: BLE001 - a worker that died here would leave its source with no record at all
+            session.discard = True
+            text = f"hma-check failed reading the answer: {type(exc).__name__}: {exc}"
+            return _error(query, redact(text, shared.secrets), started, _ms(t0))
 
 
-def _data(query: Query, session: ExchangeSession, objects: list[ClixmlObject], settings: ExchangeSettings) -> Any:
+def _data(query: Query, session: RemoteSession, objects: list[ClixmlObject], settings: ExchangeSettings) -> Any:
     if query.source != "exchange.admin_users":
         return shape(query.source, objects)
     # Organization Management members come back as reduced recipients; Get-User gives the properties checks need.

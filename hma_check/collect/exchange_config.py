@@ -19,42 +19,54 @@ _KEYS = ("server", *CONNECTION_KEYS, "retries")
 # Keys people reach for that would put a secret into the file: refused, pointing to password_env.
 _SECRET_KEYS = ("password", "pass", "secret", "credential")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]|[0-9.]+")
+# A host name, an IPv6 address in brackets or an IPv4 address (no scheme, no path, no port).
+HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\]|[0-9.]+")
 DEFAULT_PASSWORD_ENV = "HMA_CHECK_EXCHANGE_PASSWORD"
 # Exchange's default throttling policy allows 18 concurrent PowerShell sessions per user (PowerShellMaxConcurrency);
 # staying at 12 leaves room for the administrator's own shells. Microsoft Learn: Set-ThrottlingPolicy.
 DEFAULT_CONCURRENCY = 12
+DEFAULT_RETRIES = 5
 
 
 @dataclass(frozen=True)
-class ExchangeSettings:
-    server: str
+class Connection:
+    """How to reach one WSMan endpoint and sign in (CONNECTION_KEYS, validated by parse_connection); the Exchange
+    and OS sections both extend it. No defaults here: ConnectionDefaults holds each section's own."""
+
     port: int
-    ssl: bool = True
-    path: str = "PowerShell"
-    cert_validation: bool = True
-    ca_file: Path | None = None
-    auth: str = "negotiate"
-    username: str | None = None
-    password_env: str = DEFAULT_PASSWORD_ENV
-    certificate_pem: Path | None = None
-    certificate_key_pem: Path | None = None
-    negotiate_service: str | None = None
-    negotiate_hostname_override: str | None = None
-    concurrency: int = DEFAULT_CONCURRENCY
-    timeout: float = 120.0          # one cmdlet call, end to end
-    operation_timeout: int = 20     # WSMan long-poll; pypsrp retries an expired Receive by itself
-    connect_timeout: float = 30.0
-    retries: int = 5                # attempts after throttling
+    ssl: bool
+    path: str
+    cert_validation: bool
+    ca_file: Path | None
+    auth: str
+    username: str | None
+    password_env: str
+    certificate_pem: Path | None
+    certificate_key_pem: Path | None
+    negotiate_service: str | None
+    negotiate_hostname_override: str | None
+    concurrency: int
+    timeout: float                  # one cmdlet call, end to end
+    operation_timeout: int          # WSMan long-poll; pypsrp retries an expired Receive by itself
+    connect_timeout: float
+
+    def summary(self) -> dict[str, Any]:
+        """What evidence.json records about how hma-check signed in: no secret, not even the variable's value."""
+        return {"auth": self.auth, "username": self.username, "cert_validation": self.cert_validation,
+                "ca_file": str(self.ca_file) if self.ca_file else None}
+
+
+@dataclass(frozen=True)
+class ExchangeSettings(Connection):
+    server: str
+    retries: int                    # attempts after throttling
 
     @property
     def url(self) -> str:
         return f"{'https' if self.ssl else 'http'}://{self.server}:{self.port}/{self.path}"
 
     def summary(self) -> dict[str, Any]:
-        """What evidence.json records about the target: no secret, not even the variable's value."""
-        return {"url": self.url, "auth": self.auth, "username": self.username,
-                "cert_validation": self.cert_validation, "ca_file": str(self.ca_file) if self.ca_file else None}
+        return {"url": self.url, **super().summary()}
 
 
 def parse_exchange_section(raw: Any, context: Any) -> ExchangeSettings:
@@ -63,11 +75,11 @@ def parse_exchange_section(raw: Any, context: Any) -> ExchangeSettings:
         raise fail((), "must be a mapping with at least 'server'")
     check_keys(raw, _KEYS, fail)
     server = _text(raw.get("server"), ("server",), fail)
-    if not _HOST.fullmatch(server):
+    if not HOST.fullmatch(server):
         raise fail(("server",), "must be a host name or address (no scheme, no path)")
     connection = parse_connection(raw, context, EXCHANGE_DEFAULTS)
     return ExchangeSettings(server=server, **connection,
-                            retries=_int(raw.get("retries", 5), ("retries",), 0, 20, fail))
+                            retries=_int(raw.get("retries", DEFAULT_RETRIES), ("retries",), 0, 20, fail))
 
 
 @dataclass(frozen=True)

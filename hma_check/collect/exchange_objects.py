@@ -118,6 +118,10 @@ SINGLE_OBJECT = frozenset({
 # Single-object sources where "no object" is a real answer: Get-HybridConfiguration returns nothing when the
 # organisation never ran the Hybrid Configuration Wizard; the collection script reports a missing auth certificate.
 NULL_WHEN_EMPTY = frozenset({"exchange.hybrid_configuration", "os.auth_certificate"})
+# An Edge Transport server has no client access virtual directories, serves no HMA client and sits outside the
+# domain: no per-server exchange source is read for it and its os sources are skipped with this reason, by the live
+# collectors and by offline import alike. The topology checks still assess it from exchange.servers.
+EDGE_OS_SKIPPED = "Edge Transport server: outside the domain and not part of HMA; its OS is not read"
 # Per-server sources whose objects carry the server they belong to in their Server property.
 SERVER_PROPERTY_SOURCES = frozenset(name for name, fields in FIELDS.items() if fields[:1] == ("Server",))
 
@@ -151,7 +155,7 @@ def shape(source_name: str, objects: Iterable[ClixmlObject]) -> Any:
     """
     objects = list(objects)
     if source_name == "exchange.exchange_certificates":
-        return [_certificate(obj) for obj in objects]
+        return [certificate_record(obj) for obj in objects]
     fields = FIELDS.get(source_name)
     if fields is None:
         raise ShapeError(f"{source_name} is not an Exchange or OS source")
@@ -175,15 +179,21 @@ def _pick(source_name: str, obj: ClixmlObject, fields: tuple[str, ...]) -> dict[
     return {name: obj.get(name) for name in fields if name in obj}
 
 
-def _certificate(obj: ClixmlObject) -> dict[str, Any]:
+def certificate_record(obj: ClixmlObject) -> dict[str, Any]:
+    """The contract's certificate record from an object's RawData: an ExchangeCertificate, or the X509Certificate2
+    the OS collector reads from a server's store (a remote session sends certificates as RawData only)."""
     raw = obj.get("RawData")
     if not isinstance(raw, str) or not raw:
         raise ShapeError(f"certificate {(obj.to_string or '')[:60]!r} has no RawData")
     try:
-        der = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ShapeError(f"certificate RawData is not base64: {exc}") from None
-    try:
-        return certificate_from_der(der)
+        return certificate_from_der(decode_base64(raw))
     except CertificateError as exc:
         raise ShapeError(str(exc)) from None
+
+
+def decode_base64(text: str) -> bytes:
+    """A binary value (<BA>, RawData, a registry Blob) as bytes; ShapeError when it is not base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ShapeError(f"binary value is not base64: {exc}") from None

@@ -138,21 +138,16 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
         azure_log.addHandler(logging.NullHandler())
     if not targets:
         return []
-    return asyncio.run(collect_graph_async(targets, environ=environ, retry_delay=retry_delay,
-                                           max_retries=max_retries, signin_retries=signin_retries,
-                                           credential_factory=credential_factory, prompt=prompt, on_result=on_result))
-
-
-async def collect_graph_async(targets: list[GraphTarget], *, environ: Mapping[str, str], retry_delay: float = 3.0,
-                              max_retries: int = 3, signin_retries: int = 3, credential_factory: Callable | None = None,
-                              prompt: Callable[[str], None] | None = None,
-                              on_result: Callable[[SourceResult], None] | None = None) -> list[SourceResult]:
     scrub = Scrubber(secret_values(targets, environ))
     factory = credential_factory or (
         lambda target, env: build_credential(target, env, prompt, retry_total=signin_retries))
-    per_tenant = await asyncio.gather(*(
-        _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory, on_result) for t in targets))
-    return [result for results in per_tenant for result in results]
+
+    async def every_tenant() -> list[SourceResult]:
+        per_tenant = await asyncio.gather(*(
+            _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory, on_result) for t in targets))
+        return [result for results in per_tenant for result in results]
+
+    return asyncio.run(every_tenant())
 
 
 def check_environment(targets: list[GraphTarget], environ: Mapping[str, str]) -> None:
@@ -173,7 +168,11 @@ def build_credential(target: GraphTarget, environ: Mapping[str, str], prompt: Ca
     """The azure-identity credential the configuration asks for (sync: one token request even under gather)."""
     import azure.identity as identity
 
-    common: dict[str, Any] = {"retry_total": retry_total}
+    # The configured timeout bounds every sign-in request as it bounds every Graph request: azure-core's own
+    # default is 300 s per connect and per read, so a sign-in host that accepts and never answers held the scan
+    # for minutes per retry.
+    common: dict[str, Any] = {"retry_total": retry_total, "connection_timeout": min(target.timeout, 30.0),
+                              "read_timeout": target.timeout}
     if target.ca_bundle is not None:
         common["connection_verify"] = str(target.ca_bundle)
     signin: dict[str, Any] = dict(common, authority=target.authority_url)
@@ -479,7 +478,7 @@ def describe_error(exc: BaseException, permission: str | None, tenant_id: str | 
             where = f" {exc.request.url.scheme}://{exc.request.url.host}:{exc.request.url.port or 443}"
         except RuntimeError:  # no request attached
             pass
-        return one_line(f"cannot reach Graph{where}: {type(exc).__name__}: {exc or 'no answer in time'}", 1000)
+        return one_line(f"cannot reach Graph{where}: {type(exc).__name__}: {str(exc) or 'no answer in time'}", 1000)
     return one_line(f"{type(exc).__name__}: {exc}", 1000)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import stat
 import zipfile
 from collections import defaultdict
@@ -11,10 +10,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
-from hma_check.collect.exchange_objects import SERVER_PROPERTY_SOURCES, ShapeError, shape, source_for
+from hma_check.collect.exchange_objects import (EDGE_OS_SKIPPED, SERVER_PROPERTY_SOURCES, ShapeError, shape,
+                                                source_for)
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
-from hma_check.snapshot import Snapshot, SourceResult, parse_utc, source_key, who_ran_it
+from hma_check.snapshot import Snapshot, SourceResult, loads_json, parse_utc, source_key, who_ran_it
 from hma_check.sources import BY_NAME, SOURCES
 
 # Bounds for what one import reads; a customer's collection is a few hundred files and well under 1 GB.
@@ -189,9 +189,9 @@ class _Importer:
 
     def _add_json(self, name: str, payload: bytes) -> None:
         try:
-            document = json.loads(decode_text(payload, source=name), parse_constant=_refuse_constant)
+            document = loads_json(decode_text(payload, source=name))
         except (ClixmlError, ValueError, RecursionError) as exc:
-            self.malformed_file(name, f"not valid JSON: {exc}")
+            self.malformed_file(name, f"not valid JSON: {str(exc).removeprefix('not valid JSON: ')}")
             return
         if isinstance(document, dict) and MANIFEST_KEY in document:
             self.manifests.append((name, document))
@@ -422,11 +422,12 @@ class _Importer:
                 continue
             if spec.scope == "server" and servers:
                 for server in servers:
-                    # Edge Transport servers have no client access virtual directories to collect.
-                    if spec.name in SERVER_PROPERTY_SOURCES and server.get("IsEdgeServer") is True:
+                    if (spec.name, server["Name"]) in present:
                         continue
-                    if (spec.name, server["Name"]) not in present:
+                    if server.get("IsEdgeServer") is not True:
                         snapshot.add(SourceResult.skipped_result(spec.name, NOT_SUPPLIED, scope=server["Name"]))
+                    elif spec.collector == "os":   # as a live scan records an Edge server (no exchange source)
+                        snapshot.add(SourceResult.skipped_result(spec.name, EDGE_OS_SKIPPED, scope=server["Name"]))
             elif spec.scope == "tenant" and tenants:
                 for tenant in tenants:
                     if (spec.name, tenant) not in present:
@@ -443,7 +444,3 @@ def _command(source: str, scope: str | None, entry: dict[str, Any], files: list[
     if not isinstance(command, str) or not command:
         command = BY_NAME[source].filled_by.replace("<server>", scope or "<server>")
     return f"{command} (imported from {', '.join(files)})"
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number evidence can hold")

@@ -143,8 +143,9 @@ def with_command_line(settings: ProbeSettings | None, resolve: tuple[str, ...] =
 
 def _plain_fail(path: str | None) -> Fail:
     def fail(where: Where, message: str) -> ConfigError:
-        key = "probes" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in where)
-        return ConfigError(f"{key}: {message}", path=path)
+        from hma_check.yamlsource import dotted
+
+        return ConfigError(f"{dotted(('probes', *where))}: {message}", path=path)
     return fail
 
 

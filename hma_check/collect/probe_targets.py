@@ -61,7 +61,6 @@ class ProbePlan:
     targets: list[HostTarget] = field(default_factory=list)
     unknown: list[Unknown] = field(default_factory=list)
     ignored: list[dict[str, str]] = field(default_factory=list)  # values that are not a usable https URL
-    exchange_collected: bool = False
 
     def add(self, host: str, port: int, origin: str, *, autodiscover: bool) -> None:
         for target in self.targets:
@@ -81,7 +80,6 @@ def plan_probes(snapshot: Snapshot, settings: ProbeSettings) -> ProbePlan:
     plan = ProbePlan()
     servers = snapshot.sources.get("exchange.servers")
     if servers is not None:
-        plan.exchange_collected = True
         if not servers.ok:
             plan.unknown.append(Unknown("exchange.servers", _failure(servers), autodiscover=True))
         else:

@@ -150,8 +150,7 @@ class _Prober:
         self.settings = settings
         # One context for every request: TLS 1.2 or newer, certificates verified against the CA bundle (or the
         # system store); the legacy versions live only in tls_probe's one-version test contexts.
-        context = ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle \
-            else ssl.create_default_context()
+        context = ssl.create_default_context(cafile=settings.ca_bundle)  # None: the system store
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context = context
         self.tls_contexts = TlsContexts(settings.ca_bundle)
@@ -243,6 +242,7 @@ class _NodeClient:
         self.client = httpx.Client(
             verify=context, timeout=httpx.Timeout(timeout), trust_env=False, follow_redirects=False,
             cookies=_no_cookies(), headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            event_hooks={"request": [_assert_anonymous]},
         )
         host = f"[{node.address}]" if ":" in node.address else node.address
         self.base = f"https://{host}:{node.connect_port}"
@@ -262,7 +262,6 @@ class _NodeClient:
             headers["Authorization"] = EMPTY_BEARER
         request = self.client.build_request("GET", self.base + path, headers=headers,
                                             extensions={"sni_hostname": self.node.host})
-        _assert_anonymous(request)
         try:
             response = self.client.send(request, stream=True)
             try:
@@ -278,7 +277,8 @@ class _NodeClient:
 
 
 def _assert_anonymous(request: httpx.Request) -> None:
-    """The read-only promise in code: a GET, and the only Authorization ever sent is the empty Bearer."""
+    """The read-only promise in code, at the transport (after any auth flow, for every request the client sends):
+    a GET, and the only Authorization ever sent is the empty Bearer."""
     if request.method != "GET":
         raise AssertionError(f"probes send GET only, not {request.method}")
     if request.headers.get("authorization", EMPTY_BEARER) != EMPTY_BEARER or "cookie" in request.headers \

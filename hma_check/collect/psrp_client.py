@@ -1,10 +1,11 @@
 """One remote PowerShell session over pypsrp, used read-only: allowlisted cmdlets through add_cmdlet only.
 
 The Exchange collector opens it on ``Microsoft.Exchange`` (Get-/Test- cmdlets), the OS collector on the standard
-``Microsoft.PowerShell`` endpoint with a shorter list of its own. Never ``Client.execute_ps`` (it wraps everything
-in Invoke-Expression, which Exchange's NoLanguage endpoint refuses) and never a script. Every call checks the
-allowlist before anything is sent, waits at most ``timeout`` seconds (the pipeline is stopped after that), and
-reports failures as CallFailed with a kind the collector acts on.
+``Microsoft.PowerShell`` endpoint (four read cmdlets): each configuration's allowlist lives here (ALLOWLISTS), so no
+caller can pair an endpoint with a wider list. Never ``Client.execute_ps`` (it wraps everything in Invoke-Expression,
+which Exchange's NoLanguage endpoint refuses) and never a script. Every call checks the allowlist before anything is
+sent, waits at most ``timeout`` seconds (the pipeline is stopped after that), and reports failures as CallFailed with
+a kind the collector acts on.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from typing import Any
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
 from hma_check.errors import ClixmlError
 
-# Read-only by construction: a verb outside this list is refused before it can leave the machine.
-ALLOWED_CMDLET = re.compile(r"(Get|Test)-[A-Za-z][A-Za-z0-9]*")
+# Read-only by construction: per session configuration, the cmdlets that may be sent; anything else is refused before
+# it can leave the machine, and a configuration without a list cannot be opened. The standard endpoint is a
+# full-language administrator session, so it gets only the four reads the OS collector makes (registry values,
+# ExSetup.exe, the operating system, the certificate store), not the Exchange endpoint's Get-/Test- rule.
+ALLOWLISTS: dict[str, re.Pattern[str]] = {
+    "Microsoft.Exchange": re.compile(r"(Get|Test)-[A-Za-z][A-Za-z0-9]*"),
+    "Microsoft.PowerShell": re.compile(r"Get-(ItemProperty|ChildItem|Command|CimInstance)"),
+}
 # winerror.h: ERROR_WSMAN_OPERATION_TIMEDOUT (pypsrp retries it), the shell-not-found family, and the quota faults
 # Exchange's throttling policy surfaces through WinRM (max shells, user load quota, max operations).
 OPERATION_TIMEDOUT = 0x80338029
@@ -70,10 +77,20 @@ class Answer:
     errors: list[ErrorInfo]
 
 
-def check_read_only(cmdlet: str, allowed: re.Pattern[str] = ALLOWED_CMDLET) -> None:
+def allowlist(configuration: str) -> re.Pattern[str]:
+    """The cmdlets that may be sent to this session configuration; ReadOnlyViolation when hma-check has none."""
+    allowed = ALLOWLISTS.get(configuration)
+    if allowed is None:
+        raise ReadOnlyViolation(f"refusing to use the {configuration!r} session configuration: hma-check has no "
+                                "read-only allowlist for it")
+    return allowed
+
+
+def check_read_only(cmdlet: str, configuration: str) -> None:
+    allowed = allowlist(configuration)
     if not allowed.fullmatch(cmdlet):
         raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check runs only read-only cmdlets "
-                                f"({allowed.pattern}) on this endpoint")
+                                f"({allowed.pattern}) on {configuration}")
 
 
 def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
@@ -111,10 +128,10 @@ class RemoteSession:
 
     settings: Any     # ExchangeSettings, or the OS collector's per-server OsSettings: where and how to sign in
     password: str | None
-    configuration: str = "Microsoft.Exchange"
-    allowed: re.Pattern[str] = ALLOWED_CMDLET
+    configuration: str = "Microsoft.Exchange"   # a key of ALLOWLISTS
 
     def __post_init__(self) -> None:
+        allowlist(self.configuration)   # no allowlist, no session
         self._wsman: Any = None
         self._pool: Any = None
         self.discard = False   # set by the collector when a failed call may have left the session unusable
@@ -160,7 +177,7 @@ class RemoteSession:
         """Run one cmdlet; its objects and non-terminating errors, or CallFailed when the pipeline itself failed."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
-        check_read_only(cmdlet, self.allowed)
+        check_read_only(cmdlet, self.configuration)
         if self._pool is None:
             raise CallFailed("broken", "the session is not open")
         ps = PowerShell(self._pool)
@@ -209,9 +226,6 @@ class RemoteSession:
                 closer()
             except Exception:  # noqa: BLE001 - closing a broken session is best effort
                 pass
-
-
-ExchangeSession = RemoteSession   # the Exchange collector's name for a session on Microsoft.Exchange
 
 
 class RawOutput:

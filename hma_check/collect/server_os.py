@@ -1,16 +1,13 @@
 """The live OS collector: the os.* sources of every Exchange server, read over WinRM (Microsoft.PowerShell).
 
 One RunspacePool per server on the standard endpoint; servers are read concurrently (``concurrency`` at a time) and
-each call has its own timeout. Only five read cmdlets can leave (OS_CMDLETS, enforced before anything is sent). An
-absent registry key or value is a fact (null); a read that failed is an error with the reason; a server that cannot
-be reached (closed port, 401/403, timeout) makes only its own os.* sources errors.
+each call has its own timeout. Only four read cmdlets can leave (psrp_client.ALLOWLISTS, enforced before anything is
+sent). An absent registry key or value is a fact (null); a read that failed is an error with the reason; a server
+that cannot be reached (closed port, 401/403, timeout) makes only its own os.* sources errors.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import re
 import struct
 import time
@@ -18,19 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hma_check.collect.certificates import CertificateError, certificate_from_der
 from hma_check.collect.clixml import ClixmlObject
-from hma_check.collect.exchange import Progress
-from hma_check.collect.exchange_objects import ShapeError, shape
+from hma_check.collect.exchange_objects import EDGE_OS_SKIPPED, ShapeError, certificate_record, decode_base64, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
+from hma_check.collect.runner import Progress
 from hma_check.collect.server_os_config import OsSettings
 from hma_check.snapshot import Snapshot, SourceResult, iso_utc, utc_now
 from hma_check.sources import BY_NAME
 
-CONFIGURATION = "Microsoft.PowerShell"
-# Read-only by construction, and narrower than the Exchange endpoint's Get-/Test- rule: the standard endpoint is a
-# full-language administrator session, so only these five cmdlets may be sent to it.
-OS_CMDLETS = re.compile(r"Get-(ItemProperty|Item|ChildItem|Command|CimInstance)")
+CONFIGURATION = "Microsoft.PowerShell"   # its read-only allowlist is psrp_client.ALLOWLISTS[CONFIGURATION]
 SOURCES = ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate")
 
 TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
@@ -87,9 +80,7 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     readable = []
     for server in servers:
         if server.get("IsEdgeServer") is True:
-            results += [SourceResult.skipped_result(
-                name, "Edge Transport server: outside the domain and not part of HMA; its OS is not read",
-                scope=server["Name"]) for name in SOURCES]
+            results += [SourceResult.skipped_result(name, EDGE_OS_SKIPPED, scope=server["Name"]) for name in SOURCES]
         else:
             readable.append(server)
     progress.start(len(readable) * len(SOURCES))
@@ -98,7 +89,7 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
 
     def one(server: dict[str, Any]) -> list[SourceResult]:
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
-                               settings.timeout, secrets)
+                               secrets)
         found = reader.read(thumbprint, thumbprint_problem)
         for result in found:
             progress.advance(result.command, result.ok)
@@ -137,12 +128,10 @@ def _auth_thumbprint(snapshot: Snapshot) -> tuple[str | None, str | None]:
 class _ServerReader:
     """Reads one server's four sources through one session, opening a fresh one after a call that broke it."""
 
-    def __init__(self, settings: OsSettings, password: str | None, name: str, timeout: float,
-                 secrets: tuple[str, ...]) -> None:
+    def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...]) -> None:
         self.settings = settings
         self.password = password
         self.name = name
-        self.timeout = timeout
         self.secrets = secrets
         self.session: RemoteSession | None = None
         self.unreachable: str | None = None
@@ -166,14 +155,13 @@ class _ServerReader:
             raise CallFailed("connect", self.unreachable)
         if self.session is None:
             try:
-                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION,
-                                             allowed=OS_CMDLETS).open()
+                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION).open()
             except CallFailed as failure:
                 # Closed port, refused credentials, TLS trouble: every source of this server fails the same way.
                 self.unreachable = failure.message
                 raise
         try:
-            return self.session.invoke(cmdlet, params, self.timeout)
+            return self.session.invoke(cmdlet, params, self.settings.timeout)
         except CallFailed as failure:
             if failure.kind in ("timeout", "broken", "transport", "protocol"):
                 self.session.close()   # a stopped or broken pipeline may keep the runspace: start afresh
@@ -188,8 +176,13 @@ class _ServerReader:
         try:
             answers = [self._call(cmdlet, params) for cmdlet, params in queries]
             data = build(answers)
-        except (CallFailed, ShapeError, CertificateError) as problem:
-            reason = problem.message if isinstance(problem, CallFailed) else f"unexpected answer: {problem}"
+        except Exception as problem:  # noqa: BLE001 - whatever goes wrong fails this source of this server only
+            if isinstance(problem, CallFailed):
+                reason = problem.message
+            elif isinstance(problem, ShapeError):
+                reason = f"unexpected answer: {problem}"
+            else:
+                reason = f"hma-check failed reading the answer: {type(problem).__name__}: {problem}"
             return SourceResult.error_result(name, redact(reason, self.secrets), command=text, scope=self.name,
                                              started=iso_utc(started), duration_ms=_ms(t0))
         return SourceResult.ok_result(name, data, command=text, scope=self.name, started=iso_utc(started),
@@ -276,7 +269,7 @@ class _ServerReader:
         blob = answer.objects[0].get("Blob")
         if not isinstance(blob, str):
             raise ShapeError("the certificate's registry Blob is not binary")
-        return CERT_KEY_PROV_INFO_PROP_ID in blob_properties(_b64(blob))
+        return CERT_KEY_PROV_INFO_PROP_ID in blob_properties(decode_base64(blob))
 
 
 def _refuse_errors(answer: Answer, *, allow_not_found: bool) -> None:
@@ -310,13 +303,9 @@ def _file_version(obj: ClixmlObject) -> str:
 
 
 def _certificate_record(objects: list[ClixmlObject], thumbprint: str) -> dict[str, Any]:
-    raw = objects[0].get("RawData")
-    if not isinstance(raw, str) or not raw:
-        raise ShapeError("the certificate came back without RawData")
-    der = _b64(raw)
-    if hashlib.sha1(der).hexdigest().upper() != thumbprint:  # noqa: S324 - a thumbprint is SHA-1 by definition
+    decoded = certificate_record(objects[0])
+    if decoded["Thumbprint"] != thumbprint:
         raise ShapeError(f"the store returned another certificate than {thumbprint}")
-    decoded = certificate_from_der(der)
     return {"Thumbprint": decoded["Thumbprint"], "Subject": decoded["Subject"], "NotAfter": decoded["NotAfter"]}
 
 
@@ -334,13 +323,6 @@ def blob_properties(blob: bytes) -> dict[int, bytes]:
         out[prop] = blob[offset:offset + length]
         offset += length
     return out
-
-
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ShapeError(f"binary value is not base64: {exc}") from None
 
 
 def _ms(t0: float) -> int:

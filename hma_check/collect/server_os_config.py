@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hma_check.collect.exchange_config import CONNECTION_KEYS, ConnectionDefaults, check_keys, parse_connection
+from hma_check.collect.exchange_config import (CONNECTION_KEYS, HOST, Connection, ConnectionDefaults, check_keys,
+                                               parse_connection)
 
 DEFAULT_PASSWORD_ENV = "HMA_CHECK_OS_PASSWORD"
 # WinRM's own defaults: HTTP on 5985 with Kerberos or NTLM message encryption (AllowUnencrypted=false), HTTPS on
@@ -15,29 +16,13 @@ DEFAULT_PASSWORD_ENV = "HMA_CHECK_OS_PASSWORD"
 OS_DEFAULTS = ConnectionDefaults(ssl=False, https_port=5986, http_port=5985, path="wsman",
                                  password_env=DEFAULT_PASSWORD_ENV, concurrency=8, timeout=60)
 _KEYS = (*CONNECTION_KEYS, "hosts")
-_HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]|[0-9.]+)(?::(?P<port>\d{1,5}))?")
+_HOST_PORT = re.compile(rf"(?P<host>{HOST.pattern})(?::(?P<port>\d{{1,5}}))?")
 
 
 @dataclass(frozen=True)
-class OsSettings:
+class OsSettings(Connection):
     """One connection template for every server; ``for_server`` fills in where that server's WinRM listens."""
 
-    port: int
-    ssl: bool
-    path: str
-    cert_validation: bool
-    ca_file: Any
-    auth: str
-    username: str | None
-    password_env: str
-    certificate_pem: Any
-    certificate_key_pem: Any
-    negotiate_service: str | None
-    negotiate_hostname_override: str | None
-    concurrency: int
-    timeout: float
-    operation_timeout: int
-    connect_timeout: float
     hosts: dict[str, tuple[str, int | None]] = field(default_factory=dict)   # lower-case Name -> (host, port)
     server: str = ""    # set by for_server: the host this copy connects to
 
@@ -47,9 +32,7 @@ class OsSettings:
         return replace(self, server=host, port=port or self.port)
 
     def summary(self) -> dict[str, Any]:
-        """What evidence.json records about the target: no secret, not even the variable's value."""
-        return {"port": self.port, "ssl": self.ssl, "path": self.path, "auth": self.auth, "username": self.username,
-                "cert_validation": self.cert_validation, "ca_file": str(self.ca_file) if self.ca_file else None,
+        return {"port": self.port, "ssl": self.ssl, "path": self.path, **super().summary(),
                 "hosts": {name: f"{host}:{port}" if port else host for name, (host, port) in self.hosts.items()}}
 
 

@@ -93,17 +93,19 @@ def _version_context(version: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # this handshake asks only "is the version accepted"
-    if version in LEGACY:
-        context.set_ciphers(LEGACY_CIPHERS)
-    context.minimum_version = context.maximum_version = VERSIONS[version]
-    return context
+    return _one_version(context, version)
 
 
 def _verifying_context(version: str, ca_bundle: str | None) -> ssl.SSLContext:
     """Chain trust and validity dates; host names are judged separately (names_not_covered), so the two
     findings stay apart. A legacy-only server is verified at its own version, with the legacy cipher level."""
-    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+    context = ssl.create_default_context(cafile=ca_bundle)  # None: the system store
     context.check_hostname = False
+    return _one_version(context, version)
+
+
+def _one_version(context: ssl.SSLContext, version: str) -> ssl.SSLContext:
+    """Pin a handshake-only context to one version; the one place LEGACY_CIPHERS (SECLEVEL 0) is ever set."""
     if version in LEGACY:
         context.set_ciphers(LEGACY_CIPHERS)
     context.minimum_version = context.maximum_version = VERSIONS[version]

@@ -54,17 +54,17 @@ $OrganizationQueries = @(
     @('exchange.activesync_organization_settings', 'Get-ActiveSyncOrganizationSettings', @{}),
     @('exchange.activesync_device_access_rules', 'Get-ActiveSyncDeviceAccessRule', @{})
 )
-# Per server, always with -Server <Name>. Edge Transport servers have no client access virtual directories.
+# Per server, always with -Server <Name>: source name, cmdlet.
 $ServerQueries = @(
-    @('exchange.mapi_virtual_directories', 'Get-MapiVirtualDirectory', $true),
-    @('exchange.web_services_virtual_directories', 'Get-WebServicesVirtualDirectory', $true),
-    @('exchange.oab_virtual_directories', 'Get-OabVirtualDirectory', $true),
-    @('exchange.autodiscover_virtual_directories', 'Get-AutodiscoverVirtualDirectory', $true),
-    @('exchange.activesync_virtual_directories', 'Get-ActiveSyncVirtualDirectory', $true),
-    @('exchange.owa_virtual_directories', 'Get-OwaVirtualDirectory', $true),
-    @('exchange.ecp_virtual_directories', 'Get-EcpVirtualDirectory', $true),
-    @('exchange.outlook_anywhere', 'Get-OutlookAnywhere', $true),
-    @('exchange.exchange_certificates', 'Get-ExchangeCertificate', $false)
+    @('exchange.mapi_virtual_directories', 'Get-MapiVirtualDirectory'),
+    @('exchange.web_services_virtual_directories', 'Get-WebServicesVirtualDirectory'),
+    @('exchange.oab_virtual_directories', 'Get-OabVirtualDirectory'),
+    @('exchange.autodiscover_virtual_directories', 'Get-AutodiscoverVirtualDirectory'),
+    @('exchange.activesync_virtual_directories', 'Get-ActiveSyncVirtualDirectory'),
+    @('exchange.owa_virtual_directories', 'Get-OwaVirtualDirectory'),
+    @('exchange.ecp_virtual_directories', 'Get-EcpVirtualDirectory'),
+    @('exchange.outlook_anywhere', 'Get-OutlookAnywhere'),
+    @('exchange.exchange_certificates', 'Get-ExchangeCertificate')
 )
 
 function Get-HmaTimestamp {
@@ -243,13 +243,15 @@ try {
 $servers = @(Get-ExchangeServer -ErrorAction Stop | Where-Object { "$($_.AdminDisplayVersion)" -like 'Version 15*' })
 foreach ($server in $servers) {
     $name = "$($server.Name)"
-    $isEdge = $server.IsEdgeServer -eq $true
+    if ($server.IsEdgeServer -eq $true) {
+        # As a live scan: an Edge Transport server has no client access virtual directories, serves no HMA client
+        # and sits outside the domain, so nothing is read on it (Get-ExchangeServer above still lists it).
+        Write-Host "Server $name (Edge Transport): nothing to read"
+        continue
+    }
     Write-Host "Server $name"
     foreach ($query in $ServerQueries) {
         $cmdlet = $query[1]
-        if ($query[2] -and $isEdge) {
-            continue
-        }
         Save-HmaClixml -Source $query[0] -Server $name -Command "$cmdlet -Server '$name'" -RelativePath "servers\$name\$cmdlet.xml" -Query { & $cmdlet -Server $name -ErrorAction Stop }
     }
     $facts = $null
