@@ -35,9 +35,3 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_all_atomic(files: dict[Path, bytes]) -> None:
-    """Every payload is rendered before this is called; each file then lands whole or not at all."""
-    for path, payload in files.items():
-        write_bytes_atomic(path, payload)

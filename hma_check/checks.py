@@ -28,7 +28,7 @@ from jinja2 import TemplateSyntaxError
 from hma_check import expr, sources
 from hma_check.errors import ChecksError
 from hma_check.findings import SEVERITIES
-from hma_check.yamlfile import YamlList, YamlMap, line_of, load_yaml
+from hma_check.yamlfile import YamlList, YamlMap, loads_yaml_bytes, read_yaml_bytes
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]+(-[A-Z0-9]+)*-\d{3,}$")
 PHASES = {1: "Prepare: no client impact", 2: "Switch: clients move to modern authentication",
@@ -132,19 +132,11 @@ def load_checks(paths: list[str | Path]) -> CheckSet:
     result = CheckSet()
     seen: dict[str, str] = {}
     for path in paths:
-        path = Path(path)
-        raw_bytes = _read(path)
-        document = load_yaml(path, error=ChecksError)
-        _load_document(document, str(path), result, seen)
-        result.files.append({"path": str(path), "sha256": hashlib.sha256(raw_bytes).hexdigest()})
+        file = str(Path(path))
+        raw = read_yaml_bytes(file, error=ChecksError)   # read once: the hash recorded is of the bytes evaluated
+        _load_document(loads_yaml_bytes(raw, source=file, error=ChecksError), file, result, seen)
+        result.files.append({"path": file, "sha256": hashlib.sha256(raw).hexdigest()})
     return result
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ChecksError(f"cannot read checks file: {exc.strerror or exc}", path=str(path)) from None
 
 
 def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str]) -> None:
@@ -160,26 +152,17 @@ def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str
             raise ChecksError("'areas' maps area ids to titles", path=file, line=document.line_of("areas"))
         for area, title in areas.items():
             into.areas.setdefault(area, title)
-    checks = document["checks"]
-    if not isinstance(checks, YamlList):
-        raise ChecksError("'checks' must be a list", path=file, line=document.line_of("checks"))
-    for index, raw in enumerate(checks):
-        check = _load_check(raw, file, checks.line_of(index))
-        _claim_id(check.id, f"{file}:{check.line}", seen, file, check.line)
-        into.checks.append(check)
-    steps = document.get("steps", YamlList())
-    if not isinstance(steps, YamlList):
-        raise ChecksError("'steps' must be a list", path=file, line=document.line_of("steps"))
-    for index, raw in enumerate(steps):
-        step = _load_step(raw, file, steps.line_of(index))
-        _claim_id(step.id, f"{file}:{step.line}", seen, file, step.line)
-        into.steps.append(step)
-
-
-def _claim_id(check_id: str, where: str, seen: dict[str, str], file: str, line: int) -> None:
-    if check_id in seen:
-        raise ChecksError(f"check {check_id}: duplicate id (first defined at {seen[check_id]})", path=file, line=line)
-    seen[check_id] = where
+    for key, load, loaded in (("checks", _load_check, into.checks), ("steps", _load_step, into.steps)):
+        items = document.get(key, YamlList())   # 'checks' is required: _check_keys made sure it is there
+        if not isinstance(items, YamlList):
+            raise ChecksError(f"'{key}' must be a list", path=file, line=document.line_of(key))
+        for index, raw in enumerate(items):
+            item = load(raw, file, items.line_of(index))
+            if item.id in seen:
+                raise ChecksError(f"check {item.id}: duplicate id (first defined at {seen[item.id]})", path=file,
+                                  line=item.line)
+            seen[item.id] = f"{file}:{item.line}"
+            loaded.append(item)
 
 
 def _check_keys(node: YamlMap, allowed: dict[str, bool], file: str, where: str) -> None:
@@ -224,7 +207,8 @@ class _Builder:
             run = expr.compile_template(source) if template else expr.compile_expression(source)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
-        unknown = sorted(name for name in expr.referenced_sources(tree) if not sources.is_known(name))
+        used = expr.referenced_sources(tree)
+        unknown = sorted(name for name in used if not sources.is_known(name))
         if unknown:
             close = difflib.get_close_matches(unknown[0], [s.name for s in sources.SOURCES], n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -234,7 +218,7 @@ class _Builder:
             if unsafe:
                 raise self.fail(f"'{key}' interpolates {unsafe[0]} without ps_quote/ps_list/ps_bool/ps_int: every value "
                                 "from the environment must be quoted for PowerShell", line=line)
-        self.used_sources |= expr.referenced_sources(tree)
+        self.used_sources |= used
         self.item_properties |= expr.referenced_item_properties(tree)
         return Compiled(source=source.strip(), run=run, is_template=template)
 
@@ -354,14 +338,4 @@ def _load_step(raw: Any, file: str, line: int) -> Step:
     return step
 
 
-def shipped_checks_file() -> Path:
-    from hma_check.resources import checks_file
-
-    return checks_file()
-
-
-def describe_location(item: Check | Step) -> str:
-    return f"{item.file}:{item.line}"
-
-
-__all__ = ["Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES", "line_of"]
+__all__ = ["Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES"]

@@ -85,8 +85,12 @@ def oid(element: Tlv) -> str:
     content = element.content
     if not content:
         raise DerError(f"empty object identifier at byte {element.start}")
+    if content[-1] & 0x80:
+        raise DerError(f"object identifier at byte {element.start} ends inside a subidentifier")
     parts, value = [], 0
     for byte in content:
+        if value == 0 and byte == 0x80:   # X.690 8.19.2: a subidentifier is encoded in the fewest bytes
+            raise DerError(f"object identifier at byte {element.start} is not in its shortest form (not DER)")
         value = (value << 7) | (byte & 0x7F)
         if not byte & 0x80:
             parts.append(value)

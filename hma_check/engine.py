@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -12,6 +12,7 @@ from jinja2.exceptions import SecurityError
 
 from hma_check import sources as source_registry
 from hma_check.checks import Check, CheckSet, Compiled, Step
+from hma_check.errors import one_line
 from hma_check.facts import Facts, MissingFact, Part, Scoped
 from hma_check.findings import (ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status)
 from hma_check.snapshot import Snapshot
@@ -27,7 +28,6 @@ class Evaluation:
     as_of: datetime
     checks: CheckSet
     snapshot: Snapshot
-    notes: list[str] = field(default_factory=list)
 
 
 class _Undecidable(Exception):
@@ -182,7 +182,7 @@ def _render_powershell(compiled: Compiled, context: dict[str, Any], what: str) -
     try:
         return _render(compiled, context, what)
     except _Undecidable as exc:
-        return f"# NOT PREPARED ({what}): {_comment_safe(str(exc))}"
+        return f"# NOT PREPARED ({what}): {one_line(str(exc), limit=None)}"
 
 
 def _reason(what: str, exc: BaseException) -> str:
@@ -195,10 +195,6 @@ def _reason(what: str, exc: BaseException) -> str:
     if isinstance(exc, SecurityError):
         return f"'{what}' tried something the sandbox forbids: {exc}"
     return f"'{what}' failed: {type(exc).__name__}: {exc}"
-
-
-def _comment_safe(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -307,7 +303,7 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
         _bind_let(step.let, context)
         done = _as_bool(step.done, context, "done") if step.done is not None else False
     except _Undecidable as exc:
-        enable = f"# NOT PREPARED: {_comment_safe(str(exc))}"
+        enable = f"# NOT PREPARED: {one_line(str(exc), limit=None)}"
         return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=None, enable=enable,
                             rollback=None, note="could not be prepared from the evidence")
     subject = _subject(step.subject, context, None) if step.subject is not None else None

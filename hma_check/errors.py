@@ -59,8 +59,8 @@ class OutputError(HmaCheckError):
     """An output could not be produced although the input was fine; nothing of the run is written."""
 
 
-def one_line(text: str, limit: int = 2000) -> str:
-    """Collapse control characters so a message stays on one line, and bound its length."""
+def one_line(text: str, limit: int | None = 2000) -> str:
+    """Collapse control characters so a message stays on one line, and bound its length (``None``: unbounded)."""
     flat = "".join(ch if ch.isprintable() else " " for ch in text)
     flat = " ".join(flat.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"

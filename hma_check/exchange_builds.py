@@ -99,7 +99,6 @@ SUPPORTED_CU_FLOOR: dict[str, str] = {
 
 _ADMIN_DISPLAY_VERSION = re.compile(r"Version\s+(\d+)\.(\d+)\s+\(Build\s+(\d+)\.(\d+)\)", re.IGNORECASE)
 _DOTTED = re.compile(r"^\s*(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?\s*$")
-_EXCHANGE_OBJECT_VERSION = re.compile(r"\((\d+)\.(\d+)\.(\d+)\.(\d+)\)")
 
 
 def parse_build(text: object) -> Build:

@@ -23,7 +23,7 @@ from typing import Any
 
 from hma_check.errors import ExemptionsError
 from hma_check.findings import ERROR, EXEMPT, FAIL, WARN, Finding
-from hma_check.yamlfile import YamlList, YamlMap, load_yaml
+from hma_check.yamlfile import YamlList, YamlMap, loads_yaml_bytes, read_yaml_bytes
 
 KEYS = {"check": True, "subject": False, "reason": True, "approved_by": True, "expires": True}
 EXEMPTIBLE = (FAIL, WARN, ERROR)
@@ -50,8 +50,12 @@ class Exemption:
 
 
 def load_exemptions(path: str | Path, known_check_ids: set[str]) -> list[Exemption]:
-    file = str(path)
-    document = load_yaml(path, error=ExemptionsError)
+    return parse_exemptions(read_yaml_bytes(path, error=ExemptionsError), str(path), known_check_ids)
+
+
+def parse_exemptions(raw: bytes, file: str, known_check_ids: set[str]) -> list[Exemption]:
+    """The exemptions in bytes already read (the run copies these very bytes into its inputs/)."""
+    document = loads_yaml_bytes(raw, source=file, error=ExemptionsError)
     if not isinstance(document, YamlMap) or set(document) - {"version", "exemptions"} or "exemptions" not in document:
         raise ExemptionsError("an exemptions file is a mapping with 'version: 1' and 'exemptions'", path=file, line=1)
     if document.get("version") != 1:

@@ -16,6 +16,7 @@ from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hma_check import entra, exchange_builds, tls
+from hma_check.snapshot import parse_utc
 
 # ------------------------------------------------------------------------------------------- PowerShell quoting
 
@@ -83,12 +84,13 @@ PS_SAFE_FILTERS = frozenset({"ps_quote", "ps_list", "ps_bool", "ps_int"})
 
 
 def to_datetime(value: Any) -> datetime:
+    """A date from the evidence (ISO 8601 text) or a YAML date, in UTC; no time zone means UTC."""
+    if isinstance(value, str):
+        return parse_utc(value.strip())
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
         moment = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     else:
         raise TypeError(f"not a date: {value!r}")
     if moment.tzinfo is None:

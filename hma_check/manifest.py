@@ -116,7 +116,14 @@ def parse_manifest(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     for path, entry in files.items():
         if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)):
             return None, f"entry {path[:80]!r} lacks sha256 or size"
+    run = document.get("run", {})
+    if not isinstance(run, dict) or not _list_of_objects(run.get("checks", [])):
+        return None, "its 'run' record is not an object with a list of checks files"
     return document, None
+
+
+def _list_of_objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(entry, dict) for entry in value)
 
 
 def verify_folder(folder: str | Path) -> Verification:
@@ -173,8 +180,11 @@ def _cross_check(result: Verification) -> None:
     if "findings.json" not in result.matched or "evidence.json" not in result.manifest["files"]:
         return
     try:
-        metadata = json.loads((result.folder / "findings.json").read_bytes()).get("metadata", {})
-    except (ValueError, AttributeError):
+        document = json.loads((result.folder / "findings.json").read_bytes())
+    except (ValueError, RecursionError):
+        document = None
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    if not isinstance(metadata, dict) or not _list_of_objects(metadata.get("checks_files", [])):
         result.problems.append(Problem("inconsistent", "findings.json", "not a readable findings document"))
         return
     evidence = result.manifest["files"]["evidence.json"]["sha256"]

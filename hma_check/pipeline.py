@@ -11,14 +11,15 @@ from typing import Any
 from hma_check.atomic import write_bytes_atomic
 from hma_check.checks import CheckSet, load_checks
 from hma_check.engine import Evaluation, evaluate
-from hma_check.errors import InputError
-from hma_check.exemptions import apply_exemptions, load_exemptions
+from hma_check.errors import ExemptionsError, InputError
+from hma_check.exemptions import apply_exemptions, parse_exemptions
 from hma_check.findings import exit_code, verdict_of
 from hma_check.manifest import MANIFEST_NAME, NOT_COVERED, build_manifest, parse_manifest, safe_relative, sha256_bytes
 from hma_check.report_model import Report, build_report
 from hma_check.resources import checks_file, validation_checks_file
 from hma_check.snapshot import read_snapshot
 from hma_check.validation import load_baseline
+from hma_check.yamlfile import read_yaml_bytes
 
 OUTPUTS = ("report.html", "report.md", "junit.xml", "findings.json", "enable.ps1", "rollback.ps1", "action-plan.csv")
 
@@ -72,8 +73,10 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     evidence_bytes, snapshot = read_snapshot(evidence_path)
     checks = load_all_checks(checks_files, builtin=builtin_checks, validation=after_enable)
     readiness = load_baseline(baseline, out_dir) if baseline is not None else None
-    exemptions = load_exemptions(exemptions_file, {c.id for c in checks.checks}) if exemptions_file else []
-    inputs, run = _inputs(checks, builtin_checks, exemptions_file)
+    exemptions_raw = read_yaml_bytes(exemptions_file, error=ExemptionsError) if exemptions_file else None
+    exemptions = [] if exemptions_raw is None else parse_exemptions(exemptions_raw, str(exemptions_file),
+                                                                    {c.id for c in checks.checks})
+    inputs, run = _inputs(checks, builtin_checks, exemptions_file, exemptions_raw)
 
     evaluation: Evaluation = evaluate(checks, snapshot, as_of=as_of)
     unused = apply_exemptions(evaluation.findings, exemptions, evaluation.as_of.date())
@@ -109,7 +112,8 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
                          files=sorted(out_dir / name for name in [*files, MANIFEST_NAME]), report=report)
 
 
-def _inputs(checks: CheckSet, builtin: bool, exemptions_file: str | Path | None) -> tuple[dict[str, bytes], dict[str, Any]]:
+def _inputs(checks: CheckSet, builtin: bool, exemptions_file: str | Path | None,
+            exemptions_raw: bytes | None) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Copies of the user's checks and exemptions files, so verify can recompute them; the shipped catalogue is
     named by hash and tool version instead (a copy would prove nothing the hash does not)."""
     copies: dict[str, bytes] = {}
@@ -123,11 +127,10 @@ def _inputs(checks: CheckSet, builtin: bool, exemptions_file: str | Path | None)
         copies[name] = payload
         recorded.append({"role": "user", "source": entry["path"], "copy": name, "sha256": entry["sha256"]})
     run: dict[str, Any] = {"checks": recorded, "exemptions": None}
-    if exemptions_file:
-        payload = Path(exemptions_file).read_bytes()
+    if exemptions_raw is not None:
         name = f"inputs/exemptions-{_safe_name(exemptions_file)}"
-        copies[name] = payload
-        run["exemptions"] = {"source": str(exemptions_file), "copy": name, "sha256": sha256_bytes(payload)}
+        copies[name] = exemptions_raw
+        run["exemptions"] = {"source": str(exemptions_file), "copy": name, "sha256": sha256_bytes(exemptions_raw)}
     return copies, run
 
 

@@ -39,11 +39,11 @@ class CheckGroup:
 
     @property
     def detailed(self) -> list[Finding]:
-        return [f for f in self.findings if f.status not in ("PASS", "NOT_APPLICABLE")]
+        return [f for f in self.findings if f.status not in (PASS, NOT_APPLICABLE)]
 
     @property
     def settled(self) -> list[Finding]:
-        return [f for f in self.findings if f.status in ("PASS", "NOT_APPLICABLE")]
+        return [f for f in self.findings if f.status in (PASS, NOT_APPLICABLE)]
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Report:
     counts: dict[str, int]
     severity_counts: dict[str, dict[str, int]]
     findings: list[Finding]
-    attention: list[Finding]                     # blocker FAIL first, then blocker ERROR, then the rest to act on
+    attention: list[Finding]                     # blockers first (FAIL, ERROR, EXEMPT), then the rest to act on
     areas: list[AreaSection]
     matrix: Matrix
     gaps: list[Gap]
@@ -116,7 +116,8 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
     order = {check.id: index for index, check in enumerate(checks.checks)}
     findings = sorted(evaluation.findings, key=lambda f: sort_key(f, order))
     verdict = verdict_of(findings)
-    attention = [f for f in findings if f.status in (FAIL, ERROR, WARN, EXEMPT)]
+    to_act_on = [f for f in findings if f.status in (FAIL, ERROR, WARN, EXEMPT)]
+    attention = [f for f in to_act_on if f.severity == "blocker"] + [f for f in to_act_on if f.severity != "blocker"]
     area_ids = list(dict.fromkeys([*checks.areas, *(c.area for c in checks.checks)]))
     areas = []
     for area in area_ids:
@@ -259,7 +260,9 @@ def _hma_state(evaluation: Evaluation) -> str:
     org, auth = sources.get("exchange.organization_config"), sources.get("exchange.auth_servers")
     if org is None or auth is None or not org.ok or not auth.ok:
         return "unknown: the organization configuration or the AuthServers were not collected"
-    profile = isinstance(org.data, dict) and org.data.get("OAuth2ClientProfileEnabled") is True
+    profile = org.data.get("OAuth2ClientProfileEnabled") if isinstance(org.data, dict) else None
+    if not isinstance(profile, bool):   # absent is unknown, not off
+        return "unknown: the organization configuration has no OAuth2ClientProfileEnabled value"
     default = any(isinstance(a, dict) and a.get("Type") == "AzureAD" and a.get("IsDefaultAuthorizationEndpoint") is True
                   for a in auth.data or [])
     if profile and default:
@@ -269,5 +272,3 @@ def _hma_state(evaluation: Evaluation) -> str:
     return ("HMA is half enabled: OAuth2ClientProfileEnabled is " + ("on" if profile else "off")
             + ", EvoSts " + ("is" if default else "is not") + " the default authorization endpoint")
 
-
-__all__ = ["Report", "build_report", "PASS", "NOT_APPLICABLE"]

@@ -30,6 +30,12 @@ class Run:
     snapshot: Snapshot | None = None
     no_evidence: str | None = None
 
+    @property
+    def organization(self) -> Any:
+        """metadata.target.organization; findings.json is read from disk, so nothing in it is taken on trust."""
+        target = self.metadata.get("target")
+        return target.get("organization") if isinstance(target, dict) else None
+
     def summary(self) -> dict[str, Any]:
         return {"run": self.label, "verdict": self.verdict, "generated_at": self.metadata.get("generated_at"),
                 "collected_at": self.metadata.get("collected_at"),
@@ -194,7 +200,7 @@ def _notes(old: Run, new: Run) -> list[str]:
     versions = [run.metadata.get("tool_version") for run in (old, new)]
     if versions[0] != versions[1]:
         notes.append(f"different hma-check versions: {versions[0]} and {versions[1]}")
-    targets = [run.metadata.get("target", {}).get("organization") for run in (old, new)]
+    targets = [run.organization for run in (old, new)]
     if targets[0] != targets[1]:
         notes.append(f"different organizations: {targets[0]!r} and {targets[1]!r}")
     return notes

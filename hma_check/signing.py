@@ -39,8 +39,9 @@ ECDSA_WITH = {"1.2.840.10045.4.3.2": hashes.SHA256, "1.2.840.10045.4.3.3": hashe
 
 
 # What damaged bytes can raise while they are read: DerError (a ValueError), a field that is not there, and
-# cryptography's errors for certificates it parses lazily (extensions, version, key type).
-MALFORMED = (ValueError, IndexError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+# cryptography's errors for certificates it parses lazily (extensions, version, key type, and a TypeError for a
+# name attribute whose string tag became BIT STRING).
+MALFORMED = (ValueError, IndexError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
              x509.UnsupportedGeneralNameType)
 
 
@@ -94,15 +95,12 @@ class SignatureCheck:
     """What was verified about one valid signature, and what was not."""
 
     signer: x509.Certificate
+    subject: str                        # read while verifying: cryptography parses the name only when asked
     signing_time: datetime | None
     digest: str
     identity: str                       # how the signer was authenticated, or that it was not
     authenticated: bool
     chain: list[str] = field(default_factory=list)
-
-    @property
-    def subject(self) -> str:
-        return self.signer.subject.rfc4514_string() or "(empty subject)"
 
     @property
     def fingerprint(self) -> str:
@@ -291,7 +289,8 @@ def _check_certificate(signer: x509.Certificate, signing_time: datetime | None) 
 
 def _identity(signer: x509.Certificate, certificates: list[x509.Certificate], signing_time: datetime | None,
               digest: str, expected: x509.Certificate | None, trusted: list[x509.Certificate] | None) -> SignatureCheck:
-    result = SignatureCheck(signer=signer, signing_time=signing_time, digest=digest, authenticated=False,
+    result = SignatureCheck(signer=signer, subject=signer.subject.rfc4514_string() or "(empty subject)",
+                            signing_time=signing_time, digest=digest, authenticated=False,
                             identity="NOT authenticated: the signature is intact, but anyone can sign with a "
                                      "certificate of their own; give --certificate or --ca-bundle to check who signed")
     if expected is not None:

@@ -57,7 +57,7 @@ def load_baseline(folder: str | Path, out_dir: Path) -> Baseline:
         "generated_at": run.metadata.get("generated_at"),
         "collected_at": run.metadata.get("collected_at"),
         "evidence_sha256": run.metadata.get("evidence_sha256"),
-        "organization": (run.metadata.get("target") or {}).get("organization"),
+        "organization": run.organization,
     }
     return Baseline(summary=summary, run=run)
 

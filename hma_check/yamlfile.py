@@ -46,20 +46,29 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def load_yaml(path: str | Path, *, error: type[InputError] = InputError) -> Any:
+def read_yaml_bytes(path: str | Path, *, error: type[InputError] = InputError) -> bytes:
+    """The file's bytes, refused before reading when it is larger than any YAML file hma-check reads."""
     path = Path(path)
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:
             raise error(f"file is {size} bytes; the limit is {MAX_YAML_BYTES}", path=str(path))
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+
+
+def load_yaml(path: str | Path, *, error: type[InputError] = InputError) -> Any:
+    return loads_yaml_bytes(read_yaml_bytes(path, error=error), source=str(path), error=error)
+
+
+def loads_yaml_bytes(raw: bytes, *, source: str, error: type[InputError] = InputError) -> Any:
+    """Parse bytes already read (so what is hashed or copied is exactly what was parsed)."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise error(f"not UTF-8 text (byte {exc.start})", path=str(path)) from None
-    return loads_yaml(text, source=str(path), error=error)
+        raise error(f"not UTF-8 text (byte {exc.start})", path=source) from None
+    return loads_yaml(text, source=source, error=error)
 
 
 def loads_yaml(text: str, *, source: str, error: type[InputError] = InputError) -> Any:
@@ -119,11 +128,3 @@ def _to_python(node: Node, constructor: yaml.SafeLoader, source: str, error: typ
         return out_map
     raise error(f"unsupported YAML node {type(node).__name__}", path=source, line=node.start_mark.line + 1)
 
-
-def line_of(container: Any, key: Any = None) -> int | None:
-    """The line of a key in a YamlMap, an index in a YamlList, or of the node itself."""
-    if isinstance(container, YamlMap):
-        return container.line_of(key) if key is not None else container.line
-    if isinstance(container, YamlList):
-        return container.line_of(key) if key is not None else container.line
-    return None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hma_check.errors import InputError
-from hma_check.yamlfile import YamlList, YamlMap, load_yaml, loads_yaml
+from hma_check.yamlfile import YamlList, YamlMap, load_yaml, loads_yaml_bytes
 
 Where = tuple[Any, ...]
 
@@ -95,11 +95,7 @@ def load_yaml_file(path: str | Path, error_class: type[InputError] = InputError)
 
 
 def load_yaml_bytes(raw: bytes, source: str, error_class: type[InputError] = InputError) -> YamlDoc:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise error_class(f"not UTF-8 text (byte {exc.start})", path=source) from None
-    return _indexed(loads_yaml(text, source=source, error=error_class), source, error_class)
+    return _indexed(loads_yaml_bytes(raw, source=source, error=error_class), source, error_class)
 
 
 def _indexed(data: Any, source: str, error_class: type[InputError]) -> YamlDoc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+SAMPLE = TESTS.parent / "hma_check" / "samples" / "contoso-evidence.json"   # the shipped sample (make_sample.py)
 # A small user checks file (one organization check) for tests of --checks handling.
 SITE_CHECKS = """\
 version: 1
@@ -41,6 +43,13 @@ def catalogue():
 @pytest.fixture()
 def snapshot() -> Snapshot:
     return baseline.build()
+
+
+def copy_of(run_folder: Path, tmp_path: Path) -> Path:
+    """A copy of a module's report folder that one test may edit, sign or overwrite freely."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_folder, copy)
+    return copy
 
 
 def _resolve_key(key: str) -> str:

@@ -1,4 +1,4 @@
-"""Headless Chromium for tests: the path, the flags this machine needs, and skip-or-fail when it is missing."""
+"""Headless Chromium for tests: found and started as --pdf does, and skip-or-fail when a program is missing."""
 
 from __future__ import annotations
 
@@ -9,24 +9,32 @@ from pathlib import Path
 
 import pytest
 
-# Without the background-networking flags Chromium tries Google's hosts at every start and this network refuses them.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from hma_check.errors import ToolMissingError
+from hma_check.render.pdf import FLAGS, find_chromium
 
 
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if path is None:
-        if os.environ.get("HMA_CHECK_REQUIRE_BROWSER"):
-            pytest.fail("Chromium is required here (HMA_CHECK_REQUIRE_BROWSER is set) but is not installed")
-        pytest.skip("headless Chromium is not installed (Debian package chromium; .ci/run installs it)")
-    return path
+def require(*tools: str) -> str:
+    """The browser, found as ``--pdf`` finds it, once the other programs a test needs are there too.
+
+    A missing one fails where CI sets HMA_CHECK_REQUIRE_BROWSER=1; elsewhere the test skips, saying why.
+    """
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    try:
+        browser = find_chromium()
+    except ToolMissingError:
+        missing.append("chromium")
+    if missing:
+        message = f"needs {', '.join(missing)} (Debian: apt-get install chromium poppler-utils)"
+        if os.environ.get("HMA_CHECK_REQUIRE_BROWSER") == "1":
+            pytest.fail(message + "; HMA_CHECK_REQUIRE_BROWSER=1 requires them")
+        pytest.skip(message)
+    return browser
 
 
 def dump_dom(page: Path, profile: Path) -> tuple[str, list[str]]:
     """The DOM after scripts ran, and every console message Chromium logged (errors included)."""
     result = subprocess.run(
-        [chromium_path(), *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+        [require(), *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
          "--dump-dom", page.resolve().as_uri()],
         capture_output=True, text=True, timeout=120)
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]

@@ -11,11 +11,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import baseline  # noqa: E402
-from conftest import apply_ops  # noqa: E402
+from conftest import SAMPLE, apply_ops  # noqa: E402
 
 from hma_check.snapshot import Snapshot  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parent.parent / "hma_check" / "samples" / "contoso-evidence.json"
 PROBLEMS = [
     # one server out of ten: OAuth missing on EX02's /mapi
     {"set": ["exchange.mapi_virtual_directories@EX02", 0, "IISAuthenticationMethods"], "to": ["Ntlm", "Negotiate"]},

@@ -9,24 +9,23 @@ import baseline
 from conftest import apply_ops
 from hma_check.engine import evaluate
 from hma_check.findings import ERROR, FAIL, WARN
-from hma_check.pipeline import load_all_checks
 from hma_check.render import action_plan
 from hma_check.report_model import build_report
 
 FORMULA_SERVER = "=HYPERLINK(\"http://evil\",\"EX1\")"
 
 
-def plan_of(snapshot):
-    report = build_report(evaluate(load_all_checks(), snapshot), exit_code=1, evidence_sha256="0" * 64)
+def plan_of(catalogue, snapshot):
+    report = build_report(evaluate(catalogue, snapshot), exit_code=1, evidence_sha256="0" * 64)
     payload = action_plan.render(report)
     return report, payload, list(csv.reader(io.StringIO(payload.decode("utf-8-sig"), newline="")))
 
 
-def test_every_finding_to_act_on_is_one_row_with_owner_and_due_date_to_fill():
+def test_every_finding_to_act_on_is_one_row_with_owner_and_due_date_to_fill(catalogue):
     snapshot = apply_ops(baseline.build(server_names=("EX01", "Zürich-EX02")), [
         {"fail": "os.tls_registry@EX01"},
         {"set": ["exchange.outlook_anywhere@Zürich-EX02", 0, "SSLOffloading"], "to": True}])
-    report, payload, rows = plan_of(snapshot)
+    report, payload, rows = plan_of(catalogue, snapshot)
     assert payload.startswith(b"\xef\xbb\xbf") and b"\r\n" in payload
     header, *body = rows
     assert header == ["check", "title", "severity", "status", "subject", "found", "fix phase", "owner", "due date",
@@ -43,11 +42,11 @@ def test_every_finding_to_act_on_is_one_row_with_owner_and_due_date_to_fill():
     assert error[5].startswith("not decided: ") and "os.tls_registry@EX01" in error[5]
 
 
-def test_values_from_the_environment_cannot_become_formulas():
+def test_values_from_the_environment_cannot_become_formulas(catalogue):
     snapshot = apply_ops(baseline.build(server_names=(FORMULA_SERVER, "EX02")), [
         {"set": [f"exchange.mapi_virtual_directories@{FORMULA_SERVER}", 0, "IISAuthenticationMethods"],
          "to": ["Ntlm", "Negotiate"]}])
-    _, _, rows = plan_of(snapshot)
+    _, _, rows = plan_of(catalogue, snapshot)
     cells = [cell for row in rows[1:] for cell in row]
     assert "'" + FORMULA_SERVER in cells
     assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
@@ -55,6 +54,6 @@ def test_values_from_the_environment_cannot_become_formulas():
     assert action_plan.cell("\t=1") == "'=1" and action_plan.cell("line\r\nbreak") == "line break"
 
 
-def test_a_ready_organization_has_an_empty_plan_with_its_header():
-    report, _, rows = plan_of(baseline.build())
+def test_a_ready_organization_has_an_empty_plan_with_its_header(catalogue):
+    report, _, rows = plan_of(catalogue, baseline.build())
     assert report.verdict == "READY" and rows == [list(action_plan.COLUMNS)]

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 import baseline
-from conftest import apply_ops
+from conftest import SITE_CHECKS, apply_ops
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "hma_check" / "samples" / "contoso-evidence.json"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -102,8 +100,9 @@ def test_checks_list_validate_explain(tmp_path):
     assert "graph.exo_service_principal" in explained.stdout and "Update-MgServicePrincipal" in explained.stdout
     assert run("checks", "explain", "HMA-NOPE-999").returncode == 2
     site = tmp_path / "site.yaml"
-    site.write_text("version: 1\nchecks: []\n", encoding="utf-8")
-    assert run("checks", "validate", str(site)).returncode == 0
+    site.write_text(SITE_CHECKS, encoding="utf-8")
+    validated = run("checks", "validate", "./site.yaml", cwd=tmp_path)
+    assert validated.returncode == 0 and validated.stdout.startswith("ok: 1 checks and 0 steps in 1 file(s)")
     site.write_text("version: 2\nchecks: []\n", encoding="utf-8")
     invalid = run("checks", "validate", str(site))
     assert invalid.returncode == 2 and "version" in invalid.stderr
@@ -128,3 +127,21 @@ def test_help_has_examples_and_loads_no_heavy_module():
 def test_report_help_has_examples():
     result = run("report", "--help")
     assert result.returncode == 0 and "Examples:" in result.stdout and "--exemptions" in result.stdout
+
+
+def test_as_of_is_read_as_utc_and_converts_a_stated_offset(evidence, tmp_path):
+    from click.testing import CliRunner
+
+    from hma_check.cli import cli
+
+    def as_of(value):
+        result = CliRunner().invoke(cli, ["report", "--evidence", str(evidence["ready"]), "--out",
+                                          str(tmp_path / "out"), "--as-of", value])
+        if result.exit_code != 0:
+            return result.exit_code
+        return json.loads((tmp_path / "out" / "findings.json").read_text())["metadata"]["as_of"]
+
+    assert as_of("2027-01-15") == "2027-01-15T00:00:00Z"
+    assert as_of("2027-01-15T00:30:00+01:00") == "2027-01-14T23:30:00Z"
+    assert as_of("2027-01-15T08:00:00Z") == "2027-01-15T08:00:00Z"
+    assert as_of("soon") == 2

@@ -121,6 +121,10 @@ def test_bad_paths_are_usage_errors(runs, tmp_path):
     (tmp_path / "broken.json").write_text('{"verdict": "READY", "findings": [{"check_id": 1}]}', encoding="utf-8")
     broken = invoke(runs["before"], tmp_path / "broken.json")
     assert broken.exit_code == 2 and "not an hma-check findings.json" in broken.output
+    (tmp_path / "odd.json").write_text('{"verdict": "READY", "findings": [], "metadata": {"target": "x"}}',
+                                       encoding="utf-8")
+    odd = invoke(runs["before"], tmp_path / "odd.json")
+    assert odd.exit_code == 0 and odd.exception is None and "different organizations: 'Contoso' and None" in odd.output
 
 
 def test_hostile_subjects_stay_one_line_and_escaped(tmp_path):

@@ -188,7 +188,7 @@ def test_the_sandbox_refuses_python_internals(tmp_path, snapshot):
           assert: "exchange.servers.__class__.__mro__ | length > 0"
         """)
     [finding] = findings_of(checks, snapshot)
-    assert finding.status == ERROR
+    assert finding.status == ERROR and "the sandbox forbids" in finding.reason and "__class__" in finding.reason
 
 
 def test_verdicts_and_exit_codes(catalogue):
@@ -279,3 +279,12 @@ def test_bad_exemptions_are_one_line_errors_with_file_and_line(tmp_path, catalog
         load_exemptions(path, {c.id for c in catalogue.checks})
     text = str(info.value)
     assert message in text and str(path) in text and "\n" not in text
+
+
+def test_a_step_that_cannot_be_prepared_is_one_printable_comment_line(catalogue):
+    """The reason quotes the collector's error text, which comes from the environment."""
+    snapshot = apply_ops(baseline.build(), [{"fail": "exchange.auth_servers"}])
+    snapshot.sources["exchange.auth_servers"].error = "TimeoutError: gone\r\nSet-AuthServer -Identity x\x1b[2K"
+    entry = next(e for e in evaluate(catalogue, snapshot).runbook if e.origin == "HMA-STEP-001")
+    assert entry.enable.startswith("# NOT PREPARED: required source exchange.auth_servers")
+    assert entry.enable.isprintable() and "gone Set-AuthServer" in entry.enable

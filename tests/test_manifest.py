@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import SITE_CHECKS, TESTS
+from conftest import SAMPLE, SITE_CHECKS, copy_of
 from hma_check.cli import cli
 from hma_check.manifest import MANIFEST_NAME, SIGNATURE_NAME, build_manifest, sha256_file, verify_folder
 from hma_check.pipeline import OUTPUTS, run_report
 
-SAMPLE = TESTS.parent / "hma_check" / "samples" / "contoso-evidence.json"
 EXEMPTIONS = """\
 version: 1
 exemptions:
@@ -37,9 +35,7 @@ def run_folder(tmp_path_factory):
 
 @pytest.fixture()
 def folder(run_folder, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(run_folder, copy)
-    return copy
+    return copy_of(run_folder, tmp_path)
 
 
 def verify(path, *args):
@@ -125,6 +121,28 @@ def test_a_damaged_or_hostile_manifest_fails_without_reading_outside(folder, tmp
     (folder / MANIFEST_NAME).write_bytes(b'{"tool": "hma-check", "files": {')
     cli_result = verify(folder)
     assert cli_result.exit_code == 1 and "MANIFEST manifest.json: not valid JSON" in cli_result.output
+
+
+def test_a_rehashed_manifest_or_findings_of_the_wrong_shape_is_a_problem_not_a_crash(folder):
+    """Edited by hand and rehashed: verify names what is wrong instead of failing with a traceback."""
+    manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    roles = {name: entry["role"] for name, entry in manifest["files"].items()}
+
+    def rehash(run):
+        files = {name: (folder / name).read_bytes() for name in manifest["files"]}
+        (folder / MANIFEST_NAME).write_bytes(build_manifest(files, roles, run))
+        return verify(folder)
+
+    for run in ([], dict(manifest["run"], checks=["checks.yaml"])):
+        result = rehash(run)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "MANIFEST manifest.json: its 'run' record is not an object" in result.output
+    findings = json.loads((folder / "findings.json").read_text(encoding="utf-8"))
+    for metadata in ([], dict(findings["metadata"], checks_files=[1])):
+        (folder / "findings.json").write_text(json.dumps(dict(findings, metadata=metadata)), encoding="utf-8")
+        result = rehash(manifest["run"])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "INCONSISTENT findings.json: not a readable findings document" in result.output
 
 
 def test_a_folder_without_a_manifest_is_a_usage_error(tmp_path):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -12,6 +10,7 @@ from click.testing import CliRunner
 
 import baseline
 from conftest import apply_ops
+from helpers_browser import require
 from hma_check.cli import cli
 from hma_check.manifest import verify_folder
 from hma_check.pipeline import run_report
@@ -20,26 +19,9 @@ LONG_IDENTITY = "EX01\\mapi (" + "Default-Web-Site-" * 18 + ")"
 HOSTILE_ORG = 'Contoso"; } body { display: none } </style><script>alert(1)</script>'
 
 
-def require_browser_and_poppler() -> None:
-    """CI sets HMA_CHECK_REQUIRE_BROWSER=1: a missing tool fails there; elsewhere the test skips saying why."""
-    from hma_check.errors import ToolMissingError
-    from hma_check.render.pdf import find_chromium
-
-    missing = [tool for tool in ("pdftoppm", "pdftotext", "pdfinfo") if shutil.which(tool) is None]
-    try:
-        find_chromium()
-    except ToolMissingError:
-        missing.append("chromium")
-    if missing:
-        message = f"needs {', '.join(missing)} (Debian: apt-get install chromium poppler-utils)"
-        if os.environ.get("HMA_CHECK_REQUIRE_BROWSER") == "1":
-            pytest.fail(message + "; HMA_CHECK_REQUIRE_BROWSER=1 requires them")
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def printed(tmp_path_factory):
-    require_browser_and_poppler()
+    require("pdftoppm", "pdftotext", "pdfinfo")
     folder = tmp_path_factory.mktemp("pdf")
     snapshot = apply_ops(baseline.build(), [
         {"set": ["exchange.mapi_virtual_directories@EX01", 0, "Identity"], "to": LONG_IDENTITY},

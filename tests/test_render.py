@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 import baseline
-from conftest import TESTS, apply_ops
+from conftest import SAMPLE, TESTS, apply_ops
 from hma_check.engine import evaluate
-from hma_check.pipeline import OUTPUTS, load_all_checks, run_report
+from hma_check.pipeline import OUTPUTS, run_report
 from hma_check.render import render_all
 from hma_check.report_model import build_report
 
-REPO = TESTS.parent
-SAMPLE = REPO / "hma_check" / "samples" / "contoso-evidence.json"
 HOSTILE_SERVER = "EX1<script>alert(1)</script>"
 HOSTILE_IDENTITY = "x'; Remove-Item C:\\ -Recurse; '"
 
@@ -94,8 +92,8 @@ def test_hostile_values_stay_one_string_literal_in_powershell(hostile_outputs, n
     assert expected in literals, "the hostile identity is not a single verbatim string token"
     commands = [source[n.start_byte:n.end_byte].decode() for n in nodes if n.type == "command_name"]
     assert "Remove-Item" not in commands
-    text = source.decode()
-    assert "[char]13 + [char]10" in text if name == "enable.ps1" else True
+    # the CR LF inside IISAuthenticationMethods, spliced in as characters (enable adds OAuth, rollback restores)
+    assert "[char]13 + [char]10" in source.decode()
 
 
 def test_the_runbooks_are_ordered_and_guarded(hostile_outputs):
@@ -152,16 +150,16 @@ def test_nothing_is_half_written_when_rendering_fails(tmp_path, monkeypatch):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_golden_report_md():
+def test_golden_report_md(catalogue):
     """The sample's report.md, byte for byte (regenerate with UPDATE_GOLDEN=1 after a deliberate change)."""
     from hma_check.snapshot import load_snapshot
 
     snapshot = load_snapshot(SAMPLE)
-    evaluation = evaluate(load_all_checks(), snapshot)
+    evaluation = evaluate(catalogue, snapshot)
     report = build_report(evaluation, exit_code=1, evidence_sha256="0" * 64,
                           generated_at=datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc))
-    for entry in report.metadata["checks_files"]:
-        entry["path"] = "checks.yaml"
+    # the checkout's absolute path would differ per machine (a copy: the session's catalogue stays as loaded)
+    report.metadata["checks_files"] = [dict(entry, path="checks.yaml") for entry in report.metadata["checks_files"]]
     rendered = render_all(report)["report.md"].decode("utf-8")
     golden = TESTS / "golden" / "report.md"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -175,11 +173,11 @@ def test_the_shipped_sample_matches_its_generator():
     assert SAMPLE.read_bytes() == build_sample().dumps(), "run: python tests/make_sample.py"
 
 
-def test_report_of_an_enabled_organization_marks_the_switches_done():
+def test_report_of_an_enabled_organization_marks_the_switches_done(catalogue):
     snapshot = apply_ops(baseline.build(), [
         {"set": ["exchange.organization_config", "OAuth2ClientProfileEnabled"], "to": True},
         {"set": ["exchange.auth_servers", 0, "IsDefaultAuthorizationEndpoint"], "to": True}])
-    evaluation = evaluate(load_all_checks(), snapshot)
+    evaluation = evaluate(catalogue, snapshot)
     report = build_report(evaluation, exit_code=0, evidence_sha256="0" * 64)
     assert report.hma_state.startswith("HMA is enabled")
     phase2 = next(p for p in report.enable_phases if p["phase"] == 2)["entries"]
@@ -187,3 +185,31 @@ def test_report_of_an_enabled_organization_marks_the_switches_done():
     assert all(line.startswith("#") for e in phase2 for line in e.enable.splitlines())
     rollback = render_all(report)["rollback.ps1"].decode()
     assert "$organizationChange = @{ OAuth2ClientProfileEnabled = $false }" in rollback
+
+
+def test_the_hma_state_is_unknown_when_the_switch_is_not_in_the_evidence(catalogue):
+    snapshot = baseline.build()
+    del snapshot.sources["exchange.organization_config"].data["OAuth2ClientProfileEnabled"]
+    report = build_report(evaluate(catalogue, snapshot), exit_code=3, evidence_sha256="0" * 64)
+    assert report.hma_state.startswith("unknown: ")
+
+
+def test_what_needs_attention_lists_blockers_first_in_html_and_markdown(catalogue):
+    """An exempted blocker still heads the list, before a warning: the order is the report model's, for both."""
+    from datetime import date
+
+    from hma_check.exemptions import Exemption, apply_exemptions
+
+    snapshot = apply_ops(baseline.build(), [
+        {"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True},
+        {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.0"],
+         "to": {"Server": {"Enabled": 1, "DisabledByDefault": 0}, "Client": {"Enabled": 1, "DisabledByDefault": 0}}}])
+    evaluation = evaluate(catalogue, snapshot)
+    apply_exemptions(evaluation.findings, [Exemption("HMA-VDIR-008", "EX02", "r", "a", date(2099, 1, 1), "x", 1)],
+                     date(2026, 11, 20))
+    report = build_report(evaluation, exit_code=0, evidence_sha256="0" * 64)
+    assert [(f.check_id, f.status) for f in report.attention] == [("HMA-VDIR-008", "EXEMPT"), ("HMA-TLS-004", "WARN")]
+    outputs = render_all(report)
+    for name in ("report.md", "report.html"):
+        text = outputs[name].decode("utf-8")
+        assert text.index("HMA-VDIR-008") < text.index("HMA-TLS-004"), name

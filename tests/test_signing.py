@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pki
-from conftest import TESTS
+from conftest import SAMPLE, copy_of
+from hma_check import der
 from hma_check.cli import cli
 from hma_check.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from hma_check.pipeline import run_report
 from hma_check.signing import SignatureError, sign, verify_signature
 
-SAMPLE = TESTS.parent / "hma_check" / "samples" / "contoso-evidence.json"
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -52,9 +52,7 @@ def report_folder(tmp_path_factory):
 
 @pytest.fixture()
 def folder(report_folder, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(report_folder, copy)
-    return copy
+    return copy_of(report_folder, tmp_path)
 
 
 def invoke(*args, env=None):
@@ -141,6 +139,16 @@ def test_altered_signature_bytes_and_signed_attributes_are_rejected(folder, pki_
     assert result.exit_code == 3 and "not a well-formed DER CMS signature" in result.output
 
 
+def test_a_damaged_name_in_the_embedded_certificate_is_a_signature_error_not_a_crash(folder, pki_files):
+    """cryptography reads a certificate's names only when asked: the subject is read while verifying."""
+    sign_jane(folder, pki_files)
+    signature = bytearray((folder / SIGNATURE_NAME).read_bytes())
+    signature[signature.index(b"\x0c\x0fJane Consultant")] = 0x0d   # UTF8String -> an undefined string tag
+    (folder / SIGNATURE_NAME).write_bytes(bytes(signature))
+    result = invoke("verify", folder)
+    assert result.exit_code == 3 and "not a well-formed DER CMS signature" in result.output, result.exception
+
+
 def test_a_required_signature_that_is_missing_fails(folder, pki_files):
     assert invoke("verify", folder).exit_code == 0
     assert invoke("verify", folder, "--require-signature").exit_code == 3
@@ -171,8 +179,10 @@ def test_signing_refuses_bad_keys_and_tampered_folders(folder, pki_files):
     assert no_signing.exit_code == 2 and "key usage allows neither" in no_signing.output
     assert invoke("sign", folder, "--certificate", pki_files["cert"]).exit_code == 2   # no key
     (folder / "junit.xml").unlink()
+    (folder / "notes\nSIGNED OK.txt").write_text("x", encoding="utf-8")
     tampered = invoke("sign", folder, "--pkcs12", pki_files["pfx"], env={"HMA_CHECK_KEY_PASSPHRASE": PASSPHRASE})
     assert tampered.exit_code == 1 and "MISSING" in tampered.output and not (folder / SIGNATURE_NAME).exists()
+    assert "ADDED notes SIGNED OK.txt" in tampered.output, "a file name cannot start a line of its own"
 
 
 def test_an_expired_signer_certificate_is_rejected():
@@ -205,9 +215,21 @@ def signed_sample(pki_files):
     return sign(b'{"manifest": 1}\n', jane.certificate, jane.key)
 
 
+def _unchecked_and_certificate_bytes(signature: bytes) -> tuple[list[range], range]:
+    """Where a changed byte may leave the signature valid: fields verification does not read (SignedData's version
+    and digestAlgorithms, the SignerInfo version, the algorithms' NULL parameters), and the embedded certificates,
+    which only --certificate or --ca-bundle authenticate."""
+    signed_data = der.parse(signature).children()[1].children()[0]
+    version, digest_algorithms, _content, certificates, signer_infos = signed_data.children()
+    info = signer_infos.children()[0].children()
+    unchecked = [range(version.start, digest_algorithms.end), range(info[0].start, info[0].end),
+                 *(range(p.start, p.end) for algorithm in (info[2], info[-2]) for p in algorithm.children()[1:])]
+    return unchecked, range(certificates.start, certificates.end)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_a_damaged_signature_is_only_ever_a_signature_error(signed_sample, data):
+def test_a_damaged_signature_is_only_ever_a_signature_error(signed_sample, pki_files, data):
     """Truncation, byte flips and insertions anywhere: a clear SignatureError, never a crash or a pass."""
     raw = bytearray(signed_sample)
     position = data.draw(st.integers(0, len(raw) - 1))
@@ -222,5 +244,19 @@ def test_a_damaged_signature_is_only_ever_a_signature_error(signed_sample, data)
         verify_signature(b'{"manifest": 1}\n', bytes(raw))
     except SignatureError:
         return
-    # A change that survives must be one that does not alter meaning (e.g. an unsigned, ignored field).
-    assert action == "flip" and bytes(raw) != signed_sample
+    # A change that survives changed nothing verification reads, or the embedded certificate: pinning catches that.
+    assert action == "flip", action
+    unchecked, certificates = _unchecked_and_certificate_bytes(signed_sample)
+    if position in certificates:
+        with pytest.raises(SignatureError, match="not by the certificate given"):
+            verify_signature(b'{"manifest": 1}\n', bytes(raw), expected=pki_files["jane"].certificate)
+    else:
+        assert any(position in part for part in unchecked), f"a flip at byte {position} went unnoticed"
+
+
+def test_object_identifiers_are_read_strictly():
+    assert der.oid(der.parse(bytes.fromhex("0609608648016503040201"))) == "2.16.840.1.101.3.4.2.1"   # SHA-256
+    for damaged in ("060a60864801650304020181",      # ends inside a subidentifier
+                    "060a6080864801650304020101"):   # a subidentifier padded with 0x80
+        with pytest.raises(der.DerError):
+            der.oid(der.parse(bytes.fromhex(damaged)))

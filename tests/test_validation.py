@@ -141,7 +141,7 @@ def test_the_validated_report_links_the_readiness_run_and_shows_what_changed(rea
     assert '<a href="../readiness/report.html">' in html and '<a href="../readiness/rollback.ps1">' in html
     assert readiness_manifest in html
     assert "OAuth2ClientProfileEnabled: false -&gt; true" in html
-    assert f"authorization_uri: null -&gt; &#34;{AUTHORIZE}&#34;" in html or "authorization_uri: null" in html
+    assert f"bearer.authorization_uri: null -&gt; &#34;{AUTHORIZE}&#34;" in html
     document = json.loads((out / "findings.json").read_text(encoding="utf-8"))
     assert document["kind"] == "validation" and document["baseline"]["manifest_sha256"] == readiness_manifest
     assert any(c["path"] == "OAuth2ClientProfileEnabled" and c["old"] is False and c["new"] is True
@@ -189,6 +189,25 @@ def test_a_baseline_must_verify_be_a_readiness_run_and_not_be_overwritten(readin
     alone = invoke("report", "--evidence", root / "after.json", "--out", tmp_path / "v3", "--baseline",
                    root / "readiness")
     assert alone.exit_code == 2 and "--baseline is for --after-enable" in alone.output
+
+
+def test_what_the_baseline_folder_says_about_itself_is_escaped_in_markdown(readiness_run, tmp_path):
+    """findings.json of the readiness run is read from disk: its dates are text to escape, even in a folder that
+    verifies (anyone can rewrite a manifest; only a signature says who)."""
+    from conftest import copy_of
+    from hma_check.manifest import build_manifest
+
+    folder = copy_of(readiness_run / "readiness", tmp_path)
+    findings = json.loads((folder / "findings.json").read_text(encoding="utf-8"))
+    findings["metadata"]["generated_at"] = "<img src=x onerror=alert(1)>"
+    (folder / "findings.json").write_text(json.dumps(findings), encoding="utf-8")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    (folder / "manifest.json").write_bytes(build_manifest(
+        {name: (folder / name).read_bytes() for name in manifest["files"]},
+        {name: entry["role"] for name, entry in manifest["files"].items()}, manifest["run"]))
+    run_report(readiness_run / "after.json", tmp_path / "v", after_enable=True, baseline=folder)
+    markdown = (tmp_path / "v" / "report.md").read_text(encoding="utf-8")
+    assert "generated \\<img src=x onerror=alert(1)\\>," in markdown and "<img" not in markdown.replace("\\<img", "")
 
 
 def test_without_a_baseline_the_report_says_none_is_named(readiness_run, tmp_path):

@@ -34,13 +34,16 @@ def list_checks(checks_files: tuple[str, ...]) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate(files: tuple[str, ...]) -> None:
     """Validate checks files (together with the shipped catalogue, so ids stay unique). Exit 2 on the first error."""
+    from pathlib import Path
+
     from hma_check.commands.common import fail_on_input_errors
     from hma_check.pipeline import load_all_checks
 
     with fail_on_input_errors():
         loaded = load_all_checks(list(files))
-    own = [c for c in loaded.checks if c.file in files]
-    click.echo(f"ok: {len(own)} checks and {len([s for s in loaded.steps if s.file in files])} steps in "
+    given = {str(Path(f)) for f in files}   # as the loader names them: './site.yaml' is 'site.yaml'
+    own = [c for c in loaded.checks if c.file in given]
+    click.echo(f"ok: {len(own)} checks and {len([s for s in loaded.steps if s.file in given])} steps in "
                f"{len(files)} file(s)")
 
 

@@ -39,8 +39,8 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
     from hma_check.collect.offline import import_path
     from hma_check.collect.options import ScanOptions
     from hma_check.commands.common import fail_on_input_errors, print_outcome, report_kwargs
-    from hma_check.commands.scanning import EXIT_NOTHING_COLLECTED
     from hma_check.errors import one_line
+    from hma_check.findings import EXIT_NOTHING_COLLECTED
     from hma_check.pipeline import run_report
 
     def echo(text: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
 
 import click
 
@@ -37,10 +36,12 @@ def report(evidence: str, out_dir: str, checks_files: tuple[str, ...], no_builti
     from hma_check.commands.common import fail_on_input_errors, print_outcome, report_kwargs
     from hma_check.pipeline import run_report
 
+    from hma_check.snapshot import parse_utc
+
     when = None
     if as_of:
         try:
-            when = datetime.fromisoformat(as_of).replace(tzinfo=timezone.utc)
+            when = parse_utc(as_of)   # evidence's own reading of a date: a stated offset is converted, none is UTC
         except ValueError:
             raise click.BadParameter(f"not a date: {as_of!r} (use YYYY-MM-DD)", param_hint="--as-of") from None
     with fail_on_input_errors():

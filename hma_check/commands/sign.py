@@ -38,6 +38,7 @@ def sign(folder: Path, certificate_file: Path | None, key_file: Path | None, pkc
     """
     from hma_check.atomic import write_bytes_atomic
     from hma_check.commands.common import fail_on_input_errors
+    from hma_check.errors import one_line
     from hma_check.keyfiles import load_certificates, load_pkcs12, load_private_key
     from hma_check.manifest import SIGNATURE_NAME, verify_folder
     from hma_check.signing import SigningError, fingerprint
@@ -49,7 +50,7 @@ def sign(folder: Path, certificate_file: Path | None, key_file: Path | None, pkc
         verification = verify_folder(folder)
         if not verification.ok:
             for problem in verification.problems:
-                click.echo(problem.line(), err=True)
+                click.echo(one_line(problem.line()), err=True)   # file names in the folder are anyone's text
             click.echo("hma-check: not signed: the folder does not match its manifest", err=True)
             sys.exit(EXIT_MISMATCH)
         if pkcs12_file:

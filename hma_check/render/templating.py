@@ -10,6 +10,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from hma_check.errors import one_line
 from hma_check.resources import templates_dir
 
 # Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
@@ -25,7 +26,7 @@ def md(value: Any) -> str:
 
 def ps_comment(value: Any) -> str:
     """Text that stays inside a one-line PowerShell # comment (control characters cannot end the line)."""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in str(value if value is not None else "")).split())
+    return one_line(str(value if value is not None else ""), limit=None)
 
 
 def fenced(text: Any, language: str = "") -> str:
