@@ -316,7 +316,7 @@ def test_the_transport_refuses_anything_but_get(fresh):
 
 def test_the_scrubber_removes_secrets_whole_and_bearer_tokens():
     """What keeps a secret or token out of every Graph error: the lab never echoes one, so test it directly."""
-    from hma_check.collect.graph import Scrubber
+    from hma_check.scrub import Scrubber
 
     scrub = Scrubber(["Secret~1", "Secret~1-and-more"])
     text = "sent Secret~1-and-more then Secret~1 with Authorization: Bearer eyJ0eXAiOiJKV1Qi.eyJ0aWQiOiJ4In0.c2ln-_x"

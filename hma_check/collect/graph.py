@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
 from hma_check.collect.graph_config import GraphTarget, secret_values
+from hma_check.scrub import Scrubber
 from hma_check.errors import ConfigError, one_line
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
 from hma_check.sources import BY_NAME
@@ -480,18 +481,3 @@ def describe_error(exc: BaseException, permission: str | None, tenant_id: str | 
             pass
         return one_line(f"cannot reach Graph{where}: {type(exc).__name__}: {str(exc) or 'no answer in time'}", 1000)
     return one_line(f"{type(exc).__name__}: {exc}", 1000)
-
-
-class Scrubber:
-    """Remove secrets and bearer tokens from text before it is stored or printed."""
-
-    _TOKEN = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-
-    def __init__(self, secrets: list[str]) -> None:
-        # Longest first, so a secret containing another is removed whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return self._TOKEN.sub("<token>", text)

@@ -17,6 +17,7 @@ from typing import Any
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
 from hma_check.errors import ClixmlError
+from hma_check.scrub import scrub
 
 # Read-only by construction: per session configuration, the cmdlets that may be sent; anything else is refused before
 # it can leave the machine, and a configuration without a list cannot be opened. The standard endpoint is a
@@ -112,10 +113,7 @@ def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """The text with every secret (the password) replaced, for evidence and messages."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
+    return scrub(text, secrets)
 
 
 def _quoted(value: Any) -> str:

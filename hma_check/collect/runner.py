@@ -17,6 +17,7 @@ from hma_check.config import ScanConfig
 from hma_check.errors import ConfigError, InputError
 from hma_check.snapshot import Snapshot, SourceResult
 from hma_check.sources import SOURCES
+from hma_check.scrub import Scrubber
 
 ORDER = ("exchange", "os", "graph", "probes")
 COLLECTORS: dict[str, str] = {
@@ -46,6 +47,14 @@ class RunContext:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     prompt: Callable[[str], str] | None = None                  # asks for a password on a terminal
     progress: Callable[[str], Progress] = lambda section: Progress()
+    handed_out: list[str] = field(default_factory=list)         # every password given to a collector, prompt included
+
+    def scrubber(self, config: ScanConfig) -> Scrubber:
+        """Every secret this run can know of: in-process values, passwords handed out, and the values of the
+        environment variables the configuration names (password_env, client_secret_env...)."""
+        named = [value for settings in config.sections.values() for key, value in vars_of(settings).items()
+                 if key.endswith("_env") and isinstance(value, str)]
+        return Scrubber([*self.secrets.values(), *self.handed_out, *(self.environ.get(name) for name in named)])
 
 
 def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = None,
@@ -68,13 +77,21 @@ def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = No
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - one collector's bug must not cost the others' evidence
-            _mark_missing(snapshot, section, "error", f"the {section} collector failed: {type(exc).__name__}: {exc}")
+            reason = context.scrubber(config)(f"the {section} collector failed: {type(exc).__name__}: {exc}")
+            _mark_missing(snapshot, section, "error", reason)
     for section in SECTION_NAMESPACE:
         if section not in config.sections:
             _mark_missing(snapshot, section, "skipped",
                           f"not collected: the scan configuration has no '{section}:' section")
     snapshot.add(options_result(config.sections.get("options") or ScanOptions(), _options_origin(config)))
     return snapshot
+
+
+def vars_of(settings: Any) -> dict[str, Any]:
+    """A section's settings as a mapping (dataclasses and plain objects alike)."""
+    if isinstance(settings, dict):
+        return settings
+    return dict(getattr(settings, "__dict__", {}))
 
 
 def _options_origin(config: ScanConfig) -> str:
@@ -125,12 +142,13 @@ def section_password(section: str, settings: Any, context: RunContext, target: s
     if settings.auth == "certificate":
         return None
     value = context.secrets.get(f"{section}.password") or context.environ.get(settings.password_env)
-    if value:
-        return value
-    if settings.auth == "kerberos":
+    if not value and settings.auth == "kerberos":
         return None  # the Kerberos ticket cache (kinit) signs in without a password
-    if context.prompt is not None:
-        return context.prompt(f"Password for {settings.username} on {target}")
+    if not value and context.prompt is not None:
+        value = context.prompt(f"Password for {settings.username} on {target}")
+    if value:
+        context.handed_out.append(value)
+        return value
     raise ConfigError(f"{section}: no password: set the environment variable {settings.password_env} "
                       "(the configuration's password_env) or run hma-check on a terminal to be asked")
 
