@@ -114,6 +114,23 @@ def fault_lab(tmp_path, name: str, faults: str, extra: str = "") -> Lab:
     return Lab(variant(tmp_path, FAULT_BASE.format(name=name, faults=faults) + extra, name))
 
 
+def test_a_group_among_the_administrators_makes_the_list_an_error_not_a_pass(tmp_path):
+    """Nested groups are not expanded: the administrator list would be incomplete, so the source says so."""
+    admins = """
+admins:
+  - {Name: Jane Admin, UserPrincipalName: jane.admin@contoso.com, SamAccountName: jadmin,
+     Sid: S-1-5-21-3623811015-3361044348-30300820-1104, RecipientTypeDetails: UserMailbox}
+  - {Name: Exchange Operators, SamAccountName: exops, RecipientType: MailUniversalSecurityGroup,
+     RecipientTypeDetails: MailUniversalSecurityGroup}
+"""
+    with Lab(variant(tmp_path, "extends: ready\nname: admin-group\n" + admins, "admin-group")) as lab:
+        snapshot = scan(lab, sections=EXCHANGE)
+    admins_source = snapshot.sources["exchange.admin_users"]
+    assert admins_source.status == "error" and "contains the group 'Exchange Operators'" in admins_source.error
+    _, findings = evaluate(snapshot, tmp_path)
+    assert {f["status"] for f in findings if f["check_id"] == "HMA-ID-004"} == {"ERROR"}
+
+
 def test_a_hanging_call_times_out_alone(tmp_path):
     with fault_lab(tmp_path, "hang", "  - {cmdlet: Get-OabVirtualDirectory, server: EX02, hang: true}") as lab:
         snapshot = scan(lab, sections=EXCHANGE, timeout=2.0)

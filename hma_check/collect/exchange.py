@@ -264,6 +264,12 @@ def _data(query: Query, session: RemoteSession, objects: list[ClixmlObject], set
         identity = member.get("Identity") or member.get("Name")
         if not isinstance(identity, str) or not identity:
             raise CallFailed("protocol", "a role group member has no Identity")
+        if "group" in str(member.get("RecipientType") or "").lower():
+            # Its members are administrators too, and hma-check does not expand nested groups: a list without them
+            # could pass HMA-ID-004 on missing data, so the source is an error that says what to check by hand.
+            raise CallFailed("cmdlet", f"Organization Management contains the group {identity!r}: nested groups are "
+                                       "not expanded, so the administrator list is incomplete; check its members "
+                                       "by hand")
         found = session.run("Get-User", (("Identity", identity),), settings.timeout)
         users.extend(found)
     return shape(query.source, users)

@@ -248,7 +248,8 @@ class ExchangeConfiguration:
         out = []
         for user in self.scenario.objects.get("User", []):
             props = {"Name": user["Name"], "DisplayName": user.get("DisplayName") or user["Name"],
-                     "RecipientType": "UserMailbox", "RecipientTypeDetails": user.get("RecipientTypeDetails"),
+                     "RecipientType": user.get("RecipientType") or "UserMailbox",
+                     "RecipientTypeDetails": user.get("RecipientTypeDetails"),
                      "PrimarySmtpAddress": user.get("UserPrincipalName")}
             out.append(self._object("RoleGroupMember", self._ad_common(props, f"CN={user['Name']},CN=Users",
                                                                        user["Name"])))

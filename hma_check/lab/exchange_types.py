@@ -90,7 +90,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
           "Name PrimarySmtpAddress MapiHttpEnabled:b EwsEnabled:b ActiveSyncEnabled:b OWAEnabled:b " + _AD_COMMON),
     _kind("User", ["Microsoft.Exchange.Data.Directory.Management.User",
                    "Microsoft.Exchange.Data.Directory.Management.ADPresentationObject", *AD_PRESENTATION[1:]],
-          "Name UserPrincipalName SamAccountName Sid RecipientTypeDetails DisplayName AuthenticationPolicy "
+          "Name UserPrincipalName SamAccountName Sid RecipientType RecipientTypeDetails DisplayName AuthenticationPolicy "
           + _AD_COMMON),
     _kind("RoleGroupMember", ["Microsoft.Exchange.Data.Directory.Management.ReducedRecipient", *AD_PRESENTATION],
           "Name DisplayName RecipientType RecipientTypeDetails PrimarySmtpAddress " + _AD_COMMON),

@@ -228,9 +228,11 @@ Save-HmaClixml -Source 'exchange.cas_mailboxes_mapi_disabled' -Command 'Get-CASM
 }
 Save-HmaClixml -Source 'exchange.admin_users' -Command "Get-RoleGroupMember -Identity 'Organization Management', then Get-User -Identity <member>" -RelativePath 'exchange\Get-User.xml' -Query {
     foreach ($member in (Get-RoleGroupMember -Identity 'Organization Management' -ResultSize Unlimited -ErrorAction Stop)) {
-        if ("$($member.RecipientType)" -like '*User*') {
-            Get-User -Identity $member.DistinguishedName -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'SamAccountName', 'Sid', 'RecipientTypeDetails')
+        if ("$($member.RecipientType)" -like '*Group*') {
+            # Same rule as a live scan: nested groups are not expanded, so the list would be incomplete.
+            throw ("Organization Management contains the group '{0}': nested groups are not expanded, so the administrator list is incomplete; check its members by hand" -f $member.Name)
         }
+        Get-User -Identity $member.DistinguishedName -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'SamAccountName', 'Sid', 'RecipientTypeDetails')
     }
 }
 
