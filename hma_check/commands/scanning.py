@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 import click
 
-EXIT_NOTHING_COLLECTED = 4
+from hma_check.findings import EXIT_NOTHING_COLLECTED
 
 
 def interactive() -> bool:
