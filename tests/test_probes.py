@@ -190,6 +190,28 @@ def test_a_host_that_never_answers_is_error_not_a_hang(scan):
         assert results[key].status == "error" and "an earlier request to this node failed" in results[key].error
 
 
+def test_one_hung_path_costs_only_that_path():
+    """A hung application pool on /mapi/ of one node: that probe is ERROR, the node's other paths and its TLS are
+    still probed (evidence is not lost because one path did not answer)."""
+    from dataclasses import replace
+
+    from hma_check.lab.endpoints import PROTOCOLS, VirtualDirectorySpec
+
+    spec = lab_spec()
+    hung = {protocol: VirtualDirectorySpec(hung=protocol == "MAPI") for protocol in PROTOCOLS}
+    spec = replace(spec, nodes=tuple(replace(node, virtual_directories=hung) if node.name == "EX01" else node
+                                     for node in spec.nodes), hosts=tuple(h for h in spec.hosts if h.name == "ex01.contoso.com"))
+    with EndpointServer(spec) as server:
+        settings = parse_probe_settings({"connect_to": server.connect_to, "ca_bundle": str(server.ca_bundle),
+                                         "timeout": TIMEOUT, "concurrency": 1, "hosts": ["ex01.contoso.com"]})
+        results = {r.key: r for r in collect_probes(Snapshot.new(), settings)}
+    mapi = results["probe.bearer@https://ex01.contoso.com/mapi/"]
+    assert mapi.status == "error" and f"no answer within {TIMEOUT:g} s" in mapi.error
+    ews = results["probe.bearer@https://ex01.contoso.com/EWS/Exchange.asmx"]
+    assert ews.ok and ews.data["bearer"] is not None
+    assert results["probe.tls@ex01.contoso.com:443"].ok
+
+
 def test_nothing_listening_and_unknown_sources_are_errors_with_reasons(lab):
     snapshot = exchange_snapshot(failed={"exchange.web_services_virtual_directories@EX02": "WinRM timeout"})
     settings = parse_probe_settings({"hosts": ["closed.contoso.com"], "resolve": ["closed.contoso.com:443:127.0.9.9"],

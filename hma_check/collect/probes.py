@@ -232,13 +232,16 @@ class _Prober:
 class _NodeClient:
     """httpx pinned to one node: the TCP connection goes to the node's address, SNI and Host carry the name (as
     curl --resolve does). Anonymous by construction: no auth, no cookies kept, no proxy or netrc from the
-    environment, GET only. After a connection failure or timeout the node's remaining probes are not attempted."""
+    environment, GET only. After a connection or TLS failure the node's remaining probes are not attempted; a
+    path that connects but does not answer (a hung application pool) costs only that path, unless a second one
+    times out too: then the host is silent and the rest is skipped, so a dead node costs two timeouts at most."""
 
     def __init__(self, node: Node, context: ssl.SSLContext, timeout: float) -> None:
         self.node = node
         self.timeout = timeout
         self.failure: str | None = None
         self.failed_in_tls = False
+        self.timeouts = 0
         self.client = httpx.Client(
             verify=context, timeout=httpx.Timeout(timeout), trust_env=False, follow_redirects=False,
             cookies=_no_cookies(), headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
@@ -270,9 +273,11 @@ class _NodeClient:
                 response.close()
         except httpx.TransportError as exc:
             self.failed_in_tls = _tls_cause(exc) is not None
-            self.failure = f"{type(exc).__name__} on {self.node.url(path)} at {self.node.via}: " \
-                           f"{_describe(exc, self.timeout)}"
-            raise ConnectionError(self.failure) from None
+            message = f"{type(exc).__name__} on {self.node.url(path)} at {self.node.via}: {_describe(exc, self.timeout)}"
+            self.timeouts += isinstance(exc, httpx.TimeoutException)
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) or self.failed_in_tls or self.timeouts >= 2:
+                self.failure = message   # the node itself is unreachable: its other probes would only wait too
+            raise ConnectionError(message) from None
         return response, body
 
 

@@ -280,6 +280,10 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
         if protocol is None or protocol not in self.node.virtual_directories:  # no such virtual directory here
             self._send(404, [("Content-Type", "text/html")], b"<h1>404 - Not Found</h1>")
             return
+        if self.node.virtual_directories[protocol].hung:
+            self.lab.stopping.wait()   # a hung application pool: no answer until the lab stops
+            self.close_connection = True
+            return
         self._unauthorized(host_name, protocol)
 
     # ---------------------------------------------------------------------------------------------- answers

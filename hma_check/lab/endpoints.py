@@ -41,6 +41,7 @@ class VirtualDirectorySpec:
 
     oauth: bool = True
     challenges: tuple[str, ...] = ("Negotiate", "NTLM")  # the other schemes, in order; Basic gets realm="<host>"
+    hung: bool = False   # the application pool hangs: the request is read and never answered
 
 
 @dataclass(frozen=True)
