@@ -136,7 +136,7 @@ class Scenario:
     username: str
     sections: dict[str, Any] = field(default_factory=dict)    # tenants, endpoints (their owners' model or raw)
     options: dict[str, Any] = field(default_factory=dict)     # the demo scan's options: section (owa_ecp...)
-    captures: dict[str, list[Any]] = field(default_factory=dict)   # cmdlet (lower case) -> replayed ClixmlObjects
+    captures: dict[str, list[Any]] = field(default_factory=dict)   # cmdlet (lower case) -> captures.Captured
 
     def server(self, name: str) -> ServerSpec | None:
         lowered = name.lower()
@@ -612,9 +612,8 @@ class _Parser:
 
     def captures(self, value: Any) -> dict[str, list[Any]]:
         """cmdlet: Export-Clixml file (relative to the scenario file): the lab answers that cmdlet with the file's
-        objects, as a remote session would send them (real captures as fixtures)."""
-        from hma_check.collect.clixml import parse_clixml
-        from hma_check.errors import ClixmlError
+        objects, byte for byte (real captures as fixtures; hma_lab.captures)."""
+        from hma_lab.captures import CaptureError, read_capture
 
         out: dict[str, list[Any]] = {}
         for cmdlet, file in self.mapping(value or {}, ("captures",)).items():
@@ -624,21 +623,22 @@ class _Parser:
             relative = Path(self.text(file, where))
             path = relative if relative.is_absolute() else Path(self.doc.file(where)).parent / relative
             try:
-                out[cmdlet.lower()] = parse_clixml(path.read_bytes(), source=str(path))
+                out[cmdlet.lower()] = read_capture(path.read_bytes(), source=str(path))
             except OSError as exc:
                 raise self.fail(where, f"cannot read {path}: {exc.strerror or exc}") from None
-            except ClixmlError as exc:
+            except CaptureError as exc:
                 raise self.fail(where, str(exc)) from None
         return out
 
     def options(self, value: Any) -> dict[str, Any]:
-        """The scan configuration's options: section for scans of this scenario, validated by its owner."""
-        from types import SimpleNamespace
-
-        from hma_check.collect.options import parse_options_section
-
-        context = SimpleNamespace(fail=lambda where, message: self.fail(("options", *where), message))
-        return parse_options_section(value, context).summary() if value is not None else {}
+        """The scan configuration's options: section for scans of this scenario (option name: true or false); the
+        product checks the names when it loads the scan configuration the lab writes."""
+        out = {}
+        for name, flag in self.mapping(value or {}, ("options",)).items():
+            if not isinstance(flag, bool):
+                raise self.fail(("options", name), "must be true or false")
+            out[name] = flag
+        return out
 
     def expect(self, value: Any) -> dict[str, Any]:
         where = ("expect",)
