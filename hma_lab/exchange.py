@@ -277,7 +277,7 @@ class ExchangeConfiguration:
                     and "\\" in str(identity):
                 continue
             out.append(self._cached(("vdir", kind, server.name, ad_only),
-                                    lambda: self._object(kind, self._vdir_properties(kind, folder, server, ad_only))))
+                                    lambda: self._object(kind, self._vdir_properties(kind, folder, server, ad_only))))  # noqa: B023 - called at once
         if not out and identity is not None:
             # A server without this directory simply has none; an Identity that matches nothing is "not found".
             return [self._not_found(call, str(identity))]
@@ -313,7 +313,7 @@ class ExchangeConfiguration:
                     ["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
                      "System.Security.Cryptography.X509Certificates.X509Certificate2",
                      "System.Security.Cryptography.X509Certificates.X509Certificate", "System.Object"],
-                    issued.to_string(), {"RawData": issued.der})))
+                    issued.to_string(), {"RawData": issued.der})))  # noqa: B023 - _cached calls it at once
         if wanted and not out:
             return [self._not_found(call, wanted)]
         return out

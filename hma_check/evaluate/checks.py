@@ -119,7 +119,8 @@ class CheckSet:
     files: list[dict[str, str]] = field(default_factory=list)   # [{path, sha256}]
 
     def by_id(self, check_id: str) -> Check | Step | None:
-        for item in [*self.checks, *self.steps]:
+        items: list[Check | Step] = [*self.checks, *self.steps]
+        for item in items:
             if item.id == check_id:
                 return item
         return None
@@ -153,7 +154,9 @@ def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str
             raise ChecksError("'areas' maps area ids to titles", path=file, line=document.line_of("areas"))
         for area, title in areas.items():
             into.areas.setdefault(area, title)
-    for key, load, loaded in (("checks", _load_check, into.checks), ("steps", _load_step, into.steps)):
+    sections: tuple[tuple[str, Callable[..., Check | Step], list[Any]], ...] = (
+        ("checks", _load_check, into.checks), ("steps", _load_step, into.steps))
+    for key, load, loaded in sections:
         items = document.get(key, YamlList())   # 'checks' is required: _check_keys made sure it is there
         if not isinstance(items, YamlList):
             raise ChecksError(f"'{key}' must be a list", path=file, line=document.line_of(key))

@@ -66,7 +66,9 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing),
                              used=list(check.requires))]
         if check.for_each is None:
-            return [_evaluate_item(check, facts, base, item=None, scope=None, read=[])]
+            finding = _evaluate_item(check, facts, base, item=None, scope=None, read=[])
+            assert finding is not None   # only 'where' skips an item, and the loader allows it only with 'for_each'
+            return [finding]
         try:
             collection = check.for_each(base)
             items = list(_iterate(collection))

@@ -106,11 +106,11 @@ def _indexed(data: Any, source: str, error_class: type[InputError]) -> YamlDoc:
         if isinstance(node, YamlMap):
             doc.lines.setdefault(where, node.line)
             for key, value in node.items():
-                doc.lines[(*where, key)] = node.line_of(key)
+                doc.lines[where + (key,)] = node.line_of(key)
                 stack.append((value, (*where, key)))
         elif isinstance(node, YamlList):
             doc.lines.setdefault(where, node.line)
             for index, value in enumerate(node):
-                doc.lines[(*where, index)] = node.line_of(index)
+                doc.lines[where + (index,)] = node.line_of(index)
                 stack.append((value, (*where, index)))
     return doc

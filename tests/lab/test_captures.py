@@ -17,7 +17,7 @@ def test_every_real_capture_replays_object_by_object_as_the_file_reads(path):
     offline = parse_clixml(data, source=str(path))
     replayed = read_capture(data, str(path))
     assert len(replayed) == len(offline)
-    for captured, expected in zip(replayed, offline):
+    for captured, expected in zip(replayed, offline, strict=True):
         live = parse_object_xml(captured.wire.decode("utf-8"), source="replay")
         assert (live.type_names, live.to_string, live.properties) == \
             (expected.type_names, expected.to_string, expected.properties)

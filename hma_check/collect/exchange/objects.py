@@ -6,6 +6,7 @@ import base64
 import binascii
 from typing import Any, Iterable
 
+from hma_check.errors import HmaCheckError
 from hma_check.collect.certificates import CertificateError, certificate_from_der
 from hma_check.collect.clixml import ClixmlObject
 
@@ -126,7 +127,7 @@ EDGE_OS_SKIPPED = "Edge Transport server: outside the domain and not part of HMA
 SERVER_PROPERTY_SOURCES = frozenset(name for name, fields in FIELDS.items() if fields[:1] == ("Server",))
 
 
-class ShapeError(ValueError):
+class ShapeError(HmaCheckError, ValueError):
     """Objects that cannot be the contract's data for the source (none where one is required, several, no RawData)."""
 
 

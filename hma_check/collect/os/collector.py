@@ -242,7 +242,7 @@ class _ServerReader:
                                              scope=self.name)
         certificate = ("Get-ChildItem", (("Path", f"Cert:\\LocalMachine\\My\\{thumbprint}"),))
         blob = ("Get-ItemProperty", (("Path", f"{MY_STORE}\\{thumbprint}"), ("Name", "Blob")))
-        queries = [certificate]
+        queries: list[tuple[str, tuple[tuple[str, Any], ...]]] = [certificate]
 
         def build(answers: list[Answer]) -> dict[str, Any] | None:
             answer = answers[0]
