@@ -105,7 +105,7 @@ class GraphQueryError(HmaCheckError):
 # ---------------------------------------------------------------------------------------------- entry points
 
 def run_graph(settings: Any, context: Any) -> list[SourceResult]:
-    """The runner's entry (hma_check.collect.runner.COLLECTORS): secrets come from the environment, or in-process
+    """The runner's entry (hma_check.collect.registry): secrets come from the environment, or in-process
     from ``context.secrets`` under the variable name the configuration gives (the demo lab's client secrets)."""
     environ = {**context.environ, **context.secrets}
     progress = context.progress("graph")

@@ -93,7 +93,7 @@ class GraphSettings:
 
 
 def parse_graph(raw: Any, context: Any) -> GraphSettings:
-    """The scan configuration's section parser (hma_check.collect.config.SECTIONS): positions come from ``context``."""
+    """The scan configuration's section parser (hma_check.collect.registry): positions come from ``context``."""
     return GraphSettings(tuple(parse_graph_section(raw, fail=lambda where, message: context.fail(where[1:], message),
                                                    base_dir=context.base_dir)))
 

@@ -65,7 +65,7 @@ class _Route:
 
 
 def run_probes(settings: ProbeSettings, context: Any) -> list[SourceResult]:
-    """The collector runner's entry (hma_check.collect.runner.COLLECTORS): it runs after the Exchange collector,
+    """The collector runner's entry (hma_check.collect.registry): it runs after the Exchange collector,
     whose virtual directory URLs are in ``context.snapshot``."""
     progress = context.progress("probes")
     try:

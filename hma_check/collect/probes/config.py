@@ -72,7 +72,7 @@ Fail = Callable[[Where, str], ConfigError]
 
 
 def parse_probes_section(raw: Any, context: Any) -> ProbeSettings:
-    """The scan configuration's ``probes:`` parser (hma_check.collect.config.SECTIONS): ``context.fail`` positions an
+    """The scan configuration's ``probes:`` parser (hma_check.collect.registry): ``context.fail`` positions an
     error at the file and line of a key path, ``context.path`` resolves ca_bundle against the file's folder."""
     return parse_probe_settings(raw, fail=context.fail, resolve_path=lambda value: str(context.path(value)))
 
