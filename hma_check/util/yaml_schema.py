@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, TypeVar
+from typing import Any, Callable, Collection, Iterable
 
 from hma_check.errors import InputError
-from hma_check.util.yaml_file import YamlList, YamlMap
-from hma_check.util.yaml_source import Where, dotted
 
-T = TypeVar("T")
+Where = tuple[Any, ...]    # a key path in a document: ("tenants", 0, "id")
 Fail = Callable[[Where, str], InputError]
 # YAML 1.1 reads these unquoted words as booleans; a text field that got one was almost certainly meant as text.
 _BOOLEAN_HINT = " (quote it: YAML reads on, off, yes and no as booleans)"
@@ -62,8 +60,8 @@ class Schema:
             raise self.fail(where, "must be text on one line (no control characters)")
         return value
 
-    def list_of(self, value: Any, where: Where, item: Callable[[Any, Where], T] | None = None, *,
-                what: str = "items", non_empty: bool = False) -> list[T]:
+    def list_of(self, value: Any, where: Where, item: Callable[[Any, Where], Any] | None = None, *,
+                what: str = "items", non_empty: bool = False) -> list[Any]:
         """A list (each item read by ``item(value, where)``, if given). ``what`` names the items in the message."""
         if not isinstance(value, list) or (non_empty and not value):
             raise self.fail(where, f"must be a {'non-empty ' if non_empty else ''}list of {what}")
@@ -82,8 +80,12 @@ class Schema:
             raise self.fail(where, f"must be one of: {', '.join(map(str, choices))}")
         return value
 
-    def integer(self, value: Any, where: Where, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    def integer(self, value: Any, where: Where, low: int | None = None, high: int | None = None) -> int:
+        """An int (never a bool), within [low, high] when both are given."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, "must be an integer" if low is None or high is None else
+                            f"must be an integer from {low} to {high}")
+        if low is not None and high is not None and not low <= value <= high:
             raise self.fail(where, f"must be an integer from {low} to {high}")
         return value
 
@@ -95,18 +97,26 @@ class Schema:
 
 
 def located(root: Any, source: str, error: type[InputError], prefix: str = "") -> Fail:
-    """A Fail for a tree of YamlMap/YamlList (the loader's output): the line comes from the nodes along ``where``,
-    the message is ``prefix: key.path: message``."""
+    """A Fail for a tree of YamlMap/YamlList (hma_check.util.yaml_file, whose nodes know their lines): the line comes
+    from the nodes along ``where``, the message is ``prefix: key.path: message``. (This module reads values only, and
+    imports no YAML library: collectors that use it stay light.)"""
     def fail(where: Where, message: str) -> InputError:
         line, node = getattr(root, "line", None), root
         for part in where:
-            if isinstance(node, YamlMap) and part in node:
-                line, node = node.line_of(part), node[part]
-            elif isinstance(node, YamlList) and isinstance(part, int) and 0 <= part < len(node):
-                line, node = node.line_of(part), node[part]
-            else:
+            found = isinstance(node, dict) and part in node or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+            if not found or not hasattr(node, "line_of"):
                 break
+            line, node = node.line_of(part), node[part]
         label = dotted(where)
         text = f"{label}: {message}" if label else message
         return error(f"{prefix}: {text}" if prefix else text, path=source, line=line)
     return fail
+
+
+def dotted(where: Where) -> str:
+    """A key path as people write it: tenants[0].faults[1].route."""
+    out = ""
+    for part in where:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

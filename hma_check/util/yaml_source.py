@@ -8,8 +8,9 @@ from typing import Any
 
 from hma_check.errors import InputError
 from hma_check.util.yaml_file import YamlList, YamlMap, load_yaml, loads_yaml_bytes
+from hma_check.util.yaml_schema import Where, dotted
 
-Where = tuple[Any, ...]
+__all__ = ["Where", "YamlDoc", "dotted", "load_yaml_bytes", "load_yaml_file", "merge_docs"]
 
 
 @dataclass
@@ -79,13 +80,6 @@ def merge_docs(base: YamlDoc, child: YamlDoc) -> YamlDoc:
     take(base, ())
     merged.data = merge(base.data, child.data, ())
     return merged
-
-
-def dotted(where: Where) -> str:
-    out = ""
-    for part in where:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def load_yaml_file(path: str | Path, error_class: type[InputError] = InputError) -> YamlDoc:

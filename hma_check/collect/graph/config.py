@@ -135,7 +135,7 @@ def parse_graph_section(raw: Any, *, fail: Fail | None = None, base_dir: str | P
 
 
 def _plain_fail(where: Where, message: str) -> ConfigError:
-    from hma_check.util.yaml_source import dotted
+    from hma_check.util.yaml_schema import dotted
 
     return ConfigError(f"{dotted(where)}: {message}")
 

@@ -136,7 +136,7 @@ def with_command_line(settings: ProbeSettings | None, resolve: tuple[str, ...] =
 
 def _plain_fail(path: str | None) -> Fail:
     def fail(where: Where, message: str) -> ConfigError:
-        from hma_check.util.yaml_source import dotted
+        from hma_check.util.yaml_schema import dotted
 
         return ConfigError(f"{dotted(('probes', *where))}: {message}", path=path)
     return fail
