@@ -16,7 +16,7 @@ from hma_check.collect.graph.config import GraphTarget, secret_values
 from hma_check.util.scrub import Scrubber
 from hma_check.errors import ConfigError, HmaCheckError, one_line
 from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
-from hma_check.contract.sources import BY_NAME
+from hma_check.contract.sources import BY_NAME, PROPERTIES
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -47,25 +47,25 @@ def _config(query_parameters: Any) -> Any:
 def _service_principal(client: "GraphServiceClient") -> Any:
     builder = client.service_principals_with_app_id(EXO_APP_ID)
     params = builder.ServicePrincipalsWithAppIdRequestBuilderGetQueryParameters(
-        select=["id", "appId", "displayName", "servicePrincipalNames", "replyUrls", "keyCredentials"])
+        select=list(PROPERTIES["graph.exo_service_principal"]))
     return builder.to_get_request_information(_config(params))
 
 
 def _organization(client: "GraphServiceClient") -> Any:
     params = client.organization.OrganizationRequestBuilderGetQueryParameters(
-        select=["id", "displayName", "verifiedDomains", "onPremisesSyncEnabled", "onPremisesLastSyncDateTime"])
+        select=list(PROPERTIES["graph.organization"]))
     return client.organization.to_get_request_information(_config(params))
 
 
 def _domains(client: "GraphServiceClient") -> Any:
     params = client.domains.DomainsRequestBuilderGetQueryParameters(
-        select=["id", "authenticationType", "isVerified", "isDefault"])
+        select=list(PROPERTIES["graph.domains"]))
     return client.domains.to_get_request_information(_config(params))
 
 
 def _users(client: "GraphServiceClient") -> Any:
     params = client.users.UsersRequestBuilderGetQueryParameters(
-        select=["userPrincipalName", "mail", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"],
+        select=list(PROPERTIES["graph.users"]),
         top=USERS_PAGE_SIZE)
     return client.users.to_get_request_information(_config(params))
 
