@@ -16,6 +16,7 @@ this tree and the code in step).
      ├── SigningError            (runs.signing) this certificate and key cannot sign (wrong pair, key usage...)
      ├── DerError                (runs.der) bytes that are not the DER a CMS signature must be (also a ValueError)
      ├── MissingFact             (evaluate.facts) a fact an expression needs was not collected: the finding is ERROR
+     ├── Undecidable             (evaluate.decide) an expression could not be decided: the finding is ERROR, with why
      │
      │   Collection faults: each becomes the error text of the one source it concerns, never a crash.
      ├── CallFailed              (collect.psrp_client) one remote PowerShell call failed, classified (auth, timeout...)
