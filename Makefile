@@ -1,4 +1,5 @@
-# make demo: set up and scan the built-in lab; make test: set up and run the suite; make check: the fast unit tests.
+# make demo: set up and scan the built-in lab; make test: set up and run the suite; make check: the fast unit tests;
+# make lint: the import contracts, ruff and mypy.
 # All work on a fresh machine; the venv has the test and lab extras.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out/demo
 
-.PHONY: demo test check venv bench clean docs
+.PHONY: demo test check lint venv bench clean docs
 
 venv: $(STAMP)
 
@@ -27,6 +28,12 @@ test: $(STAMP)
 # One process: for a run this short, starting xdist workers costs more than it saves.
 check: $(STAMP)
 	$(BIN)/python -m pytest -q -m unit tests/contract tests/evaluate tests/render tests/util
+
+# The rules as tools: the import contracts (pyproject [tool.importlinter]), ruff and mypy.
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check
+	$(BIN)/mypy hma_check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -1,4 +1,6 @@
-"""The exception hierarchy; every message is one line that names the file and the position.
+"""The exception hierarchy: every error hma-check raises on purpose is an HmaCheckError; messages are one line that
+names the file and the position. Classes defined elsewhere are listed with their module (tests/test_errors.py keeps
+this tree and the code in step).
 
     HmaCheckError
      ├── InputError              bad input from the user: the CLI prints it and exits 2
@@ -7,8 +9,23 @@
      │    ├── ChecksError        a checks file fails validation (unknown key, bad expression, duplicate id...)
      │    ├── ExemptionsError    an exemptions file fails validation
      │    ├── ConfigError        a scan configuration file fails validation
-     │    └── ToolMissingError   a program an option needs is not installed (Chromium for --pdf)
-     └── OutputError             an output could not be produced (Chromium printed no PDF): the CLI exits 4
+     │    ├── ToolMissingError   a program an option needs is not installed (Chromium for --pdf)
+     │    └── ImportPathError    (collect.offline.importer) the path to import cannot be read as a folder or zip
+     ├── OutputError             an output could not be produced (Chromium printed no PDF): the CLI exits 4
+     ├── SignatureError          (runs.signing) a signature does not verify or its signer is not the one expected
+     ├── SigningError            (runs.signing) this certificate and key cannot sign (wrong pair, key usage...)
+     ├── DerError                (runs.der) bytes that are not the DER a CMS signature must be (also a ValueError)
+     ├── MissingFact             (evaluate.facts) a fact an expression needs was not collected: the finding is ERROR
+     ├── Undecidable             (evaluate.decide) an expression could not be decided: the finding is ERROR, with why
+     │
+     │   Collection faults: each becomes the error text of the one source it concerns, never a crash.
+     ├── CallFailed              (collect.psrp_client) one remote PowerShell call failed, classified (auth, timeout...)
+     ├── ReadOnlyViolation       (collect.psrp_client) a cmdlet outside the read-only allowlist: a bug, never sent
+     ├── ShapeError              (collect.exchange.objects) objects that cannot be the source's data (also a ValueError)
+     ├── CertificateError        (collect.certificates) RawData that is not a DER X.509 certificate (also a ValueError)
+     ├── GraphQueryError         (collect.graph.collector) one Graph query failed; the message says what to do
+     ├── Unreachable             (collect.probes.tls) the TCP connection to a probed node failed
+     └── NotAttempted            (collect.probes.collector) a probe skipped after its node already failed
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lab side of the demo and lab commands: open a scenario, describe it, write its scan configuration."""
+"""The lab side of the demo and lab commands: open a scenario, describe it, and its scan configuration text."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import yaml
 
-from hma_check.util.atomic import write_text_atomic
 from hma_lab.runtime import Lab
 from hma_lab.scenario import load_scenario, load_scenario_file, scenario_names
 
@@ -42,22 +41,8 @@ def scan_config_text(lab: Lab) -> str:
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
-def demo_config(lab: Lab, out_dir: Path, concurrency: int | None) -> Any:
-    """Write the demo's scan configuration next to the report (for the record) and load it back."""
-    from dataclasses import replace
-
-    from hma_check.collect.config import load_config
-
-    path = out_dir / "scan-config.yaml"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, scan_config_text(lab))
-    config = load_config(path)
-    if concurrency is not None:
-        config.sections["exchange"] = replace(config.sections["exchange"], concurrency=concurrency)
-    return config
-
-
-def describe(lab: Lab, config_out: Path | None) -> str:
+def describe(lab: Lab, config_written: Path | None) -> str:
+    """What a person needs to use the running lab: endpoints, credentials and the scan configuration."""
     info = lab.describe()
     lines = [f"hma-check lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers)",
              f"  Exchange (Microsoft.Exchange): {info['exchange']['https']}  (NTLM or Basic)",
@@ -69,9 +54,8 @@ def describe(lab: Lab, config_out: Path | None) -> str:
         if key not in ("scenario", "exchange", "username"):
             lines.append(f"  {key}: {value}")
     text = scan_config_text(lab)
-    if config_out is not None:
-        write_text_atomic(config_out, text)
-        lines.append(f"scan configuration written to {config_out}")
+    if config_written is not None:
+        lines.append(f"scan configuration written to {config_written}")
     lines += ["", "scan configuration:", text.rstrip(), "",
               "Press Ctrl-C to stop the lab."]
     return "\n".join(lines)

@@ -6,10 +6,11 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from hma_check.collect.certificates import certificate_from_der
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from hma_lab.endpoints import TLS_VERSIONS, CertificateSpec, EndpointsSpec, HostSpec, NodeSpec, \
     VirtualDirectorySpec
-from hma_check.contract.snapshot import parse_utc
 
 PROTOCOL_KINDS = {"MAPI": "mapi", "EWS": "ews", "OAB": "oab", "Autodiscover": "autodiscover",
                   "ActiveSync": "activesync"}
@@ -127,16 +128,27 @@ def _iis_certificate(scenario: Any, certificates: Any, server: Any, namespace: s
         spec = scenario.certificates.get(cert_id)
         if spec is None or not spec.server_auth:
             continue
-        decoded = certificate_from_der(certificates.get(cert_id, server).der)
-        if not decoded["DnsNameList"]:
+        cert = x509.load_der_x509_certificate(certificates.get(cert_id, server).der)
+        names = _dns_names(cert)
+        if not names:
             continue
-        rank = (decoded["IsSelfSigned"], namespace not in decoded["DnsNameList"])
-        candidates.append((rank, decoded))
+        self_signed = cert.subject == cert.issuer
+        candidates.append(((self_signed, namespace not in names), names, self_signed, cert))
     if not candidates:
         return None
-    _, chosen = min(candidates, key=lambda candidate: candidate[0])
-    return CertificateSpec(names=tuple(chosen["DnsNameList"]), issuer="untrusted" if chosen["IsSelfSigned"] else "lab",
-                           not_before=parse_utc(chosen["NotBefore"]), not_after=parse_utc(chosen["NotAfter"]))
+    _, names, self_signed, chosen = min(candidates, key=lambda candidate: candidate[0])
+    return CertificateSpec(names=tuple(names), issuer="untrusted" if self_signed else "lab",
+                           not_before=chosen.not_valid_before_utc, not_after=chosen.not_valid_after_utc)
+
+
+def _dns_names(cert: x509.Certificate) -> list[str]:
+    """The names a TLS client matches: the SAN's DNS names, else the subject's common name."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    return list(names) or [str(attr.value) for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
 def _tenant_ids(auth_servers: list[dict[str, Any]], tenants: Any) -> tuple[str, ...]:

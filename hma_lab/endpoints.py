@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from hma_check.errors import ConfigError
+from hma_check.util.yaml_schema import Schema
 
 PROTOCOLS = ("MAPI", "EWS", "OAB", "Autodiscover", "ActiveSync")
 TLS_VERSIONS = ("TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -167,7 +168,7 @@ def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None =
     if raw is None:
         return base
     check = _Checker(fail or _plain_fail(path))
-    section = check.mapping(raw, (), {"tenant_ids", "evosts_default", "oauth2_client_profile_enabled",
+    section = check.keys(raw, (), {"tenant_ids", "evosts_default", "oauth2_client_profile_enabled",
                                                "nodes", "hosts"})
     spec = base
     if "tenant_ids" in section:
@@ -198,7 +199,7 @@ def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None =
 
 
 def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec]) -> NodeSpec:
-    entry = check.mapping(raw, where, {"name", "address", "oauth", "challenges", "ssl_offloading", "tls_versions",
+    entry = check.keys(raw, where, {"name", "address", "oauth", "challenges", "ssl_offloading", "tls_versions",
                                        "certificate", "autodiscover_urls"})
     name = check.string(entry.get("name"), (*where, "name"))
     node = known.get(name)
@@ -218,7 +219,7 @@ def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec])
         changes["address"] = address
     vdirs = dict(node.virtual_directories)
     for key in ("oauth", "challenges"):
-        per_protocol = check.mapping(entry.get(key, {}), (*where, key), set(PROTOCOLS))
+        per_protocol = check.keys(entry.get(key, {}), (*where, key), set(PROTOCOLS))
         for protocol, value in per_protocol.items():
             at = (*where, key, protocol)
             vdir = vdirs.get(protocol, VirtualDirectorySpec())
@@ -232,7 +233,7 @@ def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec])
     if "certificate" in entry:
         changes["certificate"] = check.certificate(entry["certificate"], (*where, "certificate"), node.certificate)
     if "autodiscover_urls" in entry:
-        urls = check.mapping(entry["autodiscover_urls"], (*where, "autodiscover_urls"), {"ActiveSync", "EWS"})
+        urls = check.keys(entry["autodiscover_urls"], (*where, "autodiscover_urls"), {"ActiveSync", "EWS"})
         changes["autodiscover_urls"] = {**node.autodiscover_urls, **{
             protocol: None if url is None else check.string(url, (*where, "autodiscover_urls", protocol))
             for protocol, url in urls.items()}}
@@ -241,7 +242,7 @@ def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec])
 
 def _host(check: "_Checker", raw: Any, where: Where, known: dict[str, HostSpec],
           nodes: dict[str, NodeSpec]) -> HostSpec:
-    entry = check.mapping(raw, where, {"name", "nodes", "front", "preauth", "tls_versions", "certificate"})
+    entry = check.keys(raw, where, {"name", "nodes", "front", "preauth", "tls_versions", "certificate"})
     name = check.host_name(entry.get("name"), (*where, "name"))
     host = known.get(name) or HostSpec(name=name, nodes=tuple(nodes))
     changes: dict[str, Any] = {}
@@ -254,7 +255,7 @@ def _host(check: "_Checker", raw: Any, where: Where, known: dict[str, HostSpec],
     if "front" in entry:
         changes["front"] = check.choice(entry["front"], (*where, "front"), FRONTS)
     if "preauth" in entry:
-        pre = check.mapping(entry["preauth"], (*where, "preauth"), {"status", "location", "challenges"})
+        pre = check.keys(entry["preauth"], (*where, "preauth"), {"status", "location", "challenges"})
         status = pre.get("status", 302)
         if status not in (302, 401, 403):
             raise check.fail((*where, "preauth", "status"), "must be 302, 401 or 403")
@@ -278,42 +279,23 @@ def _plain_fail(path: str | None) -> Fail:
     return fail
 
 
-class _Checker:
-    """Type checks that raise one ConfigError naming the key path."""
+class _Checker(Schema):
+    """The shared YAML schema reader, plus the endpoint section's own types (host names, TLS ranges, certificates)."""
 
-    def __init__(self, fail: Fail) -> None:
-        self.fail = fail
-
-    def mapping(self, raw: Any, where: Where, allowed: set[str]) -> Mapping[str, Any]:
-        if not isinstance(raw, Mapping):
-            raise self.fail(where, "must be a mapping")
-        for key in raw:
-            if key not in allowed:
-                raise self.fail((*where, key), f"unknown key (known: {', '.join(sorted(allowed))})")
-        return raw
+    def keys(self, raw: Any, where: Where, allowed: set[str]) -> Mapping[str, Any]:
+        return self.mapping(raw, where, keys=sorted(allowed))
 
     def list(self, raw: Any, where: Where) -> list[Any]:
-        if not isinstance(raw, list):
-            raise self.fail(where, "must be a list")
-        return raw
+        return self.list_of(raw, where)
 
     def string(self, raw: Any, where: Where) -> str:
-        if not isinstance(raw, str) or not raw or any(not ch.isprintable() for ch in raw):
-            raise self.fail(where, "must be a non-empty single-line string")
-        return raw
+        return self.text(raw, where, one_line=True)
 
     def string_list(self, raw: Any, where: Where) -> list[str]:
-        return [self.string(item, (*where, i)) for i, item in enumerate(self.list(raw, where))]
-
-    def boolean(self, raw: Any, where: Where) -> bool:
-        if not isinstance(raw, bool):
-            raise self.fail(where, "must be true or false")
-        return raw
+        return self.list_of(raw, where, self.string, what="strings")
 
     def choice(self, raw: Any, where: Where, choices: tuple[str, ...]) -> str:
-        if raw not in choices:
-            raise self.fail(where, f"must be one of {', '.join(choices)}")
-        return raw
+        return self.one_of(raw, where, choices)
 
     def host_name(self, raw: Any, where: Where) -> str:
         name = self.string(raw, where)
@@ -331,7 +313,7 @@ class _Checker:
 
     def certificate(self, raw: Any, where: Where, current: CertificateSpec | None,
                     default_names: tuple[str, ...] = ()) -> CertificateSpec:
-        entry = self.mapping(raw, where, {"names", "validity", "issuer"})
+        entry = self.keys(raw, where, {"names", "validity", "issuer"})
         names = tuple(self.host_name(name, (*where, "names", i)) if not str(name).startswith("*.") else
                       "*." + self.host_name(str(name)[2:], (*where, "names", i))
                       for i, name in enumerate(self.list(entry["names"], (*where, "names")))) \

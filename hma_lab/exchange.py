@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from hma_lab import binding, errors
+from hma_lab.captures import Captured
 from hma_lab.certs import CertificateStore
 from hma_lab.exchange_types import IIS_DERIVED, KINDS, VDIR_CMDLETS
 from hma_lab.psrp import Invocation
@@ -276,7 +277,7 @@ class ExchangeConfiguration:
                     and "\\" in str(identity):
                 continue
             out.append(self._cached(("vdir", kind, server.name, ad_only),
-                                    lambda: self._object(kind, self._vdir_properties(kind, folder, server, ad_only))))
+                                    lambda: self._object(kind, self._vdir_properties(kind, folder, server, ad_only))))  # noqa: B023 - called at once
         if not out and identity is not None:
             # A server without this directory simply has none; an Identity that matches nothing is "not found".
             return [self._not_found(call, str(identity))]
@@ -312,25 +313,23 @@ class ExchangeConfiguration:
                     ["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
                      "System.Security.Cryptography.X509Certificates.X509Certificate2",
                      "System.Security.Cryptography.X509Certificates.X509Certificate", "System.Object"],
-                    issued.to_string(), {"RawData": issued.der})))
+                    issued.to_string(), {"RawData": issued.der})))  # noqa: B023 - _cached calls it at once
         if wanted and not out:
             return [self._not_found(call, wanted)]
         return out
 
-    def _replay(self, call: _Call, objects: list[Any]) -> list[Any]:
-        """A captured cmdlet's objects, filtered by -Identity or -Server, sent again the way a remote session would."""
+    def _replay(self, call: _Call, objects: list[Captured]) -> list[Any]:
+        """A captured cmdlet's objects, filtered by -Identity or -Server, sent as the bytes they were recorded as."""
         wanted_server = call.target_server.lower()
         identity = call.params.get("Identity")
         out: list[Any] = []
         for obj in objects:
-            props = dict(obj.properties)
+            props = obj.properties
             if wanted_server and str(props.get("Server") or "").lower() not in (wanted_server, ""):
                 continue
             if identity is not None and not _identity_matches(props, str(identity)):
                 continue
-            wire = {name: MultiValued(value) if isinstance(value, list) else
-                    (str(value) if isinstance(value, dict) else value) for name, value in props.items()}
-            out.append(ex_object(list(obj.type_names), obj.to_string, wire))
+            out.append(Serialized(obj.wire))
         if identity is not None and not out:
             return [self._not_found(call, str(identity))]
         return out

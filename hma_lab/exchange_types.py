@@ -10,7 +10,9 @@ are synthetic: modelled on the captured OWA/EWS virtual directories and PartnerA
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from hma_check.util.yaml_schema import Schema
 from hma_lab.psvalues import AD_CONFIGURATION, AD_PRESENTATION
 
 SYSTEM_CONFIGURATION = "Microsoft.Exchange.Data.Directory.SystemConfiguration"
@@ -166,21 +168,26 @@ IIS_DERIVED = {
 }
 
 
-def check_value(code: str, value: object) -> str | None:
-    """Why ``value`` cannot be a property of wire type ``code``, or None when it can."""
+def check_value(code: str, value: object, where: tuple[Any, ...], schema: Schema) -> None:
+    """Fail (through the shared schema reader) unless ``value`` can be a property of wire type ``code``."""
     if code == "b":
-        return None if isinstance(value, bool) else "must be true or false"
-    if code == "i":
-        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
-    if value is None:
-        return None
-    if code == "mv":
-        if not isinstance(value, list) or not all(isinstance(item, (str, int, float)) and not isinstance(item, bool)
-                                                  for item in value):
-            return "must be a list of strings"
-        return None
-    if code == "dt":
-        return None if isinstance(value, str) or hasattr(value, "isoformat") else "must be a date"
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return None
-    return "must be a string"
+        schema.boolean(value, where)
+    elif code == "i":
+        schema.integer(value, where)
+    elif value is None:
+        return
+    elif code == "mv":
+        schema.list_of(value, where, _scalar(schema), what="strings")
+    elif code == "dt":
+        if not (isinstance(value, str) or hasattr(value, "isoformat")):
+            raise schema.fail(where, "must be a date")
+    else:
+        _scalar(schema)(value, where)
+
+
+def _scalar(schema: Schema) -> Any:
+    def scalar(value: Any, where: tuple[Any, ...]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise schema.fail(where, "must be a string")
+        return value
+    return scalar

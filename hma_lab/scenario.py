@@ -19,6 +19,7 @@ from typing import Any
 from hma_check.errors import InputError
 from hma_lab.exchange_types import KINDS, VDIR_KINDS, check_value
 from hma_lab.windows_spec import check_registry, check_server_fact
+from hma_check.util.yaml_schema import Schema
 from hma_check.util.yaml_source import Where, YamlDoc, load_yaml_file, merge_docs
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -136,7 +137,7 @@ class Scenario:
     username: str
     sections: dict[str, Any] = field(default_factory=dict)    # tenants, endpoints (their owners' model or raw)
     options: dict[str, Any] = field(default_factory=dict)     # the demo scan's options: section (owa_ecp...)
-    captures: dict[str, list[Any]] = field(default_factory=dict)   # cmdlet (lower case) -> replayed ClixmlObjects
+    captures: dict[str, list[Any]] = field(default_factory=dict)   # cmdlet (lower case) -> captures.Captured
 
     def server(self, name: str) -> ServerSpec | None:
         lowered = name.lower()
@@ -204,8 +205,7 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> YamlDoc:
     if base_path.resolve() in chain or len(chain) >= 8:
         raise doc.error(("extends",), "scenarios extend each other in a loop")
     base = _load_with_bases(base_path, (*chain, path.resolve()))
-    if not isinstance(base.data, dict):
-        raise base.error((), "must be a mapping")
+    Schema(base.error).mapping(base.data, ())
     # What a scenario expects is its own: a variant never inherits its base's expectations.
     base.data.pop("expect", None)
     return merge_docs(base, doc)
@@ -237,6 +237,7 @@ _TEMPLATE = re.compile(r"\{(name|fqdn|n|namespace|domain)(?::0?(\d))?\}")
 class _Parser:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
+        self.schema = Schema(self.fail)
         self.now = datetime.now(timezone.utc).replace(microsecond=0)
 
     def fail(self, where: Where, message: str) -> InputError:
@@ -246,35 +247,16 @@ class _Parser:
 
     def mapping(self, value: Any, where: Where, allowed: tuple[str, ...] | None = None,
                 required: tuple[str, ...] = ()) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a mapping")
-        if allowed is not None:
-            for key in value:
-                if key not in allowed and not key.startswith("x-"):
-                    raise self.fail((*where, key), f"unknown key; expected one of: {', '.join(allowed)}")
-        for key in required:
-            if key not in value:
-                raise self.fail(where, f"missing required key {key!r}")
-        return value
+        return self.schema.mapping(value, where, keys=allowed, required=required, extensions="x-")
 
     def seq(self, value: Any, where: Where) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(where, "must be a list")
-        return value
+        return [] if value is None else self.schema.list_of(value, where)
 
     def text(self, value: Any, where: Where, *, allow_empty: bool = False) -> str:
-        if not isinstance(value, str) or (not allow_empty and not value.strip()):
-            raise self.fail(where, "must be a non-empty string" if not allow_empty else "must be a string")
-        if any(ord(ch) < 32 and ch not in "\t" for ch in value):
-            raise self.fail(where, "must not contain control characters")
-        return value
+        return self.schema.text(value, where, empty=allow_empty, one_line=True)
 
     def integer(self, value: Any, where: Where, low: int, high: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise self.fail(where, f"must be an integer from {low} to {high}")
-        return value
+        return self.schema.integer(value, where, low, high)
 
     def duration(self, value: Any, where: Where) -> float:
         """Seconds, from a number or '150ms', '2s', '1m'."""
@@ -317,9 +299,7 @@ class _Parser:
                 near = [p for p in spec if p.lower() == name.lower()]
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 raise self.fail((*where, name), f"not a property of {kind}{hint}")
-            problem = check_value(spec[name], item)
-            if problem:
-                raise self.fail((*where, name), problem)
+            check_value(spec[name], item, (*where, name), self.schema)
             if isinstance(item, (date, datetime)):
                 item = self.moment(item, (*where, name))
             elif spec[name] == "dt" and isinstance(item, str):
@@ -429,9 +409,7 @@ class _Parser:
             hash_name = spec.get("signature_hash", "sha256")
             if hash_name not in ("sha1", "sha256", "sha384"):
                 raise self.fail((*where, "signature_hash"), "must be sha1, sha256 or sha384")
-            server_auth = spec.get("server_auth", True)
-            if not isinstance(server_auth, bool):
-                raise self.fail((*where, "server_auth"), "must be true or false")
+            server_auth = self.schema.boolean(spec.get("server_auth", True), (*where, "server_auth"))
             issuer = spec.get("issuer")
             out[cert_id] = CertificateSpec(cert_id, subject, sans,
                                            self.text(issuer, (*where, "issuer")) if issuer is not None else None,
@@ -512,8 +490,7 @@ class _Parser:
                     continue
                 spec = self.mapping(source[kind] if source[kind] is not None else {}, (*base, kind))
                 if "present" in spec:
-                    if not isinstance(spec["present"], bool):
-                        raise self.fail((*base, kind, "present"), "must be true or false")
+                    self.schema.boolean(spec["present"], (*base, kind, "present"))
                     (absent.discard if spec["present"] else absent.add)(kind)
                 merged.update(self.properties(kind, spec, (*base, kind), extra=("ad", "present")))
                 if spec.get("ad") is not None:
@@ -612,9 +589,8 @@ class _Parser:
 
     def captures(self, value: Any) -> dict[str, list[Any]]:
         """cmdlet: Export-Clixml file (relative to the scenario file): the lab answers that cmdlet with the file's
-        objects, as a remote session would send them (real captures as fixtures)."""
-        from hma_check.collect.clixml import parse_clixml
-        from hma_check.errors import ClixmlError
+        objects, byte for byte (real captures as fixtures; hma_lab.captures)."""
+        from hma_lab.captures import CaptureError, read_capture
 
         out: dict[str, list[Any]] = {}
         for cmdlet, file in self.mapping(value or {}, ("captures",)).items():
@@ -624,21 +600,18 @@ class _Parser:
             relative = Path(self.text(file, where))
             path = relative if relative.is_absolute() else Path(self.doc.file(where)).parent / relative
             try:
-                out[cmdlet.lower()] = parse_clixml(path.read_bytes(), source=str(path))
+                out[cmdlet.lower()] = read_capture(path.read_bytes(), source=str(path))
             except OSError as exc:
                 raise self.fail(where, f"cannot read {path}: {exc.strerror or exc}") from None
-            except ClixmlError as exc:
+            except CaptureError as exc:
                 raise self.fail(where, str(exc)) from None
         return out
 
     def options(self, value: Any) -> dict[str, Any]:
-        """The scan configuration's options: section for scans of this scenario, validated by its owner."""
-        from types import SimpleNamespace
-
-        from hma_check.collect.options import parse_options_section
-
-        context = SimpleNamespace(fail=lambda where, message: self.fail(("options", *where), message))
-        return parse_options_section(value, context).summary() if value is not None else {}
+        """The scan configuration's options: section for scans of this scenario (option name: true or false); the
+        product checks the names when it loads the scan configuration the lab writes."""
+        return {name: self.schema.boolean(flag, ("options", name))
+                for name, flag in self.mapping(value or {}, ("options",)).items()}
 
     def expect(self, value: Any) -> dict[str, Any]:
         where = ("expect",)

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from hma_check.errors import InputError
+from hma_check.util.yaml_schema import Schema
 
 EXO_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 
@@ -164,8 +165,7 @@ def load_tenants(raw: Any, *, fail: Fail | None = None,
     fail = fail or _plain_fail
     if raw is None:
         return []
-    if not isinstance(raw, list):
-        raise fail(("tenants",), "must be a list of tenants")
+    Schema(fail).list_of(raw, ("tenants",), what="tenants")
     tenants = [_tenant(entry, ("tenants", i), fail, exchange_users) for i, entry in enumerate(raw)]
     seen: set[str] = set()
     for i, tenant in enumerate(tenants):
@@ -177,7 +177,7 @@ def load_tenants(raw: Any, *, fail: Fail | None = None,
 
 def _plain_fail(where: Where, message: str) -> InputError:
     from hma_lab.scenario import ScenarioError
-    from hma_check.util.yaml_source import dotted
+    from hma_check.util.yaml_schema import dotted
 
     return ScenarioError(f"{dotted(where)}: {message}")
 
@@ -199,9 +199,7 @@ def _tenant(entry: Any, at: Where, fail: Fail, exchange_users: list[dict[str, An
     if sync not in (True, False, None):
         raise fail((*at, "on_premises_sync_enabled"), "must be true, false or null")
     last_sync = _moment(entry.get("on_premises_last_sync_date_time"), (*at, "on_premises_last_sync_date_time"), fail)
-    security_defaults = entry.get("security_defaults", False)
-    if not isinstance(security_defaults, bool):
-        raise fail((*at, "security_defaults"), "must be true or false")
+    security_defaults = _bool(entry.get("security_defaults", False), (*at, "security_defaults"), fail)
     return Tenant(
         id=tenant_id,
         display_name=_string(entry["display_name"], (*at, "display_name"), fail),
@@ -227,21 +225,11 @@ def _tenant(entry: Any, at: Where, fail: Fail, exchange_users: list[dict[str, An
 
 def _mapping(obj: Any, at: Where, fail: Fail, *, required: set[str] = frozenset(),
              allowed: set[str] | None = None) -> None:
-    if not isinstance(obj, dict):
-        raise fail(at, "must be a mapping")
-    missing = sorted(required - obj.keys())
-    if missing:
-        raise fail(at, f"missing {', '.join(missing)}")
-    if allowed is not None:
-        unknown = sorted(str(k) for k in obj.keys() - allowed)
-        if unknown:
-            raise fail((*at, unknown[0]), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    Schema(fail).mapping(obj, at, keys=sorted(allowed) if allowed is not None else None, required=sorted(required))
 
 
 def _string(value: Any, at: Where, fail: Fail) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise fail(at, "must be a non-empty string")
-    return value
+    return Schema(fail).text(value, at)
 
 
 def _guid(value: Any, at: Where, fail: Fail) -> str:
@@ -278,19 +266,14 @@ def _moment(value: Any, at: Where, fail: Fail) -> str | None:
 
 
 def _bool(value: Any, at: Where, fail: Fail) -> bool:
-    if not isinstance(value, bool):
-        raise fail(at, "must be true or false")
-    return value
+    return Schema(fail).boolean(value, at)
 
 
 def _object_list(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
     """A list of Graph JSON objects, kept verbatim (copied, so defaults never write into the caller's data)."""
-    if not isinstance(value, list):
-        raise fail(at, "must be a list")
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise fail((*at, i), "must be a mapping (Graph JSON)")
-    return [dict(item) for item in value]
+    schema = Schema(fail)
+    return schema.list_of(value, at, lambda item, where: dict(schema.mapping(item, where, hint="(Graph JSON)")),
+                          what="objects")
 
 
 def _domains(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
@@ -383,9 +366,7 @@ def _service_principal(value: Any, at: Where, tenant_id: str, fail: Fail) -> dic
     _mapping(value, at, fail)
     sp = dict(value)
     for key in ("servicePrincipalNames", "replyUrls"):
-        items = sp.setdefault(key, [])
-        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-            raise fail((*at, key), "must be a list of strings")
+        Schema(fail).texts(sp.setdefault(key, []), (*at, key))
     sp["keyCredentials"] = _object_list(sp.get("keyCredentials", []), (*at, "keyCredentials"), fail)
     if sp.setdefault("appId", EXO_APP_ID) != EXO_APP_ID:
         raise fail((*at, "appId"), f"the Exchange Online service principal's appId is {EXO_APP_ID}")
@@ -397,8 +378,7 @@ def _service_principal(value: Any, at: Where, tenant_id: str, fail: Fail) -> dic
 def _ca_policies(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
     policies = _object_list(value, at, fail)
     for i, policy in enumerate(policies):
-        if policy.get("state") not in CA_STATES:
-            raise fail((*at, i, "state"), f"must be one of {', '.join(CA_STATES)}")
+        Schema(fail).one_of(policy.get("state"), (*at, i, "state"), CA_STATES)
         _string(policy.get("displayName"), (*at, i, "displayName"), fail)
         policy.setdefault("id", str(uuid.uuid5(uuid.NAMESPACE_URL, f"ca/{policy['displayName']}")))
     return policies
@@ -410,20 +390,18 @@ def _app(value: Any, at: Where, tenant_id: str, fail: Fail) -> TenantApp:
     default_id = str(uuid.UUID(bytes=hashlib.sha256(f"hma-check-lab-app/{tenant_id}".encode()).digest()[:16],
                                version=4))
     client_id = _guid(value.get("client_id", default_id), (*at, "client_id"), fail)
-    roles = value.get("roles", list(DEFAULT_ROLES))
-    if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
-        raise fail((*at, "roles"), "must be a list of permission names such as Application.Read.All")
+    schema = Schema(fail)
+    roles = schema.list_of(value.get("roles", list(DEFAULT_ROLES)), (*at, "roles"), schema.text,
+                           what="permission names such as Application.Read.All")
     return TenantApp(client_id=client_id, roles=frozenset(roles))
 
 
 def _faults(value: Any, at: Where, fail: Fail) -> list[Fault]:
-    if not isinstance(value, list):
-        raise fail(at, "must be a list")
+    schema = Schema(fail)
     faults = []
-    for i, item in enumerate(value):
+    for i, item in enumerate(schema.list_of(value, at, what="faults")):
         _mapping(item, (*at, i), fail, required={"route", "status"}, allowed={"route", "status", "times", "retry_after"})
-        if item["route"] not in ROUTES:
-            raise fail((*at, i, "route"), f"must be one of {', '.join(ROUTES)}")
+        schema.one_of(item["route"], (*at, i, "route"), ROUTES)
         status, times, retry_after = item["status"], item.get("times"), item.get("retry_after")
         if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
             raise fail((*at, i, "status"), "must be an HTTP error status (400-599)")
@@ -444,6 +422,5 @@ def tenants_from_yaml(text: str, *, path: str = "<scenario>") -> list[Tenant]:
     from hma_check.util.yaml_source import load_yaml_bytes
 
     doc = load_yaml_bytes(text.encode("utf-8"), path, ScenarioError)
-    if not isinstance(doc.data, dict):
-        raise doc.error((), "must be a mapping with a tenants: list")
+    Schema(doc.error).mapping(doc.data, (), hint="with a tenants: list")
     return load_tenants(doc.data.get("tenants"), fail=doc.error)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from hma_check.util.yaml_schema import Schema
+
 Fail = Callable[[tuple[Any, ...], str], Exception]
 
 PROTOCOL_VERSIONS = ("SSL 2.0", "SSL 3.0", "TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
@@ -63,10 +65,8 @@ def check_server_fact(key: str, value: Any, where: tuple[Any, ...], fail: Fail, 
 def _winrm(value: Any, where: tuple[Any, ...], fail: Fail, certificate_ids: list[str]) -> dict[str, Any]:
     spec = _mapping(value, where, fail, _WINRM_KEYS)
     out: dict[str, Any] = {"listening": True, "http_status": None, "keyless_certificates": [], "denied": []}
-    if "listening" in spec:
-        if not isinstance(spec["listening"], bool):
-            raise fail((*where, "listening"), "must be true or false (false: nothing listens on the WinRM port)")
-        out["listening"] = spec["listening"]
+    if "listening" in spec:   # false: nothing listens on the WinRM port
+        out["listening"] = Schema(fail).boolean(spec["listening"], (*where, "listening"))
     if spec.get("http_status") is not None:
         status = spec["http_status"]
         if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
@@ -85,20 +85,11 @@ def _winrm(value: Any, where: tuple[Any, ...], fail: Fail, certificate_ids: list
 
 
 def _mapping(value: Any, where: tuple[Any, ...], fail: Fail, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise fail(where, "must be a mapping")
-    for name in value:
-        if name not in allowed:
-            raise fail((*where, name), f"unknown key; expected one of: {', '.join(allowed)}")
-    return value
+    return Schema(fail).mapping(value, where, keys=allowed)
 
 
 def _list(value: Any, where: tuple[Any, ...], fail: Fail) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise fail(where, "must be a list")
-    return value
+    return [] if value is None else Schema(fail).list_of(value, where)
 
 
 def _level(value: Any, where: tuple[Any, ...], fail: Fail, allowed: tuple[str, ...],

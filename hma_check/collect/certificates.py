@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hma_check.errors import HmaCheckError
 from hma_check.contract.snapshot import iso_utc
 
 # Windows' friendly names for signature algorithms (X509Certificate2.SignatureAlgorithm.FriendlyName), which
@@ -37,7 +38,7 @@ _WINDOWS_ATTRIBUTE_NAMES = {
 }
 
 
-class CertificateError(ValueError):
+class CertificateError(HmaCheckError, ValueError):
     """RawData that is not a DER X.509 certificate."""
 
 

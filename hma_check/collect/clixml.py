@@ -199,7 +199,7 @@ def _parse(text: str, *, source: str, root: str) -> list[ClixmlObject]:
 
     parser.StartDoctypeDeclHandler = refuse_dtd
     parser.EntityDeclHandler = refuse_dtd
-    parser.ExternalEntityRefHandler = refuse_dtd
+    parser.ExternalEntityRefHandler = refuse_dtd  # type: ignore[assignment]
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartElementHandler = start
     parser.EndElementHandler = end
@@ -353,10 +353,10 @@ class _Reader:
                     self.type_tables[child.ref_id] = names
                 parts.type_names = names
             elif tag == "TNRef":
-                names = self.type_tables.get(self._ref_id(child))
-                if names is None:
-                    raise self.fail(f"<TNRef RefId={child.ref_id[:20]!r}> points to no earlier <TN>")
-                parts.type_names = names
+                known = self.type_tables.get(self._ref_id(child))
+                if known is None:
+                    raise self.fail(f"<TNRef RefId={str(child.ref_id)[:20]!r}> points to no earlier <TN>")
+                parts.type_names = known
             elif tag == "ToString":
                 parts.to_string = unescape(child.text)
             elif tag == "Props":

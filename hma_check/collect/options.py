@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hma_check.contract.snapshot import SourceResult
+from hma_check.util.yaml_schema import Schema
 
 SOURCE = "scan.options"
 _KEYS = ("owa_ecp",)
@@ -26,14 +27,9 @@ class ScanOptions:
 def parse_options_section(raw: Any, context: Any) -> ScanOptions:
     if raw is None:
         return ScanOptions()
-    if not isinstance(raw, dict):
-        raise context.fail((), f"must be a mapping with any of: {', '.join(_KEYS)}")
-    for key, value in raw.items():
-        if key not in _KEYS:
-            raise context.fail((key,), f"unknown option; expected one of: {', '.join(_KEYS)}")
-        if not isinstance(value, bool):
-            raise context.fail((key,), "must be true or false")
-    return ScanOptions(**raw)
+    schema = Schema(context.fail)
+    schema.mapping(raw, (), keys=_KEYS)
+    return ScanOptions(**{key: schema.boolean(value, (key,)) for key, value in raw.items()})
 
 
 def options_result(options: ScanOptions, origin: str) -> SourceResult:

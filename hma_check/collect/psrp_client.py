@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
-from hma_check.errors import ClixmlError
+from hma_check.errors import ClixmlError, HmaCheckError
 from hma_check.util.scrub import scrub
 
 # Read-only by construction: per session configuration, the cmdlets that may be sent; anything else is refused before
@@ -36,11 +36,11 @@ _THROTTLE_TEXT = re.compile(r"quota|throttl|exceeded the maximum|too many", re.I
 _WAIT_MS = re.compile(r"at least (\d+) milliseconds", re.I)
 
 
-class ReadOnlyViolation(Exception):
+class ReadOnlyViolation(HmaCheckError):
     """A caller asked for a cmdlet outside the endpoint's allowlist: a bug in hma-check, never sent."""
 
 
-class CallFailed(Exception):
+class CallFailed(HmaCheckError):
     """``kind``: auth, connect, throttled, timeout, broken, missing_command, cmdlet, transport, protocol."""
 
     def __init__(self, kind: str, message: str, *, retry_after: float | None = None) -> None:

@@ -30,16 +30,31 @@ Exit code: the scenario's verdict (0 READY, 1 NOT_READY, 3 INCOMPLETE), 2 bad in
 def demo(scenario: str | None, scenario_file: Path | None, out_dir: Path, concurrency: int | None,
          **options: Any) -> None:
     """Scan the built-in lab organisation and write the readiness report."""
-    from hma_check.commands.common import fail_on_input_errors, report_kwargs
+    from hma_check.commands.common import fail_on_input_errors, lab_commands, report_kwargs
     from hma_check.commands.scanning import collect_and_report
-    from hma_check.commands.common import lab_commands
 
-    lab_package = lab_commands()
+    lab_module = lab_commands()
     with fail_on_input_errors():
         report = report_kwargs(**options)
-        with lab_package.open_lab(scenario, scenario_file) as lab:
+        with lab_module.open_lab(scenario, scenario_file) as lab:
             click.echo(f"lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers) at "
                        f"{lab.exchange_endpoint.https_url}", err=True)
-            config = lab_package.demo_config(lab, out_dir, concurrency)
+            config = demo_config(lab_module.scan_config_text(lab), out_dir, concurrency)
             code = collect_and_report(config, out_dir, secrets=lab.secrets(), report=report)
     sys.exit(code)
+
+
+def demo_config(text: str, out_dir: Path, concurrency: int | None) -> Any:
+    """The lab's scan configuration, written next to the report (for the record) and loaded from there."""
+    from dataclasses import replace
+
+    from hma_check.collect.config import load_config
+    from hma_check.util.atomic import write_text_atomic
+
+    path = out_dir / "scan-config.yaml"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
+    config = load_config(path)
+    if concurrency is not None:
+        config.sections["exchange"] = replace(config.sections["exchange"], concurrency=concurrency)
+    return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,7 +30,7 @@ Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 unreadable PATH or bad input, 4
               help="Also assess HMA for Outlook on the web and the EAC (the optional owa-ecp area).")
 @report_options
 def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions_file: str | None,
-            owa_ecp: bool, **options: bool) -> None:
+            owa_ecp: bool, **options: Any) -> None:
     """Import PATH (a folder or .zip from Collect-HmaReadiness.ps1, or any Export-Clixml files) and report.
 
     Files are recognised by the object types inside, not by their names. Files hma-check does not read are listed

@@ -25,14 +25,16 @@ The lab logs every command it receives. docs/scenarios.md describes the scenario
 @click.option("--list", "list_only", is_flag=True, help="List the shipped scenarios and exit.")
 def lab(scenario: str | None, scenario_file: Path | None, config_out: Path | None, list_only: bool) -> None:
     """Run the lab in the foreground and print how to scan it."""
-    from hma_check.commands.common import fail_on_input_errors
-    from hma_check.commands.common import lab_commands
+    from hma_check.commands.common import fail_on_input_errors, lab_commands
+    from hma_check.util.atomic import write_text_atomic
 
-    lab_package = lab_commands()
+    lab_module = lab_commands()
     with fail_on_input_errors():
         if list_only:
-            click.echo(lab_package.list_scenarios())
+            click.echo(lab_module.list_scenarios())
             return
-        with lab_package.stop_on_signals() as stop, lab_package.open_lab(scenario, scenario_file) as running:
-            click.echo(lab_package.describe(running, config_out))
-            lab_package.wait_for(stop)
+        with lab_module.stop_on_signals() as stop, lab_module.open_lab(scenario, scenario_file) as running:
+            if config_out is not None:
+                write_text_atomic(config_out, lab_module.scan_config_text(running))
+            click.echo(lab_module.describe(running, config_out))
+            lab_module.wait_for(stop)

@@ -127,7 +127,7 @@ def _inputs(checks: CheckSet, builtin: bool, exemptions_file: str | Path | None,
         copies[name] = payload
         recorded.append({"role": "user", "source": entry["path"], "copy": name, "sha256": entry["sha256"]})
     run: dict[str, Any] = {"checks": recorded, "exemptions": None}
-    if exemptions_raw is not None:
+    if exemptions_raw is not None and exemptions_file is not None:
         name = f"inputs/exemptions-{_safe_name(exemptions_file)}"
         copies[name] = exemptions_raw
         run["exemptions"] = {"source": str(exemptions_file), "copy": name, "sha256": sha256_bytes(exemptions_raw)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -31,7 +32,7 @@ Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 bad input, 4 nothing was collec
               "UTC date instead of the evidence's collection time, e.g. 2027-01-15.")
 @report_options
 def report(evidence: str, out_dir: str, checks_files: tuple[str, ...], no_builtin_checks: bool,
-           exemptions_file: str | None, as_of: str | None, **options: bool) -> None:
+           exemptions_file: str | None, as_of: str | None, **options: Any) -> None:
     """Evaluate an evidence file and write the readiness report and runbooks."""
     from hma_check.commands.common import fail_on_input_errors, print_outcome, report_kwargs
     from hma_check.commands.pipeline import run_report

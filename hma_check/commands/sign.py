@@ -56,6 +56,7 @@ def sign(folder: Path, certificate_file: Path | None, key_file: Path | None, pkc
         if pkcs12_file:
             key, certificate, chain = load_pkcs12(pkcs12_file, _passphrase)
         else:
+            assert certificate_file is not None and key_file is not None   # checked above
             certificate, *chain = load_certificates(certificate_file)
             key = load_private_key(key_file, _passphrase)
     try:

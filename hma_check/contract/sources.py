@@ -204,6 +204,71 @@ SOURCES: tuple[SourceSpec, ...] = (
                scope="endpoint"),
 )
 
+# The vendor properties each source keeps (Exchange and OS objects, shaped by hma_check.collect.exchange.objects) or
+# asks Graph for ($select), verbatim and declared once: the collectors read them from here, and
+# tests/contract/test_sources.py checks the shapes above (so docs/sources.md), the Graph requests and the offline
+# collection script (Collect-HmaReadiness.ps1) against this table.
+_VDIR: tuple[str, ...] = ("Server", "Identity", "Name", "InternalUrl", "ExternalUrl", "InternalAuthenticationMethods",
+                          "ExternalAuthenticationMethods")
+PROPERTIES: dict[str, tuple[str, ...]] = {
+    "exchange.servers": ("Name", "Fqdn", "AdminDisplayVersion", "ServerRole", "Site", "Edition", "IsEdgeServer",
+                         "IsClientAccessServer", "IsMailboxServer", "InternetWebProxy"),
+    "exchange.organization_config": ("Name", "OAuth2ClientProfileEnabled", "MapiHttpEnabled", "EnableDownloadDomains",
+                                     "DefaultAuthenticationPolicy", "PerTenantSwitchToESTSEnabled"),
+    "exchange.auth_servers": ("Name", "Type", "Enabled", "IsDefaultAuthorizationEndpoint", "Realm", "DomainName",
+                              "AuthMetadataUrl", "ApplicationIdentifier", "IssuerIdentifier", "TokenIssuingEndpoint"),
+    "exchange.partner_applications": ("Name", "ApplicationIdentifier", "Enabled", "UseAuthServer", "AuthMetadataUrl",
+                                      "Realm", "LinkedAccount"),
+    "exchange.auth_config": ("CurrentCertificateThumbprint", "PreviousCertificateThumbprint",
+                             "NextCertificateThumbprint", "NextCertificateEffectiveDate", "ServiceName", "Realm"),
+    "exchange.hybrid_configuration": ("OnPremisesSmartHost", "Domains", "Features", "TlsCertificateName",
+                                      "ClientAccessServers", "SendingTransportServers", "ReceivingTransportServers",
+                                      "EdgeTransportServers", "ServiceInstance"),
+    "exchange.intra_organization_connectors": ("Name", "Enabled", "DiscoveryEndpoint", "TargetAddressDomains",
+                                               "TargetSharingEpr"),
+    "exchange.setting_overrides": ("Name", "ComponentName", "SectionName", "Parameters", "Server", "Status",
+                                   "MinVersion", "MaxVersion", "Reason"),
+    "exchange.client_access_services": ("Name", "AutodiscoverServiceInternalUri"),
+    "exchange.accepted_domains": ("Name", "DomainName", "DomainType", "Default"),
+    "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails"),
+    "exchange.admin_users": ("Name", "UserPrincipalName", "SamAccountName", "Sid", "RecipientTypeDetails"),
+    "exchange.authentication_policies": ("Name", "BlockLegacyAuthActiveSync", "BlockLegacyAuthAutodiscover",
+                                         "BlockLegacyAuthImap", "BlockLegacyAuthMapi",
+                                         "BlockLegacyAuthOfflineAddressBook", "BlockLegacyAuthPop",
+                                         "BlockLegacyAuthRpc", "BlockLegacyAuthWebServices"),
+    "exchange.cas_mailboxes_mapi_disabled": ("Name", "PrimarySmtpAddress", "MapiHttpEnabled"),
+    "exchange.activesync_organization_settings": ("DefaultAccessLevel",),
+    "exchange.activesync_device_access_rules": ("Name", "Characteristic", "QueryString", "AccessLevel"),
+    "exchange.mapi_virtual_directories": _VDIR + ("IISAuthenticationMethods",),
+    "exchange.web_services_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication",
+                                                          "WindowsAuthentication", "WSSecurityAuthentication"),
+    "exchange.oab_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication",
+                                                 "WindowsAuthentication"),
+    "exchange.autodiscover_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication",
+                                                          "WindowsAuthentication", "WSSecurityAuthentication"),
+    "exchange.activesync_virtual_directories": _VDIR + ("BasicAuthEnabled", "WindowsAuthEnabled"),
+    "exchange.owa_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication", "FormsAuthentication",
+                                                 "AdfsAuthentication", "DigestAuthentication",
+                                                 "WindowsAuthentication"),
+    "exchange.ecp_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication", "FormsAuthentication",
+                                                 "AdfsAuthentication", "DigestAuthentication",
+                                                 "WindowsAuthentication"),
+    "exchange.outlook_anywhere": ("Server", "Identity", "InternalHostname", "ExternalHostname", "SSLOffloading",
+                                  "InternalClientsRequireSsl", "ExternalClientsRequireSsl",
+                                  "InternalClientAuthenticationMethod", "ExternalClientAuthenticationMethod",
+                                  "IISAuthenticationMethods"),
+    "os.tls_registry": ("Protocols", "NETFramework", "NETFrameworkWow6432Node"),
+    "os.exsetup_version": ("FileVersion", "Path"),
+    "os.operating_system": ("Caption", "Version", "BuildNumber"),
+    "os.auth_certificate": ("Thumbprint", "Subject", "NotAfter", "HasPrivateKey"),
+}
+PROPERTIES.update({
+    "graph.exo_service_principal": ("id", "appId", "displayName", "servicePrincipalNames", "replyUrls", "keyCredentials"),
+    "graph.organization": ("id", "displayName", "verifiedDomains", "onPremisesSyncEnabled", "onPremisesLastSyncDateTime"),
+    "graph.domains": ("id", "authenticationType", "isVerified", "isDefault"),
+    "graph.users": ("userPrincipalName", "mail", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"),
+})
+
 BY_NAME: dict[str, SourceSpec] = {spec.name: spec for spec in SOURCES}
 NAMESPACES = tuple(sorted({spec.collector for spec in SOURCES}))
 

@@ -30,6 +30,7 @@ from hma_check.contract import sources
 from hma_check.errors import ChecksError
 from hma_check.contract.findings import SEVERITIES
 from hma_check.util.yaml_file import YamlList, YamlMap, loads_yaml_bytes, read_yaml_bytes
+from hma_check.util.yaml_schema import Schema, located
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]+(-[A-Z0-9]+)*-\d{3,}$")
 PHASES = {1: "Prepare: no client impact", 2: "Switch: clients move to modern authentication",
@@ -119,7 +120,8 @@ class CheckSet:
     files: list[dict[str, str]] = field(default_factory=list)   # [{path, sha256}]
 
     def by_id(self, check_id: str) -> Check | Step | None:
-        for item in [*self.checks, *self.steps]:
+        items: list[Check | Step] = [*self.checks, *self.steps]
+        for item in items:
             if item.id == check_id:
                 return item
         return None
@@ -141,24 +143,22 @@ def load_checks(paths: list[str | Path]) -> CheckSet:
 
 
 def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str]) -> None:
-    if not isinstance(document, YamlMap):
-        raise ChecksError("a checks file is a mapping with 'version' and 'checks'", path=file, line=1)
-    _check_keys(document, TOP_KEYS, file, where="checks file")
+    schema = Schema(located(document, file, ChecksError, "checks file"))
+    _keys(schema, document, (), TOP_KEYS, hint="with 'version' and 'checks'")
     if document["version"] != 1:
         raise ChecksError(f"unsupported checks file version {document['version']!r} (this hma-check reads 1)",
                           path=file, line=document.line_of("version"))
     areas = document.get("areas")
     if areas is not None:
-        if not isinstance(areas, YamlMap) or not all(isinstance(v, str) for v in areas.values()):
-            raise ChecksError("'areas' maps area ids to titles", path=file, line=document.line_of("areas"))
-        for area, title in areas.items():
-            into.areas.setdefault(area, title)
-    for key, load, loaded in (("checks", _load_check, into.checks), ("steps", _load_step, into.steps)):
-        items = document.get(key, YamlList())   # 'checks' is required: _check_keys made sure it is there
-        if not isinstance(items, YamlList):
-            raise ChecksError(f"'{key}' must be a list", path=file, line=document.line_of(key))
+        for area, title in schema.mapping(areas, ("areas",), hint="of area ids to titles").items():
+            into.areas.setdefault(area, schema.text(title, ("areas", area)))
+    sections: tuple[tuple[str, Callable[..., Check | Step], list[Any]], ...] = (
+        ("checks", _load_check, into.checks), ("steps", _load_step, into.steps))
+    for key, load, loaded in sections:
+        items = schema.list_of(document.get(key, YamlList()), (key,), what=key)   # 'checks' is required
         for index, raw in enumerate(items):
-            item = load(raw, file, items.line_of(index))
+            schema.mapping(raw, (key, index))
+            item = load(raw, file, document[key].line_of(index))
             if item.id in seen:
                 raise ChecksError(f"check {item.id}: duplicate id (first defined at {seen[item.id]})", path=file,
                                   line=item.line)
@@ -166,15 +166,10 @@ def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str
             loaded.append(item)
 
 
-def _check_keys(node: YamlMap, allowed: dict[str, bool], file: str, where: str) -> None:
-    for key in node:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ChecksError(f"{where}: unknown key '{key}'{hint}", path=file, line=node.line_of(key))
-    for key, required in allowed.items():
-        if required and key not in node:
-            raise ChecksError(f"{where}: missing required key '{key}'", path=file, line=node.line)
+def _keys(schema: Schema, node: Any, where: tuple[Any, ...], allowed: dict[str, bool], hint: str = "") -> None:
+    """Known keys only, required ones present (``allowed``: key -> required)."""
+    schema.mapping(node, where, keys=allowed, required=[key for key, required in allowed.items() if required],
+                   hint=hint)
 
 
 class _Builder:
@@ -182,6 +177,7 @@ class _Builder:
 
     def __init__(self, node: YamlMap, file: str, what: str) -> None:
         self.node, self.file, self.what = node, file, what
+        self.schema = Schema(located(node, file, ChecksError, what))
         self.used_sources: set[str] = set()
         self.item_properties: set[str] = set()
 
@@ -193,10 +189,7 @@ class _Builder:
         value = self.node.get(key)
         if value is None and not required:
             return None
-        if not isinstance(value, str) or not value.strip():
-            hint = " (quote it: YAML reads on, off, yes and no as booleans)" if isinstance(value, bool) else ""
-            raise self.fail(f"'{key}' must be non-empty text{hint}", key)
-        return value.strip()
+        return self.schema.text(value, (key,)).strip()
 
     def compile(self, key: str, source: Any, *, template: bool, line: int | None = None,
                 powershell: bool = False) -> Compiled:
@@ -229,9 +222,7 @@ class _Builder:
         return self.compile(key, self.node[key], template=template, powershell=powershell)
 
     def requires(self) -> tuple[str, ...]:
-        raw = self.node.get("requires", [])
-        if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
-            raise self.fail("'requires' must be a list of source names", "requires")
+        raw = self.schema.texts(self.node.get("requires", []), ("requires",))
         for name in raw:
             if not sources.is_known(name):
                 close = difflib.get_close_matches(name, [s.name for s in sources.SOURCES], n=1)
@@ -243,8 +234,7 @@ class _Builder:
         raw = self.node.get("let")
         if raw is None:
             return ()
-        if not isinstance(raw, YamlMap):
-            raise self.fail("'let' maps names to expressions, evaluated in order", "let")
+        self.schema.mapping(raw, ("let",), hint="of names to expressions, evaluated in order")
         out = []
         for name, source in raw.items():
             if not expr.is_identifier(name) or name in RESERVED_NAMES:
@@ -254,19 +244,17 @@ class _Builder:
         return tuple(out)
 
     def references(self) -> list[str]:
-        raw = self.node.get("references")
-        if not isinstance(raw, list) or not raw or not all(isinstance(r, str) and r.startswith("https://") for r in raw):
+        raw = self.schema.texts(self.node.get("references"), ("references",))
+        if not raw or not all(r.startswith("https://") for r in raw):
             raise self.fail("'references' must be a non-empty list of https:// links (the Microsoft page that says so)",
                             "references")
-        return [str(r) for r in raw]
+        return raw
 
     def phase(self, required: bool) -> int | None:
         value = self.node.get("phase")
         if value is None and not required:
             return None
-        if value not in PHASES:
-            raise self.fail(f"'phase' must be one of {', '.join(map(str, PHASES))}", "phase")
-        return int(value)
+        return int(self.schema.one_of(value, ("phase",), tuple(PHASES)))
 
     def requires_covers_use(self, requires: tuple[str, ...]) -> None:
         missing = sorted(self.used_sources - set(requires))
@@ -277,21 +265,18 @@ class _Builder:
 
 
 def _start(raw: Any, file: str, line: int, kind: str, keys: dict[str, bool], example: str) -> tuple[str, _Builder]:
-    """The part checks and steps share: a mapping, a well-formed id, known keys."""
-    if not isinstance(raw, YamlMap):
-        raise ChecksError(f"each {kind} is a mapping", path=file, line=line)
+    """The part checks and steps share (the caller made sure it is a mapping): a well-formed id, known keys."""
     item_id = raw.get("id")
     if not isinstance(item_id, str) or not ID_PATTERN.match(item_id):
         raise ChecksError(f"{kind} id {item_id!r} must look like {example}", path=file, line=raw.line_of("id"))
-    _check_keys(raw, keys, file, f"{kind} {item_id}")
-    return item_id, _Builder(raw, file, f"{kind} {item_id}")
+    builder = _Builder(raw, file, f"{kind} {item_id}")
+    _keys(builder.schema, raw, (), keys)
+    return item_id, builder
 
 
 def _load_check(raw: Any, file: str, line: int) -> Check:
     check_id, b = _start(raw, file, line, "check", CHECK_KEYS, "HMA-AREA-001")
-    severity = raw["severity"]
-    if severity not in SEVERITIES:
-        raise b.fail(f"'severity' must be one of {', '.join(SEVERITIES)}", "severity")
+    severity = b.schema.one_of(raw["severity"], ("severity",), SEVERITIES)
     area = b.text("area")
     if not re.match(r"^[a-z][a-z0-9-]*$", area or ""):
         raise b.fail("'area' must be a lower-case id like 'virtual-directories'", "area")
@@ -299,16 +284,14 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
     where = b.optional("where", template=False)
     if where is not None and for_each is None:
         raise b.fail("'where' filters the items of 'for_each'; this check has no 'for_each'", "where")
-    on_empty = raw.get("on_empty", "error")
-    if on_empty not in ON_EMPTY or ("on_empty" in raw and for_each is None):
-        raise b.fail(f"'on_empty' (only with for_each) must be one of {', '.join(ON_EMPTY)}", "on_empty")
+    on_empty = b.schema.one_of(raw.get("on_empty", "error"), ("on_empty",), ON_EMPTY)
+    if "on_empty" in raw and for_each is None:
+        raise b.fail("'on_empty' says what an empty 'for_each' means; this check has no 'for_each'", "on_empty")
     enable = b.optional("enable", template=True, powershell=True)
     rollback = b.optional("rollback", template=True, powershell=True)
     if rollback is not None and enable is None:
         raise b.fail("'rollback' without 'enable'", "rollback")
-    tags = raw.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise b.fail("'tags' must be a list of strings", "tags")
+    tags = b.schema.texts(raw.get("tags", []), ("tags",))
     requires = b.requires()
     check = Check(
         id=check_id, title=b.text("title") or "", area=area or "", severity=severity, expect=b.text("expect") or "",

@@ -7,17 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
 
-from jinja2 import UndefinedError
-from jinja2.exceptions import SecurityError
-
 from hma_check.contract import sources as source_registry
-from hma_check.evaluate.checks import Check, CheckSet, Compiled, Step
-from hma_check.errors import one_line
-from hma_check.evaluate.facts import Facts, MissingFact, Part, Scoped
-from hma_check.contract.findings import (ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status)
+from hma_check.contract.findings import ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status
 from hma_check.contract.snapshot import Snapshot
+from hma_check.evaluate.checks import Check, CheckSet
+from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, as_bool, bind_let, reason_for, render,
+                                       render_powershell, subject_of)
+from hma_check.evaluate.facts import Facts, Part, Scoped
+from hma_check.evaluate.runbook import build_runbook
 
-ORGANIZATION = "organization"
 EXCERPT_LIMIT = 4000     # characters of JSON per finding: enough to show the facts, small enough for a report
 
 
@@ -28,10 +26,6 @@ class Evaluation:
     as_of: datetime
     checks: CheckSet
     snapshot: Snapshot
-
-
-class _Undecidable(Exception):
-    """Raised inside evaluation to turn any failure into an ERROR finding with a clear reason."""
 
 
 def evaluate(checks: CheckSet, snapshot: Snapshot, *, as_of: datetime | None = None) -> Evaluation:
@@ -51,8 +45,8 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
     with facts.recording() as used:
         if check.when is not None:
             try:
-                applies = _as_bool(check.when, base, "when")
-            except _Undecidable as exc:
+                applies = as_bool(check.when, base, "when")
+            except Undecidable as exc:
                 return [_finding(check, facts, ERROR, ORGANIZATION, reason=str(exc), used=used)]
             if not applies:
                 return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, used=used,
@@ -66,12 +60,14 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing),
                              used=list(check.requires))]
         if check.for_each is None:
-            return [_evaluate_item(check, facts, base, item=None, scope=None, read=[])]
+            finding = _evaluate_item(check, facts, base, item=None, scope=None, read=[])
+            assert finding is not None   # only 'where' skips an item, and the loader allows it only with 'for_each'
+            return [finding]
         try:
             collection = check.for_each(base)
             items = list(_iterate(collection))
         except Exception as exc:  # noqa: BLE001 - any failure to enumerate is an ERROR with its reason
-            return [_finding(check, facts, ERROR, ORGANIZATION, reason=_reason("for_each", exc), used=used)]
+            return [_finding(check, facts, ERROR, ORGANIZATION, reason=reason_for("for_each", exc), used=used)]
         enumerated = list(used)   # the organisation-wide sources the items came from: every finding cites them
     findings: list[Finding] = []
     for item, scope, key, error in items:
@@ -124,82 +120,22 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
     context = dict(base, item=item, scope=scope)
     with facts.recording() as used:
         used.extend(read)
-        subject = _subject(check.subject, context, scope)
+        subject = subject_of(check.subject, context, scope)
         try:
-            if check.where is not None and not _as_bool(check.where, context, "where"):
+            if check.where is not None and not as_bool(check.where, context, "where"):
                 return None
-            _bind_let(check.let, context)
-            passed = _as_bool(check.assertion, context, "assert")
-            actual = _render(check.actual, context, "actual")
-        except _Undecidable as exc:
+            bind_let(check.let, context)
+            passed = as_bool(check.assertion, context, "assert")
+            actual = render(check.actual, context, "actual")
+        except Undecidable as exc:
             return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, item=item)
         status = PASS if passed else failed_status(check.severity)
         enable = rollback = None
         if status != PASS and check.enable is not None:
-            enable = _render_powershell(check.enable, context, "enable")
-            rollback = _render_powershell(check.rollback, context, "rollback") if check.rollback else None
+            enable = render_powershell(check.enable, context, "enable")
+            rollback = render_powershell(check.rollback, context, "rollback") if check.rollback else None
     return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, item=item,
                     enable=enable, rollback=rollback)
-
-
-def _subject(template: Compiled | None, context: dict[str, Any], scope: str | None) -> str:
-    if template is None:
-        return scope or ORGANIZATION
-    try:
-        text = _render(template, context, "subject").strip()
-    except _Undecidable:
-        return scope or ORGANIZATION
-    return text or scope or ORGANIZATION
-
-
-def _bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any]) -> None:
-    for name, compiled in let:
-        try:
-            context[name] = compiled(context)
-        except Exception as exc:  # noqa: BLE001
-            raise _Undecidable(_reason(f"let {name}", exc)) from None
-
-
-def _as_bool(compiled: Compiled, context: dict[str, Any], what: str) -> bool:
-    try:
-        value = compiled(context)
-    except Exception as exc:  # noqa: BLE001
-        raise _Undecidable(_reason(what, exc)) from None
-    if not isinstance(value, bool):
-        raise _Undecidable(f"'{what}' ({compiled.source}) gave {type(value).__name__} {_short(value)}, not true or false")
-    return value
-
-
-def _render(compiled: Compiled, context: dict[str, Any], what: str) -> str:
-    try:
-        return str(compiled(context)).strip()
-    except Exception as exc:  # noqa: BLE001
-        raise _Undecidable(_reason(what, exc)) from None
-
-
-def _render_powershell(compiled: Compiled, context: dict[str, Any], what: str) -> str:
-    """A step that cannot be prepared stays in the runbook as a comment saying why, never silently dropped."""
-    try:
-        return _render(compiled, context, what)
-    except _Undecidable as exc:
-        return f"# NOT PREPARED ({what}): {one_line(str(exc), limit=None)}"
-
-
-def _reason(what: str, exc: BaseException) -> str:
-    if isinstance(exc, MissingFact):
-        return f"missing fact: {exc.key} {exc.reason}"
-    if isinstance(exc, _Undecidable):
-        return str(exc)
-    if isinstance(exc, UndefinedError):
-        return f"missing fact in '{what}': {exc.message}"
-    if isinstance(exc, SecurityError):
-        return f"'{what}' tried something the sandbox forbids: {exc}"
-    return f"'{what}' failed: {type(exc).__name__}: {exc}"
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ----------------------------------------------------------------------------------------------------- findings
@@ -262,56 +198,3 @@ def _excerpt(check: Check, item: Any) -> Any:
     return value
 
 
-# ------------------------------------------------------------------------------------------------------ runbook
-
-def build_runbook(checks: CheckSet, findings: list[Finding], facts: Facts, now: datetime) -> list[RunbookEntry]:
-    """Phase-ordered enable steps: remediation of every FAIL/WARN that has one, then the declared steps.
-
-    Within a phase, entries keep the order of the checks files (the catalogue is ordered as Microsoft's procedure);
-    identical commands from several findings are merged with all their subjects.
-    """
-    entries: list[RunbookEntry] = []
-    for finding in findings:
-        if finding.enable:
-            entries.append(RunbookEntry(phase=finding.phase or 1, origin=finding.check_id, title=finding.title,
-                                        subject=finding.subject, enable=finding.enable, rollback=finding.rollback))
-    for step in checks.steps:
-        entry = _step_entry(step, facts, now)
-        if entry is not None:
-            entries.append(entry)
-    merged: dict[tuple[int, str], RunbookEntry] = {}
-    for entry in entries:
-        key = (entry.phase, entry.enable)
-        if key in merged:
-            existing = merged[key]
-            if entry.subject and existing.subject and entry.subject not in existing.subject.split(", "):
-                existing.subject = f"{existing.subject}, {entry.subject}"
-            continue
-        merged[key] = entry
-    return sorted(merged.values(), key=lambda e: e.phase)
-
-
-def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
-    context: dict[str, Any] = {**facts.namespaces, "now": now, "item": None, "scope": None}
-    try:
-        for name in step.requires:
-            usable, why = facts.status(name)
-            if not usable:
-                raise _Undecidable(f"required source {name} {why}")
-        if step.when is not None and not _as_bool(step.when, context, "when"):
-            return None
-        _bind_let(step.let, context)
-        done = _as_bool(step.done, context, "done") if step.done is not None else False
-    except _Undecidable as exc:
-        enable = f"# NOT PREPARED: {one_line(str(exc), limit=None)}"
-        return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=None, enable=enable,
-                            rollback=None, note="could not be prepared from the evidence")
-    subject = _subject(step.subject, context, None) if step.subject is not None else None
-    enable = _render_powershell(step.enable, context, "enable")
-    rollback = _render_powershell(step.rollback, context, "rollback") if step.rollback is not None else None
-    note = None
-    if done:
-        note = "already in place according to the evidence: run only to re-apply"
-        enable = "\n".join("# " + line for line in enable.splitlines())
-    return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
-                        rollback=rollback, note=note)

@@ -23,7 +23,8 @@ from typing import Any
 
 from hma_check.errors import ExemptionsError
 from hma_check.contract.findings import ERROR, EXEMPT, FAIL, WARN, Finding
-from hma_check.util.yaml_file import YamlList, YamlMap, loads_yaml_bytes, read_yaml_bytes
+from hma_check.util.yaml_file import loads_yaml_bytes, read_yaml_bytes
+from hma_check.util.yaml_schema import Schema, located
 
 KEYS = {"check": True, "subject": False, "reason": True, "approved_by": True, "expires": True}
 EXEMPTIBLE = (FAIL, WARN, ERROR)
@@ -56,38 +57,23 @@ def load_exemptions(path: str | Path, known_check_ids: set[str]) -> list[Exempti
 def parse_exemptions(raw: bytes, file: str, known_check_ids: set[str]) -> list[Exemption]:
     """The exemptions in bytes already read (the run copies these very bytes into its inputs/)."""
     document = loads_yaml_bytes(raw, source=file, error=ExemptionsError)
-    if not isinstance(document, YamlMap) or set(document) - {"version", "exemptions"} or "exemptions" not in document:
-        raise ExemptionsError("an exemptions file is a mapping with 'version: 1' and 'exemptions'", path=file, line=1)
+    schema = Schema(located(document, file, ExemptionsError))
+    schema.mapping(document, (), keys=("version", "exemptions"), required=("exemptions",),
+                   hint="with 'version: 1' and 'exemptions'")
     if document.get("version") != 1:
         raise ExemptionsError("unsupported exemptions file version (this hma-check reads 1)", path=file,
                               line=document.line_of("version"))
-    entries = document["exemptions"]
-    if not isinstance(entries, YamlList):
-        raise ExemptionsError("'exemptions' must be a list", path=file, line=document.line_of("exemptions"))
-    out = []
-    for index, entry in enumerate(entries):
-        out.append(_load_one(entry, file, entries.line_of(index), known_check_ids))
-    return out
+    entries = schema.list_of(document["exemptions"], ("exemptions",), what="exemptions")
+    return [_load_one(schema, entry, ("exemptions", index), file, document["exemptions"].line_of(index),
+                      known_check_ids) for index, entry in enumerate(entries)]
 
 
-def _load_one(entry: Any, file: str, line: int, known: set[str]) -> Exemption:
-    if not isinstance(entry, YamlMap):
-        raise ExemptionsError("each exemption is a mapping", path=file, line=line)
-    for key in entry:
-        if key not in KEYS:
-            raise ExemptionsError(f"unknown key '{key}' (allowed: {', '.join(KEYS)})", path=file, line=entry.line_of(key))
-    for key, required in KEYS.items():
-        if required and key not in entry:
-            raise ExemptionsError(f"missing '{key}'", path=file, line=entry.line)
+def _load_one(schema: Schema, entry: Any, where: tuple[Any, ...], file: str, line: int, known: set[str]) -> Exemption:
+    schema.mapping(entry, where, keys=KEYS, required=[key for key, required in KEYS.items() if required])
     check = entry["check"]
     if not isinstance(check, str) or check not in known:
         raise ExemptionsError(f"exemption for unknown check {check!r}", path=file, line=entry.line_of("check"))
-    texts = {}
-    for key in ("reason", "approved_by"):
-        value = entry[key]
-        if not isinstance(value, str) or not value.strip():
-            raise ExemptionsError(f"'{key}' must be non-empty text", path=file, line=entry.line_of(key))
-        texts[key] = value.strip()
+    texts = {key: schema.text(entry[key], (*where, key)).strip() for key in ("reason", "approved_by")}
     subject = entry.get("subject")
     if subject is not None and (not isinstance(subject, (str, int)) or not str(subject).strip()):
         raise ExemptionsError("'subject' must be text", path=file, line=entry.line_of("subject"))

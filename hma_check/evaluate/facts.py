@@ -12,11 +12,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from hma_check.errors import HmaCheckError
 from hma_check.contract import sources as source_registry
 from hma_check.contract.snapshot import Snapshot, SourceResult, source_key
 
 
-class MissingFact(Exception):
+class MissingFact(HmaCheckError):
     """A fact an expression needs was not collected. ``key`` names the source (and scope), ``reason`` says why."""
 
     def __init__(self, key: str, reason: str) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hma_check.errors import HmaCheckError
+
 SEQUENCE, SET, OCTET_STRING, INTEGER, OID, UTC_TIME, GENERALIZED_TIME = 0x30, 0x31, 0x04, 0x02, 0x06, 0x17, 0x18
 
 
-class DerError(ValueError):
+class DerError(HmaCheckError, ValueError):
     """Bytes that are not the DER this reader expects; the message says where."""
 
 

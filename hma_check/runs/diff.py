@@ -56,7 +56,7 @@ class StatusChange:
     @property
     def direction(self) -> str:
         if self.old is None:
-            return "worse" if BADNESS.get(self.new, 0) else "new"
+            return "worse" if self.new is not None and BADNESS.get(self.new, 0) else "new"
         if self.new is None:
             return "gone"
         before, after = BADNESS.get(self.old, 0), BADNESS.get(self.new, 0)
@@ -157,6 +157,7 @@ def compare(old: Run, new: Run) -> RunDiff:
         if a is not None and b is not None and a["status"] == b["status"]:
             continue
         first = b or a
+        assert first is not None   # the key came from one of the two runs
         statuses.append(StatusChange(
             check_id=first["check_id"], title=str(first.get("title", "")), severity=str(first.get("severity", "")),
             subject=first["subject"], old=a["status"] if a else None, new=b["status"] if b else None,

@@ -60,6 +60,7 @@ def load_pkcs12(path: str | Path, passphrase: Passphrase) -> tuple[Any, x509.Cer
     raw = _read(path)
     for attempt in (None, b"", "ask"):
         password = passphrase() if attempt == "ask" else attempt
+        assert not isinstance(password, str)
         try:
             key, certificate, chain = pkcs12.load_key_and_certificates(raw, password)
         except ValueError:

@@ -164,7 +164,7 @@ def verify_folder(folder: str | Path) -> Verification:
 
 
 def _files_in(folder: Path) -> list[str]:
-    found = []
+    found: list[str] = []
     for root, dirs, files in os.walk(folder, followlinks=False):
         base = Path(root)
         names = files + [d for d in dirs if (base / d).is_symlink()]

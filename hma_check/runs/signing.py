@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from hma_check.errors import HmaCheckError
 from hma_check.runs import der
 
 ID_DATA = "1.2.840.113549.1.7.1"
@@ -45,11 +46,11 @@ MALFORMED = (ValueError, IndexError, TypeError, UnsupportedAlgorithm, x509.Inval
              x509.UnsupportedGeneralNameType)
 
 
-class SignatureError(Exception):
+class SignatureError(HmaCheckError):
     """The signature does not verify, or the signer's certificate is not the one expected or not trusted."""
 
 
-class SigningError(Exception):
+class SigningError(HmaCheckError):
     """The certificate and key cannot make a signature (wrong pair, unsupported key, key usage forbids it)."""
 
 
@@ -66,7 +67,7 @@ def check_signing_pair(certificate: x509.Certificate, key: Any) -> None:
         raise SigningError(problem)
 
 
-def sign(data: bytes, certificate: x509.Certificate, key: Any, chain: list[x509.Certificate] = ()) -> bytes:
+def sign(data: bytes, certificate: x509.Certificate, key: Any, chain: Sequence[x509.Certificate] = ()) -> bytes:
     """A detached, DER-encoded CMS SignedData over ``data`` (SHA-256, signed attributes, signer certificate and chain
     included so a verifier needs nothing else to check the signature itself)."""
     check_signing_pair(certificate, key)

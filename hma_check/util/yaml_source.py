@@ -8,8 +8,9 @@ from typing import Any
 
 from hma_check.errors import InputError
 from hma_check.util.yaml_file import YamlList, YamlMap, load_yaml, loads_yaml_bytes
+from hma_check.util.yaml_schema import Where, dotted
 
-Where = tuple[Any, ...]
+__all__ = ["Where", "YamlDoc", "dotted", "load_yaml_bytes", "load_yaml_file", "merge_docs"]
 
 
 @dataclass
@@ -81,13 +82,6 @@ def merge_docs(base: YamlDoc, child: YamlDoc) -> YamlDoc:
     return merged
 
 
-def dotted(where: Where) -> str:
-    out = ""
-    for part in where:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def load_yaml_file(path: str | Path, error_class: type[InputError] = InputError) -> YamlDoc:
     """Read with the project's one safe YAML loader (hma_check.util.yaml_file) and index every value's line."""
     data = load_yaml(path, error=error_class)
@@ -106,11 +100,11 @@ def _indexed(data: Any, source: str, error_class: type[InputError]) -> YamlDoc:
         if isinstance(node, YamlMap):
             doc.lines.setdefault(where, node.line)
             for key, value in node.items():
-                doc.lines[(*where, key)] = node.line_of(key)
+                doc.lines[where + (key,)] = node.line_of(key)
                 stack.append((value, (*where, key)))
         elif isinstance(node, YamlList):
             doc.lines.setdefault(where, node.line)
             for index, value in enumerate(node):
-                doc.lines[(*where, index)] = node.line_of(index)
+                doc.lines[where + (index,)] = node.line_of(index)
                 stack.append((value, (*where, index)))
     return doc

@@ -32,11 +32,11 @@ def test_https_and_host_overrides():
     ("os:\n  auth: basic\n", "os.auth", "allowed over TLS only"),
     ("os:\n  hosts: {EX01: 'http://ex01'}\n", "os.hosts.EX01", "host name or address"),
     ("os:\n  hosts: {EX01: 'ex01:70000'}\n", "os.hosts.EX01", "host name or address"),
-    ("os:\n  hosts: [ex01]\n", "os.hosts", "must map Exchange server names"),
+    ("os:\n  hosts: [ex01]\n", "os.hosts", "must be a mapping of Exchange server names"),
     ("os:\n  concurrency: 0\n", "os.concurrency", "integer from 1 to 64"),
     ("os: [5985]\n", "os", "must be a mapping"),
     ("options: {owa_ecp: 'yes'}\n", "options.owa_ecp", "true or false"),
-    ("options: {owa: true}\n", "options.owa", "unknown option"),
+    ("options: {owa: true}\n", "options.owa", "unknown key (did you mean 'owa_ecp'?)"),
     ("exchange: {server: ex01, ssl: false, auth: basic, username: u}\n", "exchange.auth", "allowed over TLS only"),
 ])
 def test_bad_sections_name_the_file_line_and_key(text, where, message):

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from hma_check.collect import runner
+from dataclasses import replace
+
+from hma_check.collect import registry, runner
+from hma_check.collect.context import section_password
 from hma_check.collect.config import ScanConfig
 from hma_check.evaluate.engine import evaluate
 from hma_check.contract.findings import ERROR, PASS
 from hma_check.contract.sources import SOURCES
+
+
+def register(monkeypatch, section, function):
+    """A stand-in runner for one section of the collector registry."""
+    collector = replace(registry.BY_SECTION[section], runner=f"{__name__}:{function.__name__}")
+    monkeypatch.setitem(registry.BY_SECTION, section, collector)
 
 
 def crashing(settings, context):
@@ -21,8 +30,8 @@ def working(settings, context):
 
 
 def test_a_crashing_collector_marks_all_its_sources_error_and_keeps_the_others(monkeypatch, catalogue):
-    monkeypatch.setitem(runner.COLLECTORS, "exchange", f"{__name__}:working")
-    monkeypatch.setitem(runner.COLLECTORS, "graph", f"{__name__}:crashing")
+    register(monkeypatch, "exchange", working)
+    register(monkeypatch, "graph", crashing)
     snapshot = runner.run_collectors(ScanConfig(source="scan.yaml", sections={"exchange": object(), "graph": object()}))
     assert snapshot.sources["exchange.organization_config"].ok
     graph = [r for r in snapshot.sources.values() if r.name.startswith("graph.")]
@@ -34,7 +43,7 @@ def test_a_crashing_collector_marks_all_its_sources_error_and_keeps_the_others(m
 
 
 def test_sections_left_out_of_the_configuration_are_skipped_with_the_reason(monkeypatch):
-    monkeypatch.setitem(runner.COLLECTORS, "exchange", f"{__name__}:working")
+    register(monkeypatch, "exchange", working)
     snapshot = runner.run_collectors(ScanConfig(source="scan.yaml", sections={"exchange": object()}))
     probes = [r for r in snapshot.sources.values() if r.name.startswith("probe.")]
     assert probes and all(r.status == "skipped" and "no 'probes:' section" in r.error for r in probes)
@@ -42,7 +51,7 @@ def test_sections_left_out_of_the_configuration_are_skipped_with_the_reason(monk
 
 
 def leaking(settings, context):
-    password = runner.section_password("exchange", settings, context, "ex01")
+    password = section_password("exchange", settings, context, "ex01")
     yield from ()
     raise RuntimeError(f"connection string user=x;password={password};secret={context.environ['SITE_SECRET']}")
 
@@ -55,7 +64,7 @@ class _Settings:
 
 def test_a_crash_text_never_carries_a_secret_into_the_evidence(monkeypatch):
     """The runner's last resort scrubs what it knows: passwords it handed out and values of *_env variables."""
-    monkeypatch.setitem(runner.COLLECTORS, "exchange", f"{__name__}:leaking")
+    register(monkeypatch, "exchange", leaking)
     snapshot = runner.run_collectors(ScanConfig(source="scan.yaml", sections={"exchange": _Settings()}),
                                      environ={"EX_PASSWORD": "Pa55-word!", "SITE_SECRET": "s3cr3t-value"})
     text = snapshot.dumps().decode()
@@ -64,7 +73,7 @@ def test_a_crash_text_never_carries_a_secret_into_the_evidence(monkeypatch):
 
 
 def test_a_prompted_password_is_scrubbed_too(monkeypatch):
-    monkeypatch.setitem(runner.COLLECTORS, "exchange", f"{__name__}:leaking")
+    register(monkeypatch, "exchange", leaking)
     settings = _Settings()
     snapshot = runner.run_collectors(ScanConfig(source="scan.yaml", sections={"exchange": settings}),
                                      environ={"SITE_SECRET": "s3cr3t-value"}, prompt=lambda question: "typed-Secret9")

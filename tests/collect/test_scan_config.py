@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from hma_check.collect.exchange.config import require_auth_support
-from hma_check.collect.runner import exchange_password, RunContext
+from hma_check.collect.context import RunContext
+from hma_check.collect.exchange.collector import exchange_password
 from hma_check.collect.config import load_config, load_config_text
 from hma_check.errors import ConfigError
 from hma_check.contract.snapshot import Snapshot

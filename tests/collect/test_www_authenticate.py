@@ -114,7 +114,7 @@ def test_round_trip_of_generated_challenges(generated):
     )
     parsed = parse_challenges([header])
     assert [c.scheme for c in parsed] == [scheme for scheme, _ in generated]
-    for challenge, (_, params) in zip(parsed, generated):
+    for challenge, (_, params) in zip(parsed, generated, strict=True):
         expected: dict[str, str] = {}
         for key, value in params.items():
             expected.setdefault(key.lower(), value)

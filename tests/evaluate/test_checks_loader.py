@@ -35,14 +35,14 @@ def test_a_good_file_loads(tmp_path):
 
 
 @pytest.mark.parametrize("change,line,fragment", [
-    (("    assert:", "    asert:"), 8, "unknown key 'asert' (did you mean 'assert'?)"),
+    (("    assert:", "    asert:"), 8, "asert: unknown key (did you mean 'assert'?)"),
     (("    why: because\n", ""), 3, "missing required key 'why'"),
     (('"exchange.organization_config.MapiHttpEnabled is true"', '"exchange.organization_config.MapiHttpEnabled is ("'),
      8, "'assert' does not compile"),
     (("exchange.organization_config.MapiHttpEnabled is true", "exchange.organisation_config.MapiHttpEnabled is true"),
      8, "unknown source exchange.organisation_config (did you mean exchange.organization_config?)"),
     (("requires: [exchange.organization_config]", "requires: []"), 7, "does not list it in 'requires'"),
-    (("severity: blocker", "severity: critical"), 6, "'severity' must be one of blocker, warning, info"),
+    (("severity: blocker", "severity: critical"), 6, "severity: must be one of: blocker, warning, info"),
     (("references: [https://learn.microsoft.com/x]", "references: []"), 12, "'references'"),
     (("id: SITE-ORG-001", "id: site-org-1"), 3, "must look like HMA-AREA-001"),
 ])
@@ -86,7 +86,7 @@ def test_yaml_aliases_and_duplicate_keys_are_refused(tmp_path):
 def test_unreadable_and_malformed_files(tmp_path):
     assert "cannot read" in error_of([tmp_path / "missing.yaml"])
     assert "YAML syntax" in error_of([write(tmp_path, "version: 1\nchecks: [\n")])
-    assert "a checks file is a mapping" in error_of([write(tmp_path, "- just a list\n")])
+    assert "checks file: must be a mapping" in error_of([write(tmp_path, "- just a list\n")])
     assert "unsupported checks file version" in error_of([write(tmp_path, GOOD.replace("version: 1", "version: 7"))])
 
 

@@ -267,9 +267,9 @@ def test_an_expired_exemption_no_longer_applies(tmp_path, catalogue):
 @pytest.mark.parametrize("body,message", [
     ("exemptions:\n  - {check: HMA-VDIR-008, reason: r, approved_by: a, expires: 2027-01-01}", "version"),
     ("version: 1\nexemptions:\n  - {check: HMA-NOPE-001, reason: r, approved_by: a, expires: 2027-01-01}", "unknown check"),
-    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, expires: 2027-01-01}", "missing 'approved_by'"),
+    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, expires: 2027-01-01}", "missing required key 'approved_by'"),
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, approved_by: a, expires: soon}", "'expires' must be a date"),
-    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: '', approved_by: a, expires: 2027-01-01}", "'reason'"),
+    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: '', approved_by: a, expires: 2027-01-01}", "exemptions[0].reason: must be non-empty text"),
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, approved_by: a, expires: 2027-01-01, ok: 1}", "unknown key"),
 ])
 def test_bad_exemptions_are_one_line_errors_with_file_and_line(tmp_path, catalogue, body, message):

@@ -139,10 +139,10 @@ TENANT = """tenants:
 
 @pytest.mark.parametrize(("extra", "expected"), [
     ("    generate_users: {count: -1}\n", "lab.yaml:7: tenants[0].generate_users.count: must be an integer"),
-    ("    faults: [{route: usrs, status: 429}]\n", "lab.yaml:7: tenants[0].faults[0].route: must be one of token"),
+    ("    faults: [{route: usrs, status: 429}]\n", "lab.yaml:7: tenants[0].faults[0].route: must be one of: token"),
     ("    faults: [{route: users, status: 200}]\n", "tenants[0].faults[0].status: must be an HTTP error status"),
     ("    users: [{mail: a@b.c}]\n", "lab.yaml:7: tenants[0].users[0].userPrincipalName: must be a UPN"),
-    ("    conditional_access_policies: [{displayName: x, state: on}]\n", "state: must be one of enabled"),
+    ("    conditional_access_policies: [{displayName: x, state: on}]\n", "state: must be one of: enabled"),
     ("    app: {client_id: abc}\n", "tenants[0].app.client_id: must be a GUID"),
     ("    exo_service_principal: {servicePrincipalNames: https://mail/}\n", "servicePrincipalNames: must be a list"),
     ("    on_premises_last_sync_date_time: 2026-01-01\n", "must be a quoted ISO 8601 UTC time"),
@@ -161,7 +161,7 @@ def test_tenants_section_structural_errors():
         TENANT.replace("initial_domain: contoso.onmicrosoft.com", "initial_domain: contoso.com"))
     assert "duplicate tenant id" in bad(TENANT + TENANT.split("\n", 1)[1])
     assert bad("tenants: [\n").startswith("lab.yaml:2: YAML syntax")
-    assert "missing display_name" in bad("tenants:\n  - {id: 6f1c2a9e-3b7d-4c11-9a2e-5d8f0b4c7e21}\n")
+    assert "missing required key 'display_name'" in bad("tenants:\n  - {id: 6f1c2a9e-3b7d-4c11-9a2e-5d8f0b4c7e21}\n")
 
 
 def test_tenants_model_defaults_and_generated_users_are_lazy_and_stable():

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from hma_check.collect.runner import run_collectors
-from hma_lab.commands import demo_config
+from hma_check.commands.demo import demo_config
+from hma_lab.commands import scan_config_text
 from hma_lab.graph_service import GraphService
 from hma_lab.runtime import Lab
 from hma_check.commands.pipeline import load_all_checks, run_report
@@ -28,7 +29,7 @@ def graph_checks():
 def test_scenario_graph_expectations_hold_on_a_real_scan(name, graph_checks, tmp_path):
     with Lab(name) as lab:
         [graph] = [s for s in lab.services if isinstance(s, GraphService)]
-        config = demo_config(lab, tmp_path, None)
+        config = demo_config(scan_config_text(lab), tmp_path, None)
         snapshot = run_collectors(config, secrets=lab.secrets())
         snapshot.save(tmp_path / "evidence.json")
         outcome = run_report(tmp_path / "evidence.json", tmp_path)

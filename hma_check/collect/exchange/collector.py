@@ -20,7 +20,7 @@ from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange.config import ExchangeSettings, require_auth_support
 from hma_check.collect.exchange.objects import ShapeError, shape
 from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_text, redact
-from hma_check.collect.runner import Progress
+from hma_check.collect.context import Progress, RunContext, section_password
 from hma_check.errors import ClixmlError
 from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
 
@@ -294,3 +294,17 @@ def _error(query: Query, text: str, started: Any, duration_ms: int, command: str
 
 def _ms(t0: float) -> int:
     return int((time.perf_counter() - t0) * 1000)
+
+
+def run_exchange(settings: ExchangeSettings, context: RunContext) -> list[SourceResult]:
+    """The registry's runner for the exchange: section."""
+    password = exchange_password(settings, context)
+    progress = context.progress("exchange")
+    try:
+        return collect_exchange(settings, password, progress=progress)
+    finally:
+        progress.finish()
+
+
+def exchange_password(settings: ExchangeSettings, context: RunContext) -> str | None:
+    return section_password("exchange", settings, context, settings.server)

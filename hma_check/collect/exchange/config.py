@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hma_check.errors import ConfigError
+from hma_check.util.yaml_schema import Schema
 
 AUTHS = ("kerberos", "negotiate", "ntlm", "basic", "certificate")
 # The keys every WSMan section of the configuration shares (parse_connection); the OS section reuses them.
@@ -71,15 +72,15 @@ class ExchangeSettings(Connection):
 
 def parse_exchange_section(raw: Any, context: Any) -> ExchangeSettings:
     fail = context.fail
-    if not isinstance(raw, dict):
-        raise fail((), "must be a mapping with at least 'server'")
+    schema = Schema(fail)
+    schema.mapping(raw, (), hint="with at least 'server'")
     check_keys(raw, _KEYS, fail)
-    server = _text(raw.get("server"), ("server",), fail)
+    server = schema.text(raw.get("server"), ("server",), one_line=True).strip()
     if not HOST.fullmatch(server):
         raise fail(("server",), "must be a host name or address (no scheme, no path)")
     connection = parse_connection(raw, context, EXCHANGE_DEFAULTS)
     return ExchangeSettings(server=server, **connection,
-                            retries=_int(raw.get("retries", DEFAULT_RETRIES), ("retries",), 0, 20, fail))
+                            retries=schema.integer(raw.get("retries", DEFAULT_RETRIES), ("retries",), 0, 20))
 
 
 @dataclass(frozen=True)
@@ -105,18 +106,16 @@ def check_keys(raw: dict[str, Any], allowed: tuple[str, ...], fail: Any) -> None
         if str(key).lower() in _SECRET_KEYS:
             raise fail((key,), "secrets never go in the configuration file: set password_env to the name of an "
                                "environment variable that holds the password (or let hma-check prompt)")
-        if key not in allowed:
-            raise fail((key,), f"unknown key; expected one of: {', '.join(allowed)}")
+    Schema(fail).mapping(raw, (), keys=allowed)
 
 
 def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefaults) -> dict[str, Any]:
     """The keys every WSMan section shares (CONNECTION_KEYS): how to reach an endpoint and sign in, validated."""
     fail = context.fail
-    ssl = _bool(raw.get("ssl", defaults.ssl), ("ssl",), fail)
-    port = _int(raw.get("port", defaults.https_port if ssl else defaults.http_port), ("port",), 1, 65535, fail)
-    auth = raw.get("auth", "negotiate")
-    if auth not in AUTHS:
-        raise fail(("auth",), f"must be one of: {', '.join(AUTHS)}")
+    schema = Schema(fail)
+    ssl = schema.boolean(raw.get("ssl", defaults.ssl), ("ssl",))
+    port = schema.integer(raw.get("port", defaults.https_port if ssl else defaults.http_port), ("port",), 1, 65535)
+    auth = schema.one_of(raw.get("auth", "negotiate"), ("auth",), AUTHS)
     if auth == "basic" and not ssl:
         raise fail(("auth",), "basic sends the password in clear: it is allowed over TLS only (ssl: true)")
     if auth == "certificate" and not ssl:
@@ -125,29 +124,29 @@ def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefa
     if auth != "certificate" and username is None and auth in ("basic", "ntlm"):
         raise fail(("username",), f"{auth} needs a username (DOMAIN\\user or user@domain)")
     if username is not None:
-        username = _text(username, ("username",), fail)
+        username = schema.text(username, ("username",), one_line=True).strip()
     password_env = raw.get("password_env", defaults.password_env)
     if not isinstance(password_env, str) or not _ENV_NAME.fullmatch(password_env):
         raise fail(("password_env",), "must be the name of an environment variable")
-    cert_validation = _bool(raw.get("cert_validation", True), ("cert_validation",), fail)
+    cert_validation = schema.boolean(raw.get("cert_validation", True), ("cert_validation",))
     ca_file = _file(raw.get("ca_file"), ("ca_file",), context)
     cert_pem = _file(raw.get("certificate_pem"), ("certificate_pem",), context)
     key_pem = _file(raw.get("certificate_key_pem"), ("certificate_key_pem",), context)
     if auth == "certificate" and (cert_pem is None or key_pem is None):
         raise fail(("auth",), "certificate authentication needs certificate_pem and certificate_key_pem")
-    path = _text(raw.get("path", defaults.path), ("path",), fail).strip("/")
+    path = schema.text(raw.get("path", defaults.path), ("path",), one_line=True).strip().strip("/")
     if not re.fullmatch(r"[A-Za-z0-9_./-]+(\?[A-Za-z0-9_=&.-]*)?", path):
         raise fail(("path",), f"must be a URL path such as {defaults.path}")
     return dict(
         port=port, ssl=ssl, path=path, cert_validation=cert_validation, ca_file=ca_file, auth=auth,
         username=username, password_env=password_env, certificate_pem=cert_pem, certificate_key_pem=key_pem,
-        negotiate_service=_optional_text(raw.get("negotiate_service"), ("negotiate_service",), fail),
-        negotiate_hostname_override=_optional_text(raw.get("negotiate_hostname_override"),
-                                                   ("negotiate_hostname_override",), fail),
-        concurrency=_int(raw.get("concurrency", defaults.concurrency), ("concurrency",), 1, 64, fail),
-        timeout=float(_int(raw.get("timeout", defaults.timeout), ("timeout",), 1, 3600, fail)),
-        operation_timeout=_int(raw.get("operation_timeout", 20), ("operation_timeout",), 1, 600, fail),
-        connect_timeout=float(_int(raw.get("connect_timeout", 30), ("connect_timeout",), 1, 600, fail)))
+        negotiate_service=_optional_text(schema, raw.get("negotiate_service"), ("negotiate_service",)),
+        negotiate_hostname_override=_optional_text(schema, raw.get("negotiate_hostname_override"),
+                                                   ("negotiate_hostname_override",)),
+        concurrency=schema.integer(raw.get("concurrency", defaults.concurrency), ("concurrency",), 1, 64),
+        timeout=float(schema.integer(raw.get("timeout", defaults.timeout), ("timeout",), 1, 3600)),
+        operation_timeout=schema.integer(raw.get("operation_timeout", 20), ("operation_timeout",), 1, 600),
+        connect_timeout=float(schema.integer(raw.get("connect_timeout", 30), ("connect_timeout",), 1, 600)))
 
 
 def require_auth_support(settings: ExchangeSettings) -> None:
@@ -158,32 +157,14 @@ def require_auth_support(settings: ExchangeSettings) -> None:
                           "or use auth: negotiate, ntlm or basic over TLS")
 
 
-def _text(value: Any, where: tuple[Any, ...], fail: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or any(ord(ch) < 32 for ch in value):
-        raise fail(where, "must be a non-empty string on one line")
-    return value.strip()
-
-
-def _optional_text(value: Any, where: tuple[Any, ...], fail: Any) -> str | None:
-    return None if value is None else _text(value, where, fail)
-
-
-def _bool(value: Any, where: tuple[Any, ...], fail: Any) -> bool:
-    if not isinstance(value, bool):
-        raise fail(where, "must be true or false")
-    return value
-
-
-def _int(value: Any, where: tuple[Any, ...], low: int, high: int, fail: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise fail(where, f"must be an integer from {low} to {high}")
-    return value
+def _optional_text(schema: Schema, value: Any, where: tuple[Any, ...]) -> str | None:
+    return None if value is None else schema.text(value, where, one_line=True).strip()
 
 
 def _file(value: Any, where: tuple[Any, ...], context: Any) -> Path | None:
     if value is None:
         return None
-    path = context.path(_text(value, where, context.fail))
+    path = context.path(Schema(context.fail).text(value, where, one_line=True).strip())
     if not path.is_file():
         raise context.fail(where, f"no such file: {path}")
     return path

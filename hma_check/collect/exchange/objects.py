@@ -6,8 +6,10 @@ import base64
 import binascii
 from typing import Any, Iterable
 
+from hma_check.errors import HmaCheckError
 from hma_check.collect.certificates import CertificateError, certificate_from_der
 from hma_check.collect.clixml import ClixmlObject
+from hma_check.contract.sources import PROPERTIES
 
 _SC = "Microsoft.Exchange.Data.Directory.SystemConfiguration."
 _MGMT = "Microsoft.Exchange.Data.Directory.Management."
@@ -52,62 +54,9 @@ SOURCE_BY_TYPE: dict[str, str] = {
     "HmaCheck.AuthCertificate": "os.auth_certificate",
 }
 
-_VDIR = ("Server", "Identity", "Name", "InternalUrl", "ExternalUrl", "InternalAuthenticationMethods",
-         "ExternalAuthenticationMethods")
-
-# The properties each source keeps, verbatim from the contract (hma_check/contract/sources.py; a test keeps them in step).
-FIELDS: dict[str, tuple[str, ...]] = {
-    "exchange.servers": ("Name", "Fqdn", "AdminDisplayVersion", "ServerRole", "Site", "Edition", "IsEdgeServer",
-                         "IsClientAccessServer", "IsMailboxServer", "InternetWebProxy"),
-    "exchange.organization_config": ("Name", "OAuth2ClientProfileEnabled", "MapiHttpEnabled", "EnableDownloadDomains",
-                                     "DefaultAuthenticationPolicy", "PerTenantSwitchToESTSEnabled"),
-    "exchange.auth_servers": ("Name", "Type", "Enabled", "IsDefaultAuthorizationEndpoint", "Realm", "DomainName",
-                              "AuthMetadataUrl", "ApplicationIdentifier", "IssuerIdentifier", "TokenIssuingEndpoint"),
-    "exchange.partner_applications": ("Name", "ApplicationIdentifier", "Enabled", "UseAuthServer", "AuthMetadataUrl",
-                                      "Realm", "LinkedAccount"),
-    "exchange.auth_config": ("CurrentCertificateThumbprint", "PreviousCertificateThumbprint",
-                             "NextCertificateThumbprint", "NextCertificateEffectiveDate", "ServiceName", "Realm"),
-    "exchange.hybrid_configuration": ("OnPremisesSmartHost", "Domains", "Features", "TlsCertificateName",
-                                      "ClientAccessServers", "SendingTransportServers", "ReceivingTransportServers",
-                                      "EdgeTransportServers", "ServiceInstance"),
-    "exchange.intra_organization_connectors": ("Name", "Enabled", "DiscoveryEndpoint", "TargetAddressDomains",
-                                               "TargetSharingEpr"),
-    "exchange.setting_overrides": ("Name", "ComponentName", "SectionName", "Parameters", "Server", "Status",
-                                   "MinVersion", "MaxVersion", "Reason"),
-    "exchange.client_access_services": ("Name", "AutodiscoverServiceInternalUri"),
-    "exchange.accepted_domains": ("Name", "DomainName", "DomainType", "Default"),
-    "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails"),
-    "exchange.admin_users": ("Name", "UserPrincipalName", "SamAccountName", "Sid", "RecipientTypeDetails"),
-    "exchange.authentication_policies": ("Name", "BlockLegacyAuthActiveSync", "BlockLegacyAuthAutodiscover",
-                                         "BlockLegacyAuthImap", "BlockLegacyAuthMapi",
-                                         "BlockLegacyAuthOfflineAddressBook", "BlockLegacyAuthPop",
-                                         "BlockLegacyAuthRpc", "BlockLegacyAuthWebServices"),
-    "exchange.cas_mailboxes_mapi_disabled": ("Name", "PrimarySmtpAddress", "MapiHttpEnabled"),
-    "exchange.activesync_organization_settings": ("DefaultAccessLevel",),
-    "exchange.activesync_device_access_rules": ("Name", "Characteristic", "QueryString", "AccessLevel"),
-    "exchange.mapi_virtual_directories": _VDIR + ("IISAuthenticationMethods",),
-    "exchange.web_services_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication",
-                                                          "WindowsAuthentication", "WSSecurityAuthentication"),
-    "exchange.oab_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication",
-                                                 "WindowsAuthentication"),
-    "exchange.autodiscover_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication",
-                                                          "WindowsAuthentication", "WSSecurityAuthentication"),
-    "exchange.activesync_virtual_directories": _VDIR + ("BasicAuthEnabled", "WindowsAuthEnabled"),
-    "exchange.owa_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication", "FormsAuthentication",
-                                                 "AdfsAuthentication", "DigestAuthentication",
-                                                 "WindowsAuthentication"),
-    "exchange.ecp_virtual_directories": _VDIR + ("OAuthAuthentication", "BasicAuthentication", "FormsAuthentication",
-                                                 "AdfsAuthentication", "DigestAuthentication",
-                                                 "WindowsAuthentication"),
-    "exchange.outlook_anywhere": ("Server", "Identity", "InternalHostname", "ExternalHostname", "SSLOffloading",
-                                  "InternalClientsRequireSsl", "ExternalClientsRequireSsl",
-                                  "InternalClientAuthenticationMethod", "ExternalClientAuthenticationMethod",
-                                  "IISAuthenticationMethods"),
-    "os.tls_registry": ("Protocols", "NETFramework", "NETFrameworkWow6432Node"),
-    "os.exsetup_version": ("FileVersion", "Path"),
-    "os.operating_system": ("Caption", "Version", "BuildNumber"),
-    "os.auth_certificate": ("Thumbprint", "Subject", "NotAfter", "HasPrivateKey"),
-}
+# The properties each Exchange and OS source keeps: the contract's table (hma_check.contract.sources.PROPERTIES).
+FIELDS: dict[str, tuple[str, ...]] = {name: properties for name, properties in PROPERTIES.items()
+                                      if name.startswith(("exchange.", "os."))}
 
 # Sources whose data is one object (or null) rather than a list.
 SINGLE_OBJECT = frozenset({
@@ -126,7 +75,7 @@ EDGE_OS_SKIPPED = "Edge Transport server: outside the domain and not part of HMA
 SERVER_PROPERTY_SOURCES = frozenset(name for name, fields in FIELDS.items() if fields[:1] == ("Server",))
 
 
-class ShapeError(ValueError):
+class ShapeError(HmaCheckError, ValueError):
     """Objects that cannot be the contract's data for the source (none where one is required, several, no RawData)."""
 
 

@@ -14,9 +14,9 @@ from urllib.parse import unquote, urlsplit
 
 from hma_check.collect.graph.config import GraphTarget, secret_values
 from hma_check.util.scrub import Scrubber
-from hma_check.errors import ConfigError, one_line
+from hma_check.errors import ConfigError, HmaCheckError, one_line
 from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
-from hma_check.contract.sources import BY_NAME
+from hma_check.contract.sources import BY_NAME, PROPERTIES
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -47,25 +47,25 @@ def _config(query_parameters: Any) -> Any:
 def _service_principal(client: "GraphServiceClient") -> Any:
     builder = client.service_principals_with_app_id(EXO_APP_ID)
     params = builder.ServicePrincipalsWithAppIdRequestBuilderGetQueryParameters(
-        select=["id", "appId", "displayName", "servicePrincipalNames", "replyUrls", "keyCredentials"])
+        select=list(PROPERTIES["graph.exo_service_principal"]))
     return builder.to_get_request_information(_config(params))
 
 
 def _organization(client: "GraphServiceClient") -> Any:
     params = client.organization.OrganizationRequestBuilderGetQueryParameters(
-        select=["id", "displayName", "verifiedDomains", "onPremisesSyncEnabled", "onPremisesLastSyncDateTime"])
+        select=list(PROPERTIES["graph.organization"]))
     return client.organization.to_get_request_information(_config(params))
 
 
 def _domains(client: "GraphServiceClient") -> Any:
     params = client.domains.DomainsRequestBuilderGetQueryParameters(
-        select=["id", "authenticationType", "isVerified", "isDefault"])
+        select=list(PROPERTIES["graph.domains"]))
     return client.domains.to_get_request_information(_config(params))
 
 
 def _users(client: "GraphServiceClient") -> Any:
     params = client.users.UsersRequestBuilderGetQueryParameters(
-        select=["userPrincipalName", "mail", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"],
+        select=list(PROPERTIES["graph.users"]),
         top=USERS_PAGE_SIZE)
     return client.users.to_get_request_information(_config(params))
 
@@ -98,14 +98,14 @@ QUERIES: tuple[Query, ...] = (
 REQUIRED_PERMISSIONS = tuple(dict.fromkeys(q.permission for q in QUERIES))
 
 
-class GraphQueryError(Exception):
+class GraphQueryError(HmaCheckError):
     """A query failed; the message is complete and printable (status, Graph's code, what to do), never a secret."""
 
 
 # ---------------------------------------------------------------------------------------------- entry points
 
 def run_graph(settings: Any, context: Any) -> list[SourceResult]:
-    """The runner's entry (hma_check.collect.runner.COLLECTORS): secrets come from the environment, or in-process
+    """The runner's entry (hma_check.collect.registry): secrets come from the environment, or in-process
     from ``context.secrets`` under the variable name the configuration gives (the demo lab's client secrets)."""
     environ = {**context.environ, **context.secrets}
     progress = context.progress("graph")
@@ -182,9 +182,11 @@ def build_credential(target: GraphTarget, environ: Mapping[str, str], prompt: Ca
         signin["disable_instance_discovery"] = True
     kind = target.credential
     if kind == "client_secret":
+        assert target.client_id is not None and target.client_secret_env is not None   # the config requires both
         return identity.ClientSecretCredential(target.tenant_id, target.client_id,
                                                environ[target.client_secret_env], **signin)
     if kind == "certificate":
+        assert target.client_id is not None   # the config requires it
         password = environ.get(target.certificate_password_env) if target.certificate_password_env else None
         return identity.CertificateCredential(target.tenant_id, target.client_id,
                                               certificate_path=str(target.certificate_path),
@@ -194,7 +196,7 @@ def build_credential(target: GraphTarget, environ: Mapping[str, str], prompt: Ca
             (prompt or _stderr)(f"To sign in to tenant {target.tenant_id}, open {verification_uri} and enter the "
                                 f"code {user_code}")
 
-        extra = {"client_id": target.client_id} if target.client_id else {}
+        extra: dict[str, Any] = {"client_id": target.client_id} if target.client_id else {}
         return identity.DeviceCodeCredential(tenant_id=target.tenant_id, prompt_callback=show, **extra, **signin)
     if kind == "azure_cli":
         return identity.AzureCliCredential(tenant_id=target.tenant_id)  # a subprocess: no HTTP options

@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from hma_check.errors import ConfigError
+from hma_check.util.yaml_schema import Schema
 
 CREDENTIALS = ("client_secret", "certificate", "device_code", "azure_cli", "managed_identity", "default")
 
@@ -93,7 +94,7 @@ class GraphSettings:
 
 
 def parse_graph(raw: Any, context: Any) -> GraphSettings:
-    """The scan configuration's section parser (hma_check.collect.config.SECTIONS): positions come from ``context``."""
+    """The scan configuration's section parser (hma_check.collect.registry): positions come from ``context``."""
     return GraphSettings(tuple(parse_graph_section(raw, fail=lambda where, message: context.fail(where[1:], message),
                                                    base_dir=context.base_dir)))
 
@@ -115,9 +116,7 @@ def parse_graph_section(raw: Any, *, fail: Fail | None = None, base_dir: str | P
     if "tenants" in raw:
         if "tenant_id" in raw:
             raise fail(("graph", "tenant_id"), "give tenant_id either at the top or in each tenants entry, not both")
-        entries = raw["tenants"]
-        if not isinstance(entries, list) or not entries:
-            raise fail(("graph", "tenants"), "must be a non-empty list of {tenant_id, ...}")
+        entries = Schema(fail).list_of(raw["tenants"], ("graph", "tenants"), what="{tenant_id, ...}", non_empty=True)
         located: list[tuple[Where, dict[str, Any]]] = []
         for i, entry in enumerate(entries):
             _check_keys(entry, ("graph", "tenants", i), _SHARED_KEYS | {"tenant_id"}, fail)
@@ -136,20 +135,18 @@ def parse_graph_section(raw: Any, *, fail: Fail | None = None, base_dir: str | P
 
 
 def _plain_fail(where: Where, message: str) -> ConfigError:
-    from hma_check.util.yaml_source import dotted
+    from hma_check.util.yaml_schema import dotted
 
     return ConfigError(f"{dotted(where)}: {message}")
 
 
 def _check_keys(obj: Any, at: Where, allowed: set[str], fail: Fail) -> None:
-    if not isinstance(obj, dict):
-        raise fail(at, "must be a mapping")
+    Schema(fail).mapping(obj, at)
     for key in obj:
         if key in _SECRET_KEYS:
             raise fail((*at, key), f"secrets are never written in the configuration: put the value in an "
                                    f"environment variable and name it in {_SECRET_KEYS[key]}")
-        if key not in allowed:
-            raise fail((*at, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    Schema(fail).mapping(obj, at, keys=sorted(allowed))
 
 
 def _target(values: dict[str, Any], at: Where, base: Path, fail: Fail) -> GraphTarget:
@@ -159,12 +156,9 @@ def _target(values: dict[str, Any], at: Where, base: Path, fail: Fail) -> GraphT
     tenant_id = values.get("tenant_id")
     if not isinstance(tenant_id, str) or not _GUID.match(tenant_id):
         raise fail(where("tenant_id"), f"must be the tenant id (a GUID), got {tenant_id!r}")
-    credential = values.get("credential", "client_secret")
-    if credential not in CREDENTIALS:
-        raise fail(where("credential"), f"must be one of {', '.join(CREDENTIALS)}, got {credential!r}")
-    cloud = values.get("cloud", "global")
-    if cloud not in CLOUDS:
-        raise fail(where("cloud"), f"must be one of {', '.join(CLOUDS)}, got {cloud!r}")
+    schema = Schema(fail)
+    credential = schema.one_of(values.get("credential", "client_secret"), where("credential"), CREDENTIALS)
+    cloud = schema.one_of(values.get("cloud", "global"), where("cloud"), tuple(CLOUDS))
     client_id = values.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not _GUID.match(client_id)):
         raise fail(where("client_id"), f"must be the application (client) id, a GUID, got {client_id!r}")
@@ -179,9 +173,7 @@ def _target(values: dict[str, Any], at: Where, base: Path, fail: Fail) -> GraphT
     if credential == "certificate" and certificate is None:
         raise fail(where("certificate_path"), "credential certificate needs certificate_path (PEM with the private "
                                               "key, or PFX)")
-    timeout = values.get("timeout", 60.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 600:
-        raise fail(where("timeout"), "must be a number of seconds from 1 to 600")
+    timeout = schema.number(values.get("timeout", 60.0), where("timeout"), 1, 600, unit=" seconds")
     return GraphTarget(
         tenant_id=tenant_id.lower(), credential=credential, client_id=client_id.lower() if client_id else None,
         client_secret_env=secret_env, certificate_path=certificate, certificate_password_env=password_env,
@@ -201,8 +193,7 @@ def _env_name(value: Any, at: Where, fail: Fail) -> str | None:
 def _file(value: Any, at: Where, base: Path, fail: Fail) -> Path | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise fail(at, "must be a file path")
+    Schema(fail).text(value, at, one_line=True)
     file = Path(os.path.expanduser(value))
     file = file if file.is_absolute() else base / file
     if not file.is_file():

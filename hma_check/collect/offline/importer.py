@@ -389,7 +389,7 @@ class _Importer:
     def _graph_result(self, name: str, envelope: dict[str, Any], collected_at: str) -> SourceResult | None:
         source, tenant = envelope.get("source"), envelope.get("tenantId")
         spec = BY_NAME.get(source) if isinstance(source, str) else None
-        if spec is None or spec.collector != "graph":
+        if spec is None or spec.collector != "graph" or not isinstance(source, str):
             self.malformed_file(name, f"hmaCheckGraph file for an unknown Graph source {str(source)[:60]!r}")
             return None
         if not isinstance(tenant, str) or not tenant:

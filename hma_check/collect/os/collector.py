@@ -18,7 +18,7 @@ from typing import Any, Callable
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange.objects import EDGE_OS_SKIPPED, ShapeError, certificate_record, decode_base64, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
-from hma_check.collect.runner import Progress
+from hma_check.collect.context import Progress, RunContext, section_password
 from hma_check.collect.os.config import OsSettings
 from hma_check.contract.snapshot import Snapshot, SourceResult, iso_utc, utc_now
 from hma_check.contract.sources import BY_NAME
@@ -242,7 +242,7 @@ class _ServerReader:
                                              scope=self.name)
         certificate = ("Get-ChildItem", (("Path", f"Cert:\\LocalMachine\\My\\{thumbprint}"),))
         blob = ("Get-ItemProperty", (("Path", f"{MY_STORE}\\{thumbprint}"), ("Name", "Blob")))
-        queries = [certificate]
+        queries: list[tuple[str, tuple[tuple[str, Any], ...]]] = [certificate]
 
         def build(answers: list[Answer]) -> dict[str, Any] | None:
             answer = answers[0]
@@ -328,3 +328,13 @@ def blob_properties(blob: bytes) -> dict[int, bytes]:
 def _ms(t0: float) -> int:
     return int((time.perf_counter() - t0) * 1000)
 
+
+def run_os(settings: OsSettings, context: RunContext) -> list[SourceResult]:
+    """The registry's runner for the os: section. It reads exchange.servers and exchange.auth_config from the
+    snapshot: the exchange collector runs first."""
+    password = section_password("os", settings, context, "the Exchange servers (WinRM)")
+    progress = context.progress("os")
+    try:
+        return collect_os(settings, password, context.snapshot, progress=progress)
+    finally:
+        progress.finish()

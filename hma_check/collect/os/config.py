@@ -8,6 +8,7 @@ from typing import Any
 
 from hma_check.collect.exchange.config import (CONNECTION_KEYS, HOST, Connection, ConnectionDefaults, check_keys,
                                                parse_connection)
+from hma_check.util.yaml_schema import Schema
 
 DEFAULT_PASSWORD_ENV = "HMA_CHECK_OS_PASSWORD"
 # WinRM's own defaults: HTTP on 5985 with Kerberos or NTLM message encryption (AllowUnencrypted=false), HTTPS on
@@ -40,8 +41,7 @@ def parse_os_section(raw: Any, context: Any) -> OsSettings:
     fail = context.fail
     if raw is None:
         raw = {}   # "os:" alone: every default (WinRM over HTTP with message encryption, Negotiate)
-    if not isinstance(raw, dict):
-        raise fail((), "must be a mapping (it may be empty: every key has a default)")
+    Schema(fail).mapping(raw, (), hint="(it may be empty: every key has a default)")
     check_keys(raw, _KEYS, fail)
     connection = parse_connection(raw, context, OS_DEFAULTS)
     return OsSettings(**connection, hosts=_hosts(raw.get("hosts"), fail))
@@ -50,8 +50,7 @@ def parse_os_section(raw: Any, context: Any) -> OsSettings:
 def _hosts(value: Any, fail: Any) -> dict[str, tuple[str, int | None]]:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise fail(("hosts",), "must map Exchange server names to host or host:port")
+    Schema(fail).mapping(value, ("hosts",), hint="of Exchange server names to host or host:port")
     out: dict[str, tuple[str, int | None]] = {}
     for name, address in value.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name):

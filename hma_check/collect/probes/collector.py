@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from hma_check.errors import HmaCheckError
 from hma_check import __version__
 from hma_check.collect.probes.config import ProbeSettings, is_host_name
 from hma_check.collect.probes.targets import PROTOCOL_PATHS, HostTarget, ProbePlan, plan_probes
@@ -30,7 +31,7 @@ EMPTY_BEARER = "Bearer"
 MAX_BODY = 64 * 1024  # an Autodiscover answer is a few hundred bytes; never download more than this
 
 
-class NotAttempted(Exception):
+class NotAttempted(HmaCheckError):
     """A probe skipped because an earlier one to the same node already failed to connect or timed out."""
 
 
@@ -64,7 +65,7 @@ class _Route:
 
 
 def run_probes(settings: ProbeSettings, context: Any) -> list[SourceResult]:
-    """The collector runner's entry (hma_check.collect.runner.COLLECTORS): it runs after the Exchange collector,
+    """The collector runner's entry (hma_check.collect.registry): it runs after the Exchange collector,
     whose virtual directory URLs are in ``context.snapshot``."""
     progress = context.progress("probes")
     try:
@@ -87,7 +88,7 @@ def collect_probes(snapshot: Snapshot, settings: ProbeSettings, *, progress: Any
     prober = _Prober(settings)
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="probe") as pool:
         routes = list(pool.map(lambda target: _route(target, settings), plan.targets))
-        jobs = []
+        jobs: list[Any] = []
         if progress is not None:
             progress.start(sum(len(route.nodes) for route in routes))
         for route in routes:
@@ -372,7 +373,7 @@ def _targets_result(plan: ProbePlan) -> SourceResult:
 
 def _unknown_results(plan: ProbePlan) -> list[SourceResult]:
     """Error results where the probes' own checks look: the hosts a failed source holds were not probed."""
-    results = []
+    results: list[SourceResult] = []
     for unknown in plan.unknown:
         scope = f"hosts of {unknown.source}"
         error = f"not probed: the host names in {unknown.source} are unknown ({unknown.reason})"

@@ -7,9 +7,10 @@ import os
 import re
 import ssl
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from hma_check.errors import ConfigError
+from hma_check.util.yaml_schema import Schema
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -72,7 +73,7 @@ Fail = Callable[[Where, str], ConfigError]
 
 
 def parse_probes_section(raw: Any, context: Any) -> ProbeSettings:
-    """The scan configuration's ``probes:`` parser (hma_check.collect.config.SECTIONS): ``context.fail`` positions an
+    """The scan configuration's ``probes:`` parser (hma_check.collect.registry): ``context.fail`` positions an
     error at the file and line of a key path, ``context.path`` resolves ca_bundle against the file's folder."""
     return parse_probe_settings(raw, fail=context.fail, resolve_path=lambda value: str(context.path(value)))
 
@@ -84,24 +85,18 @@ def parse_probe_settings(raw: Any, *, fail: Fail | None = None, path: str | None
     if raw is None:
         return ProbeSettings()
     fail = fail or _plain_fail(path)
-    if not isinstance(raw, Mapping):
-        raise fail((), "must be a mapping")
-    for key in raw:
-        if key not in _KEYS:
-            raise fail((key,), f"unknown key (known: {', '.join(sorted(_KEYS))})")
-
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise fail(("enabled",), "must be true or false")
-    hosts = tuple(_host_port(item, fail, ("hosts", i)) for i, item in enumerate(_string_list(raw, "hosts", fail)))
+    schema = Schema(fail)
+    schema.mapping(raw, (), keys=sorted(_KEYS))
+    enabled = schema.boolean(raw.get("enabled", True), ("enabled",))
+    hosts = tuple(_host_port(item, fail, ("hosts", i))
+                  for i, item in enumerate(schema.texts(raw.get("hosts", []), ("hosts",))))
     resolve = tuple(_resolve(item, fail, ("resolve", i))
-                    for i, item in enumerate(_string_list(raw, "resolve", fail)))
+                    for i, item in enumerate(schema.texts(raw.get("resolve", []), ("resolve",))))
     connect_to = tuple(_connect_to(item, fail, ("connect_to", i))
-                       for i, item in enumerate(_string_list(raw, "connect_to", fail)))
+                       for i, item in enumerate(schema.texts(raw.get("connect_to", []), ("connect_to",))))
     ca_bundle = raw.get("ca_bundle")
     if ca_bundle is not None:
-        if not isinstance(ca_bundle, str) or not ca_bundle:
-            raise fail(("ca_bundle",), "must be the path of a PEM file")
+        ca_bundle = schema.text(ca_bundle, ("ca_bundle",), one_line=True)
         ca_bundle = resolve_path(ca_bundle) if resolve_path else ca_bundle
         if not os.path.isfile(ca_bundle) or not os.access(ca_bundle, os.R_OK):
             raise fail(("ca_bundle",), f"cannot read {ca_bundle!r}")
@@ -109,12 +104,10 @@ def parse_probe_settings(raw: Any, *, fail: Fail | None = None, path: str | None
             ssl.create_default_context(cafile=ca_bundle)
         except (ssl.SSLError, ValueError) as exc:
             raise fail(("ca_bundle",), f"{ca_bundle!r} holds no PEM certificate OpenSSL can load ({exc})") from None
-    timeout = _number(raw, "timeout", DEFAULT_TIMEOUT, fail)
-    if not 0 < timeout <= MAX_TIMEOUT:
+    timeout = schema.number(raw.get("timeout", DEFAULT_TIMEOUT), ("timeout",), 0, MAX_TIMEOUT, unit=" seconds")
+    if timeout == 0:
         raise fail(("timeout",), f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
-    concurrency = raw.get("concurrency", DEFAULT_CONCURRENCY)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise fail(("concurrency",), f"must be a whole number from 1 to {MAX_CONCURRENCY}")
+    concurrency = schema.integer(raw.get("concurrency", DEFAULT_CONCURRENCY), ("concurrency",), 1, MAX_CONCURRENCY)
     email = raw.get("autodiscover_email")
     if email is not None and (not isinstance(email, str) or not _EMAIL.fullmatch(email)):
         raise fail(("autodiscover_email",), "must be one SMTP address (user@domain)")
@@ -143,7 +136,7 @@ def with_command_line(settings: ProbeSettings | None, resolve: tuple[str, ...] =
 
 def _plain_fail(path: str | None) -> Fail:
     def fail(where: Where, message: str) -> ConfigError:
-        from hma_check.util.yaml_source import dotted
+        from hma_check.util.yaml_schema import dotted
 
         return ConfigError(f"{dotted(('probes', *where))}: {message}", path=path)
     return fail
@@ -158,20 +151,6 @@ def is_host_name(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _string_list(raw: Mapping[str, Any], key: str, fail: Fail) -> list[str]:
-    value = raw.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise fail((key,), "must be a list of strings")
-    return value
-
-
-def _number(raw: Mapping[str, Any], key: str, default: float, fail: Fail) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise fail((key,), "must be a number of seconds")
-    return float(value)
-
-
 def _host(text: str, fail: Fail, key: Where) -> str:
     if not _HOST.fullmatch(text):
         raise fail(key, f"{text!r} is not a host name")

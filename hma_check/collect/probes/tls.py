@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from hma_check.errors import HmaCheckError
 from hma_check.collect.certificates import certificate_from_der
 
 # Entra ID refuses TLS 1.0/1.1 (AADSTS1002016, seed 000; https://learn.microsoft.com/troubleshoot/azure/
@@ -28,7 +29,7 @@ LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 _LOCAL_REASONS = {"NO_CIPHERS_AVAILABLE", "NO_PROTOCOLS_AVAILABLE", "NO_SUITABLE_SIGNATURE_ALGORITHM"}
 
 
-class Unreachable(Exception):
+class Unreachable(HmaCheckError):
     """The TCP connection itself failed: nothing about TLS can be said."""
 
 

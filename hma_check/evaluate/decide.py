@@ -1,0 +1,79 @@
+"""Decide one compiled expression against the facts, or say why it cannot be decided: every failure (a missing fact,
+a sandbox refusal, a value that is not a boolean) becomes the reason of an ERROR, never an exception that escapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import UndefinedError
+from jinja2.exceptions import SecurityError
+
+from hma_check.errors import HmaCheckError, one_line
+from hma_check.evaluate.checks import Compiled
+from hma_check.evaluate.facts import MissingFact
+
+ORGANIZATION = "organization"
+
+
+class Undecidable(HmaCheckError):
+    """Raised inside evaluation to turn any failure into an ERROR finding with a clear reason."""
+
+
+def subject_of(template: Compiled | None, context: dict[str, Any], scope: str | None) -> str:
+    if template is None:
+        return scope or ORGANIZATION
+    try:
+        text = render(template, context, "subject").strip()
+    except Undecidable:
+        return scope or ORGANIZATION
+    return text or scope or ORGANIZATION
+
+
+def bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any]) -> None:
+    for name, compiled in let:
+        try:
+            context[name] = compiled(context)
+        except Exception as exc:  # noqa: BLE001
+            raise Undecidable(reason_for(f"let {name}", exc)) from None
+
+
+def as_bool(compiled: Compiled, context: dict[str, Any], what: str) -> bool:
+    try:
+        value = compiled(context)
+    except Exception as exc:  # noqa: BLE001
+        raise Undecidable(reason_for(what, exc)) from None
+    if not isinstance(value, bool):
+        raise Undecidable(f"'{what}' ({compiled.source}) gave {type(value).__name__} {short(value)}, not true or false")
+    return value
+
+
+def render(compiled: Compiled, context: dict[str, Any], what: str) -> str:
+    try:
+        return str(compiled(context)).strip()
+    except Exception as exc:  # noqa: BLE001
+        raise Undecidable(reason_for(what, exc)) from None
+
+
+def render_powershell(compiled: Compiled, context: dict[str, Any], what: str) -> str:
+    """A step that cannot be prepared stays in the runbook as a comment saying why, never silently dropped."""
+    try:
+        return render(compiled, context, what)
+    except Undecidable as exc:
+        return f"# NOT PREPARED ({what}): {one_line(str(exc), limit=None)}"
+
+
+def reason_for(what: str, exc: BaseException) -> str:
+    if isinstance(exc, MissingFact):
+        return f"missing fact: {exc.key} {exc.reason}"
+    if isinstance(exc, Undecidable):
+        return str(exc)
+    if isinstance(exc, UndefinedError):
+        return f"missing fact in '{what}': {exc.message}"
+    if isinstance(exc, SecurityError):
+        return f"'{what}' tried something the sandbox forbids: {exc}"
+    return f"'{what}' failed: {type(exc).__name__}: {exc}"
+
+
+def short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

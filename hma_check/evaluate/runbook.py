@@ -1,0 +1,67 @@
+"""The runbook: phase-ordered enable steps, from the findings' remediations and the checks files' declared steps.
+
+Pure, like the engine: findings and facts in, RunbookEntry list out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hma_check.contract.findings import Finding, RunbookEntry
+from hma_check.errors import one_line
+from hma_check.evaluate.checks import CheckSet, Step
+from hma_check.evaluate.decide import Undecidable, as_bool, bind_let, render_powershell, subject_of
+from hma_check.evaluate.facts import Facts
+
+
+def build_runbook(checks: CheckSet, findings: list[Finding], facts: Facts, now: datetime) -> list[RunbookEntry]:
+    """Phase-ordered enable steps: remediation of every FAIL/WARN that has one, then the declared steps.
+
+    Within a phase, entries keep the order of the checks files (the catalogue is ordered as Microsoft's procedure);
+    identical commands from several findings are merged with all their subjects.
+    """
+    entries: list[RunbookEntry] = []
+    for finding in findings:
+        if finding.enable:
+            entries.append(RunbookEntry(phase=finding.phase or 1, origin=finding.check_id, title=finding.title,
+                                        subject=finding.subject, enable=finding.enable, rollback=finding.rollback))
+    for step in checks.steps:
+        entry = _step_entry(step, facts, now)
+        if entry is not None:
+            entries.append(entry)
+    merged: dict[tuple[int, str], RunbookEntry] = {}
+    for entry in entries:
+        key = (entry.phase, entry.enable)
+        if key in merged:
+            existing = merged[key]
+            if entry.subject and existing.subject and entry.subject not in existing.subject.split(", "):
+                existing.subject = f"{existing.subject}, {entry.subject}"
+            continue
+        merged[key] = entry
+    return sorted(merged.values(), key=lambda e: e.phase)
+
+
+def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
+    context: dict[str, Any] = {**facts.namespaces, "now": now, "item": None, "scope": None}
+    try:
+        for name in step.requires:
+            usable, why = facts.status(name)
+            if not usable:
+                raise Undecidable(f"required source {name} {why}")
+        if step.when is not None and not as_bool(step.when, context, "when"):
+            return None
+        bind_let(step.let, context)
+        done = as_bool(step.done, context, "done") if step.done is not None else False
+    except Undecidable as exc:
+        enable = f"# NOT PREPARED: {one_line(str(exc), limit=None)}"
+        return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=None, enable=enable,
+                            rollback=None, note="could not be prepared from the evidence")
+    subject = subject_of(step.subject, context, None) if step.subject is not None else None
+    enable = render_powershell(step.enable, context, "enable")
+    rollback = render_powershell(step.rollback, context, "rollback") if step.rollback is not None else None
+    note = None
+    if done:
+        note = "already in place according to the evidence: run only to re-apply"
+        enable = "\n".join("# " + line for line in enable.splitlines())
+    return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
+                        rollback=rollback, note=note)
