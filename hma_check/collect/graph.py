@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -15,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from hma_check.collect.graph_config import GraphTarget, secret_values
 from hma_check.scrub import Scrubber
 from hma_check.errors import ConfigError, one_line
+from hma_check.jsonfile import loads_json
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
 from hma_check.sources import BY_NAME
 
@@ -396,8 +396,8 @@ def _json(raw: bytes | None) -> dict[str, Any]:
     if not raw:
         raise GraphQueryError("Graph answered with an empty body")
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
+        body = loads_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise GraphQueryError(f"Graph answered with a body that is not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise GraphQueryError("Graph answered with JSON that is not an object")

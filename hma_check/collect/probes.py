@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.cookiejar
 import ipaddress
-import json
 import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from hma_check.collect.probe_settings import ProbeSettings, is_host_name
 from hma_check.collect.probe_targets import PROTOCOL_PATHS, HostTarget, ProbePlan, plan_probes
 from hma_check.collect.tls_probe import TlsContexts, Unreachable, probe_tls
 from hma_check.collect.www_authenticate import bearer_challenge, parse_challenges
+from hma_check.jsonfile import loads_json
 from hma_check.snapshot import SourceResult, Snapshot, timed
 
 AUTODISCOVER_V2_PROTOCOLS = ("ActiveSync", "EWS")
@@ -331,8 +331,8 @@ def _autodiscover_url(response: httpx.Response, body: bytes) -> str | None:
     if response.status_code != 200:
         return None
     try:
-        document = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+        document = loads_json(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     url = document.get("Url") if isinstance(document, dict) else None
     return url if isinstance(url, str) else None
