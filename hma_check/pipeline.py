@@ -8,13 +8,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hma_check.atomic import write_bytes_atomic
+from hma_check.atomic import inside, make_folder, remove_inside, write_inside
 from hma_check.checks import CheckSet, load_checks
 from hma_check.engine import Evaluation, evaluate
 from hma_check.errors import ExemptionsError, InputError
 from hma_check.exemptions import apply_exemptions, parse_exemptions
 from hma_check.findings import exit_code, verdict_of
-from hma_check.manifest import MANIFEST_NAME, NOT_COVERED, build_manifest, parse_manifest, safe_relative, sha256_bytes
+from hma_check.manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, NOT_COVERED, build_manifest, parse_manifest,
+                                safe_relative, sha256_bytes)
+from hma_check.readfile import read_limited
 from hma_check.report_model import Report, build_report
 from hma_check.resources import checks_file, validation_checks_file
 from hma_check.snapshot import read_snapshot
@@ -135,7 +137,7 @@ def _inputs(checks: CheckSet, builtin: bool, exemptions_file: str | Path | None,
 
 
 def _read_again(path: Path, sha256: str) -> bytes:
-    payload = path.read_bytes()
+    payload = read_yaml_bytes(path)
     if sha256_bytes(payload) != sha256:
         raise InputError("changed while hma-check was reading it; run again", path=str(path))
     return payload
@@ -148,16 +150,23 @@ def _safe_name(path: str | Path) -> str:
 def _write_run(out_dir: Path, files: dict[str, bytes], manifest: bytes, *, keep: set[str]) -> None:
     """Replace a previous run in the same folder: its manifest and signature go first (an interrupted write then
     leaves a folder that does not verify, never one that verifies against stale hashes), then the files it listed
-    that this run does not write; the new manifest is written last."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    previous = out_dir / MANIFEST_NAME
+    that this run does not write; the new manifest is written last.
+
+    The previous manifest is anyone's text: only regular files that really lie inside the folder are ever removed
+    (atomic.remove_inside), and nothing is written through a symbolic link to another folder (atomic.write_inside).
+    """
+    make_folder(out_dir)
     stale: list[str] = []
-    if previous.is_file():
-        document, _ = parse_manifest(previous.read_bytes())
+    previous = inside(out_dir, MANIFEST_NAME)
+    if previous is not None and previous.is_file():
+        try:
+            document, _ = parse_manifest(read_limited(previous, MAX_MANIFEST_BYTES, what="manifest"))
+        except InputError:
+            document = None   # unreadable: nothing it lists is removed
         stale = [p for p in (document or {}).get("files", {}) if safe_relative(p) and p not in files]
     for name in [*sorted(NOT_COVERED), *stale]:
-        (out_dir / name).unlink(missing_ok=True)
+        remove_inside(out_dir, name)
     for name, payload in files.items():
         if name not in keep:
-            write_bytes_atomic(out_dir / name, payload)
-    write_bytes_atomic(previous, manifest)
+            write_inside(out_dir, name, payload)
+    write_inside(out_dir, MANIFEST_NAME, manifest)
