@@ -172,11 +172,7 @@ class _Importer:
 
     def add_file(self, name: str, payload: bytes) -> None:
         self.seen.add(name)
-        try:
-            text = decode_text(payload[:4096], source=name) if payload else ""
-        except ClixmlError:
-            text = ""  # a cut inside a multi-byte character; the full decode below decides
-        head = text.lstrip("\ufeff \t\r\n")[:1]
+        head = _first_character(payload)
         if head == "<":
             try:
                 self.clixml_files.append((name, parse_clixml(payload, source=name)))
@@ -437,6 +433,19 @@ class _Importer:
 
 
 _ABSENT = object()
+
+
+def _first_character(payload: bytes) -> str:
+    """The first character after any BOM and white space, told from the bytes alone: one invalid byte later in the
+    file must make it a malformed CLIXML (or JSON) file, reported at that byte, not an unrecognised one."""
+    head = payload[:4096]
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):
+            head, chosen = head[len(bom):], encoding
+            break
+    else:
+        chosen = "utf-16-le" if head[1:2] == b"\x00" else "utf-16-be" if head[:1] == b"\x00" else "utf-8"
+    return head.decode(chosen, "ignore").lstrip(" \t\r\n")[:1]
 
 
 def _command(source: str, scope: str | None, entry: dict[str, Any], files: list[str]) -> str:

@@ -231,6 +231,7 @@ _SERVER_KEYS = ("name", "fqdn", "count", "start", "build", "roles", "site", "edi
                 "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm")
 _UNSET = object()
 _ROLES = ("Mailbox", "ClientAccess", "Edge", "HubTransport", "UnifiedMessaging")
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _TEMPLATE = re.compile(r"\{(name|fqdn|n|namespace|domain)(?::0?(\d))?\}")
 
 
@@ -270,6 +271,13 @@ class _Parser:
         if any(ord(ch) < 32 and ch not in "\t" for ch in value):
             raise self.fail(where, "must not contain control characters")
         return value
+
+    def host(self, value: Any, where: Where) -> str:
+        """A DNS host name (RFC 1123 labels): the lab serves and signs certificates for it, so nothing else will do."""
+        text = self.text(value, where)
+        if len(text) > 253 or not _HOST_NAME.fullmatch(text):
+            raise self.fail(where, "must be a DNS host name such as ex01.contoso.local (letters, digits, '-' and '.')")
+        return text
 
     def integer(self, value: Any, where: Where, low: int, high: int) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -400,10 +408,10 @@ class _Parser:
             raise self.fail((*where, "ad_domain"), "must be a DNS domain name such as contoso.local")
         out["netbios_name"] = self.text(org.get("netbios_name") or domain.split(".")[0].upper(),
                                         (*where, "netbios_name"))
-        out["domain_controller"] = self.text(org.get("domain_controller") or f"dc01.{domain}",
+        out["domain_controller"] = self.host(org.get("domain_controller") or f"dc01.{domain}",
                                              (*where, "domain_controller"))
-        out["namespace"] = self.text(org.get("namespace") or f"mail.{domain}", (*where, "namespace"))
-        out["autodiscover_namespace"] = self.text(org.get("autodiscover_namespace") or f"autodiscover.{domain}",
+        out["namespace"] = self.host(org.get("namespace") or f"mail.{domain}", (*where, "namespace"))
+        out["autodiscover_namespace"] = self.host(org.get("autodiscover_namespace") or f"autodiscover.{domain}",
                                                   (*where, "autodiscover_namespace"))
         out["config"] = self.properties("OrganizationConfig", org.get("config") or {}, (*where, "config"))
         return out
@@ -471,8 +479,8 @@ class _Parser:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name):
             raise self.fail((*where, "name"), f"{name!r} is not a server name (letters, digits and '-')")
         values["name"] = name
-        fqdn = _template(self.text(entry.get("fqdn") or f"{name.lower()}.{org['ad_domain']}", (*where, "fqdn")),
-                         values)
+        fqdn = self.host(_template(self.text(entry.get("fqdn") or f"{name.lower()}.{org['ad_domain']}",
+                                             (*where, "fqdn")), values), (*where, "fqdn"))
         values["fqdn"] = fqdn
 
         def pick(key: str, fallback: Any) -> tuple[Any, Where]:
@@ -549,7 +557,7 @@ class _Parser:
         where = ("mailboxes",)
         spec = self.mapping(value or {}, where, ("count", "domain", "items"))
         count = self.integer(spec.get("count", 0), (*where, "count"), 0, 200_000)
-        domain = self.text(spec.get("domain") or org["ad_domain"], (*where, "domain"))
+        domain = self.host(spec.get("domain") or org["ad_domain"], (*where, "domain"))
         out = [{"Name": f"user{i:05d}", "UserPrincipalName": f"user{i:05d}@{domain}",
                 "PrimarySmtpAddress": f"user{i:05d}@{domain}", "RecipientTypeDetails": "UserMailbox",
                 "MapiHttpEnabled": None} for i in range(1, count + 1)]
