@@ -1,0 +1,252 @@
+"""Reproductions of the adversarial pass (issue 13): every input surface given what nobody writes on purpose.
+
+Each test names the defect it pins down; together with tests/test_fuzz_*.py they hold every command to: an exit code it
+documents, never a traceback, one line naming the file (and line), bounded time and memory, nothing half-written,
+nothing outside --out touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support import baseline
+from tests.support.hostile import error_line, invoke, leftovers
+
+pytestmark = pytest.mark.xdist_group("hostile")
+
+# One hostile YAML text per defect, each with the line the error must name.
+HOSTILE_YAML = {
+    "impossible date": ("version: 1\nnote: 2020-02-30\n", 2),
+    "date before year 1 in UTC": ("version: 1\nnote: 0001-01-01 00:00:00 +01:00\n", 2),
+    "huge integer": ("version: 1\nnote: " + "9" * 5000 + "\n", 2),
+    "sexagesimal chain": ("version: 1\nnote: 1" + ":1" * 20000 + "\n", 2),
+    "deep flow nesting": ("version: 1\nnote: " + "[" * 3000 + "]" * 3000 + "\n", 2),
+    "deep block nesting": ("version: 1\nnote:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 400)), None),
+    "infinity": ("version: 1\nnote: .inf\n", 2),
+    "python tag": ("version: 1\nnote: !!python/object/apply:os.system [ls]\n", 2),
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished run folder and its evidence."""
+    root = tmp_path_factory.mktemp("run")
+    evidence = root / "evidence-in.json"
+    baseline.build().save(evidence)
+    invoke("report", "--evidence", evidence, "--out", root / "out", codes={0})
+    return {"evidence": evidence, "out": root / "out"}
+
+
+def _surfaces(tmp_path: Path, run: dict, text: str) -> dict[str, tuple[Path, list[object]]]:
+    """The same YAML text as each YAML input surface, with the command that reads it."""
+    files = {}
+    for surface in ("checks", "exemptions", "config", "scenario"):
+        body = text
+        if surface == "scenario":
+            body = "extends: ready\nname: hostile\n" + text.replace("version: 1\n", "")
+        path = tmp_path / f"{surface}.yaml"
+        path.write_text(body, encoding="utf-8")
+        files[surface] = path
+    out = tmp_path / "out"
+    return {
+        "checks": (files["checks"], ["checks", "validate", files["checks"]]),
+        "exemptions": (files["exemptions"], ["report", "--evidence", run["evidence"], "--exemptions",
+                                             files["exemptions"], "--out", out]),
+        "config": (files["config"], ["scan", "--config", files["config"], "--out", out]),
+        "scenario": (files["scenario"], ["demo", "--scenario-file", files["scenario"], "--out", out]),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_YAML))
+def test_hostile_yaml_is_one_line_with_its_position_in_every_yaml_surface(tmp_path, run, case):
+    """Before: a ValueError (dates, 4,300+ digit integers), RecursionError (PyYAML's composer) or minutes of
+    big-integer arithmetic, each a traceback with exit 1."""
+    text, line = HOSTILE_YAML[case]
+    for surface, (path, args) in _surfaces(tmp_path, run, text).items():
+        result = invoke(*args, codes={2}, seconds=20)
+        message = error_line(result, path, line if surface != "scenario" else None)
+        assert "Traceback" not in result.output, (surface, message)
+        assert not (tmp_path / "out").exists(), surface
+
+
+def test_a_yaml_file_of_a_million_values_stops_at_the_node_limit_in_seconds(tmp_path):
+    """Before: a 4 MB YAML file took 80 s and 1.4 GB before its first error."""
+    path = tmp_path / "big.yaml"
+    path.write_text("version: 1\nchecks:\n" + "- x\n" * 1_000_000, encoding="utf-8")
+    result = invoke("checks", "validate", path, codes={2}, seconds=15)
+    assert "more than 100000 values" in error_line(result, path)
+
+
+@pytest.mark.parametrize("option", ["--checks", "--exemptions", "--evidence"])
+def test_dev_zero_as_an_input_ends_at_the_limit(tmp_path, run, option):
+    """Before: the size limit was taken from stat(), which says 0 for /dev/zero: read forever."""
+    args = ["report", "--evidence", run["evidence"], "--out", tmp_path / "out"]
+    if option == "--evidence":
+        args[2] = "/dev/zero"
+    else:
+        args += [option, "/dev/zero"]
+    result = invoke(*args, codes={2}, seconds=30)
+    assert "larger than the limit" in error_line(result, "/dev/zero")
+
+
+def test_dev_zero_as_config_certificate_and_findings(tmp_path, run):
+    assert "larger than the limit" in error_line(
+        invoke("scan", "--config", "/dev/zero", "--out", tmp_path / "o", codes={2}, seconds=30), "/dev/zero")
+    assert "larger than" in error_line(
+        invoke("verify", run["out"], "--certificate", "/dev/zero", codes={2}, seconds=30), "/dev/zero")
+    assert "larger than the limit" in error_line(invoke("diff", run["out"], "/dev/zero", codes={2}, seconds=30),
+                                                 "/dev/zero")
+
+
+# ------------------------------------------------------------------------------------------- dates and surrogates
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_collected_at_outside_year_1_to_9999_in_utc_is_refused(tmp_path, run, moment):
+    """Before: OverflowError on the conversion to UTC."""
+    document = json.loads(run["evidence"].read_text(encoding="utf-8"))
+    document["collected_at"] = moment
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(json.dumps(document), encoding="utf-8")
+    result = invoke("report", "--evidence", evidence, "--out", tmp_path / "out", codes={2})
+    assert "collected_at" in error_line(result, evidence)
+    as_of = invoke("report", "--evidence", run["evidence"], "--as-of", moment, "--out", tmp_path / "o2", codes={2})
+    assert "--as-of" in as_of.output and not (tmp_path / "o2").exists()
+
+
+def test_an_imports_finished_at_outside_the_calendar_is_not_its_collection_time(tmp_path):
+    folder = tmp_path / "import"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"hmaCheckManifest": 1, "entries": [],
+                                                      "finishedAt": "0001-01-01T00:00:00+01:00"}), encoding="utf-8")
+    invoke("import", folder, "--out", tmp_path / "out", codes={4})
+
+
+def test_a_lone_surrogate_escape_in_evidence_is_refused_at_its_line(tmp_path, run):
+    """Before: json.loads accepted "\\ud800" and writing the report failed with UnicodeEncodeError."""
+    lines = run["evidence"].read_text(encoding="utf-8").splitlines()
+    index = next(i for i, line in enumerate(lines) if '"tool_version": "' in line)
+    lines[index] = lines[index].replace('"tool_version": "', '"tool_version": "\\ud800', 1)
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text("\n".join(lines), encoding="utf-8")
+    message = error_line(invoke("report", "--evidence", evidence, "--out", tmp_path / "out", codes={2}), evidence,
+                         index + 1)
+    assert "lone UTF-16 surrogate" in message
+
+
+def test_a_lone_surrogate_char_from_clixml_becomes_a_replacement_character(tmp_path):
+    """Before: <C>55296</C> became chr(0xD800) and saving evidence.json failed with UnicodeEncodeError."""
+    folder = tmp_path / "import"
+    folder.mkdir()
+    (folder / "servers.xml").write_text(
+        '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04"><Obj RefId="0">'
+        '<TN RefId="0"><T>Microsoft.Exchange.Data.Directory.Management.ExchangeServer</T></TN><Props>'
+        '<S N="Name">EX01</S><C N="Site">55296</C></Props></Obj></Objs>', encoding="utf-8")
+    invoke("import", folder, "--out", tmp_path / "out")
+    assert "\ufffd" in (tmp_path / "out" / "evidence.json").read_text(encoding="utf-8")
+
+
+def test_duplicate_keys_in_evidence_are_refused(tmp_path, run):
+    raw = run["evidence"].read_text(encoding="utf-8").replace('"schema_version": 1,', '"schema_version": 1, '
+                                                              '"schema_version": 1,', 1)
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(raw, encoding="utf-8")
+    message = error_line(invoke("report", "--evidence", evidence, "--out", tmp_path / "out", codes={2}), evidence)
+    assert "'schema_version' is given twice" in message
+
+
+# ----------------------------------------------------------------------------------------- unexpected types
+
+def test_unexpected_types_in_findings_json_are_read_as_absent(tmp_path, run):
+    """Before: metadata.checks_files: 5 ended diff in a TypeError (exit 1, which scripts read as 'worse')."""
+    edited = tmp_path / "edited"
+    shutil.copytree(run["out"], edited)
+    document = json.loads((edited / "findings.json").read_text(encoding="utf-8"))
+    document["metadata"].update(checks_files=5, tool_version=[1], collected_at={"a": 1}, target="x")
+    (edited / "findings.json").write_text(json.dumps(document), encoding="utf-8")
+    assert invoke("diff", run["out"], edited, codes={0}).exit_code == 0
+    assert invoke("diff", edited, run["out"], codes={0}).exit_code == 0
+
+
+def test_unexpected_types_in_a_manifest_are_a_damaged_manifest(tmp_path, run):
+    """Before: run.checks[].sha256 as a list ended verify in 'unhashable type' (exit 1 with a traceback)."""
+    folder = tmp_path / "run"
+    shutil.copytree(run["out"], folder)
+    document = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    document["run"]["checks"][0]["sha256"] = ["x"]
+    (folder / "manifest.json").write_text(json.dumps(document), encoding="utf-8")
+    assert "MANIFEST manifest.json" in invoke("verify", folder, codes={1}).output
+
+
+# -------------------------------------------------------------------------------------- writing outputs
+
+def test_a_rerun_never_deletes_through_a_symlinked_folder_nor_trips_on_a_listed_folder(tmp_path, run):
+    """Before: a manifest listing link/precious.txt, with link a symlink to another folder, deleted that file; a
+    listed directory ended the run in IsADirectoryError."""
+    victim = tmp_path / "elsewhere"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me", encoding="utf-8")
+    folder = tmp_path / "run"
+    shutil.copytree(run["out"], folder)
+    (folder / "link").symlink_to(victim, target_is_directory=True)
+    (folder / "adir").mkdir()
+    (tmp_path / "outside.txt").write_text("keep me too", encoding="utf-8")
+    document = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    for name in ("link/precious.txt", "adir", "link", "../outside.txt"):
+        document["files"][name] = {"sha256": "0" * 64, "size": 1, "role": "output"}
+    (folder / "manifest.json").write_text(json.dumps(document), encoding="utf-8")
+    invoke("report", "--evidence", run["evidence"], "--out", folder, codes={0})
+    assert (victim / "precious.txt").read_text(encoding="utf-8") == "keep me"
+    assert (tmp_path / "outside.txt").exists() and (folder / "adir").is_dir() and (folder / "link").is_symlink()
+
+
+def test_outputs_are_never_written_through_a_symlinked_folder(tmp_path, run):
+    victim = tmp_path / "elsewhere"
+    victim.mkdir()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "inputs").symlink_to(victim, target_is_directory=True)
+    checks = tmp_path / "site.yaml"
+    from tests.support.common import SITE_CHECKS
+    checks.write_text(SITE_CHECKS, encoding="utf-8")
+    result = invoke("report", "--evidence", run["evidence"], "--checks", checks, "--out", folder, codes={4})
+    assert "symbolic link" in error_line(result, folder / "inputs")
+    assert list(victim.iterdir()) == []
+
+
+def test_an_output_folder_under_a_file_is_exit_4_in_one_line(tmp_path, run):
+    """Before: NotADirectoryError, a traceback with exit 1."""
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    result = invoke("report", "--evidence", run["evidence"], "--out", tmp_path / "file" / "out", codes={4})
+    error_line(result, tmp_path / "file" / "out")
+
+
+def test_a_full_disk_is_exit_4_in_one_line_and_leaves_no_temporary_file(tmp_path, run, monkeypatch):
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    result = invoke("report", "--evidence", run["evidence"], "--out", tmp_path / "out", codes={4})
+    assert "No space left on device" in error_line(result, tmp_path / "out")
+    assert leftovers(tmp_path / "out") == []
+
+
+# ----------------------------------------------------------------------------------------------- CLIXML reasons
+
+@pytest.mark.parametrize("payload,reason", [
+    (b'<Objs Version="1.1.0.1"><S>\xff</S></Objs>', "malformed UTF-8 text at byte 27"),
+    (b"\xff\xfe" + '<Objs Version="1.1.0.1"></Objs>'.encode("utf-16-le") + b"x",
+     "malformed UTF-16-LE text at byte 64: the file ends inside a character"),
+])
+def test_a_clixml_file_with_one_bad_byte_is_malformed_at_that_byte(tmp_path, payload, reason):
+    """Before: 'skipped: neither CLIXML nor JSON', as if the file were something else."""
+    folder = tmp_path / "import"
+    folder.mkdir()
+    (folder / "a.xml").write_bytes(payload)
+    result = invoke("import", folder, "--out", tmp_path / "out", codes={4})
+    assert f"malformed: a.xml: {reason}" in result.stderr, result.stderr
