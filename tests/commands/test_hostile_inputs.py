@@ -11,6 +11,8 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +252,32 @@ def test_a_clixml_file_with_one_bad_byte_is_malformed_at_that_byte(tmp_path, pay
     (folder / "a.xml").write_bytes(payload)
     result = invoke("import", folder, "--out", tmp_path / "out", codes={4})
     assert f"malformed: a.xml: {reason}" in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------------------------------------- offline import bounds
+
+def _bounded_run(*args: object, memory_mb: int, seconds: float) -> subprocess.CompletedProcess[str]:
+    """hma-check in a child process under an address-space limit: past it, a MemoryError, which is a traceback."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, memory_mb * 1024 * 1024))
+
+    return subprocess.run([sys.executable, "-m", "hma_check", *map(str, args)], capture_output=True, text=True,
+                          timeout=seconds, preexec_fn=limit)
+
+
+def test_a_zip_of_small_members_inflating_1000_times_stays_small(tmp_path):
+    """Before: a 1.7 MB zip of 1 MB members (the ratio was checked only above 1 MB) reached 4 GB and a MemoryError
+    after 4 minutes, every parsed file kept until the end."""
+    import zipfile
+
+    header = '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+    body = (header + "<S>a</S>" * ((1024 * 1024 - len(header) - 7) // 8)).ljust(1024 * 1024 - 7) + "</Objs>"
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for index in range(300):
+            archive.writestr(f"f{index:04}.xml", body.encode("ascii"))
+    result = _bounded_run("import", bomb, "--out", tmp_path / "out", memory_mb=1024, seconds=120)
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.count("refused as a zip bomb") == 300
