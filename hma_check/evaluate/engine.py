@@ -11,6 +11,8 @@ from jinja2 import UndefinedError
 from jinja2.exceptions import SecurityError
 
 from hma_check.contract import sources as source_registry
+from hma_check.evaluate import budget
+from hma_check.evaluate.budget import BudgetExceeded
 from hma_check.evaluate.checks import Check, CheckSet, Compiled, Step
 from hma_check.errors import one_line
 from hma_check.evaluate.facts import Facts, MissingFact, Part, Scoped
@@ -39,7 +41,8 @@ def evaluate(checks: CheckSet, snapshot: Snapshot, *, as_of: datetime | None = N
     now = as_of or snapshot.collected_at_datetime
     findings: list[Finding] = []
     for check in checks.checks:
-        findings.extend(evaluate_check(check, facts, now))
+        with budget.check_deadline():
+            findings.extend(evaluate_check(check, facts, now))
     runbook = build_runbook(checks, findings, facts, now)
     return Evaluation(findings=findings, runbook=runbook, as_of=now, checks=checks, snapshot=snapshot)
 
@@ -194,6 +197,8 @@ def _reason(what: str, exc: BaseException) -> str:
         return f"missing fact in '{what}': {exc.message}"
     if isinstance(exc, SecurityError):
         return f"'{what}' tried something the sandbox forbids: {exc}"
+    if isinstance(exc, BudgetExceeded):
+        return f"'{what}' went over the evaluation budget: {exc}"
     return f"'{what}' failed: {type(exc).__name__}: {exc}"
 
 
