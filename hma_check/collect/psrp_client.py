@@ -111,6 +111,13 @@ def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
     return " ".join(parts)
 
 
+def given_up_reason(server: str, command: str, timeout: float) -> str:
+    """Why the rest of a scan leaves a server alone: one timeout is all a hung server may cost (the Exchange and OS
+    collectors share the scan's list of such servers, runner.RunContext.unresponsive)."""
+    return (f"{server} was given up for the rest of the scan: {command} got no answer within {timeout:g} s "
+            "(a hung server costs one timeout, not one per query)")
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """The text with every secret (the password) replaced, for evidence and messages."""
     return scrub(text, secrets)

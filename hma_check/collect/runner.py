@@ -48,6 +48,9 @@ class RunContext:
     prompt: Callable[[str], str] | None = None                  # asks for a password on a terminal
     progress: Callable[[str], Progress] = lambda section: Progress()
     handed_out: list[str] = field(default_factory=list)         # every password given to a collector, prompt included
+    # Exchange servers given up for the rest of the scan (name casefolded -> why): a call to them got no answer in
+    # time. A hung server costs one timeout, not one per collector or per query.
+    unresponsive: dict[str, str] = field(default_factory=dict)
 
     def scrubber(self, config: ScanConfig) -> Scrubber:
         """Every secret this run can know of: in-process values, passwords handed out, and the values of the
@@ -163,7 +166,7 @@ def run_exchange(settings: Any, context: RunContext) -> list[SourceResult]:
     password = exchange_password(settings, context)
     progress = context.progress("exchange")
     try:
-        return collect_exchange(settings, password, progress=progress)
+        return collect_exchange(settings, password, progress=progress, unresponsive=context.unresponsive)
     finally:
         progress.finish()
 
@@ -177,6 +180,6 @@ def run_os(settings: Any, context: RunContext) -> list[SourceResult]:
     password = section_password("os", settings, context, "the Exchange servers (WinRM)")
     progress = context.progress("os")
     try:
-        return collect_os(settings, password, context.snapshot, progress=progress)
+        return collect_os(settings, password, context.snapshot, progress=progress, unresponsive=context.unresponsive)
     finally:
         progress.finish()
