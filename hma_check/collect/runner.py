@@ -152,8 +152,15 @@ def section_password(section: str, settings: Any, context: RunContext, target: s
     if value:
         context.handed_out.append(value)
         return value
-    raise ConfigError(f"{section}: no password: set the environment variable {settings.password_env} "
-                      "(the configuration's password_env) or run hma-check on a terminal to be asked")
+    # A name the configuration gave is not repeated (it may be a password pasted into the wrong field); the default
+    # names are hma-check's own.
+    from hma_check.collect.exchange.config import DEFAULT_PASSWORD_ENV as EXCHANGE_DEFAULT
+    from hma_check.collect.os.config import DEFAULT_PASSWORD_ENV as OS_DEFAULT
+
+    own = settings.password_env in (EXCHANGE_DEFAULT, OS_DEFAULT)
+    named = settings.password_env if own else f"named by {section}.password_env"
+    raise ConfigError(f"{section}: no password: set the environment variable {named} or run hma-check on a "
+                      "terminal to be asked")
 
 
 def exchange_password(settings: Any, context: RunContext) -> str | None:

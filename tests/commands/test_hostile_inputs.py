@@ -281,3 +281,42 @@ def test_a_zip_of_small_members_inflating_1000_times_stays_small(tmp_path):
     result = _bounded_run("import", bomb, "--out", tmp_path / "out", memory_mb=1024, seconds=120)
     assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.count("refused as a zip bomb") == 300
+
+
+# ------------------------------------------------------------------------------------------ secrets never echoed
+
+SECRET = "Zq8xPaste4dS3cretValue"   # looks like a client secret; also a valid environment-variable name
+TENANT = "6f1c2a9e-3b7d-4c11-9a2e-5d8f0b4c7e21"
+CLIENT = "55bbc8c9-b24d-4afc-8d80-1edaf6969c74"
+WRONG_FIELD = {   # case: (the configuration, the field the error must name)
+    "tenant_id": (f"graph: {{tenant_id: {SECRET}, client_id: {CLIENT}, client_secret_env: X}}", "graph.tenant_id"),
+    "client_id": (f"graph: {{tenant_id: {TENANT}, client_id: {SECRET}, client_secret_env: X}}", "graph.client_id"),
+    "credential": (f"graph: {{tenant_id: {TENANT}, client_id: {CLIENT}, credential: {SECRET}}}", "graph.credential"),
+    "authority with userinfo": (f"graph: {{tenant_id: {TENANT}, client_id: {CLIENT}, client_secret_env: X, "
+                                f"authority: 'https://app:{SECRET}@login.example.com'}}", "graph.authority"),
+    "graph_url with access_token": (f"graph: {{tenant_id: {TENANT}, client_id: {CLIENT}, client_secret_env: X, "
+                                    f"graph_url: 'https://graph.example.com/v1.0?access_token={SECRET}'}}",
+                                    "graph.graph_url"),
+    "exchange path with access_token": (f"exchange: {{server: mail.contoso.com, "
+                                        f"path: 'PowerShell?access_token={SECRET}'}}", "exchange.path"),
+    "probe host with userinfo": (f"probes: {{hosts: ['https://admin:{SECRET}@mail.contoso.com:443']}}",
+                                 "probes.hosts[0]"),
+    "password_env holding the password": (f"exchange: {{server: 127.0.0.1, username: u, auth: ntlm, "
+                                          f"password_env: {SECRET}}}", "exchange.password_env"),
+    "client_secret_env holding the secret": (f"graph: {{tenant_id: {TENANT}, client_id: {CLIENT}, "
+                                             f"client_secret_env: {SECRET}}}", "client_secret_env"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_FIELD))
+def test_a_secret_in_the_wrong_field_is_never_echoed(tmp_path, case, monkeypatch):
+    """Before: 'must be the tenant id (a GUID), got '<the secret>'', '... got 'https://app:<secret>@...'', 'set the
+    environment variable <the secret>': the error printed the value it refused."""
+    monkeypatch.delenv(SECRET, raising=False)
+    config = tmp_path / "scan.yaml"
+    text, field = WRONG_FIELD[case]
+    config.write_text(text + "\n", encoding="utf-8")
+    result = invoke("scan", "--config", config, "--out", tmp_path / "out", codes={2})
+    assert SECRET not in result.output, result.output
+    assert field in error_line(result, "")
+    assert not (tmp_path / "out").exists()

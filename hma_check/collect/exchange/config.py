@@ -19,6 +19,8 @@ _KEYS = ("server", *CONNECTION_KEYS, "retries")
 # Keys people reach for that would put a secret into the file: refused, pointing to password_env.
 _SECRET_KEYS = ("password", "pass", "secret", "credential")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_CREDENTIAL_PARAMETER = re.compile(r"[?&](access_token|token|key|api_?key|password|passwd|pwd|secret|sig|signature"
+                                   r"|code|auth)=", re.IGNORECASE)
 # A host name, an IPv6 address in brackets or an IPv4 address (no scheme, no path, no port).
 HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\]|[0-9.]+")
 DEFAULT_PASSWORD_ENV = "HMA_CHECK_EXCHANGE_PASSWORD"
@@ -138,6 +140,10 @@ def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefa
     path = _text(raw.get("path", defaults.path), ("path",), fail).strip("/")
     if not re.fullmatch(r"[A-Za-z0-9_./-]+(\?[A-Za-z0-9_=&.-]*)?", path):
         raise fail(("path",), f"must be a URL path such as {defaults.path}")
+    if _CREDENTIAL_PARAMETER.search(path):
+        # The URL is recorded in evidence.json and printed: a token in it would be too.
+        raise fail(("path",), "must not carry a token, key or password in its query: hma-check signs in with the "
+                              "auth, username and password_env settings")
     return dict(
         port=port, ssl=ssl, path=path, cert_validation=cert_validation, ca_file=ca_file, auth=auth,
         username=username, password_env=password_env, certificate_pem=cert_pem, certificate_key_pem=key_pem,

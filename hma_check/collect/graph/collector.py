@@ -155,12 +155,13 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
 def check_environment(targets: list[GraphTarget], environ: Mapping[str, str]) -> None:
     """Every secret the configuration names must be set before anything is sent: a usage error, not a finding."""
     for target in targets:
+        # The variable's name is not repeated: a secret pasted into client_secret_env would be echoed with it.
         if target.credential == "client_secret" and not environ.get(target.client_secret_env or ""):
-            raise ConfigError(f"graph: the client secret of tenant {target.tenant_id} is read from environment "
-                              f"variable {target.client_secret_env}, which is not set")
+            raise ConfigError(f"graph: the client secret of tenant {target.tenant_id} is read from the environment "
+                              "variable named by client_secret_env, which is not set")
         if target.certificate_password_env and target.certificate_password_env not in environ:
-            raise ConfigError(f"graph: the certificate password of tenant {target.tenant_id} is read from environment "
-                              f"variable {target.certificate_password_env}, which is not set")
+            raise ConfigError(f"graph: the certificate password of tenant {target.tenant_id} is read from the "
+                              "environment variable named by certificate_password_env, which is not set")
 
 
 # ---------------------------------------------------------------------------------------------- credentials
