@@ -45,6 +45,28 @@ def load_all_checks(checks_files: list[str | Path] | None = None, *, builtin: bo
     return load_checks(paths)
 
 
+def load_inputs(out_dir: str | Path, checks_files: list[str | Path] | None = None,
+                exemptions_file: str | Path | None = None, *, builtin_checks: bool = True, after_enable: bool = False,
+                baseline: str | Path | None = None) -> tuple[CheckSet, Any, bytes | None, list[Any]]:
+    """Every input of a report besides the evidence, read and validated: the checks, the readiness run a validation
+    follows (it must verify), the exemptions (their bytes, to copy, and parsed). InputError on the first problem.
+
+    ``scan`` and ``import`` call this before they collect or write anything, so a bad checks or exemptions file is
+    one line and exit 2 up front, not after a long scan with evidence.json already overwritten.
+    """
+    if baseline is not None and not after_enable:
+        raise InputError("--baseline names the readiness run a validation follows: use it with --after-enable")
+    if baseline is not None and Path(baseline).resolve() == Path(out_dir).resolve():
+        raise InputError("--baseline is the --out folder: write the validation to a folder of its own, so the "
+                         "readiness run stays as it was verified", path=str(baseline))
+    checks = load_all_checks(checks_files, builtin=builtin_checks, validation=after_enable)
+    readiness = load_baseline(baseline, Path(out_dir)) if baseline is not None else None
+    exemptions_raw = read_yaml_bytes(exemptions_file, error=ExemptionsError) if exemptions_file else None
+    exemptions = [] if exemptions_raw is None else parse_exemptions(exemptions_raw, str(exemptions_file),
+                                                                    {c.id for c in checks.checks})
+    return checks, readiness, exemptions_raw, exemptions
+
+
 def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: list[str | Path] | None = None,
                exemptions_file: str | Path | None = None, *, builtin_checks: bool = True,
                as_of: datetime | None = None, pdf: bool = False, after_enable: bool = False,
@@ -65,19 +87,12 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     from hma_check.render import render_all
     from hma_check.render.pdf import find_chromium, html_to_pdf
 
-    if baseline is not None and not after_enable:
-        raise InputError("--baseline names the readiness run a validation follows: use it with --after-enable")
-    if baseline is not None and Path(baseline).resolve() == Path(out_dir).resolve():
-        raise InputError("--baseline is the --out folder: write the validation to a folder of its own, so the "
-                         "readiness run stays as it was verified", path=str(baseline))
     browser = find_chromium() if pdf else None
     evidence_path, out_dir = Path(evidence_path), Path(out_dir)
     evidence_bytes, snapshot = read_snapshot(evidence_path)
-    checks = load_all_checks(checks_files, builtin=builtin_checks, validation=after_enable)
-    readiness = load_baseline(baseline, out_dir) if baseline is not None else None
-    exemptions_raw = read_yaml_bytes(exemptions_file, error=ExemptionsError) if exemptions_file else None
-    exemptions = [] if exemptions_raw is None else parse_exemptions(exemptions_raw, str(exemptions_file),
-                                                                    {c.id for c in checks.checks})
+    checks, readiness, exemptions_raw, exemptions = load_inputs(
+        out_dir, checks_files, exemptions_file, builtin_checks=builtin_checks, after_enable=after_enable,
+        baseline=baseline)
     inputs, run = _inputs(checks, builtin_checks, exemptions_file, exemptions_raw)
 
     evaluation: Evaluation = evaluate(checks, snapshot, as_of=as_of)

@@ -320,3 +320,35 @@ def test_a_secret_in_the_wrong_field_is_never_echoed(tmp_path, case, monkeypatch
     assert SECRET not in result.output, result.output
     assert field in error_line(result, "")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------ validate before collecting
+
+BAD_CHECKS = "version: 1\nchecks:\n  - id: SITE-X-001\n    title: t\n"
+
+
+def test_scan_validates_checks_before_it_collects_or_writes(tmp_path, monkeypatch):
+    """Before: the scan ran, overwrote evidence.json, and only then found the checks file bad."""
+    checks = tmp_path / "site.yaml"
+    checks.write_text(BAD_CHECKS, encoding="utf-8")
+    config = tmp_path / "scan.yaml"
+    config.write_text("exchange: {server: 127.0.0.1, port: 1, username: u, auth: ntlm, connect_timeout: 1}\n",
+                      encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "evidence.json").write_text("the previous run's", encoding="utf-8")
+    monkeypatch.setenv("HMA_CHECK_EXCHANGE_PASSWORD", "not-used")
+    result = invoke("scan", "--config", config, "--checks", checks, "--out", out, codes={2})
+    assert "SITE-X-001" in error_line(result, checks, 3)
+    assert (out / "evidence.json").read_text(encoding="utf-8") == "the previous run's"
+    assert "collector" not in result.stderr   # no summary table: nothing was collected
+
+
+def test_import_validates_exemptions_before_it_imports_or_writes(tmp_path):
+    exemptions = tmp_path / "cab.yaml"
+    exemptions.write_text("version: 1\nexemptions:\n  - check: HMA-NOPE-001\n", encoding="utf-8")
+    folder = tmp_path / "import"
+    folder.mkdir()
+    result = invoke("import", folder, "--exemptions", exemptions, "--out", tmp_path / "out", codes={2})
+    error_line(result, exemptions, 3)
+    assert not (tmp_path / "out").exists()
