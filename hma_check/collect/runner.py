@@ -158,7 +158,8 @@ def section_password(section: str, settings: Any, context: RunContext, target: s
     from hma_check.collect.os.config import DEFAULT_PASSWORD_ENV as OS_DEFAULT
 
     own = settings.password_env in (EXCHANGE_DEFAULT, OS_DEFAULT)
-    named = settings.password_env if own else f"named by {section}.password_env"
+    named = f"{settings.password_env} (the configuration's password_env)" if own else \
+        f"named by {section}.password_env"
     raise ConfigError(f"{section}: no password: set the environment variable {named} or run hma-check on a "
                       "terminal to be asked")
 

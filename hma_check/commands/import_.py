@@ -42,7 +42,7 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
     from hma_check.errors import one_line
     from hma_check.contract.findings import EXIT_NOTHING_COLLECTED
     from hma_check.commands.pipeline import load_inputs, run_report
-    from hma_check.util.atomic import make_folder
+    from hma_check.util.atomic import check_folder
 
     def echo(text: str) -> None:
         click.echo(one_line(text), err=True)  # file names and reasons come from the customer's files
@@ -52,7 +52,7 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
         # Bad checks, exemptions or --baseline: one line and exit 2 before anything is imported or written.
         load_inputs(out_dir, list(checks_files), exemptions_file, after_enable=bool(options["after_enable"]),
                     baseline=options["baseline"])
-        make_folder(out_dir)
+        check_folder(out_dir)
         outcome = import_path(path, ScanOptions(owa_ecp=owa_ecp))
         evidence = out_dir / "evidence.json"
         outcome.snapshot.save(evidence)

@@ -59,6 +59,19 @@ def make_folder(folder: Path) -> None:
         raise OutputError(f"{folder}: cannot create the output folder: {exc.strerror or exc}") from None
 
 
+def check_folder(folder: Path) -> None:
+    """OutputError now when ``folder`` cannot become the output folder (a path under a file, no permission); creates
+    nothing, so a command that fails later for another reason leaves no trace."""
+    path = Path(folder).absolute()
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise OutputError(f"{folder}: cannot create the output folder: {candidate} is not a folder")
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                raise OutputError(f"{folder}: cannot create the output folder: no permission to write in {candidate}")
+            return
+
+
 def inside(folder: Path, relative: str) -> Path | None:
     """``folder/relative`` when it really lies inside ``folder``, else None.
 
