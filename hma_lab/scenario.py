@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -174,7 +175,7 @@ def scenario_names() -> list[str]:
 
 
 def scenario_path(name: str) -> Path:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not (SCENARIO_DIR / f"{name}.yaml").is_file():
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not os.path.isfile(SCENARIO_DIR / f"{name}.yaml"):
         raise ScenarioError(f"unknown scenario {name!r}; the shipped ones are: {', '.join(scenario_names())}")
     return SCENARIO_DIR / f"{name}.yaml"
 
@@ -195,11 +196,12 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> YamlDoc:
     base_ref = doc.data.pop("extends")
     if not isinstance(base_ref, str) or not base_ref.strip():
         raise doc.error(("extends",), "must be the name of a shipped scenario or a path to a scenario file")
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", base_ref) and (SCENARIO_DIR / f"{base_ref}.yaml").is_file():
+    # os.path: a name too long to be a file is "no such file", not an exception.
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", base_ref) and os.path.isfile(SCENARIO_DIR / f"{base_ref}.yaml"):
         base_path = SCENARIO_DIR / f"{base_ref}.yaml"
     else:
         base_path = (path.parent / base_ref).resolve()
-        if not base_path.is_file():
+        if not os.path.isfile(base_path):
             raise doc.error(("extends",), f"no shipped scenario or file {base_ref!r}")
     if base_path.resolve() in chain or len(chain) >= 8:
         raise doc.error(("extends",), "scenarios extend each other in a loop")
@@ -621,8 +623,9 @@ class _Parser:
     def captures(self, value: Any) -> dict[str, list[Any]]:
         """cmdlet: Export-Clixml file (relative to the scenario file): the lab answers that cmdlet with the file's
         objects, as a remote session would send them (real captures as fixtures)."""
-        from hma_check.collect.clixml import parse_clixml
+        from hma_check.collect.clixml import MAX_CLIXML_BYTES, parse_clixml
         from hma_check.errors import ClixmlError
+        from hma_check.util.read_file import read_limited
 
         out: dict[str, list[Any]] = {}
         for cmdlet, file in self.mapping(value or {}, ("captures",)).items():
@@ -632,9 +635,8 @@ class _Parser:
             relative = Path(self.text(file, where))
             path = relative if relative.is_absolute() else Path(self.doc.file(where)).parent / relative
             try:
-                out[cmdlet.lower()] = parse_clixml(path.read_bytes(), source=str(path))
-            except OSError as exc:
-                raise self.fail(where, f"cannot read {path}: {exc.strerror or exc}") from None
+                out[cmdlet.lower()] = parse_clixml(read_limited(path, MAX_CLIXML_BYTES, error=ClixmlError,
+                                                                what="CLIXML file"), source=str(path))
             except ClixmlError as exc:
                 raise self.fail(where, str(exc)) from None
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def verify(folder: Path, signature_file: Path | None, certificate_file: Path | N
                f"{one_line(str(result.manifest.get('created_at')))}")
     signature_file = signature_file or folder / SIGNATURE_NAME
     required = require_signature or expected is not None or trusted is not None
-    if not signature_file.is_file():
+    if not os.path.isfile(signature_file):
         if required:
             click.echo(f"NOT VERIFIED: no signature ({signature_file} not found)")
             sys.exit(EXIT_SIGNATURE)

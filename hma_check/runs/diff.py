@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,8 +117,8 @@ class RunDiff:
 def load_run(path: str | Path) -> Run:
     """A run folder, or a findings.json (its evidence.json is looked for beside it)."""
     path = Path(path)
-    findings_file = path / "findings.json" if path.is_dir() else path
-    if not findings_file.exists():
+    findings_file = path / "findings.json" if os.path.isdir(path) else path
+    if not os.path.exists(findings_file):   # os.path: a name too long to exist is not an exception
         raise InputError("no findings.json here: give an hma-check output folder or its findings.json", path=str(path))
     raw = read_limited(findings_file, MAX_FINDINGS_BYTES, what="findings file")
     try:
@@ -142,7 +143,7 @@ def load_run(path: str | Path) -> Run:
     metadata = _metadata(document.get("metadata"))
     run = Run(label=str(path), findings=findings, verdict=document["verdict"], metadata=metadata)
     evidence = findings_file.parent / "evidence.json"
-    if evidence.is_file():
+    if os.path.isfile(evidence):
         try:
             run.snapshot = load_snapshot(evidence)
         except EvidenceError as exc:

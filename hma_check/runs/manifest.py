@@ -101,10 +101,10 @@ class Verification:
 def read_manifest(folder: str | Path) -> bytes:
     """The manifest's bytes; a folder that is not a run folder is the user's mistake (InputError)."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not os.path.isdir(folder):   # os.path: a name too long to exist is not an exception
         raise InputError("not a folder", path=str(folder))
     path = folder / MANIFEST_NAME
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise InputError(f"no {MANIFEST_NAME} here: not an hma-check output folder, or written before manifests "
                          "existed (run 'hma-check report' again)", path=str(folder))
     return read_limited(path, MAX_MANIFEST_BYTES, what="manifest")
@@ -163,10 +163,10 @@ def verify_folder(folder: str | Path) -> Verification:
             result.problems.append(Problem("manifest", path[:200], "the manifest names a path outside this folder"))
             continue
         target = folder / path
-        if target.is_symlink() or (target.exists() and not target.is_file()):
+        if os.path.islink(target) or (os.path.exists(target) and not os.path.isfile(target)):
             result.problems.append(Problem("modified", path, "is no longer a regular file"))
             continue
-        if not target.exists():
+        if not os.path.exists(target):
             result.problems.append(Problem("missing", path, f"listed in the manifest ({entry['size']} bytes) but not "
                                                             "in the folder"))
             continue

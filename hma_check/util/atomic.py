@@ -64,8 +64,8 @@ def check_folder(folder: Path) -> None:
     nothing, so a command that fails later for another reason leaves no trace."""
     path = Path(folder).absolute()
     for candidate in (path, *path.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
+        if os.path.exists(candidate):
+            if not os.path.isdir(candidate):
                 raise OutputError(f"{folder}: cannot create the output folder: {candidate} is not a folder")
             if not os.access(candidate, os.W_OK | os.X_OK):
                 raise OutputError(f"{folder}: cannot create the output folder: no permission to write in {candidate}")
@@ -86,7 +86,7 @@ def inside(folder: Path, relative: str) -> Path | None:
     path = root
     for part in pure.parts:
         path = path / part
-        if path.is_symlink():
+        if os.path.islink(path):   # os.path: False, not an exception, for a name too long to exist
             return None
     try:
         path.resolve().relative_to(root)
@@ -114,6 +114,9 @@ def remove_inside(folder: Path, relative: str) -> bool:
     try:
         if not stat.S_ISREG(path.lstat().st_mode):
             return False
+    except OSError:   # not there, or a component is not a folder ('report.html/x'): nothing to remove
+        return False
+    try:
         path.unlink()
     except FileNotFoundError:
         return False

@@ -20,7 +20,6 @@ import pytest
 from tests.support import baseline
 from tests.support.hostile import error_line, invoke, leftovers
 
-pytestmark = pytest.mark.xdist_group("hostile")
 
 # One hostile YAML text per defect, each with the line the error must name.
 HOSTILE_YAML = {
@@ -352,3 +351,40 @@ def test_import_validates_exemptions_before_it_imports_or_writes(tmp_path):
     result = invoke("import", folder, "--exemptions", exemptions, "--out", tmp_path / "out", codes={2})
     error_line(result, exemptions, 3)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------- found by the fuzzers (tests/*fuzz*)
+
+def test_names_too_long_to_be_files_are_no_such_file(tmp_path, run):
+    """Before: pathlib's is_file() raises for a name over NAME_MAX (errno 36), where it returns False for others:
+    `extends:` in a scenario, a configuration's file paths and the command's own paths ended in a traceback."""
+    long = "a" * 300
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(f"extends: {long}\nname: x\n", encoding="utf-8")
+    assert "extends" in error_line(invoke("demo", "--scenario-file", scenario, "--out", tmp_path / "o1", codes={2}),
+                                   scenario, 1)
+    config = tmp_path / "scan.yaml"
+    config.write_text(f"exchange: {{server: mail, ca_file: {long}}}\n", encoding="utf-8")
+    assert "ca_file" in error_line(invoke("scan", "--config", config, "--out", tmp_path / "o2", codes={2}), config, 1)
+    invoke("diff", run["out"], tmp_path / long, codes={2})
+    invoke("verify", tmp_path / long, codes={2})
+    invoke("import", tmp_path / long, "--out", tmp_path / "o3", codes={2})
+
+
+def test_an_unknown_home_directory_is_no_such_file(tmp_path):
+    """Before: Path.expanduser() raises RuntimeError for '~nosuchuser/...'."""
+    config = tmp_path / "scan.yaml"
+    config.write_text("exchange: {server: mail, ca_file: ~nosuchuser9/ca.pem}\n", encoding="utf-8")
+    assert "ca_file" in error_line(invoke("scan", "--config", config, "--out", tmp_path / "o", codes={2}), config, 1)
+
+
+def test_a_previous_manifest_listing_a_path_under_a_file_is_left_alone(tmp_path, run):
+    """Before the fix (found while fuzzing): 'report.html/x' made the clean-up raise NotADirectoryError."""
+    folder = tmp_path / "run"
+    shutil.copytree(run["out"], folder)
+    document = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    document["files"]["report.html/x"] = {"sha256": "0" * 64, "size": 1, "role": "output"}
+    document["files"]["a" * 300] = {"sha256": "0" * 64, "size": 1, "role": "output"}
+    (folder / "manifest.json").write_text(json.dumps(document), encoding="utf-8")
+    invoke("verify", folder, codes={1})
+    invoke("report", "--evidence", run["evidence"], "--out", folder, codes={0})

@@ -16,7 +16,6 @@ from hma_check.evaluate.checks import load_checks
 from hma_check.evaluate.engine import evaluate
 from tests.support.hostile import deadline
 
-pytestmark = pytest.mark.xdist_group("budget")
 
 # Each passes `checks validate` (nothing in the text is over budget) and hung or allocated gigabytes when evaluated.
 # ``n`` is exchange.servers' length (3 in the baseline): the sizes depend on the evidence, not on literals.
@@ -111,3 +110,66 @@ def test_the_shipped_catalogue_uses_a_sliver_of_every_limit(catalogue, snapshot)
         evaluate(catalogue, snapshot)
     assert peaks["operations"] and peaks["operations"] < budget.MAX_OPERATIONS / 1000
     assert peaks["largest"] < budget.MAX_LENGTH / 1000 and peaks["output"] < budget.MAX_LENGTH / 1000
+
+
+# ----------------------------------------------------------------------------------------------------- fuzzing
+
+ATOMS = ["'x'", "'ab'", "''", "'%5d'", "'{:>9}'", "[1, 2]", "[]", "none", "true", "exchange.servers",
+         "exchange.servers | length", "exchange.servers[0].Name", "range(2000)", "now", "1.5", "-3"]
+INFIX = ["*", "**", "+", "~", "%", "//", "-", "==", "in", "and"]
+FILTERS = ["join", "list", "length", "replace('a', 'aaaa')", "center(5000)", "map('string')", "unique", "sort",
+           "first", "string", "int", "batch(3)", "slice(2)", "indent(40)", "format(1)", "sum", "flatten", "toset",
+           "url_host", "ps_quote", "tojson", "select('matching', 'a.*')"]
+
+
+def expressions():
+    from hypothesis import strategies as st
+
+    atoms = st.one_of(st.sampled_from(ATOMS), st.integers(-(10 ** 12), 10 ** 12).map(str))
+    return st.recursive(atoms, lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from(INFIX), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(inner, st.sampled_from(FILTERS)).map(lambda t: f"({t[0]} | {t[1]})"),
+        st.tuples(inner, st.sampled_from(["center", "ljust", "zfill", "replace", "join", "split", "format"]),
+                  inner).map(lambda t: f"({t[0]}).{t[1]}({t[2]})"),
+    ), max_leaves=6)
+
+
+def test_fuzz_expressions_end_in_a_status_within_the_budget(tmp_path, snapshot):
+    """Any expression built from literals, the evidence, operators, filters and string methods: the check loads or
+    is refused in one line, and evaluating it gives a status (ERROR with the reason when over budget), in bounded
+    time and memory."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from hma_check.contract.findings import STATUSES
+    from tests.support.fuzz import FUZZ, fresh, memory_bound
+
+    @settings(FUZZ, max_examples=80)
+    @given(expression=expressions(), loop=st.booleans())
+    def one(expression, loop):
+        actual = ("{% for i in " + expression + " %}{{ i }};{% endfor %}") if loop else "{{ " + expression + " }}"
+        path = fresh(tmp_path, "site.yaml")
+        path.write_text(f"""version: 1
+checks:
+  - id: SITE-FUZZ-001
+    title: fuzzed
+    area: organization
+    severity: warning
+    requires: [exchange.servers]
+    assert: {json.dumps("(" + expression + ") is not none")}
+    expect: x
+    actual: {json.dumps(actual)}
+    why: because
+    references: [https://learn.microsoft.com/x]
+""", encoding="utf-8")
+        with memory_bound(1024), deadline(budget.MAX_SECONDS * 2 + 10):
+            try:
+                checks = load_checks([path])
+            except ChecksError as exc:
+                assert "\n" not in str(exc) and str(exc).startswith(str(path))
+                return
+            finding, = evaluate(checks, snapshot).findings
+        assert finding.status in STATUSES
+        assert finding.status != ERROR or (finding.reason and "\n" not in finding.reason)
+
+    one()

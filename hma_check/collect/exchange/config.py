@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,6 @@ def _file(value: Any, where: tuple[Any, ...], context: Any) -> Path | None:
     if value is None:
         return None
     path = context.path(_text(value, where, context.fail))
-    if not path.is_file():
+    if not os.path.isfile(path):   # os.path: False (not an exception) for a name too long to be a file
         raise context.fail(where, f"no such file: {path}")
     return path

@@ -207,7 +207,7 @@ def _file(value: Any, at: Where, base: Path, fail: Fail) -> Path | None:
         raise fail(at, "must be a file path")
     file = Path(os.path.expanduser(value))
     file = file if file.is_absolute() else base / file
-    if not file.is_file():
+    if not os.path.isfile(file):   # os.path: False (not an exception) for a name too long to be a file
         raise fail(at, f"no such file: {file}")
     if not os.access(file, os.R_OK):
         raise fail(at, f"cannot read {file}")

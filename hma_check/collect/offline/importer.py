@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
 import zlib
@@ -125,11 +126,12 @@ def import_path(path: str | Path, options: ScanOptions | None = None) -> ImportO
 # ------------------------------------------------------------------------------------------------- file access
 
 def _members(path: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
-    if path.is_dir():
+    # os.path: a name too long to exist is "no such file", not an exception.
+    if os.path.isdir(path):
         yield from _folder_members(path, importer)
-    elif path.is_file() and zipfile.is_zipfile(path):
+    elif os.path.isfile(path) and zipfile.is_zipfile(path):
         yield from _zip_members(path, importer)
-    elif path.exists():
+    elif os.path.lexists(path):
         raise ImportPathError("not a folder or a zip file", path=str(path))
     else:
         raise ImportPathError("no such file or folder", path=str(path))
