@@ -210,6 +210,8 @@ class _Builder:
             run = expr.compile_template(source) if template else expr.compile_expression(source)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
+        except RecursionError:   # Jinja's parser and compiler recurse once per level of brackets
+            raise self.fail(f"'{key}' is nested too deeply to compile", line=line) from None
         unbounded = budget.unbounded(tree)
         if unbounded:
             raise self.fail(f"'{key}' cannot stay within the evaluation budget: {unbounded[0]}", line=line)

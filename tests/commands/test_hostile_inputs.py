@@ -388,3 +388,24 @@ def test_a_previous_manifest_listing_a_path_under_a_file_is_left_alone(tmp_path,
     (folder / "manifest.json").write_text(json.dumps(document), encoding="utf-8")
     invoke("verify", folder, codes={1})
     invoke("report", "--evidence", run["evidence"], "--out", folder, codes={0})
+
+
+def test_an_expression_nested_too_deeply_for_jinja_is_refused_in_one_line(tmp_path):
+    """Found by the checks fuzzer: Jinja's parser recurses per bracket, and 400 of them were a RecursionError."""
+    checks = tmp_path / "site.yaml"
+    checks.write_text(SITE_CHECKS_FOR_NESTING.replace("EXPR", "(" * 400 + "true" + ")" * 400), encoding="utf-8")
+    assert "nested too deeply" in error_line(invoke("checks", "validate", checks, codes={2}), checks)
+
+
+SITE_CHECKS_FOR_NESTING = """version: 1
+checks:
+  - id: SITE-ORG-001
+    title: t
+    area: organization
+    severity: blocker
+    assert: "EXPR"
+    expect: x
+    actual: "x"
+    why: because
+    references: [https://learn.microsoft.com/x]
+"""
