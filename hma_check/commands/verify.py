@@ -80,9 +80,14 @@ def _signature_ok(manifest: bytes, signature_file: Path, expected: Any, trusted:
     from hma_check.errors import one_line
     from hma_check.runs.signing import SignatureError, verify_signature
 
+    from hma_check.errors import InputError
+    from hma_check.util.read_file import read_limited
+
     try:
-        check = verify_signature(manifest, signature_file.read_bytes(), expected=expected, trusted=trusted)
-    except SignatureError as exc:
+        # A CMS signature with its chain is a few kilobytes; more than this is not one.
+        check = verify_signature(manifest, read_limited(signature_file, 16 * 1024 * 1024, what="signature"),
+                                 expected=expected, trusted=trusted)
+    except (SignatureError, InputError) as exc:
         click.echo(one_line(f"SIGNATURE {signature_file.name}: {exc}"))
         click.echo("NOT VERIFIED: the signature does not verify")
         return False

@@ -247,7 +247,9 @@ def _snapshot_from_json(doc: Any, source: str) -> Snapshot:
             raise fail(f"missing or invalid {key}")
     try:
         parse_utc(doc["collected_at"])
-    except ValueError:
+    except ValueError as exc:
+        if "outside year" in str(exc):
+            raise fail(f"collected_at {exc}") from None
         raise fail(f"collected_at is not an ISO 8601 date: {_short(doc['collected_at'])}") from None
     collected_by = doc.get("collected_by", {})
     target = doc.get("target", {})
