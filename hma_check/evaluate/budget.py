@@ -125,7 +125,9 @@ def current() -> Budget | None:
 def tick(count: int = 1) -> None:
     budget = _CURRENT.get()
     if budget is not None:
-        budget.tick(count)
+        budget.operations += count
+        if budget.operations >= budget.next_look:
+            budget.look()
 
 
 # --------------------------------------------------------------------------------------------------- sizes
@@ -325,11 +327,15 @@ def metered_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
 
 
 def iterate(items: Any) -> Iterator[Any]:
-    """Loop iterations (and the items a lazy filter yields), one operation each."""
+    """Loop iterations (and the items a lazy filter yields), one operation each (inlined: this runs per item)."""
     budget = _CURRENT.get()
+    if budget is None:
+        yield from items
+        return
     for item in items:
-        if budget is not None:
-            budget.tick()
+        budget.operations += 1
+        if budget.operations >= budget.next_look:
+            budget.look()
         yield item
 
 
