@@ -409,3 +409,21 @@ checks:
     why: because
     references: [https://learn.microsoft.com/x]
 """
+
+
+def test_the_installed_entry_point_prints_one_line_and_no_traceback(tmp_path, run):
+    """The same inputs through `python -m hma_check` (hma_check.cli.main), where a traceback would reach stderr."""
+    evil_yaml = tmp_path / "evil.yaml"
+    evil_yaml.write_text("version: 1\nchecks: " + "[" * 5000 + "\n", encoding="utf-8")
+    evil_json = tmp_path / "evidence.json"
+    evil_json.write_text('{"schema_version": 1, "x": "\\ud800"}', encoding="utf-8")
+    for args, code in ((["checks", "validate", evil_yaml], 2),
+                       (["report", "--evidence", evil_json, "--out", tmp_path / "o1"], 2),
+                       (["report", "--evidence", run["evidence"], "--as-of", "0001-01-01T00:00:00+01:00", "--out",
+                         tmp_path / "o2"], 2),
+                       (["scan", "--config", "/dev/zero", "--out", tmp_path / "o3"], 2)):
+        result = subprocess.run([sys.executable, "-m", "hma_check", *map(str, args)], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == code and "Traceback" not in result.stderr, (args, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 or (len(lines) == 3 and lines[0].startswith("Usage:")), result.stderr   # click's
