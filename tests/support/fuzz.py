@@ -8,7 +8,6 @@ anywhere in the document replaced by another of any type, or a key removed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 from contextlib import contextmanager
@@ -137,7 +136,3 @@ def fresh(root: Path, name: str) -> Path:
     while (root / f"{name}-{index}").exists() or (root / f"{name}-{index}.out").exists():
         index += 1
     return root / f"{name}-{index}"
-
-
-def environment_without_secrets() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("HMA_CHECK_", "HMA_LAB_"))}
