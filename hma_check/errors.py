@@ -17,6 +17,8 @@ this tree and the code in step).
      ├── DerError                (runs.der) bytes that are not the DER a CMS signature must be (also a ValueError)
      ├── MissingFact             (evaluate.facts) a fact an expression needs was not collected: the finding is ERROR
      ├── Undecidable             (evaluate.decide) an expression could not be decided: the finding is ERROR, with why
+     ├── BudgetExceeded          (evaluate.budget) an expression went over its time, size or step budget: ERROR, with why
+     ├── JsonError               (util.json_file) text that is not JSON these files can hold (also a ValueError)
      │
      │   Collection faults: each becomes the error text of the one source it concerns, never a crash.
      ├── CallFailed              (collect.psrp_client) one remote PowerShell call failed, classified (auth, timeout...)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -175,7 +176,7 @@ def scenario_names() -> list[str]:
 
 
 def scenario_path(name: str) -> Path:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not (SCENARIO_DIR / f"{name}.yaml").is_file():
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not os.path.isfile(SCENARIO_DIR / f"{name}.yaml"):
         raise ScenarioError(f"unknown scenario {name!r}; the shipped ones are: {', '.join(scenario_names())}")
     return SCENARIO_DIR / f"{name}.yaml"
 
@@ -196,11 +197,12 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> YamlDoc:
     base_ref = doc.data.pop("extends")
     if not isinstance(base_ref, str) or not base_ref.strip():
         raise doc.error(("extends",), "must be the name of a shipped scenario or a path to a scenario file")
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", base_ref) and (SCENARIO_DIR / f"{base_ref}.yaml").is_file():
+    # os.path: a name too long to be a file is "no such file", not an exception.
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", base_ref) and os.path.isfile(SCENARIO_DIR / f"{base_ref}.yaml"):
         base_path = SCENARIO_DIR / f"{base_ref}.yaml"
     else:
         base_path = (path.parent / base_ref).resolve()
-        if not base_path.is_file():
+        if not os.path.isfile(base_path):
             raise doc.error(("extends",), f"no shipped scenario or file {base_ref!r}")
     if base_path.resolve() in chain or len(chain) >= 8:
         raise doc.error(("extends",), "scenarios extend each other in a loop")
@@ -231,6 +233,7 @@ _SERVER_KEYS = ("name", "fqdn", "count", "start", "build", "roles", "site", "edi
                 "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm")
 _UNSET = object()
 _ROLES = ("Mailbox", "ClientAccess", "Edge", "HubTransport", "UnifiedMessaging")
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _TEMPLATE = re.compile(r"\{(name|fqdn|n|namespace|domain)(?::0?(\d))?\}")
 
 
@@ -254,6 +257,13 @@ class _Parser:
 
     def text(self, value: Any, where: Where, *, allow_empty: bool = False) -> str:
         return self.schema.text(value, where, empty=allow_empty, one_line=True)
+
+    def host(self, value: Any, where: Where) -> str:
+        """A DNS host name (RFC 1123 labels): the lab serves and signs certificates for it, so nothing else will do."""
+        text = self.text(value, where)
+        if len(text) > 253 or not _HOST_NAME.fullmatch(text):
+            raise self.fail(where, "must be a DNS host name such as ex01.contoso.local (letters, digits, '-' and '.')")
+        return text
 
     def integer(self, value: Any, where: Where, low: int, high: int) -> int:
         return self.schema.integer(value, where, low, high)
@@ -380,10 +390,10 @@ class _Parser:
             raise self.fail((*where, "ad_domain"), "must be a DNS domain name such as contoso.local")
         out["netbios_name"] = self.text(org.get("netbios_name") or domain.split(".")[0].upper(),
                                         (*where, "netbios_name"))
-        out["domain_controller"] = self.text(org.get("domain_controller") or f"dc01.{domain}",
+        out["domain_controller"] = self.host(org.get("domain_controller") or f"dc01.{domain}",
                                              (*where, "domain_controller"))
-        out["namespace"] = self.text(org.get("namespace") or f"mail.{domain}", (*where, "namespace"))
-        out["autodiscover_namespace"] = self.text(org.get("autodiscover_namespace") or f"autodiscover.{domain}",
+        out["namespace"] = self.host(org.get("namespace") or f"mail.{domain}", (*where, "namespace"))
+        out["autodiscover_namespace"] = self.host(org.get("autodiscover_namespace") or f"autodiscover.{domain}",
                                                   (*where, "autodiscover_namespace"))
         out["config"] = self.properties("OrganizationConfig", org.get("config") or {}, (*where, "config"))
         return out
@@ -449,8 +459,8 @@ class _Parser:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name):
             raise self.fail((*where, "name"), f"{name!r} is not a server name (letters, digits and '-')")
         values["name"] = name
-        fqdn = _template(self.text(entry.get("fqdn") or f"{name.lower()}.{org['ad_domain']}", (*where, "fqdn")),
-                         values)
+        fqdn = self.host(_template(self.text(entry.get("fqdn") or f"{name.lower()}.{org['ad_domain']}",
+                                             (*where, "fqdn")), values), (*where, "fqdn"))
         values["fqdn"] = fqdn
 
         def pick(key: str, fallback: Any) -> tuple[Any, Where]:
@@ -526,7 +536,7 @@ class _Parser:
         where = ("mailboxes",)
         spec = self.mapping(value or {}, where, ("count", "domain", "items"))
         count = self.integer(spec.get("count", 0), (*where, "count"), 0, 200_000)
-        domain = self.text(spec.get("domain") or org["ad_domain"], (*where, "domain"))
+        domain = self.host(spec.get("domain") or org["ad_domain"], (*where, "domain"))
         out = [{"Name": f"user{i:05d}", "UserPrincipalName": f"user{i:05d}@{domain}",
                 "PrimarySmtpAddress": f"user{i:05d}@{domain}", "RecipientTypeDetails": "UserMailbox",
                 "MapiHttpEnabled": None} for i in range(1, count + 1)]

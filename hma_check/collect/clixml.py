@@ -108,7 +108,10 @@ def decode_text(data: bytes, *, source: str) -> str:
     try:
         return body.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise ClixmlError(f"not {encoding.upper()} text (byte {exc.start})", path=source) from None
+        # The offset in the file, BOM included, so a hex editor finds it.
+        where = exc.start + len(data) - len(body)
+        reason = "the file ends inside a character (truncated?)" if exc.reason == "truncated data" else exc.reason
+        raise ClixmlError(f"malformed {encoding.upper()} text at byte {where}: {reason}", path=source) from None
 
 
 def unescape(text: str) -> str:
@@ -320,7 +323,12 @@ class _Reader:
                 # evidence.json holds no NaN or infinity: keep the text .NET wrote.
                 return number if math.isfinite(number) else text.strip()
             if tag == "C":
-                return chr(int(text.strip()))
+                # A .NET Char: one UTF-16 code unit. A lone surrogate is no character (UTF-8 cannot hold it), so it
+                # becomes U+FFFD, as a lone escaped one in a string does (unescape).
+                unit = int(text.strip())
+                if not 0 <= unit <= 0xFFFF:
+                    raise ValueError(f"{unit} is not a UTF-16 code unit")
+                return "\ufffd" if 0xD800 <= unit <= 0xDFFF else chr(unit)
             if tag == "DT":
                 return clixml_datetime(text)
             if tag == "BA":

@@ -8,6 +8,7 @@ environment variables that hold them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ class ConfigContext:
         return self.doc.error((self.section, *where), message)  # type: ignore[return-value]
 
     def path(self, value: str) -> Path:
-        candidate = Path(value).expanduser()
+        candidate = Path(os.path.expanduser(value))   # Path.expanduser raises for an unknown ~user
         return candidate if candidate.is_absolute() else (self.base_dir / candidate)
 
 

@@ -10,6 +10,10 @@ from hma_check.contract.snapshot import Snapshot
 from hma_check.errors import ConfigError
 from hma_check.util.scrub import Scrubber
 
+# The default environment variables of the passwords (collect.exchange.config and collect.os.config use them).
+EXCHANGE_PASSWORD_ENV = "HMA_CHECK_EXCHANGE_PASSWORD"
+OS_PASSWORD_ENV = "HMA_CHECK_OS_PASSWORD"
+
 
 class Progress:
     """Per-collector progress: ``start(total)`` then ``advance(label, ok)`` per query. The default draws nothing."""
@@ -29,6 +33,9 @@ class RunContext:
     prompt: Callable[[str], str] | None = None                  # asks for a password on a terminal
     progress: Callable[[str], Progress] = lambda section: Progress()
     handed_out: list[str] = field(default_factory=list)         # every password given to a collector, prompt included
+    # Exchange servers given up for the rest of the scan (name casefolded -> why): a call to them got no answer in
+    # time. A hung server costs one timeout, not one per collector or per query.
+    unresponsive: dict[str, str] = field(default_factory=dict)
 
     def scrubber(self, sections: Mapping[str, Any]) -> Scrubber:
         """Every secret this run can know of: in-process values, passwords handed out, and the values of the
@@ -57,5 +64,10 @@ def section_password(section: str, settings: Any, context: RunContext, target: s
     if value:
         context.handed_out.append(value)
         return value
-    raise ConfigError(f"{section}: no password: set the environment variable {settings.password_env} "
-                      "(the configuration's password_env) or run hma-check on a terminal to be asked")
+    # A name the configuration gave is not repeated (it may be a password pasted into the wrong field); the default
+    # names are hma-check's own.
+    own = settings.password_env in (EXCHANGE_PASSWORD_ENV, OS_PASSWORD_ENV)
+    named = f"{settings.password_env} (the configuration's password_env)" if own else \
+        f"named by {section}.password_env"
+    raise ConfigError(f"{section}: no password: set the environment variable {named} or run hma-check on a "
+                      "terminal to be asked")

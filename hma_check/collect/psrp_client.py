@@ -1,6 +1,6 @@
 """One remote PowerShell session over pypsrp, used read-only: allowlisted cmdlets through add_cmdlet only.
 
-The Exchange collector opens it on ``Microsoft.Exchange`` (Get-/Test- cmdlets), the OS collector on the standard
+The Exchange collector opens it on ``Microsoft.Exchange`` (named Get- cmdlets), the OS collector on the standard
 ``Microsoft.PowerShell`` endpoint (four read cmdlets): each configuration's allowlist lives here (ALLOWLISTS), so no
 caller can pair an endpoint with a wider list. Never ``Client.execute_ps`` (it wraps everything in Invoke-Expression,
 which Exchange's NoLanguage endpoint refuses) and never a script. Every call checks the allowlist before anything is
@@ -19,13 +19,48 @@ from hma_check.collect.clixml import ClixmlObject, parse_object_xml
 from hma_check.errors import ClixmlError, HmaCheckError
 from hma_check.util.scrub import scrub
 
-# Read-only by construction: per session configuration, the cmdlets that may be sent; anything else is refused before
-# it can leave the machine, and a configuration without a list cannot be opened. The standard endpoint is a
+# Read-only by construction: per session configuration, the cmdlets that may be sent, by name; anything else is
+# refused before it can leave the machine, and a configuration without a list cannot be opened. Not a pattern: a
+# "Test-*" rule admitted Test- cmdlets that act on the organisation (Test-Mailflow, for one, sends test messages), so
+# a cmdlet the collectors start to use is added here by name, one per line. The standard endpoint is a
 # full-language administrator session, so it gets only the four reads the OS collector makes (registry values,
-# ExSetup.exe, the operating system, the certificate store), not the Exchange endpoint's Get-/Test- rule.
-ALLOWLISTS: dict[str, re.Pattern[str]] = {
-    "Microsoft.Exchange": re.compile(r"(Get|Test)-[A-Za-z][A-Za-z0-9]*"),
-    "Microsoft.PowerShell": re.compile(r"Get-(ItemProperty|ChildItem|Command|CimInstance)"),
+# ExSetup.exe, the operating system, the certificate store). No Test- cmdlet is used, so none is admitted.
+ALLOWLISTS: dict[str, frozenset[str]] = {
+    "Microsoft.Exchange": frozenset({
+        "Get-AcceptedDomain",
+        "Get-ActiveSyncDeviceAccessRule",
+        "Get-ActiveSyncOrganizationSettings",
+        "Get-ActiveSyncVirtualDirectory",
+        "Get-AuthConfig",
+        "Get-AuthenticationPolicy",
+        "Get-AuthServer",
+        "Get-AutodiscoverVirtualDirectory",
+        "Get-CASMailbox",
+        "Get-ClientAccessServer",
+        "Get-ClientAccessService",
+        "Get-EcpVirtualDirectory",
+        "Get-ExchangeCertificate",
+        "Get-ExchangeServer",
+        "Get-HybridConfiguration",
+        "Get-IntraOrganizationConnector",
+        "Get-Mailbox",
+        "Get-MapiVirtualDirectory",
+        "Get-OabVirtualDirectory",
+        "Get-OrganizationConfig",
+        "Get-OutlookAnywhere",
+        "Get-OwaVirtualDirectory",
+        "Get-PartnerApplication",
+        "Get-RoleGroupMember",
+        "Get-SettingOverride",
+        "Get-User",
+        "Get-WebServicesVirtualDirectory",
+    }),
+    "Microsoft.PowerShell": frozenset({
+        "Get-ChildItem",
+        "Get-CimInstance",
+        "Get-Command",
+        "Get-ItemProperty",
+    }),
 }
 # winerror.h: ERROR_WSMAN_OPERATION_TIMEDOUT (pypsrp retries it), the shell-not-found family, and the quota faults
 # Exchange's throttling policy surfaces through WinRM (max shells, user load quota, max operations).
@@ -78,7 +113,7 @@ class Answer:
     errors: list[ErrorInfo]
 
 
-def allowlist(configuration: str) -> re.Pattern[str]:
+def allowlist(configuration: str) -> frozenset[str]:
     """The cmdlets that may be sent to this session configuration; ReadOnlyViolation when hma-check has none."""
     allowed = ALLOWLISTS.get(configuration)
     if allowed is None:
@@ -89,9 +124,9 @@ def allowlist(configuration: str) -> re.Pattern[str]:
 
 def check_read_only(cmdlet: str, configuration: str) -> None:
     allowed = allowlist(configuration)
-    if not allowed.fullmatch(cmdlet):
-        raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check runs only read-only cmdlets "
-                                f"({allowed.pattern}) on {configuration}")
+    if cmdlet not in allowed:   # exact: PowerShell would also resolve 'get-user' or a prefix, hma-check never sends one
+        raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check runs only the read-only cmdlets it names "
+                                f"(psrp_client.ALLOWLISTS) on {configuration}")
 
 
 def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
@@ -109,6 +144,13 @@ def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
         else:
             parts.append(f"-{name} {_quoted(value)}")
     return " ".join(parts)
+
+
+def given_up_reason(server: str, command: str, timeout: float) -> str:
+    """Why the rest of a scan leaves a server alone: one timeout is all a hung server may cost (the Exchange and OS
+    collectors share the scan's list of such servers, runner.RunContext.unresponsive)."""
+    return (f"{server} was given up for the rest of the scan: {command} got no answer within {timeout:g} s "
+            "(a hung server costs one timeout, not one per query)")
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

@@ -18,7 +18,8 @@ Examples:
 A finding is keyed by check and subject. "worse" means its status moved up PASS/N/A/EXEMPT -> WARN -> ERROR ->
 FAIL, a new finding is WARN, ERROR or FAIL, or the verdict moved up READY -> INCOMPLETE -> NOT_READY. Facts are
 compared when evidence.json is beside each findings.json.
-Exit code: 0 nothing got worse; 1 something got worse; 2 usage error (a path that is not a run).""")
+Exit code: 0 nothing got worse; 1 something got worse; 2 usage error (a path that is not a run); 4 --html or
+--json could not be written.""")
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -38,11 +39,11 @@ def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, l
 
     with fail_on_input_errors():
         result = compare(load_run(old), load_run(new))
-    for line in render.lines(result, fact_limit=limit):
-        click.echo(line)
-    if html_file:
-        write_bytes_atomic(html_file, render.html(result).encode("utf-8"))
-    if json_file:
-        payload = json.dumps(result.to_json(), indent=1, ensure_ascii=False, default=str) + "\n"
-        write_bytes_atomic(json_file, payload.encode("utf-8"))
+        for line in render.lines(result, fact_limit=limit):
+            click.echo(line)
+        if html_file:
+            write_bytes_atomic(html_file, render.html(result).encode("utf-8"))
+        if json_file:
+            payload = json.dumps(result.to_json(), indent=1, ensure_ascii=False, default=str) + "\n"
+            write_bytes_atomic(json_file, payload.encode("utf-8"))
     sys.exit(EXIT_WORSE if result.worse else EXIT_NOTHING_WORSE)

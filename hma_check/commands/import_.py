@@ -42,13 +42,18 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
     from hma_check.commands.common import fail_on_input_errors, print_outcome, report_kwargs
     from hma_check.errors import one_line
     from hma_check.contract.findings import EXIT_NOTHING_COLLECTED
-    from hma_check.commands.pipeline import run_report
+    from hma_check.commands.pipeline import load_inputs, run_report
+    from hma_check.util.atomic import check_folder
 
     def echo(text: str) -> None:
         click.echo(one_line(text), err=True)  # file names and reasons come from the customer's files
 
     with fail_on_input_errors():
         options = report_kwargs(**options)   # a missing browser for --pdf fails before anything is imported
+        # Bad checks, exemptions or --baseline: one line and exit 2 before anything is imported or written.
+        load_inputs(out_dir, list(checks_files), exemptions_file, after_enable=bool(options["after_enable"]),
+                    baseline=options["baseline"])
+        check_folder(out_dir)
         outcome = import_path(path, ScanOptions(owa_ecp=owa_ecp))
         evidence = out_dir / "evidence.json"
         outcome.snapshot.save(evidence)

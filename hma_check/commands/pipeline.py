@@ -8,17 +8,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hma_check.util.atomic import write_bytes_atomic
+from hma_check.util.atomic import inside, make_folder, remove_inside, write_inside
 from hma_check.evaluate.checks import CheckSet, load_checks
 from hma_check.evaluate.engine import Evaluation, evaluate
 from hma_check.errors import ExemptionsError, InputError
 from hma_check.evaluate.exemptions import apply_exemptions, parse_exemptions
 from hma_check.contract.findings import exit_code, verdict_of
-from hma_check.runs.manifest import MANIFEST_NAME, NOT_COVERED, build_manifest, parse_manifest, safe_relative, sha256_bytes
+from hma_check.runs.manifest import (MANIFEST_NAME, MAX_MANIFEST_BYTES, NOT_COVERED, build_manifest, parse_manifest,
+                                     safe_relative, sha256_bytes)
 from hma_check.render.model import Report, build_report
 from hma_check.util.resources import checks_file, validation_checks_file
 from hma_check.contract.snapshot import read_snapshot
 from hma_check.runs.after_enable import load_baseline
+from hma_check.util.read_file import read_limited
 from hma_check.util.yaml_file import read_yaml_bytes
 
 OUTPUTS = ("report.html", "report.md", "junit.xml", "findings.json", "enable.ps1", "rollback.ps1", "action-plan.csv")
@@ -43,6 +45,28 @@ def load_all_checks(checks_files: list[str | Path] | None = None, *, builtin: bo
     return load_checks(paths)
 
 
+def load_inputs(out_dir: str | Path, checks_files: list[str | Path] | None = None,
+                exemptions_file: str | Path | None = None, *, builtin_checks: bool = True, after_enable: bool = False,
+                baseline: str | Path | None = None) -> tuple[CheckSet, Any, bytes | None, list[Any]]:
+    """Every input of a report besides the evidence, read and validated: the checks, the readiness run a validation
+    follows (it must verify), the exemptions (their bytes, to copy, and parsed). InputError on the first problem.
+
+    ``scan`` and ``import`` call this before they collect or write anything, so a bad checks or exemptions file is
+    one line and exit 2 up front, not after a long scan with evidence.json already overwritten.
+    """
+    if baseline is not None and not after_enable:
+        raise InputError("--baseline names the readiness run a validation follows: use it with --after-enable")
+    if baseline is not None and Path(baseline).resolve() == Path(out_dir).resolve():
+        raise InputError("--baseline is the --out folder: write the validation to a folder of its own, so the "
+                         "readiness run stays as it was verified", path=str(baseline))
+    checks = load_all_checks(checks_files, builtin=builtin_checks, validation=after_enable)
+    readiness = load_baseline(baseline, Path(out_dir)) if baseline is not None else None
+    exemptions_raw = read_yaml_bytes(exemptions_file, error=ExemptionsError) if exemptions_file else None
+    exemptions = [] if exemptions_raw is None else parse_exemptions(exemptions_raw, str(exemptions_file),
+                                                                    {c.id for c in checks.checks})
+    return checks, readiness, exemptions_raw, exemptions
+
+
 def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: list[str | Path] | None = None,
                exemptions_file: str | Path | None = None, *, builtin_checks: bool = True,
                as_of: datetime | None = None, pdf: bool = False, after_enable: bool = False,
@@ -63,19 +87,12 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     from hma_check.render import render_all
     from hma_check.render.pdf import find_chromium, html_to_pdf
 
-    if baseline is not None and not after_enable:
-        raise InputError("--baseline names the readiness run a validation follows: use it with --after-enable")
-    if baseline is not None and Path(baseline).resolve() == Path(out_dir).resolve():
-        raise InputError("--baseline is the --out folder: write the validation to a folder of its own, so the "
-                         "readiness run stays as it was verified", path=str(baseline))
     browser = find_chromium() if pdf else None
     evidence_path, out_dir = Path(evidence_path), Path(out_dir)
     evidence_bytes, snapshot = read_snapshot(evidence_path)
-    checks = load_all_checks(checks_files, builtin=builtin_checks, validation=after_enable)
-    readiness = load_baseline(baseline, out_dir) if baseline is not None else None
-    exemptions_raw = read_yaml_bytes(exemptions_file, error=ExemptionsError) if exemptions_file else None
-    exemptions = [] if exemptions_raw is None else parse_exemptions(exemptions_raw, str(exemptions_file),
-                                                                    {c.id for c in checks.checks})
+    checks, readiness, exemptions_raw, exemptions = load_inputs(
+        out_dir, checks_files, exemptions_file, builtin_checks=builtin_checks, after_enable=after_enable,
+        baseline=baseline)
     inputs, run = _inputs(checks, builtin_checks, exemptions_file, exemptions_raw)
 
     evaluation: Evaluation = evaluate(checks, snapshot, as_of=as_of)
@@ -135,7 +152,7 @@ def _inputs(checks: CheckSet, builtin: bool, exemptions_file: str | Path | None,
 
 
 def _read_again(path: Path, sha256: str) -> bytes:
-    payload = path.read_bytes()
+    payload = read_yaml_bytes(path)
     if sha256_bytes(payload) != sha256:
         raise InputError("changed while hma-check was reading it; run again", path=str(path))
     return payload
@@ -148,16 +165,23 @@ def _safe_name(path: str | Path) -> str:
 def _write_run(out_dir: Path, files: dict[str, bytes], manifest: bytes, *, keep: set[str]) -> None:
     """Replace a previous run in the same folder: its manifest and signature go first (an interrupted write then
     leaves a folder that does not verify, never one that verifies against stale hashes), then the files it listed
-    that this run does not write; the new manifest is written last."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    previous = out_dir / MANIFEST_NAME
+    that this run does not write; the new manifest is written last.
+
+    The previous manifest is anyone's text: only regular files that really lie inside the folder are ever removed
+    (atomic.remove_inside), and nothing is written through a symbolic link to another folder (atomic.write_inside).
+    """
+    make_folder(out_dir)
     stale: list[str] = []
-    if previous.is_file():
-        document, _ = parse_manifest(previous.read_bytes())
+    previous = inside(out_dir, MANIFEST_NAME)
+    if previous is not None and previous.is_file():
+        try:
+            document, _ = parse_manifest(read_limited(previous, MAX_MANIFEST_BYTES, what="manifest"))
+        except InputError:
+            document = None   # unreadable: nothing it lists is removed
         stale = [p for p in (document or {}).get("files", {}) if safe_relative(p) and p not in files]
     for name in [*sorted(NOT_COVERED), *stale]:
-        (out_dir / name).unlink(missing_ok=True)
+        remove_inside(out_dir, name)
     for name, payload in files.items():
         if name not in keep:
-            write_bytes_atomic(out_dir / name, payload)
-    write_bytes_atomic(previous, manifest)
+            write_inside(out_dir, name, payload)
+    write_inside(out_dir, MANIFEST_NAME, manifest)

@@ -43,8 +43,9 @@ def report(evidence: str, out_dir: str, checks_files: tuple[str, ...], no_builti
     if as_of:
         try:
             when = parse_utc(as_of)   # evidence's own reading of a date: a stated offset is converted, none is UTC
-        except ValueError:
-            raise click.BadParameter(f"not a date: {as_of!r} (use YYYY-MM-DD)", param_hint="--as-of") from None
+        except ValueError as exc:
+            reason = str(exc) if "outside year" in str(exc) else f"not a date: {as_of[:40]!r} (use YYYY-MM-DD)"
+            raise click.BadParameter(reason, param_hint="--as-of") from None
     with fail_on_input_errors():
         outcome = run_report(evidence, out_dir, list(checks_files), exemptions_file,
                              builtin_checks=not no_builtin_checks, as_of=when, **report_kwargs(**options))

@@ -25,7 +25,7 @@ scan.yaml (docs/scan-config.md):
     auth: negotiate               # kerberos | negotiate | ntlm | basic (TLS only) | certificate
     username: CONTOSO\\hma-reader  # an account with View-Only Organization Management
 \b
-Only Get- and Test- cmdlets are sent. The password comes from the environment variable named by password_env
+Only the read-only Get- cmdlets hma-check names are sent. The password comes from the environment variable named by password_env
 (HMA_CHECK_EXCHANGE_PASSWORD by default) or a prompt, never from the command line.
 Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 bad configuration, 4 nothing could be collected.""")
 @click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path),

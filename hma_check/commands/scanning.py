@@ -50,8 +50,14 @@ def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str]
     output options (--pdf, --after-enable, --baseline) from commands.common.report_kwargs."""
     from hma_check.collect.runner import run_collectors
     from hma_check.commands.common import print_outcome
-    from hma_check.commands.pipeline import run_report
+    from hma_check.commands.pipeline import load_inputs, run_report
+    from hma_check.util.atomic import check_folder
 
+    # Bad checks, exemptions or --baseline: one line and exit 2 before anything is collected or written.
+    report = dict(report or {})
+    load_inputs(out_dir, list(checks_files), exemptions_file, after_enable=bool(report.get("after_enable")),
+                baseline=report.get("baseline"))
+    check_folder(out_dir)   # an --out that cannot be a folder fails now, not after the scan
     snapshot = run_collectors(config, secrets=secrets, prompt=prompt, progress=progress_factory())
     evidence = out_dir / "evidence.json"
     snapshot.save(evidence)
@@ -63,7 +69,7 @@ def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str]
     # A configuration written into the output folder (the demo's) is part of the run's record.
     config_file = Path(config.source)
     covered = [config_file] if config_file.parent.resolve() == out_dir.resolve() else []
-    outcome = run_report(evidence, out_dir, list(checks_files), exemptions_file, covered=covered, **(report or {}))
+    outcome = run_report(evidence, out_dir, list(checks_files), exemptions_file, covered=covered, **report)
     print_outcome(outcome)
     return outcome.exit_code
 

@@ -21,7 +21,8 @@ Examples:
 An encrypted key's passphrase is read from the environment variable {PASSPHRASE_VARIABLE}, or asked for on the
 terminal; it is never an option, so it stays out of shell history and process lists.
 Exit code: 0 signed; 1 the folder does not match its manifest (nothing is signed); 2 usage error (not a run folder,
-unreadable certificate or key, wrong passphrase, a key that does not belong to the certificate).""")
+unreadable certificate or key, wrong passphrase, a key that does not belong to the certificate); 4 the signature
+could not be written.""")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--certificate", "certificate_file", type=click.Path(dir_okay=False, path_type=Path),
               help="The signer's X.509 certificate (PEM or DER); further certificates in a PEM file are included as "
@@ -36,7 +37,7 @@ def sign(folder: Path, certificate_file: Path | None, key_file: Path | None, pkc
     The folder is verified first: hma-check refuses to sign files that no longer match their manifest. The
     signature covers manifest.json, which holds the SHA-256 of every other file, so it covers the whole run.
     """
-    from hma_check.util.atomic import write_bytes_atomic
+    from hma_check.util.atomic import write_inside
     from hma_check.commands.common import fail_on_input_errors
     from hma_check.errors import one_line
     from hma_check.runs.keyfiles import load_certificates, load_pkcs12, load_private_key
@@ -64,7 +65,8 @@ def sign(folder: Path, certificate_file: Path | None, key_file: Path | None, pkc
     except SigningError as exc:
         click.echo(f"hma-check: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    write_bytes_atomic(folder / SIGNATURE_NAME, signature)
+    with fail_on_input_errors():
+        write_inside(folder, SIGNATURE_NAME, signature)
     click.echo(f"signed: {folder / SIGNATURE_NAME}")
     click.echo(f"signer: {certificate.subject.rfc4514_string()} (certificate SHA-256 {fingerprint(certificate)})")
     click.echo(f"manifest.json SHA-256 {verification.manifest_sha256}")

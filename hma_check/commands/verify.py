@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def verify(folder: Path, signature_file: Path | None, certificate_file: Path | N
                f"{one_line(str(result.manifest.get('created_at')))}")
     signature_file = signature_file or folder / SIGNATURE_NAME
     required = require_signature or expected is not None or trusted is not None
-    if not signature_file.is_file():
+    if not os.path.isfile(signature_file):
         if required:
             click.echo(f"NOT VERIFIED: no signature ({signature_file} not found)")
             sys.exit(EXIT_SIGNATURE)
@@ -79,9 +80,14 @@ def _signature_ok(manifest: bytes, signature_file: Path, expected: Any, trusted:
     from hma_check.errors import one_line
     from hma_check.runs.signing import SignatureError, verify_signature
 
+    from hma_check.errors import InputError
+    from hma_check.util.read_file import read_limited
+
     try:
-        check = verify_signature(manifest, signature_file.read_bytes(), expected=expected, trusted=trusted)
-    except SignatureError as exc:
+        # A CMS signature with its chain is a few kilobytes; more than this is not one.
+        check = verify_signature(manifest, read_limited(signature_file, 16 * 1024 * 1024, what="signature"),
+                                 expected=expected, trusted=trusted)
+    except (SignatureError, InputError) as exc:
         click.echo(one_line(f"SIGNATURE {signature_file.name}: {exc}"))
         click.echo("NOT VERIFIED: the signature does not verify")
         return False

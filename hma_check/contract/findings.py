@@ -14,6 +14,8 @@ READY, NOT_READY, INCOMPLETE = "READY", "NOT_READY", "INCOMPLETE"
 EXIT_CODES = {READY: 0, NOT_READY: 1, INCOMPLETE: 3}
 EXIT_USAGE = 2
 EXIT_NOTHING_COLLECTED = 4
+# findings.json of a 50,000-user tenant is a few tens of megabytes; a larger file is refused as it is read.
+MAX_FINDINGS_BYTES = 512 * 1024 * 1024
 
 
 def failed_status(severity: str) -> str:

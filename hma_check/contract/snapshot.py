@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import math
 import socket
 import time
 from contextlib import contextmanager
@@ -16,6 +15,8 @@ from typing import Any, Iterator
 from hma_check import __version__
 from hma_check.util.atomic import write_bytes_atomic
 from hma_check.errors import EvidenceError
+from hma_check.util.json_file import JsonError, loads_json
+from hma_check.util.read_file import read_limited
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "error", "skipped")
@@ -187,10 +188,15 @@ def who_ran_it() -> dict[str, str]:
 
 
 def parse_utc(text: str) -> datetime:
+    """An ISO 8601 date or time in UTC (no offset means UTC); ValueError when it is none, or falls outside year 1 to
+    9999 once converted (0001-01-01T00:00:00+01:00 is in year 0)."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text[:40]!r} is outside year 1 to 9999 in UTC") from None
 
 
 # --------------------------------------------------------------------------------------------------------- loading
@@ -202,14 +208,7 @@ def load_snapshot(path: str | Path) -> Snapshot:
 
 def read_snapshot(path: str | Path) -> tuple[bytes, Snapshot]:
     """The exact bytes read and the Snapshot parsed from them, so what is hashed and copied is what was evaluated."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise EvidenceError(f"cannot read evidence file: {exc.strerror or exc}", path=str(path)) from None
-    if size > MAX_EVIDENCE_BYTES:
-        raise EvidenceError(f"evidence file is {size} bytes; the limit is {MAX_EVIDENCE_BYTES}", path=str(path))
-    raw = path.read_bytes()
+    raw = read_limited(path, MAX_EVIDENCE_BYTES, error=EvidenceError, what="evidence file")
     return raw, loads_snapshot(raw, source=str(path))
 
 
@@ -220,31 +219,13 @@ def loads_snapshot(raw: bytes, *, source: str = "evidence.json") -> Snapshot:
         raise EvidenceError(f"not UTF-8 text (byte {exc.start})", path=source) from None
     try:
         doc = loads_json(text)
-    except json.JSONDecodeError as exc:
+    except JsonError as exc:
         # A file cut short (disk full, interrupted copy) no longer ends with its closing brace.
         hint = " (the file looks truncated)" if not text.rstrip().endswith("}") else ""
-        raise EvidenceError(f"not valid JSON: {exc.msg}{hint}", path=source, line=exc.lineno) from None
+        raise EvidenceError(f"{exc.message}{hint}", path=source, line=exc.line) from None
     except RecursionError:
         raise EvidenceError("JSON nested too deeply to be evidence", path=source) from None
-    except ValueError as exc:
-        raise EvidenceError(str(exc), path=source) from None
     return _snapshot_from_json(doc, source)
-
-
-def loads_json(text: str) -> Any:
-    """JSON as evidence can hold it: ValueError for NaN, Infinity and a number too large to be finite (1e999)."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"not valid JSON: {name} is not a number evidence can hold")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):   # 1e999 parses as infinity
-        raise ValueError(f"not valid JSON: {text[:40]} is not a finite number")
-    return value
 
 
 def _snapshot_from_json(doc: Any, source: str) -> Snapshot:
@@ -266,7 +247,9 @@ def _snapshot_from_json(doc: Any, source: str) -> Snapshot:
             raise fail(f"missing or invalid {key}")
     try:
         parse_utc(doc["collected_at"])
-    except ValueError:
+    except ValueError as exc:
+        if "outside year" in str(exc):
+            raise fail(f"collected_at {exc}") from None
         raise fail(f"collected_at is not an ISO 8601 date: {_short(doc['collected_at'])}") from None
     collected_by = doc.get("collected_by", {})
     target = doc.get("target", {})

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from jinja2 import TemplateSyntaxError
 
-from hma_check.evaluate import expr
+from hma_check.evaluate import budget, expr
 from hma_check.contract import sources
 from hma_check.errors import ChecksError
 from hma_check.contract.findings import SEVERITIES
@@ -60,9 +60,11 @@ class Compiled:
     is_template: bool
 
     def __call__(self, context: dict[str, Any]) -> Any:
-        if self.is_template:
-            return self.run.render(context)  # type: ignore[attr-defined]
-        return self.run(**context)
+        """Evaluate under a fresh budget (hma_check.evaluate.budget): over it is BudgetExceeded, never a hang."""
+        with budget.metered(self.source):
+            if self.is_template:
+                return self.run.render(context)  # type: ignore[attr-defined]
+            return self.run(**context)
 
 
 @dataclass
@@ -201,6 +203,11 @@ class _Builder:
             run = expr.compile_template(source) if template else expr.compile_expression(source)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
+        except RecursionError:   # Jinja's parser and compiler recurse once per level of brackets
+            raise self.fail(f"'{key}' is nested too deeply to compile", line=line) from None
+        unbounded = budget.unbounded(tree)
+        if unbounded:
+            raise self.fail(f"'{key}' cannot stay within the evaluation budget: {unbounded[0]}", line=line)
         used = expr.referenced_sources(tree)
         unknown = sorted(name for name in used if not sources.is_known(name))
         if unknown:

@@ -8,6 +8,7 @@ from typing import Any
 from jinja2 import UndefinedError
 from jinja2.exceptions import SecurityError
 
+from hma_check.evaluate.budget import BudgetExceeded
 from hma_check.errors import HmaCheckError, one_line
 from hma_check.evaluate.checks import Compiled
 from hma_check.evaluate.facts import MissingFact
@@ -71,6 +72,8 @@ def reason_for(what: str, exc: BaseException) -> str:
         return f"missing fact in '{what}': {exc.message}"
     if isinstance(exc, SecurityError):
         return f"'{what}' tried something the sandbox forbids: {exc}"
+    if isinstance(exc, BudgetExceeded):
+        return f"'{what}' went over the evaluation budget: {exc}"
     return f"'{what}' failed: {type(exc).__name__}: {exc}"
 
 

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 from hma_check.contract import sources as source_registry
 from hma_check.contract.findings import ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status
 from hma_check.contract.snapshot import Snapshot
+from hma_check.evaluate import budget
 from hma_check.evaluate.checks import Check, CheckSet
 from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, as_bool, bind_let, reason_for, render,
                                        render_powershell, subject_of)
@@ -33,7 +34,8 @@ def evaluate(checks: CheckSet, snapshot: Snapshot, *, as_of: datetime | None = N
     now = as_of or snapshot.collected_at_datetime
     findings: list[Finding] = []
     for check in checks.checks:
-        findings.extend(evaluate_check(check, facts, now))
+        with budget.check_deadline():
+            findings.extend(evaluate_check(check, facts, now))
     runbook = build_runbook(checks, findings, facts, now)
     return Evaluation(findings=findings, runbook=runbook, as_of=now, checks=checks, snapshot=snapshot)
 

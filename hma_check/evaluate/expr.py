@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from hma_check.evaluate import budget
 from hma_check.evaluate.filters import entra, exchange_builds, tls
 from hma_check.contract.snapshot import parse_utc
 
@@ -236,7 +237,13 @@ def version_lt(value: Any, other: Any) -> bool:
 
 
 def matching(value: Any, pattern: str) -> bool:
-    """A case-insensitive full regular-expression match, as PowerShell's -match is case-insensitive."""
+    """A case-insensitive full regular-expression match, as PowerShell's -match is case-insensitive.
+
+    A pattern that can backtrack exponentially ((a+)+) is refused rather than run: Python's re cannot be stopped.
+    """
+    problem = budget.regex_problem(str(pattern))
+    if problem:
+        raise ValueError(problem)
     return value is not None and re.fullmatch(pattern, str(value), re.IGNORECASE) is not None
 
 
@@ -256,15 +263,38 @@ def require(value: Any, reason: str) -> Any:
 
 
 class CheckEnvironment(ImmutableSandboxedEnvironment):
-    """Evidence dicts are read key-first, so a property named like a dict method ('items') still reads as data."""
+    """Evidence dicts are read key-first, so a property named like a dict method ('items') still reads as data.
+
+    Every read, call, operator, loop and output is metered against the evaluation budget (hma_check.evaluate.budget):
+    the operators through the sandbox's interception, loops, '~' and output by rewriting the parsed template.
+    """
+
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        budget.tick()
         if isinstance(obj, dict):
             try:
                 return obj[attribute]
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        budget.tick()
+        return super().getitem(obj, argument)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        budget.before_binop(operator, left, right)
+        return budget.check_value(super().call_binop(context, operator, left, right), f"the result of {operator}")
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - as Jinja's
+        args, kwargs = budget.before_call(__obj, args, kwargs)
+        return budget.check_value(super().call(__context, __obj, *args, **kwargs), "the result of a call")
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        return super()._generate(budget.meter_tree(source), name, filename, defer_init=defer_init)
 
 
 FILTERS: dict[str, Callable[..., Any]] = {
@@ -287,10 +317,14 @@ TESTS: dict[str, Callable[..., bool]] = {
 }
 GLOBALS: dict[str, Callable[..., Any]] = {"require": require}
 def make_environment() -> CheckEnvironment:
-    env = CheckEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    # optimized=False: Jinja would otherwise run filters on literals while compiling, outside any budget.
+    env = CheckEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, optimized=False)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
+    env.filters = {name: budget.metered_filter(name, f) for name, f in env.filters.items()}
+    env.globals.pop("lipsum", None)   # lorem ipsum of any length: nothing a check needs
     env.globals.update(GLOBALS)
+    env.globals.update(budget.GLOBALS)
     return env
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from hma_check.evaluate.checks import PHASES
 from hma_check.contract.findings import ERROR, FAIL, WARN
@@ -13,12 +14,16 @@ COLUMNS = ("check", "title", "severity", "status", "subject", "found", "fix phas
 ACTIONABLE = (FAIL, ERROR, WARN)
 # A cell starting with one of these is a formula to Excel and LibreOffice (OWASP "CSV injection"): a value from the
 # customer's environment must stay text, so it gets a leading apostrophe, which both show as text and hide.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", ";")
+# Where the locale's list separator is ';' (much of Europe), Excel splits a comma-separated file at every ';', quoted or
+# not, so a ';' inside a value starts a new cell there: one that begins like a formula gets the apostrophe too.
+_FORMULA_AFTER_SEMICOLON = re.compile(r';(?=[\s"]*[=+\-@])')
 BOM = "\ufeff"   # without it Excel reads UTF-8 as the ANSI code page and mangles non-ASCII names
 
 
 def cell(value: object) -> str:
     text = " ".join(str(value if value is not None else "").split())
+    text = _FORMULA_AFTER_SEMICOLON.sub(";'", text)
     return "'" + text if text.startswith(FORMULA_START) else text
 
 

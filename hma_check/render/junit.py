@@ -6,15 +6,23 @@ their reason; WARN passes but says so in system-out, since JUnit has no warning 
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, WARN
 from hma_check.render.model import Report
 
 
+# What XML 1.0 cannot carry (its Char production: C0 controls but tab and line ends, surrogates, U+FFFE and U+FFFF) and
+# what it tells documents to avoid (C1 controls, the noncharacters U+FDD0..U+FDEF and U+xFFFE/U+xFFFF of every
+# plane): a value from the evidence holding any of them becomes U+FFFD, so every JUnit reader can parse the file.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+                      + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(1, 17))
+                      + "]")
+
+
 def _clean(text: str | None) -> str:
-    """XML 1.0 cannot carry most control characters; drop them rather than write an unreadable file."""
-    return "".join(ch for ch in (text or "") if ch in "\t\n\r" or ord(ch) >= 0x20)
+    return _NOT_XML.sub("\ufffd", text or "")
 
 
 def render(report: Report) -> bytes:
@@ -25,7 +33,7 @@ def render(report: Report) -> bytes:
                               failures=str(area.counts[FAIL]), errors=str(area.counts[ERROR]),
                               skipped=str(area.counts[NOT_APPLICABLE] + area.counts[EXEMPT]))
         for finding in area.findings:
-            case = ET.SubElement(suite, "testcase", classname=f"hma-check.{area.id}.{finding.check_id}",
+            case = ET.SubElement(suite, "testcase", classname=_clean(f"hma-check.{area.id}.{finding.check_id}"),
                                  name=_clean(f"{finding.check_id} {finding.title} [{finding.subject}]"))
             if finding.status == FAIL:
                 node = ET.SubElement(case, "failure", message=_clean(finding.actual), type=finding.severity)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +10,14 @@ from typing import Any
 
 from hma_check.errors import EvidenceError, InputError
 from hma_check.runs.factdiff import FactChange, diff_snapshots
-from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, PASS, WARN
+from hma_check.contract.findings import ERROR, EXEMPT, FAIL, MAX_FINDINGS_BYTES, NOT_APPLICABLE, PASS, WARN
 from hma_check.contract.snapshot import Snapshot, load_snapshot
+from hma_check.util.json_file import JsonError, loads_json
+from hma_check.util.read_file import read_limited
 
 # How bad a status is for the change board: a move up this scale is "worse". An exemption is an approved state.
 BADNESS = {PASS: 0, NOT_APPLICABLE: 0, EXEMPT: 0, WARN: 1, ERROR: 2, FAIL: 3}
 VERDICT_BADNESS = {"READY": 0, "INCOMPLETE": 1, "NOT_READY": 2}
-MAX_FINDINGS_BYTES = 512 * 1024 * 1024
 
 
 @dataclass
@@ -116,28 +117,34 @@ class RunDiff:
 def load_run(path: str | Path) -> Run:
     """A run folder, or a findings.json (its evidence.json is looked for beside it)."""
     path = Path(path)
-    findings_file = path / "findings.json" if path.is_dir() else path
-    if not findings_file.is_file():
+    findings_file = path / "findings.json" if os.path.isdir(path) else path
+    if not os.path.exists(findings_file):   # os.path: a name too long to exist is not an exception
         raise InputError("no findings.json here: give an hma-check output folder or its findings.json", path=str(path))
-    if findings_file.stat().st_size > MAX_FINDINGS_BYTES:
-        raise InputError("too large to be a findings file", path=str(findings_file))
+    raw = read_limited(findings_file, MAX_FINDINGS_BYTES, what="findings file")
     try:
-        document = json.loads(findings_file.read_bytes().decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InputError("not a readable findings.json (invalid JSON)", path=str(findings_file)) from None
+        document = loads_json(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a readable findings.json: not UTF-8 text (byte {exc.start})",
+                         path=str(findings_file)) from None
+    except JsonError as exc:
+        raise InputError(f"not a readable findings.json: {exc.message}", path=str(findings_file),
+                         line=exc.line) from None
+    except RecursionError:
+        raise InputError("not a readable findings.json: JSON nested too deeply", path=str(findings_file)) from None
     if isinstance(document, dict) and "sources" in document and "findings" not in document:
         raise InputError("this is evidence, not findings: give the run folder or its findings.json",
                          path=str(findings_file))
     findings = document.get("findings") if isinstance(document, dict) else None
-    if not isinstance(findings, list) or document.get("verdict") not in VERDICT_BADNESS or not all(
+    verdict = document.get("verdict") if isinstance(document, dict) else None
+    if not isinstance(findings, list) or not isinstance(verdict, str) or verdict not in VERDICT_BADNESS or not all(
             isinstance(f, dict) and all(isinstance(f.get(k), str) for k in ("check_id", "subject", "status"))
             for f in findings):
         raise InputError("not an hma-check findings.json (verdict and findings with check_id, subject, status)",
                          path=str(findings_file))
-    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+    metadata = _metadata(document.get("metadata"))
     run = Run(label=str(path), findings=findings, verdict=document["verdict"], metadata=metadata)
     evidence = findings_file.parent / "evidence.json"
-    if evidence.is_file():
+    if os.path.isfile(evidence):
         try:
             run.snapshot = load_snapshot(evidence)
         except EvidenceError as exc:
@@ -145,6 +152,22 @@ def load_run(path: str | Path) -> Run:
     else:
         run.no_evidence = "no evidence.json beside its findings.json"
     return run
+
+
+# What the diff and a validation's baseline read from findings.json's metadata, and the type each must have. The file
+# is read from disk and anyone may have edited it: a value of another type reads as absent, never as something else.
+_METADATA_TYPES: dict[str, type] = {"generated_at": str, "collected_at": str, "evidence_sha256": str,
+                                    "tool_version": str, "target": dict, "checks_files": list}
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {}
+    metadata = {key: item for key, item in value.items()
+                if key not in _METADATA_TYPES or isinstance(item, _METADATA_TYPES[key])}
+    if "checks_files" in metadata:
+        metadata["checks_files"] = [entry for entry in metadata["checks_files"] if isinstance(entry, dict)]
+    return metadata
 
 
 # -------------------------------------------------------------------------------------------------------- comparing

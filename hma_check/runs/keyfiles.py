@@ -10,19 +10,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from hma_check.errors import InputError
+from hma_check.util.read_file import read_limited
 
 MAX_KEY_FILE = 1 << 20
 Passphrase = Callable[[], bytes]
 
 
 def _read(path: str | Path) -> bytes:
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_KEY_FILE:
-            raise InputError("larger than any certificate or key file", path=str(path))
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+    return read_limited(path, MAX_KEY_FILE, what="certificate or key file")
 
 
 def load_certificates(path: str | Path) -> list[x509.Certificate]:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hma_check import __version__
 from hma_check.errors import InputError
+from hma_check.contract.findings import MAX_FINDINGS_BYTES
 from hma_check.contract.snapshot import iso_utc, utc_now
+from hma_check.util.json_file import JsonError, loads_json
+from hma_check.util.read_file import read_limited
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.p7s"
@@ -19,19 +23,25 @@ MANIFEST_VERSION = 1
 # Files about the manifest, not in it: the manifest itself and its detached signature.
 NOT_COVERED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 _CHUNK = 1 << 20
+# A run writes a dozen files, a few hundred bytes of manifest each; a manifest larger than this is not one.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_bytes(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
-    """Hash in chunks: evidence of a large tenant is hundreds of megabytes."""
+def sha256_file(path: Path, limit: int | None = None) -> tuple[str, int]:
+    """Hash in chunks: evidence of a large tenant is hundreds of megabytes. With ``limit``, stop one byte past it
+    (a file that grew since its size was taken is then simply a different size)."""
     digest, size = hashlib.sha256(), 0
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(_CHUNK if limit is None else min(_CHUNK, limit + 1 - size)):
             digest.update(chunk)
             size += len(chunk)
+            if limit is not None and size > limit:
+                break
     return digest.hexdigest(), size
 
 
@@ -91,33 +101,44 @@ class Verification:
 def read_manifest(folder: str | Path) -> bytes:
     """The manifest's bytes; a folder that is not a run folder is the user's mistake (InputError)."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not os.path.isdir(folder):   # os.path: a name too long to exist is not an exception
         raise InputError("not a folder", path=str(folder))
     path = folder / MANIFEST_NAME
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise InputError(f"no {MANIFEST_NAME} here: not an hma-check output folder, or written before manifests "
                          "existed (run 'hma-check report' again)", path=str(folder))
-    return path.read_bytes()
+    return read_limited(path, MAX_MANIFEST_BYTES, what="manifest")
 
 
 def parse_manifest(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """The manifest document, or why it is not one (an edited or damaged manifest is a finding, not a usage error)."""
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return None, f"not valid JSON ({type(exc).__name__})"
+        document = loads_json(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return None, f"not valid JSON (not UTF-8 at byte {exc.start})"
+    except JsonError as exc:
+        return None, exc.message + (f" (line {exc.line})" if exc.line else "")
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply)"
     if not isinstance(document, dict) or document.get("tool") != "hma-check":
         return None, "not an hma-check manifest"
     if document.get("manifest_version") != MANIFEST_VERSION:
-        return None, f"manifest_version {document.get('manifest_version')!r}; this hma-check reads {MANIFEST_VERSION}"
+        return None, f"manifest_version {str(document.get('manifest_version'))[:40]!r}; this hma-check reads " \
+                     f"{MANIFEST_VERSION}"
+    for key in ("tool_version", "created_at"):
+        if not isinstance(document.get(key), str):
+            return None, f"its {key} is not text"
     files = document.get("files")
     if not isinstance(files, dict) or not files:
         return None, "no files listed"
     for path, entry in files.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)):
-            return None, f"entry {path[:80]!r} lacks sha256 or size"
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])
+                and isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+            return None, f"entry {path[:80]!r} lacks a SHA-256 (64 hex digits) or a size"
     run = document.get("run", {})
-    if not isinstance(run, dict) or not _list_of_objects(run.get("checks", [])):
+    if not isinstance(run, dict) or not _list_of_objects(run.get("checks", [])) or not all(
+            isinstance(entry.get("sha256"), (str, type(None))) for entry in run.get("checks", [])):
         return None, "its 'run' record is not an object with a list of checks files"
     return document, None
 
@@ -142,14 +163,19 @@ def verify_folder(folder: str | Path) -> Verification:
             result.problems.append(Problem("manifest", path[:200], "the manifest names a path outside this folder"))
             continue
         target = folder / path
-        if target.is_symlink() or (target.exists() and not target.is_file()):
+        if os.path.islink(target) or (os.path.exists(target) and not os.path.isfile(target)):
             result.problems.append(Problem("modified", path, "is no longer a regular file"))
             continue
-        if not target.exists():
+        if not os.path.exists(target):
             result.problems.append(Problem("missing", path, f"listed in the manifest ({entry['size']} bytes) but not "
                                                             "in the folder"))
             continue
-        digest, size = sha256_file(target)
+        size = target.stat().st_size
+        if size != entry["size"]:   # no need to read a file whose size already differs (it may be huge)
+            result.problems.append(Problem("modified", path, f"{size} bytes; the manifest records {entry['size']} "
+                                                             "bytes (not hashed: the size already differs)"))
+            continue
+        digest, size = sha256_file(target, limit=entry["size"])
         if digest != entry["sha256"] or size != entry["size"]:
             result.problems.append(Problem("modified", path, f"SHA-256 {digest} ({size} bytes); the manifest "
                                                              f"records {entry['sha256']} ({entry['size']} bytes)"))
@@ -180,8 +206,9 @@ def _cross_check(result: Verification) -> None:
     if "findings.json" not in result.matched or "evidence.json" not in result.manifest["files"]:
         return
     try:
-        document = json.loads((result.folder / "findings.json").read_bytes())
-    except (ValueError, RecursionError):
+        raw = read_limited(result.folder / "findings.json", MAX_FINDINGS_BYTES, what="findings file")
+        document = loads_json(raw.decode("utf-8"))
+    except (InputError, ValueError, RecursionError):   # UnicodeDecodeError and JsonError are ValueErrors
         document = None
     metadata = document.get("metadata") if isinstance(document, dict) else None
     if not isinstance(metadata, dict) or not _list_of_objects(metadata.get("checks_files", [])):
@@ -193,7 +220,7 @@ def _cross_check(result: Verification) -> None:
                                        f"{metadata.get('evidence_sha256')}, not from this evidence.json ({evidence})"))
     recorded = {entry.get("sha256") for entry in result.manifest.get("run", {}).get("checks", [])}
     for entry in metadata.get("checks_files", []):
-        if entry.get("sha256") not in recorded:
+        if not isinstance(entry.get("sha256"), str) or entry["sha256"] not in recorded:
             result.problems.append(Problem("inconsistent", "findings.json", f"evaluated with checks file "
                                            f"{entry.get('path')} ({entry.get('sha256')}), which the manifest does not "
                                            "record"))

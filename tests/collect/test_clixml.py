@@ -191,9 +191,9 @@ def test_oversized_and_undecodable_files(monkeypatch):
     monkeypatch.setattr(clixml, "MAX_CLIXML_BYTES", 100)
     with pytest.raises(ClixmlError, match="limit for one CLIXML file"):
         parse_clixml(b" " * 101, source="big.xml")
-    with pytest.raises(ClixmlError, match="not UTF-8 text"):
+    with pytest.raises(ClixmlError, match="malformed UTF-8 text at byte 6"):
         parse_clixml(b"<Objs>\xff\xfe\xfd</Objs>", source="bin.xml")
-    with pytest.raises(ClixmlError, match="not UTF-16-LE text"):
+    with pytest.raises(ClixmlError, match="malformed UTF-16-LE text at byte 4"):
         parse_clixml(b"\xff\xfe<\x00\x00\xd8", source="half.xml")
 
 

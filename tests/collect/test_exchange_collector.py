@@ -82,18 +82,32 @@ def test_large_organisation_in_one_scan(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ read-only
 
-def test_the_allowlist_refuses_anything_but_get_and_test_before_sending(tmp_path):
+def test_the_allowlist_refuses_every_cmdlet_it_does_not_name_before_sending(tmp_path):
+    """Before: any Test-* cmdlet was admitted (Test-Mailflow sends test messages), and any Get-* name."""
     with Lab("ready") as lab:
         settings = exchange_settings(lab.scan_config())
         session = RemoteSession(settings, lab.credentials.password).open()
         try:
             for cmdlet in ("Set-OrganizationConfig", "New-AuthServer", "Remove-PartnerApplication",
-                           "Invoke-Expression", "Get-Mailbox; Remove-Mailbox", "get-mailbox | set-mailbox"):
+                           "Invoke-Expression", "Get-Mailbox; Remove-Mailbox", "get-mailbox | set-mailbox",
+                           "Test-Mailflow", "Test-OAuthConnectivity", "Test-ServiceHealth", "Get-MailboxExportRequest",
+                           "get-mailbox"):
                 with pytest.raises(ReadOnlyViolation):
                     session.run(cmdlet, (), 10)
         finally:
             session.close()
         assert lab.command_log == []
+
+
+def test_every_cmdlet_the_collector_sends_is_named_in_the_allowlist():
+    from hma_check.collect.exchange.collector import ORG_QUERIES, SERVER_CMDLETS, SERVERS_QUERY
+    from hma_check.collect.psrp_client import ALLOWLISTS
+
+    sent = {q.cmdlet for q in (SERVERS_QUERY, *ORG_QUERIES)} | {q.fallback for q in ORG_QUERIES if q.fallback}
+    sent |= {cmdlet for _, cmdlet in SERVER_CMDLETS} | {"Get-User"}   # Get-User: the administrators' properties
+    allowed = ALLOWLISTS["Microsoft.Exchange"]
+    assert sent <= allowed, sorted(sent - allowed)
+    assert all(name.startswith("Get-") for name in allowed), "a Test- cmdlet needs a reason to be here"
 
 
 # ------------------------------------------------------------------------------------------------ faults

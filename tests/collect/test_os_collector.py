@@ -142,10 +142,16 @@ def test_missing_exsetup_is_an_error_and_a_keyless_certificate_says_so(snapshot)
     assert _source(snapshot, "os.auth_certificate", "EX07").data["HasPrivateKey"] is False
 
 
-def test_a_hanging_call_times_out_alone_and_the_next_one_still_runs(snapshot):
+def test_a_hanging_call_times_out_once_and_gives_the_server_up(snapshot, windows):
+    """Before: every read of a hung server waited out its own timeout (four OS reads of 60 s one after another)."""
     hung = _source(snapshot, "os.operating_system", "EX08")
     assert hung.status == "error" and "no answer within 2 s" in hung.error
-    assert _source(snapshot, "os.auth_certificate", "EX08").data["HasPrivateKey"] is True
+    after = _source(snapshot, "os.auth_certificate", "EX08")
+    assert after.status == "error" and after.duration_ms < 1000
+    assert "EX08 was given up for the rest of the scan: Get-CimInstance -ClassName Win32_OperatingSystem got no " \
+           "answer within 2 s" in after.error
+    assert [e["command"] for e in windows.command_log if e["server"] == "EX08"][-1] == "Get-CimInstance"
+    assert _source(snapshot, "os.operating_system", "EX09").ok
 
 
 def test_a_certificate_missing_from_the_store_is_null(snapshot):
@@ -172,7 +178,7 @@ def test_only_the_four_read_cmdlets_reached_any_server(lab, windows, snapshot):
     log = windows.command_log
     assert {entry["server"] for entry in log} >= {"EX01", "EX05", "EX06", "EX07", "EX08", "EX09"}
     assert {entry["command"] for entry in log} == {"Get-ItemProperty", "Get-ChildItem", "Get-Command", "Get-CimInstance"}
-    assert all(ALLOWLISTS[CONFIGURATION].fullmatch(entry["command"]) and not entry["is_script"] for entry in log), log
+    assert all(entry["command"] in ALLOWLISTS[CONFIGURATION] and not entry["is_script"] for entry in log), log
     assert {entry["configuration"] for entry in log} == {"Microsoft.PowerShell"}
     assert all(re.fullmatch(r"(Get|Test)-\w+", entry["command"]) for entry in lab.command_log)
 
@@ -309,3 +315,30 @@ def test_the_certificate_blob_carries_the_key_provider_only_with_a_key():
     from hma_check.collect.exchange.objects import ShapeError, decode_base64
     with pytest.raises(ShapeError, match="truncated"):
         blob_properties(decode_base64(encoded))
+
+
+def test_a_server_hung_for_exchange_costs_one_timeout_and_is_not_read_again(tmp_path):
+    """Before: the Exchange timeout, then each of the four OS reads waited out its own (364 s with the defaults)."""
+    import time
+
+    path = tmp_path / "hung.yaml"
+    path.write_text("extends: ready\nname: hung\nexpect: {}\nfaults:\n  - {cmdlet: '*', server: EX02, hang: true}\n",
+                    encoding="utf-8")
+    with Lab(load_scenario_file(path)) as running:
+        raw = running.scan_config()
+        raw["exchange"]["timeout"] = 3
+        raw["os"]["timeout"] = 3
+        raw.pop("probes", None)
+        raw.pop("graph", None)
+        started = time.monotonic()
+        snapshot = run_collectors(load_config_text(yaml.safe_dump(raw)), secrets=running.secrets(), environ={})
+        elapsed = time.monotonic() - started
+        windows = next(service for service in running.services if hasattr(service, "http_ports"))
+        assert not [e for e in windows.command_log if e["server"] == "EX02"], "EX02's WinRM was called again"
+    timed_out = [r for r in snapshot.sources.values() if r.scope == "EX02" and "the call was stopped" in (r.error or "")]
+    assert timed_out and all(r.name.startswith("exchange.") for r in timed_out)
+    for name in ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate"):
+        result = _source(snapshot, name, "EX02")
+        assert result.status == "error" and "EX02 was given up for the rest of the scan" in result.error
+    assert _source(snapshot, "os.operating_system", "EX01").ok
+    assert elapsed < 3 + 12, elapsed   # one timeout and the healthy scan (a few seconds), not one per query

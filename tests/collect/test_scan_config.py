@@ -62,8 +62,12 @@ def test_the_password_comes_from_the_environment_or_a_prompt_never_the_file():
     asked = []
     context = RunContext(snapshot=Snapshot.new(), environ={}, prompt=lambda text: asked.append(text) or "typed")
     assert exchange_password(settings, context) == "typed" and "u on mail" in asked[0]
-    with pytest.raises(ConfigError, match="set the environment variable MY_PW"):
+    with pytest.raises(ConfigError, match="set the environment variable named by exchange.password_env") as error:
         exchange_password(settings, RunContext(snapshot=Snapshot.new(), environ={}))
+    assert "MY_PW" not in str(error.value)   # the name given may be a password pasted into the wrong field
+    default = load("exchange: {server: mail, username: u, auth: ntlm}").sections["exchange"]
+    with pytest.raises(ConfigError, match="set the environment variable HMA_CHECK_EXCHANGE_PASSWORD"):
+        exchange_password(default, RunContext(snapshot=Snapshot.new(), environ={}))
 
 
 def test_kerberos_without_gssapi_is_one_clear_line(monkeypatch):

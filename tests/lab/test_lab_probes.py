@@ -174,5 +174,5 @@ def test_scan_command_line_refuses_a_bad_resolve(tmp_path):
     result = CliRunner().invoke(cli, ["scan", "--config", str(config), "--out", str(tmp_path / "out"),
                                       "--resolve", "mail.contoso.com:443"])
     assert result.exit_code == 2
-    assert "--resolve 'mail.contoso.com:443': must be HOST:PORT:ADDRESS" in result.output
+    assert "--resolve: must be HOST:PORT:ADDRESS" in result.output   # the value is not echoed (it may be a secret)
     assert not (tmp_path / "out").exists()

@@ -57,3 +57,19 @@ def test_values_from_the_environment_cannot_become_formulas(catalogue):
 def test_a_ready_organization_has_an_empty_plan_with_its_header(catalogue):
     report, _, rows = plan_of(catalogue, baseline.build())
     assert report.verdict == "READY" and rows == [list(action_plan.COLUMNS)]
+
+
+def test_a_semicolon_cannot_start_a_cell_or_split_one_where_it_is_the_separator(catalogue):
+    """Before: 'EX1;=HYPERLINK(...)' stayed as it was: Excel where the list separator is ';' splits the row at every
+    ';', quoted or not, and the piece after it was a formula."""
+    server = "EX1;=HYPERLINK(\"http://evil\")"
+    snapshot = apply_ops(baseline.build(server_names=(server, "EX02")), [
+        {"set": [f"exchange.mapi_virtual_directories@{server}", 0, "IISAuthenticationMethods"],
+         "to": ["Ntlm", "Negotiate"]}])
+    _, payload, rows = plan_of(catalogue, snapshot)
+    text = payload.decode("utf-8-sig")
+    as_semicolon_locale = [line.split(";") for line in text.splitlines()]   # how Excel splits it there
+    assert not any(piece.lstrip(' "').startswith(("=", "+", "-", "@")) for row in as_semicolon_locale
+                   for piece in row[1:])
+    assert "EX1;'=HYPERLINK(\"http://evil\")" in [cell for row in rows[1:] for cell in row]
+    assert action_plan.cell(";=1+2") == "';'=1+2" and action_plan.cell('a; "-1"') == "a;' \"-1\""

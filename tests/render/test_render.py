@@ -214,3 +214,20 @@ def test_what_needs_attention_lists_blockers_first_in_html_and_markdown(catalogu
     for name in ("report.md", "report.html"):
         text = outputs[name].decode("utf-8")
         assert text.index("HMA-VDIR-008") < text.index("HMA-TLS-004"), name
+
+
+def test_junit_stays_well_formed_for_any_character(tmp_path):
+    """Before: U+FFFE, U+FFFF (and the noncharacters) went into junit.xml as they were: no XML parser reads it."""
+    from hma_check.render import junit
+    from hma_check.render.model import build_report
+
+    odd = "EX\ufffe\uffff\ufdd0\U0001ffff\x00\x1b\x85-01"
+    snapshot = apply_ops(baseline.build(server_names=(odd, "EX02")), [
+        {"set": [f"exchange.mapi_virtual_directories@{odd}", 0, "IISAuthenticationMethods"], "to": ["Ntlm"]}])
+    from hma_check.commands.pipeline import load_all_checks
+    from hma_check.evaluate.engine import evaluate
+
+    report = build_report(evaluate(load_all_checks(), snapshot), exit_code=1, evidence_sha256="0" * 64)
+    root = ET.fromstring(junit.render(report))   # expat: strict about XML's characters
+    names = [case.get("name") for case in root.iter("testcase")]
+    assert any("EX\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd-01" in name for name in names)

@@ -122,6 +122,10 @@ def test_bad_paths_are_usage_errors(runs, tmp_path):
     (tmp_path / "broken.json").write_text('{"verdict": "READY", "findings": [{"check_id": 1}]}', encoding="utf-8")
     broken = invoke(runs["before"], tmp_path / "broken.json")
     assert broken.exit_code == 2 and "not an hma-check findings.json" in broken.output
+    (tmp_path / "list.json").write_text('{"verdict": [], "findings": []}', encoding="utf-8")   # found by the fuzzer
+    unhashable = invoke(runs["before"], tmp_path / "list.json")
+    assert unhashable.exit_code == 2 and unhashable.exception is not None and "not an hma-check findings.json" in \
+        unhashable.output
     (tmp_path / "odd.json").write_text('{"verdict": "READY", "findings": [], "metadata": {"target": "x"}}',
                                        encoding="utf-8")
     odd = invoke(runs["before"], tmp_path / "odd.json")

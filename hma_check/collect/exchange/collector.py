@@ -13,13 +13,13 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange.config import ExchangeSettings, require_auth_support
 from hma_check.collect.exchange.objects import ShapeError, shape
-from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_text, redact
+from hma_check.collect.psrp_client import CallFailed, RemoteSession, given_up_reason, powershell_text, redact
 from hma_check.collect.context import Progress, RunContext, section_password
 from hma_check.errors import ClixmlError
 from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
@@ -92,15 +92,22 @@ class _Shared:
     lock: threading.Lock
     open_sessions: int = 0
     fatal: str | None = None
+    unresponsive: dict[str, str] = field(default_factory=dict)   # the scan's given-up servers (runner.RunContext)
 
 
 def collect_exchange(settings: ExchangeSettings, password: str | None, *, progress: Progress | None = None,
-                     sleep: Callable[[float], None] = time.sleep) -> list[SourceResult]:
-    """Every exchange.* source (organisation-wide once, per-server once per server); never raises for a fault."""
+                     sleep: Callable[[float], None] = time.sleep,
+                     unresponsive: dict[str, str] | None = None) -> list[SourceResult]:
+    """Every exchange.* source (organisation-wide once, per-server once per server); never raises for a fault.
+
+    A per-server call that gets no answer in time gives that server up: its queries not yet sent are errors saying
+    so, and ``unresponsive`` (shared with the OS collector) records it, so a hung server costs one timeout.
+    """
     require_auth_support(settings)
     progress = progress or Progress()
     secrets = tuple(s for s in (password,) if s)
-    shared = _Shared(settings, password, secrets, progress, queue.Queue(), [], threading.Lock())
+    shared = _Shared(settings, password, secrets, progress, queue.Queue(), [], threading.Lock(),
+                     unresponsive=unresponsive if unresponsive is not None else {})
     first = RemoteSession(settings, password)
     try:
         try:
@@ -166,6 +173,10 @@ def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[flo
                 return
             if shared.fatal is not None:
                 _record(shared, _error(query, shared.fatal, utc_now(), 0))
+                continue
+            given_up = shared.unresponsive.get(query.scope.casefold()) if query.scope else None
+            if given_up is not None:
+                _record(shared, _error(query, f"not read: {given_up}", utc_now(), 0))
                 continue
             if session is None:
                 session = _open_with_backoff(shared, sleep)
@@ -242,6 +253,10 @@ def _run_query(session: RemoteSession, query: Query, shared: _Shared,
                                                    command=query.command, scope=query.scope)
             if failure.kind in ("timeout", "broken", "transport", "protocol"):
                 session.discard = True
+            if failure.kind == "timeout" and query.scope:
+                with shared.lock:
+                    shared.unresponsive.setdefault(query.scope.casefold(), given_up_reason(
+                        query.scope, powershell_text(cmdlet, query.params), settings.timeout))
             text = failure.message
             if failure.kind == "throttled":
                 text = f"still throttled after {attempt} retries: {text}"
@@ -301,7 +316,7 @@ def run_exchange(settings: ExchangeSettings, context: RunContext) -> list[Source
     password = exchange_password(settings, context)
     progress = context.progress("exchange")
     try:
-        return collect_exchange(settings, password, progress=progress)
+        return collect_exchange(settings, password, progress=progress, unresponsive=context.unresponsive)
     finally:
         progress.finish()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hma_check.collect.context import EXCHANGE_PASSWORD_ENV
 from hma_check.errors import ConfigError
 from hma_check.util.yaml_schema import Schema
 
@@ -20,9 +22,11 @@ _KEYS = ("server", *CONNECTION_KEYS, "retries")
 # Keys people reach for that would put a secret into the file: refused, pointing to password_env.
 _SECRET_KEYS = ("password", "pass", "secret", "credential")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_CREDENTIAL_PARAMETER = re.compile(r"[?&](access_token|token|key|api_?key|password|passwd|pwd|secret|sig|signature"
+                                   r"|code|auth)=", re.IGNORECASE)
 # A host name, an IPv6 address in brackets or an IPv4 address (no scheme, no path, no port).
 HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\]|[0-9.]+")
-DEFAULT_PASSWORD_ENV = "HMA_CHECK_EXCHANGE_PASSWORD"
+DEFAULT_PASSWORD_ENV = EXCHANGE_PASSWORD_ENV
 # Exchange's default throttling policy allows 18 concurrent PowerShell sessions per user (PowerShellMaxConcurrency);
 # staying at 12 leaves room for the administrator's own shells. Microsoft Learn: Set-ThrottlingPolicy.
 DEFAULT_CONCURRENCY = 12
@@ -137,6 +141,10 @@ def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefa
     path = schema.text(raw.get("path", defaults.path), ("path",), one_line=True).strip().strip("/")
     if not re.fullmatch(r"[A-Za-z0-9_./-]+(\?[A-Za-z0-9_=&.-]*)?", path):
         raise fail(("path",), f"must be a URL path such as {defaults.path}")
+    if _CREDENTIAL_PARAMETER.search(path):
+        # The URL is recorded in evidence.json and printed: a token in it would be too.
+        raise fail(("path",), "must not carry a token, key or password in its query: hma-check signs in with the "
+                              "auth, username and password_env settings")
     return dict(
         port=port, ssl=ssl, path=path, cert_validation=cert_validation, ca_file=ca_file, auth=auth,
         username=username, password_env=password_env, certificate_pem=cert_pem, certificate_key_pem=key_pem,
@@ -165,6 +173,6 @@ def _file(value: Any, where: tuple[Any, ...], context: Any) -> Path | None:
     if value is None:
         return None
     path = context.path(Schema(context.fail).text(value, where, one_line=True).strip())
-    if not path.is_file():
+    if not os.path.isfile(path):   # os.path: False (not an exception) for a name too long to be a file
         raise context.fail(where, f"no such file: {path}")
     return path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextvars
 import logging
 import os
 import re
@@ -17,6 +17,7 @@ from hma_check.util.scrub import Scrubber
 from hma_check.errors import ConfigError, HmaCheckError, one_line
 from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
 from hma_check.contract.sources import BY_NAME, PROPERTIES
+from hma_check.util.json_file import loads_json
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -154,12 +155,13 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
 def check_environment(targets: list[GraphTarget], environ: Mapping[str, str]) -> None:
     """Every secret the configuration names must be set before anything is sent: a usage error, not a finding."""
     for target in targets:
+        # The variable's name is not repeated: a secret pasted into client_secret_env would be echoed with it.
         if target.credential == "client_secret" and not environ.get(target.client_secret_env or ""):
-            raise ConfigError(f"graph: the client secret of tenant {target.tenant_id} is read from environment "
-                              f"variable {target.client_secret_env}, which is not set")
+            raise ConfigError(f"graph: the client secret of tenant {target.tenant_id} is read from the environment "
+                              "variable named by client_secret_env, which is not set")
         if target.certificate_password_env and target.certificate_password_env not in environ:
-            raise ConfigError(f"graph: the certificate password of tenant {target.tenant_id} is read from environment "
-                              f"variable {target.certificate_password_env}, which is not set")
+            raise ConfigError(f"graph: the certificate password of tenant {target.tenant_id} is read from the "
+                              "environment variable named by certificate_password_env, which is not set")
 
 
 # ---------------------------------------------------------------------------------------------- credentials
@@ -227,10 +229,14 @@ def build_client(target: GraphTarget, credential: Any, *, retry_delay: float = 3
     import httpx
     from kiota_authentication_azure.azure_identity_authentication_provider import \
         AzureIdentityAuthenticationProvider
+    from kiota_http.kiota_client_factory import KiotaClientFactory
+    from kiota_http.middleware import RetryHandler
     from kiota_http.middleware.options import RetryHandlerOption
     from msgraph import GraphRequestAdapter, GraphServiceClient
     from msgraph.graph_request_adapter import options as msgraph_default_options
     from msgraph_core import GraphClientFactory
+    from msgraph_core.middleware import GraphTelemetryHandler
+    from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
     verify: ssl.SSLContext | bool = True
     if target.ca_bundle is not None:
@@ -240,7 +246,11 @@ def build_client(target: GraphTarget, credential: Any, *, retry_delay: float = 3
                              event_hooks={"request": [refuse_all_but_get]})
     options = dict(msgraph_default_options)
     options[RetryHandlerOption.get_key()] = RetryHandlerOption(delay=retry_delay, max_retries=max_retries)
-    http = GraphClientFactory.create_with_default_middleware(client=http, options=options)
+    # msgraph's default pipeline, with a retry handler that never waits past the section's timeout (below).
+    middleware = [_retry_within(target.timeout, handler.options) if isinstance(handler, RetryHandler) else handler
+                  for handler in KiotaClientFactory.get_default_middleware(options)]
+    middleware.append(GraphTelemetryHandler(options=options.get(GraphTelemetryHandlerOption.get_key())))
+    http = GraphClientFactory.create_with_custom_middleware(middleware, client=http)
     # Explicit scopes: without them kiota derives "https://<request host>/.default", wrong for a proxy or the lab.
     # allowed_hosts: the token is attached to the Graph host only, never to a host a forged nextLink points at.
     token_options = {"tenant_id": target.tenant_id} if target.credential in ("azure_cli", "default") else None
@@ -250,6 +260,38 @@ def build_client(target: GraphTarget, credential: Any, *, retry_delay: float = 3
     # httpx adds a trailing '/' to base_url and kiota's templates add another ("v1.0//domains").
     adapter.base_url = target.graph_root
     return GraphServiceClient(request_adapter=adapter), http
+
+
+_REQUEST_STARTED: "contextvars.ContextVar[float | None]" = contextvars.ContextVar("graph_request_started",
+                                                                                  default=None)
+
+
+def _retry_within(seconds: float, options: Any) -> Any:
+    """msgraph's retry handler, except that a wait (Retry-After, or the backoff) that would end past ``seconds`` from
+    the request's first attempt is not waited for: the throttled answer becomes the source's error at once.
+
+    kiota honours Retry-After up to 180 s, three times: a Graph that answered Retry-After: 100 held one source for
+    300 s, past any timeout the configuration sets.
+    """
+    from kiota_http.middleware import RetryHandler
+    from kiota_http.middleware.options import RetryHandlerOption
+
+    class RetryWithinTimeout(RetryHandler):
+        async def send(self, request: Any, transport: Any) -> Any:
+            token = _REQUEST_STARTED.set(time.monotonic())
+            try:
+                return await super().send(request, transport)
+            finally:
+                _REQUEST_STARTED.reset(token)
+
+        def get_delay_time(self, retry_count: int, response: Any = None, delay: float = 3.0) -> float:
+            wait = super().get_delay_time(retry_count, response, delay)
+            started = _REQUEST_STARTED.get()
+            if started is not None and time.monotonic() - started + wait > seconds:
+                return RetryHandlerOption.MAX_DELAY   # the handler does not retry a delay this long
+            return wait
+
+    return RetryWithinTimeout(options=options)
 
 
 class _CredentialSlot:
@@ -398,8 +440,8 @@ def _json(raw: bytes | None) -> dict[str, Any]:
     if not raw:
         raise GraphQueryError("Graph answered with an empty body")
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
+        body = loads_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise GraphQueryError(f"Graph answered with a body that is not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise GraphQueryError("Graph answered with JSON that is not an object")
@@ -437,6 +479,14 @@ PERMISSION_KIND = {"client_secret": "application", "certificate": "application",
                    "device_code": "delegated", "azure_cli": "delegated", "default": "either"}
 
 
+def _header(exc: Any, name: str) -> str | None:
+    headers = getattr(exc, "response_headers", None) or {}
+    for key, value in dict(headers).items():
+        if str(key).lower() == name.lower():
+            return str(value[0] if isinstance(value, (list, tuple)) and value else value)
+    return None
+
+
 def describe_error(exc: BaseException, permission: str | None, tenant_id: str | None = None,
                    permission_kind: str = "application") -> str:
     """One printable line: HTTP status, Graph's code and message, and what to do; never a traceback or a secret."""
@@ -464,7 +514,9 @@ def describe_error(exc: BaseException, permission: str | None, tenant_id: str | 
         elif status == 401:
             text += " - Graph refused the access token (wrong tenant, cloud or audience)"
         elif status == 429:
-            text += " - throttled by Graph; the retries allowed by Retry-After were used up"
+            retry_after = _header(exc, "Retry-After")
+            text += " - throttled by Graph" + (f" (Retry-After: {retry_after[:20]})" if retry_after else "") + \
+                "; hma-check waits it out only while the wait ends within the graph timeout, a few times at most"
         elif status == 404 and permission == "Application.Read.All":
             text += f" - the Office 365 Exchange Online service principal ({EXO_APP_ID}) does not exist in tenant " \
                     f"{tenant_id}"

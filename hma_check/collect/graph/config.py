@@ -153,15 +153,17 @@ def _target(values: dict[str, Any], at: Where, base: Path, fail: Fail) -> GraphT
     def where(key: str) -> Where:
         return (*at, key)
 
+    # No error repeats the value it refuses: a secret pasted into the wrong field must not reach the terminal or a
+    # log (the field and its line say where to look).
     tenant_id = values.get("tenant_id")
     if not isinstance(tenant_id, str) or not _GUID.match(tenant_id):
-        raise fail(where("tenant_id"), f"must be the tenant id (a GUID), got {tenant_id!r}")
+        raise fail(where("tenant_id"), "must be the tenant id (a GUID)")
     schema = Schema(fail)
     credential = schema.one_of(values.get("credential", "client_secret"), where("credential"), CREDENTIALS)
     cloud = schema.one_of(values.get("cloud", "global"), where("cloud"), tuple(CLOUDS))
     client_id = values.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not _GUID.match(client_id)):
-        raise fail(where("client_id"), f"must be the application (client) id, a GUID, got {client_id!r}")
+        raise fail(where("client_id"), "must be the application (client) id, a GUID, not its secret")
     if credential in ("client_secret", "certificate") and client_id is None:
         raise fail(where("client_id"), f"credential {credential} needs the app registration's client_id")
     secret_env = _env_name(values.get("client_secret_env"), where("client_secret_env"), fail)
@@ -196,7 +198,7 @@ def _file(value: Any, at: Where, base: Path, fail: Fail) -> Path | None:
     Schema(fail).text(value, at, one_line=True)
     file = Path(os.path.expanduser(value))
     file = file if file.is_absolute() else base / file
-    if not file.is_file():
+    if not os.path.isfile(file):   # os.path: False (not an exception) for a name too long to be a file
         raise fail(at, f"no such file: {file}")
     if not os.access(file, os.R_OK):
         raise fail(at, f"cannot read {file}")
@@ -209,7 +211,7 @@ def _https_url(value: Any, at: Where, fail: Fail, *, path_ok: bool) -> str | Non
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment \
             or parts.username or parts.password:
-        raise fail(at, f"must be an https:// URL without credentials or query, got {str(value)[:100]!r}")
+        raise fail(at, "must be an https:// URL without a user name, password, query or fragment")
     if not path_ok and parts.path.strip("/"):
         raise fail(at, "must be the sign-in host only (https://host[:port]); the tenant is added per request")
     return value.rstrip("/")

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
-from hma_check.collect.exchange.objects import (EDGE_OS_SKIPPED, SERVER_PROPERTY_SOURCES, ShapeError, shape,
+from hma_check.collect.exchange.objects import (EDGE_OS_SKIPPED, FIELDS, SERVER_PROPERTY_SOURCES, ShapeError, shape,
                                                 source_for)
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
-from hma_check.contract.snapshot import Snapshot, SourceResult, loads_json, parse_utc, source_key, who_ran_it
+from hma_check.contract.snapshot import Snapshot, SourceResult, parse_utc, source_key, who_ran_it
+from hma_check.util.json_file import loads_json
+from hma_check.util.read_file import read_limited
 from hma_check.contract.sources import BY_NAME, SOURCES
 
 # Bounds for what one import reads; a customer's collection is a few hundred files and well under 1 GB.
 MAX_FILES = 5000
-MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
-# CLIXML compresses about 10:1; a member inflating more than 200 times is treated as a zip bomb.
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024   # counted as inflated or read, never taken from a header or stat()
+# CLIXML compresses about 10:1; a member inflating more than 200 times its compressed size is treated as a zip bomb.
+# Checked on the bytes as they inflate, for every member: a small one may reach RATIO_FLOOR whatever its ratio.
 MAX_COMPRESSION_RATIO = 200
+RATIO_FLOOR = 16 * 1024
+# Values kept from every file together (objects are cut to the contract's properties as each file is read): a
+# 50,000-mailbox organisation keeps well under a million.
+MAX_KEPT_VALUES = 2_000_000
 MANIFEST_KEY = "hmaCheckManifest"
 GRAPH_KEY = "hmaCheckGraph"
 NOT_SUPPLIED = "no file in the import supplied it"
@@ -40,6 +49,56 @@ class _Capture:
     scope: str | None
     objects: list[ClixmlObject]
     entry: dict[str, Any] = field(default_factory=dict)
+
+
+# Beyond the contract's properties, what shaping and placing an object reads (exchange.objects.shape, _place).
+_ALSO_KEPT = ("Server", "InStore", "FileName", "RawData")
+
+
+@dataclass
+class _Parsed:
+    """One CLIXML file as the import keeps it: the objects hma-check reads, by source and cut to the properties the
+    contract and the placement need; of the rest only a count and their first type names. The file's full parse is
+    dropped as soon as this is made, so memory follows what is kept, not what was read."""
+
+    name: str
+    by_source: dict[str, list[ClixmlObject]]
+    unknown: int
+    kinds: list[str]
+    values: int
+
+    @classmethod
+    def of(cls, name: str, objects: list[ClixmlObject]) -> "_Parsed":
+        by_source: dict[str, list[ClixmlObject]] = defaultdict(list)
+        unknown, values = 0, 0
+        kinds: set[str] = set()
+        for obj in objects:
+            source = source_for(obj)
+            if source is None:
+                unknown += 1
+                if obj.type_names and len(kinds) < 3:
+                    kinds.add(obj.type_names[0])
+                continue
+            wanted = {field.casefold() for field in (*FIELDS.get(source, ()), *_ALSO_KEPT)}
+            kept = {key: value for key, value in obj.properties.items() if key.casefold() in wanted}
+            values += 1 + _values(kept)
+            by_source[source].append(ClixmlObject(obj.type_names[:1], obj.to_string, kept, obj.computer_name))
+        return cls(name, dict(by_source), unknown, sorted(kinds), values)
+
+
+def _values(document: Any) -> int:
+    """About one per value, and one per 64 characters of text: what a document costs to keep."""
+    count, stack = 0, [document]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, str):
+            count += len(value) >> 6
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 @dataclass
@@ -68,11 +127,12 @@ def import_path(path: str | Path, options: ScanOptions | None = None) -> ImportO
 # ------------------------------------------------------------------------------------------------- file access
 
 def _members(path: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
-    if path.is_dir():
+    # os.path: a name too long to exist is "no such file", not an exception.
+    if os.path.isdir(path):
         yield from _folder_members(path, importer)
-    elif path.is_file() and zipfile.is_zipfile(path):
+    elif os.path.isfile(path) and zipfile.is_zipfile(path):
         yield from _zip_members(path, importer)
-    elif path.exists():
+    elif os.path.lexists(path):
         raise ImportPathError("not a folder or a zip file", path=str(path))
     else:
         raise ImportPathError("no such file or folder", path=str(path))
@@ -90,14 +150,16 @@ def _folder_members(root: Path, importer: "_Importer") -> Iterator[tuple[str, by
         if not stat.S_ISREG(info.st_mode):
             importer.skip(name, "not a regular file (a link or a device)")
             continue
-        if info.st_size > MAX_CLIXML_BYTES:
-            importer.malformed_file(name, f"{info.st_size} bytes; the limit for one file is {MAX_CLIXML_BYTES}")
+        try:
+            payload = read_limited(file, MAX_CLIXML_BYTES, error=ClixmlError, what="CLIXML file")
+        except ClixmlError as exc:
+            importer.malformed_file(name, str(exc).removeprefix(f"{file}: "))
             continue
-        total += info.st_size
-        if total > MAX_TOTAL_BYTES:
-            importer.malformed_file(name, f"the import exceeds {MAX_TOTAL_BYTES} bytes; the rest were not read")
+        total += len(payload)
+        if total > MAX_TOTAL_BYTES or importer.full:
+            importer.malformed_file(name, f"the import exceeds {_limit(importer)}; the rest were not read")
             return
-        yield name, file.read_bytes()
+        yield name, payload
 
 
 def _zip_members(archive: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
@@ -114,20 +176,25 @@ def _zip_members(archive: Path, importer: "_Importer") -> Iterator[tuple[str, by
                 if problem:
                     importer.malformed_file(name, problem)
                     continue
-                total += info.file_size
-                if total > MAX_TOTAL_BYTES:
-                    importer.malformed_file(name, f"the zip inflates past {MAX_TOTAL_BYTES} bytes; the rest were not read")
+                if importer.full:
+                    importer.malformed_file(name, f"the import exceeds {_limit(importer)}; the rest were not read")
                     return
+                # The header's sizes can lie: what is inflated is counted, and never more than this is inflated.
+                limit = min(MAX_CLIXML_BYTES, MAX_TOTAL_BYTES - total,
+                            max(RATIO_FLOOR, MAX_COMPRESSION_RATIO * info.compress_size))
                 try:
                     with zf.open(info) as handle:
-                        # The header's size can lie: never read more than the limit, whatever it says.
-                        payload = handle.read(MAX_CLIXML_BYTES + 1)
-                except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+                        payload = handle.read(limit + 1)
+                except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError,
+                        zlib.error) as exc:
                     importer.malformed_file(name, f"cannot be read from the zip: {exc}")
                     continue
-                if len(payload) > MAX_CLIXML_BYTES:
-                    importer.malformed_file(name, f"inflates past {MAX_CLIXML_BYTES} bytes, the limit for one file")
+                if len(payload) > limit:
+                    importer.malformed_file(name, _inflation_problem(info, limit, total))
+                    if limit == MAX_TOTAL_BYTES - total:
+                        return
                     continue
+                total += len(payload)
                 yield name, payload
     except zipfile.BadZipFile as exc:
         raise ImportPathError(f"not a readable zip file: {exc}", path=str(archive)) from None
@@ -142,10 +209,23 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
         return "encrypted member; not read"
     if info.file_size > MAX_CLIXML_BYTES:
         return f"{info.file_size} bytes uncompressed; the limit for one file is {MAX_CLIXML_BYTES}"
-    if info.file_size > 1024 * 1024 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+    if info.file_size > max(RATIO_FLOOR, MAX_COMPRESSION_RATIO * info.compress_size):
         return (f"compression ratio above {MAX_COMPRESSION_RATIO}:1 ({info.compress_size} -> {info.file_size} "
                 f"bytes): refused as a zip bomb")
     return None
+
+
+def _inflation_problem(info: zipfile.ZipInfo, limit: int, total: int) -> str:
+    if limit == MAX_TOTAL_BYTES - total:
+        return f"the zip inflates past {MAX_TOTAL_BYTES} bytes; the rest were not read"
+    if limit == MAX_CLIXML_BYTES:
+        return f"inflates past {MAX_CLIXML_BYTES} bytes, the limit for one file"
+    return (f"inflates past {limit} bytes from {info.compress_size} compressed (a ratio above "
+            f"{MAX_COMPRESSION_RATIO}:1): refused as a zip bomb")
+
+
+def _limit(importer: "_Importer") -> str:
+    return f"{MAX_KEPT_VALUES} values" if importer.full else f"{MAX_TOTAL_BYTES} bytes"
 
 
 # ------------------------------------------------------------------------------------------------- the importer
@@ -158,10 +238,15 @@ class _Importer:
         self.unrecognised: list[dict[str, str]] = []
         self.malformed: list[dict[str, str]] = []
         self.manifests: list[tuple[str, dict[str, Any]]] = []
-        self.clixml_files: list[tuple[str, list[ClixmlObject]]] = []
+        self.clixml_files: list[_Parsed] = []
         self.graph: list[tuple[str, dict[str, Any]]] = []
         self.broken: dict[str, str] = {}
         self.seen: set[str] = set()
+        self.kept = 0          # values kept from every file so far (MAX_KEPT_VALUES)
+
+    @property
+    def full(self) -> bool:
+        return self.kept > MAX_KEPT_VALUES
 
     def skip(self, name: str, reason: str) -> None:
         self.unrecognised.append({"file": name, "reason": reason})
@@ -172,26 +257,36 @@ class _Importer:
 
     def add_file(self, name: str, payload: bytes) -> None:
         self.seen.add(name)
-        try:
-            text = decode_text(payload[:4096], source=name) if payload else ""
-        except ClixmlError:
-            text = ""  # a cut inside a multi-byte character; the full decode below decides
-        head = text.lstrip("\ufeff \t\r\n")[:1]
+        head = _first_character(payload)
         if head == "<":
             try:
-                self.clixml_files.append((name, parse_clixml(payload, source=name)))
+                parsed = _Parsed.of(name, parse_clixml(payload, source=name))
             except ClixmlError as exc:
                 self.malformed_file(name, str(exc).removeprefix(f"{name}: ").removeprefix(f"{name}:"))
+                return
+            if self._keep(name, parsed.values):
+                self.clixml_files.append(parsed)
         elif head in ("{", "["):
             self._add_json(name, payload)
         else:
             self.skip(name, "neither CLIXML nor JSON")
+
+    def _keep(self, name: str, values: int) -> bool:
+        """Count what a file adds to the import; past MAX_KEPT_VALUES it is refused (and so is every later file)."""
+        self.kept += values
+        if self.full:
+            self.malformed_file(name, f"the import holds more than {MAX_KEPT_VALUES} values; this file and the rest "
+                                      "were not read")
+            return False
+        return True
 
     def _add_json(self, name: str, payload: bytes) -> None:
         try:
             document = loads_json(decode_text(payload, source=name))
         except (ClixmlError, ValueError, RecursionError) as exc:
             self.malformed_file(name, f"not valid JSON: {str(exc).removeprefix('not valid JSON: ')}")
+            return
+        if not self._keep(name, _values(document)):
             return
         if isinstance(document, dict) and MANIFEST_KEY in document:
             self.manifests.append((name, document))
@@ -234,8 +329,8 @@ class _Importer:
         snapshot.collected_by = self._collected_by(manifest)
 
         captures: list[_Capture] = []
-        for name, objects in self.clixml_files:
-            captures.extend(self._recognise(name, objects, entries.get(name)))
+        for parsed in self.clixml_files:
+            captures.extend(self._recognise(parsed, entries.get(parsed.name)))
         servers = self._servers(captures)
         results: dict[tuple[str, str | None], list[_Capture]] = defaultdict(list)
         for capture in captures:
@@ -274,24 +369,20 @@ class _Importer:
             return {"user": manifest["userName"], "host": manifest["computerName"], **who}
         return {**importer, **who}
 
-    def _recognise(self, name: str, objects: list[ClixmlObject], entry: dict[str, Any] | None) -> list[_Capture]:
-        by_source: dict[str, list[ClixmlObject]] = defaultdict(list)
-        unknown: list[ClixmlObject] = []
-        for obj in objects:
-            source = source_for(obj)
-            (by_source[source] if source else unknown).append(obj)
-        if not objects and entry is not None and entry["source"] in BY_NAME:
+    def _recognise(self, parsed: "_Parsed", entry: dict[str, Any] | None) -> list[_Capture]:
+        name, by_source = parsed.name, dict(parsed.by_source)
+        if not by_source and not parsed.unknown and entry is not None and entry["source"] in BY_NAME:
             by_source[entry["source"]] = []  # an empty result: the manifest says which cmdlet returned nothing
         if not by_source:
-            kinds = sorted({o.type_names[0] for o in unknown if o.type_names}) or ["no objects"]
+            kinds = parsed.kinds or ["no objects"]
             self.skip(name, "holds nothing hma-check reads (" + ", ".join(k[:100] for k in kinds[:3]) + ")")
             return []
         scope = entry.get("server") if entry and isinstance(entry.get("server"), str) else None
         captures = [_Capture(name, source, scope, objs, entry or {}) for source, objs in by_source.items()]
         for capture in captures:
             record: dict[str, Any] = {"file": name, "source": capture.source, "objects": len(capture.objects)}
-            if unknown:
-                record["note"] = f"{len(unknown)} other objects ignored"
+            if parsed.unknown:
+                record["note"] = f"{parsed.unknown} other objects ignored"
             self.recognised.append(record)
         return captures
 
@@ -437,6 +528,19 @@ class _Importer:
 
 
 _ABSENT = object()
+
+
+def _first_character(payload: bytes) -> str:
+    """The first character after any BOM and white space, told from the bytes alone: one invalid byte later in the
+    file must make it a malformed CLIXML (or JSON) file, reported at that byte, not an unrecognised one."""
+    head = payload[:4096]
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):
+            head, chosen = head[len(bom):], encoding
+            break
+    else:
+        chosen = "utf-16-le" if head[1:2] == b"\x00" else "utf-16-be" if head[:1] == b"\x00" else "utf-8"
+    return head.decode(chosen, "ignore").lstrip(" \t\r\n")[:1]
 
 
 def _command(source: str, scope: str | None, entry: dict[str, Any], files: list[str]) -> str:

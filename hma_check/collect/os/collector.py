@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange.objects import EDGE_OS_SKIPPED, ShapeError, certificate_record, decode_base64, shape
-from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
+from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, given_up_reason, powershell_text, redact
 from hma_check.collect.context import Progress, RunContext, section_password
 from hma_check.collect.os.config import OsSettings
 from hma_check.contract.snapshot import Snapshot, SourceResult, iso_utc, utc_now
@@ -67,8 +67,13 @@ _FILE_VERSION_LINE = re.compile(r"^FileVersion:\s*(\S+)", re.MULTILINE)
 
 
 def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *,
-               progress: Progress | None = None) -> list[SourceResult]:
-    """Every os.* source for every Exchange server in exchange.servers; never raises for a fault."""
+               progress: Progress | None = None, unresponsive: dict[str, str] | None = None) -> list[SourceResult]:
+    """Every os.* source for every Exchange server in exchange.servers; never raises for a fault.
+
+    A server the scan has given up (``unresponsive``: an Exchange call to it, or one of its own OS reads, got no answer
+    in time) is not read again: its remaining os.* sources are errors that say so. A hung server costs one timeout.
+    """
+    unresponsive = unresponsive if unresponsive is not None else {}
     progress = progress or Progress()
     servers, servers_problem = _servers(snapshot)
     if servers_problem:
@@ -89,7 +94,7 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
 
     def one(server: dict[str, Any]) -> list[SourceResult]:
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
-                               secrets)
+                               secrets, unresponsive)
         found = reader.read(thumbprint, thumbprint_problem)
         for result in found:
             progress.advance(result.command, result.ok)
@@ -128,13 +133,16 @@ def _auth_thumbprint(snapshot: Snapshot) -> tuple[str | None, str | None]:
 class _ServerReader:
     """Reads one server's four sources through one session, opening a fresh one after a call that broke it."""
 
-    def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...]) -> None:
+    def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...],
+                 unresponsive: dict[str, str]) -> None:
         self.settings = settings
         self.password = password
         self.name = name
         self.secrets = secrets
         self.session: RemoteSession | None = None
-        self.unreachable: str | None = None
+        self.unresponsive = unresponsive
+        given_up = unresponsive.get(name.casefold())
+        self.unreachable: str | None = f"not read: {given_up}" if given_up else None
 
     def read(self, thumbprint: str | None, thumbprint_problem: str | None) -> list[SourceResult]:
         try:
@@ -166,6 +174,12 @@ class _ServerReader:
             if failure.kind in ("timeout", "broken", "transport", "protocol"):
                 self.session.close()   # a stopped or broken pipeline may keep the runspace: start afresh
                 self.session = None
+            if failure.kind == "timeout":
+                # A server that hangs once is given up, as the probes give up a silent node: the next read would
+                # only cost another timeout.
+                reason = given_up_reason(self.name, powershell_text(cmdlet, params), self.settings.timeout)
+                self.unresponsive.setdefault(self.name.casefold(), reason)
+                self.unreachable = f"not read: {reason}"
             raise
 
     def _source(self, name: str, queries: list[tuple[str, tuple[tuple[str, Any], ...]]],
@@ -335,6 +349,6 @@ def run_os(settings: OsSettings, context: RunContext) -> list[SourceResult]:
     password = section_password("os", settings, context, "the Exchange servers (WinRM)")
     progress = context.progress("os")
     try:
-        return collect_os(settings, password, context.snapshot, progress=progress)
+        return collect_os(settings, password, context.snapshot, progress=progress, unresponsive=context.unresponsive)
     finally:
         progress.finish()

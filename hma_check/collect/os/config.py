@@ -8,9 +8,10 @@ from typing import Any
 
 from hma_check.collect.exchange.config import (CONNECTION_KEYS, HOST, Connection, ConnectionDefaults, check_keys,
                                                parse_connection)
+from hma_check.collect.context import OS_PASSWORD_ENV
 from hma_check.util.yaml_schema import Schema
 
-DEFAULT_PASSWORD_ENV = "HMA_CHECK_OS_PASSWORD"
+DEFAULT_PASSWORD_ENV = OS_PASSWORD_ENV
 # WinRM's own defaults: HTTP on 5985 with Kerberos or NTLM message encryption (AllowUnencrypted=false), HTTPS on
 # 5986 when a listener has a certificate (Microsoft Learn: "Installation and configuration for Windows Remote
 # Management"). Eight servers at once keeps a scan of 200 servers short without looking like a scan storm.

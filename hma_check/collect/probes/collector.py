@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.cookiejar
 import ipaddress
-import json
 import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from hma_check.collect.probes.targets import PROTOCOL_PATHS, HostTarget, ProbePl
 from hma_check.collect.probes.tls import TlsContexts, Unreachable, probe_tls
 from hma_check.collect.probes.www_authenticate import bearer_challenge, parse_challenges
 from hma_check.contract.snapshot import SourceResult, Snapshot, timed
+from hma_check.util.json_file import loads_json
 
 AUTODISCOVER_V2_PROTOCOLS = ("ActiveSync", "EWS")
 USER_AGENT = f"hma-check/{__version__} (read-only readiness probe)"
@@ -332,8 +332,8 @@ def _autodiscover_url(response: httpx.Response, body: bytes) -> str | None:
     if response.status_code != 200:
         return None
     try:
-        document = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+        document = loads_json(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     url = document.get("Url") if isinstance(document, dict) else None
     return url if isinstance(url, str) else None

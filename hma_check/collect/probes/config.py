@@ -117,12 +117,12 @@ def parse_probe_settings(raw: Any, *, fail: Fail | None = None, path: str | None
 
 def parse_resolve(text: str) -> ResolveRule:
     """One ``--resolve`` value from the command line; ConfigError when malformed."""
-    return _resolve(text, lambda where, message: ConfigError(f"--resolve {text!r}: {message}"), ())
+    return _resolve(text, lambda where, message: ConfigError(f"--resolve: {message}"), ())
 
 
 def parse_connect_to(text: str) -> ConnectTo:
     """One ``--connect-to`` value from the command line; ConfigError when malformed."""
-    return _connect_to(text, lambda where, message: ConfigError(f"--connect-to {text!r}: {message}"), ())
+    return _connect_to(text, lambda where, message: ConfigError(f"--connect-to: {message}"), ())
 
 
 def with_command_line(settings: ProbeSettings | None, resolve: tuple[str, ...] = (),
@@ -151,15 +151,18 @@ def is_host_name(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+# An error names the field, never the text it refuses: a URL with a user name and password, or a token pasted where
+# a host belongs, must not be echoed to the terminal (the field's position says where to look).
 def _host(text: str, fail: Fail, key: Where) -> str:
     if not _HOST.fullmatch(text):
-        raise fail(key, f"{text!r} is not a host name")
+        hint = " (a host name only: no scheme, user name, password or path)" if re.search(r"[/@?]", text) else ""
+        raise fail(key, f"holds a host that is not a host name{hint}")
     return normalise_host(text)
 
 
 def _port(text: str, fail: Fail, key: Where) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise fail(key, f"{text!r} is not a port number")
+        raise fail(key, "holds a port that is not a number from 1 to 65535")
     return int(text)
 
 
@@ -169,7 +172,7 @@ def _address(text: str, fail: Fail, key: Where) -> str:
     try:
         return str(ipaddress.ip_address(bare))
     except ValueError:
-        raise fail(key, f"{text!r} is not an IP address") from None
+        raise fail(key, "holds an address that is not an IP address") from None
 
 
 def _host_port(text: str, fail: Fail, key: Where) -> tuple[str, int]:

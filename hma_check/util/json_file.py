@@ -1,0 +1,73 @@
+"""The one JSON reader for what hma-check is given (evidence, findings, manifests, imported and Graph JSON).
+
+Stricter than json.loads where json.loads accepts what no writer of these files produces and a later step would
+trip over: NaN, Infinity and numbers too large to be finite; a key given twice (json.loads keeps the last one
+silently, so two readers could disagree about the same file); a lone UTF-16 surrogate escape such as "\\ud800",
+which no UTF-8 file can hold and which fails the moment the value is written out again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from hma_check.errors import HmaCheckError
+
+# A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or a low one not preceded by a high one; an escaped
+# backslash before the 'u' (an even number of backslashes) makes it text, not an escape.
+_LONE_SURROGATE = re.compile(
+    r"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\)(?:\\\\)*(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")   # the cheap test first: most files hold none at all
+
+
+class JsonError(HmaCheckError, ValueError):
+    """Why a text is not JSON these files can hold; ``line`` when a position is known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+def loads_json(text: str) -> Any:
+    """The document, or JsonError (a ValueError) with a one-line reason; RecursionError when nested too deeply."""
+    if _SURROGATE_ESCAPE.search(text):
+        match = _LONE_SURROGATE.search(text)
+        if match:
+            escape = "\\" + match.group(0).lstrip("\\")
+            raise JsonError(f"not valid JSON: a lone UTF-16 surrogate ({escape}) is not a character",
+                            _line(text, match.start()))
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise JsonError(f"not valid JSON: {exc.msg}", exc.lineno) from None
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonError(f"not valid JSON: the key {key[:60]!r} is given twice in one object")
+            seen.add(key)
+    return document
+
+
+def _refuse_constant(name: str) -> float:
+    raise JsonError(f"not valid JSON: {name} is not a number these files can hold")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):   # 1e999 parses as infinity
+        raise JsonError(f"not valid JSON: {text[:40]} is not a finite number")
+    return value
