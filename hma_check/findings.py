@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PASS, FAIL, WARN, ERROR, NOT_APPLICABLE, EXEMPT = "PASS", "FAIL", "WARN", "ERROR", "NOT_APPLICABLE", "EXEMPT"
-STATUSES = (FAIL, ERROR, WARN, EXEMPT, PASS, NOT_APPLICABLE)   # also the display order: what needs action first
+NOTE = "NOTE"      # an info check's false assertion: worth knowing, never a warning, never part of the verdict
+STATUSES = (FAIL, ERROR, WARN, EXEMPT, NOTE, PASS, NOT_APPLICABLE)   # also the display order: what needs action first
 SEVERITIES = ("blocker", "warning", "info")
 
 READY, NOT_READY, INCOMPLETE = "READY", "NOT_READY", "INCOMPLETE"
@@ -17,8 +18,8 @@ EXIT_NOTHING_COLLECTED = 4
 
 
 def failed_status(severity: str) -> str:
-    """A false assertion: FAIL for a blocker, WARN for a warning or an info check (which never blocks)."""
-    return FAIL if severity == "blocker" else WARN
+    """A false assertion: FAIL for a blocker, WARN for a warning, NOTE for an info check (neither ever blocks)."""
+    return {"blocker": FAIL, "warning": WARN}.get(severity, NOTE)
 
 
 @dataclass

@@ -10,11 +10,12 @@ from typing import Any
 
 from hma_check.errors import EvidenceError, InputError
 from hma_check.factdiff import FactChange, diff_snapshots
-from hma_check.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, PASS, WARN
+from hma_check.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NOTE, PASS, WARN
 from hma_check.snapshot import Snapshot, load_snapshot
 
-# How bad a status is for the change board: a move up this scale is "worse". An exemption is an approved state.
-BADNESS = {PASS: 0, NOT_APPLICABLE: 0, EXEMPT: 0, WARN: 1, ERROR: 2, FAIL: 3}
+# How bad a status is for the change board: a move up this scale is "worse". An exemption is an approved state; a
+# NOTE (an info check) is worth knowing but never a problem.
+BADNESS = {PASS: 0, NOT_APPLICABLE: 0, EXEMPT: 0, NOTE: 0, WARN: 1, ERROR: 2, FAIL: 3}
 VERDICT_BADNESS = {"READY": 0, "INCOMPLETE": 1, "NOT_READY": 2}
 MAX_FINDINGS_BYTES = 512 * 1024 * 1024
 

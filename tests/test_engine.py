@@ -13,8 +13,8 @@ from hma_check.checks import load_checks
 from hma_check.engine import evaluate
 from hma_check.exemptions import apply_exemptions, load_exemptions
 from hma_check.errors import ExemptionsError
-from hma_check.findings import (ERROR, EXEMPT, FAIL, INCOMPLETE, NOT_APPLICABLE, NOT_READY, PASS, READY, WARN,
-                                exit_code, verdict_of)
+from hma_check.findings import (ERROR, EXEMPT, FAIL, INCOMPLETE, NOT_APPLICABLE, NOT_READY, NOTE, PASS, READY, WARN,
+                                counts, exit_code, verdict_of)
 
 HEADER = "version: 1\nchecks:\n"
 COMMON = """    expect: x
@@ -117,6 +117,21 @@ def test_when_false_is_not_applicable_and_warning_severity_warns(tmp_path, snaps
     first, second = findings_of(checks, snapshot)
     assert first.status == NOT_APPLICABLE and "when" in first.reason
     assert second.status == WARN
+
+
+def test_an_info_check_notes_and_never_warns_or_blocks(tmp_path, snapshot):
+    checks = one_check(tmp_path, """\
+        - id: TST-ORG-006
+          title: t
+          area: a
+          severity: info
+          requires: [exchange.organization_config]
+          assert: "false"
+        """)
+    [note] = findings_of(checks, snapshot)
+    assert note.status == NOTE
+    assert counts([note])[WARN] == 0 and counts([note])[NOTE] == 1
+    assert verdict_of([note]) == READY
 
 
 def test_on_empty_default_is_error_and_can_be_not_applicable(tmp_path, snapshot):

@@ -20,7 +20,7 @@ from tests.lab_support import (assert_read_only, build_verdict, counts, exchange
 
 ORG_SOURCES = 1 + len(ORG_QUERIES)          # Get-ExchangeServer and the other organisation-wide queries
 PER_SERVER = len(SERVER_CMDLETS)
-OUTCOME_ORDER = ("FAIL", "WARN", "ERROR", "PASS", "NOT_APPLICABLE")
+OUTCOME_ORDER = ("FAIL", "WARN", "ERROR", "NOTE", "PASS", "NOT_APPLICABLE")
 EXCHANGE = ("exchange",)
 
 

@@ -15,8 +15,8 @@ Examples:
   hma-check diff out/2026-11-01 out/2026-11-20
   hma-check diff before/findings.json after/findings.json --html changes.html --json changes.json
 \b
-A finding is keyed by check and subject. "worse" means its status moved up PASS/N/A/EXEMPT -> WARN -> ERROR ->
-FAIL, a new finding is WARN, ERROR or FAIL, or the verdict moved up READY -> INCOMPLETE -> NOT_READY. Facts are
+A finding is keyed by check and subject. "worse" means its status moved up PASS/N/A/EXEMPT/NOTE -> WARN -> ERROR
+-> FAIL, a new finding is WARN, ERROR or FAIL, or the verdict moved up READY -> INCOMPLETE -> NOT_READY. Facts are
 compared when evidence.json is beside each findings.json.
 Exit code: 0 nothing got worse; 1 something got worse; 2 usage error (a path that is not a run).""")
 @click.argument("old", type=click.Path(path_type=Path))

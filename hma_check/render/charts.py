@@ -7,8 +7,8 @@ from typing import Any
 from hma_check.findings import STATUSES
 from hma_check.report_model import Report
 
-COLORS = {"FAIL": "#c62828", "ERROR": "#6a1b9a", "WARN": "#e67700", "EXEMPT": "#1565c0", "PASS": "#2e7d32",
-          "NOT_APPLICABLE": "#9e9e9e"}
+COLORS = {"FAIL": "#c62828", "ERROR": "#6a1b9a", "WARN": "#e67700", "EXEMPT": "#1565c0", "NOTE": "#546e7a",
+          "PASS": "#2e7d32", "NOT_APPLICABLE": "#9e9e9e"}
 BAR_WIDTH = 520
 CELL = 16
 

@@ -50,7 +50,7 @@ def pretty_json(value: Any) -> str:
 
 
 STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "WARN": "warn", "ERROR": "error", "NOT_APPLICABLE": "na",
-                "EXEMPT": "exempt"}
+                "EXEMPT": "exempt", "NOTE": "note"}
 STATUS_LABEL = {"NOT_APPLICABLE": "N/A"}
 
 
