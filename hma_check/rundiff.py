@@ -55,6 +55,11 @@ class StatusChange:
     new_actual: str = ""
 
     @property
+    def new_pass(self) -> bool:
+        """A finding that did not exist before and passes (or does not apply): listed only on request."""
+        return self.old is None and self.new in (PASS, NOT_APPLICABLE)
+
+    @property
     def direction(self) -> str:
         if self.old is None:
             return "worse" if BADNESS.get(self.new, 0) else "new"
@@ -86,6 +91,11 @@ class RunDiff:
     @property
     def worse(self) -> bool:
         return self.verdict_direction == "worse" or any(c.direction == "worse" for c in self.statuses)
+
+    def shown(self, new_passes: bool = False) -> list[StatusChange]:
+        """The status changes to list: new passing findings (a server or URL added, more checks) only when asked,
+        since they need no action and would bury what changed."""
+        return [change for change in self.statuses if new_passes or not change.new_pass]
 
     def counts(self) -> dict[str, int]:
         out = {direction: 0 for direction in ("worse", "better", "new", "gone", "changed")}

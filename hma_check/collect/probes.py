@@ -7,6 +7,7 @@ import ipaddress
 import json
 import socket
 import ssl
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,8 @@ class Node:
     port: int
     address: str
     connect_port: int
-    per_node: bool  # the host has several nodes: the scope names the address
+    per_node: bool  # the host has several nodes: the scope names the node
+    port_in_label: bool = False  # two nodes share an address: only the port tells them apart
 
     def url(self, path: str) -> str:
         return f"https://{self.host}{'' if self.port == 443 else f':{self.port}'}{path}"
@@ -52,8 +54,17 @@ class Node:
         address = f"[{self.address}]" if ":" in self.address else self.address
         return f"{address}:{self.connect_port}"
 
+    @property
+    def label(self) -> str:
+        """The node in a scope: its address, and the port only when another node has the same address. Scopes are
+        finding subjects, which runs are compared on, so nothing that changes between two runs of the same
+        organisation (a tunnel's or the lab's ephemeral port) belongs in them; the command keeps the full address."""
+        if self.port_in_label:
+            return self.via
+        return f"[{self.address}]" if ":" in self.address else self.address
+
     def scope(self, name: str) -> str:
-        return f"{name} via {self.via}" if self.per_node else name
+        return f"{name} via {self.label}" if self.per_node else name
 
 
 @dataclass
@@ -128,7 +139,9 @@ def _route(target: HostTarget, settings: ProbeSettings) -> _Route:
             route.error = f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}"
             return route
     per_node = len(addresses) > 1
-    route.nodes = [Node(target.host, target.port, address, port, per_node) for address, port in addresses]
+    repeats = Counter(address for address, _ in addresses)
+    route.nodes = [Node(target.host, target.port, address, port, per_node, repeats[address] > 1)
+                   for address, port in addresses]
     return route
 
 

@@ -27,7 +27,10 @@ Exit code: 0 nothing got worse; 1 something got worse; 2 usage error (a path tha
               help="Also write the comparison as JSON.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0),
               help="Fact changes shown per source in the terminal.")
-def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, limit: int) -> None:
+@click.option("--new-passes", is_flag=True,
+              help="Also list new findings that pass or do not apply (counted, not listed, by default; the JSON "
+                   "always has them).")
+def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, limit: int, new_passes: bool) -> None:
     """Compare two runs: OLD and NEW are output folders or their findings.json files."""
     import json
 
@@ -38,10 +41,10 @@ def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, l
 
     with fail_on_input_errors():
         result = compare(load_run(old), load_run(new))
-    for line in render.lines(result, fact_limit=limit):
+    for line in render.lines(result, fact_limit=limit, new_passes=new_passes):
         click.echo(line)
     if html_file:
-        write_bytes_atomic(html_file, render.html(result).encode("utf-8"))
+        write_bytes_atomic(html_file, render.html(result, new_passes=new_passes).encode("utf-8"))
     if json_file:
         payload = json.dumps(result.to_json(), indent=1, ensure_ascii=False, default=str) + "\n"
         write_bytes_atomic(json_file, payload.encode("utf-8"))
