@@ -135,7 +135,8 @@ def url_key(url: Any) -> str:
 
 
 def spn_hosts(service_principal_names: Iterable[Any]) -> frozenset[str]:
-    """Hosts registered as https:// SPNs; the '00000002-.../host' form does not count for HMA (seed 003)."""
+    """Hosts registered as https:// SPNs; the '00000002-.../host' form does not count for HMA
+    (https://learn.microsoft.com/microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-authentication)."""
     hosts = set()
     for name in service_principal_names or []:
         text = str(name).strip()

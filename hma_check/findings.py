@@ -1,4 +1,4 @@
-"""Statuses, findings, the verdict and the exit code (the contract in design.md)."""
+"""Statuses, findings, the verdict and the exit code (the contract docs/writing-checks.md describes)."""
 
 from __future__ import annotations
 

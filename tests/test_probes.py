@@ -113,7 +113,7 @@ def test_pre_authenticating_proxy_answers_without_exchange_headers(scan):
 
 def test_no_authorization_uri_and_oauth_not_available():
     """EvoSts not the default endpoint: Bearer without authorization_uri; OAuth2ClientProfileEnabled false:
-    x-ms-diagnostics 4000000 oauth_not_available (seed 003)."""
+    x-ms-diagnostics 4000000 oauth_not_available, as Exchange answers."""
     spec = lab_spec(evosts_default=False, oauth2_client_profile_enabled=False)
     with EndpointServer(spec) as server:
         settings = parse_probe_settings({"connect_to": server.connect_to, "ca_bundle": str(server.ca_bundle),

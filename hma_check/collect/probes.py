@@ -24,7 +24,8 @@ from hma_check.snapshot import SourceResult, Snapshot, timed
 
 AUTODISCOVER_V2_PROTOCOLS = ("ActiveSync", "EWS")
 USER_AGENT = f"hma-check/{__version__} (read-only readiness probe)"
-# The empty Bearer header is Outlook's "I can do OAuth, where do I get a token?" (seed 003; hma-checks.md P1).
+# The empty Bearer header is Outlook's "I can do OAuth, where do I get a token?" (the Exchange team's HMA
+# announcement, https://blogs.technet.microsoft.com/exchange/2017/12/06/announcing-hybrid-modern-authentication-for-exchange-on-premises/).
 # h11 refuses a header value with trailing whitespace, so it goes on the wire as "Bearer", which Exchange reads
 # as an empty token exactly like Outlook's.
 EMPTY_BEARER = "Bearer"
