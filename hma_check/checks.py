@@ -5,7 +5,7 @@ A checks file is YAML:
     version: 1
     areas: {topology: Topology and versions, ...}        # optional: report section titles, in order
     checks: [ {id, title, area, severity, requires, when, for_each, where, on_empty, subject, let,
-               assert, expect, actual, why, references, enable, rollback, phase}, ... ]
+               assert, expect, actual, why, references, enable, rollback, phase, caused_by}, ... ]
     steps:  [ {id, title, phase, requires, when, done, enable, rollback, why, references}, ... ]   # optional
 
 docs/writing-checks.md documents each field. Static checks made here, so a mistake never waits for a customer's
@@ -40,8 +40,9 @@ CHECK_KEYS = {
     "id": True, "title": True, "area": True, "severity": True, "assert": True, "expect": True, "actual": True,
     "why": True, "references": True,
     "requires": False, "when": False, "for_each": False, "where": False, "on_empty": False, "subject": False,
-    "let": False, "enable": False, "rollback": False, "phase": False, "tags": False,
+    "let": False, "enable": False, "rollback": False, "phase": False, "tags": False, "caused_by": False,
 }
+CAUSE_KEYS = {"check": True, "subject": False}
 STEP_KEYS = {
     "id": True, "title": True, "phase": True, "enable": True, "why": True, "references": True,
     "requires": False, "when": False, "done": False, "rollback": False, "subject": False, "let": False,
@@ -61,6 +62,16 @@ class Compiled:
         if self.is_template:
             return self.run.render(context)  # type: ignore[attr-defined]
         return self.run(**context)
+
+
+@dataclass
+class Cause:
+    """``caused_by`` entry: a failure of ``check`` (for the subject the template renders, or for any subject) is
+    the likely root cause of this check's failure, so the report shows the two as one problem."""
+
+    check: str
+    subject: Compiled | None = None
+    line: int = 0
 
 
 @dataclass
@@ -85,7 +96,12 @@ class Check:
     rollback: Compiled | None = None
     phase: int | None = None
     tags: tuple[str, ...] = ()
-    item_properties: frozenset[str] = frozenset()
+    caused_by: tuple[Cause, ...] = ()
+    # The assertion's 'and' parts with the names each reads, and the names each 'let' reads: which values made a
+    # failed assertion false (hma_check.reads, the excerpt).
+    assert_parts: tuple[tuple[Callable[..., Any], frozenset[str]], ...] = ()
+    assert_names: frozenset[str] = frozenset()
+    let_names: dict[str, frozenset[str]] = field(default_factory=dict)
     file: str = ""
     line: int = 0
     raw: dict[str, Any] = field(default_factory=dict)   # the YAML as written, for `checks explain`
@@ -128,7 +144,7 @@ class CheckSet:
 
 
 def load_checks(paths: list[str | Path]) -> CheckSet:
-    """Load and validate every file; the union must have unique ids."""
+    """Load and validate every file; the union must have unique ids and name only existing checks as causes."""
     result = CheckSet()
     seen: dict[str, str] = {}
     for path in paths:
@@ -136,6 +152,14 @@ def load_checks(paths: list[str | Path]) -> CheckSet:
         raw = read_yaml_bytes(file, error=ChecksError)   # read once: the hash recorded is of the bytes evaluated
         _load_document(loads_yaml_bytes(raw, source=file, error=ChecksError), file, result, seen)
         result.files.append({"path": file, "sha256": hashlib.sha256(raw).hexdigest()})
+    ids = [check.id for check in result.checks]
+    for check in result.checks:
+        for cause in check.caused_by:
+            if cause.check not in ids or cause.check == check.id:
+                close = difflib.get_close_matches(cause.check, [i for i in ids if i != check.id], n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ChecksError(f"check {check.id}: 'caused_by' names {cause.check}, which is not another check "
+                                  f"loaded{hint}", path=check.file, line=cause.line)
     return result
 
 
@@ -182,7 +206,7 @@ class _Builder:
     def __init__(self, node: YamlMap, file: str, what: str) -> None:
         self.node, self.file, self.what = node, file, what
         self.used_sources: set[str] = set()
-        self.item_properties: set[str] = set()
+        self.names: dict[str, frozenset[str]] = {}   # field ('assert', 'let.state') -> the names it reads
 
     def fail(self, message: str, key: str | None = None, line: int | None = None) -> ChecksError:
         return ChecksError(f"{self.what}: {message}", path=self.file,
@@ -219,7 +243,7 @@ class _Builder:
                 raise self.fail(f"'{key}' interpolates {unsafe[0]} without ps_quote/ps_list/ps_bool/ps_int: every value "
                                 "from the environment must be quoted for PowerShell", line=line)
         self.used_sources |= used
-        self.item_properties |= expr.referenced_item_properties(tree)
+        self.names[key] = expr.referenced_names(tree)
         return Compiled(source=source.strip(), run=run, is_template=template)
 
     def optional(self, key: str, *, template: bool, powershell: bool = False) -> Compiled | None:
@@ -266,6 +290,28 @@ class _Builder:
         if value not in PHASES:
             raise self.fail(f"'phase' must be one of {', '.join(map(str, PHASES))}", "phase")
         return int(value)
+
+    def caused_by(self) -> tuple[Cause, ...]:
+        raw = self.node.get("caused_by")
+        if raw is None:
+            return ()
+        if not isinstance(raw, YamlList) or not raw:
+            raise self.fail("'caused_by' is a list of {check, subject}: the checks whose failure explains this one",
+                            "caused_by")
+        causes = []
+        for index, entry in enumerate(raw):
+            line = raw.line_of(index)
+            if not isinstance(entry, YamlMap):
+                raise self.fail("each 'caused_by' entry is a mapping with 'check' and optionally 'subject'", line=line)
+            _check_keys(entry, CAUSE_KEYS, self.file, f"{self.what} caused_by")
+            if not isinstance(entry["check"], str) or not ID_PATTERN.match(entry["check"]):
+                raise self.fail("'caused_by' check must be a check id like HMA-VDIR-001", line=line)
+            subject = None
+            if entry.get("subject") is not None:
+                subject = self.compile("caused_by.subject", entry["subject"], template=True,
+                                       line=entry.line_of("subject"))
+            causes.append(Cause(check=entry["check"], subject=subject, line=line))
+        return tuple(causes)
 
     def requires_covers_use(self, requires: tuple[str, ...]) -> None:
         missing = sorted(self.used_sources - set(requires))
@@ -317,10 +363,12 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
         assertion=b.compile("assert", raw["assert"], template=False),
         actual=b.compile("actual", raw["actual"], template=True),
         enable=enable, rollback=rollback, phase=b.phase(required=enable is not None), tags=tuple(tags),
-        file=file, line=line, raw=dict(raw),
+        caused_by=b.caused_by(), assert_parts=tuple(expr.conjuncts(raw["assert"])), file=file, line=line,
+        raw=dict(raw),
     )
     b.requires_covers_use(requires)
-    check.item_properties = frozenset(b.item_properties)
+    check.let_names = {name: b.names[f"let.{name}"] for name, _ in check.let}
+    check.assert_names = b.names["assert"]
     return check
 
 
@@ -338,4 +386,4 @@ def _load_step(raw: Any, file: str, line: int) -> Step:
     return step
 
 
-__all__ = ["Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES"]
+__all__ = ["Cause", "Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
@@ -15,6 +16,7 @@ from hma_check.checks import Check, CheckSet, Compiled, Step
 from hma_check.errors import one_line
 from hma_check.facts import Facts, MissingFact, Part, Scoped
 from hma_check.findings import (ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status)
+from hma_check.reads import ABSENT, Path, Watch, leaves, path_text, shown_value
 from hma_check.snapshot import Snapshot
 
 ORGANIZATION = "organization"
@@ -119,27 +121,104 @@ def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, str
             yield item, None, None, None
 
 
+class _Reads:
+    """What one evaluation read, per phase: each ``let`` binding, the assertion (hma_check.reads)."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.logs: dict[str, dict[Path, Any]] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[dict[Path, Any]]:
+        log = self.logs.setdefault(name, {})
+        previous, self.watch.log = self.watch.log, log
+        try:
+            yield log
+        finally:
+            self.watch.log = previous
+
+
 def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: Any, scope: str | None,
                    read: list[str]) -> Finding | None:
     context = dict(base, item=item, scope=scope)
+    reads = _Reads(facts.watch)
     with facts.recording() as used:
         used.extend(read)
         subject = _subject(check.subject, context, scope)
         try:
             if check.where is not None and not _as_bool(check.where, context, "where"):
                 return None
-            _bind_let(check.let, context)
-            passed = _as_bool(check.assertion, context, "assert")
+            context["item"] = facts.watch.view(item)
+            _bind_let(check.let, context, reads)
+            with reads.phase("assert"):
+                passed = _as_bool(check.assertion, context, "assert")
             actual = _render(check.actual, context, "actual")
         except _Undecidable as exc:
-            return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, item=item)
+            excerpt, missing = _excerpt(check, item, reads, failing=None)
+            return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, excerpt=excerpt,
+                            failing=missing)
         status = PASS if passed else failed_status(check.severity)
         enable = rollback = None
-        if status != PASS and check.enable is not None:
-            enable = _render_powershell(check.enable, context, "enable")
-            rollback = _render_powershell(check.rollback, context, "rollback") if check.rollback else None
-    return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, item=item,
-                    enable=enable, rollback=rollback)
+        causes: list[dict[str, str | None]] = []
+        failing: set[Path] | None = None
+        if status != PASS:
+            failing = _failing_reads(check, context, reads)
+            causes = _causes(check, context)
+            if check.enable is not None:
+                enable = _render_powershell(check.enable, context, "enable")
+                rollback = _render_powershell(check.rollback, context, "rollback") if check.rollback else None
+        excerpt, marked = _excerpt(check, item, reads, failing=failing)
+    return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, excerpt=excerpt,
+                    failing=marked, enable=enable, rollback=rollback, causes=causes)
+
+
+def _tested_lets(check: Check, names: frozenset[str]) -> list[str]:
+    """The ``let`` bindings an expression depends on, directly or through other bindings, in declaration order."""
+    found: set[str] = set()
+    pending = [name for name in names if name in check.let_names]
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.add(name)
+            pending.extend(n for n in check.let_names[name] if n in check.let_names)
+    return [name for name, _ in check.let if name in found]
+
+
+def _failing_reads(check: Check, context: dict[str, Any], reads: _Reads) -> set[Path]:
+    """The reads behind a false assertion: of its 'and' parts, those that are false (each evaluated on its own;
+    a part that cannot be evaluated alone is left unmarked), with the bindings they use; else everything tested."""
+    failing: set[Path] = set()
+    for index, (part, names) in enumerate(check.assert_parts):
+        with reads.phase(f"part.{index}") as log:
+            try:
+                false = part(**context) is False
+            except Exception:  # noqa: BLE001 - e.g. 'x.y' after a false 'x is not none': the earlier part explains it
+                false = False
+        if false:
+            failing.update(log)
+            for name in _tested_lets(check, names):
+                failing.update(reads.logs.get(f"let.{name}", {}))
+    if not failing:
+        for name in ["assert", *(f"let.{n}" for n in _tested_lets(check, check.assert_names))]:
+            failing.update(reads.logs.get(name, {}))
+    return failing
+
+
+def _causes(check: Check, context: dict[str, Any]) -> list[dict[str, str | None]]:
+    """The declared root causes (``caused_by``) with the subject each names for this item; an empty or failing
+    subject template means this item has no such cause."""
+    causes: list[dict[str, str | None]] = []
+    for cause in check.caused_by:
+        subject = None
+        if cause.subject is not None:
+            try:
+                subject = _render(cause.subject, context, "caused_by") or None
+            except _Undecidable:
+                subject = None
+            if subject is None:
+                continue
+        causes.append({"check": cause.check, "subject": subject})
+    return causes
 
 
 def _subject(template: Compiled | None, context: dict[str, Any], scope: str | None) -> str:
@@ -152,12 +231,13 @@ def _subject(template: Compiled | None, context: dict[str, Any], scope: str | No
     return text or scope or ORGANIZATION
 
 
-def _bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any]) -> None:
+def _bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any], reads: _Reads | None = None) -> None:
     for name, compiled in let:
-        try:
-            context[name] = compiled(context)
-        except Exception as exc:  # noqa: BLE001
-            raise _Undecidable(_reason(f"let {name}", exc)) from None
+        with reads.phase(f"let.{name}") if reads is not None else nullcontext():
+            try:
+                context[name] = compiled(context)
+            except Exception as exc:  # noqa: BLE001
+                raise _Undecidable(_reason(f"let {name}", exc)) from None
 
 
 def _as_bool(compiled: Compiled, context: dict[str, Any], what: str) -> bool:
@@ -206,14 +286,17 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def _finding(check: Check, facts: Facts, status: str, subject: str, *, scope: str | None = None,
              reason: str | None = None, actual: str | None = None, used: list[str] | None = None,
-             item: Any = None, enable: str | None = None, rollback: str | None = None) -> Finding:
+             excerpt: dict[str, Any] | None = None, failing: list[str] | None = None,
+             enable: str | None = None, rollback: str | None = None,
+             causes: list[dict[str, str | None]] | None = None) -> Finding:
     if actual is None:
         actual = "could not be evaluated" if status == ERROR else (reason or "")
     return Finding(
         check_id=check.id, title=check.title, area=check.area, severity=check.severity, status=status,
         subject=subject, scope=scope, expected=check.expect, actual=actual, reason=reason,
-        sources=_provenance(facts, used or []), excerpt=_excerpt(check, item), why=check.why,
+        sources=_provenance(facts, used or []), excerpt=excerpt, failing=list(failing or []), why=check.why,
         references=list(check.references), phase=check.phase, enable=enable, rollback=rollback,
+        causes=list(causes or []),
     )
 
 
@@ -245,21 +328,32 @@ def _provenance(facts: Facts, keys: list[str]) -> list[dict[str, str]]:
     return out
 
 
-def _excerpt(check: Check, item: Any) -> Any:
-    """The properties of the evaluated item that the check's expressions name: the evidence behind the finding."""
-    if item is None or isinstance(item, Part):
-        return None
-    if isinstance(item, dict):
-        picked = {k: item[k] for k in sorted(check.item_properties) if k in item}
-        value: Any = picked or None
-    else:
-        value = item
-    if value is None:
-        return None
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) > EXCERPT_LIMIT:
-        return {"truncated": text[:EXCERPT_LIMIT] + "…"}
-    return value
+def _excerpt(check: Check, item: Any, reads: _Reads,
+             failing: set[Path] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The values the assertion tested (hma_check.reads), path -> value, and the paths that made it false
+    (``failing``; None for a finding that could not be decided: then the properties missing from the evidence)."""
+    tested: dict[Path, Any] = {}
+    for name in ["assert", *(f"let.{n}" for n in _tested_lets(check, check.assert_names))]:
+        for path, value in reads.logs.get(name, {}).items():
+            tested.setdefault(path, value)
+    if not tested and item is not None and not isinstance(item, (dict, Part)):
+        tested[("item",)] = item          # a plain value (an SPN, a URL) is itself the evidence
+    excerpt: dict[str, Any] = {}
+    marked: list[str] = []
+    size = 0
+    # the values that made it false first, so a long excerpt is never cut before them
+    read = sorted(leaves(tested), key=lambda entry: failing is not None and entry[0] not in failing)
+    for path, value in read:
+        text = path_text(path)
+        shown = shown_value(value)
+        size += len(text) + len(json.dumps(shown, ensure_ascii=False, default=str))
+        if size > EXCERPT_LIMIT:
+            excerpt["…"] = f"{len(read) - len(excerpt)} more properties read (see evidence.json)"
+            break
+        excerpt[text] = shown
+        if (failing is not None and path in failing) or (failing is None and value is ABSENT):
+            marked.append(text)
+    return (excerpt or None), marked
 
 
 # ------------------------------------------------------------------------------------------------------ runbook

@@ -307,8 +307,44 @@ def compile_template(source: str) -> Any:
     return ENVIRONMENT.from_string(source)
 
 
+def conjuncts(source: str) -> list[tuple[Callable[..., Any], frozenset[str]]]:
+    """The parts of an ``a and b and c`` assertion, each compiled on its own with the names it reads.
+
+    A failed assertion is re-evaluated part by part so its excerpt can mark the values that made it false (for
+    VDIR-001: the method lists without OAuth, not the external URL that was fine). One part: an empty list.
+    """
+    from jinja2.environment import TemplateExpression
+    from jinja2.parser import Parser
+
+    tree = Parser(ENVIRONMENT, source, state="variable").parse_expression()
+    parts: list[nodes.Expr] = []
+
+    def flatten(node: nodes.Expr) -> None:
+        if isinstance(node, nodes.And):
+            flatten(node.left)
+            flatten(node.right)
+        else:
+            parts.append(node)
+
+    flatten(tree)
+    if len(parts) < 2:
+        return []
+    compiled = []
+    for part in parts:
+        part.set_environment(ENVIRONMENT)
+        body = [nodes.Assign(nodes.Name("result", "store"), part, lineno=1)]
+        template = ENVIRONMENT.from_string(nodes.Template(body, lineno=1))
+        compiled.append((TemplateExpression(template, False), referenced_names(part)))
+    return compiled
+
+
+def referenced_names(tree: nodes.Node) -> frozenset[str]:
+    """Every variable an expression loads: ``item``, ``scope``, the names of ``let`` bindings, namespaces."""
+    return frozenset(node.name for node in tree.find_all(nodes.Name) if node.ctx == "load")
+
+
 def parse(source: str, *, expression: bool) -> nodes.Template:
-    """The AST, for static checks (which sources and item properties a check uses, PowerShell quoting)."""
+    """The AST, for static checks (which sources and names a check uses, PowerShell quoting)."""
     if expression:
         return ENVIRONMENT.parse("{{ (" + source + ") }}")
     return ENVIRONMENT.parse(source)
@@ -322,18 +358,6 @@ def referenced_sources(tree: nodes.Node) -> set[str]:
     for node in tree.find_all(nodes.Getattr):
         if isinstance(node.node, nodes.Name) and node.node.name in NAMESPACES:
             found.add(f"{node.node.name}.{node.attr}")
-    return found
-
-
-def referenced_item_properties(tree: nodes.Node) -> set[str]:
-    """'Server' for every item.Server (or item['Server']) in the tree: the evidence excerpt shows just those."""
-    found: set[str] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node.node, nodes.Name) and node.node.name == "item":
-            if isinstance(node, nodes.Getattr):
-                found.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                found.add(node.arg.value)
     return found
 
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from hma_check import sources as source_registry
+from hma_check.reads import Watch
 from hma_check.snapshot import Snapshot, SourceResult, source_key
 
 
@@ -35,11 +36,12 @@ class Part:
     """One scope of a scoped source. ``data`` raises MissingFact when that scope was not collected."""
 
     def __init__(self, name: str, scope: str, result: SourceResult | None,
-                 record: Callable[[str], None] | None = None) -> None:
+                 record: Callable[[str], None] | None = None, watch: Watch | None = None) -> None:
         self.name = name
         self.scope = scope
         self._result = result
         self._record = record
+        self._watch = watch
 
     @property
     def ok(self) -> bool:
@@ -61,7 +63,8 @@ class Part:
             self._record(self.key)
         if not self.ok:
             raise _why_not(self._result, self.key)
-        return self._result.data  # type: ignore[union-attr]
+        data = self._result.data  # type: ignore[union-attr]
+        return data if self._watch is None else self._watch.root(f"{self.name}['{self.scope}']", data)
 
     @property
     def items(self) -> list[Any]:
@@ -79,10 +82,12 @@ class Part:
 class Scoped:
     """A source collected once per server, tenant, URL or endpoint."""
 
-    def __init__(self, name: str, results: list[SourceResult], record: Callable[[str], None] | None = None) -> None:
+    def __init__(self, name: str, results: list[SourceResult], record: Callable[[str], None] | None = None,
+                 watch: Watch | None = None) -> None:
         self.name = name
         self._record = record
-        self._parts = [Part(name, r.scope or "", r, record) for r in results]
+        self._watch = watch
+        self._parts = [Part(name, r.scope or "", r, record, watch) for r in results]
         self._by_scope = {p.scope.lower(): p for p in self._parts}
 
     @property
@@ -98,8 +103,10 @@ class Scoped:
         return [p.scope for p in self.parts]
 
     def part(self, scope: str) -> Part:
+        if self._watch is not None:
+            self._watch.used_as_key(scope)
         found = self._by_scope.get(str(scope).lower())
-        return found if found is not None else Part(self.name, str(scope), None, self._record)
+        return found if found is not None else Part(self.name, str(scope), None, self._record, self._watch)
 
     def __getitem__(self, scope: str) -> Any:
         return self.part(scope).data
@@ -150,7 +157,7 @@ class Facts:
     """The evidence as expressions see it; built once per evaluation.
 
     Every source an expression reads is recorded (``recording()``), so each finding can cite exactly the facts it
-    was decided on.
+    was decided on; while ``watch`` has a log, the properties read inside them are logged too (hma_check.reads).
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -160,6 +167,7 @@ class Facts:
             self._by_name.setdefault(result.name, []).append(result)
         self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
         self._used: list[str] | None = None
+        self.watch = Watch()
 
     def _record(self, key: str) -> None:
         if self._used is not None and key not in self._used:
@@ -192,13 +200,13 @@ class Facts:
 
     def get(self, name: str) -> Any:
         if self.is_scoped(name):
-            return Scoped(name, self.results(name), self._record)
+            return Scoped(name, self.results(name), self._record, self.watch)
         self._record(name)
         found = self.results(name)
         result = found[0] if found else None
         if result is None or not result.ok:
             raise _why_not(result, name)
-        return result.data
+        return self.watch.root(name, result.data)
 
     def status(self, name: str) -> tuple[bool, str | None]:
         """(usable, why not) for a required source: a scoped one needs at least one part collected."""

@@ -37,12 +37,14 @@ class Finding:
     scope: str | None = None
     reason: str | None = None              # ERROR / NOT_APPLICABLE: why it could not be decided
     sources: list[dict[str, str]] = field(default_factory=list)   # [{key, command, status}] the facts it read
-    excerpt: Any = None                    # the properties of the evaluated item the check looked at
+    excerpt: Any = None                    # the values the assertion tested: {property path: value}
+    failing: list[str] = field(default_factory=list)   # the excerpt's paths whose values made the assertion false
     phase: int | None = None
     enable: str | None = None
     rollback: str | None = None
     exemption: dict[str, Any] | None = None
     original_status: str | None = None
+    causes: list[dict[str, Any]] = field(default_factory=list)   # caused_by: [{check, subject}] likely root causes
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -186,11 +186,46 @@ def test_findings_over_an_organisation_wide_list_cite_it(catalogue, snapshot):
     assert [s["key"] for s in finding.sources] == ["exchange.servers"]
 
 
-def test_evidence_excerpt_shows_the_properties_the_check_reads(catalogue, snapshot):
-    finding = next(f for f in evaluate(catalogue, snapshot).findings
-                   if f.check_id == "HMA-VDIR-001" and f.subject == "EX01")
-    assert set(finding.excerpt) == {"IISAuthenticationMethods", "InternalAuthenticationMethods",
-                                    "ExternalAuthenticationMethods", "ExternalUrl", "Server", "Identity"}
+def _finding(catalogue, snapshot, check_id, subject):
+    return next(f for f in evaluate(catalogue, snapshot).findings if f.check_id == check_id and f.subject == subject)
+
+
+def test_evidence_excerpt_shows_the_properties_the_assertion_tested(catalogue, snapshot):
+    finding = _finding(catalogue, snapshot, "HMA-VDIR-001", "EX01")
+    assert finding.status == PASS and finding.failing == []
+    assert set(finding.excerpt) == {"IISAuthenticationMethods", "InternalAuthenticationMethods", "ExternalUrl",
+                                    "ExternalAuthenticationMethods"}      # not Server or Identity: not tested
+
+
+def test_a_failed_and_marks_only_the_false_parts(catalogue):
+    snapshot = apply_ops(baseline.build(), [
+        {"set": ["exchange.mapi_virtual_directories@EX02", 0, "IISAuthenticationMethods"], "to": ["Ntlm", "Negotiate"]}])
+    finding = _finding(catalogue, snapshot, "HMA-VDIR-001", "EX02")
+    assert finding.status == FAIL
+    assert finding.excerpt["IISAuthenticationMethods"] == ["Ntlm", "Negotiate"]
+    assert finding.failing == ["IISAuthenticationMethods"]     # internal and external still have OAuth
+
+
+def test_a_filter_s_reads_are_the_excerpt_tls_registry_values_not_the_server_entry(catalogue):
+    """HMA-TLS-001 iterates the server list but tests SCHANNEL values through tls_state: those are the evidence."""
+    snapshot = apply_ops(baseline.build(), [
+        {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.2", "Server", "Enabled"], "to": 0},
+        {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.2", "Client", "Enabled"], "to": 0}])
+    finding = _finding(catalogue, snapshot, "HMA-TLS-001", "EX01")
+    assert finding.status == FAIL
+    prefix = "os.tls_registry['EX01'].Protocols['TLS 1.2']"
+    assert finding.excerpt[f"{prefix}.Server.Enabled"] == 0 and finding.excerpt[f"{prefix}.Client.Enabled"] == 0
+    assert all(path.startswith(prefix) for path in finding.excerpt)       # TLS 1.0/1.1 only feed 'actual'
+    assert f"{prefix}.Server.Enabled" in finding.failing
+
+
+def test_an_error_excerpt_names_the_property_that_is_not_in_the_evidence(catalogue):
+    snapshot = apply_ops(baseline.build(), [{"remove": ["exchange.web_services_virtual_directories@EX01", 0,
+                                                        "OAuthAuthentication"]}])
+    finding = _finding(catalogue, snapshot, "HMA-VDIR-002", "EX01")
+    assert finding.status == ERROR
+    assert finding.excerpt == {"OAuthAuthentication": "(not in the evidence)"}
+    assert finding.failing == ["OAuthAuthentication"]
 
 
 def test_the_sandbox_refuses_python_internals(tmp_path, snapshot):
