@@ -333,7 +333,9 @@ def _excerpt(check: Check, item: Any, reads: _Reads,
     """The values the assertion tested (hma_check.reads), path -> value, and the paths that made it false
     (``failing``; None for a finding that could not be decided: then the properties missing from the evidence)."""
     tested: dict[Path, Any] = {}
-    for name in ["assert", *(f"let.{n}" for n in _tested_lets(check, check.assert_names))]:
+    phases = ["assert", *(name for name in reads.logs if name.startswith("part.")),
+              *(f"let.{n}" for n in _tested_lets(check, check.assert_names))]
+    for name in phases:     # the parts of a failed 'and' read what the short-circuited assertion did not reach
         for path, value in reads.logs.get(name, {}).items():
             tested.setdefault(path, value)
     if not tested and item is not None and not isinstance(item, (dict, Part)):

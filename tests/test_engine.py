@@ -204,6 +204,7 @@ def test_a_failed_and_marks_only_the_false_parts(catalogue):
     assert finding.status == FAIL
     assert finding.excerpt["IISAuthenticationMethods"] == ["Ntlm", "Negotiate"]
     assert finding.failing == ["IISAuthenticationMethods"]     # internal and external still have OAuth
+    assert "OAuth" in finding.excerpt["InternalAuthenticationMethods"]   # read, shown, not marked
 
 
 def test_a_filter_s_reads_are_the_excerpt_tls_registry_values_not_the_server_entry(catalogue):

@@ -49,6 +49,27 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, default=str, sort_keys=True)
 
 
+def when(value: Any) -> str:
+    """An evidence timestamp for people: '2026-11-20 09:00:00 UTC' (to the second; the evidence keeps the rest)."""
+    from hma_check.snapshot import parse_utc
+
+    if not value:
+        return "unknown"
+    try:
+        return parse_utc(str(value)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def shown(value: Any) -> str:
+    """An excerpt value in a table cell: text as is, a list as 'a, b', anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        return ", ".join(map(str, value)) if value else "(empty list)"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "WARN": "warn", "ERROR": "error", "NOT_APPLICABLE": "na",
                 "EXEMPT": "exempt", "NOTE": "note"}
 STATUS_LABEL = {"NOT_APPLICABLE": "N/A"}
@@ -62,6 +83,7 @@ def environment() -> Environment:
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
     env.filters.update(md=md, ps_comment=ps_comment, pretty_json=pretty_json, fenced=fenced, css_string=css_string,
+                       when=when, shown=shown,
                        status_class=lambda s: STATUS_CLASS.get(s, "na"),
                        status_label=lambda s: STATUS_LABEL.get(s, s))
     return env
