@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from hma_check.config import load_config_text
+from hma_check.collect.config import load_config_text
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hma_check.findings import STATUSES
-from hma_check.report_model import Report
+from hma_check.contract.findings import STATUSES
+from hma_check.render.model import Report
 
 
 def area_bars(report: Report) -> list[dict[str, Any]]:

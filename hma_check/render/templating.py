@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from hma_check.errors import one_line
-from hma_check.resources import templates_dir
+from hma_check.util.resources import templates_dir
 
 # Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
 # mid-line and escaping them would only make the raw Markdown harder to read.
@@ -51,7 +51,7 @@ def pretty_json(value: Any) -> str:
 
 def when(value: Any) -> str:
     """An evidence timestamp for people: '2026-11-20 09:00:00 UTC' (to the second; the evidence keeps the rest)."""
-    from hma_check.snapshot import parse_utc
+    from hma_check.contract.snapshot import parse_utc
 
     if not value:
         return "unknown"
