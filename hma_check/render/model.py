@@ -3,6 +3,7 @@ cause, the server overview, areas, gaps, runbooks."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,22 @@ class CheckGroup:
     @property
     def settled(self) -> list[Finding]:
         return [f for f in self.findings if f.status in (PASS, NOT_APPLICABLE)]
+
+    @property
+    def detail_rows(self) -> list[dict[str, Any]]:
+        """Findings to look at (not passing), those with the same result and evidence shown once with their
+        subjects: 200 servers with the same ActiveSync note are one block, not 200."""
+        rows: dict[tuple[str, str, str], list[Finding]] = {}
+        for finding in self.detailed:
+            evidence = json.dumps([finding.excerpt, finding.failing, finding.exemption], sort_keys=True, default=str)
+            rows.setdefault((finding.status, found(finding), evidence), []).append(finding)
+        return [{"status": status, "first": group[0], "findings": group, "label": _label([f.subject for f in group])}
+                for (status, _, _), group in rows.items()]
+
+    @property
+    def opened(self) -> bool:
+        """Shown open: something to act on (a note or a pass is a click away)."""
+        return any(f.status in TO_ACT_ON for f in self.findings)
 
     @property
     def settled_rows(self) -> list[dict[str, Any]]:

@@ -218,7 +218,7 @@ def _failing_value(finding: Finding) -> str:
     """The value that made the check fail, from the excerpt ('IISAuthenticationMethods: Ntlm, Negotiate')."""
     excerpt = finding.excerpt if isinstance(finding.excerpt, dict) else {}
     parts = []
-    for path in finding.failing[:2]:
+    for path in finding.failing[:1]:
         value = excerpt.get(path)
         shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         parts.append(f"{path.rsplit('.', 1)[-1]}: {shown}")

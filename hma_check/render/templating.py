@@ -24,6 +24,12 @@ def md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def md_code(value: Any) -> str:
+    """Inline code for a Markdown table cell: one line, a backtick cannot end it and a pipe cannot end the cell."""
+    text = " ".join(str(value if value is not None else "").split())
+    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+
 def ps_comment(value: Any) -> str:
     """Text that stays inside a one-line PowerShell # comment (control characters cannot end the line)."""
     return one_line(str(value if value is not None else ""), limit=None)
@@ -83,7 +89,7 @@ def environment() -> Environment:
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
     env.filters.update(md=md, ps_comment=ps_comment, pretty_json=pretty_json, fenced=fenced, css_string=css_string,
-                       when=when, shown=shown,
+                       when=when, shown=shown, md_code=md_code,
                        status_class=lambda s: STATUS_CLASS.get(s, "na"),
                        status_label=lambda s: STATUS_LABEL.get(s, s))
     return env
