@@ -3,7 +3,8 @@
 Findings of one check with one status are one row ("HMA-VDIR-005 · 200 servers"), whatever the number of subjects.
 A finding whose declared cause (``caused_by`` in the checks file, resolved per item by the engine) failed too is
 not a problem of its own: it is listed under the row of its root cause ("also explains"), so one misconfigured
-server reads as one problem, not as three checks failing.
+server reads as one problem, not as three checks failing. Findings that could not be decided because the same
+facts were not collected are one row too, whatever the checks: "os.tls_registry not collected on EX04: 6 checks".
 """
 
 from __future__ import annotations
@@ -33,15 +34,39 @@ class Row:
     findings: list[Finding]
     servers: frozenset[str] = frozenset()          # lower-case names of the organisation's servers
     effects: list["Row"] = field(default_factory=list)
-    step: str | None = None                        # the enable runbook step that fixes it ("1.2"), if any
+    steps: list[str] = field(default_factory=list)     # the enable runbook steps that fix it ("1.2"), if any
+    missing: str | None = None                     # facts not collected: the row is about them, over several checks
 
     @property
     def anchor(self) -> str:
-        return f"row-{self.check_id}-{self.status}".lower()
+        return f"row-{self.check_id}-{self.status}{'-missing' if self.missing else ''}".lower()
+
+    @property
+    def step(self) -> str | None:
+        return self.steps[0] if self.steps else None
+
+    @property
+    def step_label(self) -> str:
+        """'step 1.2', or 'steps 1.2 and 1.3', 'steps 1.2 to 1.9 (8)' for a row fixed by several commands."""
+        if len(self.steps) == 1:
+            return f"step {self.steps[0]}"
+        if len(self.steps) == 2:
+            return f"steps {self.steps[0]} and {self.steps[1]}"
+        return f"steps {self.steps[0]} to {self.steps[-1]} ({len(self.steps)})"
+
+    @property
+    def check_label(self) -> str:
+        """'HMA-VDIR-001', or 'HMA-TLS-001–HMA-TLS-006' for a row over several checks."""
+        return compact([check for check, _ in self.checks])
+
+    @property
+    def checks(self) -> list[tuple[str, str]]:
+        """(id, title) of every check the row covers: one, or several for facts that were not collected."""
+        return list(dict.fromkeys((f.check_id, f.title) for f in self.findings))
 
     @property
     def subjects(self) -> list[str]:
-        return [f.subject for f in self.findings]
+        return list(dict.fromkeys(f.subject for f in self.findings))
 
     @property
     def blocks(self) -> bool:
@@ -58,8 +83,12 @@ class Row:
         """(what was found, the subjects it was found on), identical values together, most common first."""
         grouped: dict[str, list[str]] = {}
         for finding in self.findings:
-            grouped.setdefault(found(finding), []).append(finding.subject)
-        return sorted(grouped.items(), key=lambda entry: -len(entry[1]))
+            subjects = grouped.setdefault(same_found(finding), [])
+            if finding.subject not in subjects:
+                subjects.append(finding.subject)
+        values = [(value.replace("‹subject›", subjects[0]) if len(subjects) == 1 else value, subjects)
+                  for value, subjects in grouped.items()]
+        return sorted(values, key=lambda entry: -len(entry[1]))
 
     @property
     def found(self) -> str | None:
@@ -87,7 +116,7 @@ class Row:
     @property
     def text(self) -> str:
         """What the report's text search matches."""
-        parts = [self.check_id, self.title, self.status, *self.subjects, *(v for v, _ in self.values)]
+        parts = [*(c for c, _ in self.checks), self.title, self.status, *self.subjects, *(v for v, _ in self.values)]
         return " ".join(parts).lower()
 
 
@@ -149,6 +178,15 @@ def found(finding: Finding) -> str:
     return finding.actual
 
 
+def same_found(finding: Finding) -> str:
+    """What a finding found, with its own subject taken out, for telling "the same on every server" apart from
+    values that really differ: 'missing fact: os.tls_registry@‹subject› error: WinRM refused' for 40 servers."""
+    text = found(finding)
+    for name in {finding.subject, finding.scope} - {None, "", "organization"}:
+        text = text.replace(str(name), "‹subject›")
+    return text
+
+
 def one_line_fix(command: str) -> str:
     """The first line of a runbook command that says something, shortened for a table cell."""
     lines = [line.strip() for line in command.splitlines() if line.strip()]
@@ -208,6 +246,7 @@ def build_rows(findings: list[Finding], statuses: tuple[str, ...], *, order: dic
             effects.append((finding, root))
             continue
         _add(top, finding, server_set, steps)
+    _merge_missing_facts(top)
     row_of = {id(f): row for row in top.values() for f in row.findings}
     for finding, root in effects:
         parent = row_of.get(id(root))
@@ -233,8 +272,40 @@ def _add(rows: dict[tuple[str, str], Row], finding: Finding, servers: frozenset[
         row = rows[key] = Row(check_id=finding.check_id, title=finding.title, area=finding.area,
                               severity=finding.severity, status=finding.status, findings=[], servers=servers)
     row.findings.append(finding)
-    if row.step is None and steps and finding.enable:
-        row.step = steps.get((finding.phase or 1, finding.enable))
+    step = steps.get((finding.phase or 1, finding.enable)) if steps and finding.enable else None
+    if step and step not in row.steps:
+        row.steps.append(step)
+
+
+def missing_facts(finding: Finding) -> str | None:
+    """For a finding not decided because facts were not collected: which sources (by name) were missing."""
+    if finding.status != ERROR:
+        return None
+    names = sorted({s["key"].split("@", 1)[0].split(" (", 1)[0] for s in finding.sources if s.get("status") != "ok"})
+    return ", ".join(names) or None
+
+
+def _merge_missing_facts(rows: dict[tuple[str, str], Row]) -> None:
+    """ERROR rows that lack the same facts for the same reason become one row over all their checks."""
+    merged: dict[tuple[str, str], Row] = {}
+    for key, row in list(rows.items()):
+        sources = {missing_facts(f) for f in row.findings}
+        reasons = {same_found(f) for f in row.findings}
+        if row.status != ERROR or len(sources) != 1 or None in sources or len(reasons) != 1:
+            continue
+        group = (sources.pop(), reasons.pop())
+        if group in merged:
+            target = merged[group]
+            target.findings.extend(row.findings)
+            if SEVERITY_RANK.get(row.severity, 9) < SEVERITY_RANK.get(target.severity, 9):
+                target.severity = row.severity
+            del rows[key]
+        else:
+            merged[group] = row
+            row.missing = group[0]
+    for row in merged.values():
+        if len(row.checks) > 1:
+            row.title = f"{len(row.checks)} checks could not be decided: {row.missing} was not collected"
 
 
 def _row_key(order: dict[str, int]):  # noqa: ANN202 - a sort key
@@ -242,4 +313,5 @@ def _row_key(order: dict[str, int]):  # noqa: ANN202 - a sort key
                         order.get(row.check_id, 9999))
 
 
-__all__ = ["Row", "build_rows", "causes_of", "compact", "found", "one_line_fix", "summarize", "NOTE", "TO_ACT_ON"]
+__all__ = ["Row", "build_rows", "causes_of", "compact", "found", "one_line_fix", "same_found", "summarize", "NOTE",
+           "TO_ACT_ON"]

@@ -14,7 +14,7 @@ from hma_check.contract.findings import (ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NO
 from hma_check.contract.snapshot import iso_utc, utc_now
 from hma_check.evaluate.checks import PHASES
 from hma_check.evaluate.engine import Evaluation
-from hma_check.render.attention import TO_ACT_ON, Row, build_rows, causes_of, compact, found
+from hma_check.render.attention import TO_ACT_ON, Row, build_rows, causes_of, compact, found, same_found
 from hma_check.render.overview import Overview, build_overview
 from hma_check.runs.after_enable import VALIDATION_LABEL, VALIDATION_TEXT
 
@@ -57,7 +57,7 @@ class CheckGroup:
         rows: dict[tuple[str, str, str], list[Finding]] = {}
         for finding in self.detailed:
             evidence = json.dumps([finding.excerpt, finding.failing, finding.exemption], sort_keys=True, default=str)
-            rows.setdefault((finding.status, found(finding), evidence), []).append(finding)
+            rows.setdefault((finding.status, same_found(finding), evidence), []).append(finding)
         return [{"status": status, "first": group[0], "findings": group, "label": _label([f.subject for f in group])}
                 for (status, _, _), group in rows.items()]
 
@@ -147,6 +147,25 @@ class Report:
     def blockers(self) -> list[Row]:
         """The rows that keep the verdict from READY, one per root cause (a row whose effects block counts)."""
         return [row for row in self.rows if row.blocks or any(effect.blocks for effect in row.effects)]
+
+    @property
+    def gap_rows(self) -> list[dict[str, Any]]:
+        """Sources not collected, one row per source and error: WinRM closed on 40 servers is one row, not 40."""
+        rows: dict[tuple[str, ...], dict[str, Any]] = {}
+        for gap in self.gaps:
+            name, _, scope = gap.key.partition("@")
+            error = gap.error.replace(scope, "‹scope›") if scope else gap.error
+            key = (name, gap.status, error, ", ".join(gap.checks))
+            row = rows.setdefault(key, {"source": name, "status": gap.status, "error": error, "checks": gap.checks,
+                                        "command": gap.command, "scopes": []})
+            if scope:
+                row["scopes"].append(scope)
+        for row in rows.values():
+            if len(row["scopes"]) == 1:
+                row["error"] = row["error"].replace("‹scope›", row["scopes"][0])
+            row["where"] = _label(row["scopes"]) if row["scopes"] else ""
+            row["label"] = row["source"] + (f" @ {row['where']}" if row["scopes"] else "")
+        return list(rows.values())
 
     @property
     def first_step(self) -> RunbookEntry | None:
