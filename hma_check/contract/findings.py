@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 PASS, FAIL, WARN, ERROR, NOT_APPLICABLE, EXEMPT = "PASS", "FAIL", "WARN", "ERROR", "NOT_APPLICABLE", "EXEMPT"
@@ -47,11 +47,15 @@ class Finding:
     causes: list[dict[str, Any]] = field(default_factory=list)   # caused_by: [{check, subject}] likely root causes
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Its values are JSON already (the engine builds them so): no deep copy, which cost seconds at 200 servers
+        return {name: getattr(self, name) for name in _FINDING_FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Finding":
         return cls(**data)
+
+
+_FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 
 
 @dataclass

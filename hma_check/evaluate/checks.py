@@ -98,14 +98,18 @@ class Check:
     phase: int | None = None
     tags: tuple[str, ...] = ()
     caused_by: tuple[Cause, ...] = ()
-    # The assertion's 'and' parts with the names each reads, and the names each 'let' reads: which values made a
-    # failed assertion false (hma_check.reads, the excerpt).
-    assert_parts: tuple[tuple[Callable[..., Any], frozenset[str]], ...] = ()
+    # The names the assertion and each 'let' read: which values made a failed assertion false (the excerpt,
+    # hma_check.evaluate.reads); its 'and' parts are compiled on the first failure (assert_parts).
     assert_names: frozenset[str] = frozenset()
     let_names: dict[str, frozenset[str]] = field(default_factory=dict)
     file: str = ""
     line: int = 0
     raw: dict[str, Any] = field(default_factory=dict)   # the YAML as written, for `checks explain`
+
+    @property
+    def assert_parts(self) -> list[tuple[Callable[..., Any], frozenset[str]]]:
+        """The assertion's 'and' parts, each compiled alone with the names it reads (only a failure needs them)."""
+        return expr.conjuncts(self.assertion.source)
 
 
 @dataclass
@@ -229,9 +233,9 @@ class _Builder:
             raise self.fail(f"'{key}' must be a non-empty {'template' if template else 'expression'}", line=line)
         try:
             tree = expr.parse(source, expression=not template)
-            run = expr.compile_template(source) if template else expr.compile_expression(source)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
+        # read the tree before compiling it: Jinja's optimizer may fold constants in place
         used = expr.referenced_sources(tree)
         unknown = sorted(name for name in used if not sources.is_known(name))
         if unknown:
@@ -245,6 +249,10 @@ class _Builder:
                                 "from the environment must be quoted for PowerShell", line=line)
         self.used_sources |= used
         self.names[key] = expr.referenced_names(tree)
+        try:
+            run = expr.compile_parsed(tree, source, expression=not template)
+        except TemplateSyntaxError as exc:
+            raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
         return Compiled(source=source.strip(), run=run, is_template=template)
 
     def optional(self, key: str, *, template: bool, powershell: bool = False) -> Compiled | None:
@@ -364,8 +372,7 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
         assertion=b.compile("assert", raw["assert"], template=False),
         actual=b.compile("actual", raw["actual"], template=True),
         enable=enable, rollback=rollback, phase=b.phase(required=enable is not None), tags=tuple(tags),
-        caused_by=b.caused_by(), assert_parts=tuple(expr.conjuncts(raw["assert"])), file=file, line=line,
-        raw=dict(raw),
+        caused_by=b.caused_by(), file=file, line=line, raw=dict(raw),
     )
     b.requires_covers_use(requires)
     check.let_names = {name: b.names[f"let.{name}"] for name, _ in check.let}

@@ -74,14 +74,16 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             items = list(_iterate(collection))
         except Exception as exc:  # noqa: BLE001 - any failure to enumerate is an ERROR with its reason
             return [_finding(check, facts, ERROR, ORGANIZATION, reason=_reason("for_each", exc), used=used)]
-        enumerated = list(used)   # the organisation-wide sources the items came from: every finding cites them
+        # the organisation-wide sources the items came from: every finding cites them (worked out once per check)
+        enumerated = _Cited(facts, list(used))
     findings: list[Finding] = []
     for item, scope, key, error in items:
-        read = enumerated + ([key] if key else [])
+        read = [key] if key else []
         if error is not None:
-            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error, used=read))
+            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error, used=read,
+                                     cited=enumerated))
             continue
-        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read)
+        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read, cited=enumerated)
         if finding is not None:
             findings.append(finding)
     if not findings:
@@ -138,8 +140,22 @@ class _Reads:
             self.watch.log = previous
 
 
+class _Cited:
+    """Sources every finding of a check cites (what for_each read), with their provenance lines built once."""
+
+    def __init__(self, facts: Facts, keys: list[str]) -> None:
+        self.lines = _provenance(facts, keys)
+        self.keys = set(keys)
+        self.whole = {line["key"].split(" (", 1)[0] for line in self.lines if line["key"].endswith(" scopes)")}
+
+    def add(self, facts: Facts, keys: list[str]) -> list[dict[str, str]]:
+        """These lines, then those of the sources only this finding read."""
+        more = [k for k in keys if k not in self.keys and k.split("@", 1)[0] not in self.whole]
+        return self.lines + _provenance(facts, more) if more else list(self.lines)
+
+
 def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: Any, scope: str | None,
-                   read: list[str]) -> Finding | None:
+                   read: list[str], cited: _Cited | None = None) -> Finding | None:
     context = dict(base, item=item, scope=scope)
     reads = _Reads(facts.watch)
     with facts.recording() as used:
@@ -156,7 +172,7 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
         except _Undecidable as exc:
             excerpt, missing = _excerpt(check, item, reads, failing=None)
             return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, excerpt=excerpt,
-                            failing=missing)
+                            failing=missing, cited=cited)
         status = PASS if passed else failed_status(check.severity)
         enable = rollback = None
         causes: list[dict[str, str | None]] = []
@@ -169,7 +185,7 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
                 rollback = _render_powershell(check.rollback, context, "rollback") if check.rollback else None
         excerpt, marked = _excerpt(check, item, reads, failing=failing)
     return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, excerpt=excerpt,
-                    failing=marked, enable=enable, rollback=rollback, causes=causes)
+                    failing=marked, enable=enable, rollback=rollback, causes=causes, cited=cited)
 
 
 def _tested_lets(check: Check, names: frozenset[str]) -> list[str]:
@@ -288,13 +304,14 @@ def _finding(check: Check, facts: Facts, status: str, subject: str, *, scope: st
              reason: str | None = None, actual: str | None = None, used: list[str] | None = None,
              excerpt: dict[str, Any] | None = None, failing: list[str] | None = None,
              enable: str | None = None, rollback: str | None = None,
-             causes: list[dict[str, str | None]] | None = None) -> Finding:
+             causes: list[dict[str, str | None]] | None = None, cited: _Cited | None = None) -> Finding:
     if actual is None:
         actual = "could not be evaluated" if status == ERROR else (reason or "")
+    sources = cited.add(facts, used or []) if cited is not None else _provenance(facts, used or [])
     return Finding(
         check_id=check.id, title=check.title, area=check.area, severity=check.severity, status=status,
         subject=subject, scope=scope, expected=check.expect, actual=actual, reason=reason,
-        sources=_provenance(facts, used or []), excerpt=excerpt, failing=list(failing or []), why=check.why,
+        sources=sources, excerpt=excerpt, failing=list(failing or []), why=check.why,
         references=list(check.references), phase=check.phase, enable=enable, rollback=rollback,
         causes=list(causes or []),
     )
@@ -302,21 +319,22 @@ def _finding(check: Check, facts: Facts, status: str, subject: str, *, scope: st
 
 def _provenance(facts: Facts, keys: list[str]) -> list[dict[str, str]]:
     """The sources a finding read, with the exact command; big per-server groups are folded into one line."""
-    by_name: dict[str, list[str]] = {}
+    by_name: dict[str, dict[str, None]] = {}      # name -> its keys read, in order (a dict: no repeats, fast)
     for key in keys:
         name = key.split("@", 1)[0]
+        group = by_name.setdefault(name, {})
         if key == name and facts.is_scoped(name):   # a whole scoped source: cite each of its scopes
-            scoped_keys = [r.key for r in facts.results(name)] or [name]
-            by_name.setdefault(name, []).extend(k for k in scoped_keys if k not in by_name.get(name, []))
+            group.update(dict.fromkeys([r.key for r in facts.results(name)] or [name]))
         else:
-            by_name.setdefault(name, []).append(key)
+            group.setdefault(key, None)
     out = []
     for name, group in by_name.items():
         if len(group) > 3:
-            failed = [k for k in group if (r := facts.result(k)) is None or not r.ok]
+            ok = facts.ok_keys(name)
+            failed = sum(1 for key in group if key not in ok)
             spec = source_registry.BY_NAME.get(name)
             out.append({"key": f"{name} ({len(group)} scopes)", "command": spec.filled_by if spec else "",
-                        "status": "ok" if not failed else f"{len(failed)} not ok"})
+                        "status": "ok" if not failed else f"{failed} not ok"})
             continue
         for key in group:
             result = facts.result(key)

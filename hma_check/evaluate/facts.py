@@ -167,6 +167,8 @@ class Facts:
             self._by_name.setdefault(result.name, []).append(result)
         self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
         self._used: list[str] | None = None
+        self._ok_keys: dict[str, frozenset[str]] = {}
+        self._scoped: dict[str, Scoped] = {}
         self.watch = Watch()
 
     def _record(self, key: str) -> None:
@@ -194,13 +196,23 @@ class Facts:
     def results(self, name: str) -> list[SourceResult]:
         return self._by_name.get(name, [])
 
+    def ok_keys(self, name: str) -> frozenset[str]:
+        """The keys of the source's results that were collected (computed once per source)."""
+        found = self._ok_keys.get(name)
+        if found is None:
+            found = self._ok_keys[name] = frozenset(r.key for r in self.results(name) if r.ok)
+        return found
+
     def is_scoped(self, name: str) -> bool:
         spec = source_registry.BY_NAME.get(name)
         return spec is not None and spec.scope is not None
 
     def get(self, name: str) -> Any:
         if self.is_scoped(name):
-            return Scoped(name, self.results(name), self._record, self.watch)
+            scoped = self._scoped.get(name)     # built once: 200 servers are 200 parts for every lookup otherwise
+            if scoped is None:
+                scoped = self._scoped[name] = Scoped(name, self.results(name), self._record, self.watch)
+            return scoped
         self._record(name)
         found = self.results(name)
         result = found[0] if found else None

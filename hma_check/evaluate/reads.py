@@ -143,6 +143,14 @@ def shown_value(value: Any) -> Any:
     """The value as the excerpt holds it: itself, or a summary when its JSON is longer than VALUE_LIMIT."""
     if value is ABSENT or isinstance(value, (bool, int, float)) or value is None:
         return value
+    if isinstance(value, str):
+        return value if len(value) <= VALUE_LIMIT else value[:VALUE_LIMIT] + "…"
+    if isinstance(value, list) and len(value) <= 20 and all(isinstance(v, str) and len(v) < 30 for v in value):
+        return list(value)
+    if isinstance(value, (list, tuple, set, frozenset)) and len(value) > VALUE_LIMIT // 2:
+        return f"(list of {len(value)} items)"      # too long to show, whatever its items: not even measured
+    if isinstance(value, dict) and len(value) > VALUE_LIMIT // 2:
+        return f"(object with {len(value)} properties)"
     text = json.dumps(value, ensure_ascii=False, default=str)
     if len(text) <= VALUE_LIMIT:
         return json.loads(text)    # plain JSON types: a TrackedDict or a tuple becomes what findings.json holds
