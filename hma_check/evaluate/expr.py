@@ -239,7 +239,12 @@ def version_lt(value: Any, other: Any) -> bool:
 
 def matching(value: Any, pattern: str) -> bool:
     """A case-insensitive full regular-expression match, as PowerShell's -match is case-insensitive."""
-    return value is not None and re.fullmatch(pattern, str(value), re.IGNORECASE) is not None
+    return value is not None and _pattern(pattern).fullmatch(str(value)) is not None
+
+
+@lru_cache(maxsize=256)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
 
 
 def require(value: Any, reason: str) -> Any:
@@ -285,6 +290,11 @@ def _tester(context: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call
     if test is None or not _plain(test):
         return None
     rest = args[1:]
+    if len(rest) == 1 and not kwargs:
+        other = rest[0]
+        if args[0] == "in":        # Jinja's test_in is 'value in seq': the same, without a call per item
+            return other.__contains__ if hasattr(other, "__contains__") else (lambda value: value in other)
+        return lambda value: test(value, other)
     return lambda value: test(value, *rest, **kwargs)
 
 

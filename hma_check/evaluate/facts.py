@@ -114,7 +114,8 @@ class Scoped:
     def __contains__(self, scope: object) -> bool:
         return str(scope).lower() in self._by_scope
 
-    def __iter__(self) -> Iterator[Any]:
+    def _collected_parts(self) -> list[Part]:
+        """Every part, or MissingFact when any was not collected (a list of them all would be incomplete)."""
         parts = self.parts
         failed = [p for p in parts if not p.ok]
         if failed:
@@ -124,11 +125,14 @@ class Scoped:
             detail = "; ".join(f"{p.scope}: {p.error}" for p in failed[:5])
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise MissingFact(self.name, f"not collected for {len(failed)} of {len(parts)} scopes: {detail}{more}")
-        for p in parts:
+        return parts
+
+    def __iter__(self) -> Iterator[Any]:
+        for p in self._collected_parts():
             yield from p.items
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return sum(len(p.items) for p in self._collected_parts())
 
     def __repr__(self) -> str:
         return f"Scoped({self.name}, {len(self._parts)} parts)"
