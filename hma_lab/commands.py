@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 from contextlib import contextmanager
@@ -69,12 +70,31 @@ def describe(lab: Lab, config_out: Path | None) -> str:
         if key not in ("scenario", "exchange", "username"):
             lines.append(f"  {key}: {value}")
     text = scan_config_text(lab)
-    if config_out is not None:
-        write_text_atomic(config_out, text)
-        lines.append(f"scan configuration written to {config_out}")
-    lines += ["", "scan configuration:", text.rstrip(), "",
-              "Press Ctrl-C to stop the lab."]
+    # The configuration is always written somewhere, so the next commands can be pasted as they are: where asked,
+    # else beside the lab's CA certificate (removed with the lab).
+    path = config_out if config_out is not None else Path(info["exchange"]["ca_file"]).parent / "lab-scan.yaml"
+    write_text_atomic(path, text)
+    lines += ["", "scan configuration:", text.rstrip(), "", f"scan configuration written to {path}", "",
+              "Next, in another terminal (the lab runs until Ctrl-C here):"]
+    lines += [f"  export {name}={shlex.quote(value)}" for name, value in _environment(lab, text).items()]
+    lines += [f"  hma-check scan --config {shlex.quote(str(path))} --out out/lab",
+              "  open out/lab/report.html", "", "Press Ctrl-C to stop the lab."]
     return "\n".join(lines)
+
+
+def _environment(lab: Lab, config_text: str) -> dict[str, str]:
+    """The environment variables the scan configuration names, with the lab's values (demo credentials only)."""
+    config = yaml.safe_load(config_text) or {}
+    names: dict[str, str] = {}
+    secrets = lab.secrets()
+    for section in ("exchange", "os"):
+        name = (config.get(section) or {}).get("password_env")
+        if name:
+            names[name] = secrets.get(f"{section}.password", lab.credentials.password)
+    for name, value in secrets.items():
+        if name.startswith("HMA_") and name in config_text:
+            names[name] = value
+    return names
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hma_check.errors import ConfigError
+from hma_check.errors import ConfigError, did_you_mean
 from hma_check.util.yaml_source import Where, YamlDoc, load_yaml_bytes, load_yaml_file
 
 # section -> "module:function". The module is imported only when the section is present.
@@ -73,7 +73,8 @@ def parse_config(doc: YamlDoc, base_dir: Path) -> ScanConfig:
             continue  # room for YAML anchors and notes
         target = SECTIONS.get(name)
         if target is None:
-            raise doc.error((name,), "unknown section; expected one of: " + ", ".join(sorted(SECTIONS)))
+            raise doc.error((name,), f"unknown section{did_you_mean(name, SECTIONS)}; expected one of: "
+                            + ", ".join(sorted(SECTIONS)))
         parser = _resolve(target)
         config.sections[name] = parser(raw, ConfigContext(doc, name, base_dir))
     return config

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hma_check.contract.snapshot import SourceResult
+from hma_check.errors import did_you_mean
 
 SOURCE = "scan.options"
 _KEYS = ("owa_ecp",)
@@ -30,7 +31,7 @@ def parse_options_section(raw: Any, context: Any) -> ScanOptions:
         raise context.fail((), f"must be a mapping with any of: {', '.join(_KEYS)}")
     for key, value in raw.items():
         if key not in _KEYS:
-            raise context.fail((key,), f"unknown option; expected one of: {', '.join(_KEYS)}")
+            raise context.fail((key,), f"unknown option{did_you_mean(key, _KEYS)}; expected one of: {', '.join(_KEYS)}")
         if not isinstance(value, bool):
             raise context.fail((key,), "must be true or false")
     return ScanOptions(**raw)

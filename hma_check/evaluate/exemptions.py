@@ -21,7 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from hma_check.errors import ExemptionsError
+from hma_check.errors import ExemptionsError, did_you_mean
 from hma_check.contract.findings import ERROR, EXEMPT, FAIL, WARN, Finding
 from hma_check.util.yaml_file import YamlList, YamlMap, loads_yaml_bytes, read_yaml_bytes
 
@@ -75,13 +75,15 @@ def _load_one(entry: Any, file: str, line: int, known: set[str]) -> Exemption:
         raise ExemptionsError("each exemption is a mapping", path=file, line=line)
     for key in entry:
         if key not in KEYS:
-            raise ExemptionsError(f"unknown key '{key}' (allowed: {', '.join(KEYS)})", path=file, line=entry.line_of(key))
+            raise ExemptionsError(f"unknown key '{key}'{did_you_mean(key, KEYS)} (allowed: {', '.join(KEYS)})",
+                                  path=file, line=entry.line_of(key))
     for key, required in KEYS.items():
         if required and key not in entry:
             raise ExemptionsError(f"missing '{key}'", path=file, line=entry.line)
     check = entry["check"]
     if not isinstance(check, str) or check not in known:
-        raise ExemptionsError(f"exemption for unknown check {check!r}", path=file, line=entry.line_of("check"))
+        hint = did_you_mean(check, sorted(known)) if isinstance(check, str) else ""
+        raise ExemptionsError(f"exemption for unknown check {check!r}{hint}", path=file, line=entry.line_of("check"))
     texts = {}
     for key in ("reason", "approved_by"):
         value = entry[key]

@@ -322,6 +322,10 @@ def test_an_expired_exemption_no_longer_applies(tmp_path, catalogue):
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, approved_by: a, expires: soon}", "'expires' must be a date"),
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: '', approved_by: a, expires: 2027-01-01}", "'reason'"),
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, approved_by: a, expires: 2027-01-01, ok: 1}", "unknown key"),
+    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-08, reason: r, approved_by: a, expires: 2027-01-01}",
+     "unknown check 'HMA-VDIR-08' (did you mean 'HMA-VDIR-008'?)"),
+    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reasn: r, approved_by: a, expires: 2027-01-01}",
+     "unknown key 'reasn' (did you mean 'reason'?)"),
 ])
 def test_bad_exemptions_are_one_line_errors_with_file_and_line(tmp_path, catalogue, body, message):
     path = tmp_path / "ex.yaml"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hma_check.errors import ConfigError
+from hma_check.errors import ConfigError, did_you_mean
 
 AUTHS = ("kerberos", "negotiate", "ntlm", "basic", "certificate")
 # The keys every WSMan section of the configuration shares (parse_connection); the OS section reuses them.
@@ -106,7 +106,7 @@ def check_keys(raw: dict[str, Any], allowed: tuple[str, ...], fail: Any) -> None
             raise fail((key,), "secrets never go in the configuration file: set password_env to the name of an "
                                "environment variable that holds the password (or let hma-check prompt)")
         if key not in allowed:
-            raise fail((key,), f"unknown key; expected one of: {', '.join(allowed)}")
+            raise fail((key,), f"unknown key{did_you_mean(key, allowed)}; expected one of: {', '.join(allowed)}")
 
 
 def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefaults) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from hma_check.errors import ConfigError
+from hma_check.errors import ConfigError, did_you_mean
 
 CREDENTIALS = ("client_secret", "certificate", "device_code", "azure_cli", "managed_identity", "default")
 
@@ -149,7 +149,7 @@ def _check_keys(obj: Any, at: Where, allowed: set[str], fail: Fail) -> None:
             raise fail((*at, key), f"secrets are never written in the configuration: put the value in an "
                                    f"environment variable and name it in {_SECRET_KEYS[key]}")
         if key not in allowed:
-            raise fail((*at, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            raise fail((*at, key), f"unknown key{did_you_mean(key, allowed)} (allowed: {', '.join(sorted(allowed))})")
 
 
 def _target(values: dict[str, Any], at: Where, base: Path, fail: Fail) -> GraphTarget:

@@ -9,7 +9,7 @@ import ssl
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
-from hma_check.errors import ConfigError
+from hma_check.errors import ConfigError, did_you_mean
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -88,7 +88,7 @@ def parse_probe_settings(raw: Any, *, fail: Fail | None = None, path: str | None
         raise fail((), "must be a mapping")
     for key in raw:
         if key not in _KEYS:
-            raise fail((key,), f"unknown key (known: {', '.join(sorted(_KEYS))})")
+            raise fail((key,), f"unknown key{did_you_mean(key, _KEYS)} (known: {', '.join(sorted(_KEYS))})")
 
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
