@@ -41,9 +41,50 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
         if self.check_event(AliasEvent):
             event = self.peek_event()
-            raise yaml.MarkedYAMLError(problem="YAML aliases (*name) are not allowed here",
-                                       problem_mark=event.start_mark)
+            raise yaml.MarkedYAMLError(problem=ALIASES, problem_mark=event.start_mark)
         return super().compose_node(parent, index)
+
+
+ALIASES = "YAML aliases (*name) are not allowed here"
+# LibYAML composes five times faster than the pure-Python loader (the catalogue is 2,000 lines, read on every run);
+# it cannot refuse an alias while composing, so the composed graph is checked instead: an alias is a node reached
+# twice, refused before anything is built from it (composition shares the node, so no alias bomb expands).
+_FAST = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose(text: str) -> Node | None:
+    if _FAST is None:
+        loader = _Loader(text)
+        try:
+            return loader.get_single_node()
+        finally:
+            loader.dispose()
+    loader = _FAST(text)
+    try:
+        node = loader.get_single_node()
+    finally:
+        loader.dispose()
+    _refuse_aliases(node)
+    return node
+
+
+def _refuse_aliases(root: Node | None) -> None:
+    """Raise at the first node reached twice, marked where the alias is used (a shared node's own mark is the
+    anchor's): for a mapping value its key, for a list item the end of the item before it."""
+    seen: set[int] = set()
+    pending: list[tuple[Node, Any]] = [(root, root.start_mark)] if root is not None else []
+    while pending:
+        node, mark = pending.pop()
+        if id(node) in seen:
+            raise yaml.MarkedYAMLError(problem=ALIASES, problem_mark=mark)
+        seen.add(id(node))
+        children: list[tuple[Node, Any]] = []
+        if isinstance(node, SequenceNode):
+            children = [(child, node.value[i - 1].end_mark if i else node.start_mark)
+                        for i, child in enumerate(node.value)]
+        elif isinstance(node, MappingNode):
+            children = [pair for key, value in node.value for pair in ((key, key.start_mark), (value, key.start_mark))]
+        pending.extend(reversed(children))      # depth first in document order: the alias is the later use
 
 
 def read_yaml_bytes(path: str | Path, *, error: type[InputError] = InputError) -> bytes:
@@ -75,11 +116,7 @@ def loads_yaml(text: str, *, source: str, error: type[InputError] = InputError) 
     if len(text) > MAX_YAML_BYTES:
         raise error("YAML text too large", path=source)
     try:
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
