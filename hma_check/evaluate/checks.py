@@ -61,8 +61,8 @@ class Compiled:
 
     def __call__(self, context: dict[str, Any]) -> Any:
         if self.is_template:
-            return self.run.render(context)  # type: ignore[attr-defined]
-        return self.run(**context)
+            return expr.run_template(self.run, context)
+        return expr.run_expression(self.run, context)
 
 
 @dataclass

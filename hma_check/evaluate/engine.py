@@ -14,6 +14,7 @@ from jinja2.exceptions import SecurityError
 from hma_check.contract import sources as source_registry
 from hma_check.evaluate.checks import Check, CheckSet, Compiled, Step
 from hma_check.errors import one_line
+from hma_check.evaluate import expr
 from hma_check.evaluate.facts import Facts, MissingFact, Part, Scoped
 from hma_check.contract.findings import (ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status)
 from hma_check.evaluate.reads import ABSENT, Path, Watch, leaves, path_text, shown_value
@@ -207,7 +208,7 @@ def _failing_reads(check: Check, context: dict[str, Any], reads: _Reads) -> set[
     for index, (part, names) in enumerate(check.assert_parts):
         with reads.phase(f"part.{index}") as log:
             try:
-                false = part(**context) is False
+                false = expr.run_expression(part, context) is False
             except Exception:  # noqa: BLE001 - e.g. 'x.y' after a false 'x is not none': the earlier part explains it
                 false = False
         if false:

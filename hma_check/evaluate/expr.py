@@ -312,13 +312,16 @@ def _select(keep: bool, by_attribute: bool) -> Callable[..., Any]:
         if get is None or test is None or (by_attribute and not args):
             return fallback(context, value, *args, **kwargs)
         items = _materialized(value)
+        values = items
         if by_attribute:
+            attribute = args[0]
             try:        # every item a mapping with the attribute: one pass, no lookup rules needed
-                attribute = args[0]
-                return iter([item for item in items if bool(test(item[attribute])) is keep])
+                values = [item[attribute] for item in items]
             except (KeyError, TypeError, IndexError):
-                pass    # some item is not such a mapping: the lookup rules decide, item by item
-        return iter([item for item in items if bool(test(get(item))) is keep])
+                values = [get(item) for item in items]    # the lookup rules decide, item by item
+        flags = values if test is bool else map(test, values)
+        # 'not flag' asks the value for its truth exactly as bool() would (an undefined value raises)
+        return iter([item for item, flag in zip(items, flags) if (not flag) is not keep])
     return select
 
 
@@ -345,7 +348,11 @@ def fast_map(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         function = context.environment.filters.get(args[0])
         if function is not None and _plain(function):
             rest = args[1:]
-            return iter([function(item, *rest) for item in _materialized(value)])
+            items = _materialized(value)
+            if args[0] in ("lower", "upper") and not rest and all(type(item) is str for item in items):
+                return iter([item.lower() for item in items] if args[0] == "lower" else
+                            [item.upper() for item in items])     # what do_lower/do_upper do to plain text
+            return iter([function(item, *rest) for item in items])
     return jinja_filters.sync_do_map(context, value, *args, **kwargs)
 
 
@@ -398,6 +405,28 @@ def make_environment() -> CheckEnvironment:
 
 
 ENVIRONMENT = make_environment()
+
+
+def _with_globals(context: dict[str, Any]) -> dict[str, Any]:
+    return context if context.keys() >= ENVIRONMENT.globals.keys() else {**ENVIRONMENT.globals, **context}
+
+
+def run_template(template: Any, context: dict[str, Any]) -> str:
+    """template.render(context), without copying the context and the globals into a new dict on every call (Jinja
+    does, and a scan renders tens of thousands of subjects and 'actual' texts): the context is only read."""
+    from jinja2.utils import concat
+
+    return concat(template.root_render_func(template.new_context(_with_globals(context), shared=True)))
+
+
+def run_expression(expression: Any, context: dict[str, Any]) -> Any:
+    """A compile_expression() result called with the context, as run_template renders (undefined is kept)."""
+    from jinja2.utils import consume
+
+    template = expression._template
+    frame = template.new_context(_with_globals(context), shared=True)
+    consume(template.root_render_func(frame))
+    return frame.vars["result"]
 
 
 def compile_expression(source: str) -> Callable[..., Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any, Iterator
 
 ABSENT = "(not in the evidence)"      # how the excerpt shows a property that was asked for and is not there
@@ -124,6 +125,7 @@ class TrackedList(list):
         return value
 
 
+@lru_cache(maxsize=4096)
 def path_text(path: Path) -> str:
     """``Protocols['TLS 1.2'].Server.Enabled``: the path as the expression language writes it."""
     text = ""
