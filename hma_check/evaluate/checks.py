@@ -53,13 +53,26 @@ TOP_KEYS = {"version": True, "checks": True, "areas": False, "steps": False}
 
 @dataclass
 class Compiled:
-    """A compiled expression or template with its source text, kept for messages."""
+    """A compiled expression or template with its source text, kept for messages. One only a failure needs (a
+    runbook step) keeps its checked syntax tree and is compiled on first use: most never are."""
 
     source: str
-    run: Callable[..., Any]
+    compiled: Any
     is_template: bool
+    tree: Any = None
+    plain: tuple[str, ...] | None = None     # '{{ item.Name }}', '{{ scope }}': read directly (expr.plain_lookup)
+
+    @property
+    def run(self) -> Any:
+        if self.compiled is None:
+            self.compiled = expr.compile_parsed(self.tree, self.source, expression=not self.is_template)
+        return self.compiled
 
     def __call__(self, context: dict[str, Any]) -> Any:
+        if self.plain is not None:
+            value = expr.read_plain(self.plain, context)
+            if value is not None:
+                return value
         if self.is_template:
             return expr.run_template(self.run, context)
         return expr.run_expression(self.run, context)
@@ -227,7 +240,7 @@ class _Builder:
         return value.strip()
 
     def compile(self, key: str, source: Any, *, template: bool, line: int | None = None,
-                powershell: bool = False) -> Compiled:
+                powershell: bool = False, later: bool = False) -> Compiled:
         line = line if line is not None else self.node.line_of(key)
         if not isinstance(source, str) or not source.strip():
             raise self.fail(f"'{key}' must be a non-empty {'template' if template else 'expression'}", line=line)
@@ -250,15 +263,19 @@ class _Builder:
         self.used_sources |= used
         self.names[key] = expr.referenced_names(tree)
         try:
+            if later:      # what compiling would refuse, checked now: every filter and test exists
+                expr.check_names(tree)
+                return Compiled(source=source.strip(), compiled=None, is_template=template, tree=tree)
             run = expr.compile_parsed(tree, source, expression=not template)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
-        return Compiled(source=source.strip(), run=run, is_template=template)
+        return Compiled(source=source.strip(), compiled=run, is_template=template,
+                        plain=expr.plain_lookup(tree) if template else None)
 
     def optional(self, key: str, *, template: bool, powershell: bool = False) -> Compiled | None:
         if key not in self.node or self.node[key] is None:
             return None
-        return self.compile(key, self.node[key], template=template, powershell=powershell)
+        return self.compile(key, self.node[key], template=template, powershell=powershell, later=powershell)
 
     def requires(self) -> tuple[str, ...]:
         raw = self.node.get("requires", [])
@@ -318,7 +335,7 @@ class _Builder:
             subject = None
             if entry.get("subject") is not None:
                 subject = self.compile("caused_by.subject", entry["subject"], template=True,
-                                       line=entry.line_of("subject"))
+                                       line=entry.line_of("subject"), later=True)
             causes.append(Cause(check=entry["check"], subject=subject, line=line))
         return tuple(causes)
 

@@ -438,6 +438,42 @@ def compile_template(source: str) -> Any:
     return ENVIRONMENT.from_string(source)
 
 
+def plain_lookup(tree: nodes.Template) -> tuple[str, ...] | None:
+    """('item', 'Name') for a template that is exactly '{{ item.Name }}', ('scope',) for '{{ scope }}': most
+    subjects are, and reading them directly saves a Jinja render per item."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output) or len(tree.body[0].nodes) != 1:
+        return None
+    node = tree.body[0].nodes[0]
+    if isinstance(node, nodes.Name) and node.ctx == "load":
+        return (node.name,)
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.ctx == "load":
+        return (node.node.name, node.attr)
+    return None
+
+
+def read_plain(path: tuple[str, ...], context: dict[str, Any]) -> str | None:
+    """What rendering the plain template gives, or None to render it the long way (missing, not plain data)."""
+    value = context.get(path[0])
+    if len(path) == 2:
+        if type(value) is not dict or path[1] not in value:
+            return None
+        value = value[path[1]]
+    if not isinstance(value, (str, int, float)):
+        return None      # absent, None, a list...: Jinja renders (or refuses) it exactly
+    return str(value)
+
+
+def check_names(tree: nodes.Node) -> None:
+    """Raise what compiling would: a filter or test that does not exist (Jinja finds them only then)."""
+    from jinja2.exceptions import TemplateAssertionError
+
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        known = ENVIRONMENT.filters if isinstance(node, nodes.Filter) else ENVIRONMENT.tests
+        if node.name not in known:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise TemplateAssertionError(f"No {kind} named {node.name!r}.", node.lineno)
+
+
 def compile_parsed(tree: nodes.Template, source: str, *, expression: bool) -> Any:
     """compile_template or compile_expression from the tree parse() already built (parsing twice cost a fifth of
     loading the catalogue). An expression whose tree is not exactly one output goes the long way, which raises."""

@@ -79,6 +79,16 @@ def test_a_user_file_cannot_reuse_a_shipped_id(tmp_path):
     assert "HMA-ORG-001: duplicate id" in text
 
 
+def test_an_unknown_filter_in_a_runbook_template_fails_at_load_although_it_compiles_on_first_use(tmp_path):
+    body = GOOD + textwrap.indent(textwrap.dedent("""\
+        enable: |-
+          Set-OrganizationConfig -Identity {{ exchange.organization_config.Name | lowr | ps_quote }}
+        phase: 1
+        """), "    ")
+    text = error_of([write(tmp_path, body)])
+    assert "'enable' does not compile: No filter named 'lowr'." in text and "check SITE-ORG-001" in text
+
+
 def test_powershell_interpolation_must_be_quoted(tmp_path):
     body = GOOD + textwrap.indent(textwrap.dedent("""\
         enable: |-

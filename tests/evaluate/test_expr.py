@@ -215,3 +215,24 @@ def test_a_missing_attribute_is_an_error_in_the_fast_filters_too():
 
     with pytest.raises(UndefinedError):
         compile_expression("users | selectattr('sync') | list")(users=[{"sync": True}, {"other": 1}])
+
+
+@pytest.mark.parametrize("source,context", [
+    ("{{ item.Name }}", {"item": {"Name": "EX01"}}), ("{{ item.Name }}", {"item": {"Name": 7}}),
+    ("{{ item.Name }}", {"item": {"Name": None}}), ("{{ scope }}", {"scope": "tenant-1"}),
+    ("{{ item.Name }}", {"item": {"Name": ["a"]}}), ("{{ item.Name }}", {"item": {"Name": True}}),
+])
+def test_a_plain_template_read_directly_gives_what_rendering_gives(source, context):
+    from hma_check.evaluate.expr import compile_template, parse, plain_lookup, read_plain
+
+    path = plain_lookup(parse(source, expression=False))
+    assert path is not None
+    direct = read_plain(path, context)
+    assert direct is None or direct == compile_template(source).render(context)
+
+
+def test_a_plain_template_with_a_missing_property_is_left_to_jinja():
+    from hma_check.evaluate.expr import read_plain
+
+    assert read_plain(("item", "Name"), {"item": {"Other": 1}}) is None
+    assert read_plain(("scope",), {}) is None
