@@ -137,3 +137,14 @@ def test_a_browser_that_prints_nothing_is_an_output_error(tmp_path):
     assert result.exit_code == 4
     assert "Chromium exited with 3 and wrote no PDF: GPU process crashed" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.browser
+def test_report_with_pdf_says_where_the_pdf_went(tmp_path):
+    require()
+    baseline.build().save(tmp_path / "evidence.json")
+    result = CliRunner().invoke(cli, ["report", "--evidence", str(tmp_path / "evidence.json"), "--out",
+                                      str(tmp_path / "out"), "--pdf"])
+    assert result.exit_code == 0, result.output
+    assert f"pdf: {tmp_path / 'out' / 'report.pdf'}" in result.output.splitlines()
+    assert (tmp_path / "out" / "report.pdf").read_bytes().startswith(b"%PDF-")
