@@ -288,8 +288,8 @@ def test_resolve_and_connect_to_reach_each_node(lab):
 def test_a_node_is_named_by_its_address_and_by_its_port_only_when_it_shares_the_address():
     """Scopes are finding subjects that runs are compared on: a port that changes between runs stays out of them
     unless two nodes need it to be told apart."""
-    from hma_check.collect.probe_targets import HostTarget
-    from hma_check.collect.probes import _route
+    from hma_check.collect.probes.collector import _route
+    from hma_check.collect.probes.targets import HostTarget
 
     target = HostTarget(host="mail.contoso.com", port=443)
     two_addresses = parse_probe_settings({"connect_to": ["mail.contoso.com:443:127.0.1.1:8443",
