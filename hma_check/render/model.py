@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from hma_check import __version__
-from hma_check.contract.findings import (ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NOTE, PASS, STATUSES, WARN, Finding,
-                                         RunbookEntry, counts, verdict_of)
+from hma_check.contract.findings import (ERROR, EXEMPT, NOT_APPLICABLE, NOTE, PASS, STATUSES, Finding, RunbookEntry,
+                                         counts, verdict_of)
 from hma_check.contract.snapshot import iso_utc, utc_now
 from hma_check.evaluate.checks import PHASES
 from hma_check.evaluate.engine import Evaluation
