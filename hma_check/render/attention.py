@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NOTE, PASS, STATUSES, WARN, Finding
+from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, PASS, STATUSES, WARN, Finding
 
 STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
 SEVERITY_RANK = {"blocker": 0, "warning": 1, "info": 2}
@@ -313,5 +313,4 @@ def _row_key(order: dict[str, int]):  # noqa: ANN202 - a sort key
                         order.get(row.check_id, 9999))
 
 
-__all__ = ["Row", "build_rows", "causes_of", "compact", "found", "one_line_fix", "same_found", "summarize", "NOTE",
-           "TO_ACT_ON"]
+__all__ = ["Row", "build_rows", "causes_of", "compact", "found", "one_line_fix", "same_found", "summarize", "TO_ACT_ON"]
