@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out/demo
 
-.PHONY: demo test check lint venv bench clean docs
+.PHONY: demo test check lint venv bench clean docs screenshot
 
 venv: $(STAMP)
 
@@ -37,6 +37,17 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The README's picture of the report: the lab's one-misconfigured-server organisation, scanned and reported, then the
+# first screen (1440x900) as headless Chromium draws it. Regenerate it after changing the report.
+SHOT_OUT := out/screenshot
+CHROMIUM ?= $(or $(HMA_CHECK_CHROMIUM),chromium)
+screenshot: $(STAMP)
+	$(BIN)/hma-check demo --scenario one-server-mapi-no-oauth --out $(SHOT_OUT); test $$? -le 3
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run \
+	  --user-data-dir=$(SHOT_OUT)/profile --window-size=1440,900 \
+	  --screenshot=$(abspath docs/report.png) file://$(abspath $(SHOT_OUT)/report.html)
+	rm -rf $(SHOT_OUT)/profile
 
 docs: $(STAMP)
 	$(BIN)/python -m hma_check.contract.sources > docs/sources.md

@@ -32,6 +32,8 @@ this tree and the code in step).
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 class HmaCheckError(Exception):
     """Base of every error hma-check raises on purpose."""
@@ -83,3 +85,11 @@ def one_line(text: str, limit: int | None = 2000) -> str:
     flat = "".join(ch if ch.isprintable() else " " for ch in text)
     flat = " ".join(flat.split())
     return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """' (did you mean 'server'?)' for a misspelt name, '' when nothing known is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 from contextlib import contextmanager
@@ -41,7 +42,7 @@ def scan_config_text(lab: Lab) -> str:
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
-def describe(lab: Lab, config_written: Path | None) -> str:
+def describe(lab: Lab, config_written: Path) -> str:
     """What a person needs to use the running lab: endpoints, credentials and the scan configuration."""
     info = lab.describe()
     lines = [f"hma-check lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers)",
@@ -54,11 +55,27 @@ def describe(lab: Lab, config_written: Path | None) -> str:
         if key not in ("scenario", "exchange", "username"):
             lines.append(f"  {key}: {value}")
     text = scan_config_text(lab)
-    if config_written is not None:
-        lines.append(f"scan configuration written to {config_written}")
-    lines += ["", "scan configuration:", text.rstrip(), "",
-              "Press Ctrl-C to stop the lab."]
+    lines += ["", "scan configuration:", text.rstrip(), "", f"scan configuration written to {config_written}", "",
+              "Next, in another terminal (the lab runs until Ctrl-C here):"]
+    lines += [f"  export {name}={shlex.quote(value)}" for name, value in _environment(lab, text).items()]
+    lines += [f"  hma-check scan --config {shlex.quote(str(config_written))} --out out/lab",
+              "  open out/lab/report.html", "", "Press Ctrl-C to stop the lab."]
     return "\n".join(lines)
+
+
+def _environment(lab: Lab, config_text: str) -> dict[str, str]:
+    """The environment variables the scan configuration names, with the lab's values (demo credentials only)."""
+    config = yaml.safe_load(config_text) or {}
+    names: dict[str, str] = {}
+    secrets = lab.secrets()
+    for section in ("exchange", "os"):
+        name = (config.get(section) or {}).get("password_env")
+        if name:
+            names[name] = secrets.get(f"{section}.password", lab.credentials.password)
+    for name, value in secrets.items():
+        if name.startswith("HMA_") and name in config_text:
+            names[name] = value
+    return names
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """The lab's HTTPS endpoints: one port on each node's loopback address, hosts told apart by SNI and Host, answers
-shaped like Exchange's (seed 003), per-host TLS versions and certificates, and a log of every request."""
+shaped like Exchange's (as the Exchange team's HMA announcement shows them), per-host TLS versions and certificates, and a log of every request."""
 
 from __future__ import annotations
 
@@ -288,7 +288,7 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------------------------------------- answers
     def _unauthorized(self, host_name: str, protocol: str) -> None:
-        """The 401 of seed 003's first capture, header for header: IIS schemes, X-FEServer, x-ms-diagnostics,
+        """The 401 of the Exchange team's HMA announcement (https://blogs.technet.microsoft.com/exchange/2017/12/06/announcing-hybrid-modern-authentication-for-exchange-on-premises/), header for header: IIS schemes, X-FEServer, x-ms-diagnostics,
         then the Bearer challenge Exchange adds when the client sent (an empty) Bearer and OAuth is on."""
         spec, vdir = self.lab.spec, self.node.virtual_directories[protocol]
         authorization = self.headers.get("Authorization", "")
@@ -300,7 +300,7 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
         headers.append(("X-FEServer", self.node.name))
         oauth = vdir.oauth and wants_bearer
         if oauth and token.strip() and self.node.ssl_offloading:
-            # SSL offloading: Exchange receives http, so the token's https audience does not match (seed 003).
+            # SSL offloading: Exchange receives http, so the token's https audience does not match (x-ms-diagnostics 2000003).
             headers.append(("x-ms-diagnostics", '2000003;reason="The hostname component of the audience claim '
                             f"value is invalid. Expected 'https://{host_name}'. Actual 'http://{host_name}'.\";"
                             'error_category="invalid_resource"'))

@@ -1,6 +1,6 @@
 """The Microsoft.Exchange session configuration of the lab: Exchange's read cmdlets answered from a scenario.
 
-Fidelity rules (psrp-and-simulator.md): NoLanguage (a script is refused with ScriptsNotAllowed), every command is
+Fidelity rules (as a real Exchange remote session behaves): NoLanguage (a script is refused with ScriptsNotAllowed), every command is
 resolved before anything runs (CommandNotFoundException), an unknown parameter is NamedParameterNotFound, a missing
 object is a non-terminating error, and objects are shaped as a remote session sends them. Latency and faults come
 from the scenario; every command is logged by the PSRP host before it runs.
@@ -308,7 +308,7 @@ class ExchangeConfiguration:
                 if wanted and issued.thumbprint != wanted:
                     continue
                 # A remote session sends only RawData: the rest lives in Exchange's SerializationData blob, which a
-                # non-Windows client cannot read (exchange-objects.md, key finding 6).
+                # non-Windows client cannot read.
                 out.append(self._cached(("certificate", cert_id, server.name), lambda: ex_object(
                     ["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
                      "System.Security.Cryptography.X509Certificates.X509Certificate2",
@@ -534,7 +534,7 @@ def _identity_matches(item: dict[str, Any], wanted: str) -> bool:
 
 
 def _vdir_defaults() -> dict[str, Callable[[str], dict[str, Any]]]:
-    # Exchange 2016/2019 defaults once HCW and the HMA doc's vdir steps are done (seed 003 lists the MAPI values);
+    # Exchange 2016/2019 defaults once HCW and the HMA doc's vdir steps are done (the procedure lists the MAPI values);
     # scenarios override any of them per server.
     return {
         "mapi": lambda ns: {"IISAuthenticationMethods": ["Ntlm", "OAuth", "Negotiate"],

@@ -1,6 +1,6 @@
 """The Exchange object kinds the lab serves: type names, the properties a scenario may set, and their wire types.
 
-Property names are Microsoft's, verbatim. Wire types follow a remote session at depth 1 (exchange-objects.md 5.1):
+Property names are Microsoft's, verbatim. Wire types follow a remote session at depth 1 (PowerShell's serialization):
 ``s`` string (ADObjectId, enums and versions are strings too), ``b`` bool, ``i`` int, ``mv`` MultiValuedProperty of
 strings, ``uri`` <URI> or Nil, ``dt`` <DT> or Nil, ``g`` <G>. Objects for which no real capture exists (MAPI, OAB, Autodiscover,
 ActiveSync and ECP virtual directories, Outlook Anywhere, AuthServer, IntraOrganizationConnector, ClientAccessService)

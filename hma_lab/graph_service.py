@@ -339,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "hma-check-lab-graph"
     timeout = 30   # an idle keep-alive connection is closed after this many seconds
     # http.server writes headers and body as separate TLS records; with Nagle on, each reply waits ~40 ms for the
-    # client's delayed ACK (graph-and-identity.md, pitfall 6).
+    # client's delayed ACK.
     disable_nagle_algorithm = True
     server: _Server
 

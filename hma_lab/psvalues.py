@@ -2,8 +2,7 @@
 
 Remote sessions serialise Exchange objects at depth 1: every property is written at depth 0, so complex values
 (ADObjectId, enums, ServerVersion, ExchangeObjectVersion) arrive as their ToString() in <S>, while containers keep
-their type names and carry their items as strings (PowerShell serialization.cs, WriteOneObject; see
-../shared/reference/exchange-objects.md section 5.1). The objects are flat, so they are written straight to CLIXML
+their type names and carry their items as strings (PowerShell serialization.cs, WriteOneObject). The objects are flat, so they are written straight to CLIXML
 here: psrpcore's general serialiser cost most of the lab's CPU time at 200 servers, for the same bytes.
 """
 

@@ -15,7 +15,7 @@ from hma_check.util.yaml_schema import Schema
 EXO_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 
 # What a scan's app registration is granted when a scenario does not say: the least-privileged application
-# permissions of every query the collector runs (graph-and-identity.md section 6).
+# permissions of every query the collector runs (each Graph API page's permissions table).
 DEFAULT_ROLES = ("Application.Read.All", "Organization.Read.All", "Domain.Read.All", "Policy.Read.All",
                  "User.Read.All")
 

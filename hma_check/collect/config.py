@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hma_check.collect.registry import BY_SECTION
-from hma_check.errors import ConfigError
+from hma_check.errors import ConfigError, did_you_mean
 from hma_check.util.yaml_source import Where, YamlDoc, load_yaml_bytes, load_yaml_file
 
 @dataclass
@@ -59,6 +59,7 @@ def parse_config(doc: YamlDoc, base_dir: Path) -> ScanConfig:
             continue  # room for YAML anchors and notes
         collector = BY_SECTION.get(name)
         if collector is None:
-            raise doc.error((name,), "unknown section; expected one of: " + ", ".join(sorted(BY_SECTION)))
+            raise doc.error((name,), f"unknown section{did_you_mean(name, BY_SECTION)}; expected one of: "
+                            + ", ".join(sorted(BY_SECTION)))
         config.sections[name] = collector.parse()(raw, ConfigContext(doc, name, base_dir))
     return config

@@ -63,7 +63,10 @@ def explain(check_id: str, checks_files: tuple[str, ...]) -> None:
         loaded = load_all_checks(list(checks_files))
     item = loaded.by_id(check_id.upper())
     if item is None:
-        click.echo(f"hma-check: error: no check {check_id}; see 'hma-check checks list'", err=True)
+        from hma_check.errors import did_you_mean
+
+        hint = did_you_mean(check_id.upper(), [c.id for c in loaded.checks] + [s.id for s in loaded.steps])
+        click.echo(f"hma-check: error: no check {check_id}{hint}; see 'hma-check checks list'", err=True)
         sys.exit(2)
     click.echo(f"{item.id}: {item.title}")
     if isinstance(item, Check):

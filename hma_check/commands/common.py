@@ -53,6 +53,9 @@ def print_outcome(outcome: Any) -> None:
     label = f"{report.verdict_label} ({outcome.verdict})" if report.kind == "validation" else outcome.verdict
     click.echo(f"{label}: {summary}")
     click.echo(f"report: {outcome.out_dir / 'report.html'}")
+    pdf = outcome.out_dir / "report.pdf"
+    if pdf in outcome.files:
+        click.echo(f"pdf: {pdf}")
 
 
 def report_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,8 +15,8 @@ Examples:
   hma-check diff out/2026-11-01 out/2026-11-20
   hma-check diff before/findings.json after/findings.json --html changes.html --json changes.json
 \b
-A finding is keyed by check and subject. "worse" means its status moved up PASS/N/A/EXEMPT -> WARN -> ERROR ->
-FAIL, a new finding is WARN, ERROR or FAIL, or the verdict moved up READY -> INCOMPLETE -> NOT_READY. Facts are
+A finding is keyed by check and subject. "worse" means its status moved up PASS/N/A/EXEMPT/NOTE -> WARN -> ERROR
+-> FAIL, a new finding is WARN, ERROR or FAIL, or the verdict moved up READY -> INCOMPLETE -> NOT_READY. Facts are
 compared when evidence.json is beside each findings.json.
 Exit code: 0 nothing got worse; 1 something got worse; 2 usage error (a path that is not a run); 4 --html or
 --json could not be written.""")
@@ -28,7 +28,10 @@ Exit code: 0 nothing got worse; 1 something got worse; 2 usage error (a path tha
               help="Also write the comparison as JSON.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0),
               help="Fact changes shown per source in the terminal.")
-def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, limit: int) -> None:
+@click.option("--new-passes", is_flag=True,
+              help="Also list new findings that pass or do not apply (counted, not listed, by default; the JSON "
+                   "always has them).")
+def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, limit: int, new_passes: bool) -> None:
     """Compare two runs: OLD and NEW are output folders or their findings.json files."""
     import json
 
@@ -39,10 +42,10 @@ def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, l
 
     with fail_on_input_errors():
         result = compare(load_run(old), load_run(new))
-        for line in render.lines(result, fact_limit=limit):
+        for line in render.lines(result, fact_limit=limit, new_passes=new_passes):
             click.echo(line)
         if html_file:
-            write_bytes_atomic(html_file, render.html(result).encode("utf-8"))
+            write_bytes_atomic(html_file, render.html(result, new_passes=new_passes).encode("utf-8"))
         if json_file:
             payload = json.dumps(result.to_json(), indent=1, ensure_ascii=False, default=str) + "\n"
             write_bytes_atomic(json_file, payload.encode("utf-8"))

@@ -59,10 +59,14 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
         outcome.snapshot.save(evidence)
         echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
              f"{len(outcome.malformed)} malformed")
-        for item in outcome.unrecognised:
-            echo(f"skipped: {item['file']}: {item['reason']}")
-        for item in outcome.malformed:
-            echo(f"malformed: {item['file']}: {item['reason']}")
+        # one line per reason, not per file: a folder of 300 unrelated files is one line
+        for kind, items in (("skipped", outcome.unrecognised), ("malformed", outcome.malformed)):
+            by_reason: dict[str, list[str]] = {}
+            for item in items:
+                by_reason.setdefault(str(item["reason"]), []).append(str(item["file"]))
+            for reason, files in by_reason.items():
+                shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+                echo(f"{kind}: {shown}: {reason}")
         echo(f"evidence: {evidence}")
         if not outcome.snapshot.collected_anything():
             echo("nothing hma-check reads was found in the import; no report written")

@@ -34,7 +34,10 @@ def lab(scenario: str | None, scenario_file: Path | None, config_out: Path | Non
             click.echo(lab_module.list_scenarios())
             return
         with lab_module.stop_on_signals() as stop, lab_module.open_lab(scenario, scenario_file) as running:
-            if config_out is not None:
-                write_text_atomic(config_out, lab_module.scan_config_text(running))
-            click.echo(lab_module.describe(running, config_out))
+            # The configuration is always written somewhere, so the next commands can be pasted as they are: where
+            # asked, else beside the lab's CA certificate (removed with the lab).
+            written = config_out if config_out is not None else \
+                Path(running.describe()["exchange"]["ca_file"]).parent / "lab-scan.yaml"
+            write_text_atomic(written, lab_module.scan_config_text(running))
+            click.echo(lab_module.describe(running, written))
             lab_module.wait_for(stop)

@@ -1,13 +1,14 @@
-"""Statuses, findings, the verdict and the exit code (the contract in design.md)."""
+"""Statuses, findings, the verdict and the exit code (the contract docs/writing-checks.md describes)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 PASS, FAIL, WARN, ERROR, NOT_APPLICABLE, EXEMPT = "PASS", "FAIL", "WARN", "ERROR", "NOT_APPLICABLE", "EXEMPT"
-STATUSES = (FAIL, ERROR, WARN, EXEMPT, PASS, NOT_APPLICABLE)   # also the display order: what needs action first
+NOTE = "NOTE"      # an info check's false assertion: worth knowing, never a warning, never part of the verdict
+STATUSES = (FAIL, ERROR, WARN, EXEMPT, NOTE, PASS, NOT_APPLICABLE)   # also the display order: what needs action first
 SEVERITIES = ("blocker", "warning", "info")
 
 READY, NOT_READY, INCOMPLETE = "READY", "NOT_READY", "INCOMPLETE"
@@ -19,8 +20,8 @@ MAX_FINDINGS_BYTES = 512 * 1024 * 1024
 
 
 def failed_status(severity: str) -> str:
-    """A false assertion: FAIL for a blocker, WARN for a warning or an info check (which never blocks)."""
-    return FAIL if severity == "blocker" else WARN
+    """A false assertion: FAIL for a blocker, WARN for a warning, NOTE for an info check (neither ever blocks)."""
+    return {"blocker": FAIL, "warning": WARN}.get(severity, NOTE)
 
 
 @dataclass
@@ -38,19 +39,25 @@ class Finding:
     scope: str | None = None
     reason: str | None = None              # ERROR / NOT_APPLICABLE: why it could not be decided
     sources: list[dict[str, str]] = field(default_factory=list)   # [{key, command, status}] the facts it read
-    excerpt: Any = None                    # the properties of the evaluated item the check looked at
+    excerpt: Any = None                    # the values the assertion tested: {property path: value}
+    failing: list[str] = field(default_factory=list)   # the excerpt's paths whose values made the assertion false
     phase: int | None = None
     enable: str | None = None
     rollback: str | None = None
     exemption: dict[str, Any] | None = None
     original_status: str | None = None
+    causes: list[dict[str, Any]] = field(default_factory=list)   # caused_by: [{check, subject}] likely root causes
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Its values are JSON already (the engine builds them so): no deep copy, which cost seconds at 200 servers
+        return {name: getattr(self, name) for name in _FINDING_FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Finding":
         return cls(**data)
+
+
+_FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 
 
 @dataclass

@@ -184,14 +184,15 @@ SOURCES: tuple[SourceSpec, ...] = (
                "{url, host, path, protocol ('MAPI'|'EWS'|'OAB'|'Autodiscover'|'ActiveSync'), address, status, "
                "www_authenticate (list of raw challenges), bearer ({client_id, trusted_issuers (list), token_types, "
                "authorization_uri, error} | null), x_ms_diagnostics (str|null), x_feserver (str|null), "
-               "request_id (str|null), location (str|null)}; scope = the URL, or '<url> via <address>:<port>' when "
-               "the host has several nodes (--resolve/--connect-to)", scope="url"),
+               "request_id (str|null), location (str|null)}; scope = the URL, or '<url> via <address>' when "
+               "the host has several nodes (--resolve/--connect-to; ':<port>' added only when two nodes share an "
+               "address)", scope="url"),
     SourceSpec("probe.autodiscover_v2",
                "anonymous GET https://<host>/autodiscover/autodiscover.json?Email=<smtp>&Protocol=<ActiveSync|EWS>"
                "&RedirectCount=1 on every Autodiscover host",
                "{url, host, protocol ('ActiveSync'|'EWS'), address, status, returned_url (str|null), returned_host "
                "(str|null), location (str|null)}; scope = https://<host>/autodiscover/autodiscover.json?Protocol=<p> "
-               "(plus ' via <address>:<port>' per node)", scope="url"),
+               "(plus ' via <address>' per node)", scope="url"),
     SourceSpec("probe.tls", "one TLS handshake per version (1.0, 1.1, 1.2, 1.3) to host:port, then the certificate",
                "{host, port, address, versions: {'TLSv1.0'|'TLSv1.1'|'TLSv1.2'|'TLSv1.3': true (accepted) | false "
                "(refused) | null (unknown: timed out, or this machine cannot offer it)}, version_errors: {version: "
@@ -200,7 +201,7 @@ SOURCES: tuple[SourceSpec, ...] = (
                "verifying handshake did not complete), verify_error (str|null)} | null (no version accepted), "
                "names_in_scope (list of host names that must be covered: the probed host, each name having its own "
                "handshake with its own SNI)}; scope = host:port (plus "
-               "' via <address>:<port>' per node)",
+               "' via <address>' per node)",
                scope="endpoint"),
 )
 

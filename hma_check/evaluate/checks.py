@@ -5,7 +5,7 @@ A checks file is YAML:
     version: 1
     areas: {topology: Topology and versions, ...}        # optional: report section titles, in order
     checks: [ {id, title, area, severity, requires, when, for_each, where, on_empty, subject, let,
-               assert, expect, actual, why, references, enable, rollback, phase}, ... ]
+               assert, expect, actual, why, references, enable, rollback, phase, caused_by}, ... ]
     steps:  [ {id, title, phase, requires, when, done, enable, rollback, why, references}, ... ]   # optional
 
 docs/writing-checks.md documents each field. Static checks made here, so a mistake never waits for a customer's
@@ -42,8 +42,9 @@ CHECK_KEYS = {
     "id": True, "title": True, "area": True, "severity": True, "assert": True, "expect": True, "actual": True,
     "why": True, "references": True,
     "requires": False, "when": False, "for_each": False, "where": False, "on_empty": False, "subject": False,
-    "let": False, "enable": False, "rollback": False, "phase": False, "tags": False,
+    "let": False, "enable": False, "rollback": False, "phase": False, "tags": False, "caused_by": False,
 }
+CAUSE_KEYS = {"check": True, "subject": False}
 STEP_KEYS = {
     "id": True, "title": True, "phase": True, "enable": True, "why": True, "references": True,
     "requires": False, "when": False, "done": False, "rollback": False, "subject": False, "let": False,
@@ -53,18 +54,42 @@ TOP_KEYS = {"version": True, "checks": True, "areas": False, "steps": False}
 
 @dataclass
 class Compiled:
-    """A compiled expression or template with its source text, kept for messages."""
+    """A compiled expression or template with its source text, kept for messages. One only a failure needs (a
+    runbook step) keeps its checked syntax tree and is compiled on first use: most never are."""
 
     source: str
-    run: Callable[..., Any]
+    compiled: Any
     is_template: bool
+    tree: Any = None
+    plain: tuple[str, ...] | None = None     # '{{ item.Name }}', '{{ scope }}': read directly (expr.plain_lookup)
+
+    @property
+    def run(self) -> Any:
+        if self.compiled is None:
+            self.compiled = expr.compile_parsed(self.tree, self.source, expression=not self.is_template)
+        return self.compiled
 
     def __call__(self, context: dict[str, Any]) -> Any:
-        """Evaluate under a fresh budget (hma_check.evaluate.budget): over it is BudgetExceeded, never a hang."""
+        """Evaluate under a fresh budget (hma_check.evaluate.budget): over it is BudgetExceeded, never a hang. A plain
+        '{{ item.Name }}' is read directly: it has nothing to meter."""
+        if self.plain is not None:
+            value = expr.read_plain(self.plain, context)
+            if value is not None:
+                return value
         with budget.metered(self.source):
             if self.is_template:
-                return self.run.render(context)  # type: ignore[attr-defined]
-            return self.run(**context)
+                return expr.run_template(self.run, context)
+            return expr.run_expression(self.run, context)
+
+
+@dataclass
+class Cause:
+    """``caused_by`` entry: a failure of ``check`` (for the subject the template renders, or for any subject) is
+    the likely root cause of this check's failure, so the report shows the two as one problem."""
+
+    check: str
+    subject: Compiled | None = None
+    line: int = 0
 
 
 @dataclass
@@ -89,10 +114,19 @@ class Check:
     rollback: Compiled | None = None
     phase: int | None = None
     tags: tuple[str, ...] = ()
-    item_properties: frozenset[str] = frozenset()
+    caused_by: tuple[Cause, ...] = ()
+    # The names the assertion and each 'let' read: which values made a failed assertion false (the excerpt,
+    # hma_check.evaluate.reads); its 'and' parts are compiled on the first failure (assert_parts).
+    assert_names: frozenset[str] = frozenset()
+    let_names: dict[str, frozenset[str]] = field(default_factory=dict)
     file: str = ""
     line: int = 0
     raw: dict[str, Any] = field(default_factory=dict)   # the YAML as written, for `checks explain`
+
+    @property
+    def assert_parts(self) -> list[tuple[Callable[..., Any], frozenset[str]]]:
+        """The assertion's 'and' parts, each compiled alone with the names it reads (only a failure needs them)."""
+        return expr.conjuncts(self.assertion.source)
 
 
 @dataclass
@@ -133,7 +167,7 @@ class CheckSet:
 
 
 def load_checks(paths: list[str | Path]) -> CheckSet:
-    """Load and validate every file; the union must have unique ids."""
+    """Load and validate every file; the union must have unique ids and name only existing checks as causes."""
     result = CheckSet()
     seen: dict[str, str] = {}
     for path in paths:
@@ -141,6 +175,14 @@ def load_checks(paths: list[str | Path]) -> CheckSet:
         raw = read_yaml_bytes(file, error=ChecksError)   # read once: the hash recorded is of the bytes evaluated
         _load_document(loads_yaml_bytes(raw, source=file, error=ChecksError), file, result, seen)
         result.files.append({"path": file, "sha256": hashlib.sha256(raw).hexdigest()})
+    ids = [check.id for check in result.checks]
+    for check in result.checks:
+        for cause in check.caused_by:
+            if cause.check not in ids or cause.check == check.id:
+                close = difflib.get_close_matches(cause.check, [i for i in ids if i != check.id], n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ChecksError(f"check {check.id}: 'caused_by' names {cause.check}, which is not another check "
+                                  f"loaded{hint}", path=check.file, line=cause.line)
     return result
 
 
@@ -181,7 +223,7 @@ class _Builder:
         self.node, self.file, self.what = node, file, what
         self.schema = Schema(located(node, file, ChecksError, what))
         self.used_sources: set[str] = set()
-        self.item_properties: set[str] = set()
+        self.names: dict[str, frozenset[str]] = {}   # field ('assert', 'let.state') -> the names it reads
 
     def fail(self, message: str, key: str | None = None, line: int | None = None) -> ChecksError:
         return ChecksError(f"{self.what}: {message}", path=self.file,
@@ -194,13 +236,12 @@ class _Builder:
         return self.schema.text(value, (key,)).strip()
 
     def compile(self, key: str, source: Any, *, template: bool, line: int | None = None,
-                powershell: bool = False) -> Compiled:
+                powershell: bool = False, later: bool = False) -> Compiled:
         line = line if line is not None else self.node.line_of(key)
         if not isinstance(source, str) or not source.strip():
             raise self.fail(f"'{key}' must be a non-empty {'template' if template else 'expression'}", line=line)
         try:
             tree = expr.parse(source, expression=not template)
-            run = expr.compile_template(source) if template else expr.compile_expression(source)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
         except RecursionError:   # Jinja's parser and compiler recurse once per level of brackets
@@ -208,6 +249,7 @@ class _Builder:
         unbounded = budget.unbounded(tree)
         if unbounded:
             raise self.fail(f"'{key}' cannot stay within the evaluation budget: {unbounded[0]}", line=line)
+        # read the tree before compiling it: Jinja's optimizer may fold constants in place
         used = expr.referenced_sources(tree)
         unknown = sorted(name for name in used if not sources.is_known(name))
         if unknown:
@@ -220,13 +262,21 @@ class _Builder:
                 raise self.fail(f"'{key}' interpolates {unsafe[0]} without ps_quote/ps_list/ps_bool/ps_int: every value "
                                 "from the environment must be quoted for PowerShell", line=line)
         self.used_sources |= used
-        self.item_properties |= expr.referenced_item_properties(tree)
-        return Compiled(source=source.strip(), run=run, is_template=template)
+        self.names[key] = expr.referenced_names(tree)
+        try:
+            if later:      # what compiling would refuse, checked now: every filter and test exists
+                expr.check_names(tree)
+                return Compiled(source=source.strip(), compiled=None, is_template=template, tree=tree)
+            run = expr.compile_parsed(tree, source, expression=not template)
+        except TemplateSyntaxError as exc:
+            raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
+        return Compiled(source=source.strip(), compiled=run, is_template=template,
+                        plain=expr.plain_lookup(tree) if template else None)
 
     def optional(self, key: str, *, template: bool, powershell: bool = False) -> Compiled | None:
         if key not in self.node or self.node[key] is None:
             return None
-        return self.compile(key, self.node[key], template=template, powershell=powershell)
+        return self.compile(key, self.node[key], template=template, powershell=powershell, later=powershell)
 
     def requires(self) -> tuple[str, ...]:
         raw = self.schema.texts(self.node.get("requires", []), ("requires",))
@@ -262,6 +312,28 @@ class _Builder:
         if value is None and not required:
             return None
         return int(self.schema.one_of(value, ("phase",), tuple(PHASES)))
+
+    def caused_by(self) -> tuple[Cause, ...]:
+        raw = self.node.get("caused_by")
+        if raw is None:
+            return ()
+        if not isinstance(raw, YamlList) or not raw:
+            raise self.fail("'caused_by' is a list of {check, subject}: the checks whose failure explains this one",
+                            "caused_by")
+        causes = []
+        for index, entry in enumerate(raw):
+            line = raw.line_of(index)
+            if not isinstance(entry, YamlMap):
+                raise self.fail("each 'caused_by' entry is a mapping with 'check' and optionally 'subject'", line=line)
+            _keys(self.schema, entry, ("caused_by", index), CAUSE_KEYS)
+            if not isinstance(entry["check"], str) or not ID_PATTERN.match(entry["check"]):
+                raise self.fail("'caused_by' check must be a check id like HMA-VDIR-001", line=line)
+            subject = None
+            if entry.get("subject") is not None:
+                subject = self.compile("caused_by.subject", entry["subject"], template=True,
+                                       line=entry.line_of("subject"), later=True)
+            causes.append(Cause(check=entry["check"], subject=subject, line=line))
+        return tuple(causes)
 
     def requires_covers_use(self, requires: tuple[str, ...]) -> None:
         missing = sorted(self.used_sources - set(requires))
@@ -308,10 +380,11 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
         assertion=b.compile("assert", raw["assert"], template=False),
         actual=b.compile("actual", raw["actual"], template=True),
         enable=enable, rollback=rollback, phase=b.phase(required=enable is not None), tags=tuple(tags),
-        file=file, line=line, raw=dict(raw),
+        caused_by=b.caused_by(), file=file, line=line, raw=dict(raw),
     )
     b.requires_covers_use(requires)
-    check.item_properties = frozenset(b.item_properties)
+    check.let_names = {name: b.names[f"let.{name}"] for name, _ in check.let}
+    check.assert_names = b.names["assert"]
     return check
 
 
@@ -329,4 +402,4 @@ def _load_step(raw: Any, file: str, line: int) -> Step:
     return step
 
 
-__all__ = ["Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES"]
+__all__ = ["Cause", "Check", "Step", "CheckSet", "Compiled", "load_checks", "PHASES"]

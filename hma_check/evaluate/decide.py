@@ -3,7 +3,8 @@ a sandbox refusal, a value that is not a boolean) becomes the reason of an ERROR
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Callable
 
 from jinja2 import UndefinedError
 from jinja2.exceptions import SecurityError
@@ -30,12 +31,15 @@ def subject_of(template: Compiled | None, context: dict[str, Any], scope: str | 
     return text or scope or ORGANIZATION
 
 
-def bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any]) -> None:
+def bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any],
+             phase: Callable[[str], AbstractContextManager[Any]] | None = None) -> None:
+    """Bind each ``let`` in order; ``phase(name)`` (the engine's record of what each binding read) wraps each one."""
     for name, compiled in let:
-        try:
-            context[name] = compiled(context)
-        except Exception as exc:  # noqa: BLE001
-            raise Undecidable(reason_for(f"let {name}", exc)) from None
+        with phase(f"let.{name}") if phase is not None else nullcontext():
+            try:
+                context[name] = compiled(context)
+            except Exception as exc:  # noqa: BLE001
+                raise Undecidable(reason_for(f"let {name}", exc)) from None
 
 
 def as_bool(compiled: Compiled, context: dict[str, Any], what: str) -> bool:

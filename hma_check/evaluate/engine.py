@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterator
 
-from hma_check.contract import sources as source_registry
 from hma_check.contract.findings import ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status
 from hma_check.contract.snapshot import Snapshot
 from hma_check.evaluate import budget
 from hma_check.evaluate.checks import Check, CheckSet
 from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, as_bool, bind_let, reason_for, render,
                                        render_powershell, subject_of)
+from hma_check.evaluate.excerpts import Reads, excerpt_of, failing_reads
 from hma_check.evaluate.facts import Facts, Part, Scoped
+from hma_check.evaluate.provenance import Cited, provenance
+from hma_check.evaluate.reads import Path
 from hma_check.evaluate.runbook import build_runbook
-
-EXCERPT_LIMIT = 4000     # characters of JSON per finding: enough to show the facts, small enough for a report
 
 
 @dataclass
@@ -70,14 +69,16 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             items = list(_iterate(collection))
         except Exception as exc:  # noqa: BLE001 - any failure to enumerate is an ERROR with its reason
             return [_finding(check, facts, ERROR, ORGANIZATION, reason=reason_for("for_each", exc), used=used)]
-        enumerated = list(used)   # the organisation-wide sources the items came from: every finding cites them
+        # the organisation-wide sources the items came from: every finding cites them (worked out once per check)
+        enumerated = Cited(facts, list(used))
     findings: list[Finding] = []
     for item, scope, key, error in items:
-        read = enumerated + ([key] if key else [])
+        read = [key] if key else []
         if error is not None:
-            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error, used=read))
+            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error, used=read,
+                                     cited=enumerated))
             continue
-        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read)
+        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read, cited=enumerated)
         if finding is not None:
             findings.append(finding)
     if not findings:
@@ -118,85 +119,70 @@ def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, str
 
 
 def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: Any, scope: str | None,
-                   read: list[str]) -> Finding | None:
+                   read: list[str], cited: Cited | None = None) -> Finding | None:
     context = dict(base, item=item, scope=scope)
+    reads = Reads(facts.watch)
     with facts.recording() as used:
         used.extend(read)
         subject = subject_of(check.subject, context, scope)
         try:
             if check.where is not None and not as_bool(check.where, context, "where"):
                 return None
-            bind_let(check.let, context)
-            passed = as_bool(check.assertion, context, "assert")
+            context["item"] = facts.watch.view(item)
+            bind_let(check.let, context, reads.phase)
+            with reads.phase("assert"):
+                passed = as_bool(check.assertion, context, "assert")
             actual = render(check.actual, context, "actual")
         except Undecidable as exc:
-            return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, item=item)
+            excerpt, missing = excerpt_of(check, item, reads, failing=None)
+            return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, excerpt=excerpt,
+                            failing=missing, cited=cited)
         status = PASS if passed else failed_status(check.severity)
         enable = rollback = None
-        if status != PASS and check.enable is not None:
-            enable = render_powershell(check.enable, context, "enable")
-            rollback = render_powershell(check.rollback, context, "rollback") if check.rollback else None
-    return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, item=item,
-                    enable=enable, rollback=rollback)
+        causes: list[dict[str, str | None]] = []
+        failing: set[Path] | None = None
+        if status != PASS:
+            failing = failing_reads(check, context, reads)
+            causes = _causes(check, context)
+            if check.enable is not None:
+                enable = render_powershell(check.enable, context, "enable")
+                rollback = render_powershell(check.rollback, context, "rollback") if check.rollback else None
+        excerpt, marked = excerpt_of(check, item, reads, failing=failing)
+    return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, excerpt=excerpt,
+                    failing=marked, enable=enable, rollback=rollback, causes=causes, cited=cited)
+
+
+def _causes(check: Check, context: dict[str, Any]) -> list[dict[str, str | None]]:
+    """The declared root causes (``caused_by``) with the subject each names for this item; an empty or failing
+    subject template means this item has no such cause."""
+    causes: list[dict[str, str | None]] = []
+    for cause in check.caused_by:
+        subject = None
+        if cause.subject is not None:
+            try:
+                subject = render(cause.subject, context, "caused_by") or None
+            except Undecidable:
+                subject = None
+            if subject is None:
+                continue
+        causes.append({"check": cause.check, "subject": subject})
+    return causes
 
 
 # ----------------------------------------------------------------------------------------------------- findings
 
 def _finding(check: Check, facts: Facts, status: str, subject: str, *, scope: str | None = None,
              reason: str | None = None, actual: str | None = None, used: list[str] | None = None,
-             item: Any = None, enable: str | None = None, rollback: str | None = None) -> Finding:
+             excerpt: dict[str, Any] | None = None, failing: list[str] | None = None,
+             enable: str | None = None, rollback: str | None = None,
+             causes: list[dict[str, str | None]] | None = None, cited: Cited | None = None) -> Finding:
     if actual is None:
         actual = "could not be evaluated" if status == ERROR else (reason or "")
+    sources = cited.add(facts, used or []) if cited is not None else provenance(facts, used or [])
     return Finding(
         check_id=check.id, title=check.title, area=check.area, severity=check.severity, status=status,
         subject=subject, scope=scope, expected=check.expect, actual=actual, reason=reason,
-        sources=_provenance(facts, used or []), excerpt=_excerpt(check, item), why=check.why,
+        sources=sources, excerpt=excerpt, failing=list(failing or []), why=check.why,
         references=list(check.references), phase=check.phase, enable=enable, rollback=rollback,
+        causes=list(causes or []),
     )
-
-
-def _provenance(facts: Facts, keys: list[str]) -> list[dict[str, str]]:
-    """The sources a finding read, with the exact command; big per-server groups are folded into one line."""
-    by_name: dict[str, list[str]] = {}
-    for key in keys:
-        name = key.split("@", 1)[0]
-        if key == name and facts.is_scoped(name):   # a whole scoped source: cite each of its scopes
-            scoped_keys = [r.key for r in facts.results(name)] or [name]
-            by_name.setdefault(name, []).extend(k for k in scoped_keys if k not in by_name.get(name, []))
-        else:
-            by_name.setdefault(name, []).append(key)
-    out = []
-    for name, group in by_name.items():
-        if len(group) > 3:
-            failed = [k for k in group if (r := facts.result(k)) is None or not r.ok]
-            spec = source_registry.BY_NAME.get(name)
-            out.append({"key": f"{name} ({len(group)} scopes)", "command": spec.filled_by if spec else "",
-                        "status": "ok" if not failed else f"{len(failed)} not ok"})
-            continue
-        for key in group:
-            result = facts.result(key)
-            if result is None:
-                spec = source_registry.BY_NAME.get(name)
-                out.append({"key": key, "command": spec.filled_by if spec else "", "status": "not collected"})
-            else:
-                out.append({"key": key, "command": result.command, "status": result.status})
-    return out
-
-
-def _excerpt(check: Check, item: Any) -> Any:
-    """The properties of the evaluated item that the check's expressions name: the evidence behind the finding."""
-    if item is None or isinstance(item, Part):
-        return None
-    if isinstance(item, dict):
-        picked = {k: item[k] for k in sorted(check.item_properties) if k in item}
-        value: Any = picked or None
-    else:
-        value = item
-    if value is None:
-        return None
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) > EXCERPT_LIMIT:
-        return {"truncated": text[:EXCERPT_LIMIT] + "…"}
-    return value
-
-

@@ -21,7 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from hma_check.errors import ExemptionsError
+from hma_check.errors import ExemptionsError, did_you_mean
 from hma_check.contract.findings import ERROR, EXEMPT, FAIL, WARN, Finding
 from hma_check.util.yaml_file import loads_yaml_bytes, read_yaml_bytes
 from hma_check.util.yaml_schema import Schema, located
@@ -72,7 +72,8 @@ def _load_one(schema: Schema, entry: Any, where: tuple[Any, ...], file: str, lin
     schema.mapping(entry, where, keys=KEYS, required=[key for key, required in KEYS.items() if required])
     check = entry["check"]
     if not isinstance(check, str) or check not in known:
-        raise ExemptionsError(f"exemption for unknown check {check!r}", path=file, line=entry.line_of("check"))
+        hint = did_you_mean(check, sorted(known)) if isinstance(check, str) else ""
+        raise ExemptionsError(f"exemption for unknown check {check!r}{hint}", path=file, line=entry.line_of("check"))
     texts = {key: schema.text(entry[key], (*where, key)).strip() for key in ("reason", "approved_by")}
     subject = entry.get("subject")
     if subject is not None and (not isinstance(subject, (str, int)) or not str(subject).strip()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timezone
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -136,7 +137,8 @@ def url_key(url: Any) -> str:
 
 
 def spn_hosts(service_principal_names: Iterable[Any]) -> frozenset[str]:
-    """Hosts registered as https:// SPNs; the '00000002-.../host' form does not count for HMA (seed 003)."""
+    """Hosts registered as https:// SPNs; the '00000002-.../host' form does not count for HMA
+    (https://learn.microsoft.com/microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-authentication)."""
     hosts = set()
     for name in service_principal_names or []:
         text = str(name).strip()
@@ -241,10 +243,15 @@ def matching(value: Any, pattern: str) -> bool:
 
     A pattern that can backtrack exponentially ((a+)+) is refused rather than run: Python's re cannot be stopped.
     """
-    problem = budget.regex_problem(str(pattern))
+    return value is not None and _pattern(str(pattern)).fullmatch(str(value)) is not None
+
+
+@lru_cache(maxsize=256)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    problem = budget.regex_problem(pattern)
     if problem:
         raise ValueError(problem)
-    return value is not None and re.fullmatch(pattern, str(value), re.IGNORECASE) is not None
+    return re.compile(pattern, re.IGNORECASE)
 
 
 def require(value: Any, reason: str) -> Any:
@@ -258,6 +265,108 @@ def require(value: Any, reason: str) -> Any:
         raise MissingFact("evidence", reason)
     return value
 
+
+# ------------------------------------------------------------------------------- fast collection filters
+# Jinja's select/reject/selectattr/rejectattr/map look the test or filter up and check how to call it for every
+# item: over 50,000 users that bookkeeping cost more than the evaluation itself. These resolve it once per call and
+# otherwise behave exactly as Jinja's (same attribute lookup rules, same undefined on a missing attribute); anything
+# unusual (a dotted attribute, a test that takes the context, map's default=) goes to Jinja's own implementation.
+
+def _plain(function: Callable[..., Any]) -> bool:
+    """A test or filter Jinja calls with the value and the arguments only (no context or environment)."""
+    from jinja2.utils import _PassArg
+
+    return _PassArg.from_obj(function) is None
+
+
+def _item_getter(environment: Any, attribute: Any) -> Callable[[Any], Any] | None:
+    if not isinstance(attribute, str) or "." in attribute or attribute.isdigit():
+        return None
+
+    def get(item: Any) -> Any:
+        if type(item) is dict and attribute in item:    # exactly a plain dict: a watched one logs through getitem
+            return item[attribute]
+        return environment.getitem(item, attribute)
+    return get
+
+
+def _tester(context: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Any], Any] | None:
+    if not args:
+        return bool
+    test = context.environment.tests.get(args[0])
+    if test is None or not _plain(test):
+        return None
+    rest = args[1:]
+    if len(rest) == 1 and not kwargs:
+        other = rest[0]
+        if args[0] == "in":        # Jinja's test_in is 'value in seq': the same, without a call per item
+            return other.__contains__ if hasattr(other, "__contains__") else (lambda value: value in other)
+        return lambda value: test(value, other)
+    return lambda value: test(value, *rest, **kwargs)
+
+
+def _select(keep: bool, by_attribute: bool) -> Callable[..., Any]:
+    from jinja2 import filters as jinja_filters
+
+    fallback = {(True, False): jinja_filters.sync_do_select, (False, False): jinja_filters.sync_do_reject,
+                (True, True): jinja_filters.sync_do_selectattr,
+                (False, True): jinja_filters.sync_do_rejectattr}[(keep, by_attribute)]
+
+    @pass_context
+    def select(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        get = _item_getter(context.environment, args[0]) if by_attribute and args else (lambda item: item)
+        test = _tester(context, args[1:] if by_attribute else args, kwargs) if get is not None else None
+        if get is None or test is None or (by_attribute and not args):
+            return fallback(context, value, *args, **kwargs)
+        items = _materialized(value)
+        values = items
+        if by_attribute:
+            attribute = args[0]
+            try:        # every item a mapping with the attribute: one pass, no lookup rules needed
+                values = [item[attribute] for item in items]
+            except (KeyError, TypeError, IndexError):
+                values = [get(item) for item in items]    # the lookup rules decide, item by item
+        flags = values if test is bool else map(test, values)
+        # 'not flag' asks the value for its truth exactly as bool() would (an undefined value raises)
+        return iter([item for item, flag in zip(items, flags, strict=False) if (not flag) is not keep])
+    return select
+
+
+def _materialized(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return value
+    return list(value) if value else ()
+
+
+@pass_context
+def fast_map(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+    from jinja2 import filters as jinja_filters
+
+    if not args and set(kwargs) == {"attribute"}:
+        get = _item_getter(context.environment, kwargs["attribute"])
+        if get is not None:
+            items = _materialized(value)
+            attribute = kwargs["attribute"]
+            try:
+                return iter([item[attribute] for item in items])
+            except (KeyError, TypeError, IndexError):
+                return iter([get(item) for item in items])
+    elif args and not kwargs:
+        function = context.environment.filters.get(args[0])
+        if function is not None and _plain(function):
+            rest = args[1:]
+            items = _materialized(value)
+            if args[0] in ("lower", "upper") and not rest and all(type(item) is str for item in items):
+                return iter([item.lower() for item in items] if args[0] == "lower" else
+                            [item.upper() for item in items])     # what do_lower/do_upper do to plain text
+            return iter([function(item, *rest) for item in items])
+    return jinja_filters.sync_do_map(context, value, *args, **kwargs)
+
+
+COLLECTION_FILTERS: dict[str, Callable[..., Any]] = {
+    "select": _select(True, False), "reject": _select(False, False),
+    "selectattr": _select(True, True), "rejectattr": _select(False, True), "map": fast_map,
+}
 
 # ----------------------------------------------------------------------------------------- the environment
 
@@ -320,6 +429,7 @@ def make_environment() -> CheckEnvironment:
     # optimized=False: Jinja would otherwise run filters on literals while compiling, outside any budget.
     env = CheckEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, optimized=False)
     env.filters.update(FILTERS)
+    env.filters.update(COLLECTION_FILTERS)
     env.tests.update(TESTS)
     env.filters = {name: budget.metered_filter(name, f) for name, f in env.filters.items()}
     env.globals.pop("lipsum", None)   # lorem ipsum of any length: nothing a check needs
@@ -331,6 +441,28 @@ def make_environment() -> CheckEnvironment:
 ENVIRONMENT = make_environment()
 
 
+def _with_globals(context: dict[str, Any]) -> dict[str, Any]:
+    return context if context.keys() >= ENVIRONMENT.globals.keys() else {**ENVIRONMENT.globals, **context}
+
+
+def run_template(template: Any, context: dict[str, Any]) -> str:
+    """template.render(context), without copying the context and the globals into a new dict on every call (Jinja
+    does, and a scan renders tens of thousands of subjects and 'actual' texts): the context is only read."""
+    from jinja2.utils import concat
+
+    return concat(template.root_render_func(template.new_context(_with_globals(context), shared=True)))
+
+
+def run_expression(expression: Any, context: dict[str, Any]) -> Any:
+    """A compile_expression() result called with the context, as run_template renders (undefined is kept)."""
+    from jinja2.utils import consume
+
+    template = expression._template
+    frame = template.new_context(_with_globals(context), shared=True)
+    consume(template.root_render_func(frame))
+    return frame.vars["result"]
+
+
 def compile_expression(source: str) -> Callable[..., Any]:
     """Compile once; call with the context as keyword arguments. Raises jinja2.TemplateSyntaxError."""
     return ENVIRONMENT.compile_expression(source, undefined_to_none=False)
@@ -340,8 +472,97 @@ def compile_template(source: str) -> Any:
     return ENVIRONMENT.from_string(source)
 
 
+def plain_lookup(tree: nodes.Template) -> tuple[str, ...] | None:
+    """('item', 'Name') for a template that is exactly '{{ item.Name }}', ('scope',) for '{{ scope }}': most
+    subjects are, and reading them directly saves a Jinja render per item."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output) or len(tree.body[0].nodes) != 1:
+        return None
+    node = tree.body[0].nodes[0]
+    if isinstance(node, nodes.Name) and node.ctx == "load":
+        return (node.name,)
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.ctx == "load":
+        return (node.node.name, node.attr)
+    return None
+
+
+def read_plain(path: tuple[str, ...], context: dict[str, Any]) -> str | None:
+    """What rendering the plain template gives, or None to render it the long way (missing, not plain data)."""
+    value = context.get(path[0])
+    if len(path) == 2:
+        if type(value) is not dict or path[1] not in value:
+            return None
+        value = value[path[1]]
+    if not isinstance(value, (str, int, float)):
+        return None      # absent, None, a list...: Jinja renders (or refuses) it exactly
+    return str(value)
+
+
+def check_names(tree: nodes.Node) -> None:
+    """Raise what compiling would: a filter or test that does not exist (Jinja finds them only then)."""
+    from jinja2.exceptions import TemplateAssertionError
+
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        known = ENVIRONMENT.filters if isinstance(node, nodes.Filter) else ENVIRONMENT.tests
+        if node.name not in known:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise TemplateAssertionError(f"No {kind} named {node.name!r}.", node.lineno)
+
+
+def compile_parsed(tree: nodes.Template, source: str, *, expression: bool) -> Any:
+    """compile_template or compile_expression from the tree parse() already built (parsing twice cost a fifth of
+    loading the catalogue). An expression whose tree is not exactly one output goes the long way, which raises."""
+    if not expression:
+        return ENVIRONMENT.from_string(tree)
+    from jinja2.environment import TemplateExpression
+
+    body = tree.body
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1 \
+            or isinstance(body[0].nodes[0], nodes.TemplateData):
+        return compile_expression(source)
+    assign = nodes.Template([nodes.Assign(nodes.Name("result", "store"), body[0].nodes[0], lineno=1)], lineno=1)
+    assign.set_environment(ENVIRONMENT)
+    return TemplateExpression(ENVIRONMENT.from_string(assign), False)
+
+
+@lru_cache(maxsize=None)
+def conjuncts(source: str) -> list[tuple[Callable[..., Any], frozenset[str]]]:
+    """The parts of an ``a and b and c`` assertion, each compiled on its own with the names it reads.
+
+    A failed assertion is re-evaluated part by part so its excerpt can mark the values that made it false (for
+    VDIR-001: the method lists without OAuth, not the external URL that was fine). One part: an empty list.
+    """
+    from jinja2.environment import TemplateExpression
+    from jinja2.parser import Parser
+
+    tree = Parser(ENVIRONMENT, source, state="variable").parse_expression()
+    parts: list[nodes.Expr] = []
+
+    def flatten(node: nodes.Expr) -> None:
+        if isinstance(node, nodes.And):
+            flatten(node.left)
+            flatten(node.right)
+        else:
+            parts.append(node)
+
+    flatten(tree)
+    if len(parts) < 2:
+        return []
+    compiled: list[tuple[Callable[..., Any], frozenset[str]]] = []
+    for part in parts:
+        part.set_environment(ENVIRONMENT)
+        body = [nodes.Assign(nodes.Name("result", "store"), part, lineno=1)]
+        template = ENVIRONMENT.from_string(nodes.Template(body, lineno=1))
+        compiled.append((TemplateExpression(template, False), referenced_names(part)))
+    return compiled
+
+
+def referenced_names(tree: nodes.Node) -> frozenset[str]:
+    """Every variable an expression loads: ``item``, ``scope``, the names of ``let`` bindings, namespaces."""
+    return frozenset(node.name for node in tree.find_all(nodes.Name) if node.ctx == "load")
+
+
 def parse(source: str, *, expression: bool) -> nodes.Template:
-    """The AST, for static checks (which sources and item properties a check uses, PowerShell quoting)."""
+    """The AST, for static checks (which sources and names a check uses, PowerShell quoting)."""
     if expression:
         return ENVIRONMENT.parse("{{ (" + source + ") }}")
     return ENVIRONMENT.parse(source)
@@ -355,19 +576,6 @@ def referenced_sources(tree: nodes.Node) -> set[str]:
     for node in tree.find_all(nodes.Getattr):
         if isinstance(node.node, nodes.Name) and node.node.name in NAMESPACES:
             found.add(f"{node.node.name}.{node.attr}")
-    return found
-
-
-def referenced_item_properties(tree: nodes.Node) -> set[str]:
-    """'Server' for every item.Server (or item['Server']) in the tree: the evidence excerpt shows just those."""
-    found: set[str] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        assert isinstance(node, (nodes.Getattr, nodes.Getitem))
-        if isinstance(node.node, nodes.Name) and node.node.name == "item":
-            if isinstance(node, nodes.Getattr):
-                found.add(node.attr)
-            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                found.add(node.arg.value)
     return found
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 from hma_check.errors import HmaCheckError
 from hma_check.contract import sources as source_registry
 from hma_check.contract.snapshot import Snapshot, SourceResult, source_key
+from hma_check.evaluate.reads import Watch
 
 
 class MissingFact(HmaCheckError):
@@ -36,11 +37,12 @@ class Part:
     """One scope of a scoped source. ``data`` raises MissingFact when that scope was not collected."""
 
     def __init__(self, name: str, scope: str, result: SourceResult | None,
-                 record: Callable[[str], None] | None = None) -> None:
+                 record: Callable[[str], None] | None = None, watch: Watch | None = None) -> None:
         self.name = name
         self.scope = scope
         self._result = result
         self._record = record
+        self._watch = watch
 
     @property
     def ok(self) -> bool:
@@ -62,7 +64,8 @@ class Part:
             self._record(self.key)
         if not self.ok:
             raise _why_not(self._result, self.key)
-        return self._result.data  # type: ignore[union-attr]
+        data = self._result.data  # type: ignore[union-attr]
+        return data if self._watch is None else self._watch.root(f"{self.name}['{self.scope}']", data)
 
     @property
     def items(self) -> list[Any]:
@@ -80,10 +83,12 @@ class Part:
 class Scoped:
     """A source collected once per server, tenant, URL or endpoint."""
 
-    def __init__(self, name: str, results: list[SourceResult], record: Callable[[str], None] | None = None) -> None:
+    def __init__(self, name: str, results: list[SourceResult], record: Callable[[str], None] | None = None,
+                 watch: Watch | None = None) -> None:
         self.name = name
         self._record = record
-        self._parts = [Part(name, r.scope or "", r, record) for r in results]
+        self._watch = watch
+        self._parts = [Part(name, r.scope or "", r, record, watch) for r in results]
         self._by_scope = {p.scope.lower(): p for p in self._parts}
 
     @property
@@ -99,8 +104,10 @@ class Scoped:
         return [p.scope for p in self.parts]
 
     def part(self, scope: str) -> Part:
+        if self._watch is not None:
+            self._watch.used_as_key(scope)
         found = self._by_scope.get(str(scope).lower())
-        return found if found is not None else Part(self.name, str(scope), None, self._record)
+        return found if found is not None else Part(self.name, str(scope), None, self._record, self._watch)
 
     def __getitem__(self, scope: str) -> Any:
         return self.part(scope).data
@@ -108,7 +115,8 @@ class Scoped:
     def __contains__(self, scope: object) -> bool:
         return str(scope).lower() in self._by_scope
 
-    def __iter__(self) -> Iterator[Any]:
+    def _collected_parts(self) -> list[Part]:
+        """Every part, or MissingFact when any was not collected (a list of them all would be incomplete)."""
         parts = self.parts
         failed = [p for p in parts if not p.ok]
         if failed:
@@ -118,11 +126,14 @@ class Scoped:
             detail = "; ".join(f"{p.scope}: {p.error}" for p in failed[:5])
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
             raise MissingFact(self.name, f"not collected for {len(failed)} of {len(parts)} scopes: {detail}{more}")
-        for p in parts:
+        return parts
+
+    def __iter__(self) -> Iterator[Any]:
+        for p in self._collected_parts():
             yield from p.items
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return sum(len(p.items) for p in self._collected_parts())
 
     def __repr__(self) -> str:
         return f"Scoped({self.name}, {len(self._parts)} parts)"
@@ -151,7 +162,7 @@ class Facts:
     """The evidence as expressions see it; built once per evaluation.
 
     Every source an expression reads is recorded (``recording()``), so each finding can cite exactly the facts it
-    was decided on.
+    was decided on; while ``watch`` has a log, the properties read inside them are logged too (hma_check.reads).
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -161,6 +172,9 @@ class Facts:
             self._by_name.setdefault(result.name, []).append(result)
         self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
         self._used: list[str] | None = None
+        self._ok_keys: dict[str, frozenset[str]] = {}
+        self._scoped: dict[str, Scoped] = {}
+        self.watch = Watch()
 
     def _record(self, key: str) -> None:
         if self._used is not None and key not in self._used:
@@ -187,19 +201,29 @@ class Facts:
     def results(self, name: str) -> list[SourceResult]:
         return self._by_name.get(name, [])
 
+    def ok_keys(self, name: str) -> frozenset[str]:
+        """The keys of the source's results that were collected (computed once per source)."""
+        found = self._ok_keys.get(name)
+        if found is None:
+            found = self._ok_keys[name] = frozenset(r.key for r in self.results(name) if r.ok)
+        return found
+
     def is_scoped(self, name: str) -> bool:
         spec = source_registry.BY_NAME.get(name)
         return spec is not None and spec.scope is not None
 
     def get(self, name: str) -> Any:
         if self.is_scoped(name):
-            return Scoped(name, self.results(name), self._record)
+            scoped = self._scoped.get(name)     # built once: 200 servers are 200 parts for every lookup otherwise
+            if scoped is None:
+                scoped = self._scoped[name] = Scoped(name, self.results(name), self._record, self.watch)
+            return scoped
         self._record(name)
         found = self.results(name)
         result = found[0] if found else None
         if result is None or not result.ok:
             raise _why_not(result, name)
-        return result.data
+        return self.watch.root(name, result.data)
 
     def status(self, name: str) -> tuple[bool, str | None]:
         """(usable, why not) for a required source: a scoped one needs at least one part collected."""

@@ -11,7 +11,7 @@ TERMINAL_FACT_LIMIT = 20
 HTML_FACT_LIMIT = 300
 
 
-def lines(diff: RunDiff, fact_limit: int = TERMINAL_FACT_LIMIT) -> list[str]:
+def lines(diff: RunDiff, fact_limit: int = TERMINAL_FACT_LIMIT, new_passes: bool = False) -> list[str]:
     """Every line is one_line()d (subjects and facts come from the customer's environment); a leading tab marks
     a detail line, indented after cleaning."""
     tally = diff.counts()
@@ -20,7 +20,11 @@ def lines(diff: RunDiff, fact_limit: int = TERMINAL_FACT_LIMIT) -> list[str]:
            f"verdict: {diff.old.verdict} -> {diff.new.verdict} ({diff.verdict_direction})",
            f"findings: {tally['worse']} worse, {tally['better']} better, {tally['new']} new, {tally['gone']} gone, "
            f"{tally['changed']} otherwise changed"]
-    for change in diff.statuses:
+    shown = diff.shown(new_passes)
+    if len(shown) < len(diff.statuses):
+        out.append(f"{len(diff.statuses) - len(shown)} new finding(s) that pass or do not apply are not listed "
+                   "(--new-passes lists them)")
+    for change in shown:
         before = change.old or "(none)"
         after = change.new or "(none)"
         found = f": {change.new_actual}" if change.new and change.new_actual else ""
@@ -39,7 +43,8 @@ def lines(diff: RunDiff, fact_limit: int = TERMINAL_FACT_LIMIT) -> list[str]:
     return [("  " if line.startswith("\t") else "") + one_line(line, 400) for line in out]
 
 
-def html(diff: RunDiff) -> str:
+def html(diff: RunDiff, new_passes: bool = False) -> str:
     from hma_check.render.templating import render_template
 
-    return render_template("diff.html.j2", changes=diff, fact_limit=HTML_FACT_LIMIT, version=__version__)
+    return render_template("diff.html.j2", changes=diff, fact_limit=HTML_FACT_LIMIT, version=__version__,
+                           new_passes=new_passes)

@@ -1,4 +1,4 @@
-"""report.html: one self-contained file (inline CSS and SVG, no external asset) that also prints cleanly."""
+"""report.html: one self-contained file (inline CSS and script, no external asset) that also prints cleanly."""
 
 from __future__ import annotations
 
@@ -11,5 +11,4 @@ from hma_check.render.model import Report
 def render(report: Report) -> str:
     if report.kind == "validation":
         return render_template("validation.html.j2", report=report, fact_limit=FACT_LIMIT)
-    return render_template("report.html.j2", report=report, bars=charts.area_bars(report),
-                           matrix=charts.matrix(report), colors=charts.COLORS)
+    return render_template("report.html.j2", report=report, bars=charts.area_bars(report))

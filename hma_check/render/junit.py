@@ -1,7 +1,8 @@
 """junit.xml for pipelines: one testsuite per area, one testcase per finding.
 
 FAIL is a failure and ERROR an error (the check could not be decided); NOT_APPLICABLE and EXEMPT are skipped with
-their reason; WARN passes but says so in system-out, since JUnit has no warning state.
+their reason; WARN and NOTE pass but say so in system-out, since JUnit has no warning state (a NOTE is an info
+check's result: never a failure, never part of the verdict).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, WARN
+from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NOTE, WARN
 from hma_check.render.model import Report
 
 
@@ -48,7 +49,7 @@ def render(report: Report) -> bytes:
                 ET.SubElement(case, "skipped", message=_clean(
                     f"exempt ({finding.original_status}): {exemption.get('reason')} - approved by "
                     f"{exemption.get('approved_by')} until {exemption.get('expires')}"))
-            elif finding.status == WARN:
-                ET.SubElement(case, "system-out").text = _clean(f"WARN ({finding.severity}): {finding.actual}")
+            elif finding.status in (WARN, NOTE):
+                ET.SubElement(case, "system-out").text = _clean(f"{finding.status} ({finding.severity}): {finding.actual}")
     ET.indent(suites)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"

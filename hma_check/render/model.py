@@ -1,17 +1,21 @@
-"""Everything the renderers show, computed once from an Evaluation: verdict, ordering, matrix, gaps, runbooks."""
+"""Everything the renderers show, computed once from an Evaluation: verdict, what needs attention grouped by root
+cause, the server overview, areas, gaps, runbooks."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from hma_check import __version__
+from hma_check.contract.findings import (ERROR, EXEMPT, NOT_APPLICABLE, NOTE, PASS, STATUSES, Finding, RunbookEntry,
+                                         counts, verdict_of)
+from hma_check.contract.snapshot import iso_utc, utc_now
 from hma_check.evaluate.checks import PHASES
 from hma_check.evaluate.engine import Evaluation
-from hma_check.contract.findings import (ERROR, EXEMPT, FAIL, NOT_APPLICABLE, PASS, STATUSES, WARN, Finding, RunbookEntry,
-                                counts, verdict_of)
-from hma_check.contract.snapshot import iso_utc, utc_now
+from hma_check.render.attention import TO_ACT_ON, Row, build_rows, causes_of, compact, found, same_found
+from hma_check.render.overview import Overview, build_overview
 from hma_check.runs.after_enable import VALIDATION_LABEL, VALIDATION_TEXT
 
 STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
@@ -36,6 +40,7 @@ class CheckGroup:
     worst: str
     counts: dict[str, int]
     findings: list[Finding]
+    servers: list[str] = field(default_factory=list)      # the servers its findings are about (the server filter)
 
     @property
     def detailed(self) -> list[Finding]:
@@ -44,6 +49,35 @@ class CheckGroup:
     @property
     def settled(self) -> list[Finding]:
         return [f for f in self.findings if f.status in (PASS, NOT_APPLICABLE)]
+
+    @property
+    def detail_rows(self) -> list[dict[str, Any]]:
+        """Findings to look at (not passing), those with the same result and evidence shown once with their
+        subjects: 200 servers with the same ActiveSync note are one block, not 200."""
+        rows: dict[tuple[str, str, str], list[Finding]] = {}
+        for finding in self.detailed:
+            evidence = json.dumps([finding.excerpt, finding.failing, finding.exemption], sort_keys=True, default=str)
+            rows.setdefault((finding.status, same_found(finding), evidence), []).append(finding)
+        return [{"status": status, "first": group[0], "findings": group, "label": _label([f.subject for f in group])}
+                for (status, _, _), group in rows.items()]
+
+    @property
+    def opened(self) -> bool:
+        """Shown open: something to act on (a note or a pass is a click away)."""
+        return any(f.status in TO_ACT_ON for f in self.findings)
+
+    @property
+    def settled_rows(self) -> list[dict[str, Any]]:
+        """Passing and not-applicable findings with the same result as one line: '200 servers: TLS 1.2 Enabled'."""
+        rows: dict[tuple[str, str], list[str]] = {}
+        for finding in self.settled:
+            rows.setdefault((finding.status, found(finding)), []).append(finding.subject)
+        return [{"status": status, "found": text, "subjects": subjects, "label": _label(subjects)}
+                for (status, text), subjects in rows.items()]
+
+    @property
+    def statuses(self) -> list[str]:
+        return [status for status in STATUSES if self.counts.get(status)]
 
 
 @dataclass
@@ -67,10 +101,11 @@ class Gap:
 
 
 @dataclass
-class Matrix:
-    servers: list[str]
-    checks: list[dict[str, str]]                 # [{id, title}]
-    cells: dict[str, dict[str, str]]             # server -> check id -> worst status
+class Notice:
+    """A line the banner shows under the verdict (the state the organisation is in, what the runbook assumes)."""
+
+    kind: str       # 'info' or 'warning'
+    text: str
 
 
 @dataclass
@@ -83,7 +118,6 @@ class Report:
     findings: list[Finding]
     attention: list[Finding]                     # blockers first (FAIL, ERROR, EXEMPT), then the rest to act on
     areas: list[AreaSection]
-    matrix: Matrix
     gaps: list[Gap]
     enable_phases: list[dict[str, Any]]
     rollback_phases: list[dict[str, Any]]
@@ -96,12 +130,55 @@ class Report:
     baseline: dict[str, Any] | None = None       # validation: the readiness run it follows (hma_check.runs.after_enable)
     changes: Any = None                          # validation: a RunDiff from that run to this one
     notes: list[str] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)          # what needs attention: one row per root cause
+    note_rows: list[Row] = field(default_factory=list)     # NOTE findings, grouped the same way
+    overview: Overview | None = None
+    servers: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)    # shown under the verdict
+    causes: dict[int, Finding] = field(default_factory=dict)   # id(finding) -> the finding that explains it
 
     @property
     def verdict_label(self) -> str:
         if self.kind == "validation":
             return VALIDATION_LABEL[self.verdict]
         return self.verdict.replace("_", " ")
+
+    @property
+    def blockers(self) -> list[Row]:
+        """The rows that keep the verdict from READY, one per root cause (a row whose effects block counts)."""
+        return [row for row in self.rows if row.blocks or any(effect.blocks for effect in row.effects)]
+
+    @property
+    def gap_rows(self) -> list[dict[str, Any]]:
+        """Sources not collected, one row per source and error: WinRM closed on 40 servers is one row, not 40."""
+        rows: dict[tuple[str, ...], dict[str, Any]] = {}
+        for gap in self.gaps:
+            name, _, scope = gap.key.partition("@")
+            error = gap.error.replace(scope, "‹scope›") if scope else gap.error
+            key = (name, gap.status, error, ", ".join(gap.checks))
+            row = rows.setdefault(key, {"source": name, "status": gap.status, "error": error, "checks": gap.checks,
+                                        "command": gap.command, "scopes": []})
+            if scope:
+                row["scopes"].append(scope)
+        for row in rows.values():
+            if len(row["scopes"]) == 1:
+                row["error"] = row["error"].replace("‹scope›", row["scopes"][0])
+            row["where"] = _label(row["scopes"]) if row["scopes"] else ""
+            row["label"] = row["source"] + (f" @ {row['where']}" if row["scopes"] else "")
+        return list(rows.values())
+
+    @property
+    def first_step(self) -> RunbookEntry | None:
+        for phase in self.enable_phases:
+            for entry in phase["entries"]:
+                return entry
+        return None
+
+    def cause_of(self, finding: Finding) -> Finding | None:
+        return self.causes.get(id(finding))
+
+    def server_of(self, finding: Finding) -> str | None:
+        return _server_of(finding, {name.lower(): name for name in self.servers})
 
 
 def sort_key(finding: Finding, order: dict[str, int]) -> tuple[int, int, int, str]:
@@ -116,15 +193,24 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
     order = {check.id: index for index, check in enumerate(checks.checks)}
     findings = sorted(evaluation.findings, key=lambda f: sort_key(f, order))
     verdict = verdict_of(findings)
-    to_act_on = [f for f in findings if f.status in (FAIL, ERROR, WARN, EXEMPT)]
+    to_act_on = [f for f in findings if f.status in TO_ACT_ON]
     attention = [f for f in to_act_on if f.severity == "blocker"] + [f for f in to_act_on if f.severity != "blocker"]
+    servers = _server_names(evaluation)
+    by_lower = {name.lower(): name for name in servers}
     area_ids = list(dict.fromkeys([*checks.areas, *(c.area for c in checks.checks)]))
+    by_area: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_area.setdefault(finding.area, []).append(finding)
     areas = []
     for area in area_ids:
-        in_area = [f for f in findings if f.area == area]
+        in_area = by_area.get(area, [])
         if in_area:
             areas.append(AreaSection(id=area, title=checks.area_title(area), findings=in_area, counts=counts(in_area),
-                                     checks=_groups(in_area, order)))
+                                     checks=_groups(in_area, order, by_lower)))
+    enable_phases = _phases(evaluation.runbook, reverse=False)
+    steps = {(entry.phase, entry.enable): f"{phase['phase']}.{index}"
+             for phase in enable_phases for index, entry in enumerate(phase["entries"], 1)}
+    linked = causes_of(findings)
     snapshot = evaluation.snapshot
     metadata = {
         "organization": _organization_name(snapshot),
@@ -135,6 +221,7 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         "collected_by": snapshot.collected_by,
         "collected_with": snapshot.tool_version,
         "target": snapshot.target,
+        "target_text": target_text(snapshot.target),
         "evidence_sha256": evidence_sha256,
         "checks_files": checks.files,
         "sources_total": len(snapshot.sources),
@@ -144,16 +231,56 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         verdict=verdict, verdict_text=(VALIDATION_TEXT if kind == "validation" else VERDICT_TEXT)[verdict],
         exit_code=exit_code, counts=counts(findings), kind=kind,
         severity_counts=_severity_counts(findings), findings=findings, attention=attention, areas=areas,
-        matrix=_matrix(findings, evaluation), gaps=_gaps(evaluation, findings),
-        enable_phases=_phases(evaluation.runbook, reverse=False),
+        gaps=_gaps(evaluation, findings), enable_phases=enable_phases,
         rollback_phases=_phases([e for e in evaluation.runbook if e.rollback], reverse=True),
         hma_state=_hma_state(evaluation), metadata=metadata, unused_exemptions=list(unused_exemptions or []),
         expired_exemptions=[f for f in findings if f.exemption and f.exemption.get("expired")],
         area_titles={a: checks.area_title(a) for a in area_ids},
+        rows=build_rows(findings, TO_ACT_ON, order=order, servers=servers, steps=steps, linked=linked),
+        note_rows=build_rows(findings, (NOTE,), order=order, servers=servers, steps=steps, linked=linked),
+        overview=build_overview(findings, servers, snapshot, evaluation.as_of), servers=servers, causes=linked,
     )
 
 
-def _groups(findings: list[Finding], order: dict[str, int]) -> list[CheckGroup]:
+def target_text(target: Any) -> str:
+    """The scan target in words, for the report: what was read from where, with which account; never a Python dict
+    and never a local path (a CA bundle in a temporary folder says nothing to a change board)."""
+    if not isinstance(target, dict):
+        return str(target or "")
+    parts: list[str] = []
+    mode = target.get("mode")
+    if isinstance(mode, str):
+        where = target.get("exchangeServer") or (target.get("exchange") if isinstance(target.get("exchange"), str)
+                                                 else None)
+        parts.append(f"{mode}" + (f" of {where}" if where else ""))
+    exchange = target.get("exchange")
+    if isinstance(exchange, dict):
+        where = exchange.get("server") or exchange.get("url") or ""
+        how = ", ".join(str(v) for v in (exchange.get("auth"), exchange.get("username")) if v)
+        parts.append(f"Exchange remote PowerShell {where}" + (f" ({how})" if how else ""))
+    os_target = target.get("os")
+    if isinstance(os_target, dict):
+        hosts = os_target.get("hosts")
+        count = f" on {len(hosts)} servers" if isinstance(hosts, (dict, list)) and hosts else ""
+        parts.append(f"server OS over WinRM{count}" + (f" ({os_target['auth']})" if os_target.get("auth") else ""))
+    graph = target.get("graph")
+    tenants = (graph.get("tenants") if isinstance(graph, dict) else None) or target.get("tenants")
+    if graph or tenants:
+        listed = ", ".join(map(str, tenants)) if isinstance(tenants, list) and tenants else ""
+        parts.append("Microsoft Graph" + (f" (tenant {listed})" if listed else ""))
+    probes = target.get("probes")
+    if isinstance(probes, dict):
+        extra = probes.get("hosts") or []
+        parts.append("anonymous HTTPS probes of every Exchange URL host" +
+                     (f" and {', '.join(map(str, extra))}" if extra else ""))
+    return "; ".join(parts)
+
+
+def _label(subjects: list[str]) -> str:
+    return subjects[0] if len(subjects) == 1 else f"{len(subjects)}: {compact(subjects)}"
+
+
+def _groups(findings: list[Finding], order: dict[str, int], servers: dict[str, str]) -> list[CheckGroup]:
     by_check: dict[str, list[Finding]] = {}
     for finding in findings:
         by_check.setdefault(finding.check_id, []).append(finding)
@@ -161,9 +288,10 @@ def _groups(findings: list[Finding], order: dict[str, int]) -> list[CheckGroup]:
     for check_id, group in by_check.items():
         first = group[0]
         worst = min((f.status for f in group), key=lambda s: STATUS_RANK.get(s, 9))
+        on = sorted({s for f in group if (s := _server_of(f, servers))})
         groups.append(CheckGroup(id=check_id, title=first.title, severity=first.severity, expected=first.expected,
                                  why=first.why, references=first.references, worst=worst, counts=counts(group),
-                                 findings=group))
+                                 findings=group, servers=on))
     groups.sort(key=lambda g: (STATUS_RANK.get(g.worst, 9), order.get(g.id, 9999)))
     return groups
 
@@ -199,27 +327,6 @@ def _server_of(finding: Finding, servers: dict[str, str]) -> str | None:
         if candidate and candidate.lower() in servers:
             return servers[candidate.lower()]
     return None
-
-
-def _matrix(findings: list[Finding], evaluation: Evaluation) -> Matrix:
-    """Servers down the side, the per-server checks across: the 'one server out of ten' picture."""
-    names = _server_names(evaluation)
-    by_lower = {name.lower(): name for name in names}
-    cells: dict[str, dict[str, str]] = {name: {} for name in names}
-    used: list[str] = []
-    for finding in findings:
-        server = _server_of(finding, by_lower)
-        if server is None:
-            continue
-        current = cells[server].get(finding.check_id)
-        if current is None or STATUS_RANK[finding.status] < STATUS_RANK[current]:
-            cells[server][finding.check_id] = finding.status
-        if finding.check_id not in used:
-            used.append(finding.check_id)
-    order = [c.id for c in evaluation.checks.checks]
-    used.sort(key=lambda cid: order.index(cid) if cid in order else 9999)
-    titles = {c.id: c.title for c in evaluation.checks.checks}
-    return Matrix(servers=names, checks=[{"id": cid, "title": titles.get(cid, cid)} for cid in used], cells=cells)
 
 
 def _gaps(evaluation: Evaluation, findings: list[Finding]) -> list[Gap]:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from hma_check.render.model import Report
 from hma_check.contract.snapshot import json_lines
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: the NOTE status; excerpt as {property path: value}; failing; causes
 FACT_LIMIT = 1000   # per source: a 50,000-user tenant can change thousands of users between two runs
 
 

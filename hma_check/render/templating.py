@@ -24,6 +24,12 @@ def md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def md_code(value: Any) -> str:
+    """Inline code for a Markdown table cell: one line, a backtick cannot end it and a pipe cannot end the cell."""
+    text = " ".join(str(value if value is not None else "").split())
+    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+
 def ps_comment(value: Any) -> str:
     """Text that stays inside a one-line PowerShell # comment (control characters cannot end the line)."""
     return one_line(str(value if value is not None else ""), limit=None)
@@ -49,8 +55,29 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, default=str, sort_keys=True)
 
 
+def when(value: Any) -> str:
+    """An evidence timestamp for people: '2026-11-20 09:00:00 UTC' (to the second; the evidence keeps the rest)."""
+    from hma_check.contract.snapshot import parse_utc
+
+    if not value:
+        return "unknown"
+    try:
+        return parse_utc(str(value)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def shown(value: Any) -> str:
+    """An excerpt value in a table cell: text as is, a list as 'a, b', anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        return ", ".join(map(str, value)) if value else "(empty list)"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "WARN": "warn", "ERROR": "error", "NOT_APPLICABLE": "na",
-                "EXEMPT": "exempt"}
+                "EXEMPT": "exempt", "NOTE": "note"}
 STATUS_LABEL = {"NOT_APPLICABLE": "N/A"}
 
 
@@ -62,6 +89,7 @@ def environment() -> Environment:
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
     env.filters.update(md=md, ps_comment=ps_comment, pretty_json=pretty_json, fenced=fenced, css_string=css_string,
+                       when=when, shown=shown, md_code=md_code,
                        status_class=lambda s: STATUS_CLASS.get(s, "na"),
                        status_label=lambda s: STATUS_LABEL.get(s, s))
     return env

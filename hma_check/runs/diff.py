@@ -10,13 +10,14 @@ from typing import Any
 
 from hma_check.errors import EvidenceError, InputError
 from hma_check.runs.factdiff import FactChange, diff_snapshots
-from hma_check.contract.findings import ERROR, EXEMPT, FAIL, MAX_FINDINGS_BYTES, NOT_APPLICABLE, PASS, WARN
+from hma_check.contract.findings import ERROR, EXEMPT, FAIL, MAX_FINDINGS_BYTES, NOT_APPLICABLE, NOTE, PASS, WARN
 from hma_check.contract.snapshot import Snapshot, load_snapshot
 from hma_check.util.json_file import JsonError, loads_json
 from hma_check.util.read_file import read_limited
 
-# How bad a status is for the change board: a move up this scale is "worse". An exemption is an approved state.
-BADNESS = {PASS: 0, NOT_APPLICABLE: 0, EXEMPT: 0, WARN: 1, ERROR: 2, FAIL: 3}
+# How bad a status is for the change board: a move up this scale is "worse". An exemption is an approved state; a
+# NOTE (an info check) is worth knowing but never a problem.
+BADNESS = {PASS: 0, NOT_APPLICABLE: 0, EXEMPT: 0, NOTE: 0, WARN: 1, ERROR: 2, FAIL: 3}
 VERDICT_BADNESS = {"READY": 0, "INCOMPLETE": 1, "NOT_READY": 2}
 
 
@@ -55,6 +56,11 @@ class StatusChange:
     new_actual: str = ""
 
     @property
+    def new_pass(self) -> bool:
+        """A finding that did not exist before and passes (or does not apply): listed only on request."""
+        return self.old is None and self.new in (PASS, NOT_APPLICABLE)
+
+    @property
     def direction(self) -> str:
         if self.old is None:
             return "worse" if self.new is not None and BADNESS.get(self.new, 0) else "new"
@@ -86,6 +92,11 @@ class RunDiff:
     @property
     def worse(self) -> bool:
         return self.verdict_direction == "worse" or any(c.direction == "worse" for c in self.statuses)
+
+    def shown(self, new_passes: bool = False) -> list[StatusChange]:
+        """The status changes to list: new passing findings (a server or URL added, more checks) only when asked,
+        since they need no action and would bury what changed."""
+        return [change for change in self.statuses if new_passes or not change.new_pass]
 
     def counts(self) -> dict[str, int]:
         out = {direction: 0 for direction in ("worse", "better", "new", "gone", "changed")}

@@ -8,11 +8,10 @@ through it, so "must be a mapping" or "must be true or false" is said (and teste
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterable
 
-from hma_check.errors import InputError
+from hma_check.errors import InputError, did_you_mean
 
 Where = tuple[Any, ...]    # a key path in a document: ("tenants", 0, "id")
 Fail = Callable[[Where, str], InputError]
@@ -37,9 +36,8 @@ class Schema:
             for key in value:
                 if key in allowed or (extensions and isinstance(key, str) and key.startswith(extensions)):
                     continue
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.fail((*where, key), f"unknown key{suggestion}; expected one of: {', '.join(allowed)}")
+                raise self.fail((*where, key), f"unknown key{did_you_mean(key, allowed)}; expected one of: "
+                                               f"{', '.join(allowed)}")
         for key in required:
             if key not in value:
                 raise self.fail(where, f"missing required key '{key}'")

@@ -15,12 +15,12 @@ from hma_check.collect.psrp_client import ReadOnlyViolation, RemoteSession
 from hma_lab.runtime import Lab
 from hma_lab.scenario import load_scenario, scenario_names
 from hma_check.commands.pipeline import run_report
-from tests.support.lab import (assert_read_only, build_verdict, counts, exchange_settings, lab_process, scan,
-                               scan_process_lab, variant)
+from tests.support.lab import (assert_read_only, build_verdict, counts, exchange_settings, scan, scan_large_once,
+                               variant)
 
 ORG_SOURCES = 1 + len(ORG_QUERIES)          # Get-ExchangeServer and the other organisation-wide queries
 PER_SERVER = len(SERVER_CMDLETS)
-OUTCOME_ORDER = ("FAIL", "WARN", "ERROR", "PASS", "NOT_APPLICABLE")
+OUTCOME_ORDER = ("FAIL", "WARN", "ERROR", "NOTE", "PASS", "NOT_APPLICABLE")
 EXCHANGE = ("exchange",)
 
 
@@ -68,16 +68,16 @@ def test_scenario_verdict_and_key_findings(name, tmp_path):
     assert_expectations(scenario, snapshot, tmp_path)
 
 
+@pytest.mark.xdist_group("large")
 def test_large_organisation_in_one_scan(tmp_path):
-    # One scan of 200 servers through Exchange, Graph and the probes. The OS collector's fan-out (four WinRM reads
-    # per server) is left out to keep the suite's time: its own tests cover it; its findings are set aside.
+    # One scan of 200 servers through every collector, shared with the report's browser tests (one scan per suite).
     scenario = load_scenario("large")
-    with lab_process("large") as info:
-        snapshot = scan_process_lab(info, sections=("exchange", "graph", "probes"))
+    snapshot, info = scan_large_once()
     assert counts(snapshot) == {"ok": ORG_SOURCES + 200 * PER_SERVER, "error": 0, "skipped": 0}
     assert counts(snapshot, "graph.")["error"] == 0 and counts(snapshot, "probe.")["error"] == 0
+    assert counts(snapshot, "os.")["error"] == 0
     assert info["stats"]["peak_shells"] <= 12
-    assert_expectations(scenario, snapshot, tmp_path, left_out=("os",))
+    assert_expectations(scenario, snapshot, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ read-only

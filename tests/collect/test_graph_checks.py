@@ -141,12 +141,12 @@ def test_identity_and_conditional_access_findings_follow_the_tenant(lab, tenant,
     findings = scan(lab, tmp_path, checks=checks)
     [synced] = findings["HMA-ID-003"]
     assert synced.status == "FAIL" and "user3@contoso.com" in synced.actual
-    assert {f.subject: f.status for f in findings["HMA-ID-006"]}["contoso.com"] == "WARN"
-    assert status(findings, "HMA-ID-009") == ["WARN"]
+    assert {f.subject: f.status for f in findings["HMA-ID-006"]}["contoso.com"] == "NOTE"
+    assert status(findings, "HMA-ID-009") == ["NOTE"]
     [legacy] = findings["HMA-ID-007"]
-    assert legacy.status == "WARN" and "report-only" in legacy.actual
+    assert legacy.status == "NOTE" and "report-only" in legacy.actual
     [applying] = findings["HMA-ID-008"]
-    assert applying.status == "WARN" and "Require MFA for all cloud apps" in applying.actual
+    assert applying.status == "NOTE" and "Require MFA for all cloud apps" in applying.actual
     assert "(inference)" in applying.actual
     [keys] = findings["HMA-HYG-001"]
     assert keys.status == "WARN" and "Microsoft Exchange Server Auth Certificate" in keys.actual

@@ -169,6 +169,22 @@ def test_without_the_server_list_every_os_source_says_why(lab):
                for r in results)
 
 
+def test_a_refused_password_is_tried_on_two_servers_only(lab, windows, snapshot):
+    """The same account signs in everywhere: once two servers refused it, no other is asked (an account lockout
+    policy counts every attempt), and every source says why. A server that does not answer (EX02) proves nothing."""
+    settings = load_config_text(yaml.safe_dump({"os": lab.scan_config()["os"]})).sections["os"]
+    servers = [s["Name"] for s in snapshot.sources["exchange.servers"].data if not s.get("IsEdgeServer")]
+    before = len(windows.request_log)
+    results = collect_os(settings, "not-the-password", _only(snapshot, *servers))
+    assert all(r.status == "error" for r in results) and len(results) == 4 * len(servers)
+    refused = sorted({r.scope for r in results if r.error.startswith("authentication failed")})
+    asked = {e["server"] for e in windows.request_log[before:] if e["status"] == 401}
+    assert len(refused) == 2 and asked == set(refused) and len(servers) > 4
+    later = [r for r in results if r.scope not in (*refused, "EX02")]
+    assert later and all(r.error.startswith(f"not attempted: the account was refused by {refused[0]} and "
+                                            f"{refused[1]}") for r in later), later[0].error
+
+
 def test_edge_servers_are_skipped_and_the_scan_records_its_options(snapshot):
     assert _source(snapshot, "os.tls_registry", "EDGE01").status == "skipped"
     assert snapshot.sources["scan.options"].data == {"owa_ecp": False}

@@ -51,7 +51,8 @@ def _one(results: dict[str, SourceResult], key: str) -> dict:
 
 
 def _via(lab: EndpointServer, address: str) -> str:
-    return f" via {address}:{lab.port}"
+    """A node in a scope: its address, never the lab's port (which changes every run)."""
+    return f" via {address}"
 
 
 # ------------------------------------------------------------------------------------------ what is probed
@@ -112,7 +113,7 @@ def test_pre_authenticating_proxy_answers_without_exchange_headers(scan):
 
 def test_no_authorization_uri_and_oauth_not_available():
     """EvoSts not the default endpoint: Bearer without authorization_uri; OAuth2ClientProfileEnabled false:
-    x-ms-diagnostics 4000000 oauth_not_available (seed 003)."""
+    x-ms-diagnostics 4000000 oauth_not_available, as Exchange answers."""
     spec = lab_spec(evosts_default=False, oauth2_client_profile_enabled=False)
     with EndpointServer(spec) as server:
         settings = parse_probe_settings({"connect_to": server.connect_to, "ca_bundle": str(server.ca_bundle),
@@ -282,6 +283,24 @@ def test_resolve_and_connect_to_reach_each_node(lab):
     assert servers == {"EX01", "EX02"}
     assert {r.scope for r in results if r.name == "probe.tls" and r.ok} == {
         f"mail.contoso.com:443{_via(lab, '127.0.1.1')}", f"mail.contoso.com:443{_via(lab, '127.0.1.2')}"}
+
+
+def test_a_node_is_named_by_its_address_and_by_its_port_only_when_it_shares_the_address():
+    """Scopes are finding subjects that runs are compared on: a port that changes between runs stays out of them
+    unless two nodes need it to be told apart."""
+    from hma_check.collect.probes.collector import _route
+    from hma_check.collect.probes.targets import HostTarget
+
+    target = HostTarget(host="mail.contoso.com", port=443)
+    two_addresses = parse_probe_settings({"connect_to": ["mail.contoso.com:443:127.0.1.1:8443",
+                                                         "mail.contoso.com:443:127.0.1.2:8443"]})
+    one_address = parse_probe_settings({"connect_to": ["mail.contoso.com:443:127.0.1.1:8443",
+                                                       "mail.contoso.com:443:127.0.1.1:9443"]})
+    assert [n.scope("mail.contoso.com:443") for n in _route(target, two_addresses).nodes] == [
+        "mail.contoso.com:443 via 127.0.1.1", "mail.contoso.com:443 via 127.0.1.2"]
+    assert [n.scope("mail.contoso.com:443") for n in _route(target, one_address).nodes] == [
+        "mail.contoso.com:443 via 127.0.1.1:8443", "mail.contoso.com:443 via 127.0.1.1:9443"]
+    assert [n.via for n in _route(target, two_addresses).nodes] == ["127.0.1.1:8443", "127.0.1.2:8443"]
 
 
 def test_concurrency_one_probes_one_node_at_a_time(lab):

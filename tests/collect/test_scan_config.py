@@ -40,6 +40,10 @@ def test_defaults_are_safe():
     ("exchange:\n  server: mail\n  concurrency: 0\n", 3, "integer from 1 to 64"),
     ("exchange:\n  server: mail\n  colour: blue\n", 3, "unknown key"),
     ("exchange:\n  server: mail\nsmtp: {}\n", 3, "unknown section"),
+    ("exchange:\n  server: mail\n  usrname: u\n", 3, "unknown key (did you mean 'username'?)"),
+    ("exchnage:\n  server: mail\n", 1, "unknown section (did you mean 'exchange'?)"),
+    ("probes: {timout: 3}\n", 1, "unknown key (did you mean 'timeout'?)"),
+    ("options: {owa_ecpp: true}\n", 1, "options.owa_ecpp: unknown key (did you mean 'owa_ecp'?)"),
     ("[]\n", 1, "a scan configuration is a mapping"),
 ])
 def test_configuration_errors_name_file_and_line(tmp_path, text, line, message):

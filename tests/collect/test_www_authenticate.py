@@ -1,4 +1,5 @@
-"""The WWW-Authenticate parser on the real Exchange headers of seed 003 (verbatim) and on hostile input."""
+"""The WWW-Authenticate parser on the real Exchange headers the Exchange team published with
+HMA (verbatim, from the troubleshooting part of the announcement) and on hostile input."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from hma_check.collect.probes.www_authenticate import bearer_challenge, parse_ch
 EXO = "00000002-0000-0ff1-ce00-000000000000"
 ACS = "00000001-0000-0000-c000-000000000000"
 
-# Seed 003, "Auth_URI Failures": the response headers in arrival order (Www-Authenticate x3, then WWW-Authenticate).
-SEED_FLIGHTING = [
+# https://blogs.technet.microsoft.com/exchange/2017/12/06/announcing-hybrid-modern-authentication-for-exchange-on-premises/
+# "Auth_URI Failures": the response headers in arrival order (Www-Authenticate x3, then WWW-Authenticate).
+PUBLISHED_FLIGHTING = [
     "Negotiate",
     "NTLM",
     'Basic realm="autodiscover.contoso.com"',
@@ -19,23 +21,23 @@ SEED_FLIGHTING = [
     'f31f3647-5d87-4b69-a0b6-73f62aeab14c", token_types="app_asserted_user_v1 service_asserted_app_v1", '
     'authorization_uri="https://login.windows.net/common/oauth2/authorize"',
 ]
-# Seed 003, "Name Mismatches": three trusted issuers inside one quoted string, and an error parameter.
-SEED_NAME_MISMATCH = (
+# "Name Mismatches": three trusted issuers inside one quoted string, and an error parameter.
+PUBLISHED_NAME_MISMATCH = (
     'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", trusted_issuers="00000001-0000-0000-c000-000000000000@'
     '8da56bec-0d27-4cac-ab06-52ee2c40ea22,00000004-0000-0ff1-ce00-000000000000@contoso.com,00000003-0000-0ff1-ce00-'
     '000000000000@8da56bec-0d27-4cac-ab06-52ee2c40ea22", token_types="app_asserted_user_v1 service_asserted_app_v1", '
     'authorization_uri="https://login.windows.net/common/oauth2/authorize", error="invalid_token"'
 )
-# Seed 003, "Who's This?": no token_types, no authorization_uri.
-SEED_WHOS_THIS = 'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", trusted_issuers="00000001-0000-0000-c000-' \
+# "Who's This?": no token_types, no authorization_uri.
+PUBLISHED_WHOS_THIS = 'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", trusted_issuers="00000001-0000-0000-c000-' \
                  '000000000000@cc2e9d54-565d-4b36-b7f0-9866c19f9b17"'
 
 
 def test_seed_flighting_response_headers_in_order():
-    challenges = parse_challenges(SEED_FLIGHTING)
+    challenges = parse_challenges(PUBLISHED_FLIGHTING)
     assert [c.scheme for c in challenges] == ["Negotiate", "NTLM", "Basic", "Bearer"]
     assert challenges[2].param("realm") == "autodiscover.contoso.com"
-    assert challenges[3].raw == SEED_FLIGHTING[3]
+    assert challenges[3].raw == PUBLISHED_FLIGHTING[3]
     assert bearer_challenge(challenges) == {
         "client_id": EXO,
         "trusted_issuers": [f"{ACS}@f31f3647-5d87-4b69-a0b6-73f62aeab14c"],
@@ -46,7 +48,7 @@ def test_seed_flighting_response_headers_in_order():
 
 
 def test_commas_inside_quotes_stay_in_one_parameter():
-    bearer = bearer_challenge(parse_challenges([SEED_NAME_MISMATCH]))
+    bearer = bearer_challenge(parse_challenges([PUBLISHED_NAME_MISMATCH]))
     assert bearer["trusted_issuers"] == [
         f"{ACS}@8da56bec-0d27-4cac-ab06-52ee2c40ea22",
         "00000004-0000-0ff1-ce00-000000000000@contoso.com",
@@ -57,18 +59,18 @@ def test_commas_inside_quotes_stay_in_one_parameter():
 
 
 def test_missing_parameters_are_null_not_guessed():
-    bearer = bearer_challenge(parse_challenges([SEED_WHOS_THIS, 'Basic realm="mail.contoso.com"', "Negotiate"]))
+    bearer = bearer_challenge(parse_challenges([PUBLISHED_WHOS_THIS, 'Basic realm="mail.contoso.com"', "Negotiate"]))
     assert bearer["authorization_uri"] is None
     assert bearer["token_types"] is None
     assert bearer["trusted_issuers"] == [f"{ACS}@cc2e9d54-565d-4b36-b7f0-9866c19f9b17"]
 
 
 def test_several_challenges_in_one_header():
-    header = 'Negotiate, NTLM, Basic realm="mail.contoso.com", ' + SEED_WHOS_THIS + ', Negotiate oYIBBjCCAQKgAw=='
+    header = 'Negotiate, NTLM, Basic realm="mail.contoso.com", ' + PUBLISHED_WHOS_THIS + ', Negotiate oYIBBjCCAQKgAw=='
     challenges = parse_challenges([header])
     assert [c.scheme for c in challenges] == ["Negotiate", "NTLM", "Basic", "Bearer", "Negotiate"]
     assert challenges[2].raw == 'Basic realm="mail.contoso.com"'
-    assert challenges[3].raw == SEED_WHOS_THIS
+    assert challenges[3].raw == PUBLISHED_WHOS_THIS
     assert challenges[4].token68 == "oYIBBjCCAQKgAw=="
     assert challenges[4].params == {}
 

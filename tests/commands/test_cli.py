@@ -100,6 +100,8 @@ def test_checks_list_validate_explain(tmp_path):
     assert explained.returncode == 0
     assert "graph.exo_service_principal" in explained.stdout and "Update-MgServicePrincipal" in explained.stdout
     assert run("checks", "explain", "HMA-NOPE-999").returncode == 2
+    misspelt = run("checks", "explain", "HMA-SPN-01")
+    assert misspelt.returncode == 2 and "no check HMA-SPN-01 (did you mean 'HMA-SPN-001'?)" in misspelt.stderr
     site = tmp_path / "site.yaml"
     site.write_text(SITE_CHECKS, encoding="utf-8")
     validated = run("checks", "validate", "./site.yaml", cwd=tmp_path)

@@ -121,6 +121,33 @@ def test_lab_lists_and_runs_a_scenario_until_interrupted(tmp_path):
         assert process.wait(timeout=20) == 0
 
 
+def test_the_lab_prints_the_exact_commands_that_scan_it(tmp_path):
+    """Pasted as printed (the exports, then the scan), the next commands scan the lab: nothing left to fill in."""
+    process = subprocess.Popen([sys.executable, "-m", "hma_check", "lab", "--scenario", "no-evosts"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        steps = lines[lines.index("Next, in another terminal (the lab runs until Ctrl-C here):\n") + 1:]
+        commands = [line.strip() for line in steps if line.startswith("  ")]
+        assert commands[-2].startswith("hma-check scan --config ") and commands[-1] == "open out/lab/report.html"
+        script = "\n".join([*commands[:-1]]).replace("hma-check ", f"{sys.executable} -m hma_check ", 1)
+        scanned = subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                 env={k: v for k, v in os.environ.items() if not k.startswith("HMA_")})
+        assert scanned.returncode == 1, scanned.stderr          # no-evosts: NOT_READY, every collector reached
+        assert (tmp_path / "out" / "lab" / "report.html").is_file()
+        table = [line.split() for line in scanned.stderr.splitlines()
+                 if line.split()[:1] in (["exchange"], ["graph"], ["os"], ["probe"])]
+        assert len(table) == 4 and all(row[2] == "0" for row in table), scanned.stderr   # no collector failed
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+
+
 def test_the_commands_are_listed_and_the_help_stays_cheap():
     result = invoke("--help")
     for name in ("scan", "demo", "lab"):
@@ -128,3 +155,42 @@ def test_the_commands_are_listed_and_the_help_stays_cheap():
     probe = "import sys, hma_check.cli; print(sorted(m for m in ('pypsrp', 'psrpcore', 'requests', 'yaml') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_progress_never_counts_backwards_or_past_its_total_and_shows_the_time_left():
+    import io
+
+    from hma_check.commands.scanning import _Bar
+
+    bar = _Bar("exchange", file=io.StringIO())
+    seen = []
+    bar.start(3)
+    for _ in range(5):                      # more than announced
+        bar.advance("x", True)
+        seen.append((bar.bar.pos, bar.bar.length))
+    bar.start(2)                            # announced again, smaller: nothing goes back
+    seen.append((bar.bar.pos, bar.bar.length))
+    assert all(pos <= length for pos, length in seen), seen
+    assert [pos for pos, _ in seen] == sorted(pos for pos, _ in seen)
+    assert seen[-1] == (5, 5) and bar.bar.show_eta
+    bar.finish()
+
+
+def test_a_wrong_password_is_one_line_naming_the_account_and_the_checks_not_run(tmp_path):
+    from hma_lab.commands import scan_config_text
+
+    with Lab("ready") as lab:
+        config = tmp_path / "scan.yaml"
+        config.write_text(scan_config_text(lab), encoding="utf-8")
+        graph = {k: v for k, v in lab.secrets().items() if k.startswith("HMA_")}
+        result = invoke("scan", "--config", str(config), "--out", str(tmp_path / "out"),
+                        env={ENV: "not-the-password", **graph})
+        attempts = [e for e in lab.request_log if e.get("status") == 401]
+    findings = json.loads((tmp_path / "out" / "findings.json").read_text(encoding="utf-8"))["findings"]
+    errors = sum(1 for f in findings if f["status"] == "ERROR")
+    lines = [line for line in result.stderr.splitlines() if "authentication failed" in line]
+    assert len(lines) == 1, result.stderr           # one root cause, one line: not one per source
+    assert lines[0].startswith("exchange: authentication failed") and "CONTOSO\\hma-reader" in lines[0]
+    assert f"— {errors} checks not run" in lines[0] and "so no " in lines[0]
+    assert "not-the-password" not in result.stderr + result.stdout
+    assert len(attempts) <= 3, "the section stops at the first refusal"

@@ -55,6 +55,19 @@ def test_each_mistake_names_file_line_and_check(tmp_path, change, line, fragment
         assert "check SITE-ORG-001" in text
 
 
+def test_caused_by_names_another_loaded_check_or_fails_with_a_hint(tmp_path):
+    cause = GOOD + "    caused_by:\n      - {check: HMA-VDIR-101, subject: \"{{ exchange.organization_config.Name }}\"}\n"
+    text = error_of([checks_file(), write(tmp_path, cause)])
+    assert "check SITE-ORG-001: 'caused_by' names HMA-VDIR-101, which is not another check loaded" in text
+    assert "(did you mean HMA-VDIR-001?)" in text and text.startswith(f"{tmp_path / 'site.yaml'}:")
+    itself = GOOD + "    caused_by: [{check: SITE-ORG-001}]\n"
+    assert "not another check loaded" in error_of([write(tmp_path, itself)])
+    unknown_key = GOOD + "    caused_by: [{check: HMA-VDIR-001, subjects: x}]\n"
+    assert "caused_by[0].subjects: unknown key (did you mean 'subject'?)" in error_of([checks_file(), write(tmp_path, unknown_key)])
+    loaded = load_checks([checks_file(), write(tmp_path, GOOD + "    caused_by: [{check: HMA-VDIR-001}]\n")])
+    assert [(c.check, c.subject) for c in loaded.checks[-1].caused_by] == [("HMA-VDIR-001", None)]
+
+
 def test_duplicate_ids_across_files_name_both_places(tmp_path):
     first, second = write(tmp_path, GOOD, "a.yaml"), write(tmp_path, GOOD, "b.yaml")
     text = error_of([first, second])
@@ -64,6 +77,16 @@ def test_duplicate_ids_across_files_name_both_places(tmp_path):
 def test_a_user_file_cannot_reuse_a_shipped_id(tmp_path):
     text = error_of([checks_file(), write(tmp_path, GOOD.replace("SITE-ORG-001", "HMA-ORG-001"))])
     assert "HMA-ORG-001: duplicate id" in text
+
+
+def test_an_unknown_filter_in_a_runbook_template_fails_at_load_although_it_compiles_on_first_use(tmp_path):
+    body = GOOD + textwrap.indent(textwrap.dedent("""\
+        enable: |-
+          Set-OrganizationConfig -Identity {{ exchange.organization_config.Name | lowr | ps_quote }}
+        phase: 1
+        """), "    ")
+    text = error_of([write(tmp_path, body)])
+    assert "'enable' does not compile: No filter named 'lowr'." in text and "check SITE-ORG-001" in text
 
 
 def test_powershell_interpolation_must_be_quoted(tmp_path):

@@ -13,8 +13,8 @@ from hma_check.evaluate.checks import load_checks
 from hma_check.evaluate.engine import evaluate
 from hma_check.evaluate.exemptions import apply_exemptions, load_exemptions
 from hma_check.errors import ExemptionsError
-from hma_check.contract.findings import (ERROR, EXEMPT, FAIL, INCOMPLETE, NOT_APPLICABLE, NOT_READY, PASS, READY, WARN,
-                                exit_code, verdict_of)
+from hma_check.contract.findings import (ERROR, EXEMPT, FAIL, INCOMPLETE, NOT_APPLICABLE, NOT_READY, NOTE, PASS, READY,
+                                         WARN, counts, exit_code, verdict_of)
 
 HEADER = "version: 1\nchecks:\n"
 COMMON = """    expect: x
@@ -119,6 +119,21 @@ def test_when_false_is_not_applicable_and_warning_severity_warns(tmp_path, snaps
     assert second.status == WARN
 
 
+def test_an_info_check_notes_and_never_warns_or_blocks(tmp_path, snapshot):
+    checks = one_check(tmp_path, """\
+        - id: TST-ORG-006
+          title: t
+          area: a
+          severity: info
+          requires: [exchange.organization_config]
+          assert: "false"
+        """)
+    [note] = findings_of(checks, snapshot)
+    assert note.status == NOTE
+    assert counts([note])[WARN] == 0 and counts([note])[NOTE] == 1
+    assert verdict_of([note]) == READY
+
+
 def test_on_empty_default_is_error_and_can_be_not_applicable(tmp_path, snapshot):
     checks = one_check(tmp_path, """\
         - id: TST-AUTH-001
@@ -171,11 +186,47 @@ def test_findings_over_an_organisation_wide_list_cite_it(catalogue, snapshot):
     assert [s["key"] for s in finding.sources] == ["exchange.servers"]
 
 
-def test_evidence_excerpt_shows_the_properties_the_check_reads(catalogue, snapshot):
-    finding = next(f for f in evaluate(catalogue, snapshot).findings
-                   if f.check_id == "HMA-VDIR-001" and f.subject == "EX01")
-    assert set(finding.excerpt) == {"IISAuthenticationMethods", "InternalAuthenticationMethods",
-                                    "ExternalAuthenticationMethods", "ExternalUrl", "Server", "Identity"}
+def _finding(catalogue, snapshot, check_id, subject):
+    return next(f for f in evaluate(catalogue, snapshot).findings if f.check_id == check_id and f.subject == subject)
+
+
+def test_evidence_excerpt_shows_the_properties_the_assertion_tested(catalogue, snapshot):
+    finding = _finding(catalogue, snapshot, "HMA-VDIR-001", "EX01")
+    assert finding.status == PASS and finding.failing == []
+    assert set(finding.excerpt) == {"IISAuthenticationMethods", "InternalAuthenticationMethods", "ExternalUrl",
+                                    "ExternalAuthenticationMethods"}      # not Server or Identity: not tested
+
+
+def test_a_failed_and_marks_only_the_false_parts(catalogue):
+    snapshot = apply_ops(baseline.build(), [
+        {"set": ["exchange.mapi_virtual_directories@EX02", 0, "IISAuthenticationMethods"], "to": ["Ntlm", "Negotiate"]}])
+    finding = _finding(catalogue, snapshot, "HMA-VDIR-001", "EX02")
+    assert finding.status == FAIL
+    assert finding.excerpt["IISAuthenticationMethods"] == ["Ntlm", "Negotiate"]
+    assert finding.failing == ["IISAuthenticationMethods"]     # internal and external still have OAuth
+    assert "OAuth" in finding.excerpt["InternalAuthenticationMethods"]   # read, shown, not marked
+
+
+def test_a_filter_s_reads_are_the_excerpt_tls_registry_values_not_the_server_entry(catalogue):
+    """HMA-TLS-001 iterates the server list but tests SCHANNEL values through tls_state: those are the evidence."""
+    snapshot = apply_ops(baseline.build(), [
+        {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.2", "Server", "Enabled"], "to": 0},
+        {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.2", "Client", "Enabled"], "to": 0}])
+    finding = _finding(catalogue, snapshot, "HMA-TLS-001", "EX01")
+    assert finding.status == FAIL
+    prefix = "os.tls_registry['EX01'].Protocols['TLS 1.2']"
+    assert finding.excerpt[f"{prefix}.Server.Enabled"] == 0 and finding.excerpt[f"{prefix}.Client.Enabled"] == 0
+    assert all(path.startswith(prefix) for path in finding.excerpt)       # TLS 1.0/1.1 only feed 'actual'
+    assert f"{prefix}.Server.Enabled" in finding.failing
+
+
+def test_an_error_excerpt_names_the_property_that_is_not_in_the_evidence(catalogue):
+    snapshot = apply_ops(baseline.build(), [{"remove": ["exchange.web_services_virtual_directories@EX01", 0,
+                                                        "OAuthAuthentication"]}])
+    finding = _finding(catalogue, snapshot, "HMA-VDIR-002", "EX01")
+    assert finding.status == ERROR
+    assert finding.excerpt == {"OAuthAuthentication": "(not in the evidence)"}
+    assert finding.failing == ["OAuthAuthentication"]
 
 
 def test_the_sandbox_refuses_python_internals(tmp_path, snapshot):
@@ -271,6 +322,10 @@ def test_an_expired_exemption_no_longer_applies(tmp_path, catalogue):
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, approved_by: a, expires: soon}", "'expires' must be a date"),
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: '', approved_by: a, expires: 2027-01-01}", "exemptions[0].reason: must be non-empty text"),
     ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reason: r, approved_by: a, expires: 2027-01-01, ok: 1}", "unknown key"),
+    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-08, reason: r, approved_by: a, expires: 2027-01-01}",
+     "unknown check 'HMA-VDIR-08' (did you mean 'HMA-VDIR-008'?)"),
+    ("version: 1\nexemptions:\n  - {check: HMA-VDIR-008, reasn: r, approved_by: a, expires: 2027-01-01}",
+     "exemptions[0].reasn: unknown key (did you mean 'reason'?)"),
 ])
 def test_bad_exemptions_are_one_line_errors_with_file_and_line(tmp_path, catalogue, body, message):
     path = tmp_path / "ex.yaml"

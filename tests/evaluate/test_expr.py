@@ -182,3 +182,57 @@ def test_policies_that_will_apply_to_on_premises_mailboxes():
     excluded = {**mfa, "conditions": {**mfa["conditions"], "applications": {
         "includeApplications": ["All"], "excludeApplications": ["00000002-0000-0ff1-ce00-000000000000"]}}}
     assert not entra.applies_to_exchange_clients(excluded)
+
+
+@pytest.mark.parametrize("source", [
+    "users | selectattr('sync') | map(attribute='upn') | list",
+    "users | rejectattr('sync') | map(attribute='upn') | map('lower') | list",
+    "users | selectattr('upn', 'in', ['A@x', 'c@x']) | map(attribute='upn') | map('upper') | list",
+    "users | selectattr('n', 'gt', 1) | map(attribute='n') | list",
+    "users | map(attribute='upn') | reject('none') | map('lower') | list",
+    "[1, none, 'a', ''] | select | list",
+    "[1, none, 'a', ''] | reject('none') | list",
+    "users | selectattr('sync', 'eq', true) | map(attribute='n') | sum",
+])
+def test_the_fast_collection_filters_give_what_jinja_gives(source):
+    """The same results as Jinja's own select/reject/selectattr/rejectattr/map (the sandbox's, over plain data)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from hma_check.evaluate.expr import compile_expression
+
+    users = [{"upn": "A@x", "sync": True, "n": 1}, {"upn": "b@x", "sync": False, "n": 2},
+             {"upn": None, "sync": True, "n": 3}, {"upn": "c@x", "sync": None, "n": 0}]
+    reference = ImmutableSandboxedEnvironment(undefined=StrictUndefined).compile_expression(
+        source, undefined_to_none=False)
+    assert compile_expression(source)(users=users) == reference(users=users)
+
+
+def test_a_missing_attribute_is_an_error_in_the_fast_filters_too():
+    from jinja2.exceptions import UndefinedError
+
+    from hma_check.evaluate.expr import compile_expression
+
+    with pytest.raises(UndefinedError):
+        compile_expression("users | selectattr('sync') | list")(users=[{"sync": True}, {"other": 1}])
+
+
+@pytest.mark.parametrize("source,context", [
+    ("{{ item.Name }}", {"item": {"Name": "EX01"}}), ("{{ item.Name }}", {"item": {"Name": 7}}),
+    ("{{ item.Name }}", {"item": {"Name": None}}), ("{{ scope }}", {"scope": "tenant-1"}),
+    ("{{ item.Name }}", {"item": {"Name": ["a"]}}), ("{{ item.Name }}", {"item": {"Name": True}}),
+])
+def test_a_plain_template_read_directly_gives_what_rendering_gives(source, context):
+    from hma_check.evaluate.expr import compile_template, parse, plain_lookup, read_plain
+
+    path = plain_lookup(parse(source, expression=False))
+    assert path is not None
+    direct = read_plain(path, context)
+    assert direct is None or direct == compile_template(source).render(context)
+
+
+def test_a_plain_template_with_a_missing_property_is_left_to_jinja():
+    from hma_check.evaluate.expr import read_plain
+
+    assert read_plain(("item", "Name"), {"item": {"Other": 1}}) is None
+    assert read_plain(("scope",), {}) is None

@@ -107,7 +107,7 @@ def _client(server: EndpointServer, node_address: str) -> httpx.Client:
 
 
 def test_ssl_offloading_shows_as_exchange_receiving_http(offloading_lab):
-    """A token on an offloaded node gets seed 003's 2000003 audience error (Actual 'http://…')."""
+    """A token on an offloaded node gets Exchange's 2000003 audience error (Actual 'http://…')."""
     with _client(offloading_lab, "127.0.1.1") as client:
         response = client.get("/EWS/Exchange.asmx", headers={"Host": "mail.contoso.com",
                                                              "Authorization": "Bearer eyJ0eXAiOiJKV1QifQ.e30.x"},

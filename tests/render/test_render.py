@@ -231,3 +231,63 @@ def test_junit_stays_well_formed_for_any_character(tmp_path):
     root = ET.fromstring(junit.render(report))   # expat: strict about XML's characters
     names = [case.get("name") for case in root.iter("testcase")]
     assert any("EX\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd-01" in name for name in names)
+
+
+def attention_snapshot():
+    """Four servers: EX02 without OAuth on /mapi (its node's Bearer probe fails too: an effect), TLS 1.0 on two
+    servers (one row for both), WinRM refused on EX04 (errors grouped), Basic on every ActiveSync (a note)."""
+    snapshot = baseline.build(server_names=("EX01", "EX02", "EX03", "EX04"))
+    legacy = {"Server": {"Enabled": 1, "DisabledByDefault": 0}, "Client": {"Enabled": 1, "DisabledByDefault": 0}}
+    ops = [
+        {"set": ["exchange.mapi_virtual_directories@EX02", 0, "IISAuthenticationMethods"], "to": ["Ntlm", "Negotiate"]},
+        {"set": ["exchange.mapi_virtual_directories@EX02", 0, "InternalAuthenticationMethods"], "to": ["Ntlm"]},
+        {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.0"], "to": legacy},
+        {"set": ["os.tls_registry@EX03", "Protocols", "TLS 1.0"], "to": legacy},
+        {"fail": "os.tls_registry@EX04"},
+        *({"set": [f"exchange.activesync_virtual_directories@{s}", 0, "BasicAuthEnabled"], "to": True}
+          for s in ("EX01", "EX02", "EX03", "EX04")),
+    ]
+    apply_ops(snapshot, ops)
+    mapi = snapshot.sources["probe.bearer@https://mail.contoso.com/mapi/"].data
+    mapi.update(bearer=None, x_feserver="EX02", www_authenticate=["Negotiate", "NTLM"])
+    return snapshot
+
+
+def test_golden_grouped_attention_table(catalogue):
+    """What needs attention, byte for byte in HTML and Markdown (regenerate with UPDATE_GOLDEN=1): one row per
+    check and result, the probe failure and the authentication drift under the MAPI row they follow from, one row
+    for TLS 1.0 on two servers and one for the server whose facts were not collected, the notes apart."""
+    evaluation = evaluate(catalogue, attention_snapshot())
+    report = build_report(evaluation, exit_code=1, evidence_sha256="0" * 64,
+                          generated_at=datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc))
+    rows = {(row.check_id, row.status): row for row in report.rows}
+    mapi = rows[("HMA-VDIR-001", "FAIL")]
+    assert [(e.check_id, e.status) for e in mapi.effects] == [("HMA-PROBE-001", "FAIL"), ("HMA-VDIR-007", "WARN")]
+    assert rows[("HMA-TLS-004", "WARN")].subject_summary == "EX01, EX03 (2 servers)"
+    assert [(r.check_id, r.subject_summary) for r in report.note_rows] == [("HMA-VDIR-005", "EX01–EX04 (4 servers)")]
+    outputs = render_all(report)
+    html = outputs["report.html"].decode("utf-8")
+    markdown = outputs["report.md"].decode("utf-8")
+    sections = {
+        "attention.html": html[html.index('<section id="attention">'):html.index('<section id="enable"')],
+        "attention.md": markdown[markdown.index("## Blockers"):markdown.index("## Enable runbook")],
+    }
+    for name, text in sections.items():
+        golden = TESTS / "golden" / name
+        if os.environ.get("UPDATE_GOLDEN"):
+            golden.write_text(text, encoding="utf-8")
+        assert text == golden.read_text(encoding="utf-8"), name
+
+
+def test_a_note_is_grey_never_a_warning_in_any_output(tmp_path):
+    snapshot = apply_ops(baseline.build(), [{"set": ["exchange.activesync_virtual_directories@EX01", 0,
+                                                     "BasicAuthEnabled"], "to": True}])
+    snapshot.save(tmp_path / "evidence.json")
+    outcome = run_report(tmp_path / "evidence.json", tmp_path / "out")
+    assert outcome.verdict == "READY" and outcome.counts["NOTE"] == 1 and outcome.counts["WARN"] == 0
+    root = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    [case] = [c for c in root.iter("testcase") if "HMA-VDIR-005" in c.get("name") and "EX01" in c.get("name")]
+    assert case.find("failure") is None and case.find("system-out").text.startswith("NOTE (info)")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert '<span class="badge note">NOTE</span>' in html and "No blocker" in html
+    assert "HMA-VDIR-005" not in (tmp_path / "out" / "action-plan.csv").read_text(encoding="utf-8-sig")

@@ -102,6 +102,13 @@ def test_the_command_prints_one_line_per_change_and_exits_on_worse(runs, tmp_pat
     assert any(c["check_id"] == "HMA-SPN-001" and c["new"] == "FAIL" for c in document["status_changes"])
     html = (tmp_path / "d.html").read_text(encoding="utf-8")
     assert "Something got worse." in html and "EX02\\mapi (Default Web Site)" in html
+    # EX03 is new: its passing findings are counted, listed only on request; the JSON always has them
+    assert "NEW HMA-TOPO-001 [EX03]" not in worse.output and "HMA-TOPO-001 [EX03]" not in html
+    assert "new finding(s) that pass or do not apply are not listed (--new-passes lists them)" in worse.output
+    assert any(c["check_id"] == "HMA-TOPO-001" and c["subject"] == "EX03" for c in document["status_changes"])
+    listed = invoke(runs["before"], runs["after"], "--new-passes", "--html", tmp_path / "all.html")
+    assert "NEW HMA-TOPO-001 [EX03] (none) -> PASS" in listed.output and "--new-passes lists" not in listed.output
+    assert "HMA-TOPO-001 No Exchange 2007" in (tmp_path / "all.html").read_text(encoding="utf-8")
     better = invoke(runs["after"] / "findings.json", runs["before"] / "findings.json")
     assert better.exit_code == 0 and better.output.rstrip().endswith("nothing got worse")
     assert invoke(runs["before"], runs["before"]).exit_code == 0

@@ -112,3 +112,16 @@ def scan_process_lab(info: dict[str, Any], *, sections: tuple[str, ...] | None =
     if exchange_overrides:
         config.sections["exchange"] = replace(config.sections["exchange"], **exchange_overrides)
     return run_collectors(config, secrets=info["secrets"], environ={})
+
+
+_SCANNED: dict[str, tuple[Snapshot, dict[str, Any]]] = {}
+
+
+def scan_large_once() -> tuple[Snapshot, dict[str, Any]]:
+    """The 'large' lab (200 servers, 50,000 users) scanned once per test process through every collector, with the
+    lab process's statistics. Its tests share one xdist group ("large"), so the suite pays for one such scan."""
+    if "large" not in _SCANNED:
+        with lab_process("large") as info:
+            snapshot = scan_process_lab(info)
+        _SCANNED["large"] = (snapshot, info)
+    return _SCANNED["large"]

@@ -38,7 +38,7 @@ def to_wire_shape(data: bytes, *, deserialized: bool = True) -> bytes:
     """Rewrite a rehydrated EMS capture the way a remote session sends it at serialization depth 1.
 
     Every property of a top-level object goes at depth 0: a nested object becomes <S> with its ToString, a
-    multi-valued property an <Obj> with an <LST> of item strings (exchange-objects.md section 5.1). Type names get the
+    multi-valued property an <Obj> with an <LST> of item strings (PowerShell's depth-1 serialization). Type names get the
     'Deserialized.' prefix a receiving PowerShell adds; the remoting members and SerializationData are dropped. Each
     object gets its own RefIds, as one PSRP message would.
     """

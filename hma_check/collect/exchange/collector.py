@@ -64,8 +64,8 @@ ORG_QUERIES: tuple[Query, ...] = (
     Query("exchange.activesync_device_access_rules", "Get-ActiveSyncDeviceAccessRule"),
 )
 
-# Per-server sources. Virtual directories are read without -ADPropertiesOnly: the IIS truth matters, and AD
-# "sometimes tells little white lies" (seed 003, the HMA procedure). The certificate list is per server because the
+# Per-server sources. Virtual directories are read without -ADPropertiesOnly: the IIS truth matters, and Active
+# Directory alone can disagree with it (the Exchange team's HMA announcement, https://blogs.technet.microsoft.com/exchange/2017/12/06/announcing-hybrid-modern-authentication-for-exchange-on-premises/). The certificate list is per server because the
 # Auth certificate must be on every one of them.
 SERVER_CMDLETS: tuple[tuple[str, str], ...] = (
     ("exchange.mapi_virtual_directories", "Get-MapiVirtualDirectory"),

@@ -84,7 +84,7 @@ def _subscribed_skus(client: "GraphServiceClient") -> Any:
 
 
 # Least-privileged application permission per query (each API page's permissions table on
-# learn.microsoft.com/graph/api; graph-and-identity.md section 6). Graph's 403 never names the permission, so the
+# https://learn.microsoft.com/graph/api/overview). Graph's 403 never names the permission, so the
 # collector does. subscribedSkus' least permission is LicenseAssignment.Read.All, but it also accepts
 # Organization.Read.All, which the scan needs anyway; asking for one permission less keeps the consent short.
 QUERIES: tuple[Query, ...] = (
@@ -180,7 +180,7 @@ def build_credential(target: GraphTarget, environ: Mapping[str, str], prompt: Ca
         common["connection_verify"] = str(target.ca_bundle)
     signin: dict[str, Any] = dict(common, authority=target.authority_url)
     if target.custom_authority:
-        # MSAL would ask login.microsoftonline.com to vouch for an unknown host (graph-and-identity.md section 2).
+        # MSAL would ask login.microsoftonline.com to vouch for an unknown host (its instance discovery).
         signin["disable_instance_discovery"] = True
     kind = target.credential
     if kind == "client_secret":

@@ -92,17 +92,37 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     if not readable:
         return results
 
-    def one(server: dict[str, Any]) -> list[SourceResult]:
+    stop: list[str] = []     # why no further server is asked: the account was refused
+
+    def one(server: dict[str, Any]) -> tuple[list[SourceResult], str | None]:
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
-                               secrets, unresponsive)
+                               secrets, unresponsive, stop)
         found = reader.read(thumbprint, thumbprint_problem)
         for result in found:
             progress.advance(result.command, result.ok)
-        return found
+        return found, "accepted" if reader.accepted else reader.refusal
 
+    # Servers one at a time until one accepts the account. A wrong password then costs two failed sign-ins, not
+    # one per server (an account lockout policy counts every one), and no other server is asked. Two, because one
+    # server alone can refuse an account the others accept (it is not an administrator there). A server that does
+    # not answer proves nothing either way; after three of them the rest are read in parallel.
+    remaining, refused = list(readable), list[str]()
+    for _ in range(3):
+        if not remaining or len(refused) == 2:
+            break
+        server = remaining.pop(0)
+        found, outcome = one(server)
+        results += found
+        if outcome == "accepted":
+            break
+        if outcome is not None:
+            refused.append(server["Name"])
+    if len(refused) == 2:
+        stop.append(f"the account was refused by {refused[0]} and {refused[1]}, so no other server is asked "
+                    "(an account lockout policy counts every attempt)")
     with ThreadPoolExecutor(max_workers=max(1, min(settings.concurrency, len(readable))),
                             thread_name_prefix="os-collector") as pool:
-        for found in pool.map(one, readable):
+        for found, _ in pool.map(one, remaining):
             results += found
     return results
 
@@ -134,7 +154,7 @@ class _ServerReader:
     """Reads one server's four sources through one session, opening a fresh one after a call that broke it."""
 
     def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...],
-                 unresponsive: dict[str, str]) -> None:
+                 unresponsive: dict[str, str], stop: list[str] | None = None) -> None:
         self.settings = settings
         self.password = password
         self.name = name
@@ -143,6 +163,9 @@ class _ServerReader:
         self.unresponsive = unresponsive
         given_up = unresponsive.get(name.casefold())
         self.unreachable: str | None = f"not read: {given_up}" if given_up else None
+        self.stop = stop if stop is not None else []     # set: this server is not asked, and why
+        self.refusal: str | None = None                   # the account was refused here
+        self.accepted = False                             # a session opened: the account works
 
     def read(self, thumbprint: str | None, thumbprint_problem: str | None) -> list[SourceResult]:
         try:
@@ -162,11 +185,17 @@ class _ServerReader:
         if self.unreachable is not None:
             raise CallFailed("connect", self.unreachable)
         if self.session is None:
+            if self.stop:
+                self.unreachable = f"not attempted: {self.stop[0]}"
+                raise CallFailed("auth", self.unreachable)
             try:
                 self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION).open()
+                self.accepted = True
             except CallFailed as failure:
                 # Closed port, refused credentials, TLS trouble: every source of this server fails the same way.
                 self.unreachable = failure.message
+                if failure.kind == "auth":
+                    self.refusal = failure.message
                 raise
         try:
             return self.session.invoke(cmdlet, params, self.settings.timeout)

@@ -6,6 +6,7 @@ import http.cookiejar
 import ipaddress
 import socket
 import ssl
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,8 @@ from hma_check.util.json_file import loads_json
 
 AUTODISCOVER_V2_PROTOCOLS = ("ActiveSync", "EWS")
 USER_AGENT = f"hma-check/{__version__} (read-only readiness probe)"
-# The empty Bearer header is Outlook's "I can do OAuth, where do I get a token?" (seed 003; hma-checks.md P1).
+# The empty Bearer header is Outlook's "I can do OAuth, where do I get a token?" (the Exchange team's HMA
+# announcement, https://blogs.technet.microsoft.com/exchange/2017/12/06/announcing-hybrid-modern-authentication-for-exchange-on-premises/).
 # h11 refuses a header value with trailing whitespace, so it goes on the wire as "Bearer", which Exchange reads
 # as an empty token exactly like Outlook's.
 EMPTY_BEARER = "Bearer"
@@ -43,7 +45,8 @@ class Node:
     port: int
     address: str
     connect_port: int
-    per_node: bool  # the host has several nodes: the scope names the address
+    per_node: bool  # the host has several nodes: the scope names the node
+    port_in_label: bool = False  # two nodes share an address: only the port tells them apart
 
     def url(self, path: str) -> str:
         return f"https://{self.host}{'' if self.port == 443 else f':{self.port}'}{path}"
@@ -53,8 +56,17 @@ class Node:
         address = f"[{self.address}]" if ":" in self.address else self.address
         return f"{address}:{self.connect_port}"
 
+    @property
+    def label(self) -> str:
+        """The node in a scope: its address, and the port only when another node has the same address. Scopes are
+        finding subjects, which runs are compared on, so nothing that changes between two runs of the same
+        organisation (a tunnel's or the lab's ephemeral port) belongs in them; the command keeps the full address."""
+        if self.port_in_label:
+            return self.via
+        return f"[{self.address}]" if ":" in self.address else self.address
+
     def scope(self, name: str) -> str:
-        return f"{name} via {self.via}" if self.per_node else name
+        return f"{name} via {self.label}" if self.per_node else name
 
 
 @dataclass
@@ -129,7 +141,9 @@ def _route(target: HostTarget, settings: ProbeSettings) -> _Route:
             route.error = f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}"
             return route
     per_node = len(addresses) > 1
-    route.nodes = [Node(target.host, target.port, address, port, per_node) for address, port in addresses]
+    repeats = Counter(address for address, _ in addresses)
+    route.nodes = [Node(target.host, target.port, address, port, per_node, repeats[address] > 1)
+                   for address, port in addresses]
     return route
 
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from hma_check.collect.probes.config import ProbeSettings, is_host_name, normalise_host
 from hma_check.contract.snapshot import Snapshot, source_key
 
-# The HMA protocols and the path each Bearer probe asks for (hma-checks.md P1; the Outlook for iOS and Android
+# The HMA protocols and the path each Bearer probe asks for (the Outlook for iOS and Android
 # troubleshooting in https://learn.microsoft.com/exchange/clients/outlook-for-ios-and-android/use-hybrid-modern-auth
 # documents it for ActiveSync; the other paths are the same virtual directories' entry points).
 PROTOCOL_PATHS: dict[str, str] = {

@@ -11,7 +11,7 @@ from typing import Any
 from hma_check.errors import HmaCheckError
 from hma_check.collect.certificates import certificate_from_der
 
-# Entra ID refuses TLS 1.0/1.1 (AADSTS1002016, seed 000; https://learn.microsoft.com/troubleshoot/azure/
+# Entra ID refuses TLS 1.0/1.1 (AADSTS1002016, https://learn.microsoft.com/troubleshoot/azure/
 # entra/entra-id/ad-dmn-services/enable-support-tls-environment): TLS 1.2 is the blocker, older ones a warning.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1/TLSv1_1 are deprecated: we test them

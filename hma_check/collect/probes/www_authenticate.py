@@ -37,7 +37,7 @@ def parse_challenges(header_values: Iterable[str]) -> list[Challenge]:
 def bearer_challenge(challenges: Iterable[Challenge]) -> dict | None:
     """The first Bearer challenge as hma-check records it (probe.bearer ``bearer``), or None when there is none.
 
-    Exchange's shape (seed 003, and https://learn.microsoft.com/exchange/clients/outlook-for-ios-and-android/
+    Exchange's shape (https://learn.microsoft.com/exchange/clients/outlook-for-ios-and-android/
     use-hybrid-modern-auth): client_id, trusted_issuers (comma-separated inside one quoted string), token_types,
     authorization_uri (only when EvoSts is the default authorization endpoint), error. An absent parameter is null.
     """

@@ -1,0 +1,108 @@
+"""What one evaluation read (hma_check.evaluate.reads), and the excerpt a finding shows: the values the assertion
+tested, path -> value, with the paths that made it false marked first."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from hma_check.evaluate import budget, expr
+from hma_check.evaluate.checks import Check
+from hma_check.evaluate.facts import Part
+from hma_check.evaluate.reads import ABSENT, Path, Watch, leaves, path_text, shown_value
+
+EXCERPT_LIMIT = 4000     # characters of JSON per finding: enough to show the facts, small enough for a report
+
+
+class Reads:
+    """What one evaluation read, per phase: each ``let`` binding, the assertion (hma_check.reads)."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.logs: dict[str, dict[Path, Any]] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[dict[Path, Any]]:
+        log = self.logs.setdefault(name, {})
+        previous, self.watch.log = self.watch.log, log
+        try:
+            yield log
+        finally:
+            self.watch.log = previous
+
+
+def tested_lets(check: Check, names: frozenset[str]) -> list[str]:
+    """The ``let`` bindings an expression depends on, directly or through other bindings, in declaration order."""
+    found: set[str] = set()
+    pending = [name for name in names if name in check.let_names]
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.add(name)
+            pending.extend(n for n in check.let_names[name] if n in check.let_names)
+    return [name for name, _ in check.let if name in found]
+
+
+def failing_reads(check: Check, context: dict[str, Any], reads: Reads) -> set[Path]:
+    """The reads behind a false assertion: of its 'and' parts, those that are false (each evaluated on its own;
+    a part that cannot be evaluated alone is left unmarked), with the bindings they use; else everything tested."""
+    failing: set[Path] = set()
+    for index, (part, names) in enumerate(check.assert_parts):
+        with reads.phase(f"part.{index}") as log:
+            try:
+                # metered: a part alone may do what the short-circuited assertion never reached
+                with budget.metered("assert (one 'and' part)"):
+                    false = expr.run_expression(part, context) is False
+            except Exception:  # noqa: BLE001 - e.g. 'x.y' after a false 'x is not none': the earlier part explains it
+                false = False
+        if false:
+            failing.update(log)
+            for name in tested_lets(check, names):
+                failing.update(reads.logs.get(f"let.{name}", {}))
+    if not failing:
+        for name in ["assert", *(f"let.{n}" for n in tested_lets(check, check.assert_names))]:
+            failing.update(reads.logs.get(name, {}))
+    return failing
+
+
+def excerpt_of(check: Check, item: Any, reads: Reads,
+             failing: set[Path] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The values the assertion tested (hma_check.reads), path -> value, and the paths that made it false
+    (``failing``; None for a finding that could not be decided: then the properties missing from the evidence)."""
+    tested: dict[Path, Any] = {}
+    phases = ["assert", *(name for name in reads.logs if name.startswith("part.")),
+              *(f"let.{n}" for n in tested_lets(check, check.assert_names))]
+    for name in phases:     # the parts of a failed 'and' read what the short-circuited assertion did not reach
+        for path, value in reads.logs.get(name, {}).items():
+            tested.setdefault(path, value)
+    if not tested and item is not None and not isinstance(item, (dict, Part)):
+        tested[("item",)] = item          # a plain value (an SPN, a URL) is itself the evidence
+    excerpt: dict[str, Any] = {}
+    marked: list[str] = []
+    size = 0
+    # the values that made it false first, so a long excerpt is never cut before them
+    read = sorted(leaves(tested), key=lambda entry: failing is not None and entry[0] not in failing)
+    for path, value in read:
+        text = path_text(path)
+        shown = shown_value(value)
+        size += len(text) + _json_size(shown)
+        if size > EXCERPT_LIMIT:
+            excerpt["…"] = f"{len(read) - len(excerpt)} more properties read (see evidence.json)"
+            break
+        excerpt[text] = shown
+        if (failing is not None and path in failing) or (failing is None and value is ABSENT):
+            marked.append(text)
+    return (excerpt or None), marked
+
+
+def _json_size(value: Any) -> int:
+    """About how long the value is as JSON (exact enough for a budget; serialising every value cost a tenth of
+    the evaluation)."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return sum(len(v) + 4 for v in value) + 2
+    return len(json.dumps(value, ensure_ascii=False, default=str))

@@ -1,0 +1,165 @@
+"""Which properties a check's expressions read, so a finding's excerpt shows exactly what was tested.
+
+While a ``Watch`` has a log, the item and the source data handed to expressions are ``TrackedDict`` views:
+every key read (by an expression, ``item.IISAuthenticationMethods``, or by a filter written in Python, such as
+``tls_state`` reading ``Protocols['TLS 1.2'].Server.Enabled``) is logged with its value. The excerpt keeps the
+deepest reads only: ``bearer.client_id`` rather than the whole ``bearer``. Lists are not wrapped (a 50,000-user list
+would cost more to watch than to evaluate): a short list of objects is watched element by element
+(``exchange_certificates['EX01'][0].Thumbprint``); any other list read is logged whole, shortened when large.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any, Iterator
+
+ABSENT = "(not in the evidence)"      # how the excerpt shows a property that was asked for and is not there
+VALUE_LIMIT = 600                     # characters of JSON per value before it is summarised
+WATCHED_LIST = 50                     # lists of objects up to this length are watched element by element
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+Path = tuple[Any, ...]
+
+
+class Watch:
+    """Where reads go: ``log`` is the dict of the phase being watched (a ``let``, the assertion, one conjunct of
+    it), None when nothing is watched. Views keep a reference to the Watch, not to a log, so a value bound in a
+    ``let`` and read again by the assertion is logged where it is read."""
+
+    def __init__(self) -> None:
+        self.log: dict[Path, Any] | None = None
+
+    def read(self, path: Path, value: Any) -> Any:
+        log = self.log
+        if log is None:
+            return value
+        log.setdefault(path, value)
+        return self._wrap(value, path)
+
+    def _wrap(self, value: Any, path: Path) -> Any:
+        if isinstance(value, dict):
+            return TrackedDict(value, self, path)
+        if isinstance(value, list) and len(value) <= WATCHED_LIST and any(isinstance(v, dict) for v in value):
+            return TrackedList(value, self, path)
+        return value
+
+    def absent(self, path: Path) -> None:
+        if self.log is not None:
+            self.log.setdefault(path, ABSENT)
+
+    def root(self, label: str, value: Any) -> Any:
+        """Source data as expressions should see it while a log is active: a watched view of a mapping, else the
+        value itself, logged whole (a list, a scalar)."""
+        if self.log is None:
+            return value
+        self.log.setdefault((label,), value)
+        return self._wrap(value, (label,))
+
+    def used_as_key(self, key: Any) -> None:
+        """The value just read was only a lookup key (``os.tls_registry[item.Name]``): it was not tested, and the
+        excerpt is clearer without it."""
+        log = self.log
+        if log:
+            last = next(reversed(log))
+            if isinstance(log[last], str) and str(log[last]).lower() == str(key).lower():
+                del log[last]
+
+    def view(self, value: Any) -> Any:
+        """The item a check evaluates, watched for as long as it is used (its paths start at its properties)."""
+        return TrackedDict(value, self, ()) if isinstance(value, dict) else value
+
+
+def leaves(log: dict[Path, Any]) -> Iterator[tuple[Path, Any]]:
+    """Every read that no deeper read explains (reading ``a.b`` makes ``a`` an intermediate step)."""
+    inner = {path[:length] for path in log for length in range(1, len(path))}
+    for path, value in log.items():
+        if path and path not in inner:
+            yield path, value
+
+
+class TrackedDict(dict):
+    """A copy of an evidence mapping that logs every key read through its Watch (nested mappings are wrapped on
+    read). A dict subclass, so filters that test isinstance(value, dict) and the sandbox see the evidence as is."""
+
+    __slots__ = ("_watch", "_path")
+
+    def __init__(self, data: dict[Any, Any], watch: Watch, path: Path) -> None:
+        super().__init__(data)
+        self._watch = watch
+        self._path = path
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            value = dict.__getitem__(self, key)
+        except KeyError:
+            self._watch.absent(self._path + (key,))
+            raise
+        return self._watch.read(self._path + (key,), value)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return self[key]
+        self._watch.absent(self._path + (key,))
+        return default
+
+
+class TrackedList(list):
+    """A short list of evidence objects whose elements are watched as ``path[index]``."""
+
+    __slots__ = ("_watch", "_path")
+
+    def __init__(self, data: list[Any], watch: Watch, path: Path) -> None:
+        super().__init__(data)
+        self._watch = watch
+        self._path = path
+
+    def __iter__(self) -> Iterator[Any]:
+        for index, value in enumerate(list.__iter__(self)):
+            yield self._watch.read(self._path + (index,), value) if isinstance(value, dict) else value
+
+    def __getitem__(self, index: Any) -> Any:
+        value = list.__getitem__(self, index)
+        if isinstance(index, int) and isinstance(value, dict):
+            return self._watch.read(self._path + (index if index >= 0 else len(self) + index,), value)
+        return value
+
+
+@lru_cache(maxsize=4096)
+def path_text(path: Path) -> str:
+    """``Protocols['TLS 1.2'].Server.Enabled``: the path as the expression language writes it."""
+    text = ""
+    for index, part in enumerate(path):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif index == 0 and not str(part).startswith("["):
+            text += str(part)
+        elif _IDENTIFIER.match(str(part)):
+            text += f".{part}"
+        else:
+            text += "['" + str(part).replace("'", "\\'") + "']"
+    return text
+
+
+def shown_value(value: Any) -> Any:
+    """The value as the excerpt holds it: itself, or a summary when its JSON is longer than VALUE_LIMIT."""
+    if value is ABSENT or isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= VALUE_LIMIT else value[:VALUE_LIMIT] + "…"
+    if isinstance(value, list) and len(value) <= 20 and all(isinstance(v, str) and len(v) < 30 for v in value):
+        return list(value)
+    if isinstance(value, (list, tuple, set, frozenset)) and len(value) > VALUE_LIMIT // 2:
+        return f"(list of {len(value)} items)"      # too long to show, whatever its items: not even measured
+    if isinstance(value, dict) and len(value) > VALUE_LIMIT // 2:
+        return f"(object with {len(value)} properties)"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= VALUE_LIMIT:
+        return json.loads(text)    # plain JSON types: a TrackedDict or a tuple becomes what findings.json holds
+    if isinstance(value, str):
+        return value[:VALUE_LIMIT] + "…"
+    if isinstance(value, (list, tuple)):
+        return f"(list of {len(value)} items)"
+    if isinstance(value, dict):
+        return f"(object with {len(value)} properties)"
+    return text[:VALUE_LIMIT] + "…"
