@@ -13,7 +13,7 @@ from jinja2.exceptions import SecurityError
 from hma_check import sources as source_registry
 from hma_check.checks import Check, CheckSet, Compiled, Step
 from hma_check.errors import one_line
-from hma_check.facts import Facts, MissingFact, Part, Scoped
+from hma_check.facts import Facts, MissingFact, NotApplicable, Part, Scoped
 from hma_check.findings import (ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status)
 from hma_check.snapshot import Snapshot
 
@@ -31,7 +31,16 @@ class Evaluation:
 
 
 class _Undecidable(Exception):
-    """Raised inside evaluation to turn any failure into an ERROR finding with a clear reason."""
+    """Raised inside evaluation to turn any failure into an ERROR finding with a clear reason, or into
+    NOT_APPLICABLE when what was missing is a source that does not exist there by design."""
+
+    def __init__(self, reason: str, *, not_applicable: bool = False) -> None:
+        super().__init__(reason)
+        self.not_applicable = not_applicable
+
+    @property
+    def status(self) -> str:
+        return NOT_APPLICABLE if self.not_applicable else ERROR
 
 
 def evaluate(checks: CheckSet, snapshot: Snapshot, *, as_of: datetime | None = None) -> Evaluation:
@@ -53,33 +62,38 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             try:
                 applies = _as_bool(check.when, base, "when")
             except _Undecidable as exc:
-                return [_finding(check, facts, ERROR, ORGANIZATION, reason=str(exc), used=used)]
+                return [_finding(check, facts, exc.status, ORGANIZATION, reason=str(exc), used=used)]
             if not applies:
                 return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, used=used,
                                  reason=f"not applicable: 'when' ({check.when.source}) is false")]
-        missing = []
+        missing, absent = [], []
         for name in check.requires:
-            usable, why = facts.status(name)
-            if not usable:
+            state, why = facts.availability(name)
+            if state == "error":
                 missing.append(f"required source {name} {why}")
-        if missing:
-            return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing),
-                             used=list(check.requires))]
+            elif state == "not_applicable":
+                absent.append(f"required source {name} is {why}")
+        if missing or absent:
+            # Missing data wins: a check is NOT_APPLICABLE only when nothing it needs is missing.
+            return [_finding(check, facts, ERROR if missing else NOT_APPLICABLE, ORGANIZATION,
+                             reason="; ".join(missing or absent), used=list(check.requires))]
         if check.for_each is None:
             return [_evaluate_item(check, facts, base, item=None, scope=None, read=[])]
         try:
             collection = check.for_each(base)
             items = list(_iterate(collection))
         except Exception as exc:  # noqa: BLE001 - any failure to enumerate is an ERROR with its reason
-            return [_finding(check, facts, ERROR, ORGANIZATION, reason=_reason("for_each", exc), used=used)]
+            status = NOT_APPLICABLE if isinstance(exc, NotApplicable) else ERROR
+            return [_finding(check, facts, status, ORGANIZATION, reason=_reason("for_each", exc), used=used)]
         enumerated = list(used)   # the organisation-wide sources the items came from: every finding cites them
     findings: list[Finding] = []
-    for item, scope, key, error in items:
+    for index, (item, scope, key, problem) in enumerate(items):
         read = enumerated + ([key] if key else [])
-        if error is not None:
-            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error, used=read))
+        if problem is not None:
+            findings.append(_finding(check, facts, problem.status, scope or ORGANIZATION, scope=scope,
+                                     reason=str(problem), used=read))
             continue
-        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read)
+        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read, index=index)
         if finding is not None:
             findings.append(finding)
     if not findings:
@@ -100,12 +114,15 @@ def _empty(check: Check, facts: Facts) -> Finding:
     return _finding(check, facts, ERROR, ORGANIZATION, reason=what, used=list(check.requires))
 
 
-def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, str | None]]:
-    """(item, scope, source key, error) for every item of a for_each result."""
+def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, _Undecidable | None]]:
+    """(item, scope, source key, why it cannot be evaluated) for every item of a for_each result. A scoped source
+    gives every scope it must cover: one that was not collected is ERROR, one that has no such source by design
+    (an Edge or Exchange 2010 server's virtual directories) is NOT_APPLICABLE, each under its own scope."""
     if isinstance(collection, Scoped):
         for part in collection.parts:
             if not part.ok:
-                yield None, part.scope, part.key, f"{part.key}: {part.error}"
+                yield None, part.scope, part.key, _Undecidable(f"{part.key}: {part.error}",
+                                                               not_applicable=part.not_applicable is not None)
                 continue
             for item in part.items:
                 yield item, part.scope, part.key, None
@@ -120,19 +137,29 @@ def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, str
 
 
 def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: Any, scope: str | None,
-                   read: list[str]) -> Finding | None:
+                   read: list[str], index: int = 0) -> Finding | None:
     context = dict(base, item=item, scope=scope)
     with facts.recording() as used:
         used.extend(read)
-        subject = _subject(check.subject, context, scope)
         try:
             if check.where is not None and not _as_bool(check.where, context, "where"):
                 return None
+        except _Undecidable as exc:
+            return _finding(check, facts, exc.status, _fallback_subject(item, scope, index), scope=scope,
+                            reason=str(exc), used=used, item=item)
+        try:
+            subject = _subject(check.subject, context, scope)
+        except _Undecidable as exc:
+            # Never file a finding under "organization" because its name could not be rendered: it would hide which
+            # server or object it is about, and merge with the organisation-wide findings of the check.
+            return _finding(check, facts, exc.status, _fallback_subject(item, scope, index), scope=scope,
+                            reason=str(exc), used=used, item=item)
+        try:
             _bind_let(check.let, context)
             passed = _as_bool(check.assertion, context, "assert")
             actual = _render(check.actual, context, "actual")
         except _Undecidable as exc:
-            return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, item=item)
+            return _finding(check, facts, exc.status, subject, scope=scope, reason=str(exc), used=used, item=item)
         status = PASS if passed else failed_status(check.severity)
         enable = rollback = None
         if status != PASS and check.enable is not None:
@@ -143,13 +170,31 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
 
 
 def _subject(template: Compiled | None, context: dict[str, Any], scope: str | None) -> str:
+    """The rendered subject; _Undecidable when the template fails or renders nothing for an item."""
     if template is None:
         return scope or ORGANIZATION
-    try:
-        text = _render(template, context, "subject").strip()
-    except _Undecidable:
-        return scope or ORGANIZATION
-    return text or scope or ORGANIZATION
+    text = _render(template, context, "subject").strip()
+    if not text:
+        if scope or context.get("item") is None:
+            return scope or ORGANIZATION
+        raise _Undecidable(f"'subject' ({template.source}) rendered nothing for this item")
+    return text
+
+
+# Properties that name an object, in the order a reader recognises it by (Exchange, Graph, probes).
+_NAMING_PROPERTIES = ("Identity", "Name", "Server", "displayName", "id", "url", "host")
+
+
+def _fallback_subject(item: Any, scope: str | None, index: int) -> str:
+    """A name for an item whose subject could not be rendered: its scope, a naming property, or its position."""
+    if scope:
+        return scope
+    if isinstance(item, dict):
+        for prop in _NAMING_PROPERTIES:
+            value = item.get(prop)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:200]
+    return f"item {index + 1} (its subject could not be rendered)"
 
 
 def _bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any]) -> None:
@@ -157,14 +202,14 @@ def _bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any]) ->
         try:
             context[name] = compiled(context)
         except Exception as exc:  # noqa: BLE001
-            raise _Undecidable(_reason(f"let {name}", exc)) from None
+            raise _undecidable(f"let {name}", exc) from None
 
 
 def _as_bool(compiled: Compiled, context: dict[str, Any], what: str) -> bool:
     try:
         value = compiled(context)
     except Exception as exc:  # noqa: BLE001
-        raise _Undecidable(_reason(what, exc)) from None
+        raise _undecidable(what, exc) from None
     if not isinstance(value, bool):
         raise _Undecidable(f"'{what}' ({compiled.source}) gave {type(value).__name__} {_short(value)}, not true or false")
     return value
@@ -174,7 +219,13 @@ def _render(compiled: Compiled, context: dict[str, Any], what: str) -> str:
     try:
         return str(compiled(context)).strip()
     except Exception as exc:  # noqa: BLE001
-        raise _Undecidable(_reason(what, exc)) from None
+        raise _undecidable(what, exc) from None
+
+
+def _undecidable(what: str, exc: BaseException) -> _Undecidable:
+    if isinstance(exc, _Undecidable):
+        return exc
+    return _Undecidable(_reason(what, exc), not_applicable=isinstance(exc, NotApplicable))
 
 
 def _render_powershell(compiled: Compiled, context: dict[str, Any], what: str) -> str:
@@ -186,6 +237,8 @@ def _render_powershell(compiled: Compiled, context: dict[str, Any], what: str) -
 
 
 def _reason(what: str, exc: BaseException) -> str:
+    if isinstance(exc, NotApplicable):
+        return f"{exc.key} {exc.reason}"
     if isinstance(exc, MissingFact):
         return f"missing fact: {exc.key} {exc.reason}"
     if isinstance(exc, _Undecidable):
@@ -295,8 +348,8 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
     context: dict[str, Any] = {**facts.namespaces, "now": now, "item": None, "scope": None}
     try:
         for name in step.requires:
-            usable, why = facts.status(name)
-            if not usable:
+            state, why = facts.availability(name)
+            if state != "ok":
                 raise _Undecidable(f"required source {name} {why}")
         if step.when is not None and not _as_bool(step.when, context, "when"):
             return None
@@ -306,12 +359,15 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
         enable = f"# NOT PREPARED: {one_line(str(exc), limit=None)}"
         return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=None, enable=enable,
                             rollback=None, note="could not be prepared from the evidence")
-    subject = _subject(step.subject, context, None) if step.subject is not None else None
+    note = None
+    try:
+        subject = _subject(step.subject, context, None) if step.subject is not None else None
+    except _Undecidable as exc:
+        subject, note = None, f"its subject could not be rendered: {one_line(str(exc), limit=None)}"
     enable = _render_powershell(step.enable, context, "enable")
     rollback = _render_powershell(step.rollback, context, "rollback") if step.rollback is not None else None
-    note = None
     if done:
-        note = "already in place according to the evidence: run only to re-apply"
+        note = "; ".join(n for n in ("already in place according to the evidence: run only to re-apply", note) if n)
         enable = "\n".join("# " + line for line in enable.splitlines())
     return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
                         rollback=rollback, note=note)

@@ -59,6 +59,28 @@ def _resolve_key(key: str) -> str:
 def apply_ops(snapshot: Snapshot, ops: list[dict[str, Any]]) -> Snapshot:
     """The small patch language of tests/check_cases.yaml, applied in place."""
     for op in ops:
+        if "drop" in op:   # the source is not in the evidence at all (someone deleted it from evidence.json)
+            target = _resolve_key(op["drop"])
+            assert target in snapshot.sources, f"no source {target} to drop"
+            del snapshot.sources[target]
+            continue
+        if "skip" in op:   # the collector skipped it, with op["reason"]
+            target = _resolve_key(op["skip"])
+            hits = [r for k, r in snapshot.sources.items() if k == target or r.name == target]
+            assert hits, f"no source {target} to skip"
+            for result in hits:
+                result.status, result.error, result.data = "skipped", op.get("reason", "skipped by the test"), None
+            continue
+        if "add" in op:    # a new source result: {add: key, data: ..., status: ok}
+            from hma_check.snapshot import SourceResult
+
+            name, _, scope = _resolve_key(op["add"]).partition("@")
+            status = op.get("status", "ok")
+            snapshot.add(SourceResult(name=name, scope=scope or None, status=status, command=f"test {name}",
+                                      started=baseline.COLLECTED_AT, duration_ms=0,
+                                      error=op.get("reason") if status != "ok" else None,
+                                      data=op.get("data") if status == "ok" else None))
+            continue
         if "fail" in op:
             target = _resolve_key(op["fail"])
             hits = [r for k, r in snapshot.sources.items() if k == target or r.name == target]

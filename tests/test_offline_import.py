@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hma_check.collect.exchange_objects import EDGE_OS_SKIPPED
 from hma_check.collect.offline import MAX_COMPRESSION_RATIO, ImportPathError, import_path
 from hma_check.snapshot import load_snapshot
-from hma_check.sources import SOURCES
+from hma_check.sources import EDGE_SERVER, SOURCES
 from offline_fixtures import all_captures, clixml_document, e19_dir, realdata_dir, utf16
 
 E19_SET = ["Exchange/GetExchangeServer.xml", "Exchange/GetOrganizationConfig.xml",
@@ -221,11 +220,8 @@ def test_an_edge_server_gets_what_a_live_scan_gives_it(tmp_path):
     assert {spec.collector for spec in per_server} == {"exchange", "os"}
     for spec in per_server:
         assert sources[f"{spec.name}@EX01"].status == "skipped"
-        edge = sources.get(f"{spec.name}@EDGE01")
-        if spec.collector == "exchange":
-            assert edge is None, spec.name
-        else:
-            assert edge.status == "skipped" and edge.error == EDGE_OS_SKIPPED, spec.name
+        edge = sources[f"{spec.name}@EDGE01"]
+        assert edge.status == "skipped" and edge.error == EDGE_SERVER, spec.name
 
 
 def test_malformed_and_unknown_files_never_stop_the_import(tmp_path):
@@ -325,3 +321,35 @@ def test_import_command_writes_the_report(tmp_path, capsys):
     errors = [f for f in findings if f["status"] == "ERROR"]
     assert errors and all(f["reason"] for f in errors)
     assert "skipped: capture09.xml" in captured.err
+
+
+def test_an_empty_answer_for_one_server_is_error_for_that_server_not_a_pass(tmp_path):
+    """A manifest entry 'count: 0' for a cmdlet that returns one object per server it covers (here the MAPI virtual
+    directory) must not let HMA-VDIR-001 pass on the other server's data: that server is ERROR."""
+    from hma_check.engine import evaluate
+    from hma_check.findings import ERROR, PASS
+    from hma_check.pipeline import load_all_checks
+
+    folder = script_folder(tmp_path)
+    servers = [(["Deserialized.Microsoft.Exchange.Data.Directory.Management.ExchangeServer"],
+                {"Name": name, "Fqdn": f"{name.lower()}.solo.com", "AdminDisplayVersion": "Version 15.2 (Build 986.5)",
+                 "IsEdgeServer": False, "IsClientAccessServer": True}) for name in ("SOLO-E19A", "SOLO-E19B")]
+    (folder / "exchange" / "Get-ExchangeServer.xml").write_bytes(utf16(clixml_document(servers)))
+    mapi = {"Server": "SOLO-E19B", "Identity": "SOLO-E19B\\mapi (Default Web Site)", "Name": "mapi (Default Web Site)",
+            "InternalUrl": "https://mail.solo.com/mapi", "ExternalUrl": None,
+            "InternalAuthenticationMethods": ["Ntlm", "OAuth", "Negotiate"],
+            "ExternalAuthenticationMethods": ["Ntlm", "OAuth", "Negotiate"],
+            "IISAuthenticationMethods": ["Ntlm", "OAuth", "Negotiate"]}
+    (folder / "servers" / "SOLO-E19A" / "Get-MapiVirtualDirectory.xml").write_bytes(utf16(clixml_document(
+        [(["Deserialized.Microsoft.Exchange.Data.Directory.SystemConfiguration.ADMapiVirtualDirectory"], mapi)])))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig"))
+    entry, = [e for e in manifest["entries"] if e["source"] == "exchange.mapi_virtual_directories"]
+    entry.update(server="SOLO-E19B")
+    manifest["entries"].append({**entry, "server": "SOLO-E19A", "file": None, "count": 0,
+                                "command": "Get-MapiVirtualDirectory -Server 'SOLO-E19A'"})
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8-sig")
+    snapshot = import_path(folder).snapshot
+    assert snapshot.sources["exchange.mapi_virtual_directories@SOLO-E19A"].data == []
+    findings = {f.subject: f for f in evaluate(load_all_checks(), snapshot).findings if f.check_id == "HMA-VDIR-001"}
+    assert findings["SOLO-E19B"].status == PASS
+    assert findings["SOLO-E19A"].status == ERROR and "returned no object" in findings["SOLO-E19A"].reason

@@ -23,6 +23,7 @@ from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_
 from hma_check.collect.runner import Progress
 from hma_check.errors import ClixmlError
 from hma_check.snapshot import SourceResult, iso_utc, utc_now
+from hma_check.sources import BY_NAME
 
 Params = tuple[tuple[str, Any], ...]
 ALL = (("ResultSize", "Unlimited"),)
@@ -134,26 +135,19 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
 
 
 def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query]:
+    """One query per server and per-server source; a server the source contract leaves out (an Edge Transport or
+    Exchange 2010 server, a 2013 server without the Client Access role) is recorded as skipped with the reason."""
     for server in servers or []:
         name = server.get("Name") if isinstance(server, dict) else None
         if not isinstance(name, str) or not name:
             continue
-        if server.get("IsEdgeServer") is True:
-            continue   # nothing to collect on an Edge Transport server (exchange_objects.EDGE_OS_SKIPPED says why)
-        reason = _not_applicable(server)
         for source, cmdlet in SERVER_CMDLETS:
             query = Query(source, cmdlet, (("Server", name),), scope=name)
+            reason = BY_NAME[source].excluded(server)
             if reason:
                 results.append(SourceResult.skipped_result(source, reason, command=query.command, scope=name))
             else:
                 yield query
-
-
-def _not_applicable(server: dict[str, Any]) -> str | None:
-    version = str(server.get("AdminDisplayVersion") or "")
-    if version.startswith("Version ") and not version.startswith("Version 15"):
-        return f"{version}: these cmdlets do not read servers older than Exchange 2013"
-    return None
 
 
 def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None]) -> None:

@@ -118,10 +118,6 @@ SINGLE_OBJECT = frozenset({
 # Single-object sources where "no object" is a real answer: Get-HybridConfiguration returns nothing when the
 # organisation never ran the Hybrid Configuration Wizard; the collection script reports a missing auth certificate.
 NULL_WHEN_EMPTY = frozenset({"exchange.hybrid_configuration", "os.auth_certificate"})
-# An Edge Transport server has no client access virtual directories, serves no HMA client and sits outside the
-# domain: no per-server exchange source is read for it and its os sources are skipped with this reason, by the live
-# collectors and by offline import alike. The topology checks still assess it from exchange.servers.
-EDGE_OS_SKIPPED = "Edge Transport server: outside the domain and not part of HMA; its OS is not read"
 # Per-server sources whose objects carry the server they belong to in their Server property.
 SERVER_PROPERTY_SOURCES = frozenset(name for name, fields in FIELDS.items() if fields[:1] == ("Server",))
 

@@ -10,8 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
-from hma_check.collect.exchange_objects import (EDGE_OS_SKIPPED, SERVER_PROPERTY_SOURCES, ShapeError, shape,
-                                                source_for)
+from hma_check.collect.exchange_objects import SERVER_PROPERTY_SOURCES, ShapeError, shape, source_for
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
 from hma_check.snapshot import Snapshot, SourceResult, loads_json, parse_utc, source_key, who_ran_it
@@ -424,10 +423,10 @@ class _Importer:
                 for server in servers:
                     if (spec.name, server["Name"]) in present:
                         continue
-                    if server.get("IsEdgeServer") is not True:
-                        snapshot.add(SourceResult.skipped_result(spec.name, NOT_SUPPLIED, scope=server["Name"]))
-                    elif spec.collector == "os":   # as a live scan records an Edge server (no exchange source)
-                        snapshot.add(SourceResult.skipped_result(spec.name, EDGE_OS_SKIPPED, scope=server["Name"]))
+                    # As a live scan records it: a server the contract leaves out is skipped with the reason; any
+                    # other server without a file lacks the fact (the checks say ERROR for it).
+                    reason = spec.excluded(server) or NOT_SUPPLIED
+                    snapshot.add(SourceResult.skipped_result(spec.name, reason, scope=server["Name"]))
             elif spec.scope == "tenant" and tenants:
                 for tenant in tenants:
                     if (spec.name, tenant) not in present:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hma_check.collect.clixml import ClixmlObject
-from hma_check.collect.exchange_objects import EDGE_OS_SKIPPED, ShapeError, certificate_record, decode_base64, shape
+from hma_check.collect.exchange_objects import ShapeError, certificate_record, decode_base64, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
 from hma_check.collect.runner import Progress
 from hma_check.collect.server_os_config import OsSettings
@@ -79,8 +79,10 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     results: list[SourceResult] = []
     readable = []
     for server in servers:
-        if server.get("IsEdgeServer") is True:
-            results += [SourceResult.skipped_result(name, EDGE_OS_SKIPPED, scope=server["Name"]) for name in SOURCES]
+        excluded = [(name, BY_NAME[name].excluded(server)) for name in SOURCES]
+        if any(reason for _, reason in excluded):   # the os sources share one rule: an Edge server is not read
+            results += [SourceResult.skipped_result(name, reason or "", scope=server["Name"])
+                        for name, reason in excluded]
         else:
             readable.append(server)
     progress.start(len(readable) * len(SOURCES))
