@@ -1,0 +1,328 @@
+"""What check expressions see of the evidence: sources as values, and MissingFact when a source is not ok.
+
+``exchange.servers`` in an expression is the data of that source. A source that failed, was skipped or was never
+collected raises MissingFact instead of returning anything, so no expression can turn missing data into a PASS.
+A per-server (tenant, URL...) source is a ``Scoped`` value: index it by scope (``exchange.mapi_virtual_directories
+[item.Name]``), iterate it (every item of every part; raises if any part is missing) or use ``.parts`` to handle each
+scope on its own.
+
+A per-server source covers the servers of exchange.servers the contract says have it (sources.SourceSpec.servers):
+each of them is a part, collected or not, so a server missing from the evidence is ERROR for that server instead of
+silently absent. A server the contract leaves out (an Edge or Exchange 2010 server), and an organisation-wide source
+that cannot exist on the organisation's builds, raise NotApplicable: the check is NOT_APPLICABLE with the reason.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from hma_check.contract import sources as source_registry
+from hma_check.contract.snapshot import Snapshot, SourceResult, source_key
+
+SERVERS = "exchange.servers"
+
+
+class MissingFact(Exception):
+    """A fact an expression needs was not collected. ``key`` names the source (and scope), ``reason`` says why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}")
+
+
+class NotApplicable(MissingFact):
+    """A source that does not exist here by design (the contract in sources.py says so): NOT_APPLICABLE, not ERROR."""
+
+
+def _why_not(result: SourceResult | None, key: str) -> MissingFact:
+    if result is None:
+        return MissingFact(key, "not collected")
+    return MissingFact(key, f"{result.status}: {result.error or 'no reason recorded'}")
+
+
+class Part:
+    """One scope of a scoped source. ``data`` raises MissingFact when that scope was not collected, NotApplicable
+    when the contract says the scope has no such source, and MissingFact when ``problem`` says the answer cannot be
+    complete (no object where every covered server has one)."""
+
+    def __init__(self, name: str, scope: str, result: SourceResult | None,
+                 record: Callable[[str], None] | None = None, *, not_applicable: str | None = None,
+                 problem: str | None = None) -> None:
+        self.name = name
+        self.scope = scope
+        self._result = result
+        self._record = record
+        self.not_applicable = not_applicable
+        self._problem = problem
+
+    @property
+    def ok(self) -> bool:
+        return (self.not_applicable is None and self._problem is None and self._result is not None
+                and self._result.ok)
+
+    @property
+    def key(self) -> str:
+        return source_key(self.name, self.scope)
+
+    @property
+    def error(self) -> str | None:
+        if self.ok:
+            return None
+        return self._why().reason
+
+    def _why(self) -> MissingFact:
+        if self.not_applicable is not None:
+            return NotApplicable(self.key, f"not applicable: {self.not_applicable}")
+        if self._problem is not None:
+            return MissingFact(self.key, self._problem)
+        return _why_not(self._result, self.key)
+
+    @property
+    def data(self) -> Any:
+        if self._record is not None:
+            self._record(self.key)
+        if not self.ok:
+            raise self._why()
+        return self._result.data  # type: ignore[union-attr]
+
+    @property
+    def items(self) -> list[Any]:
+        data = self.data
+        return data if isinstance(data, list) else [data]
+
+    @property
+    def result(self) -> SourceResult | None:
+        return self._result
+
+    def __repr__(self) -> str:
+        return f"Part({self.key}, ok={self.ok})"
+
+
+class Scoped:
+    """A source collected once per server, tenant, URL or endpoint.
+
+    ``build`` makes the parts on first use; for a per-server source it raises MissingFact when exchange.servers is
+    not there to say which servers must be covered.
+    """
+
+    def __init__(self, name: str, build: Callable[[], list[Part]], record: Callable[[str], None] | None = None) -> None:
+        self.name = name
+        self._record = record
+        self._build = build
+        self._built: list[Part] | None = None
+
+    def _all(self) -> list[Part]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    @property
+    def parts(self) -> list[Part]:
+        parts = self._all()
+        if not parts:
+            if self._record is not None:
+                self._record(self.name)
+            raise MissingFact(self.name, "not collected")
+        return list(parts)
+
+    @property
+    def scopes(self) -> list[str]:
+        return [p.scope for p in self.parts]
+
+    def part(self, scope: str) -> Part:
+        wanted = str(scope).lower()
+        found = next((p for p in self._all() if p.scope.lower() == wanted), None)
+        return found if found is not None else Part(self.name, str(scope), None, self._record)
+
+    def __getitem__(self, scope: str) -> Any:
+        return self.part(scope).data
+
+    def __contains__(self, scope: object) -> bool:
+        wanted = str(scope).lower()
+        return any(p.scope.lower() == wanted and p.not_applicable is None for p in self._all())
+
+    def __iter__(self) -> Iterator[Any]:
+        """Every item of every part. A part that is missing makes the whole aggregate ERROR (it cannot pass on
+        partial data); a part that does not exist by design is left out, and only when every part is left out is
+        the aggregate NOT_APPLICABLE."""
+        parts = self.parts
+        if self._record is not None:
+            for p in parts:
+                if not p.ok:
+                    self._record(p.key)
+        failed = [p for p in parts if not p.ok and p.not_applicable is None]
+        if failed:
+            detail = "; ".join(f"{p.scope}: {p.error}" for p in failed[:5])
+            more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+            covered = sum(1 for p in parts if p.not_applicable is None)
+            raise MissingFact(self.name, f"not collected for {len(failed)} of {covered} scopes: {detail}{more}")
+        if all(p.not_applicable is not None for p in parts):
+            detail = "; ".join(f"{p.scope}: {p.not_applicable}" for p in parts[:5])
+            raise NotApplicable(self.name, f"not applicable to any server: {detail}")
+        for p in parts:
+            if p.ok:
+                yield from p.items
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"Scoped({self.name}, {len(self._parts)} parts)"
+
+
+class Namespace:
+    """``exchange``, ``graph``, ``os``, ``probe``: attribute access returns a source's data or a Scoped value."""
+
+    def __init__(self, facts: "Facts", prefix: str) -> None:
+        self._facts = facts
+        self._prefix = prefix
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        name = f"{self._prefix}.{attribute}"
+        if not source_registry.is_known(name):
+            raise AttributeError(f"unknown source {name}")
+        return self._facts.get(name)
+
+    def __repr__(self) -> str:
+        return f"Namespace({self._prefix})"
+
+
+class Facts:
+    """The evidence as expressions see it; built once per evaluation.
+
+    Every source an expression reads is recorded (``recording()``), so each finding can cite exactly the facts it
+    was decided on.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._by_name: dict[str, list[SourceResult]] = {}
+        for result in snapshot.sources.values():
+            self._by_name.setdefault(result.name, []).append(result)
+        self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
+        self._used: list[str] | None = None
+
+    def _record(self, key: str) -> None:
+        if self._used is not None and key not in self._used:
+            self._used.append(key)
+
+    @contextmanager
+    def recording(self) -> Iterator[list[str]]:
+        """Collect the keys of every source read inside the block (in first-read order)."""
+        outer = self._used
+        self._used = []
+        try:
+            yield self._used
+        finally:
+            inner = self._used
+            self._used = outer
+            if outer is not None:
+                for key in inner:
+                    if key not in outer:
+                        outer.append(key)
+
+    def result(self, key: str) -> SourceResult | None:
+        return self.snapshot.sources.get(key)
+
+    def results(self, name: str) -> list[SourceResult]:
+        return self._by_name.get(name, [])
+
+    def is_scoped(self, name: str) -> bool:
+        spec = source_registry.BY_NAME.get(name)
+        return spec is not None and spec.scope is not None
+
+    def get(self, name: str) -> Any:
+        if self.is_scoped(name):
+            return Scoped(name, lambda: self._parts(name), self._record)
+        self._record(name)
+        found = self.results(name)
+        result = found[0] if found else None
+        if result is None or not result.ok:
+            not_applicable = self._absent_by_design(name, result)
+            if not_applicable is not None:
+                raise NotApplicable(name, f"not applicable: {not_applicable}")
+            raise _why_not(result, name)
+        return result.data
+
+    # ------------------------------------------------------------------------------------------ coverage
+
+    def servers(self) -> list[dict[str, Any]]:
+        """exchange.servers, which says which servers a per-server source must cover; MissingFact when absent."""
+        self._record(SERVERS)
+        found = self.results(SERVERS)
+        result = found[0] if found else None
+        if result is None or not result.ok or not isinstance(result.data, list):
+            why = _why_not(result, SERVERS).reason if result is None or not result.ok else "not a list"
+            raise MissingFact(SERVERS, f"{why}, so the servers a per-server source must cover are unknown")
+        return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]]
+
+    def _parts(self, name: str) -> list[Part]:
+        spec = source_registry.BY_NAME[name]
+        results = self.results(name)
+        if spec.servers is None:
+            return [Part(name, r.scope or "", r, self._record) for r in results]
+        by_scope = {r.scope.lower(): r for r in results if r.scope}
+        # A result without a scope speaks for every server (a collector that could not run at all says why once).
+        fallback = next((r for r in results if not r.scope), None)
+        parts = []
+        for server in self.servers():
+            scope = server["Name"]
+            result = by_scope.pop(scope.lower(), fallback)
+            excluded = spec.excluded(server)
+            problem = None
+            if excluded is None and result is not None and result.ok and spec.one_or_more and not result.data:
+                command = (result.command or spec.filled_by).split(" (imported from", 1)[0]
+                problem = (f"{command} returned no object, but every server it covers has at least one: the answer "
+                           "is incomplete (or the object was removed); verify by hand")
+            parts.append(Part(name, scope, result, self._record, not_applicable=excluded, problem=problem))
+        # Results for servers exchange.servers does not list are evidence too; they are evaluated as they are.
+        parts += [Part(name, r.scope or "", r, self._record) for r in by_scope.values()]
+        return parts
+
+    def _absent_by_design(self, name: str, result: SourceResult | None) -> str | None:
+        """Why an organisation-wide source that was skipped cannot exist in this organisation, or None."""
+        spec = source_registry.BY_NAME.get(name)
+        if spec is None or spec.minimum_build is None or result is None or result.status != "skipped":
+            return None
+        try:
+            servers = self.servers()
+        except MissingFact:
+            return None
+        return spec.absent_everywhere(servers)
+
+    def availability(self, name: str) -> tuple[str, str | None]:
+        """('ok' | 'not_applicable' | 'error', why) for a required source. A scoped source is usable when at least
+        one part was collected; it is not applicable when the contract leaves out every server."""
+        if self.is_scoped(name):
+            try:
+                parts = self._parts(name)
+            except MissingFact as exc:
+                return "error", f"{exc.key} {exc.reason}"
+            if not parts:
+                return "error", "not collected"
+            if any(p.ok for p in parts):
+                return "ok", None
+            if all(p.not_applicable is not None for p in parts):
+                detail = "; ".join(f"{p.scope}: {p.not_applicable}" for p in parts[:5])
+                return "not_applicable", f"not applicable to any server ({detail})"
+            failed = "; ".join([f"{p.scope}: {p.error}" for p in parts if p.not_applicable is None][:5])
+            return "error", f"not collected for any scope ({failed})"
+        found = self.results(name)
+        if not found:
+            return "error", "not collected"
+        result = found[0]
+        if result.ok:
+            return "ok", None
+        not_applicable = self._absent_by_design(name, result)
+        if not_applicable is not None:
+            return "not_applicable", f"not applicable: {not_applicable}"
+        return "error", f"{result.status}: {result.error}"
+
+    def status(self, name: str) -> tuple[bool, str | None]:
+        """(usable, why not) for a required source (see availability)."""
+        state, why = self.availability(name)
+        return state == "ok", why
