@@ -240,6 +240,13 @@ SOURCES: tuple[SourceSpec, ...] = (
                "{Thumbprint, Subject, NotAfter, HasPrivateKey (true|false; null when the store's registry Blob is "
                "not there to tell)} or null when the certificate is not in the store", scope="server",
                servers="windows"),
+    SourceSpec("os.next_auth_certificate",
+               "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<NextCertificateThumbprint>; Get-ItemProperty -Path "
+               "HKLM:\\SOFTWARE\\Microsoft\\SystemCertificates\\MY\\Certificates\\<thumbprint> -Name Blob",
+               "{Thumbprint, Subject, NotBefore, NotAfter, HasPrivateKey (as os.auth_certificate)} or null when the "
+               "certificate is not in the store, or when Get-AuthConfig names no NextCertificateThumbprint (nothing "
+               "staged, nothing to look up: read exchange.auth_config to tell the two apart)", scope="server",
+               servers="windows"),
     # ------------------------------------------------------------------------------------------ the scan itself
     SourceSpec("scan.options", "the scan configuration's options: section (hma-check import --owa-ecp offline)",
                "{owa_ecp (bool: assess HMA for Outlook on the web and the EAC)}; written by every scan and import, "

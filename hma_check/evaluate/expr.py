@@ -105,6 +105,15 @@ def days_until(context: Any, value: Any) -> int:
     return int(delta.total_seconds() // 86400)
 
 
+def before(value: Any, other: Any) -> bool:
+    """``a is before(b)``: the first date is strictly earlier than the second (both ISO 8601, compared in UTC)."""
+    return to_datetime(value) < to_datetime(other)
+
+
+def after(value: Any, other: Any) -> bool:
+    return to_datetime(value) > to_datetime(other)
+
+
 # ------------------------------------------------------------------------------------------------- URL helpers
 
 
@@ -279,7 +288,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "ca_legacy_block": entra.legacy_block_state, "ca_describe": entra.describe_policy,
 }
 TESTS: dict[str, Callable[..., bool]] = {
-    "version_ge": version_ge, "version_lt": version_lt,
+    "version_ge": version_ge, "version_lt": version_lt, "before": before, "after": after,
     "covered_by": lambda host, names: covers(names, host),
     "contains_ci": contains_ci,
     "matching": matching,

@@ -97,7 +97,11 @@ def script_folder(folder: Path) -> Path:
                ("AuthCertificate.xml", "os.auth_certificate", "HmaCheck.AuthCertificate",
                 {"Thumbprint": "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7", "InStore": True,
                  "Subject": "CN=Microsoft Exchange Server Auth Certificate", "HasPrivateKey": True,
-                 "NotAfter": datetime(2024, 11, 6, 14, 47, 32, tzinfo=timezone(timedelta(hours=-8)))})]
+                 "NotAfter": datetime(2024, 11, 6, 14, 47, 32, tzinfo=timezone(timedelta(hours=-8)))}),
+               # no next certificate staged: the script writes InStore false without a thumbprint
+               ("NextAuthCertificate.xml", "os.next_auth_certificate", "HmaCheck.NextAuthCertificate",
+                {"Thumbprint": "", "InStore": False, "Subject": None, "NotBefore": None, "NotAfter": None,
+                 "HasPrivateKey": None})]
     for file, source, type_name, props in records:
         (server / file).write_bytes(utf16(clixml_document(
             [([type_name, "System.Management.Automation.PSCustomObject", "System.Object"], props)])))
@@ -206,6 +210,7 @@ def test_script_output_with_manifest(tmp_path):
         "Thumbprint": "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7", "Subject": "CN=Microsoft Exchange Server Auth Certificate",
         "NotAfter": "2024-11-06T22:47:32Z", "HasPrivateKey": True}
     assert sources["exchange.oab_virtual_directories@SOLO-E19A"].status == "skipped"
+    assert sources["os.next_auth_certificate@SOLO-E19A"].ok and sources["os.next_auth_certificate@SOLO-E19A"].data is None
 
 
 def test_an_edge_server_gets_what_a_live_scan_gives_it(tmp_path):

@@ -29,6 +29,14 @@ certificates:
   old:
     subject: CN=old.contoso.com
     not_after: +30d
+  next:
+    subject: CN=Microsoft Exchange Server Auth Certificate
+    not_before: -1d
+    not_after: +1825d
+    server_auth: false
+auth_config: {current_certificate: auth, next_certificate: next, NextCertificateEffectiveDate: +2d}
+server_defaults:
+  certificates: [auth, next, mail, self]
 faults:
   - {cmdlet: Get-CimInstance, server: EX08, hang: true}
 servers:
@@ -151,6 +159,17 @@ def test_a_hanging_call_times_out_alone_and_the_next_one_still_runs(snapshot):
 def test_a_certificate_missing_from_the_store_is_null(snapshot):
     result = _source(snapshot, "os.auth_certificate", "EX09")
     assert result.ok and result.data is None
+    assert _source(snapshot, "os.next_auth_certificate", "EX09").data is None
+
+
+def test_the_staged_next_auth_certificate_is_read_with_its_dates_and_key(snapshot):
+    """NextCertificateThumbprint is looked up like the current one, with NotBefore (is it valid when it takes over?)."""
+    result = _source(snapshot, "os.next_auth_certificate", "EX01")
+    thumbprint = snapshot.sources["exchange.auth_config"].data["NextCertificateThumbprint"]
+    assert result.ok and result.data["Thumbprint"] == thumbprint and result.data["HasPrivateKey"] is True
+    assert set(result.data) == {"Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey"}
+    assert result.data["NotBefore"] < result.data["NotAfter"]
+    assert _source(snapshot, "os.next_auth_certificate", "EX07").data["HasPrivateKey"] is True   # only auth is keyless
 
 
 def test_without_the_server_list_every_os_source_says_why(lab):
@@ -158,7 +177,7 @@ def test_without_the_server_list_every_os_source_says_why(lab):
     empty = Snapshot.new()
     results = collect_os(settings, lab.credentials.password, empty)
     assert {r.name for r in results} == {"os.tls_registry", "os.exsetup_version", "os.operating_system",
-                                         "os.auth_certificate"}
+                                         "os.auth_certificate", "os.next_auth_certificate"}
     assert all(r.status == "error" and r.scope is None and "exchange.servers was not collected" in r.error
                for r in results)
 
@@ -213,7 +232,7 @@ def test_a_bug_reading_one_answer_fails_only_that_source(lab, snapshot, monkeypa
     monkeypatch.setattr(server_os, "_file_version", file_version)
     settings = load_config_text(yaml.safe_dump({"os": lab.scan_config()["os"]})).sections["os"]
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, _only(snapshot, "EX01", "EX05"))}
-    assert len(results) == 8
+    assert len(results) == 10
     for server in ("EX01", "EX05"):
         broken = results.pop(f"os.exsetup_version@{server}")
         assert broken.status == "error" and "KeyError: 'FileVersionInfo'" in broken.error
@@ -226,7 +245,7 @@ def test_https_with_the_listeners_ca_and_without_it(lab, windows, snapshot):
     settings = load_config_text(yaml.safe_dump({"os": raw})).sections["os"]
     only_ex01 = _only(snapshot, "EX01")
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, only_ex01)}
-    assert all(r.ok for r in results.values()) and len(results) == 4
+    assert all(r.ok for r in results.values()) and len(results) == 5
     assert results["os.tls_registry@EX01"].data == _source(snapshot, "os.tls_registry", "EX01").data
     untrusted = replace(settings, ca_file=None)
     refused = collect_os(untrusted, lab.credentials.password, only_ex01)

@@ -99,6 +99,7 @@ def _server_sources(server: str) -> dict[str, Any]:
         "os.exsetup_version": {"FileVersion": "15.02.2562.017", "Path": "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\bin\\ExSetup.exe"},
         "os.auth_certificate": {"Thumbprint": AUTH_THUMBPRINT, "Subject": "CN=Microsoft Exchange Server Auth Certificate",
                                 "NotAfter": "2030-06-01T00:00:00Z", "HasPrivateKey": True},
+        "os.next_auth_certificate": None,   # Get-AuthConfig names no next certificate
     }
 
 
@@ -289,6 +290,9 @@ def _resolve_key(key: str) -> str:
 def apply_ops(snapshot: Snapshot, ops: list[dict[str, Any]]) -> Snapshot:
     """The small patch language of tests/check_cases.yaml, applied in place."""
     for op in ops:
+        if isinstance(op, list):   # a YAML anchor of several operations, reused inside another list
+            apply_ops(snapshot, op)
+            continue
         if "drop" in op:   # the source is not in the evidence at all (someone deleted it from evidence.json)
             target = _resolve_key(op["drop"])
             assert target in snapshot.sources, f"no source {target} to drop"
@@ -322,16 +326,16 @@ def apply_ops(snapshot: Snapshot, ops: list[dict[str, Any]]) -> Snapshot:
         assert key in snapshot.sources, f"no source {key} in the baseline"
         result = snapshot.sources[key]
         if kind == "set" and not path:
-            result.data = op["to"]
+            result.data = copy.deepcopy(op["to"])   # YAML anchors share one object: each use gets its own
             continue
         container = result.data
         for part in path[:-1]:
             container = container[part]
         last = path[-1] if path else None
         if kind == "set":
-            container[last] = op["to"]
+            container[last] = copy.deepcopy(op["to"])
         elif kind == "append":
-            (container[last] if last is not None else container).append(op["value"])
+            (container[last] if last is not None else container).append(copy.deepcopy(op["value"]))
         else:
             del container[last]
     return snapshot

@@ -50,6 +50,7 @@ SOURCE_BY_TYPE: dict[str, str] = {
     "HmaCheck.ExSetupVersion": "os.exsetup_version",
     "HmaCheck.OperatingSystem": "os.operating_system",
     "HmaCheck.AuthCertificate": "os.auth_certificate",
+    "HmaCheck.NextAuthCertificate": "os.next_auth_certificate",
 }
 
 _VDIR = ("Server", "Identity", "Name", "InternalUrl", "ExternalUrl", "InternalAuthenticationMethods",
@@ -107,17 +108,18 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "os.exsetup_version": ("FileVersion", "Path"),
     "os.operating_system": ("Caption", "Version", "BuildNumber"),
     "os.auth_certificate": ("Thumbprint", "Subject", "NotAfter", "HasPrivateKey"),
+    "os.next_auth_certificate": ("Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey"),
 }
 
 # Sources whose data is one object (or null) rather than a list.
 SINGLE_OBJECT = frozenset({
     "exchange.organization_config", "exchange.auth_config", "exchange.hybrid_configuration",
     "exchange.activesync_organization_settings",
-    "os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate",
+    "os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate", "os.next_auth_certificate",
 })
 # Single-object sources where "no object" is a real answer: Get-HybridConfiguration returns nothing when the
 # organisation never ran the Hybrid Configuration Wizard; the collection script reports a missing auth certificate.
-NULL_WHEN_EMPTY = frozenset({"exchange.hybrid_configuration", "os.auth_certificate"})
+NULL_WHEN_EMPTY = frozenset({"exchange.hybrid_configuration", "os.auth_certificate", "os.next_auth_certificate"})
 # Per-server sources whose objects carry the server they belong to in their Server property.
 SERVER_PROPERTY_SOURCES = frozenset(name for name, fields in FIELDS.items() if fields[:1] == ("Server",))
 
@@ -167,7 +169,7 @@ def shape(source_name: str, objects: Iterable[ClixmlObject]) -> Any:
 
 
 def _pick(source_name: str, obj: ClixmlObject, fields: tuple[str, ...]) -> dict[str, Any] | None:
-    if source_name == "os.auth_certificate" and obj.get("InStore") is False:
+    if source_name in ("os.auth_certificate", "os.next_auth_certificate") and obj.get("InStore") is False:
         return None  # the script looked the thumbprint up and the store does not hold it
     if source_name == "os.exsetup_version" and "Path" not in obj and "FileName" in obj:
         # FileVersionInfo calls it FileName; Get-Command's ApplicationInfo (and the contract) call it Path.

@@ -10,8 +10,8 @@
       * runs Exchange Get- cmdlets (organisation-wide, then per server with -Server) and saves each result
         with Export-Clixml;
       * on every Exchange server it can reach, reads the SCHANNEL TLS and .NET Framework registry values,
-        the ExSetup.exe file version, the operating system version and the Auth certificate in the
-        certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
+        the ExSetup.exe file version, the operating system version and the current and next Auth
+        certificates in the certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
         Get-ChildItem only);
       * optionally (when generated with --graph) reads Microsoft Graph with Microsoft Graph PowerShell
         Get-Mg cmdlets (service principal, organization, domains, users' sync state, Conditional Access)
@@ -128,13 +128,14 @@ function Save-HmaClixml {
 }
 
 function Get-HmaServerFacts {
-    <# Reads the registry, ExSetup.exe, the OS and the Auth certificate on one server (read-only). #>
+    <# Reads the registry, ExSetup.exe, the OS and the current and next Auth certificates on one server (read-only). #>
     param(
         [string]$ComputerName,
-        [string]$AuthThumbprint
+        [string]$AuthThumbprint,
+        [string]$NextThumbprint
     )
-    Invoke-Command -ComputerName $ComputerName -ErrorAction Stop -ArgumentList $AuthThumbprint -ScriptBlock {
-        param($Thumbprint)
+    Invoke-Command -ComputerName $ComputerName -ErrorAction Stop -ArgumentList $AuthThumbprint, $NextThumbprint -ScriptBlock {
+        param($Thumbprint, $Next)
         function Get-DwordValue {
             param([string]$Path, [string]$Name)
             $item = Get-ItemProperty -LiteralPath $Path -Name $Name -ErrorAction SilentlyContinue
@@ -169,6 +170,10 @@ function Get-HmaServerFacts {
         if ($Thumbprint) {
             $certificate = Get-ChildItem -Path "Cert:\LocalMachine\My\$Thumbprint" -ErrorAction SilentlyContinue
         }
+        $nextCertificate = $null
+        if ($Next) {
+            $nextCertificate = Get-ChildItem -Path "Cert:\LocalMachine\My\$Next" -ErrorAction SilentlyContinue
+        }
         [pscustomobject]@{
             Registry          = $values
             ExSetupPath       = $exSetupPath
@@ -180,6 +185,11 @@ function Get-HmaServerFacts {
             CertificateSubject = if ($certificate) { $certificate.Subject } else { $null }
             CertificateNotAfter = if ($certificate) { $certificate.NotAfter.ToUniversalTime() } else { $null }
             CertificateHasKey = if ($certificate) { $certificate.HasPrivateKey } else { $null }
+            NextFound         = [bool]$nextCertificate
+            NextSubject       = if ($nextCertificate) { $nextCertificate.Subject } else { $null }
+            NextNotBefore     = if ($nextCertificate) { $nextCertificate.NotBefore.ToUniversalTime() } else { $null }
+            NextNotAfter      = if ($nextCertificate) { $nextCertificate.NotAfter.ToUniversalTime() } else { $null }
+            NextHasKey        = if ($nextCertificate) { $nextCertificate.HasPrivateKey } else { $null }
         }
     }
 }
@@ -260,7 +270,7 @@ foreach ($server in $servers) {
     $factsError = $null
     $factsStarted = Get-HmaTimestamp
     try {
-        $facts = Get-HmaServerFacts -ComputerName "$($server.Fqdn)" -AuthThumbprint "$($authConfig.CurrentCertificateThumbprint)"
+        $facts = Get-HmaServerFacts -ComputerName "$($server.Fqdn)" -AuthThumbprint "$($authConfig.CurrentCertificateThumbprint)" -NextThumbprint "$($authConfig.NextCertificateThumbprint)"
     } catch {
         $factsError = Get-HmaErrorText $_
         Write-Warning ("Reading the registry and files of {0} failed: {1}" -f $server.Fqdn, $factsError)
@@ -295,6 +305,21 @@ foreach ($server in $servers) {
                 Subject       = $facts.CertificateSubject
                 NotAfter      = $facts.CertificateNotAfter
                 HasPrivateKey = $facts.CertificateHasKey
+            }
+        }),
+        @('os.next_auth_certificate', 'NextAuthCertificate', "Get-ChildItem -Path Cert:\LocalMachine\My\$($authConfig.NextCertificateThumbprint) $remote", {
+            if (-not $authConfig) {
+                throw 'Get-AuthConfig failed, so the next Auth certificate thumbprint is unknown'
+            }
+            # No next certificate staged: InStore false and no thumbprint, which the import reads as null.
+            [pscustomobject]@{
+                PSTypeName    = 'HmaCheck.NextAuthCertificate'
+                Thumbprint    = "$($authConfig.NextCertificateThumbprint)"
+                InStore       = $facts.NextFound
+                Subject       = $facts.NextSubject
+                NotBefore     = $facts.NextNotBefore
+                NotAfter      = $facts.NextNotAfter
+                HasPrivateKey = $facts.NextHasKey
             }
         })
     )

@@ -24,7 +24,8 @@ from hma_check.contract.snapshot import Snapshot, SourceResult, iso_utc, utc_now
 from hma_check.contract.sources import BY_NAME
 
 CONFIGURATION = "Microsoft.PowerShell"   # its read-only allowlist is psrp_client.ALLOWLISTS[CONFIGURATION]
-SOURCES = ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate")
+SOURCES = ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate",
+           "os.next_auth_certificate")
 
 TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
 SIDES = ("Server", "Client")
@@ -74,7 +75,7 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     if servers_problem:
         # No server list, no scopes: one result per source, without a scope, says why (as the runner does).
         return [SourceResult.error_result(name, servers_problem, command=BY_NAME[name].filled_by) for name in SOURCES]
-    thumbprint, thumbprint_problem = _auth_thumbprint(snapshot)
+    thumbprints = {role: _auth_thumbprint(snapshot, role) for role in AUTH_ROLES}
     secrets = tuple(s for s in (password,) if s)
     results: list[SourceResult] = []
     readable = []
@@ -92,7 +93,7 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     def one(server: dict[str, Any]) -> list[SourceResult]:
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
                                secrets)
-        found = reader.read(thumbprint, thumbprint_problem)
+        found = reader.read(thumbprints)
         for result in found:
             progress.advance(result.command, result.ok)
         return found
@@ -113,17 +114,26 @@ def _servers(snapshot: Snapshot) -> tuple[list[dict[str, Any]], str | None]:
     return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]], None
 
 
-def _auth_thumbprint(snapshot: Snapshot) -> tuple[str | None, str | None]:
-    """The current Auth certificate's thumbprint, or why there is none to look up."""
+# The Auth configuration's certificates the OS collector looks up: which source, and which Get-AuthConfig property
+# names its thumbprint. The next one is what the AuthAdmin servicelet switches to at NextCertificateEffectiveDate.
+AUTH_ROLES = {"os.auth_certificate": "CurrentCertificateThumbprint",
+              "os.next_auth_certificate": "NextCertificateThumbprint"}
+
+
+def _auth_thumbprint(snapshot: Snapshot, source: str) -> tuple[str | None, str | None]:
+    """The thumbprint an Auth certificate source looks up, or why there is none ('' : nothing to look up)."""
+    prop = AUTH_ROLES[source]
     result = snapshot.sources.get("exchange.auth_config")
     if result is None or not result.ok or not isinstance(result.data, dict):
         why = result.error if result is not None and result.error else "not collected"
         return None, f"exchange.auth_config is needed for the Auth certificate's thumbprint and was not read ({why})"
-    thumbprint = str(result.data.get("CurrentCertificateThumbprint") or "").strip()
+    thumbprint = str(result.data.get(prop) or "").strip()
     if not thumbprint:
+        if source == "os.next_auth_certificate":
+            return "", None   # no next certificate is staged: a fact, recorded as null
         return None, "Get-AuthConfig names no CurrentCertificateThumbprint: there is no Auth certificate to look up"
     if not _THUMBPRINT.fullmatch(thumbprint):
-        return None, f"CurrentCertificateThumbprint {thumbprint[:60]!r} is not a SHA-1 thumbprint"
+        return None, f"{prop} {thumbprint[:60]!r} is not a SHA-1 thumbprint"
     return thumbprint.upper(), None
 
 
@@ -138,13 +148,13 @@ class _ServerReader:
         self.session: RemoteSession | None = None
         self.unreachable: str | None = None
 
-    def read(self, thumbprint: str | None, thumbprint_problem: str | None) -> list[SourceResult]:
+    def read(self, thumbprints: dict[str, tuple[str | None, str | None]]) -> list[SourceResult]:
         try:
             return [
                 self._source("os.tls_registry", [TLS_QUERY], self._tls_registry),
                 self._source("os.exsetup_version", [EXSETUP_QUERY], self._exsetup_version),
                 self._source("os.operating_system", [OS_QUERY], self._operating_system),
-                self._auth_certificate(thumbprint, thumbprint_problem),
+                *(self._auth_certificate(source, *thumbprints[source]) for source in AUTH_ROLES),
             ]
         finally:
             if self.session is not None:
@@ -237,11 +247,16 @@ class _ServerReader:
             raise ShapeError(f"Win32_OperatingSystem came back without {', '.join(missing)}")
         return data
 
-    def _auth_certificate(self, thumbprint: str | None, problem: str | None) -> SourceResult:
+    def _auth_certificate(self, source: str, thumbprint: str | None, problem: str | None) -> SourceResult:
+        """One Auth configuration certificate in Cert:\\LocalMachine\\My: null when the store does not hold it (or,
+        for the next certificate, when none is staged)."""
         if thumbprint is None:
-            return SourceResult.error_result("os.auth_certificate", problem or "no thumbprint",
+            return SourceResult.error_result(source, problem or "no thumbprint",
                                              command="Get-ChildItem -Path Cert:\\LocalMachine\\My\\<thumbprint>",
                                              scope=self.name)
+        if not thumbprint:
+            return SourceResult.ok_result(source, None, scope=self.name,
+                                          command="Get-AuthConfig names no NextCertificateThumbprint: nothing to look up")
         certificate = ("Get-ChildItem", (("Path", f"Cert:\\LocalMachine\\My\\{thumbprint}"),))
         blob = ("Get-ItemProperty", (("Path", f"{MY_STORE}\\{thumbprint}"), ("Name", "Blob")))
         queries = [certificate]
@@ -250,13 +265,13 @@ class _ServerReader:
             answer = answers[0]
             _refuse_errors(answer, allow_not_found=True)
             if not answer.objects:
-                return None     # not in the machine store: a fact, which HMA-AUTH-013 reports
-            record = _certificate_record(answer.objects, thumbprint)
+                return None     # not in the machine store: a fact, which HMA-AUTH-011 and -013 report
+            record = _certificate_record(answer.objects, thumbprint, with_not_before=source != "os.auth_certificate")
             record["HasPrivateKey"] = self._has_private_key(blob)
             return record
 
         command = "; ".join(powershell_text(cmdlet, params) for cmdlet, params in (certificate, blob))
-        return self._source("os.auth_certificate", queries, build, command=command)
+        return self._source(source, queries, build, command=command)
 
     def _has_private_key(self, query: tuple[str, tuple[tuple[str, Any], ...]]) -> bool | None:
         """X509Certificate2.HasPrivateKey is the key provider property on the stored certificate (CAPI's own test).
@@ -304,11 +319,13 @@ def _file_version(obj: ClixmlObject) -> str:
     raise ShapeError("Get-Command's answer for ExSetup.exe carries neither FileVersionInfo nor Version")
 
 
-def _certificate_record(objects: list[ClixmlObject], thumbprint: str) -> dict[str, Any]:
+def _certificate_record(objects: list[ClixmlObject], thumbprint: str, *, with_not_before: bool) -> dict[str, Any]:
     decoded = certificate_record(objects[0])
     if decoded["Thumbprint"] != thumbprint:
         raise ShapeError(f"the store returned another certificate than {thumbprint}")
-    return {"Thumbprint": decoded["Thumbprint"], "Subject": decoded["Subject"], "NotAfter": decoded["NotAfter"]}
+    names = ("Thumbprint", "Subject", "NotBefore", "NotAfter") if with_not_before else ("Thumbprint", "Subject",
+                                                                                        "NotAfter")
+    return {name: decoded[name] for name in names}
 
 
 def blob_properties(blob: bytes) -> dict[int, bytes]:
