@@ -153,8 +153,17 @@ class ExchangeConfiguration:
         if (major, minor) >= (15, 1):
             table.append(_cmdlet("Get-ClientAccessService", self._client_access, "Identity"))
         if (major, minor, build) >= (15, 2, 397):
-            table.append(_cmdlet("Get-AuthenticationPolicy", self._list("AuthenticationPolicy"), "Identity"))
+            table.append(_cmdlet("Get-AuthenticationPolicy", self._authentication_policies, "Identity"))
         return table
+
+    def _authentication_policies(self, call: _Call) -> list[Any]:
+        """The BlockModernAuth* switches exist from Exchange 2019 CU13 (15.2.1258): an older server's objects do not
+        carry them at all (Set-AuthenticationPolicy documents them as 'Exchange 2019 CU13 or later')."""
+        items = [self._org_object("AuthenticationPolicy", props)
+                 for props in self.scenario.objects.get("AuthenticationPolicy", [])]
+        if tuple(self.endpoint_server.build[:3]) < (15, 2, 1258):
+            items = [{k: v for k, v in item.items() if not k.startswith("BlockModernAuth")} for item in items]
+        return self._filter_identity(call, items, "AuthenticationPolicy")
 
     def _single(self, kind: str) -> Callable[[_Call], list[Any]]:
         def handler(call: _Call) -> list[Any]:
@@ -256,8 +265,21 @@ class ExchangeConfiguration:
         return out
 
     def _users(self, call: _Call) -> list[Any]:
-        items = [self._ad_common(dict(user), f"CN={user['Name']},CN=Users", user["Name"])
-                 for user in self.scenario.objects.get("User", [])]
+        """Every user: the administrators and the mailbox owners (Get-User reads them all), each with the
+        authentication policy assigned to it (null: the organisation's default applies)."""
+        users = [dict(user) for user in self.scenario.objects.get("User", [])]
+        known = {user["Name"].lower() for user in users}
+        for mailbox in self.scenario.objects.get("Mailbox", []):
+            if mailbox["Name"].lower() not in known:
+                users.append({"Name": mailbox["Name"], "UserPrincipalName": mailbox.get("UserPrincipalName"),
+                              "SamAccountName": mailbox["Name"], "DisplayName": mailbox.get("DisplayName")
+                              or mailbox["Name"], "RecipientType": "UserMailbox",
+                              "RecipientTypeDetails": mailbox.get("RecipientTypeDetails") or "UserMailbox",
+                              "AuthenticationPolicy": mailbox.get("AuthenticationPolicy")})
+        items = [self._ad_common({"AuthenticationPolicy": None, **user}, f"CN={user['Name']},CN=Users", user["Name"])
+                 for user in users]
+        if call.params.get("Identity") is None:
+            return self._result_size(call, self._filtered(call, items), "User")
         return self._filter_identity(call, self._filtered(call, items), "User")
 
     def _vdirs(self, call: _Call) -> list[Any]:
@@ -408,7 +430,7 @@ class ExchangeConfiguration:
             "SettingOverride": {"Parameters": [], "Server": None, "MinVersion": None, "MaxVersion": None,
                                 "Status": "Accepted", "Reason": "", "IsFlight": False},
             "AcceptedDomain": {"DomainType": "Authoritative", "Default": False},
-            "AuthenticationPolicy": {f"BlockLegacyAuth{p}": False for p in (
+            "AuthenticationPolicy": {f"Block{kind}Auth{p}": False for kind in ("Legacy", "Modern") for p in (
                 "ActiveSync", "Autodiscover", "Imap", "Mapi", "OfflineAddressBook", "Pop", "Rpc", "WebServices")},
             "ActiveSyncDeviceAccessRule": {},
             "AuthConfig": {}, "HybridConfiguration": {},

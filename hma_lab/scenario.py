@@ -554,7 +554,12 @@ class _Parser:
                 "PrimarySmtpAddress": f"user{i:05d}@{domain}", "RecipientTypeDetails": "UserMailbox",
                 "MapiHttpEnabled": None} for i in range(1, count + 1)]
         for index, item in enumerate(self.seq(spec.get("items"), (*where, "items"))):
-            props = self.properties("Mailbox", item, (*where, "items", index), extra=("MapiHttpEnabled",))
+            # MapiHttpEnabled is Get-CASMailbox's, AuthenticationPolicy Get-User's (the policy's Name)
+            props = self.properties("Mailbox", item, (*where, "items", index),
+                                    extra=("MapiHttpEnabled", "AuthenticationPolicy"))
+            if isinstance(item, dict) and item.get("AuthenticationPolicy") is not None:
+                props["AuthenticationPolicy"] = self.text(item["AuthenticationPolicy"],
+                                                          (*where, "items", index, "AuthenticationPolicy"))
             mapi = item.get("MapiHttpEnabled") if isinstance(item, dict) else None
             if mapi is not None and not isinstance(mapi, bool):
                 raise self.fail((*where, "items", index, "MapiHttpEnabled"), "must be true, false or null")

@@ -176,9 +176,18 @@ SOURCES: tuple[SourceSpec, ...] = (
                "Get-RoleGroupMember -Identity 'Organization Management', then Get-User -Identity <member>",
                "list of {Name, UserPrincipalName, SamAccountName, Sid, RecipientTypeDetails}"),
     SourceSpec("exchange.authentication_policies", "Get-AuthenticationPolicy (Exchange 2019 CU2 and later)",
-               "list of {Name, BlockLegacyAuthActiveSync, BlockLegacyAuthAutodiscover, BlockLegacyAuthImap, "
-               "BlockLegacyAuthMapi, BlockLegacyAuthOfflineAddressBook, BlockLegacyAuthPop, BlockLegacyAuthRpc, "
-               "BlockLegacyAuthWebServices}", minimum_build="15.2.397.3", minimum_release="Exchange 2019 CU2"),
+               "list of {Name, Identity, DistinguishedName, BlockLegacyAuthActiveSync, BlockLegacyAuthAutodiscover, "
+               "BlockLegacyAuthImap, BlockLegacyAuthMapi, BlockLegacyAuthOfflineAddressBook, BlockLegacyAuthPop, "
+               "BlockLegacyAuthRpc, BlockLegacyAuthWebServices, and from Exchange 2019 CU13 BlockModernAuthActiveSync, "
+               "BlockModernAuthAutodiscover, BlockModernAuthImap, BlockModernAuthMapi, "
+               "BlockModernAuthOfflineAddressBook, BlockModernAuthPop, BlockModernAuthRpc, BlockModernAuthWebServices "
+               "(absent before CU13: the switches do not exist there)}", minimum_build="15.2.397.3",
+               minimum_release="Exchange 2019 CU2"),
+    SourceSpec("exchange.user_authentication_policies",
+               "Get-User -ResultSize Unlimited -Filter \"AuthenticationPolicy -ne $null\" (Exchange 2019 CU2 and later)",
+               "list of {Name, UserPrincipalName, RecipientTypeDetails, AuthenticationPolicy (the assigned policy)}: "
+               "every user with a policy of its own; the others get the organisation's DefaultAuthenticationPolicy",
+               minimum_build="15.2.397.3", minimum_release="Exchange 2019 CU2"),
     SourceSpec("exchange.cas_mailboxes_mapi_disabled",
                "Get-CASMailbox -ResultSize Unlimited -Filter \"MapiHttpEnabled -eq $false\"",
                "list of {Name, PrimarySmtpAddress, MapiHttpEnabled}"),

@@ -73,10 +73,13 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
                 missing.append(f"required source {name} {why}")
             elif state == "not_applicable":
                 absent.append(f"required source {name} is {why}")
-        if missing or absent:
-            # Missing data wins: a check is NOT_APPLICABLE only when nothing it needs is missing.
-            return [_finding(check, facts, ERROR if missing else NOT_APPLICABLE, ORGANIZATION,
-                             reason="; ".join(missing or absent), used=list(check.requires))]
+        if absent:
+            # A check that needs a source the organisation cannot have (by the contract) does not apply, whatever
+            # else is missing: there is nothing it could decide.
+            return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, reason="; ".join(absent),
+                             used=list(check.requires))]
+        if missing:
+            return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing), used=list(check.requires))]
         if check.for_each is None:
             return [_evaluate_item(check, facts, base, item=None, scope=None, read=[])]
         try:

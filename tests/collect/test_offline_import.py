@@ -358,3 +358,29 @@ def test_an_empty_answer_for_one_server_is_error_for_that_server_not_a_pass(tmp_
     findings = {f.subject: f for f in evaluate(load_all_checks(), snapshot).findings if f.check_id == "HMA-VDIR-001"}
     assert findings["SOLO-E19B"].status == PASS
     assert findings["SOLO-E19A"].status == ERROR and "returned no object" in findings["SOLO-E19A"].reason
+
+
+@pytest.mark.parametrize("build,status", [("Version 15.1 (Build 2507.6)", "NOT_APPLICABLE"),
+                                          ("Version 15.2 (Build 986.5)", "ERROR")])
+def test_a_cmdlet_the_script_skipped_is_not_applicable_only_where_no_build_has_it(tmp_path, build, status):
+    """Get-AuthenticationPolicy does not exist before Exchange 2019 CU2: on Exchange 2016 the script's skip makes the
+    policy checks NOT_APPLICABLE; where a 2019 CU11 server runs, the same skip is missing data (ERROR)."""
+    from hma_check.commands.pipeline import load_all_checks
+    from hma_check.evaluate.engine import evaluate
+
+    folder = script_folder(tmp_path)
+    servers = [(["Deserialized.Microsoft.Exchange.Data.Directory.Management.ExchangeServer"],
+                {"Name": "SOLO-E19A", "Fqdn": "solo-e19a.solo.com", "AdminDisplayVersion": build,
+                 "IsEdgeServer": False, "IsClientAccessServer": True})]
+    (folder / "exchange" / "Get-ExchangeServer.xml").write_bytes(utf16(clixml_document(servers)))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig"))
+    for source in ("exchange.authentication_policies", "exchange.user_authentication_policies"):
+        manifest["entries"].append({"file": None, "source": source, "server": None, "command": source,
+                                    "startedAt": "2026-03-02T10:00:01Z", "durationMs": 0, "status": "skipped",
+                                    "error": "Get-AuthenticationPolicy does not exist on this Exchange version",
+                                    "count": 0})
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8-sig")
+    snapshot = import_path(folder).snapshot
+    assert snapshot.sources["exchange.authentication_policies"].status == "skipped"
+    findings = [f for f in evaluate(load_all_checks(), snapshot).findings if f.check_id in ("HMA-ORG-004", "HMA-ORG-005")]
+    assert [f.status for f in findings] == [status, status]

@@ -166,9 +166,15 @@ def _org_sources(names: tuple[str, ...]) -> dict[str, Any]:
             {"Name": "Ada Admin", "UserPrincipalName": "ada.admin@contoso.com", "SamAccountName": "ada.admin",
              "Sid": "S-1-5-21-1004336348-1177238915-682003330-1105", "RecipientTypeDetails": "User"}],
         "exchange.authentication_policies": [
-            {"Name": "Block Legacy Auth", "BlockLegacyAuthActiveSync": True, "BlockLegacyAuthAutodiscover": True,
+            {"Name": "Block Legacy Auth", "Identity": "Block Legacy Auth",
+             "DistinguishedName": "CN=Block Legacy Auth,CN=Auth Policies,CN=Contoso,CN=Microsoft Exchange,"
+                                  "CN=Services,CN=Configuration,DC=contoso,DC=com",
+             "BlockLegacyAuthActiveSync": True, "BlockLegacyAuthAutodiscover": True,
              "BlockLegacyAuthImap": True, "BlockLegacyAuthMapi": True, "BlockLegacyAuthOfflineAddressBook": True,
-             "BlockLegacyAuthPop": True, "BlockLegacyAuthRpc": True, "BlockLegacyAuthWebServices": True}],
+             "BlockLegacyAuthPop": True, "BlockLegacyAuthRpc": True, "BlockLegacyAuthWebServices": True,
+             **{f"BlockModernAuth{p}": False for p in ("ActiveSync", "Autodiscover", "Imap", "Mapi",
+                                                         "OfflineAddressBook", "Pop", "Rpc", "WebServices")}}],
+        "exchange.user_authentication_policies": [],   # nobody has a policy of their own
         "exchange.cas_mailboxes_mapi_disabled": [],
         "exchange.activesync_organization_settings": {"DefaultAccessLevel": "Allow"},
         "exchange.activesync_device_access_rules": [],

@@ -59,6 +59,8 @@ ORG_QUERIES: tuple[Query, ...] = (
     Query("exchange.authentication_policies", "Get-AuthenticationPolicy",
           absent_means_skipped="Get-AuthenticationPolicy does not exist on this Exchange version "
                                "(authentication policies arrived in Exchange 2019 CU2)"),
+    Query("exchange.user_authentication_policies", "Get-User",
+          (("ResultSize", "Unlimited"), ("Filter", "AuthenticationPolicy -ne $null"))),
     Query("exchange.cas_mailboxes_mapi_disabled", "Get-CASMailbox",
           (("ResultSize", "Unlimited"), ("Filter", "MapiHttpEnabled -eq $false"))),
     Query("exchange.activesync_organization_settings", "Get-ActiveSyncOrganizationSettings"),
@@ -113,7 +115,7 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         shared.open_sessions = 1
         servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
         shared.results.append(servers_result)
-        queries = list(ORG_QUERIES)
+        queries = list(_org_queries(servers_result, shared.results))
         if servers_result.ok:
             queries += list(_server_queries(servers_result.data, shared.results))
         progress.start(len(queries) + 1)
@@ -132,6 +134,20 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
     finally:
         first.close()
     return shared.results
+
+
+def _org_queries(servers: SourceResult, results: list[SourceResult]) -> Iterable[Query]:
+    """The organisation-wide queries; one whose cmdlet or property no server's build has (authentication policies
+    before Exchange 2019 CU2) is recorded as skipped with the contract's reason instead of failing."""
+    for query in ORG_QUERIES:
+        spec = BY_NAME[query.source]
+        reason = None
+        if servers.ok and isinstance(servers.data, list):
+            reason = spec.absent_everywhere([s for s in servers.data if isinstance(s, dict)])
+        if reason:
+            results.append(SourceResult.skipped_result(query.source, reason, command=query.command))
+        else:
+            yield query
 
 
 def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query]:

@@ -50,6 +50,9 @@ SOURCE_BY_TYPE: dict[str, str] = {
     "HmaCheck.ExSetupVersion": "os.exsetup_version",
     "HmaCheck.OperatingSystem": "os.operating_system",
     "HmaCheck.AuthCertificate": "os.auth_certificate",
+    # Get-User answers both the administrators and the users with a policy of their own: the collection script marks
+    # the second (a Select-Object keeps the User type name).
+    "HmaCheck.UserAuthenticationPolicy": "exchange.user_authentication_policies",
     "HmaCheck.NextAuthCertificate": "os.next_auth_certificate",
 }
 
@@ -79,10 +82,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "exchange.accepted_domains": ("Name", "DomainName", "DomainType", "Default"),
     "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails"),
     "exchange.admin_users": ("Name", "UserPrincipalName", "SamAccountName", "Sid", "RecipientTypeDetails"),
-    "exchange.authentication_policies": ("Name", "BlockLegacyAuthActiveSync", "BlockLegacyAuthAutodiscover",
-                                         "BlockLegacyAuthImap", "BlockLegacyAuthMapi",
-                                         "BlockLegacyAuthOfflineAddressBook", "BlockLegacyAuthPop",
-                                         "BlockLegacyAuthRpc", "BlockLegacyAuthWebServices"),
+    "exchange.authentication_policies": ("Name", "Identity", "DistinguishedName",
+                                         *(f"Block{kind}Auth{protocol}" for kind in ("Legacy", "Modern")
+                                           for protocol in ("ActiveSync", "Autodiscover", "Imap", "Mapi",
+                                                            "OfflineAddressBook", "Pop", "Rpc", "WebServices"))),
+    "exchange.user_authentication_policies": ("Name", "UserPrincipalName", "RecipientTypeDetails",
+                                              "AuthenticationPolicy"),
     "exchange.cas_mailboxes_mapi_disabled": ("Name", "PrimarySmtpAddress", "MapiHttpEnabled"),
     "exchange.activesync_organization_settings": ("DefaultAccessLevel",),
     "exchange.activesync_device_access_rules": ("Name", "Characteristic", "QueryString", "AccessLevel"),

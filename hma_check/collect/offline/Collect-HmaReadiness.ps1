@@ -50,7 +50,6 @@ $OrganizationQueries = @(
     @('exchange.intra_organization_connectors', 'Get-IntraOrganizationConnector', @{}),
     @('exchange.setting_overrides', 'Get-SettingOverride', @{}),
     @('exchange.accepted_domains', 'Get-AcceptedDomain', @{}),
-    @('exchange.authentication_policies', 'Get-AuthenticationPolicy', @{}),
     @('exchange.activesync_organization_settings', 'Get-ActiveSyncOrganizationSettings', @{}),
     @('exchange.activesync_device_access_rules', 'Get-ActiveSyncDeviceAccessRule', @{})
 )
@@ -86,14 +85,16 @@ function Get-HmaErrorText {
 }
 
 function Save-HmaClixml {
-    <# Runs one read-only query, saves its objects with Export-Clixml and records it in the manifest. #>
+    <# Runs one read-only query, saves its objects with Export-Clixml and records it in the manifest. A query given a
+       SkipReason is not run: the manifest records it as skipped on purpose (the import says why). #>
     param(
         [string]$Source,
         [string]$Command,
         [scriptblock]$Query,
         [string]$RelativePath,
         [string]$Server = $null,
-        [int]$Depth = 2
+        [int]$Depth = 2,
+        [string]$SkipReason = $null
     )
     $started = [DateTime]::UtcNow
     $entry = [ordered]@{
@@ -106,6 +107,13 @@ function Save-HmaClixml {
         status     = 'ok'
         error      = $null
         count      = 0
+    }
+    if ($SkipReason) {
+        $entry.status = 'skipped'
+        $entry.error = $SkipReason
+        Write-Host ("  {0,-45} skipped: {1}" -f $Command, $SkipReason)
+        $Entries.Add([pscustomobject]$entry)
+        return
     }
     try {
         $objects = @(& $Query)
@@ -243,6 +251,23 @@ Save-HmaClixml -Source 'exchange.admin_users' -Command "Get-RoleGroupMember -Ide
             throw ("Organization Management contains the group '{0}': nested groups are not expanded, so the administrator list is incomplete; check its members by hand" -f $member.Name)
         }
         Get-User -Identity $member.DistinguishedName -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'SamAccountName', 'Sid', 'RecipientTypeDetails')
+    }
+}
+
+# Authentication policies exist from Exchange 2019 CU2 (Get-AuthenticationPolicy, and Get-User's AuthenticationPolicy).
+$noPolicies = if (Get-Command -Name Get-AuthenticationPolicy -ErrorAction SilentlyContinue) { $null } else { 'Get-AuthenticationPolicy does not exist on this Exchange version (authentication policies arrived in Exchange 2019 CU2)' }
+Save-HmaClixml -Source 'exchange.authentication_policies' -Command 'Get-AuthenticationPolicy' -RelativePath 'exchange\Get-AuthenticationPolicy.xml' -SkipReason $noPolicies -Query {
+    Get-AuthenticationPolicy -ErrorAction Stop
+}
+Save-HmaClixml -Source 'exchange.user_authentication_policies' -Command 'Get-User -ResultSize Unlimited -Filter "AuthenticationPolicy -ne $null"' -RelativePath 'exchange\Get-User-AuthenticationPolicy.xml' -SkipReason $noPolicies -Query {
+    foreach ($user in @(Get-User -ResultSize Unlimited -Filter 'AuthenticationPolicy -ne $null' -ErrorAction Stop)) {
+        [pscustomobject]@{
+            PSTypeName           = 'HmaCheck.UserAuthenticationPolicy'
+            Name                 = "$($user.Name)"
+            UserPrincipalName    = "$($user.UserPrincipalName)"
+            RecipientTypeDetails = "$($user.RecipientTypeDetails)"
+            AuthenticationPolicy = "$($user.AuthenticationPolicy)"
+        }
     }
 }
 

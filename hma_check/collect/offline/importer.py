@@ -369,6 +369,12 @@ class _Importer:
             scope = server if isinstance(server, str) and BY_NAME[source].scope else None
             if source_key(source, scope) in snapshot.sources:
                 continue  # a file supplied it after all
+            if entry.get("status") == "skipped":
+                # skipped on purpose by the script (a cmdlet this build lacks): the contract decides what it means
+                snapshot.add(SourceResult.skipped_result(
+                    source, f"the collection script skipped it: {entry.get('error') or 'no reason given'}",
+                    command=_command(source, scope, entry, [key]), scope=scope))
+                continue
             if entry.get("status") == "error":
                 error = f"the collection script reported: {entry.get('error') or 'an unknown failure'}"
             elif key in self.broken:
