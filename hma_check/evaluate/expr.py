@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from hma_check.evaluate.filters import auth_policies, entra, exchange_builds, tls
+from hma_check.evaluate.filters import auth_policies, entra, exchange_builds, oauth_endpoints, tls
 from hma_check.contract.snapshot import parse_utc
 
 # ------------------------------------------------------------------------------------------- PowerShell quoting
@@ -312,6 +312,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "url_host": url_host, "spn_form": spn_form, "spn_hosts": spn_hosts, "https_url": https_url, "url_key": url_key,
     "smtp_domain": smtp_domain, "autodiscover_host": autodiscover_host,
     "modern_auth_blocked": auth_policies.modern_auth_blocked, "ad_name": auth_policies.ad_name,
+    "evosts_metadata_problems": oauth_endpoints.evosts_metadata_problems,
+    "partner_metadata_problems": oauth_endpoints.partner_metadata_problems,
     "flatten": flatten, "toset": toset, "lower_all": lower_all, "setting": setting,
     "exchange_build": exchange_build, "exchange_product": exchange_product, "exchange_release": exchange_release,
     "exchange_end_of_support": exchange_end_of_support, "hma_minimum": hma_minimum,
