@@ -10,6 +10,7 @@ from hma_check.collect.certificates import certificate_from_der
 from hma_lab.endpoints import TLS_VERSIONS, CertificateSpec, EndpointsSpec, HostSpec, NodeSpec, \
     VirtualDirectorySpec
 from hma_check.contract.snapshot import parse_utc
+from hma_lab.windows_spec import DEFAULT_SSL_FLAGS
 
 PROTOCOL_KINDS = {"MAPI": "mapi", "EWS": "ews", "OAB": "oab", "Autodiscover": "autodiscover",
                   "ActiveSync": "activesync"}
@@ -49,11 +50,10 @@ def derive_endpoints(scenario: Any, exchange: Any, certificates: Any) -> Endpoin
     for index, server in enumerate(client_servers(scenario)):
         vdirs = {protocol: exchange.virtual_directory(kind, server) for protocol, kind in PROTOCOL_KINDS.items()}
         present = {protocol: props for protocol, props in vdirs.items() if props is not None}
-        anywhere = exchange.virtual_directory("outlook_anywhere", server) or {}
         nodes.append(NodeSpec(
             name=server.name, address=node_address(index),
             virtual_directories={protocol: _behaviour(protocol, props) for protocol, props in present.items()},
-            ssl_offloading=anywhere.get("SSLOffloading") is True,
+            ssl_offloading=_offloaded(server),
             tls_versions=_tls_versions(server),
             certificate=_iis_certificate(scenario, certificates, server, organization.get("namespace")),
             autodiscover_urls={"ActiveSync": _url(vdirs["ActiveSync"]), "EWS": _url(vdirs["EWS"])}))
@@ -151,3 +151,11 @@ def _url(props: dict[str, Any] | None) -> str | None:
     if props is None:
         return None
     return props.get("ExternalUrl") or props.get("InternalUrl") or None
+
+
+def _offloaded(server: Any) -> bool:
+    """TLS ends in front of the server when IIS accepts plain HTTP on an HMA path (Require SSL cleared: Microsoft's
+    procedure for SSL offloading); Outlook Anywhere's SSLOffloading flag concerns /rpc only and decides nothing."""
+    flags = (server.extra.get("iis") or {}).get("ssl_flags") or DEFAULT_SSL_FLAGS
+    return any("Ssl" not in [t.strip() for t in flags[path].split(",")]
+               for path in ("mapi", "EWS", "Autodiscover", "OAB", "Microsoft-Server-ActiveSync"))

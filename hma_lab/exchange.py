@@ -487,6 +487,9 @@ class ExchangeConfiguration:
             "AdminDisplayVersion": server.version_text,
         }
         props.update(_VDIR_DEFAULTS[kind](namespace))
+        if kind == "outlook_anywhere":
+            # Outlook Anywhere's SSLOffloading is $true by default before Exchange 2019 CU14 (15.2.1544)
+            props["SSLOffloading"] = tuple(server.build[:3]) < (15, 2, 1544)
         props.update(server.virtual_directories.get(kind, {}))
         if ad_only:
             for prop in IIS_DERIVED[kind]:

@@ -65,6 +65,20 @@ def ex_object(type_names: list[str], to_string: str | None, properties: dict[str
     return Serialized("".join(writer.parts).encode("utf-8"))
 
 
+def noted_string(text: str, notes: dict[str, Any]) -> Serialized:
+    """A string with note properties (Get-Content's PSPath, PSChildName...): MS-PSRP 2.2.5.2.9's extended primitive,
+    an <Obj> holding the <S> and an <MS>, without type names."""
+    writer = _Writer()
+    writer.parts.append('<Obj RefId="0">')
+    writer.next_ref = 1
+    writer.value(None, text)
+    writer.parts.append("<MS>")
+    for name, value in notes.items():
+        writer.value(name, value)
+    writer.parts.append("</MS></Obj>")
+    return Serialized("".join(writer.parts).encode("utf-8"))
+
+
 # Only these need CLIXML's _xHHHH_ escaping (control characters, astral characters, and "_x" itself).
 _NEEDS_ESCAPE = re.compile("[\u0000-\u001F\u007F-\u009F\uD800-\uDFFF\U00010000-\U0010FFFF]|_[xX]")
 

@@ -71,7 +71,7 @@ class ServerSpec:
     ad_properties: dict[str, dict[str, Any]]         # kind -> what AD says instead (-ADPropertiesOnly)
     absent: set[str]                                 # kinds of virtual directory this server does not have
     registry: dict[str, Any]                         # os.tls_registry's shape; null or missing = not in the registry
-    extra: dict[str, Any]                            # exsetup_version, operating_system, winrm: hma_lab.windows
+    extra: dict[str, Any]                            # exsetup_version, operating_system, winrm, iis: hma_lab.windows
 
     @property
     def is_edge(self) -> bool:
@@ -228,7 +228,8 @@ _TOP = ("name", "description", "expect", "credentials", "organization", "auth_se
         "accepted_domains", "mailboxes", "admins", "authentication_policies", "activesync", "certificates",
         "server_defaults", "servers", "latency", "throttling", "faults", "options", "captures", *SECTION_MODULES)
 _SERVER_KEYS = ("name", "fqdn", "count", "start", "build", "roles", "site", "edition", "internet_web_proxy",
-                "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm")
+                "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm",
+                "iis")
 _UNSET = object()
 _ROLES = ("Mailbox", "ClientAccess", "Edge", "HubTransport", "UnifiedMessaging")
 _TEMPLATE = re.compile(r"\{(name|fqdn|n|namespace|domain)(?::0?(\d))?\}")
@@ -523,7 +524,7 @@ class _Parser:
         registry = _deep_merge(check_registry(defaults.get("registry") or {}, ("server_defaults", "registry"), self.fail),
                                check_registry(entry.get("registry") or {}, (*where, "registry"), self.fail))
         extra = {}
-        for key in ("exsetup_version", "operating_system", "winrm"):
+        for key in ("exsetup_version", "operating_system", "winrm", "iis"):
             value, key_where = pick(key, _UNSET)
             if value is not _UNSET:   # an explicit null stays: exsetup_version: null is "ExSetup.exe is missing"
                 extra[key] = check_server_fact(key, value, key_where, self.fail, cert_ids)

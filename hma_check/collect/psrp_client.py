@@ -21,12 +21,16 @@ from hma_check.util.scrub import scrub
 
 # Read-only by construction: per session configuration, the cmdlets that may be sent; anything else is refused before
 # it can leave the machine, and a configuration without a list cannot be opened. The standard endpoint is a
-# full-language administrator session, so it gets only the four reads the OS collector makes (registry values,
-# ExSetup.exe, the operating system, the certificate store), not the Exchange endpoint's Get-/Test- rule.
+# full-language administrator session, so it gets only the five reads the OS collector makes (registry values,
+# ExSetup.exe, the operating system, the certificate store, IIS's applicationHost.config), not the Exchange
+# endpoint's Get-/Test- rule.
 ALLOWLISTS: dict[str, re.Pattern[str]] = {
     "Microsoft.Exchange": re.compile(r"(Get|Test)-[A-Za-z][A-Za-z0-9]*"),
-    "Microsoft.PowerShell": re.compile(r"Get-(ItemProperty|ChildItem|Command|CimInstance)"),
+    "Microsoft.PowerShell": re.compile(r"Get-(ItemProperty|ChildItem|Command|CimInstance|Content)"),
 }
+# Get-Content reads files: on the standard endpoint only these, named with -LiteralPath (IIS's configuration, for
+# Require SSL of the HMA virtual directories), so the allowlist cannot become a way to read any file.
+READABLE_FILES = frozenset({"c:\\windows\\system32\\inetsrv\\config\\applicationhost.config"})
 # winerror.h: ERROR_WSMAN_OPERATION_TIMEDOUT (pypsrp retries it), the shell-not-found family, and the quota faults
 # Exchange's throttling policy surfaces through WinRM (max shells, user load quota, max operations).
 OPERATION_TIMEDOUT = 0x80338029
@@ -87,11 +91,17 @@ def allowlist(configuration: str) -> re.Pattern[str]:
     return allowed
 
 
-def check_read_only(cmdlet: str, configuration: str) -> None:
+def check_read_only(cmdlet: str, configuration: str, params: tuple[tuple[str, Any], ...] = ()) -> None:
     allowed = allowlist(configuration)
     if not allowed.fullmatch(cmdlet):
         raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check runs only read-only cmdlets "
                                 f"({allowed.pattern}) on {configuration}")
+    if cmdlet.lower() == "get-content":
+        names = {name.lower(): value for name, value in params}
+        path = names.get("literalpath")
+        if set(names) - {"literalpath", "raw"} or not isinstance(path, str) or path.lower() not in READABLE_FILES:
+            raise ReadOnlyViolation(f"refusing to send Get-Content for anything but -LiteralPath of "
+                                    f"{', '.join(sorted(READABLE_FILES))}")
 
 
 def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
@@ -175,7 +185,7 @@ class RemoteSession:
         """Run one cmdlet; its objects and non-terminating errors, or CallFailed when the pipeline itself failed."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
-        check_read_only(cmdlet, self.configuration)
+        check_read_only(cmdlet, self.configuration, params)
         if self._pool is None:
             raise CallFailed("broken", "the session is not open")
         ps = PowerShell(self._pool)

@@ -249,6 +249,13 @@ SOURCES: tuple[SourceSpec, ...] = (
                "{Thumbprint, Subject, NotAfter, HasPrivateKey (true|false; null when the store's registry Blob is "
                "not there to tell)} or null when the certificate is not in the store", scope="server",
                servers="windows"),
+    SourceSpec("os.iis_ssl_flags",
+               "Get-Content -LiteralPath C:\\Windows\\System32\\inetsrv\\config\\applicationHost.config -Raw (read "
+               "only; the access section of each Default Web Site path)",
+               "{'/mapi'|'/EWS'|'/Autodiscover'|'/OAB'|'/Microsoft-Server-ActiveSync': {sslFlags (as IIS stores it, e.g. "
+               "'Ssl, Ssl128' or 'None'), RequireSsl ('Ssl' among the flags: IIS's Require SSL), Location (the "
+               "<location> path the value comes from, '' the server level, null IIS's default None)}}",
+               scope="server", servers="client_access"),
     SourceSpec("os.next_auth_certificate",
                "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<NextCertificateThumbprint>; Get-ItemProperty -Path "
                "HKLM:\\SOFTWARE\\Microsoft\\SystemCertificates\\MY\\Certificates\\<thumbprint> -Name Blob",

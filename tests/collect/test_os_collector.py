@@ -162,6 +162,14 @@ def test_a_certificate_missing_from_the_store_is_null(snapshot):
     assert _source(snapshot, "os.next_auth_certificate", "EX09").data is None
 
 
+def test_iis_require_ssl_of_the_hma_paths_is_read_from_application_host_config(snapshot):
+    """Setup's state: Require SSL (Ssl, Ssl128) on every HMA path of the Default Web Site, from its own <location>."""
+    flags = _source(snapshot, "os.iis_ssl_flags", "EX01").data
+    assert set(flags) == {"/mapi", "/EWS", "/Autodiscover", "/OAB", "/Microsoft-Server-ActiveSync"}
+    assert flags["/mapi"] == {"sslFlags": "Ssl, Ssl128", "RequireSsl": True, "Location": "Default Web Site/mapi"}
+    assert _source(snapshot, "os.iis_ssl_flags", "EDGE01").status == "skipped"
+
+
 def test_the_staged_next_auth_certificate_is_read_with_its_dates_and_key(snapshot):
     """NextCertificateThumbprint is looked up like the current one, with NotBefore (is it valid when it takes over?)."""
     result = _source(snapshot, "os.next_auth_certificate", "EX01")
@@ -177,7 +185,7 @@ def test_without_the_server_list_every_os_source_says_why(lab):
     empty = Snapshot.new()
     results = collect_os(settings, lab.credentials.password, empty)
     assert {r.name for r in results} == {"os.tls_registry", "os.exsetup_version", "os.operating_system",
-                                         "os.auth_certificate", "os.next_auth_certificate"}
+                                         "os.auth_certificate", "os.next_auth_certificate", "os.iis_ssl_flags"}
     assert all(r.status == "error" and r.scope is None and "exchange.servers was not collected" in r.error
                for r in results)
 
@@ -187,10 +195,11 @@ def test_edge_servers_are_skipped_and_the_scan_records_its_options(snapshot):
     assert snapshot.sources["scan.options"].data == {"owa_ecp": False}
 
 
-def test_only_the_four_read_cmdlets_reached_any_server(lab, windows, snapshot):
+def test_only_the_five_read_cmdlets_reached_any_server(lab, windows, snapshot):
     log = windows.command_log
     assert {entry["server"] for entry in log} >= {"EX01", "EX05", "EX06", "EX07", "EX08", "EX09"}
-    assert {entry["command"] for entry in log} == {"Get-ItemProperty", "Get-ChildItem", "Get-Command", "Get-CimInstance"}
+    assert {entry["command"] for entry in log} == {"Get-ItemProperty", "Get-ChildItem", "Get-Command", "Get-CimInstance",
+                                                   "Get-Content"}
     assert all(ALLOWLISTS[CONFIGURATION].fullmatch(entry["command"]) and not entry["is_script"] for entry in log), log
     assert {entry["configuration"] for entry in log} == {"Microsoft.PowerShell"}
     assert all(re.fullmatch(r"(Get|Test)-\w+", entry["command"]) for entry in lab.command_log)
@@ -206,6 +215,12 @@ def test_the_allowlist_refuses_anything_else_before_sending(lab, windows):
                        "Test-Path", "Get-ChildItem; Remove-Item"):
             with pytest.raises(ReadOnlyViolation):
                 session.invoke(cmdlet, (("Path", "HKLM:\\SOFTWARE"),), 5)
+        # Get-Content reads IIS's configuration, named literally, and nothing else
+        for params in ((("LiteralPath", "C:\\Windows\\win.ini"),), (("Path", "C:\\Windows\\System32\\inetsrv\\config\\*"),),
+                       (("LiteralPath", "C:\\Windows\\System32\\inetsrv\\config\\applicationHost.config"),
+                        ("Stream", "x"))):
+            with pytest.raises(ReadOnlyViolation):
+                session.invoke("Get-Content", params, 5)
     finally:
         session.close()
     with pytest.raises(ReadOnlyViolation, match="no read-only allowlist"):
@@ -232,7 +247,7 @@ def test_a_bug_reading_one_answer_fails_only_that_source(lab, snapshot, monkeypa
     monkeypatch.setattr(server_os, "_file_version", file_version)
     settings = load_config_text(yaml.safe_dump({"os": lab.scan_config()["os"]})).sections["os"]
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, _only(snapshot, "EX01", "EX05"))}
-    assert len(results) == 10
+    assert len(results) == 12
     for server in ("EX01", "EX05"):
         broken = results.pop(f"os.exsetup_version@{server}")
         assert broken.status == "error" and "KeyError: 'FileVersionInfo'" in broken.error
@@ -245,7 +260,7 @@ def test_https_with_the_listeners_ca_and_without_it(lab, windows, snapshot):
     settings = load_config_text(yaml.safe_dump({"os": raw})).sections["os"]
     only_ex01 = _only(snapshot, "EX01")
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, only_ex01)}
-    assert all(r.ok for r in results.values()) and len(results) == 5
+    assert all(r.ok for r in results.values()) and len(results) == 6
     assert results["os.tls_registry@EX01"].data == _source(snapshot, "os.tls_registry", "EX01").data
     untrusted = replace(settings, ca_file=None)
     refused = collect_os(untrusted, lab.credentials.password, only_ex01)

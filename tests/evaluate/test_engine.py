@@ -227,7 +227,7 @@ def _exemptions(tmp_path, text, known):
 
 
 def test_exemption_makes_a_failure_exempt_with_its_approval(tmp_path, catalogue):
-    snapshot = apply_ops(baseline.build(), [{"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}])
+    snapshot = apply_ops(baseline.build(), [{"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False}])
     evaluation = evaluate(catalogue, snapshot)
     exemptions = _exemptions(tmp_path, """\
         version: 1
@@ -251,7 +251,7 @@ def test_exemption_makes_a_failure_exempt_with_its_approval(tmp_path, catalogue)
 
 
 def test_an_expired_exemption_no_longer_applies(tmp_path, catalogue):
-    snapshot = apply_ops(baseline.build(), [{"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}])
+    snapshot = apply_ops(baseline.build(), [{"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False}])
     evaluation = evaluate(catalogue, snapshot)
     exemptions = _exemptions(tmp_path, """\
         version: 1

@@ -22,7 +22,7 @@ def test_the_detector_sees_a_broken_page(tmp_path):
 
 def test_report_html_shows_the_verdict_and_logs_nothing(tmp_path):
     snapshot = baseline.build(server_names=("EX1<script>alert(1)</script>", "EX02"))
-    apply_ops(snapshot, [{"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}])
+    apply_ops(snapshot, [{"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False}])
     snapshot.save(tmp_path / "evidence.json")
     outcome = run_report(tmp_path / "evidence.json", tmp_path / "out")
     dom, console = dump_dom(tmp_path / "out" / "report.html", tmp_path / "profile")

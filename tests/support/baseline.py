@@ -100,6 +100,9 @@ def _server_sources(server: str) -> dict[str, Any]:
         "os.auth_certificate": {"Thumbprint": AUTH_THUMBPRINT, "Subject": "CN=Microsoft Exchange Server Auth Certificate",
                                 "NotAfter": "2030-06-01T00:00:00Z", "HasPrivateKey": True},
         "os.next_auth_certificate": None,   # Get-AuthConfig names no next certificate
+        "os.iis_ssl_flags": {f"/{path}": {"sslFlags": "Ssl, Ssl128", "RequireSsl": True,
+                                          "Location": f"Default Web Site/{path}"}
+                             for path in ("mapi", "EWS", "Autodiscover", "OAB", "Microsoft-Server-ActiveSync")},
     }
 
 

@@ -54,6 +54,7 @@ SOURCE_BY_TYPE: dict[str, str] = {
     # the second (a Select-Object keeps the User type name).
     "HmaCheck.UserAuthenticationPolicy": "exchange.user_authentication_policies",
     "HmaCheck.NextAuthCertificate": "os.next_auth_certificate",
+    "HmaCheck.IisApplicationHost": "os.iis_ssl_flags",
 }
 
 _VDIR = ("Server", "Identity", "Name", "InternalUrl", "ExternalUrl", "InternalAuthenticationMethods",
@@ -114,6 +115,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "os.operating_system": ("Caption", "Version", "BuildNumber"),
     "os.auth_certificate": ("Thumbprint", "Subject", "NotAfter", "HasPrivateKey"),
     "os.next_auth_certificate": ("Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey"),
+    "os.iis_ssl_flags": ("/mapi", "/EWS", "/Autodiscover", "/OAB", "/Microsoft-Server-ActiveSync"),
 }
 
 # Sources whose data is one object (or null) rather than a list.
@@ -121,6 +123,7 @@ SINGLE_OBJECT = frozenset({
     "exchange.organization_config", "exchange.auth_config", "exchange.hybrid_configuration",
     "exchange.activesync_organization_settings",
     "os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate", "os.next_auth_certificate",
+    "os.iis_ssl_flags",
 })
 # Single-object sources where "no object" is a real answer: Get-HybridConfiguration returns nothing when the
 # organisation never ran the Hybrid Configuration Wizard; the collection script reports a missing auth certificate.
@@ -174,6 +177,13 @@ def shape(source_name: str, objects: Iterable[ClixmlObject]) -> Any:
 
 
 def _pick(source_name: str, obj: ClixmlObject, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    if source_name == "os.iis_ssl_flags" and isinstance(obj.get("ApplicationHostConfig"), str):
+        # the collection script sends the file as it read it: the same reading as a live scan's
+        from hma_check.collect.os.iis import ConfigError, hma_ssl_flags
+        try:
+            return hma_ssl_flags(obj.get("ApplicationHostConfig"))
+        except ConfigError as exc:
+            raise ShapeError(str(exc)) from None
     if source_name in ("os.auth_certificate", "os.next_auth_certificate") and obj.get("InStore") is False:
         return None  # the script looked the thumbprint up and the store does not hold it
     if source_name == "os.exsetup_version" and "Path" not in obj and "FileName" in obj:

@@ -178,6 +178,8 @@ function Get-HmaServerFacts {
         if ($Thumbprint) {
             $certificate = Get-ChildItem -Path "Cert:\LocalMachine\My\$Thumbprint" -ErrorAction SilentlyContinue
         }
+        # IIS keeps Require SSL (sslFlags) of the Default Web Site's paths here; read as text, changed nowhere.
+        $appHost = Get-Content -LiteralPath (Join-Path $env:windir 'System32\inetsrv\config\applicationHost.config') -Raw -ErrorAction SilentlyContinue
         $nextCertificate = $null
         if ($Next) {
             $nextCertificate = Get-ChildItem -Path "Cert:\LocalMachine\My\$Next" -ErrorAction SilentlyContinue
@@ -198,6 +200,7 @@ function Get-HmaServerFacts {
             NextNotBefore     = if ($nextCertificate) { $nextCertificate.NotBefore.ToUniversalTime() } else { $null }
             NextNotAfter      = if ($nextCertificate) { $nextCertificate.NotAfter.ToUniversalTime() } else { $null }
             NextHasKey        = if ($nextCertificate) { $nextCertificate.HasPrivateKey } else { $null }
+            AppHostConfig     = $appHost
         }
     }
 }
@@ -332,6 +335,12 @@ foreach ($server in $servers) {
                 HasPrivateKey = $facts.CertificateHasKey
             }
         }),
+        @('os.iis_ssl_flags', 'IisApplicationHost', "Get-Content -LiteralPath C:\Windows\System32\inetsrv\config\applicationHost.config -Raw $remote", {
+            if ($null -eq $facts.AppHostConfig) {
+                throw 'applicationHost.config could not be read (is IIS installed in the usual place?)'
+            }
+            [pscustomobject]@{ PSTypeName = 'HmaCheck.IisApplicationHost'; ApplicationHostConfig = $facts.AppHostConfig }
+        }),
         @('os.next_auth_certificate', 'NextAuthCertificate', "Get-ChildItem -Path Cert:\LocalMachine\My\$($authConfig.NextCertificateThumbprint) $remote", {
             if (-not $authConfig) {
                 throw 'Get-AuthConfig failed, so the next Auth certificate thumbprint is unknown'
@@ -350,7 +359,9 @@ foreach ($server in $servers) {
     )
     foreach ($record in $osRecords) {
         $build = $record[3]
-        Save-HmaClixml -Source $record[0] -Server $name -Command $record[2] -RelativePath "servers\$name\$($record[1]).xml" -Depth 6 -Query {
+        # As a live scan: a server without the Client Access role has no front-end virtual directories in IIS.
+        $skip = if ($record[0] -eq 'os.iis_ssl_flags' -and $server.IsClientAccessServer -eq $false) { 'the server has no Client Access role' } else { $null }
+        Save-HmaClixml -Source $record[0] -Server $name -Command $record[2] -RelativePath "servers\$name\$($record[1]).xml" -Depth 6 -SkipReason $skip -Query {
             if ($factsError) {
                 throw $factsError
             }

@@ -19,13 +19,14 @@ from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange.objects import ShapeError, certificate_record, decode_base64, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
 from hma_check.collect.runner import Progress
+from hma_check.collect.os import iis
 from hma_check.collect.os.config import OsSettings
 from hma_check.contract.snapshot import Snapshot, SourceResult, iso_utc, utc_now
 from hma_check.contract.sources import BY_NAME
 
 CONFIGURATION = "Microsoft.PowerShell"   # its read-only allowlist is psrp_client.ALLOWLISTS[CONFIGURATION]
 SOURCES = ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate",
-           "os.next_auth_certificate")
+           "os.next_auth_certificate", "os.iis_ssl_flags")
 
 TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
 SIDES = ("Server", "Client")
@@ -63,6 +64,7 @@ SLOTS: tuple[_Slot, ...] = (
 TLS_QUERY = ("Get-ItemProperty", (("Path", [slot.path for slot in SLOTS]),))
 EXSETUP_QUERY = ("Get-Command", (("Name", "ExSetup.exe"), ("CommandType", "Application")))
 OS_QUERY = ("Get-CimInstance", (("ClassName", "Win32_OperatingSystem"),))
+IIS_QUERY = ("Get-Content", (("LiteralPath", iis.APPLICATION_HOST), ("Raw", True)))
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
 _FILE_VERSION_LINE = re.compile(r"^FileVersion:\s*(\S+)", re.MULTILINE)
 
@@ -78,22 +80,24 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     thumbprints = {role: _auth_thumbprint(snapshot, role) for role in AUTH_ROLES}
     secrets = tuple(s for s in (password,) if s)
     results: list[SourceResult] = []
-    readable = []
+    readable: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     for server in servers:
-        excluded = [(name, BY_NAME[name].excluded(server)) for name in SOURCES]
-        if any(reason for _, reason in excluded):   # the os sources share one rule: an Edge server is not read
-            results += [SourceResult.skipped_result(name, reason or "", scope=server["Name"])
-                        for name, reason in excluded]
-        else:
-            readable.append(server)
-    progress.start(len(readable) * len(SOURCES))
+        # The contract says which servers have each source (an Edge server none, a 2010 server no IIS of HMA's).
+        excluded = {name: BY_NAME[name].excluded(server) for name in SOURCES}
+        results += [SourceResult.skipped_result(name, reason, scope=server["Name"])
+                    for name, reason in excluded.items() if reason]
+        wanted = tuple(name for name in SOURCES if not excluded[name])
+        if wanted:
+            readable.append((server, wanted))
+    progress.start(sum(len(wanted) for _, wanted in readable))
     if not readable:
         return results
 
-    def one(server: dict[str, Any]) -> list[SourceResult]:
+    def one(entry: tuple[dict[str, Any], tuple[str, ...]]) -> list[SourceResult]:
+        server, wanted = entry
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
                                secrets)
-        found = reader.read(thumbprints)
+        found = reader.read(thumbprints, wanted)
         for result in found:
             progress.advance(result.command, result.ok)
         return found
@@ -148,14 +152,17 @@ class _ServerReader:
         self.session: RemoteSession | None = None
         self.unreachable: str | None = None
 
-    def read(self, thumbprints: dict[str, tuple[str | None, str | None]]) -> list[SourceResult]:
+    def read(self, thumbprints: dict[str, tuple[str | None, str | None]], wanted: tuple[str, ...]) -> list[SourceResult]:
+        readers: dict[str, Callable[[], SourceResult]] = {
+            "os.tls_registry": lambda: self._source("os.tls_registry", [TLS_QUERY], self._tls_registry),
+            "os.exsetup_version": lambda: self._source("os.exsetup_version", [EXSETUP_QUERY], self._exsetup_version),
+            "os.operating_system": lambda: self._source("os.operating_system", [OS_QUERY], self._operating_system),
+            **{source: (lambda source=source: self._auth_certificate(source, *thumbprints[source]))
+               for source in AUTH_ROLES},
+            "os.iis_ssl_flags": lambda: self._source("os.iis_ssl_flags", [IIS_QUERY], self._iis_ssl_flags),
+        }
         try:
-            return [
-                self._source("os.tls_registry", [TLS_QUERY], self._tls_registry),
-                self._source("os.exsetup_version", [EXSETUP_QUERY], self._exsetup_version),
-                self._source("os.operating_system", [OS_QUERY], self._operating_system),
-                *(self._auth_certificate(source, *thumbprints[source]) for source in AUTH_ROLES),
-            ]
+            return [readers[name]() for name in wanted]
         finally:
             if self.session is not None:
                 self.session.close()
@@ -237,6 +244,18 @@ class _ServerReader:
                                        f"security update) is unknown: {detail}")
         found = answer.objects[0]   # PowerShell's resolution order: the first ExSetup.exe on PATH runs
         return {"FileVersion": _file_version(found), "Path": found.get("Path") or found.get("Source")}
+
+    @staticmethod
+    def _iis_ssl_flags(answers: list[Answer]) -> dict[str, Any]:
+        """Require SSL of the HMA paths, from applicationHost.config (Get-Content -Raw sends one string)."""
+        answer = answers[0]
+        _refuse_errors(answer, allow_not_found=False)
+        if len(answer.objects) != 1 or not isinstance(answer.objects[0].value, str):
+            raise ShapeError("Get-Content -Raw did not send applicationHost.config as one string")
+        try:
+            return iis.hma_ssl_flags(answer.objects[0].value)
+        except iis.ConfigError as exc:
+            raise ShapeError(str(exc)) from None
 
     @staticmethod
     def _operating_system(answers: list[Answer]) -> dict[str, Any]:
