@@ -51,15 +51,21 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
         outcome = import_path(path, ScanOptions(owa_ecp=owa_ecp))
         evidence = out_dir / "evidence.json"
         outcome.snapshot.save(evidence)
-        echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
-             f"{len(outcome.malformed)} malformed")
+        echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unplaced)} not placed on a server, "
+             f"{len(outcome.unrecognised)} skipped, {len(outcome.malformed)} malformed")
+        for item in outcome.unplaced:
+            echo(f"not placed: {item['file']}: {item['source']}: {item['reason']}")
         for item in outcome.unrecognised:
             echo(f"skipped: {item['file']}: {item['reason']}")
         for item in outcome.malformed:
             echo(f"malformed: {item['file']}: {item['reason']}")
         echo(f"evidence: {evidence}")
         if not outcome.snapshot.collected_anything():
-            echo("nothing hma-check reads was found in the import; no report written")
+            if outcome.unplaced:
+                echo(f"{len(outcome.unplaced)} file(s) hma-check reads could not be placed on a server (see above); "
+                     "nothing else was found, so no report was written")
+            else:
+                echo("nothing hma-check reads was found in the import; no report written")
             sys.exit(EXIT_NOTHING_COLLECTED)
         result = run_report(evidence, out_dir, list(checks_files), exemptions_file, **options)
     print_outcome(result)

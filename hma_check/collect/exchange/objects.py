@@ -46,6 +46,8 @@ SOURCE_BY_TYPE: dict[str, str] = {
     # itself (PSTypeName HmaCheck.*), since the registry and the certificate store have no Exchange type to match.
     "System.Diagnostics.FileVersionInfo": "os.exsetup_version",
     "Microsoft.Management.Infrastructure.CimInstance#root/cimv2/Win32_OperatingSystem": "os.operating_system",
+    # Get-WmiObject's (HealthChecker's Win32_OperatingSystem.xml captures)
+    "System.Management.ManagementObject#root\\cimv2\\Win32_OperatingSystem": "os.operating_system",
     "HmaCheck.TlsRegistry": "os.tls_registry",
     "HmaCheck.ExSetupVersion": "os.exsetup_version",
     "HmaCheck.OperatingSystem": "os.operating_system",

@@ -47,6 +47,7 @@ class ImportOutcome:
     recognised: list[dict[str, Any]] = field(default_factory=list)
     unrecognised: list[dict[str, str]] = field(default_factory=list)
     malformed: list[dict[str, str]] = field(default_factory=list)
+    unplaced: list[dict[str, str]] = field(default_factory=list)   # read, but no server could be told for them
 
 
 def import_path(path: str | Path, options: ScanOptions | None = None) -> ImportOutcome:
@@ -155,6 +156,7 @@ class _Importer:
         self.options = options
         self.recognised: list[dict[str, Any]] = []
         self.unrecognised: list[dict[str, str]] = []
+        self.unplaced: list[dict[str, str]] = []
         self.malformed: list[dict[str, str]] = []
         self.manifests: list[tuple[str, dict[str, Any]]] = []
         self.clixml_files: list[tuple[str, list[ClixmlObject]]] = []
@@ -254,9 +256,10 @@ class _Importer:
         snapshot.target["import"] = {
             "recognised": self.recognised,
             "unrecognised": self.unrecognised,
+            "unplaced": self.unplaced,
             "malformed": self.malformed,
         }
-        return ImportOutcome(snapshot, self.recognised, self.unrecognised, self.malformed)
+        return ImportOutcome(snapshot, self.recognised, self.unrecognised, self.malformed, self.unplaced)
 
     def _target(self, manifest: dict[str, Any]) -> dict[str, Any]:
         target: dict[str, Any] = {"mode": "offline import", "path": self.origin}
@@ -325,7 +328,13 @@ class _Importer:
             return [(capture.scope, capture.objects)]
         # Certificates and OS records name no server: the manifest does, or else PSComputerName tells who answered.
         names = {o.computer_name for o in capture.objects if o.computer_name}
-        if len(names) == 1:
+        spec = BY_NAME[capture.source]
+        if len(names) > 1:
+            self._unplaced(capture, f"its objects come from several computers ({', '.join(sorted(names))})")
+        elif names and not servers:
+            self._unplaced(capture, f"it comes from {next(iter(names))}, and exchange.servers (Get-ExchangeServer) is "
+                                    "not in the import to say which server that is: add it")
+        elif names:
             computer = names.pop()
             for server in servers:
                 if computer.casefold() in (str(server.get("Fqdn", "")).casefold(),
@@ -333,13 +342,28 @@ class _Importer:
                     return [(server["Name"], capture.objects)]
             self._unplaced(capture, f"PSComputerName {computer} is not among exchange.servers (Name or Fqdn)")
         else:
-            self._unplaced(capture, "cannot tell which server it came from (no manifest entry, no PSComputerName)")
+            # A capture that names no computer (HealthChecker's ExSetup.xml) can only be placed where one server
+            # could have answered it: the organisation's only server that has this source.
+            covered = [server for server in servers if spec.excluded(server) is None]
+            if len(covered) == 1:
+                self._note(capture, f"placed on {covered[0]['Name']}: it names no computer, and that is the only "
+                                    "server of exchange.servers with this source")
+                return [(covered[0]["Name"], capture.objects)]
+            why = "exchange.servers is not in the import" if not servers else \
+                f"{len(covered)} servers could have answered it"
+            self._unplaced(capture, f"it names no computer (no manifest entry, no PSComputerName) and {why}")
         return []
 
+    def _note(self, capture: _Capture, note: str) -> None:
+        for record in self.recognised:
+            if record["file"] == capture.file and record["source"] == capture.source:
+                record["note"] = f"{record['note']}; {note}" if record.get("note") else note
+
     def _unplaced(self, capture: _Capture, reason: str) -> None:
+        """Read, but not placed on a server: listed apart from files hma-check does not read at all."""
         self.recognised[:] = [r for r in self.recognised
-                                      if not (r["file"] == capture.file and r["source"] == capture.source)]
-        self.skip(capture.file, f"{capture.source}: {reason}")
+                              if not (r["file"] == capture.file and r["source"] == capture.source)]
+        self.unplaced.append({"file": capture.file, "source": capture.source, "reason": reason})
 
     def _result(self, source: str, scope: Any, group: list[_Capture], collected_at: str) -> SourceResult:
         files = sorted({c.file for c in group})
