@@ -59,19 +59,26 @@ def derive_endpoints(scenario: Any, exchange: Any, certificates: Any) -> Endpoin
             autodiscover_urls={"ActiveSync": _url(vdirs["ActiveSync"]), "EWS": _url(vdirs["EWS"])}))
         names = [urlsplit(props.get(prop) or "").hostname for props in present.values()
                  for prop in ("InternalUrl", "ExternalUrl")]
-        names.append(organization.get("autodiscover_namespace"))  # AutodiscoverServiceInternalUri of every server
+        # this server's AutodiscoverServiceInternalUri (the organisation's Autodiscover name unless it has its own)
+        scp = server.extra.get("autodiscover_service_internal_uri",
+                               f"https://{organization.get('autodiscover_namespace')}/Autodiscover/Autodiscover.xml")
+        names.append(urlsplit(scp).hostname if scp else None)
         for name in names:
             if name:
                 host_nodes.setdefault(name.lower().rstrip("."), []).append(server.name)
     hosts = tuple(HostSpec(name, tuple(dict.fromkeys(servers))) for name, servers in host_nodes.items())
     auth_servers = [a for a in scenario.objects.get("AuthServer", []) if a.get("Enabled") is True]
+    default = next((a for a in auth_servers if a.get("IsDefaultAuthorizationEndpoint") is True), None)
     return EndpointsSpec(
         tenant_ids=_tenant_ids(auth_servers, scenario.sections.get("tenants")),
         evosts_default=any(a.get("Type") == "AzureAD" and a.get("IsDefaultAuthorizationEndpoint") is True
                            for a in auth_servers),
         # Get-OrganizationConfig's default is False until Set-OrganizationConfig turns it on.
         oauth2_client_profile_enabled=(organization.get("config") or {}).get("OAuth2ClientProfileEnabled") is True,
-        nodes=tuple(nodes), hosts=hosts)
+        nodes=tuple(nodes), hosts=hosts,
+        # Exchange advertises the default authorization endpoint's own AuthorizationEndpoint: Entra ID's for EvoSts,
+        # the federation service's for an ADFS AuthServer (on-premises modern authentication, 2019 CU13 and later).
+        authorization_uri=(default.get("AuthorizationEndpoint") or None) if default is not None else None)
 
 
 def _behaviour(protocol: str, props: dict[str, Any]) -> VirtualDirectorySpec:

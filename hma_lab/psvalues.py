@@ -133,8 +133,12 @@ class _Writer:
         elif isinstance(value, Version):
             self.parts.append(f"<Version{n}>{_text(str(value))}</Version>")
         elif isinstance(value, datetime):
+            # DateTimeKind.Utc goes as ...Z, Local with the machine's offset (+00:00 included), as PowerShell writes
+            # them (XmlConvert, RoundtripKind); a naive value is taken as UTC.
             moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-            text = moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+            text = moment.isoformat()
+            if moment.tzinfo is timezone.utc:
+                text = text.replace("+00:00", "Z")
             self.parts.append(f"<DT{n}>{text}</DT>")
         elif isinstance(value, uuid.UUID):
             self.parts.append(f"<G{n}>{value}</G>")
