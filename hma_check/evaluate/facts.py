@@ -112,10 +112,14 @@ class Scoped:
         self._record = record
         self._build = build
         self._built: list[Part] | None = None
+        self._by_scope: dict[str, Part] = {}
 
     def _all(self) -> list[Part]:
         if self._built is None:
             self._built = self._build()
+            self._by_scope = {}
+            for part in self._built:
+                self._by_scope.setdefault(part.scope.lower(), part)
         return self._built
 
     @property
@@ -132,16 +136,17 @@ class Scoped:
         return [p.scope for p in self.parts]
 
     def part(self, scope: str) -> Part:
-        wanted = str(scope).lower()
-        found = next((p for p in self._all() if p.scope.lower() == wanted), None)
+        self._all()
+        found = self._by_scope.get(str(scope).lower())
         return found if found is not None else Part(self.name, str(scope), None, self._record)
 
     def __getitem__(self, scope: str) -> Any:
         return self.part(scope).data
 
     def __contains__(self, scope: object) -> bool:
-        wanted = str(scope).lower()
-        return any(p.scope.lower() == wanted and p.not_applicable is None for p in self._all())
+        self._all()
+        found = self._by_scope.get(str(scope).lower())
+        return found is not None and found.not_applicable is None
 
     def __iter__(self) -> Iterator[Any]:
         """Every item of every part. A part that is missing makes the whole aggregate ERROR (it cannot pass on
@@ -205,6 +210,7 @@ class Facts:
             self._by_name.setdefault(result.name, []).append(result)
         self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
         self._used: list[str] | None = None
+        self._parts_cache: dict[str, list[Part]] = {}   # the evidence does not change while it is evaluated
 
     def _record(self, key: str) -> None:
         if self._used is not None and key not in self._used:
@@ -261,6 +267,14 @@ class Facts:
         return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]]
 
     def _parts(self, name: str) -> list[Part]:
+        spec = source_registry.BY_NAME[name]
+        if spec.servers is not None:
+            self.servers()   # read again on every use: each finding cites the server list its coverage came from
+        if name not in self._parts_cache:
+            self._parts_cache[name] = self._build_parts(name)
+        return self._parts_cache[name]
+
+    def _build_parts(self, name: str) -> list[Part]:
         spec = source_registry.BY_NAME[name]
         results = self.results(name)
         if spec.servers is None:
