@@ -133,8 +133,8 @@ class SourceSpec:
         builds = [server_build(s) for s in servers if not _edge(s)]
         if not builds or any(b is None or (b[:2] == minimum[:2] and b >= minimum) for b in builds):
             return None
-        return (f"{self.filled_by.split(' ')[0]} exists from {self.minimum_release} ({self.minimum_build}); no "
-                f"server in exchange.servers runs it")
+        return (f"{self.name} exists from {self.minimum_release} ({self.minimum_build}) on, and no server in "
+                "exchange.servers runs that build or a later one")
 
 
 _VDIR_COMMON = "Server, Identity, Name, InternalUrl, ExternalUrl, InternalAuthenticationMethods (list), ExternalAuthenticationMethods (list)"

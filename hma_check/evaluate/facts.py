@@ -335,8 +335,3 @@ class Facts:
         if not_applicable is not None:
             return "not_applicable", f"not applicable: {not_applicable}"
         return "error", f"{result.status}: {result.error}"
-
-    def status(self, name: str) -> tuple[bool, str | None]:
-        """(usable, why not) for a required source (see availability)."""
-        state, why = self.availability(name)
-        return state == "ok", why
