@@ -16,6 +16,7 @@ this tree and the code in step).
      ├── SigningError            (runs.signing) this certificate and key cannot sign (wrong pair, key usage...)
      ├── DerError                (runs.der) bytes that are not the DER a CMS signature must be (also a ValueError)
      ├── MissingFact             (evaluate.facts) a fact an expression needs was not collected: the finding is ERROR
+     │    └── NotApplicable      (evaluate.facts) the source does not exist there by design: NOT_APPLICABLE
      ├── Undecidable             (evaluate.decide) an expression could not be decided: the finding is ERROR, with why
      ├── BudgetExceeded          (evaluate.budget) an expression went over its time, size or step budget: ERROR, with why
      ├── JsonError               (util.json_file) text that is not JSON these files can hold (also a ValueError)
@@ -24,6 +25,7 @@ this tree and the code in step).
      ├── CallFailed              (collect.psrp_client) one remote PowerShell call failed, classified (auth, timeout...)
      ├── ReadOnlyViolation       (collect.psrp_client) a cmdlet outside the read-only allowlist: a bug, never sent
      ├── ShapeError              (collect.exchange.objects) objects that cannot be the source's data (also a ValueError)
+     ├── ApplicationHostError    (collect.iis_config) an applicationHost.config IIS would not read (also a ValueError)
      ├── CertificateError        (collect.certificates) RawData that is not a DER X.509 certificate (also a ValueError)
      ├── GraphQueryError         (collect.graph.collector) one Graph query failed; the message says what to do
      ├── Unreachable             (collect.probes.tls) the TCP connection to a probed node failed

@@ -11,6 +11,7 @@ from cryptography.x509.oid import NameOID
 
 from hma_lab.endpoints import TLS_VERSIONS, CertificateSpec, EndpointsSpec, HostSpec, NodeSpec, \
     VirtualDirectorySpec
+from hma_lab.windows_spec import DEFAULT_SSL_FLAGS
 
 PROTOCOL_KINDS = {"MAPI": "mapi", "EWS": "ews", "OAB": "oab", "Autodiscover": "autodiscover",
                   "ActiveSync": "activesync"}
@@ -50,29 +51,35 @@ def derive_endpoints(scenario: Any, exchange: Any, certificates: Any) -> Endpoin
     for index, server in enumerate(client_servers(scenario)):
         vdirs = {protocol: exchange.virtual_directory(kind, server) for protocol, kind in PROTOCOL_KINDS.items()}
         present = {protocol: props for protocol, props in vdirs.items() if props is not None}
-        anywhere = exchange.virtual_directory("outlook_anywhere", server) or {}
         nodes.append(NodeSpec(
             name=server.name, address=node_address(index),
             virtual_directories={protocol: _behaviour(protocol, props) for protocol, props in present.items()},
-            ssl_offloading=anywhere.get("SSLOffloading") is True,
+            ssl_offloading=_offloaded(server),
             tls_versions=_tls_versions(server),
             certificate=_iis_certificate(scenario, certificates, server, organization.get("namespace")),
             autodiscover_urls={"ActiveSync": _url(vdirs["ActiveSync"]), "EWS": _url(vdirs["EWS"])}))
         names = [urlsplit(props.get(prop) or "").hostname for props in present.values()
                  for prop in ("InternalUrl", "ExternalUrl")]
-        names.append(organization.get("autodiscover_namespace"))  # AutodiscoverServiceInternalUri of every server
+        # this server's AutodiscoverServiceInternalUri (the organisation's Autodiscover name unless it has its own)
+        scp = server.extra.get("autodiscover_service_internal_uri",
+                               f"https://{organization.get('autodiscover_namespace')}/Autodiscover/Autodiscover.xml")
+        names.append(urlsplit(scp).hostname if scp else None)
         for name in names:
             if name:
                 host_nodes.setdefault(name.lower().rstrip("."), []).append(server.name)
     hosts = tuple(HostSpec(name, tuple(dict.fromkeys(servers))) for name, servers in host_nodes.items())
     auth_servers = [a for a in scenario.objects.get("AuthServer", []) if a.get("Enabled") is True]
+    default = next((a for a in auth_servers if a.get("IsDefaultAuthorizationEndpoint") is True), None)
     return EndpointsSpec(
         tenant_ids=_tenant_ids(auth_servers, scenario.sections.get("tenants")),
         evosts_default=any(a.get("Type") == "AzureAD" and a.get("IsDefaultAuthorizationEndpoint") is True
                            for a in auth_servers),
         # Get-OrganizationConfig's default is False until Set-OrganizationConfig turns it on.
         oauth2_client_profile_enabled=(organization.get("config") or {}).get("OAuth2ClientProfileEnabled") is True,
-        nodes=tuple(nodes), hosts=hosts)
+        nodes=tuple(nodes), hosts=hosts,
+        # Exchange advertises the default authorization endpoint's own AuthorizationEndpoint: Entra ID's for EvoSts,
+        # the federation service's for an ADFS AuthServer (on-premises modern authentication, 2019 CU13 and later).
+        authorization_uri=(default.get("AuthorizationEndpoint") or None) if default is not None else None)
 
 
 def _behaviour(protocol: str, props: dict[str, Any]) -> VirtualDirectorySpec:
@@ -163,3 +170,11 @@ def _url(props: dict[str, Any] | None) -> str | None:
     if props is None:
         return None
     return props.get("ExternalUrl") or props.get("InternalUrl") or None
+
+
+def _offloaded(server: Any) -> bool:
+    """TLS ends in front of the server when IIS accepts plain HTTP on an HMA path (Require SSL cleared: Microsoft's
+    procedure for SSL offloading); Outlook Anywhere's SSLOffloading flag concerns /rpc only and decides nothing."""
+    flags = (server.extra.get("iis") or {}).get("ssl_flags") or DEFAULT_SSL_FLAGS
+    return any("Ssl" not in [t.strip() for t in flags[path].split(",")]
+               for path in ("mapi", "EWS", "Autodiscover", "OAB", "Microsoft-Server-ActiveSync"))

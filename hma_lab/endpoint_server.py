@@ -312,8 +312,9 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
         if oauth:
             issuers = ",".join(f"{ACS_PRINCIPAL}@{tenant}" for tenant in spec.tenant_ids)
             bearer = f'Bearer client_id="{EXO_APP_ID}", trusted_issuers="{issuers}", token_types="{TOKEN_TYPES}"'
-            if spec.evosts_default:
-                bearer += f', authorization_uri="{AUTHORIZATION_URI}"'
+            uri = spec.authorization_uri or (AUTHORIZATION_URI if spec.evosts_default else None)
+            if uri:
+                bearer += f', authorization_uri="{uri}"'
             if token.strip():
                 bearer += ', error="invalid_token"'
             headers.append(("WWW-Authenticate", bearer))

@@ -87,6 +87,7 @@ class EndpointsSpec:
     oauth2_client_profile_enabled: bool  # false: x-ms-diagnostics 4000000 oauth_not_available
     nodes: tuple[NodeSpec, ...]
     hosts: tuple[HostSpec, ...]
+    authorization_uri: str | None = None  # the default AuthServer's AuthorizationEndpoint, when it has one
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -180,6 +181,8 @@ def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None =
     for key in ("evosts_default", "oauth2_client_profile_enabled"):
         if key in section:
             spec = replace(spec, **{key: check.boolean(section[key], (key,))})
+    if "evosts_default" in section:   # the section decides what the challenge advertises, not the AuthServers
+        spec = replace(spec, authorization_uri=None)
     nodes = {node.name: node for node in spec.nodes}
     for i, entry in enumerate(check.list(section.get("nodes", []), ("nodes",))):
         node = _node(check, entry, ("nodes", i), nodes)
@@ -200,7 +203,7 @@ def apply_endpoints_section(base: EndpointsSpec, raw: Any, *, path: str | None =
 
 def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec]) -> NodeSpec:
     entry = check.keys(raw, where, {"name", "address", "oauth", "challenges", "ssl_offloading", "tls_versions",
-                                       "certificate", "autodiscover_urls"})
+                                       "certificate", "autodiscover_urls", "hung"})
     name = check.string(entry.get("name"), (*where, "name"))
     node = known.get(name)
     if node is None:
@@ -225,6 +228,11 @@ def _node(check: "_Checker", raw: Any, where: Where, known: dict[str, NodeSpec])
             vdir = vdirs.get(protocol, VirtualDirectorySpec())
             vdirs[protocol] = replace(vdir, oauth=check.boolean(value, at)) if key == "oauth" else \
                 replace(vdir, challenges=tuple(check.string_list(value, at)))
+    # paths whose application pool hangs on this node: the request is read and never answered
+    for index, protocol in enumerate(check.string_list(entry.get("hung", []), (*where, "hung"))):
+        if protocol not in PROTOCOLS:
+            raise check.fail((*where, "hung", index), f"must be one of {', '.join(PROTOCOLS)}")
+        vdirs[protocol] = replace(vdirs.get(protocol, VirtualDirectorySpec()), hung=True)
     changes["virtual_directories"] = vdirs
     if "ssl_offloading" in entry:
         changes["ssl_offloading"] = check.boolean(entry["ssl_offloading"], (*where, "ssl_offloading"))

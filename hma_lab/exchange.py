@@ -9,6 +9,8 @@ from the scenario; every command is logged by the PSRP host before it runs.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import hashlib
 import re
 import threading
 import uuid
@@ -154,8 +156,17 @@ class ExchangeConfiguration:
         if (major, minor) >= (15, 1):
             table.append(_cmdlet("Get-ClientAccessService", self._client_access, "Identity"))
         if (major, minor, build) >= (15, 2, 397):
-            table.append(_cmdlet("Get-AuthenticationPolicy", self._list("AuthenticationPolicy"), "Identity"))
+            table.append(_cmdlet("Get-AuthenticationPolicy", self._authentication_policies, "Identity"))
         return table
+
+    def _authentication_policies(self, call: _Call) -> list[Any]:
+        """The BlockModernAuth* switches exist from Exchange 2019 CU13 (15.2.1258): an older server's objects do not
+        carry them at all (Set-AuthenticationPolicy documents them as 'Exchange 2019 CU13 or later')."""
+        items = [self._org_object("AuthenticationPolicy", props)
+                 for props in self.scenario.objects.get("AuthenticationPolicy", [])]
+        if tuple(self.endpoint_server.build[:3]) < (15, 2, 1258):
+            items = [{k: ABSENT if k.startswith("BlockModernAuth") else v for k, v in item.items()} for item in items]
+        return self._filter_identity(call, items, "AuthenticationPolicy")
 
     def _single(self, kind: str) -> Callable[[_Call], list[Any]]:
         def handler(call: _Call) -> list[Any]:
@@ -222,8 +233,9 @@ class ExchangeConfiguration:
             if not server.serves_clients:
                 continue
             props = {"Name": server.name, "Fqdn": server.fqdn,
-                     "AutoDiscoverServiceInternalUri":
-                         f"https://{self.org['autodiscover_namespace']}/Autodiscover/Autodiscover.xml",
+                     "AutoDiscoverServiceInternalUri": server.extra.get(
+                         "autodiscover_service_internal_uri",
+                         f"https://{self.org['autodiscover_namespace']}/Autodiscover/Autodiscover.xml"),
                      "AutoDiscoverSiteScope": [server.site], "AutoDiscoverServiceCN": server.name}
             items.append(self._ad_common(props, f"CN={server.name},CN=Servers", server.name))
         return self._filter_identity(call, items, "ClientAccessService")
@@ -257,8 +269,21 @@ class ExchangeConfiguration:
         return out
 
     def _users(self, call: _Call) -> list[Any]:
-        items = [self._ad_common(dict(user), f"CN={user['Name']},CN=Users", user["Name"])
-                 for user in self.scenario.objects.get("User", [])]
+        """Every user: the administrators and the mailbox owners (Get-User reads them all), each with the
+        authentication policy assigned to it (null: the organisation's default applies)."""
+        users = [dict(user) for user in self.scenario.objects.get("User", [])]
+        known = {user["Name"].lower() for user in users}
+        for mailbox in self.scenario.objects.get("Mailbox", []):
+            if mailbox["Name"].lower() not in known:
+                users.append({"Name": mailbox["Name"], "UserPrincipalName": mailbox.get("UserPrincipalName"),
+                              "SamAccountName": mailbox["Name"], "DisplayName": mailbox.get("DisplayName")
+                              or mailbox["Name"], "RecipientType": "UserMailbox",
+                              "RecipientTypeDetails": mailbox.get("RecipientTypeDetails") or "UserMailbox",
+                              "AuthenticationPolicy": mailbox.get("AuthenticationPolicy")})
+        items = [self._ad_common({"AuthenticationPolicy": None, **user}, f"CN={user['Name']},CN=Users", user["Name"])
+                 for user in users]
+        if call.params.get("Identity") is None:
+            return self._result_size(call, self._filtered(call, items), "User")
         return self._filter_identity(call, self._filtered(call, items), "User")
 
     def _vdirs(self, call: _Call) -> list[Any]:
@@ -313,7 +338,8 @@ class ExchangeConfiguration:
                     ["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
                      "System.Security.Cryptography.X509Certificates.X509Certificate2",
                      "System.Security.Cryptography.X509Certificates.X509Certificate", "System.Object"],
-                    issued.to_string(), {"RawData": issued.der})))  # noqa: B023 - _cached calls it at once
+                    issued.to_string(), {"RawData": issued.der},  # noqa: B023 - _cached calls it at once
+                    {"SerializationData": serialization_data("ExchangeCertificate")})))
         if wanted and not out:
             return [self._not_found(call, wanted)]
         return out
@@ -346,13 +372,21 @@ class ExchangeConfiguration:
         return found
 
     def _object(self, kind: str, props: dict[str, Any], to_string: str | None = None) -> Any:
+        """One object as a remote session sends it: every property of its type, in the type's order (null where the
+        scenario leaves it unset, as Exchange sends an empty property; ABSENT where this version has no such
+        property), dates in the server's local time (the *UTC ones in UTC), and Exchange's SerializationData blob
+        at the size real objects of the type carry, so objects span PSRP fragments as real ones do."""
         spec = KINDS[kind]
         wire: dict[str, Any] = {}
-        for name, value in props.items():
+        # unset: an empty collection for a multi-valued property, null for the rest; an explicit null stays null
+        ordered = {**{name: [] if code == "mv" else None for name, code in spec.properties.items()}, **props}
+        for name, value in ordered.items():
+            if value is ABSENT:
+                continue
             code = spec.properties.get(name)
-            if code == "mv":
+            if code == "mv" and value is not None:
                 item_type = (spec.mv_item_types or {}).get(name, "System.String, mscorlib")
-                value = MultiValued(value or [], item_type, ad=name.endswith("AuthenticationMethods")
+                value = MultiValued(value, item_type, ad=name.endswith("AuthenticationMethods")
                                     or kind in ("HybridConfiguration",))
             elif code == "uri":
                 value = Uri(value) if value else None
@@ -360,9 +394,11 @@ class ExchangeConfiguration:
                 value = datetime.fromisoformat(value.replace("Z", "+00:00"))
             elif code == "g" and isinstance(value, str):
                 value = uuid.UUID(value)
+            if code == "dt" and isinstance(value, datetime) and not name.endswith("UTC"):
+                value = value.astimezone(self.org["local_time"])   # DateTimeKind.Local: the server's offset
             wire[name] = value
         text = to_string if to_string is not None else str(props.get("Identity") or props.get("Name") or "")
-        return ex_object(list(spec.type_names), text, wire)
+        return ex_object(list(spec.type_names), text, wire, {"SerializationData": serialization_data(kind)})
 
     def _ad_common(self, props: dict[str, Any], rdn_path: str, identity: str, version: str = "0.1 (8.0.535.0)",
                    ) -> dict[str, Any]:
@@ -407,7 +443,7 @@ class ExchangeConfiguration:
             "SettingOverride": {"Parameters": [], "Server": None, "MinVersion": None, "MaxVersion": None,
                                 "Status": "Accepted", "Reason": "", "IsFlight": False},
             "AcceptedDomain": {"DomainType": "Authoritative", "Default": False},
-            "AuthenticationPolicy": {f"BlockLegacyAuth{p}": False for p in (
+            "AuthenticationPolicy": {f"Block{kind}Auth{p}": False for kind in ("Legacy", "Modern") for p in (
                 "ActiveSync", "Autodiscover", "Imap", "Mapi", "OfflineAddressBook", "Pop", "Rpc", "WebServices")},
             "ActiveSyncDeviceAccessRule": {},
             "AuthConfig": {}, "HybridConfiguration": {},
@@ -454,16 +490,24 @@ class ExchangeConfiguration:
                      "activesync": "/Microsoft-Server-ActiveSync", "owa": "/owa", "ecp": "/ecp",
                      "outlook_anywhere": None}
         path = url_paths[kind]
+        legacy = server.build[0] < 15
         props: dict[str, Any] = {
             "Server": server.name, "Name": name,
-            "InternalUrl": f"https://{namespace}{path}" if path else None,
-            "ExternalUrl": f"https://{namespace}{path}" if path else None,
+            # a forgotten 2010 server keeps its own name inside and no external URL (the namespace moved on)
+            "InternalUrl": (f"https://{server.fqdn}{path}" if legacy else f"https://{namespace}{path}") if path else None,
+            "ExternalUrl": None if legacy or not path else f"https://{namespace}{path}",
             "MetabasePath": f"IIS://{server.fqdn}/W3SVC/1/ROOT/{folder}",
             "Path": f"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy\\{folder}",
             "ExtendedProtectionTokenChecking": "None", "ExtendedProtectionFlags": [], "ExtendedProtectionSPNList": [],
             "AdminDisplayVersion": server.version_text,
         }
         props.update(_VDIR_DEFAULTS[kind](namespace))
+        if legacy:
+            # Exchange 2010's virtual directories have no OAuth switch at all
+            props.update({prop: ABSENT for prop in ("OAuthAuthentication", "IISAuthenticationMethods") if prop in props})
+        if kind == "outlook_anywhere":
+            # Outlook Anywhere's SSLOffloading is $true by default before Exchange 2019 CU14 (15.2.1544)
+            props["SSLOffloading"] = tuple(server.build[:3]) < (15, 2, 1544)
         props.update(server.virtual_directories.get(kind, {}))
         if ad_only:
             for prop in IIS_DERIVED[kind]:
@@ -582,3 +626,26 @@ def _vdir_defaults() -> dict[str, Callable[[str], dict[str, Any]]]:
 
 
 _VDIR_DEFAULTS = _vdir_defaults()
+
+
+# A property this version of the object does not have at all (not even as null): BlockModernAuth* before Exchange 2019
+# CU13, OAuthAuthentication on an Exchange 2010 virtual directory.
+ABSENT = object()
+
+# Base64 characters of SerializationData (Exchange's BinaryFormatter copy of the object, in <MS>) per type, as measured
+# in real captures of microsoft/CSS-Exchange (tests/data/css-exchange): AuthConfig 18,740, ExchangeServer 91,316,
+# OrganizationConfig 41,032, HybridConfiguration 24,776, PartnerApplication 21,232, SettingOverride 18,752,
+# AcceptedDomain 19,388, WebServicesVirtualDirectory 25,624, OwaVirtualDirectory 116,716, ExchangeCertificate 4,616.
+# Types nobody captured get the size of the nearest kin. The bytes are filler: no client can read the real format.
+_SERIALIZATION_CHARS = {"AuthConfig": 18740, "ExchangeServer": 91316, "OrganizationConfig": 41032,
+                        "HybridConfiguration": 24776, "PartnerApplication": 21232, "AuthServer": 21232,
+                        "SettingOverride": 18752, "AcceptedDomain": 19388, "owa": 116716, "ecp": 116716,
+                        "ExchangeCertificate": 4616}
+_DEFAULT_SERIALIZATION_CHARS = 25624   # a virtual directory's (EWS), and the other configuration objects'
+
+
+@functools.lru_cache(maxsize=None)
+def serialization_data(kind: str) -> bytes:
+    size = _SERIALIZATION_CHARS.get(kind, _DEFAULT_SERIALIZATION_CHARS) * 3 // 4
+    seed = hashlib.sha256(kind.encode()).digest()
+    return (b"\x00\x01\x00\x00\x00\xff\xff\xff\xff" + seed * (size // len(seed) + 1))[:size]

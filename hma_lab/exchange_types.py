@@ -99,7 +99,11 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     _kind("AuthenticationPolicy", [f"{SYSTEM_CONFIGURATION}.AuthPolicy", *AD_CONFIGURATION],
           "Name BlockLegacyAuthActiveSync:b BlockLegacyAuthAutodiscover:b BlockLegacyAuthImap:b BlockLegacyAuthMapi:b "
           "BlockLegacyAuthOfflineAddressBook:b BlockLegacyAuthPop:b BlockLegacyAuthRpc:b "
-          "BlockLegacyAuthWebServices:b " + _AD_COMMON),
+          "BlockLegacyAuthWebServices:b "
+          # Exchange 2019 CU13 and later only (the lab leaves them out of older servers' answers)
+          "BlockModernAuthActiveSync:b BlockModernAuthAutodiscover:b BlockModernAuthImap:b BlockModernAuthMapi:b "
+          "BlockModernAuthOfflineAddressBook:b BlockModernAuthPop:b BlockModernAuthRpc:b "
+          "BlockModernAuthWebServices:b " + _AD_COMMON),
     _kind("ActiveSyncOrganizationSettings", [f"{SYSTEM_CONFIGURATION}.ActiveSyncOrganizationSettings",
                                              *AD_CONFIGURATION],
           "Name DefaultAccessLevel UserMailInsert AllowAccessForUnSupportedPlatform:b AdminMailRecipients:mv "

@@ -64,6 +64,20 @@ def ex_object(type_names: list[str], to_string: str | None, properties: dict[str
     return Serialized("".join(writer.parts).encode("utf-8"))
 
 
+def noted_string(text: str, notes: dict[str, Any]) -> Serialized:
+    """A string with note properties (Get-Content's PSPath, PSChildName...): MS-PSRP 2.2.5.2.9's extended primitive,
+    an <Obj> holding the <S> and an <MS>, without type names."""
+    writer = _Writer()
+    writer.parts.append('<Obj RefId="0">')
+    writer.next_ref = 1
+    writer.value(None, text)
+    writer.parts.append("<MS>")
+    for name, value in notes.items():
+        writer.value(name, value)
+    writer.parts.append("</MS></Obj>")
+    return Serialized("".join(writer.parts).encode("utf-8"))
+
+
 # Only these need CLIXML's _xHHHH_ escaping (control characters, astral characters, and "_x" itself).
 _NEEDS_ESCAPE = re.compile("[\u0000-\u001F\u007F-\u009F\uD800-\uDFFF\U00010000-\U0010FFFF]|_[xX]")
 
@@ -118,8 +132,12 @@ class _Writer:
         elif isinstance(value, Version):
             self.parts.append(f"<Version{n}>{_text(str(value))}</Version>")
         elif isinstance(value, datetime):
+            # DateTimeKind.Utc goes as ...Z, Local with the machine's offset (+00:00 included), as PowerShell writes
+            # them (XmlConvert, RoundtripKind); a naive value is taken as UTC.
             moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-            text = moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+            text = moment.isoformat()
+            if moment.tzinfo is timezone.utc:
+                text = text.replace("+00:00", "Z")
             self.parts.append(f"<DT{n}>{text}</DT>")
         elif isinstance(value, uuid.UUID):
             self.parts.append(f"<G{n}>{value}</G>")

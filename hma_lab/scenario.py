@@ -25,7 +25,7 @@ from hma_check.util.yaml_source import Where, YamlDoc, load_yaml_file, merge_doc
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 VERDICTS = ("READY", "NOT_READY", "INCOMPLETE")
-FINDING_STATUSES = ("PASS", "FAIL", "WARN", "ERROR", "NOT_APPLICABLE")
+FINDING_STATUSES = ("PASS", "FAIL", "WARN", "NOTE", "ERROR", "NOT_APPLICABLE")
 SOURCE_STATUSES = ("ok", "error", "skipped")
 MAX_SERVERS = 2000
 
@@ -73,7 +73,7 @@ class ServerSpec:
     ad_properties: dict[str, dict[str, Any]]         # kind -> what AD says instead (-ADPropertiesOnly)
     absent: set[str]                                 # kinds of virtual directory this server does not have
     registry: dict[str, Any]                         # os.tls_registry's shape; null or missing = not in the registry
-    extra: dict[str, Any]                            # exsetup_version, operating_system, winrm: hma_lab.windows
+    extra: dict[str, Any]                            # exsetup_version, operating_system, winrm, iis: hma_lab.windows
 
     @property
     def is_edge(self) -> bool:
@@ -85,7 +85,13 @@ class ServerSpec:
         return not self.is_edge and self.build[0] >= 15
 
     def has_virtual_directory(self, kind: str) -> bool:
-        return self.serves_clients and kind not in self.absent
+        """2013 and later: every client access directory. An Exchange 2010 Client Access server has its own (OWA, ECP,
+        EWS, OAB, Autodiscover, ActiveSync, RPC) but no /mapi, which arrived with Exchange 2013 SP1."""
+        if kind in self.absent or self.is_edge:
+            return False
+        if self.build[0] == 14:
+            return "ClientAccess" in self.roles and kind != "mapi"
+        return self.serves_clients
 
     @property
     def version_text(self) -> str:
@@ -230,7 +236,8 @@ _TOP = ("name", "description", "expect", "credentials", "organization", "auth_se
         "accepted_domains", "mailboxes", "admins", "authentication_policies", "activesync", "certificates",
         "server_defaults", "servers", "latency", "throttling", "faults", "options", "captures", *SECTION_MODULES)
 _SERVER_KEYS = ("name", "fqdn", "count", "start", "build", "roles", "site", "edition", "internet_web_proxy",
-                "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm")
+                "certificates", "virtual_directories", "registry", "exsetup_version", "operating_system", "winrm",
+                "iis", "autodiscover_service_internal_uri")
 _UNSET = object()
 _ROLES = ("Mailbox", "ClientAccess", "Edge", "HubTransport", "UnifiedMessaging")
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
@@ -383,7 +390,8 @@ class _Parser:
     def organization(self, value: Any) -> dict[str, Any]:
         where = ("organization",)
         org = self.mapping(value, where, ("name", "ad_domain", "netbios_name", "domain_controller", "namespace",
-                                          "autodiscover_namespace", "config"), required=("name", "ad_domain"))
+                                          "autodiscover_namespace", "config", "utc_offset"),
+                           required=("name", "ad_domain"))
         out = {key: self.text(org[key], (*where, key)) for key in ("name", "ad_domain")}
         domain = out["ad_domain"]
         if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", domain):
@@ -396,6 +404,13 @@ class _Parser:
         out["autodiscover_namespace"] = self.host(org.get("autodiscover_namespace") or f"autodiscover.{domain}",
                                                   (*where, "autodiscover_namespace"))
         out["config"] = self.properties("OrganizationConfig", org.get("config") or {}, (*where, "config"))
+        # The servers' time zone: Exchange sends local times (WhenChanged, NextCertificateEffectiveDate...) with it.
+        offset = str(org.get("utc_offset") or "+00:00")
+        match = re.fullmatch(r"([+-])(\d\d):(\d\d)", offset)
+        if not match or int(match.group(2)) > 14 or int(match.group(3)) > 59:
+            raise self.fail((*where, "utc_offset"), "must be an offset from UTC such as +01:00 or -08:00")
+        minutes = (int(match.group(2)) * 60 + int(match.group(3))) * (1 if match.group(1) == "+" else -1)
+        out["local_time"] = timezone(timedelta(minutes=minutes), f"UTC{offset}")
         return out
 
     def certificates(self, value: Any) -> dict[str, CertificateSpec]:
@@ -510,7 +525,11 @@ class _Parser:
         registry = _deep_merge(check_registry(defaults.get("registry") or {}, ("server_defaults", "registry"), self.fail),
                                check_registry(entry.get("registry") or {}, (*where, "registry"), self.fail))
         extra = {}
-        for key in ("exsetup_version", "operating_system", "winrm"):
+        uri_value, uri_where = pick("autodiscover_service_internal_uri", _UNSET)
+        if uri_value is not _UNSET:   # this server's SCP; null: none is published (Set-ClientAccessService ... $null)
+            extra["autodiscover_service_internal_uri"] = None if uri_value is None else self.text(
+                _template_values({"u": uri_value}, values)["u"], uri_where)
+        for key in ("exsetup_version", "operating_system", "winrm", "iis"):
             value, key_where = pick(key, _UNSET)
             if value is not _UNSET:   # an explicit null stays: exsetup_version: null is "ExSetup.exe is missing"
                 extra[key] = check_server_fact(key, value, key_where, self.fail, cert_ids)
@@ -541,7 +560,12 @@ class _Parser:
                 "PrimarySmtpAddress": f"user{i:05d}@{domain}", "RecipientTypeDetails": "UserMailbox",
                 "MapiHttpEnabled": None} for i in range(1, count + 1)]
         for index, item in enumerate(self.seq(spec.get("items"), (*where, "items"))):
-            props = self.properties("Mailbox", item, (*where, "items", index), extra=("MapiHttpEnabled",))
+            # MapiHttpEnabled is Get-CASMailbox's, AuthenticationPolicy Get-User's (the policy's Name)
+            props = self.properties("Mailbox", item, (*where, "items", index),
+                                    extra=("MapiHttpEnabled", "AuthenticationPolicy"))
+            if isinstance(item, dict) and item.get("AuthenticationPolicy") is not None:
+                props["AuthenticationPolicy"] = self.text(item["AuthenticationPolicy"],
+                                                          (*where, "items", index, "AuthenticationPolicy"))
             mapi = item.get("MapiHttpEnabled") if isinstance(item, dict) else None
             if mapi is not None and not isinstance(mapi, bool):
                 raise self.fail((*where, "items", index, "MapiHttpEnabled"), "must be true, false or null")

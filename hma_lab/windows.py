@@ -20,9 +20,9 @@ from typing import Any, Iterator
 from hma_lab import binding, errors
 from hma_lab.certs import CertificateStore, Issued
 from hma_lab.psrp import Invocation
-from hma_lab.psvalues import Serialized, Version, ex_object
+from hma_lab.psvalues import Serialized, Version, ex_object, noted_string
 from hma_lab.scenario import Fault, Scenario, ServerSpec
-from hma_lab.windows_spec import FRAMEWORKS, SIDES, VIEWS
+from hma_lab.windows_spec import DEFAULT_SSL_FLAGS, FRAMEWORKS, SIDES, VIEWS
 
 CONFIGURATION = "Microsoft.PowerShell"
 MAX_SHELLS_PER_USER = 30            # WinRM's MaxShellsPerUser default
@@ -38,6 +38,8 @@ CERT_KEY_PROV_INFO_PROP_ID = 2
 CERT_CERT_PROP_ID = 32
 _WILDCARD = set("*?[")
 _CIM_CLASSES = ("Win32_OperatingSystem", "CIM_OperatingSystem", "CIM_LogicalElement", "CIM_ManagedSystemElement")
+FILESYSTEM_PROVIDER = "Microsoft.PowerShell.Core\\FileSystem"
+APPLICATION_HOST = "C:\\Windows\\System32\\inetsrv\\config\\applicationHost.config"
 
 
 # ----------------------------------------------------------------------------------------------------- registry
@@ -214,6 +216,47 @@ def _operating_system(server: ServerSpec, booted: datetime) -> Serialized:
     return ex_object(names, f'Win32_OperatingSystem (Name = "{key}")', props)
 
 
+def application_host_config(server: ServerSpec) -> str:
+    """The server's applicationHost.config as IIS writes it for Exchange: the two web sites, every virtual directory
+    Exchange setup creates with its <location> (sslFlags, authentication), the schema's default access section."""
+    flags = (server.extra.get("iis") or {}).get("ssl_flags") or DEFAULT_SSL_FLAGS
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<!--",
+             "    IIS configuration sections.", "    For schema documentation, see",
+             "    %windir%\\system32\\inetsrv\\config\\schema\\IIS_schema.xml.", "-->", "<configuration>",
+             "    <configSections>", '        <sectionGroup name="system.webServer">',
+             '            <sectionGroup name="security">',
+             '                <section name="access" overrideModeDefault="Deny" />',
+             '                <section name="applicationDependencies" overrideModeDefault="Deny" />',
+             "            </sectionGroup>", "        </sectionGroup>", "    </configSections>",
+             "    <system.applicationHost>", "        <sites>",
+             '            <site name="Default Web Site" id="1" serverAutoStart="true">',
+             '                <application path="/" applicationPool="DefaultAppPool">',
+             '                    <virtualDirectory path="/" physicalPath="%SystemDrive%\\inetpub\\wwwroot" />',
+             "                </application>"]
+    front_end = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
+    for path in flags:
+        lines += [f'                <application path="/{path}" applicationPool="MSExchange{path}FrontEndAppPool">',
+                  f'                    <virtualDirectory path="/" physicalPath="{front_end}\\{path.lower()}" />',
+                  "                </application>"]
+    lines += ["                <bindings>", '                    <binding protocol="http" bindingInformation="*:80:" />',
+              '                    <binding protocol="https" bindingInformation="*:443:" />', "                </bindings>",
+              "            </site>",
+              '            <site name="Exchange Back End" id="2" serverAutoStart="true">',
+              "                <bindings>",
+              '                    <binding protocol="https" bindingInformation="*:444:" />',
+              "                </bindings>", "            </site>", "        </sites>", "    </system.applicationHost>",
+              "    <system.webServer>", "        <security>", '            <access sslFlags="None" />',
+              "        </security>", "    </system.webServer>"]
+    for path, value in flags.items():
+        lines += [f'    <location path="Default Web Site/{path}" overrideMode="Allow">', "        <system.webServer>",
+                  "            <security>", f'                <access sslFlags="{value}" />',
+                  "                <authentication>", '                    <anonymousAuthentication enabled="true" />',
+                  '                    <windowsAuthentication enabled="true" />', "                </authentication>",
+                  "            </security>", "        </system.webServer>", "    </location>"]
+    lines.append("</configuration>")
+    return "\r\n".join(lines) + "\r\n"
+
+
 # ----------------------------------------------------------------------------------------------------- errors
 
 def _task(cmdlet: str) -> str:
@@ -291,7 +334,9 @@ class WindowsConfiguration:
             binding.Cmdlet("Get-ChildItem", self._get_child_item, ("Path", "LiteralPath"), "Path"),
             binding.Cmdlet("Get-Command", self._get_command, ("Name", "CommandType"), "Name"),
             binding.Cmdlet("Get-CimInstance", self._get_cim_instance, ("ClassName", "Namespace"), "ClassName"),
+            binding.Cmdlet("Get-Content", self._get_content, ("Path", "LiteralPath", "Raw"), "Path"),
         ))
+        self.application_host = application_host_config(server)
 
     def application_private_data(self) -> dict[str, Any]:
         return {}
@@ -392,6 +437,19 @@ class WindowsConfiguration:
                 yield _application(self.exsetup)
             else:
                 yield _command_missing(name)
+
+    def _get_content(self, params: dict[str, Any]) -> Iterator[Any]:
+        """The one file the lab's Windows has: IIS's applicationHost.config (with -Raw, one string)."""
+        for text, _literal in _paths(params):
+            if text.strip().lower() != APPLICATION_HOST.lower():
+                yield path_not_found("Get-Content", text)
+                continue
+            notes = _provider_notes(FILESYSTEM_PROVIDER, APPLICATION_HOST, "C")
+            if params.get("Raw"):
+                yield noted_string(self.application_host, notes)
+            else:
+                for number, line in enumerate(self.application_host.split("\r\n")[:-1], 1):
+                    yield noted_string(line, {**notes, "ReadCount": number})
 
     def _get_cim_instance(self, params: dict[str, Any]) -> Iterator[Any]:
         namespace = str(params.get("Namespace") or "root/cimv2").replace("\\", "/").lower()

@@ -22,6 +22,13 @@ FRAMEWORKS = ("v2.0.50727", "v4.0.30319")
 DOTNET_VALUES = ("SystemDefaultTlsVersions", "SchUseStrongCrypto")
 _OS_KEYS = ("Caption", "Version", "BuildNumber", "OSArchitecture")
 _WINRM_KEYS = ("listening", "http_status", "keyless_certificates", "denied")
+# IIS: the Default Web Site paths Exchange setup creates, and what their sslFlags may hold
+# (https://learn.microsoft.com/iis/configuration/system.webserver/security/access).
+IIS_PATHS = ("owa", "ecp", "EWS", "mapi", "OAB", "Autodiscover", "Microsoft-Server-ActiveSync", "PowerShell", "Rpc")
+SSL_FLAGS = ("None", "Ssl", "SslNegotiateCert", "SslRequireCert", "SslMapCert", "Ssl128")
+# What Exchange setup writes: Require SSL (128-bit) everywhere but /PowerShell (Kerberos over HTTP) and /Rpc, which
+# Outlook Anywhere's SSLOffloading (true by default before Exchange 2019 CU14) leaves without it.
+DEFAULT_SSL_FLAGS = {path: "None" if path in ("PowerShell", "Rpc") else "Ssl, Ssl128" for path in IIS_PATHS}
 
 
 def dword(value: int) -> int:
@@ -45,7 +52,7 @@ def check_registry(value: Any, where: tuple[Any, ...], fail: Fail) -> dict[str, 
 
 
 def check_server_fact(key: str, value: Any, where: tuple[Any, ...], fail: Fail, certificate_ids: list[str]) -> Any:
-    """exsetup_version ('15.02.1544.011', or null: ExSetup.exe is not there), operating_system, winrm."""
+    """exsetup_version ('15.02.1544.011', or null: ExSetup.exe is not there), operating_system, winrm, iis."""
     if key == "exsetup_version":
         if value is not None and not (isinstance(value, str) and re.fullmatch(r"\d{1,2}\.\d{1,2}\.\d{1,5}\.\d{1,5}",
                                                                               value.strip())):
@@ -59,6 +66,8 @@ def check_server_fact(key: str, value: Any, where: tuple[Any, ...], fail: Fail, 
         return dict(facts)
     if key == "winrm":
         return _winrm(value, where, fail, certificate_ids)
+    if key == "iis":
+        return _iis(value, where, fail)
     raise fail(where, f"unknown Windows fact {key!r}")  # pragma: no cover - the scenario parser lists the keys
 
 
@@ -82,6 +91,19 @@ def _winrm(value: Any, where: tuple[Any, ...], fail: Fail, certificate_ids: list
             raise fail((*where, "denied", index), "must be a registry path (wildcards allowed) starting with HKLM:\\")
         out["denied"].append(pattern)
     return out
+
+
+def _iis(value: Any, where: tuple[Any, ...], fail: Fail) -> dict[str, Any]:
+    """{ssl_flags: {mapi: 'None', ...}}: the sslFlags of Default Web Site paths (the others keep setup's)."""
+    spec = _mapping(value, where, fail, ("ssl_flags",))
+    flags = dict(DEFAULT_SSL_FLAGS)
+    for path, text in _mapping(spec.get("ssl_flags") or {}, (*where, "ssl_flags"), fail, IIS_PATHS).items():
+        tokens = [t.strip() for t in str(text).split(",")] if isinstance(text, str) else []
+        if not tokens or any(t not in SSL_FLAGS for t in tokens):
+            raise fail((*where, "ssl_flags", path), f"must be IIS sslFlags: one or more of {', '.join(SSL_FLAGS)}, "
+                                                    "comma-separated")
+        flags[path] = ", ".join(tokens)
+    return {"ssl_flags": flags}
 
 
 def _mapping(value: Any, where: tuple[Any, ...], fail: Fail, allowed: tuple[str, ...]) -> dict[str, Any]:

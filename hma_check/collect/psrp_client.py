@@ -23,8 +23,9 @@ from hma_check.util.scrub import scrub
 # refused before it can leave the machine, and a configuration without a list cannot be opened. Not a pattern: a
 # "Test-*" rule admitted Test- cmdlets that act on the organisation (Test-Mailflow, for one, sends test messages), so
 # a cmdlet the collectors start to use is added here by name, one per line. The standard endpoint is a
-# full-language administrator session, so it gets only the four reads the OS collector makes (registry values,
-# ExSetup.exe, the operating system, the certificate store). No Test- cmdlet is used, so none is admitted.
+# full-language administrator session, so it gets only the five reads the OS collector makes (registry values,
+# ExSetup.exe, the operating system, the certificate store, IIS's applicationHost.config). No Test- cmdlet is used,
+# so none is admitted.
 ALLOWLISTS: dict[str, frozenset[str]] = {
     "Microsoft.Exchange": frozenset({
         "Get-AcceptedDomain",
@@ -59,9 +60,13 @@ ALLOWLISTS: dict[str, frozenset[str]] = {
         "Get-ChildItem",
         "Get-CimInstance",
         "Get-Command",
+        "Get-Content",        # only -LiteralPath of READABLE_FILES (check_read_only refuses any other file)
         "Get-ItemProperty",
     }),
 }
+# Get-Content reads files: on the standard endpoint only these, named with -LiteralPath (IIS's configuration, for
+# Require SSL of the HMA virtual directories), so the allowlist cannot become a way to read any file.
+READABLE_FILES = frozenset({"c:\\windows\\system32\\inetsrv\\config\\applicationhost.config"})
 # winerror.h: ERROR_WSMAN_OPERATION_TIMEDOUT (pypsrp retries it), the shell-not-found family, and the quota faults
 # Exchange's throttling policy surfaces through WinRM (max shells, user load quota, max operations).
 OPERATION_TIMEDOUT = 0x80338029
@@ -122,11 +127,17 @@ def allowlist(configuration: str) -> frozenset[str]:
     return allowed
 
 
-def check_read_only(cmdlet: str, configuration: str) -> None:
+def check_read_only(cmdlet: str, configuration: str, params: tuple[tuple[str, Any], ...] = ()) -> None:
     allowed = allowlist(configuration)
     if cmdlet not in allowed:   # exact: PowerShell would also resolve 'get-user' or a prefix, hma-check never sends one
         raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check runs only the read-only cmdlets it names "
                                 f"(psrp_client.ALLOWLISTS) on {configuration}")
+    if cmdlet.lower() == "get-content":
+        names = {name.lower(): value for name, value in params}
+        path = names.get("literalpath")
+        if set(names) - {"literalpath", "raw"} or not isinstance(path, str) or path.lower() not in READABLE_FILES:
+            raise ReadOnlyViolation(f"refusing to send Get-Content for anything but -LiteralPath of "
+                                    f"{', '.join(sorted(READABLE_FILES))}")
 
 
 def powershell_text(cmdlet: str, params: tuple[tuple[str, Any], ...]) -> str:
@@ -217,7 +228,7 @@ class RemoteSession:
         """Run one cmdlet; its objects and non-terminating errors, or CallFailed when the pipeline itself failed."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
-        check_read_only(cmdlet, self.configuration)
+        check_read_only(cmdlet, self.configuration, params)
         if self._pool is None:
             raise CallFailed("broken", "the session is not open")
         ps = PowerShell(self._pool)

@@ -57,8 +57,10 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
         outcome = import_path(path, ScanOptions(owa_ecp=owa_ecp))
         evidence = out_dir / "evidence.json"
         outcome.snapshot.save(evidence)
-        echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unrecognised)} skipped, "
-             f"{len(outcome.malformed)} malformed")
+        echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unplaced)} not placed on a server, "
+             f"{len(outcome.unrecognised)} skipped, {len(outcome.malformed)} malformed")
+        for item in outcome.unplaced:
+            echo(f"not placed: {item['file']}: {item['source']}: {item['reason']}")
         # one line per reason, not per file: a folder of 300 unrelated files is one line
         for kind, items in (("skipped", outcome.unrecognised), ("malformed", outcome.malformed)):
             by_reason: dict[str, list[str]] = {}
@@ -69,7 +71,11 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
                 echo(f"{kind}: {shown}: {reason}")
         echo(f"evidence: {evidence}")
         if not outcome.snapshot.collected_anything():
-            echo("nothing hma-check reads was found in the import; no report written")
+            if outcome.unplaced:
+                echo(f"{len(outcome.unplaced)} file(s) hma-check reads could not be placed on a server (see above); "
+                     "nothing else was found, so no report was written")
+            else:
+                echo("nothing hma-check reads was found in the import; no report written")
             sys.exit(EXIT_NOTHING_COLLECTED)
         result = run_report(evidence, out_dir, list(checks_files), exemptions_file, **options)
     print_outcome(result)

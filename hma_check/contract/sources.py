@@ -15,11 +15,18 @@ Conventions for ``data`` (all of it JSON):
   source once per tenant with ``scope`` = the tenant id; a probe once per URL or host:port.
 - null is a real value ("the property is empty"); a fact that could not be collected is a source with status error,
   never a default.
+- Coverage: a per-server source names the servers that have it (``servers``: every server of exchange.servers except
+  the ones its rule leaves out, such as Edge Transport and Exchange 2010 servers for the virtual directories). Such a
+  server must have a result, and a source that ``one_or_more`` marks must hold at least one object for it; otherwise
+  the checks that read it are ERROR for that server. A server the rule leaves out, and an organisation-wide source
+  skipped where its ``minimum_build`` says it cannot exist, make those checks NOT_APPLICABLE with the reason.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any, Callable
 
 SCOPES = {
     None: "organisation-wide: one result",
@@ -30,16 +37,104 @@ SCOPES = {
 }
 
 
+# Which servers of exchange.servers have a per-server source. Each rule gives, for one server record, why the source
+# does not exist there (None: the server must have it). Unknown facts (no AdminDisplayVersion, no role flags) never
+# leave a server out: its data is then required, so a gap is an ERROR rather than a silent omission.
+EDGE_SERVER = ("Edge Transport server: it sits outside the domain, has no client access virtual directories and "
+               "is not read")
+PRE_2013_SERVER = ("{version}: Exchange 2010 and older are not read by these cmdlets (manage them from their own "
+                   "shell); such a server cannot take part in HMA at all (HMA-TOPO-001)")
+NO_CLIENT_ACCESS = ("the server has no Client Access role (IsClientAccessServer is False): it has no front-end "
+                    "virtual directories")
+
+
+def _edge(server: dict[str, Any]) -> bool:
+    return server.get("IsEdgeServer") is True or "edge" in str(server.get("ServerRole") or "").lower()
+
+
+def _pre_2013(server: dict[str, Any]) -> str | None:
+    build = server_build(server)
+    if build is not None and build[0] < 15:
+        return PRE_2013_SERVER.format(version=server.get("AdminDisplayVersion"))
+    return None
+
+
+def _windows(server: dict[str, Any]) -> str | None:
+    return EDGE_SERVER if _edge(server) else None
+
+
+def _exchange(server: dict[str, Any]) -> str | None:
+    return EDGE_SERVER if _edge(server) else _pre_2013(server)
+
+
+def _client_access(server: dict[str, Any]) -> str | None:
+    reason = _exchange(server)
+    if reason is None and server.get("IsClientAccessServer") is False:
+        return NO_CLIENT_ACCESS
+    return reason
+
+
+SERVER_RULES: dict[str, tuple[str, Callable[[dict[str, Any]], str | None]]] = {
+    "windows": ("every server except Edge Transport servers", _windows),
+    "exchange": ("every Exchange 2013 or later server except Edge Transport servers", _exchange),
+    "client_access": ("every Exchange 2013 or later server with the Client Access role (IsClientAccessServer), "
+                      "except Edge Transport servers", _client_access),
+}
+
+
+# ServerVersion.ToString() as Get-ExchangeServer sends it: 'Version 15.2 (Build 986.5)'.
+_ADMIN_DISPLAY_VERSION = re.compile(r"Version\s+(\d+)\.(\d+)\s+\(Build\s+(\d+)\.(\d+)\)", re.IGNORECASE)
+
+
+def parse_build(text: str) -> tuple[int, int, int, int]:
+    """'Version 15.2 (Build 986.5)' or '15.2.986.5' -> (15, 2, 986, 5); ValueError otherwise."""
+    match = _ADMIN_DISPLAY_VERSION.search(text) or re.fullmatch(r"\s*(\d+)\.(\d+)\.(\d+)\.(\d+)\s*", text)
+    if match is None:
+        raise ValueError(f"not a build number: {text!r}")
+    major, minor, build, revision = (int(part) for part in match.groups())
+    return major, minor, build, revision
+
+
+def server_build(server: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """The build of a server record's AdminDisplayVersion, or None when it is missing or unreadable."""
+    version = server.get("AdminDisplayVersion")
+    try:
+        return parse_build(version) if isinstance(version, str) else None
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     name: str
     filled_by: str
     shape: str
     scope: str | None = None
+    servers: str | None = None          # scope 'server': the SERVER_RULES key naming the servers that have it
+    one_or_more: bool = False           # scope 'server': every server that has it returns at least one object
+    minimum_build: str | None = None    # organisation-wide: the cmdlet exists from this Exchange build on
+    minimum_release: str | None = None  # ... and the release it is, for messages
 
     @property
     def collector(self) -> str:
         return self.name.split(".", 1)[0]
+
+    def excluded(self, server: dict[str, Any]) -> str | None:
+        """Why ``server`` has no result for this per-server source by design, or None when it must have one."""
+        if self.servers is None:
+            return None
+        return SERVER_RULES[self.servers][1](server)
+
+    def absent_everywhere(self, servers: list[dict[str, Any]]) -> str | None:
+        """For an organisation-wide source with a minimum build: why no server can answer it, or None."""
+        if self.minimum_build is None:
+            return None
+        minimum = parse_build(self.minimum_build)
+        builds = [server_build(s) for s in servers if not _edge(s)]
+        if not builds or any(b is None or (b[:2] == minimum[:2] and b >= minimum) for b in builds):
+            return None
+        return (f"{self.name} exists from {self.minimum_release} ({self.minimum_build}) on, and no server in "
+                "exchange.servers runs that build or a later one")
 
 
 _VDIR_COMMON = "Server, Identity, Name, InternalUrl, ExternalUrl, InternalAuthenticationMethods (list), ExternalAuthenticationMethods (list)"
@@ -81,9 +176,18 @@ SOURCES: tuple[SourceSpec, ...] = (
                "Get-RoleGroupMember -Identity 'Organization Management', then Get-User -Identity <member>",
                "list of {Name, UserPrincipalName, SamAccountName, Sid, RecipientTypeDetails}"),
     SourceSpec("exchange.authentication_policies", "Get-AuthenticationPolicy (Exchange 2019 CU2 and later)",
-               "list of {Name, BlockLegacyAuthActiveSync, BlockLegacyAuthAutodiscover, BlockLegacyAuthImap, "
-               "BlockLegacyAuthMapi, BlockLegacyAuthOfflineAddressBook, BlockLegacyAuthPop, BlockLegacyAuthRpc, "
-               "BlockLegacyAuthWebServices}"),
+               "list of {Name, Identity, DistinguishedName, BlockLegacyAuthActiveSync, BlockLegacyAuthAutodiscover, "
+               "BlockLegacyAuthImap, BlockLegacyAuthMapi, BlockLegacyAuthOfflineAddressBook, BlockLegacyAuthPop, "
+               "BlockLegacyAuthRpc, BlockLegacyAuthWebServices, and from Exchange 2019 CU13 BlockModernAuthActiveSync, "
+               "BlockModernAuthAutodiscover, BlockModernAuthImap, BlockModernAuthMapi, "
+               "BlockModernAuthOfflineAddressBook, BlockModernAuthPop, BlockModernAuthRpc, BlockModernAuthWebServices "
+               "(absent before CU13: the switches do not exist there)}", minimum_build="15.2.397.3",
+               minimum_release="Exchange 2019 CU2"),
+    SourceSpec("exchange.user_authentication_policies",
+               "Get-User -ResultSize Unlimited -Filter \"AuthenticationPolicy -ne $null\" (Exchange 2019 CU2 and later)",
+               "list of {Name, UserPrincipalName, RecipientTypeDetails, AuthenticationPolicy (the assigned policy)}: "
+               "every user with a policy of its own; the others get the organisation's DefaultAuthenticationPolicy",
+               minimum_build="15.2.397.3", minimum_release="Exchange 2019 CU2"),
     SourceSpec("exchange.cas_mailboxes_mapi_disabled",
                "Get-CASMailbox -ResultSize Unlimited -Filter \"MapiHttpEnabled -eq $false\"",
                "list of {Name, PrimarySmtpAddress, MapiHttpEnabled}"),
@@ -93,33 +197,37 @@ SOURCES: tuple[SourceSpec, ...] = (
                "list of {Name, Characteristic, QueryString, AccessLevel}"),
     # ---------------------------------------------------------------------------------------- Exchange, per server
     SourceSpec("exchange.mapi_virtual_directories", "Get-MapiVirtualDirectory -Server <server>",
-               f"list of {{{_VDIR_COMMON}, IISAuthenticationMethods (list)}}", scope="server"),
+               f"list of {{{_VDIR_COMMON}, IISAuthenticationMethods (list)}}", scope="server",
+               servers="client_access", one_or_more=True),
     SourceSpec("exchange.web_services_virtual_directories", "Get-WebServicesVirtualDirectory -Server <server>",
                f"list of {{{_VDIR_COMMON}, OAuthAuthentication, BasicAuthentication, WindowsAuthentication, "
-               "WSSecurityAuthentication}", scope="server"),
+               "WSSecurityAuthentication}", scope="server", servers="client_access", one_or_more=True),
     SourceSpec("exchange.oab_virtual_directories", "Get-OabVirtualDirectory -Server <server>",
                f"list of {{{_VDIR_COMMON}, OAuthAuthentication, BasicAuthentication, WindowsAuthentication}}",
-               scope="server"),
+               scope="server", servers="client_access", one_or_more=True),
     SourceSpec("exchange.autodiscover_virtual_directories", "Get-AutodiscoverVirtualDirectory -Server <server>",
                f"list of {{{_VDIR_COMMON}, OAuthAuthentication, BasicAuthentication, WindowsAuthentication, "
-               "WSSecurityAuthentication}", scope="server"),
+               "WSSecurityAuthentication}", scope="server", servers="client_access", one_or_more=True),
     SourceSpec("exchange.activesync_virtual_directories", "Get-ActiveSyncVirtualDirectory -Server <server>",
-               f"list of {{{_VDIR_COMMON}, BasicAuthEnabled, WindowsAuthEnabled}}", scope="server"),
+               f"list of {{{_VDIR_COMMON}, BasicAuthEnabled, WindowsAuthEnabled}}", scope="server",
+               servers="client_access", one_or_more=True),
     SourceSpec("exchange.owa_virtual_directories", "Get-OwaVirtualDirectory -Server <server>",
                f"list of {{{_VDIR_COMMON}, OAuthAuthentication, BasicAuthentication, FormsAuthentication, "
-               "AdfsAuthentication, DigestAuthentication, WindowsAuthentication}", scope="server"),
+               "AdfsAuthentication, DigestAuthentication, WindowsAuthentication}", scope="server",
+               servers="client_access", one_or_more=True),
     SourceSpec("exchange.ecp_virtual_directories", "Get-EcpVirtualDirectory -Server <server>",
                f"list of {{{_VDIR_COMMON}, OAuthAuthentication, BasicAuthentication, FormsAuthentication, "
-               "AdfsAuthentication, DigestAuthentication, WindowsAuthentication}", scope="server"),
+               "AdfsAuthentication, DigestAuthentication, WindowsAuthentication}", scope="server",
+               servers="client_access", one_or_more=True),
     SourceSpec("exchange.outlook_anywhere", "Get-OutlookAnywhere -Server <server>",
                "list of {Server, Identity, InternalHostname, ExternalHostname, SSLOffloading, InternalClientsRequireSsl, "
                "ExternalClientsRequireSsl, InternalClientAuthenticationMethod, ExternalClientAuthenticationMethod, "
-               "IISAuthenticationMethods (list)}", scope="server"),
+               "IISAuthenticationMethods (list)}", scope="server", servers="client_access", one_or_more=True),
     SourceSpec("exchange.exchange_certificates", "Get-ExchangeCertificate -Server <server>",
                "list of certificates decoded from RawData: {Thumbprint (upper-case hex SHA-1 of the DER), Subject, "
                "Issuer, SerialNumber, NotBefore, NotAfter, DnsNameList (list: SAN DNS names, else the CN), "
                "IsSelfSigned, HasServerAuthEku, SignatureAlgorithm, PublicKeySize, RawData (base64 DER)}",
-               scope="server"),
+               scope="server", servers="exchange", one_or_more=True),
     # ------------------------------------------------------------------------------- server OS, per server (WinRM)
     SourceSpec("os.tls_registry",
                "Get-ItemProperty on HKLM:\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL\\Protocols\\"
@@ -128,16 +236,33 @@ SOURCES: tuple[SourceSpec, ...] = (
                "{Protocols: {'TLS 1.0'|'TLS 1.1'|'TLS 1.2'|'TLS 1.3': {Server: {Enabled, DisabledByDefault}, "
                "Client: {Enabled, DisabledByDefault}}}, NETFramework: {'v2.0.50727'|'v4.0.30319': "
                "{SystemDefaultTlsVersions, SchUseStrongCrypto}}, NETFrameworkWow6432Node: {same}}; every value is the "
-               "DWORD as read (0xffffffff reads as -1) or null when the value or key is absent", scope="server"),
+               "DWORD as read (0xffffffff reads as -1) or null when the value or key is absent", scope="server",
+               servers="windows"),
     SourceSpec("os.exsetup_version", "Get-Command -Name ExSetup.exe -CommandType Application (its FileVersionInfo)",
-               "{FileVersion ('15.02.1544.011': the exact build, security update included), Path}", scope="server"),
+               "{FileVersion ('15.02.1544.011': the exact build, security update included), Path}", scope="server",
+               servers="windows"),
     SourceSpec("os.operating_system", "Get-CimInstance -ClassName Win32_OperatingSystem",
-               "{Caption, Version ('10.0.20348'), BuildNumber}", scope="server"),
+               "{Caption, Version ('10.0.20348'), BuildNumber}", scope="server", servers="windows"),
     SourceSpec("os.auth_certificate",
                "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<CurrentCertificateThumbprint>; Get-ItemProperty -Path "
                "HKLM:\\SOFTWARE\\Microsoft\\SystemCertificates\\MY\\Certificates\\<thumbprint> -Name Blob",
                "{Thumbprint, Subject, NotAfter, HasPrivateKey (true|false; null when the store's registry Blob is "
-               "not there to tell)} or null when the certificate is not in the store", scope="server"),
+               "not there to tell)} or null when the certificate is not in the store", scope="server",
+               servers="windows"),
+    SourceSpec("os.iis_ssl_flags",
+               "Get-Content -LiteralPath C:\\Windows\\System32\\inetsrv\\config\\applicationHost.config -Raw (read "
+               "only; the access section of each Default Web Site path)",
+               "{'/mapi'|'/EWS'|'/Autodiscover'|'/OAB'|'/Microsoft-Server-ActiveSync': {sslFlags (as IIS stores it, e.g. "
+               "'Ssl, Ssl128' or 'None'), RequireSsl ('Ssl' among the flags: IIS's Require SSL), Location (the "
+               "<location> path the value comes from, '' the server level, null IIS's default None)}}",
+               scope="server", servers="client_access"),
+    SourceSpec("os.next_auth_certificate",
+               "Get-ChildItem -Path Cert:\\LocalMachine\\My\\<NextCertificateThumbprint>; Get-ItemProperty -Path "
+               "HKLM:\\SOFTWARE\\Microsoft\\SystemCertificates\\MY\\Certificates\\<thumbprint> -Name Blob",
+               "{Thumbprint, Subject, NotBefore, NotAfter, HasPrivateKey (as os.auth_certificate)} or null when the "
+               "certificate is not in the store, or when Get-AuthConfig names no NextCertificateThumbprint (nothing "
+               "staged, nothing to look up: read exchange.auth_config to tell the two apart)", scope="server",
+               servers="windows"),
     # ------------------------------------------------------------------------------------------ the scan itself
     SourceSpec("scan.options", "the scan configuration's options: section (hma-check import --owa-ecp offline)",
                "{owa_ecp (bool: assess HMA for Outlook on the web and the EAC)}; written by every scan and import, "
@@ -233,10 +358,12 @@ PROPERTIES: dict[str, tuple[str, ...]] = {
     "exchange.accepted_domains": ("Name", "DomainName", "DomainType", "Default"),
     "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails"),
     "exchange.admin_users": ("Name", "UserPrincipalName", "SamAccountName", "Sid", "RecipientTypeDetails"),
-    "exchange.authentication_policies": ("Name", "BlockLegacyAuthActiveSync", "BlockLegacyAuthAutodiscover",
-                                         "BlockLegacyAuthImap", "BlockLegacyAuthMapi",
-                                         "BlockLegacyAuthOfflineAddressBook", "BlockLegacyAuthPop",
-                                         "BlockLegacyAuthRpc", "BlockLegacyAuthWebServices"),
+    "exchange.authentication_policies": ("Name", "Identity", "DistinguishedName",
+                                         *(f"Block{kind}Auth{protocol}" for kind in ("Legacy", "Modern")
+                                           for protocol in ("ActiveSync", "Autodiscover", "Imap", "Mapi",
+                                                            "OfflineAddressBook", "Pop", "Rpc", "WebServices"))),
+    "exchange.user_authentication_policies": ("Name", "UserPrincipalName", "RecipientTypeDetails",
+                                              "AuthenticationPolicy"),
     "exchange.cas_mailboxes_mapi_disabled": ("Name", "PrimarySmtpAddress", "MapiHttpEnabled"),
     "exchange.activesync_organization_settings": ("DefaultAccessLevel",),
     "exchange.activesync_device_access_rules": ("Name", "Characteristic", "QueryString", "AccessLevel"),
@@ -262,6 +389,8 @@ PROPERTIES: dict[str, tuple[str, ...]] = {
     "os.exsetup_version": ("FileVersion", "Path"),
     "os.operating_system": ("Caption", "Version", "BuildNumber"),
     "os.auth_certificate": ("Thumbprint", "Subject", "NotAfter", "HasPrivateKey"),
+    "os.next_auth_certificate": ("Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey"),
+    "os.iis_ssl_flags": ("/mapi", "/EWS", "/Autodiscover", "/OAB", "/Microsoft-Server-ActiveSync"),
 }
 PROPERTIES.update({
     "graph.exo_service_principal": ("id", "appId", "displayName", "servicePrincipalNames", "replyUrls", "keyCredentials"),
@@ -296,9 +425,20 @@ def markdown() -> str:
         lines += ["", f"## {namespace}", "", "| source | scope | filled by | data |", "|---|---|---|---|"]
         for spec in SOURCES:
             if spec.collector == namespace:
-                cells = [f"`{spec.name}`", spec.scope or "-", _cell(spec.filled_by), _cell(spec.shape)]
+                cells = [f"`{spec.name}`", _scope_cell(spec), _cell(spec.filled_by), _cell(spec.shape)]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _scope_cell(spec: SourceSpec) -> str:
+    """The scope, and for a per-server source which servers must have it."""
+    if spec.servers is not None:
+        covered = SERVER_RULES[spec.servers][0]
+        more = "; at least one object each" if spec.one_or_more else ""
+        return _cell(f"server: {covered}{more}")
+    if spec.minimum_build is not None:
+        return _cell(f"- (exists from {spec.minimum_release}, {spec.minimum_build})")
+    return spec.scope or "-"
 
 
 def _cell(text: str) -> str:

@@ -12,23 +12,58 @@ from jinja2.exceptions import SecurityError
 from hma_check.evaluate.budget import BudgetExceeded
 from hma_check.errors import HmaCheckError, one_line
 from hma_check.evaluate.checks import Compiled
-from hma_check.evaluate.facts import MissingFact
+from hma_check.contract.findings import ERROR, NOT_APPLICABLE
+from hma_check.evaluate.facts import MissingFact, NotApplicable
 
 ORGANIZATION = "organization"
 
 
 class Undecidable(HmaCheckError):
-    """Raised inside evaluation to turn any failure into an ERROR finding with a clear reason."""
+    """Raised inside evaluation to turn any failure into an ERROR finding with a clear reason, or into
+    NOT_APPLICABLE when what was missing is a source that does not exist there by design."""
+
+    def __init__(self, reason: str, *, not_applicable: bool = False) -> None:
+        super().__init__(reason)
+        self.not_applicable = not_applicable
+
+    @property
+    def status(self) -> str:
+        return NOT_APPLICABLE if self.not_applicable else ERROR
+
+
+def undecidable(what: str, exc: BaseException) -> Undecidable:
+    """Any failure of ``what`` as an Undecidable (NOT_APPLICABLE for a source absent by design)."""
+    if isinstance(exc, Undecidable):
+        return exc
+    return Undecidable(reason_for(what, exc), not_applicable=isinstance(exc, NotApplicable))
 
 
 def subject_of(template: Compiled | None, context: dict[str, Any], scope: str | None) -> str:
+    """The rendered subject; Undecidable when the template fails, or renders nothing for an item."""
     if template is None:
         return scope or ORGANIZATION
-    try:
-        text = render(template, context, "subject").strip()
-    except Undecidable:
-        return scope or ORGANIZATION
-    return text or scope or ORGANIZATION
+    text = render(template, context, "subject").strip()
+    if not text:
+        if scope or context.get("item") is None:
+            return scope or ORGANIZATION
+        raise Undecidable(f"'subject' ({template.source}) rendered nothing for this item")
+    return text
+
+
+# Properties that name an object, in the order a reader recognises it by (Exchange, Graph, probes).
+_NAMING_PROPERTIES = ("Identity", "Name", "Server", "displayName", "id", "url", "host")
+
+
+def fallback_subject(item: Any, scope: str | None, index: int) -> str:
+    """A name for an item whose subject could not be rendered: its scope, a naming property, or its position."""
+    if scope:
+        return scope
+    if isinstance(item, dict):
+        for prop in _NAMING_PROPERTIES:
+            value = item.get(prop)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:200]
+    return f"item {index + 1} (its subject could not be rendered)"
 
 
 def bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any],
@@ -39,14 +74,14 @@ def bind_let(let: tuple[tuple[str, Compiled], ...], context: dict[str, Any],
             try:
                 context[name] = compiled(context)
             except Exception as exc:  # noqa: BLE001
-                raise Undecidable(reason_for(f"let {name}", exc)) from None
+                raise undecidable(f"let {name}", exc) from None
 
 
 def as_bool(compiled: Compiled, context: dict[str, Any], what: str) -> bool:
     try:
         value = compiled(context)
     except Exception as exc:  # noqa: BLE001
-        raise Undecidable(reason_for(what, exc)) from None
+        raise undecidable(what, exc) from None
     if not isinstance(value, bool):
         raise Undecidable(f"'{what}' ({compiled.source}) gave {type(value).__name__} {short(value)}, not true or false")
     return value
@@ -56,7 +91,7 @@ def render(compiled: Compiled, context: dict[str, Any], what: str) -> str:
     try:
         return str(compiled(context)).strip()
     except Exception as exc:  # noqa: BLE001
-        raise Undecidable(reason_for(what, exc)) from None
+        raise undecidable(what, exc) from None
 
 
 def render_powershell(compiled: Compiled, context: dict[str, Any], what: str) -> str:
@@ -68,6 +103,8 @@ def render_powershell(compiled: Compiled, context: dict[str, Any], what: str) ->
 
 
 def reason_for(what: str, exc: BaseException) -> str:
+    if isinstance(exc, NotApplicable):
+        return f"{exc.key} {exc.reason}"
     if isinstance(exc, MissingFact):
         return f"missing fact: {exc.key} {exc.reason}"
     if isinstance(exc, Undecidable):

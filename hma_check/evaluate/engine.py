@@ -10,8 +10,8 @@ from hma_check.contract.findings import ERROR, NOT_APPLICABLE, PASS, Finding, Ru
 from hma_check.contract.snapshot import Snapshot
 from hma_check.evaluate import budget
 from hma_check.evaluate.checks import Check, CheckSet
-from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, as_bool, bind_let, reason_for, render,
-                                       render_powershell, subject_of)
+from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, as_bool, bind_let, fallback_subject, render,
+                                       render_powershell, subject_of, undecidable)
 from hma_check.evaluate.excerpts import Reads, excerpt_of, failing_reads
 from hma_check.evaluate.facts import Facts, Part, Scoped
 from hma_check.evaluate.provenance import Cited, provenance
@@ -48,18 +48,24 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             try:
                 applies = as_bool(check.when, base, "when")
             except Undecidable as exc:
-                return [_finding(check, facts, ERROR, ORGANIZATION, reason=str(exc), used=used)]
+                return [_finding(check, facts, exc.status, ORGANIZATION, reason=str(exc), used=used)]
             if not applies:
                 return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, used=used,
                                  reason=f"not applicable: 'when' ({check.when.source}) is false")]
-        missing = []
+        missing, absent = list[str](), list[str]()
         for name in check.requires:
-            usable, why = facts.status(name)
-            if not usable:
+            state, why = facts.availability(name)
+            if state == "error":
                 missing.append(f"required source {name} {why}")
-        if missing:
-            return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing),
+            elif state == "not_applicable":
+                absent.append(f"required source {name} is {why}")
+        if absent:
+            # A check that needs a source the organisation cannot have (by the contract) does not apply, whatever
+            # else is missing: there is nothing it could decide.
+            return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, reason="; ".join(absent),
                              used=list(check.requires))]
+        if missing:
+            return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing), used=list(check.requires))]
         if check.for_each is None:
             finding = _evaluate_item(check, facts, base, item=None, scope=None, read=[])
             assert finding is not None   # only 'where' skips an item, and the loader allows it only with 'for_each'
@@ -68,17 +74,19 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             collection = check.for_each(base)
             items = list(_iterate(collection))
         except Exception as exc:  # noqa: BLE001 - any failure to enumerate is an ERROR with its reason
-            return [_finding(check, facts, ERROR, ORGANIZATION, reason=reason_for("for_each", exc), used=used)]
+            failure = undecidable("for_each", exc)
+            return [_finding(check, facts, failure.status, ORGANIZATION, reason=str(failure), used=used)]
         # the organisation-wide sources the items came from: every finding cites them (worked out once per check)
         enumerated = Cited(facts, list(used))
     findings: list[Finding] = []
-    for item, scope, key, error in items:
+    for index, (item, scope, key, problem) in enumerate(items):
         read = [key] if key else []
-        if error is not None:
-            findings.append(_finding(check, facts, ERROR, scope or ORGANIZATION, scope=scope, reason=error, used=read,
-                                     cited=enumerated))
+        if problem is not None:
+            findings.append(_finding(check, facts, problem.status, scope or ORGANIZATION, scope=scope,
+                                     reason=str(problem), used=read, cited=enumerated))
             continue
-        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read, cited=enumerated)
+        finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read, cited=enumerated,
+                                 index=index)
         if finding is not None:
             findings.append(finding)
     if not findings:
@@ -99,12 +107,15 @@ def _empty(check: Check, facts: Facts) -> Finding:
     return _finding(check, facts, ERROR, ORGANIZATION, reason=what, used=list(check.requires))
 
 
-def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, str | None]]:
-    """(item, scope, source key, error) for every item of a for_each result."""
+def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, Undecidable | None]]:
+    """(item, scope, source key, why it cannot be evaluated) for every item of a for_each result. A scoped source
+    gives every scope it must cover: one that was not collected is ERROR, one that has no such source by design
+    (an Edge or Exchange 2010 server's virtual directories) is NOT_APPLICABLE, each under its own scope."""
     if isinstance(collection, Scoped):
         for part in collection.parts:
             if not part.ok:
-                yield None, part.scope, part.key, f"{part.key}: {part.error}"
+                yield None, part.scope, part.key, Undecidable(f"{part.key}: {part.error}",
+                                                              not_applicable=part.not_applicable is not None)
                 continue
             for item in part.items:
                 yield item, part.scope, part.key, None
@@ -119,15 +130,18 @@ def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, str
 
 
 def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: Any, scope: str | None,
-                   read: list[str], cited: Cited | None = None) -> Finding | None:
+                   read: list[str], cited: Cited | None = None, index: int = 0) -> Finding | None:
     context = dict(base, item=item, scope=scope)
     reads = Reads(facts.watch)
     with facts.recording() as used:
         used.extend(read)
-        subject = subject_of(check.subject, context, scope)
+        subject = None
         try:
             if check.where is not None and not as_bool(check.where, context, "where"):
                 return None
+            # A subject that cannot be rendered makes the finding ERROR under a name of its own (fallback_subject),
+            # never "organization": that would hide which object it is about.
+            subject = subject_of(check.subject, context, scope)
             context["item"] = facts.watch.view(item)
             bind_let(check.let, context, reads.phase)
             with reads.phase("assert"):
@@ -135,8 +149,8 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
             actual = render(check.actual, context, "actual")
         except Undecidable as exc:
             excerpt, missing = excerpt_of(check, item, reads, failing=None)
-            return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, excerpt=excerpt,
-                            failing=missing, cited=cited)
+            return _finding(check, facts, exc.status, subject or fallback_subject(item, scope, index), scope=scope,
+                            reason=str(exc), used=used, excerpt=excerpt, failing=missing, cited=cited)
         status = PASS if passed else failed_status(check.severity)
         enable = rollback = None
         causes: list[dict[str, str | None]] = []

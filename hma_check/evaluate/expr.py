@@ -17,7 +17,7 @@ from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hma_check.evaluate import budget
-from hma_check.evaluate.filters import entra, exchange_builds, tls
+from hma_check.evaluate.filters import auth_policies, entra, exchange_builds, oauth_endpoints, tls
 from hma_check.contract.snapshot import parse_utc
 
 # ------------------------------------------------------------------------------------------- PowerShell quoting
@@ -107,6 +107,15 @@ def days_until(context: Any, value: Any) -> int:
     return int(delta.total_seconds() // 86400)
 
 
+def before(value: Any, other: Any) -> bool:
+    """``a is before(b)``: the first date is strictly earlier than the second (both ISO 8601, compared in UTC)."""
+    return to_datetime(value) < to_datetime(other)
+
+
+def after(value: Any, other: Any) -> bool:
+    return to_datetime(value) > to_datetime(other)
+
+
 # ------------------------------------------------------------------------------------------------- URL helpers
 
 
@@ -137,16 +146,47 @@ def url_key(url: Any) -> str:
 
 
 def spn_hosts(service_principal_names: Iterable[Any]) -> frozenset[str]:
-    """Hosts registered as https:// SPNs; the '00000002-.../host' form does not count for HMA
-    (https://learn.microsoft.com/microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-authentication)."""
+    """Hosts registered as namespaces: 'https://host/' or 'https://host', any case, and nothing else. An SPN with a
+    path, query, port or user ('https://mail.contoso.com/mapi') does not register the host, and the
+    '00000002-.../host' form does not count for HMA (Microsoft lists the namespaces as https://host/:
+    https://learn.microsoft.com/microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-authentication)."""
     hosts = set()
     for name in service_principal_names or []:
         text = str(name).strip()
-        if text.lower().startswith("https://"):
-            host = url_host(text)
-            if host:
-                hosts.add(host)
+        if not text.lower().startswith("https://"):
+            continue
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError:
+            continue
+        if parts.path not in ("", "/") or parts.query or parts.fragment or port is not None or "@" in parts.netloc:
+            continue
+        host = (parts.hostname or "").rstrip(".").lower()
+        if host:
+            hosts.add(host)
     return frozenset(hosts)
+
+
+def smtp_domain(address: Any) -> str:
+    """The lower-case domain of an SMTP address ('User@Contoso.com' -> 'contoso.com'); '' when there is none."""
+    text = "" if address is None else str(address).strip()
+    return text.rpartition("@")[2].rstrip(".").lower() if "@" in text else ""
+
+
+def autodiscover_host(domain: Any) -> str:
+    """The Autodiscover name Outlook tries for an SMTP domain: 'contoso.com' -> 'autodiscover.contoso.com'."""
+    return f"autodiscover.{str(domain).strip().rstrip('.').lower()}"
+
+
+def accepted_by(domain: Any, accepted_domain_names: Iterable[Any]) -> bool:
+    """Whether a domain is one of the accepted domains: equal, or under a wildcard accepted domain (*.contoso.com)."""
+    wanted = str(domain or "").lower()
+    for name in accepted_domain_names or []:
+        pattern = str(name or "").strip().rstrip(".").lower()
+        if pattern == wanted or (pattern.startswith("*.") and wanted.endswith(pattern[1:])):
+            return True
+    return False
 
 
 def covers(names: Iterable[Any], host: Any) -> bool:
@@ -409,6 +449,10 @@ class CheckEnvironment(ImmutableSandboxedEnvironment):
 FILTERS: dict[str, Callable[..., Any]] = {
     "ps_quote": ps_quote, "ps_list": ps_list, "ps_bool": ps_bool, "ps_int": ps_int,
     "url_host": url_host, "spn_form": spn_form, "spn_hosts": spn_hosts, "https_url": https_url, "url_key": url_key,
+    "smtp_domain": smtp_domain, "autodiscover_host": autodiscover_host,
+    "modern_auth_blocked": auth_policies.modern_auth_blocked, "ad_name": auth_policies.ad_name,
+    "evosts_metadata_problems": oauth_endpoints.evosts_metadata_problems,
+    "partner_metadata_problems": oauth_endpoints.partner_metadata_problems,
     "flatten": flatten, "toset": toset, "lower_all": lower_all, "setting": setting,
     "exchange_build": exchange_build, "exchange_product": exchange_product, "exchange_release": exchange_release,
     "exchange_end_of_support": exchange_end_of_support, "hma_minimum": hma_minimum,
@@ -418,7 +462,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "ca_legacy_block": entra.legacy_block_state, "ca_describe": entra.describe_policy,
 }
 TESTS: dict[str, Callable[..., bool]] = {
-    "version_ge": version_ge, "version_lt": version_lt,
+    "version_ge": version_ge, "version_lt": version_lt, "before": before, "after": after, "accepted_by": accepted_by,
     "covered_by": lambda host, names: covers(names, host),
     "contains_ci": contains_ci,
     "matching": matching,

@@ -5,6 +5,11 @@ collected raises MissingFact instead of returning anything, so no expression can
 A per-server (tenant, URL...) source is a ``Scoped`` value: index it by scope (``exchange.mapi_virtual_directories
 [item.Name]``), iterate it (every item of every part; raises if any part is missing) or use ``.parts`` to handle each
 scope on its own.
+
+A per-server source covers the servers of exchange.servers the contract says have it (sources.SourceSpec.servers):
+each of them is a part, collected or not, so a server missing from the evidence is ERROR for that server instead of
+silently absent. A server the contract leaves out (an Edge or Exchange 2010 server), and an organisation-wide source
+that cannot exist on the organisation's builds, raise NotApplicable: the check is NOT_APPLICABLE with the reason.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from hma_check.errors import HmaCheckError
 from hma_check.contract import sources as source_registry
 from hma_check.contract.snapshot import Snapshot, SourceResult, source_key
+from hma_check.errors import HmaCheckError
 from hma_check.evaluate.reads import Watch
+
+SERVERS = "exchange.servers"
 
 
 class MissingFact(HmaCheckError):
@@ -27,6 +34,10 @@ class MissingFact(HmaCheckError):
         super().__init__(f"{key}: {reason}")
 
 
+class NotApplicable(MissingFact):
+    """A source that does not exist here by design (the contract in sources.py says so): NOT_APPLICABLE, not ERROR."""
+
+
 def _why_not(result: SourceResult | None, key: str) -> MissingFact:
     if result is None:
         return MissingFact(key, "not collected")
@@ -34,19 +45,25 @@ def _why_not(result: SourceResult | None, key: str) -> MissingFact:
 
 
 class Part:
-    """One scope of a scoped source. ``data`` raises MissingFact when that scope was not collected."""
+    """One scope of a scoped source. ``data`` raises MissingFact when that scope was not collected, NotApplicable
+    when the contract says the scope has no such source, and MissingFact when ``problem`` says the answer cannot be
+    complete (no object where every covered server has one)."""
 
     def __init__(self, name: str, scope: str, result: SourceResult | None,
-                 record: Callable[[str], None] | None = None, watch: Watch | None = None) -> None:
+                 record: Callable[[str], None] | None = None, *, not_applicable: str | None = None,
+                 problem: str | None = None, watch: Watch | None = None) -> None:
         self.name = name
         self.scope = scope
         self._result = result
         self._record = record
         self._watch = watch
+        self.not_applicable = not_applicable
+        self._problem = problem
 
     @property
     def ok(self) -> bool:
-        return self._result is not None and self._result.ok
+        return (self.not_applicable is None and self._problem is None and self._result is not None
+                and self._result.ok)
 
     @property
     def key(self) -> str:
@@ -56,14 +73,21 @@ class Part:
     def error(self) -> str | None:
         if self.ok:
             return None
-        return _why_not(self._result, self.key).reason
+        return self._why().reason
+
+    def _why(self) -> MissingFact:
+        if self.not_applicable is not None:
+            return NotApplicable(self.key, f"not applicable: {self.not_applicable}")
+        if self._problem is not None:
+            return MissingFact(self.key, self._problem)
+        return _why_not(self._result, self.key)
 
     @property
     def data(self) -> Any:
         if self._record is not None:
             self._record(self.key)
         if not self.ok:
-            raise _why_not(self._result, self.key)
+            raise self._why()
         data = self._result.data  # type: ignore[union-attr]
         return data if self._watch is None else self._watch.root(f"{self.name}['{self.scope}']", data)
 
@@ -81,23 +105,37 @@ class Part:
 
 
 class Scoped:
-    """A source collected once per server, tenant, URL or endpoint."""
+    """A source collected once per server, tenant, URL or endpoint.
 
-    def __init__(self, name: str, results: list[SourceResult], record: Callable[[str], None] | None = None,
+    ``build`` makes the parts on first use; for a per-server source it raises MissingFact when exchange.servers is
+    not there to say which servers must be covered.
+    """
+
+    def __init__(self, name: str, build: Callable[[], list[Part]], record: Callable[[str], None] | None = None,
                  watch: Watch | None = None) -> None:
         self.name = name
         self._record = record
         self._watch = watch
-        self._parts = [Part(name, r.scope or "", r, record, watch) for r in results]
-        self._by_scope = {p.scope.lower(): p for p in self._parts}
+        self._build = build
+        self._built: list[Part] | None = None
+        self._by_scope: dict[str, Part] = {}
+
+    def _all(self) -> list[Part]:
+        if self._built is None:
+            self._built = self._build()
+            self._by_scope = {}
+            for part in self._built:
+                self._by_scope.setdefault(part.scope.lower(), part)
+        return self._built
 
     @property
     def parts(self) -> list[Part]:
-        if not self._parts:
+        parts = self._all()
+        if not parts:
             if self._record is not None:
                 self._record(self.name)
             raise MissingFact(self.name, "not collected")
-        return list(self._parts)
+        return list(parts)
 
     @property
     def scopes(self) -> list[str]:
@@ -106,37 +144,48 @@ class Scoped:
     def part(self, scope: str) -> Part:
         if self._watch is not None:
             self._watch.used_as_key(scope)
+        self._all()
         found = self._by_scope.get(str(scope).lower())
-        return found if found is not None else Part(self.name, str(scope), None, self._record, self._watch)
+        return found if found is not None else Part(self.name, str(scope), None, self._record, watch=self._watch)
 
     def __getitem__(self, scope: str) -> Any:
         return self.part(scope).data
 
     def __contains__(self, scope: object) -> bool:
-        return str(scope).lower() in self._by_scope
+        self._all()
+        found = self._by_scope.get(str(scope).lower())
+        return found is not None and found.not_applicable is None
 
-    def _collected_parts(self) -> list[Part]:
-        """Every part, or MissingFact when any was not collected (a list of them all would be incomplete)."""
+    def _covered_parts(self) -> list[Part]:
+        """The parts that exist. A part that is missing makes the whole aggregate ERROR (it cannot pass on partial
+        data); a part that does not exist by design is left out, and only when every part is left out is the
+        aggregate NOT_APPLICABLE."""
         parts = self.parts
-        failed = [p for p in parts if not p.ok]
-        if failed:
-            if self._record is not None:
-                for p in failed:
+        if self._record is not None:
+            for p in parts:
+                if not p.ok:
                     self._record(p.key)
+        failed = [p for p in parts if not p.ok and p.not_applicable is None]
+        if failed:
             detail = "; ".join(f"{p.scope}: {p.error}" for p in failed[:5])
             more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-            raise MissingFact(self.name, f"not collected for {len(failed)} of {len(parts)} scopes: {detail}{more}")
-        return parts
+            covered = sum(1 for p in parts if p.not_applicable is None)
+            raise MissingFact(self.name, f"not collected for {len(failed)} of {covered} scopes: {detail}{more}")
+        if all(p.not_applicable is not None for p in parts):
+            detail = "; ".join(f"{p.scope}: {p.not_applicable}" for p in parts[:5])
+            raise NotApplicable(self.name, f"not applicable to any server: {detail}")
+        return [p for p in parts if p.ok]
 
     def __iter__(self) -> Iterator[Any]:
-        for p in self._collected_parts():
+        """Every item of every part that exists (see _covered_parts)."""
+        for p in self._covered_parts():
             yield from p.items
 
     def __len__(self) -> int:
-        return sum(len(p.items) for p in self._collected_parts())
+        return sum(len(p.items) for p in self._covered_parts())
 
     def __repr__(self) -> str:
-        return f"Scoped({self.name}, {len(self._parts)} parts)"
+        return f"Scoped({self.name}, {len(self._all())} parts)"
 
 
 class Namespace:
@@ -162,7 +211,8 @@ class Facts:
     """The evidence as expressions see it; built once per evaluation.
 
     Every source an expression reads is recorded (``recording()``), so each finding can cite exactly the facts it
-    was decided on; while ``watch`` has a log, the properties read inside them are logged too (hma_check.reads).
+    was decided on; while ``watch`` has a log, the properties read inside them are logged too
+    (hma_check.evaluate.reads).
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
@@ -172,8 +222,8 @@ class Facts:
             self._by_name.setdefault(result.name, []).append(result)
         self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
         self._used: list[str] | None = None
+        self._parts_cache: dict[str, list[Part]] = {}   # the evidence does not change while it is evaluated
         self._ok_keys: dict[str, frozenset[str]] = {}
-        self._scoped: dict[str, Scoped] = {}
         self.watch = Watch()
 
     def _record(self, key: str) -> None:
@@ -214,26 +264,97 @@ class Facts:
 
     def get(self, name: str) -> Any:
         if self.is_scoped(name):
-            scoped = self._scoped.get(name)     # built once: 200 servers are 200 parts for every lookup otherwise
-            if scoped is None:
-                scoped = self._scoped[name] = Scoped(name, self.results(name), self._record, self.watch)
-            return scoped
+            # A new value per read (its parts are built once): every read records the server list it covers.
+            return Scoped(name, lambda: self._parts(name), self._record, self.watch)
         self._record(name)
         found = self.results(name)
         result = found[0] if found else None
         if result is None or not result.ok:
+            not_applicable = self._absent_by_design(name, result)
+            if not_applicable is not None:
+                raise NotApplicable(name, f"not applicable: {not_applicable}")
             raise _why_not(result, name)
         return self.watch.root(name, result.data)
 
-    def status(self, name: str) -> tuple[bool, str | None]:
-        """(usable, why not) for a required source: a scoped one needs at least one part collected."""
+    # ------------------------------------------------------------------------------------------ coverage
+
+    def servers(self) -> list[dict[str, Any]]:
+        """exchange.servers, which says which servers a per-server source must cover; MissingFact when absent."""
+        self._record(SERVERS)
+        found = self.results(SERVERS)
+        result = found[0] if found else None
+        if result is None or not result.ok or not isinstance(result.data, list):
+            why = _why_not(result, SERVERS).reason if result is None or not result.ok else "not a list"
+            raise MissingFact(SERVERS, f"{why}, so the servers a per-server source must cover are unknown")
+        return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]]
+
+    def _parts(self, name: str) -> list[Part]:
+        spec = source_registry.BY_NAME[name]
+        if spec.servers is not None:
+            self.servers()   # read again on every use: each finding cites the server list its coverage came from
+        if name not in self._parts_cache:
+            self._parts_cache[name] = self._build_parts(name)
+        return self._parts_cache[name]
+
+    def _build_parts(self, name: str) -> list[Part]:
+        spec = source_registry.BY_NAME[name]
+        results = self.results(name)
+        if spec.servers is None:
+            return [Part(name, r.scope or "", r, self._record, watch=self.watch) for r in results]
+        by_scope = {r.scope.lower(): r for r in results if r.scope}
+        # A result without a scope speaks for every server (a collector that could not run at all says why once).
+        fallback = next((r for r in results if not r.scope), None)
+        parts = []
+        for server in self.servers():
+            scope = server["Name"]
+            result = by_scope.pop(scope.lower(), fallback)
+            excluded = spec.excluded(server)
+            problem = None
+            if excluded is None and result is not None and result.ok and spec.one_or_more and not result.data:
+                command = (result.command or spec.filled_by).split(" (imported from", 1)[0]
+                problem = (f"{command} returned no object, but every server it covers has at least one: the answer "
+                           "is incomplete (or the object was removed); verify by hand")
+            parts.append(Part(name, scope, result, self._record, not_applicable=excluded, problem=problem,
+                              watch=self.watch))
+        # Results for servers exchange.servers does not list are evidence too; they are evaluated as they are.
+        parts += [Part(name, r.scope or "", r, self._record, watch=self.watch) for r in by_scope.values()]
+        return parts
+
+    def _absent_by_design(self, name: str, result: SourceResult | None) -> str | None:
+        """Why an organisation-wide source that was skipped cannot exist in this organisation, or None."""
+        spec = source_registry.BY_NAME.get(name)
+        if spec is None or spec.minimum_build is None or result is None or result.status != "skipped":
+            return None
+        try:
+            servers = self.servers()
+        except MissingFact:
+            return None
+        return spec.absent_everywhere(servers)
+
+    def availability(self, name: str) -> tuple[str, str | None]:
+        """('ok' | 'not_applicable' | 'error', why) for a required source. A scoped source is usable when at least
+        one part was collected; it is not applicable when the contract leaves out every server."""
+        if self.is_scoped(name):
+            try:
+                parts = self._parts(name)
+            except MissingFact as exc:
+                return "error", f"{exc.key} {exc.reason}"
+            if not parts:
+                return "error", "not collected"
+            if any(p.ok for p in parts):
+                return "ok", None
+            if all(p.not_applicable is not None for p in parts):
+                detail = "; ".join(f"{p.scope}: {p.not_applicable}" for p in parts[:5])
+                return "not_applicable", f"not applicable to any server ({detail})"
+            failed = "; ".join([f"{p.scope}: {p.error}" for p in parts if p.not_applicable is None][:5])
+            return "error", f"not collected for any scope ({failed})"
         found = self.results(name)
         if not found:
-            return False, "not collected"
-        if self.is_scoped(name):
-            if not any(r.ok for r in found):
-                failed = "; ".join(f"{r.scope}: {r.status}: {r.error}" for r in found[:5])
-                return False, f"not collected for any scope ({failed})"
-            return True, None
+            return "error", "not collected"
         result = found[0]
-        return (True, None) if result.ok else (False, f"{result.status}: {result.error}")
+        if result.ok:
+            return "ok", None
+        not_applicable = self._absent_by_design(name, result)
+        if not_applicable is not None:
+            return "not_applicable", f"not applicable: {not_applicable}"
+        return "error", f"{result.status}: {result.error}"

@@ -45,8 +45,8 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
     context: dict[str, Any] = {**facts.namespaces, "now": now, "item": None, "scope": None}
     try:
         for name in step.requires:
-            usable, why = facts.status(name)
-            if not usable:
+            state, why = facts.availability(name)
+            if state != "ok":
                 raise Undecidable(f"required source {name} {why}")
         if step.when is not None and not as_bool(step.when, context, "when"):
             return None
@@ -56,12 +56,15 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
         enable = f"# NOT PREPARED: {one_line(str(exc), limit=None)}"
         return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=None, enable=enable,
                             rollback=None, note="could not be prepared from the evidence")
-    subject = subject_of(step.subject, context, None) if step.subject is not None else None
+    note = None
+    try:
+        subject = subject_of(step.subject, context, None) if step.subject is not None else None
+    except Undecidable as exc:
+        subject, note = None, f"its subject could not be rendered: {one_line(str(exc), limit=None)}"
     enable = render_powershell(step.enable, context, "enable")
     rollback = render_powershell(step.rollback, context, "rollback") if step.rollback is not None else None
-    note = None
     if done:
-        note = "already in place according to the evidence: run only to re-apply"
+        note = "; ".join(n for n in ("already in place according to the evidence: run only to re-apply", note) if n)
         enable = "\n".join("# " + line for line in enable.splitlines())
     return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
                         rollback=rollback, note=note)

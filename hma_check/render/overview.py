@@ -135,12 +135,14 @@ def _dotnet(context: _Context, server: str) -> str | None:
     return "on" if tls.dotnet_strong_crypto(registry) else "off"
 
 
-def _ssl_offloading(context: _Context, server: str) -> str | None:
-    entries = context.data("exchange.outlook_anywhere", server)
-    values = [e.get("SSLOffloading") for e in entries or [] if isinstance(e, dict)]
-    if not values:
+def _require_ssl(context: _Context, server: str) -> str | None:
+    """IIS "Require SSL" on the HMA paths: off on one means TLS may end in front of Exchange (HMA-VDIR-008). The
+    Outlook Anywhere SSLOffloading flag is not shown here: it concerns /rpc only (HMA-VDIR-009)."""
+    flags = context.data("os.iis_ssl_flags", server)
+    if not isinstance(flags, dict) or not flags:
         return None
-    return "on" if any(v is True for v in values) else "off"
+    off = [path for path, value in flags.items() if not (isinstance(value, dict) and value.get("RequireSsl") is True)]
+    return "on" if not off else "off: " + ", ".join(off)
 
 
 def _oauth(context: _Context, server: str) -> str | None:
@@ -159,7 +161,7 @@ COLUMNS: tuple[tuple[str, str, tuple[str, ...], Value], ...] = (
     ("SCHANNEL", "TLS 1.1", ("HMA-TLS-004",), _tls("TLS 1.1")),
     ("SCHANNEL", "TLS 1.0", ("HMA-TLS-004",), _tls("TLS 1.0")),
     ("", ".NET strong crypto", ("HMA-TLS-002",), _dotnet),
-    ("", "SSL offloading", ("HMA-VDIR-008",), _ssl_offloading),
+    ("", "Require SSL", ("HMA-VDIR-008",), _require_ssl),
 )
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hma_check.collect.exchange.objects import EDGE_OS_SKIPPED
 from hma_check.collect.offline.importer import MAX_COMPRESSION_RATIO, ImportPathError, import_path
 from hma_check.contract.snapshot import load_snapshot
-from hma_check.contract.sources import SOURCES
+from hma_check.contract.sources import EDGE_SERVER, SOURCES
 from tests.support.offline_fixtures import all_captures, clixml_document, e19_dir, realdata_dir, utf16
 
 E19_SET = ["Exchange/GetExchangeServer.xml", "Exchange/GetOrganizationConfig.xml",
@@ -98,7 +97,11 @@ def script_folder(folder: Path) -> Path:
                ("AuthCertificate.xml", "os.auth_certificate", "HmaCheck.AuthCertificate",
                 {"Thumbprint": "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7", "InStore": True,
                  "Subject": "CN=Microsoft Exchange Server Auth Certificate", "HasPrivateKey": True,
-                 "NotAfter": datetime(2024, 11, 6, 14, 47, 32, tzinfo=timezone(timedelta(hours=-8)))})]
+                 "NotAfter": datetime(2024, 11, 6, 14, 47, 32, tzinfo=timezone(timedelta(hours=-8)))}),
+               # no next certificate staged: the script writes InStore false without a thumbprint
+               ("NextAuthCertificate.xml", "os.next_auth_certificate", "HmaCheck.NextAuthCertificate",
+                {"Thumbprint": "", "InStore": False, "Subject": None, "NotBefore": None, "NotAfter": None,
+                 "HasPrivateKey": None})]
     for file, source, type_name, props in records:
         (server / file).write_bytes(utf16(clixml_document(
             [([type_name, "System.Management.Automation.PSCustomObject", "System.Object"], props)])))
@@ -124,7 +127,10 @@ def test_every_real_capture_imports_alone(tmp_path, path):
     shutil.copy(path, tmp_path / "x.xml")
     outcome = import_path(tmp_path)
     assert outcome.malformed == []
-    assert len(outcome.recognised) + len(outcome.unrecognised) >= 1
+    assert len(outcome.recognised) + len(outcome.unrecognised) + len(outcome.unplaced) >= 1
+    # a capture hma-check reads but cannot place on a server (no server list) says so: it is never "nothing read"
+    assert all("holds nothing hma-check reads" not in item["reason"] for item in outcome.unrecognised
+               if path.name.startswith("GetExchangeCertificate") or path.name in ("ExSetup.xml", "Win32_OperatingSystem.xml"))
     outcome.snapshot.save(tmp_path / "evidence.json")
     load_snapshot(tmp_path / "evidence.json")
 
@@ -207,6 +213,7 @@ def test_script_output_with_manifest(tmp_path):
         "Thumbprint": "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7", "Subject": "CN=Microsoft Exchange Server Auth Certificate",
         "NotAfter": "2024-11-06T22:47:32Z", "HasPrivateKey": True}
     assert sources["exchange.oab_virtual_directories@SOLO-E19A"].status == "skipped"
+    assert sources["os.next_auth_certificate@SOLO-E19A"].ok and sources["os.next_auth_certificate@SOLO-E19A"].data is None
 
 
 def test_an_edge_server_gets_what_a_live_scan_gives_it(tmp_path):
@@ -221,11 +228,8 @@ def test_an_edge_server_gets_what_a_live_scan_gives_it(tmp_path):
     assert {spec.collector for spec in per_server} == {"exchange", "os"}
     for spec in per_server:
         assert sources[f"{spec.name}@EX01"].status == "skipped"
-        edge = sources.get(f"{spec.name}@EDGE01")
-        if spec.collector == "exchange":
-            assert edge is None, spec.name
-        else:
-            assert edge.status == "skipped" and edge.error == EDGE_OS_SKIPPED, spec.name
+        edge = sources[f"{spec.name}@EDGE01"]
+        assert edge.status == "skipped" and edge.error == EDGE_SERVER, spec.name
 
 
 def test_malformed_and_unknown_files_never_stop_the_import(tmp_path):
@@ -325,3 +329,61 @@ def test_import_command_writes_the_report(tmp_path, capsys):
     errors = [f for f in findings if f["status"] == "ERROR"]
     assert errors and all(f["reason"] for f in errors)
     assert "skipped: capture09.xml" in captured.err
+
+
+def test_an_empty_answer_for_one_server_is_error_for_that_server_not_a_pass(tmp_path):
+    """A manifest entry 'count: 0' for a cmdlet that returns one object per server it covers (here the MAPI virtual
+    directory) must not let HMA-VDIR-001 pass on the other server's data: that server is ERROR."""
+    from hma_check.evaluate.engine import evaluate
+    from hma_check.contract.findings import ERROR, PASS
+    from hma_check.commands.pipeline import load_all_checks
+
+    folder = script_folder(tmp_path)
+    servers = [(["Deserialized.Microsoft.Exchange.Data.Directory.Management.ExchangeServer"],
+                {"Name": name, "Fqdn": f"{name.lower()}.solo.com", "AdminDisplayVersion": "Version 15.2 (Build 986.5)",
+                 "IsEdgeServer": False, "IsClientAccessServer": True}) for name in ("SOLO-E19A", "SOLO-E19B")]
+    (folder / "exchange" / "Get-ExchangeServer.xml").write_bytes(utf16(clixml_document(servers)))
+    mapi = {"Server": "SOLO-E19B", "Identity": "SOLO-E19B\\mapi (Default Web Site)", "Name": "mapi (Default Web Site)",
+            "InternalUrl": "https://mail.solo.com/mapi", "ExternalUrl": None,
+            "InternalAuthenticationMethods": ["Ntlm", "OAuth", "Negotiate"],
+            "ExternalAuthenticationMethods": ["Ntlm", "OAuth", "Negotiate"],
+            "IISAuthenticationMethods": ["Ntlm", "OAuth", "Negotiate"]}
+    (folder / "servers" / "SOLO-E19A" / "Get-MapiVirtualDirectory.xml").write_bytes(utf16(clixml_document(
+        [(["Deserialized.Microsoft.Exchange.Data.Directory.SystemConfiguration.ADMapiVirtualDirectory"], mapi)])))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig"))
+    entry, = [e for e in manifest["entries"] if e["source"] == "exchange.mapi_virtual_directories"]
+    entry.update(server="SOLO-E19B")
+    manifest["entries"].append({**entry, "server": "SOLO-E19A", "file": None, "count": 0,
+                                "command": "Get-MapiVirtualDirectory -Server 'SOLO-E19A'"})
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8-sig")
+    snapshot = import_path(folder).snapshot
+    assert snapshot.sources["exchange.mapi_virtual_directories@SOLO-E19A"].data == []
+    findings = {f.subject: f for f in evaluate(load_all_checks(), snapshot).findings if f.check_id == "HMA-VDIR-001"}
+    assert findings["SOLO-E19B"].status == PASS
+    assert findings["SOLO-E19A"].status == ERROR and "returned no object" in findings["SOLO-E19A"].reason
+
+
+@pytest.mark.parametrize("build,status", [("Version 15.1 (Build 2507.6)", "NOT_APPLICABLE"),
+                                          ("Version 15.2 (Build 986.5)", "ERROR")])
+def test_a_cmdlet_the_script_skipped_is_not_applicable_only_where_no_build_has_it(tmp_path, build, status):
+    """Get-AuthenticationPolicy does not exist before Exchange 2019 CU2: on Exchange 2016 the script's skip makes the
+    policy checks NOT_APPLICABLE; where a 2019 CU11 server runs, the same skip is missing data (ERROR)."""
+    from hma_check.commands.pipeline import load_all_checks
+    from hma_check.evaluate.engine import evaluate
+
+    folder = script_folder(tmp_path)
+    servers = [(["Deserialized.Microsoft.Exchange.Data.Directory.Management.ExchangeServer"],
+                {"Name": "SOLO-E19A", "Fqdn": "solo-e19a.solo.com", "AdminDisplayVersion": build,
+                 "IsEdgeServer": False, "IsClientAccessServer": True})]
+    (folder / "exchange" / "Get-ExchangeServer.xml").write_bytes(utf16(clixml_document(servers)))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig"))
+    for source in ("exchange.authentication_policies", "exchange.user_authentication_policies"):
+        manifest["entries"].append({"file": None, "source": source, "server": None, "command": source,
+                                    "startedAt": "2026-03-02T10:00:01Z", "durationMs": 0, "status": "skipped",
+                                    "error": "Get-AuthenticationPolicy does not exist on this Exchange version",
+                                    "count": 0})
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8-sig")
+    snapshot = import_path(folder).snapshot
+    assert snapshot.sources["exchange.authentication_policies"].status == "skipped"
+    findings = [f for f in evaluate(load_all_checks(), snapshot).findings if f.check_id in ("HMA-ORG-004", "HMA-ORG-005")]
+    assert [f.status for f in findings] == [status, status]

@@ -12,6 +12,7 @@ import yaml
 from hma_check.collect.psrp_client import ALLOWLISTS, ReadOnlyViolation, RemoteSession
 from hma_check.collect.runner import run_collectors
 from hma_check.collect.os.collector import CONFIGURATION, blob_properties, collect_os
+from hma_check.collect.os.collector import SOURCES as OS_SOURCES
 from hma_check.collect.config import load_config_text
 from hma_lab.runtime import Lab
 from hma_lab.scenario import load_scenario_file
@@ -29,6 +30,14 @@ certificates:
   old:
     subject: CN=old.contoso.com
     not_after: +30d
+  next:
+    subject: CN=Microsoft Exchange Server Auth Certificate
+    not_before: -1d
+    not_after: +1825d
+    server_auth: false
+auth_config: {current_certificate: auth, next_certificate: next, NextCertificateEffectiveDate: +2d}
+server_defaults:
+  certificates: [auth, next, mail, self]
 faults:
   - {cmdlet: Get-CimInstance, server: EX08, hang: true}
 servers:
@@ -157,6 +166,25 @@ def test_a_hanging_call_times_out_once_and_gives_the_server_up(snapshot, windows
 def test_a_certificate_missing_from_the_store_is_null(snapshot):
     result = _source(snapshot, "os.auth_certificate", "EX09")
     assert result.ok and result.data is None
+    assert _source(snapshot, "os.next_auth_certificate", "EX09").data is None
+
+
+def test_iis_require_ssl_of_the_hma_paths_is_read_from_application_host_config(snapshot):
+    """Setup's state: Require SSL (Ssl, Ssl128) on every HMA path of the Default Web Site, from its own <location>."""
+    flags = _source(snapshot, "os.iis_ssl_flags", "EX01").data
+    assert set(flags) == {"/mapi", "/EWS", "/Autodiscover", "/OAB", "/Microsoft-Server-ActiveSync"}
+    assert flags["/mapi"] == {"sslFlags": "Ssl, Ssl128", "RequireSsl": True, "Location": "Default Web Site/mapi"}
+    assert _source(snapshot, "os.iis_ssl_flags", "EDGE01").status == "skipped"
+
+
+def test_the_staged_next_auth_certificate_is_read_with_its_dates_and_key(snapshot):
+    """NextCertificateThumbprint is looked up like the current one, with NotBefore (is it valid when it takes over?)."""
+    result = _source(snapshot, "os.next_auth_certificate", "EX01")
+    thumbprint = snapshot.sources["exchange.auth_config"].data["NextCertificateThumbprint"]
+    assert result.ok and result.data["Thumbprint"] == thumbprint and result.data["HasPrivateKey"] is True
+    assert set(result.data) == {"Thumbprint", "Subject", "NotBefore", "NotAfter", "HasPrivateKey"}
+    assert result.data["NotBefore"] < result.data["NotAfter"]
+    assert _source(snapshot, "os.next_auth_certificate", "EX07").data["HasPrivateKey"] is True   # only auth is keyless
 
 
 def test_without_the_server_list_every_os_source_says_why(lab):
@@ -164,7 +192,7 @@ def test_without_the_server_list_every_os_source_says_why(lab):
     empty = Snapshot.new()
     results = collect_os(settings, lab.credentials.password, empty)
     assert {r.name for r in results} == {"os.tls_registry", "os.exsetup_version", "os.operating_system",
-                                         "os.auth_certificate"}
+                                         "os.auth_certificate", "os.next_auth_certificate", "os.iis_ssl_flags"}
     assert all(r.status == "error" and r.scope is None and "exchange.servers was not collected" in r.error
                for r in results)
 
@@ -176,7 +204,7 @@ def test_a_refused_password_is_tried_on_two_servers_only(lab, windows, snapshot)
     servers = [s["Name"] for s in snapshot.sources["exchange.servers"].data if not s.get("IsEdgeServer")]
     before = len(windows.request_log)
     results = collect_os(settings, "not-the-password", _only(snapshot, *servers))
-    assert all(r.status == "error" for r in results) and len(results) == 4 * len(servers)
+    assert all(r.status == "error" for r in results) and len(results) == len(OS_SOURCES) * len(servers)
     refused = sorted({r.scope for r in results if r.error.startswith("authentication failed")})
     asked = {e["server"] for e in windows.request_log[before:] if e["status"] == 401}
     assert len(refused) == 2 and asked == set(refused) and len(servers) > 4
@@ -190,10 +218,11 @@ def test_edge_servers_are_skipped_and_the_scan_records_its_options(snapshot):
     assert snapshot.sources["scan.options"].data == {"owa_ecp": False}
 
 
-def test_only_the_four_read_cmdlets_reached_any_server(lab, windows, snapshot):
+def test_only_the_five_read_cmdlets_reached_any_server(lab, windows, snapshot):
     log = windows.command_log
     assert {entry["server"] for entry in log} >= {"EX01", "EX05", "EX06", "EX07", "EX08", "EX09"}
-    assert {entry["command"] for entry in log} == {"Get-ItemProperty", "Get-ChildItem", "Get-Command", "Get-CimInstance"}
+    assert {entry["command"] for entry in log} == {"Get-ItemProperty", "Get-ChildItem", "Get-Command", "Get-CimInstance",
+                                                   "Get-Content"}
     assert all(entry["command"] in ALLOWLISTS[CONFIGURATION] and not entry["is_script"] for entry in log), log
     assert {entry["configuration"] for entry in log} == {"Microsoft.PowerShell"}
     assert all(re.fullmatch(r"(Get|Test)-\w+", entry["command"]) for entry in lab.command_log)
@@ -209,6 +238,12 @@ def test_the_allowlist_refuses_anything_else_before_sending(lab, windows):
                        "Test-Path", "Get-ChildItem; Remove-Item"):
             with pytest.raises(ReadOnlyViolation):
                 session.invoke(cmdlet, (("Path", "HKLM:\\SOFTWARE"),), 5)
+        # Get-Content reads IIS's configuration, named literally, and nothing else
+        for params in ((("LiteralPath", "C:\\Windows\\win.ini"),), (("Path", "C:\\Windows\\System32\\inetsrv\\config\\*"),),
+                       (("LiteralPath", "C:\\Windows\\System32\\inetsrv\\config\\applicationHost.config"),
+                        ("Stream", "x"))):
+            with pytest.raises(ReadOnlyViolation):
+                session.invoke("Get-Content", params, 5)
     finally:
         session.close()
     with pytest.raises(ReadOnlyViolation, match="no read-only allowlist"):
@@ -235,7 +270,7 @@ def test_a_bug_reading_one_answer_fails_only_that_source(lab, snapshot, monkeypa
     monkeypatch.setattr(server_os, "_file_version", file_version)
     settings = load_config_text(yaml.safe_dump({"os": lab.scan_config()["os"]})).sections["os"]
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, _only(snapshot, "EX01", "EX05"))}
-    assert len(results) == 8
+    assert len(results) == 12
     for server in ("EX01", "EX05"):
         broken = results.pop(f"os.exsetup_version@{server}")
         assert broken.status == "error" and "KeyError: 'FileVersionInfo'" in broken.error
@@ -248,7 +283,7 @@ def test_https_with_the_listeners_ca_and_without_it(lab, windows, snapshot):
     settings = load_config_text(yaml.safe_dump({"os": raw})).sections["os"]
     only_ex01 = _only(snapshot, "EX01")
     results = {r.key: r for r in collect_os(settings, lab.credentials.password, only_ex01)}
-    assert all(r.ok for r in results.values()) and len(results) == 4
+    assert all(r.ok for r in results.values()) and len(results) == 6
     assert results["os.tls_registry@EX01"].data == _source(snapshot, "os.tls_registry", "EX01").data
     untrusted = replace(settings, ca_file=None)
     refused = collect_os(untrusted, lab.credentials.password, only_ex01)

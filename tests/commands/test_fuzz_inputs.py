@@ -304,7 +304,8 @@ def test_fuzz_clixml_import(tmp_path, data):
     with memory_bound(MEMORY_MB):
         result = invoke("import", folder, "--out", out, seconds=SECONDS)
     assert result.exit_code != 2, result.output   # a damaged file is listed as malformed, never a usage error
-    assert all(line.startswith(("imported ", "skipped: ", "malformed: ", "evidence: ", "nothing ", "READY",
+    assert all(line.startswith(("imported ", "skipped: ", "malformed: ", "not placed: ", "evidence: ", "nothing ",
+                                "1 file(s) hma-check reads could not be placed", "READY",
                                 "NOT_READY", "INCOMPLETE", "report: ", "hma-check: error: "))
                for line in result.output.splitlines()), result.output
     assert leftovers(out) == []

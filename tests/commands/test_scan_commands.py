@@ -41,7 +41,10 @@ def test_demo_scans_the_lab_through_the_real_clients_and_writes_the_report(tmp_p
         assert (out / name).is_file(), name
     evidence = json.loads((out / "evidence.json").read_text(encoding="utf-8"))
     exchange = [s for s in evidence["sources"].values() if s["name"].startswith("exchange.")]
-    assert exchange and all(s["status"] == "ok" for s in exchange)
+    # every source read, except the per-server ones an Edge Transport server has none of (skipped, with the reason)
+    assert exchange and all(s["status"] == "ok" or (s["status"] == "skipped" and "Edge Transport" in s["error"])
+                            for s in exchange)
+    assert any(s["status"] == "ok" for s in exchange)
     config = yaml.safe_load((out / "scan-config.yaml").read_text(encoding="utf-8"))
     assert set(config["exchange"]) >= {"server", "port", "auth", "username", "ca_file"}
     assert not any("password" in key and key != "password_env" for key in config["exchange"])
@@ -63,7 +66,7 @@ def test_demo_of_a_failing_scenario_exits_not_ready(tmp_path):
 
 
 def test_scan_reads_the_password_from_the_environment(tmp_path):
-    with Lab("ssl-offload") as lab:
+    with Lab("no-evosts") as lab:   # NOT_READY from the Exchange collector alone
         config = tmp_path / "scan.yaml"
         config.write_text(yaml.safe_dump({"exchange": lab.scan_config()["exchange"]}), encoding="utf-8")
         result = invoke("scan", "--config", str(config), "--out", str(tmp_path / "out"),

@@ -278,7 +278,7 @@ def _exemptions(tmp_path, text, known):
 
 
 def test_exemption_makes_a_failure_exempt_with_its_approval(tmp_path, catalogue):
-    snapshot = apply_ops(baseline.build(), [{"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}])
+    snapshot = apply_ops(baseline.build(), [{"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False}])
     evaluation = evaluate(catalogue, snapshot)
     exemptions = _exemptions(tmp_path, """\
         version: 1
@@ -302,7 +302,7 @@ def test_exemption_makes_a_failure_exempt_with_its_approval(tmp_path, catalogue)
 
 
 def test_an_expired_exemption_no_longer_applies(tmp_path, catalogue):
-    snapshot = apply_ops(baseline.build(), [{"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}])
+    snapshot = apply_ops(baseline.build(), [{"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False}])
     evaluation = evaluate(catalogue, snapshot)
     exemptions = _exemptions(tmp_path, """\
         version: 1
@@ -343,3 +343,64 @@ def test_a_step_that_cannot_be_prepared_is_one_printable_comment_line(catalogue)
     entry = next(e for e in evaluate(catalogue, snapshot).runbook if e.origin == "HMA-STEP-001")
     assert entry.enable.startswith("# NOT PREPARED: required source exchange.auth_servers")
     assert entry.enable.isprintable() and "gone Set-AuthServer" in entry.enable
+
+
+def test_a_subject_that_cannot_be_rendered_is_never_filed_under_organization(tmp_path, snapshot):
+    """Each item keeps a name of its own (its scope, Identity or Name) and is ERROR with the template's reason."""
+    checks = one_check(tmp_path, """\
+        - id: TST-SUBJ-001
+          title: t
+          area: a
+          severity: blocker
+          requires: [exchange.servers]
+          for_each: exchange.servers
+          subject: "{{ item.NoSuchProperty }}"
+          assert: "true"
+        """)
+    found = findings_of(checks, snapshot)
+    assert [f.subject for f in found] == ["EX01", "EX02", "EDGE01"]
+    assert all(f.status == ERROR and "subject" in f.reason and "NoSuchProperty" in f.reason for f in found)
+
+
+def test_a_server_missing_from_the_evidence_cannot_turn_not_ready_into_ready(catalogue, snapshot):
+    """Deleting the failing server's per-server source from evidence.json leaves that server ERROR, not READY."""
+    apply_ops(snapshot, [{"set": ["exchange.mapi_virtual_directories@EX02", 0, "IISAuthenticationMethods"],
+                          "to": ["Ntlm", "Negotiate"]}])
+    assert verdict_of(evaluate(catalogue, snapshot).findings) == NOT_READY
+    apply_ops(snapshot, [{"drop": "exchange.mapi_virtual_directories@EX02"}])
+    findings = evaluate(catalogue, snapshot).findings
+    assert verdict_of(findings) == INCOMPLETE
+    [ex02] = [f for f in findings if f.check_id == "HMA-VDIR-001" and f.subject == "EX02"]
+    assert ex02.status == ERROR and "exchange.mapi_virtual_directories@EX02" in ex02.reason
+
+
+def test_without_the_server_list_a_per_server_source_cannot_be_covered(tmp_path, snapshot):
+    checks = one_check(tmp_path, """\
+        - id: TST-VDIR-003
+          title: t
+          area: a
+          severity: blocker
+          requires: [exchange.mapi_virtual_directories]
+          for_each: exchange.mapi_virtual_directories
+          subject: "{{ item.Server }}"
+          assert: "true"
+        """)
+    apply_ops(snapshot, [{"fail": "exchange.servers"}])
+    [finding] = findings_of(checks, snapshot)
+    assert finding.status == ERROR and "exchange.servers" in finding.reason
+
+
+def test_a_source_every_server_lacks_by_design_makes_the_check_not_applicable(tmp_path, snapshot):
+    """Only Edge and Exchange 2010 servers: the virtual directory checks do not apply, with the reason."""
+    checks = one_check(tmp_path, """\
+        - id: TST-VDIR-004
+          title: t
+          area: a
+          severity: blocker
+          requires: [exchange.mapi_virtual_directories]
+          assert: "exchange.mapi_virtual_directories | list | length > 0"
+        """)
+    for server in snapshot.sources["exchange.servers"].data[:2]:
+        server["AdminDisplayVersion"] = "Version 14.3 (Build 123.4)"
+    [finding] = findings_of(checks, snapshot)
+    assert finding.status == NOT_APPLICABLE and "Exchange 2010" in finding.reason

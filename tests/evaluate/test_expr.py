@@ -77,6 +77,20 @@ def test_only_https_spns_count_for_hma():
     assert expr.spn_form("Mail.Contoso.com") == "https://mail.contoso.com/"
 
 
+def test_only_https_host_with_nothing_after_it_registers_a_namespace():
+    names = ["https://mail.contoso.com/mapi", "https://owa.contoso.com/owa/", "https://ews.contoso.com:443/",
+             "https://user@imap.contoso.com/", "https://q.contoso.com/?x=1", "HTTPS://EAS.Contoso.com/",
+             "https://oab.contoso.com"]
+    assert expr.spn_hosts(names) == {"eas.contoso.com", "oab.contoso.com"}
+
+
+def test_smtp_domains_and_accepted_domains():
+    assert expr.smtp_domain("Ada@Fabrikam.COM") == "fabrikam.com" and expr.smtp_domain(None) == ""
+    assert expr.accepted_by("fabrikam.com", ["contoso.com", "Fabrikam.com"])
+    assert expr.accepted_by("eu.contoso.com", ["*.contoso.com"]) and not expr.accepted_by("contoso.com", ["*.contoso.com"])
+    assert not expr.accepted_by("tailspin.com", ["contoso.com"])
+
+
 def test_certificate_name_coverage():
     assert expr.covers(["*.contoso.com"], "mail.contoso.com")
     assert not expr.covers(["*.contoso.com"], "a.b.contoso.com")

@@ -24,7 +24,7 @@ def plan_of(catalogue, snapshot):
 def test_every_finding_to_act_on_is_one_row_with_owner_and_due_date_to_fill(catalogue):
     snapshot = apply_ops(baseline.build(server_names=("EX01", "Zürich-EX02")), [
         {"fail": "os.tls_registry@EX01"},
-        {"set": ["exchange.outlook_anywhere@Zürich-EX02", 0, "SSLOffloading"], "to": True}])
+        {"set": ["os.iis_ssl_flags@Zürich-EX02", "/mapi", "RequireSsl"], "to": False}])
     report, payload, rows = plan_of(catalogue, snapshot)
     assert payload.startswith(b"\xef\xbb\xbf") and b"\r\n" in payload
     header, *body = rows
@@ -37,7 +37,8 @@ def test_every_finding_to_act_on_is_one_row_with_owner_and_due_date_to_fill(cata
     severities = [r[2] for r in body]
     assert severities == sorted(severities, key=["blocker", "warning", "info"].index), "blockers first"
     offload = next(r for r in body if r[4] == "Zürich-EX02" and r[3] == FAIL)
-    assert offload[6].startswith("1: ") and "SSLOffloading True" in offload[5]
+    # moving off SSL offloading changes the client path: never the 'no client impact' phase
+    assert offload[6].startswith("2: ") and "Require SSL is off on /mapi" in offload[5]
     error = next(r for r in body if r[3] == ERROR)
     assert error[5].startswith("not decided: ") and "os.tls_registry@EX01" in error[5]
 

@@ -28,7 +28,7 @@ def hostile_snapshot():
     snapshot = baseline.build(server_names=(HOSTILE_SERVER, "EX02"))
     return apply_ops(snapshot, [
         {"set": ["exchange.outlook_anywhere@EX02", 0, "Identity"], "to": HOSTILE_IDENTITY},
-        {"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True},
+        {"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False},
         {"set": [f"exchange.mapi_virtual_directories@{HOSTILE_SERVER}", 0, "Identity"], "to": HOSTILE_IDENTITY},
         {"set": [f"exchange.mapi_virtual_directories@{HOSTILE_SERVER}", 0, "IISAuthenticationMethods"],
          "to": ["Ntlm", "Negotiate\r\nRemove-Item C:\\"]},
@@ -125,13 +125,13 @@ def test_findings_json_carries_the_hashes_a_change_board_verifies(hostile_output
 
 def test_junit_maps_statuses(tmp_path):
     snapshot = apply_ops(baseline.build(), [{"fail": "os.tls_registry@EX02"},
-                                            {"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}])
+                                            {"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False}])
     snapshot.save(tmp_path / "evidence.json")
     run_report(tmp_path / "evidence.json", tmp_path / "out")
     root = ET.parse(tmp_path / "out" / "junit.xml").getroot()
     failures = root.findall(".//failure")
     errors = root.findall(".//error")
-    assert any("SSLOffloading True" in (f.get("message") or "") for f in failures)
+    assert any("Require SSL is off on /mapi" in (f.get("message") or "") for f in failures)
     assert errors and all("os.tls_registry@EX02" in (e.get("message") or "") for e in errors)
     assert int(root.get("tests")) == len(root.findall(".//testcase"))
 
@@ -202,7 +202,7 @@ def test_what_needs_attention_lists_blockers_first_in_html_and_markdown(catalogu
     from hma_check.evaluate.exemptions import Exemption, apply_exemptions
 
     snapshot = apply_ops(baseline.build(), [
-        {"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True},
+        {"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False},
         {"set": ["os.tls_registry@EX01", "Protocols", "TLS 1.0"],
          "to": {"Server": {"Enabled": 1, "DisabledByDefault": 0}, "Client": {"Enabled": 1, "DisabledByDefault": 0}}}])
     evaluation = evaluate(catalogue, snapshot)
@@ -211,8 +211,10 @@ def test_what_needs_attention_lists_blockers_first_in_html_and_markdown(catalogu
     report = build_report(evaluation, exit_code=0, evidence_sha256="0" * 64)
     assert [(f.check_id, f.status) for f in report.attention] == [("HMA-VDIR-008", "EXEMPT"), ("HMA-TLS-004", "WARN")]
     outputs = render_all(report)
-    for name in ("report.md", "report.html"):
-        text = outputs[name].decode("utf-8")
+    markdown = outputs["report.md"].decode("utf-8")
+    html = outputs["report.html"].decode("utf-8")
+    # the list itself (the first screen's "start here" names the first runbook step, which may be the warning's)
+    for name, text in (("report.md", markdown), ("report.html", html[html.index('<section id="attention">'):])):
         assert text.index("HMA-VDIR-008") < text.index("HMA-TLS-004"), name
 
 

@@ -55,8 +55,11 @@ CASES = {
                        "to": '4000000;reason="Flighting is not enabled";error_category="oauth_not_available"'}],
                      {MAPI: FAIL})],
     "HMA-VAL-005": [([{"set": [f"probe.bearer@{MAPI}", "x_ms_diagnostics"], "to": AUDIENCE}], {MAPI: FAIL})],
-    "HMA-VAL-006": [([{"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}],
-                     {"EX01": PASS, "EX02": FAIL})],
+    "HMA-VAL-006": [([{"set": ["os.iis_ssl_flags@EX02", "/mapi", "RequireSsl"], "to": False}],
+                     {"EX01": PASS, "EX02": FAIL}),
+                    # Outlook Anywhere's flag (true by default before Exchange 2019 CU14) is no offloading
+                    ([{"set": ["exchange.outlook_anywhere@EX02", 0, "SSLOffloading"], "to": True}],
+                     {"EX01": PASS, "EX02": PASS})],
 }
 
 
@@ -261,6 +264,8 @@ expect: {verdict: NOT_READY}
 server_defaults:
   virtual_directories:
     outlook_anywhere: {SSLOffloading: true, InternalClientsRequireSsl: false, ExternalClientsRequireSsl: false}
+  iis:
+    ssl_flags: {mapi: None, EWS: None, Autodiscover: None, OAB: None, Microsoft-Server-ActiveSync: None}
 """, encoding="utf-8")
     result = invoke("demo", "--scenario-file", scenario, "--out", tmp_path / "out", "--after-enable")
     assert result.exit_code == 1, result.output

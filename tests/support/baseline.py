@@ -99,6 +99,10 @@ def _server_sources(server: str) -> dict[str, Any]:
         "os.exsetup_version": {"FileVersion": "15.02.2562.017", "Path": "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\bin\\ExSetup.exe"},
         "os.auth_certificate": {"Thumbprint": AUTH_THUMBPRINT, "Subject": "CN=Microsoft Exchange Server Auth Certificate",
                                 "NotAfter": "2030-06-01T00:00:00Z", "HasPrivateKey": True},
+        "os.next_auth_certificate": None,   # Get-AuthConfig names no next certificate
+        "os.iis_ssl_flags": {f"/{path}": {"sslFlags": "Ssl, Ssl128", "RequireSsl": True,
+                                          "Location": f"Default Web Site/{path}"}
+                             for path in ("mapi", "EWS", "Autodiscover", "OAB", "Microsoft-Server-ActiveSync")},
     }
 
 
@@ -165,9 +169,15 @@ def _org_sources(names: tuple[str, ...]) -> dict[str, Any]:
             {"Name": "Ada Admin", "UserPrincipalName": "ada.admin@contoso.com", "SamAccountName": "ada.admin",
              "Sid": "S-1-5-21-1004336348-1177238915-682003330-1105", "RecipientTypeDetails": "User"}],
         "exchange.authentication_policies": [
-            {"Name": "Block Legacy Auth", "BlockLegacyAuthActiveSync": True, "BlockLegacyAuthAutodiscover": True,
+            {"Name": "Block Legacy Auth", "Identity": "Block Legacy Auth",
+             "DistinguishedName": "CN=Block Legacy Auth,CN=Auth Policies,CN=Contoso,CN=Microsoft Exchange,"
+                                  "CN=Services,CN=Configuration,DC=contoso,DC=com",
+             "BlockLegacyAuthActiveSync": True, "BlockLegacyAuthAutodiscover": True,
              "BlockLegacyAuthImap": True, "BlockLegacyAuthMapi": True, "BlockLegacyAuthOfflineAddressBook": True,
-             "BlockLegacyAuthPop": True, "BlockLegacyAuthRpc": True, "BlockLegacyAuthWebServices": True}],
+             "BlockLegacyAuthPop": True, "BlockLegacyAuthRpc": True, "BlockLegacyAuthWebServices": True,
+             **{f"BlockModernAuth{p}": False for p in ("ActiveSync", "Autodiscover", "Imap", "Mapi",
+                                                         "OfflineAddressBook", "Pop", "Rpc", "WebServices")}}],
+        "exchange.user_authentication_policies": [],   # nobody has a policy of their own
         "exchange.cas_mailboxes_mapi_disabled": [],
         "exchange.activesync_organization_settings": {"DefaultAccessLevel": "Allow"},
         "exchange.activesync_device_access_rules": [],
@@ -289,6 +299,29 @@ def _resolve_key(key: str) -> str:
 def apply_ops(snapshot: Snapshot, ops: list[dict[str, Any]]) -> Snapshot:
     """The small patch language of tests/check_cases.yaml, applied in place."""
     for op in ops:
+        if isinstance(op, list):   # a YAML anchor of several operations, reused inside another list
+            apply_ops(snapshot, op)
+            continue
+        if "drop" in op:   # the source is not in the evidence at all (someone deleted it from evidence.json)
+            target = _resolve_key(op["drop"])
+            assert target in snapshot.sources, f"no source {target} to drop"
+            del snapshot.sources[target]
+            continue
+        if "skip" in op:   # the collector skipped it, with op["reason"]
+            target = _resolve_key(op["skip"])
+            hits = [r for k, r in snapshot.sources.items() if k == target or r.name == target]
+            assert hits, f"no source {target} to skip"
+            for result in hits:
+                result.status, result.error, result.data = "skipped", op.get("reason", "skipped by the test"), None
+            continue
+        if "add" in op:    # a new source result: {add: key, data: ..., status: ok}
+            name, _, scope = _resolve_key(op["add"]).partition("@")
+            status = op.get("status", "ok")
+            snapshot.add(SourceResult(name=name, scope=scope or None, status=status, command=f"test {name}",
+                                      started=COLLECTED_AT, duration_ms=0,
+                                      error=op.get("reason") if status != "ok" else None,
+                                      data=op.get("data") if status == "ok" else None))
+            continue
         if "fail" in op:
             target = _resolve_key(op["fail"])
             hits = [r for k, r in snapshot.sources.items() if k == target or r.name == target]
@@ -302,16 +335,16 @@ def apply_ops(snapshot: Snapshot, ops: list[dict[str, Any]]) -> Snapshot:
         assert key in snapshot.sources, f"no source {key} in the baseline"
         result = snapshot.sources[key]
         if kind == "set" and not path:
-            result.data = op["to"]
+            result.data = copy.deepcopy(op["to"])   # YAML anchors share one object: each use gets its own
             continue
         container = result.data
         for part in path[:-1]:
             container = container[part]
         last = path[-1] if path else None
         if kind == "set":
-            container[last] = op["to"]
+            container[last] = copy.deepcopy(op["to"])
         elif kind == "append":
-            (container[last] if last is not None else container).append(op["value"])
+            (container[last] if last is not None else container).append(copy.deepcopy(op["value"]))
         else:
             del container[last]
     return snapshot

@@ -23,6 +23,7 @@ from hma_check.collect.psrp_client import CallFailed, RemoteSession, given_up_re
 from hma_check.collect.context import Progress, RunContext, section_password
 from hma_check.errors import ClixmlError
 from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
+from hma_check.contract.sources import BY_NAME
 
 Params = tuple[tuple[str, Any], ...]
 ALL = (("ResultSize", "Unlimited"),)
@@ -58,6 +59,8 @@ ORG_QUERIES: tuple[Query, ...] = (
     Query("exchange.authentication_policies", "Get-AuthenticationPolicy",
           absent_means_skipped="Get-AuthenticationPolicy does not exist on this Exchange version "
                                "(authentication policies arrived in Exchange 2019 CU2)"),
+    Query("exchange.user_authentication_policies", "Get-User",
+          (("ResultSize", "Unlimited"), ("Filter", "AuthenticationPolicy -ne $null"))),
     Query("exchange.cas_mailboxes_mapi_disabled", "Get-CASMailbox",
           (("ResultSize", "Unlimited"), ("Filter", "MapiHttpEnabled -eq $false"))),
     Query("exchange.activesync_organization_settings", "Get-ActiveSyncOrganizationSettings"),
@@ -119,7 +122,7 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         shared.open_sessions = 1
         servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
         shared.results.append(servers_result)
-        queries = list(ORG_QUERIES)
+        queries = list(_org_queries(servers_result, shared.results))
         if servers_result.ok:
             queries += list(_server_queries(servers_result.data, shared.results))
         progress.start(len(queries) + 1)
@@ -140,27 +143,34 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
     return shared.results
 
 
+def _org_queries(servers: SourceResult, results: list[SourceResult]) -> Iterable[Query]:
+    """The organisation-wide queries; one whose cmdlet or property no server's build has (authentication policies
+    before Exchange 2019 CU2) is recorded as skipped with the contract's reason instead of failing."""
+    for query in ORG_QUERIES:
+        spec = BY_NAME[query.source]
+        reason = None
+        if servers.ok and isinstance(servers.data, list):
+            reason = spec.absent_everywhere([s for s in servers.data if isinstance(s, dict)])
+        if reason:
+            results.append(SourceResult.skipped_result(query.source, reason, command=query.command))
+        else:
+            yield query
+
+
 def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query]:
+    """One query per server and per-server source; a server the source contract leaves out (an Edge Transport or
+    Exchange 2010 server, a 2013 server without the Client Access role) is recorded as skipped with the reason."""
     for server in servers or []:
         name = server.get("Name") if isinstance(server, dict) else None
         if not isinstance(name, str) or not name:
             continue
-        if server.get("IsEdgeServer") is True:
-            continue   # nothing to collect on an Edge Transport server (exchange.objects.EDGE_OS_SKIPPED says why)
-        reason = _not_applicable(server)
         for source, cmdlet in SERVER_CMDLETS:
             query = Query(source, cmdlet, (("Server", name),), scope=name)
+            reason = BY_NAME[source].excluded(server)
             if reason:
                 results.append(SourceResult.skipped_result(source, reason, command=query.command, scope=name))
             else:
                 yield query
-
-
-def _not_applicable(server: dict[str, Any]) -> str | None:
-    version = str(server.get("AdminDisplayVersion") or "")
-    if version.startswith("Version ") and not version.startswith("Version 15"):
-        return f"{version}: these cmdlets do not read servers older than Exchange 2013"
-    return None
 
 
 def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None]) -> None:

@@ -48,10 +48,17 @@ SOURCE_BY_TYPE: dict[str, str] = {
     # itself (PSTypeName HmaCheck.*), since the registry and the certificate store have no Exchange type to match.
     "System.Diagnostics.FileVersionInfo": "os.exsetup_version",
     "Microsoft.Management.Infrastructure.CimInstance#root/cimv2/Win32_OperatingSystem": "os.operating_system",
+    # Get-WmiObject's (HealthChecker's Win32_OperatingSystem.xml captures)
+    "System.Management.ManagementObject#root\\cimv2\\Win32_OperatingSystem": "os.operating_system",
     "HmaCheck.TlsRegistry": "os.tls_registry",
     "HmaCheck.ExSetupVersion": "os.exsetup_version",
     "HmaCheck.OperatingSystem": "os.operating_system",
     "HmaCheck.AuthCertificate": "os.auth_certificate",
+    # Get-User answers both the administrators and the users with a policy of their own: the collection script marks
+    # the second (a Select-Object keeps the User type name).
+    "HmaCheck.UserAuthenticationPolicy": "exchange.user_authentication_policies",
+    "HmaCheck.NextAuthCertificate": "os.next_auth_certificate",
+    "HmaCheck.IisApplicationHost": "os.iis_ssl_flags",
 }
 
 # The properties each Exchange and OS source keeps: the contract's table (hma_check.contract.sources.PROPERTIES).
@@ -62,15 +69,12 @@ FIELDS: dict[str, tuple[str, ...]] = {name: properties for name, properties in P
 SINGLE_OBJECT = frozenset({
     "exchange.organization_config", "exchange.auth_config", "exchange.hybrid_configuration",
     "exchange.activesync_organization_settings",
-    "os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate",
+    "os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate", "os.next_auth_certificate",
+    "os.iis_ssl_flags",
 })
 # Single-object sources where "no object" is a real answer: Get-HybridConfiguration returns nothing when the
 # organisation never ran the Hybrid Configuration Wizard; the collection script reports a missing auth certificate.
-NULL_WHEN_EMPTY = frozenset({"exchange.hybrid_configuration", "os.auth_certificate"})
-# An Edge Transport server has no client access virtual directories, serves no HMA client and sits outside the
-# domain: no per-server exchange source is read for it and its os sources are skipped with this reason, by the live
-# collectors and by offline import alike. The topology checks still assess it from exchange.servers.
-EDGE_OS_SKIPPED = "Edge Transport server: outside the domain and not part of HMA; its OS is not read"
+NULL_WHEN_EMPTY = frozenset({"exchange.hybrid_configuration", "os.auth_certificate", "os.next_auth_certificate"})
 # Per-server sources whose objects carry the server they belong to in their Server property.
 SERVER_PROPERTY_SOURCES = frozenset(name for name, fields in FIELDS.items() if fields[:1] == ("Server",))
 
@@ -120,7 +124,14 @@ def shape(source_name: str, objects: Iterable[ClixmlObject]) -> Any:
 
 
 def _pick(source_name: str, obj: ClixmlObject, fields: tuple[str, ...]) -> dict[str, Any] | None:
-    if source_name == "os.auth_certificate" and obj.get("InStore") is False:
+    if source_name == "os.iis_ssl_flags" and isinstance(obj.get("ApplicationHostConfig"), str):
+        # the collection script sends the file as it read it: the same reading as a live scan's
+        from hma_check.collect.iis_config import ApplicationHostError, hma_ssl_flags
+        try:
+            return hma_ssl_flags(obj.get("ApplicationHostConfig"))
+        except ApplicationHostError as exc:
+            raise ShapeError(str(exc)) from None
+    if source_name in ("os.auth_certificate", "os.next_auth_certificate") and obj.get("InStore") is False:
         return None  # the script looked the thumbprint up and the store does not hold it
     if source_name == "os.exsetup_version" and "Path" not in obj and "FileName" in obj:
         # FileVersionInfo calls it FileName; Get-Command's ApplicationInfo (and the contract) call it Path.

@@ -10,8 +10,8 @@
       * runs Exchange Get- cmdlets (organisation-wide, then per server with -Server) and saves each result
         with Export-Clixml;
       * on every Exchange server it can reach, reads the SCHANNEL TLS and .NET Framework registry values,
-        the ExSetup.exe file version, the operating system version and the Auth certificate in the
-        certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
+        the ExSetup.exe file version, the operating system version and the current and next Auth
+        certificates in the certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
         Get-ChildItem only);
       * optionally (when generated with --graph) reads Microsoft Graph with Microsoft Graph PowerShell
         Get-Mg cmdlets (service principal, organization, domains, users' sync state, Conditional Access)
@@ -50,7 +50,6 @@ $OrganizationQueries = @(
     @('exchange.intra_organization_connectors', 'Get-IntraOrganizationConnector', @{}),
     @('exchange.setting_overrides', 'Get-SettingOverride', @{}),
     @('exchange.accepted_domains', 'Get-AcceptedDomain', @{}),
-    @('exchange.authentication_policies', 'Get-AuthenticationPolicy', @{}),
     @('exchange.activesync_organization_settings', 'Get-ActiveSyncOrganizationSettings', @{}),
     @('exchange.activesync_device_access_rules', 'Get-ActiveSyncDeviceAccessRule', @{})
 )
@@ -86,14 +85,16 @@ function Get-HmaErrorText {
 }
 
 function Save-HmaClixml {
-    <# Runs one read-only query, saves its objects with Export-Clixml and records it in the manifest. #>
+    <# Runs one read-only query, saves its objects with Export-Clixml and records it in the manifest. A query given a
+       SkipReason is not run: the manifest records it as skipped on purpose (the import says why). #>
     param(
         [string]$Source,
         [string]$Command,
         [scriptblock]$Query,
         [string]$RelativePath,
         [string]$Server = $null,
-        [int]$Depth = 2
+        [int]$Depth = 2,
+        [string]$SkipReason = $null
     )
     $started = [DateTime]::UtcNow
     $entry = [ordered]@{
@@ -106,6 +107,13 @@ function Save-HmaClixml {
         status     = 'ok'
         error      = $null
         count      = 0
+    }
+    if ($SkipReason) {
+        $entry.status = 'skipped'
+        $entry.error = $SkipReason
+        Write-Host ("  {0,-45} skipped: {1}" -f $Command, $SkipReason)
+        $Entries.Add([pscustomobject]$entry)
+        return
     }
     try {
         $objects = @(& $Query)
@@ -128,13 +136,14 @@ function Save-HmaClixml {
 }
 
 function Get-HmaServerFacts {
-    <# Reads the registry, ExSetup.exe, the OS and the Auth certificate on one server (read-only). #>
+    <# Reads the registry, ExSetup.exe, the OS and the current and next Auth certificates on one server (read-only). #>
     param(
         [string]$ComputerName,
-        [string]$AuthThumbprint
+        [string]$AuthThumbprint,
+        [string]$NextThumbprint
     )
-    Invoke-Command -ComputerName $ComputerName -ErrorAction Stop -ArgumentList $AuthThumbprint -ScriptBlock {
-        param($Thumbprint)
+    Invoke-Command -ComputerName $ComputerName -ErrorAction Stop -ArgumentList $AuthThumbprint, $NextThumbprint -ScriptBlock {
+        param($Thumbprint, $Next)
         function Get-DwordValue {
             param([string]$Path, [string]$Name)
             $item = Get-ItemProperty -LiteralPath $Path -Name $Name -ErrorAction SilentlyContinue
@@ -169,6 +178,12 @@ function Get-HmaServerFacts {
         if ($Thumbprint) {
             $certificate = Get-ChildItem -Path "Cert:\LocalMachine\My\$Thumbprint" -ErrorAction SilentlyContinue
         }
+        # IIS keeps Require SSL (sslFlags) of the Default Web Site's paths here; read as text, changed nowhere.
+        $appHost = Get-Content -LiteralPath (Join-Path $env:windir 'System32\inetsrv\config\applicationHost.config') -Raw -ErrorAction SilentlyContinue
+        $nextCertificate = $null
+        if ($Next) {
+            $nextCertificate = Get-ChildItem -Path "Cert:\LocalMachine\My\$Next" -ErrorAction SilentlyContinue
+        }
         [pscustomobject]@{
             Registry          = $values
             ExSetupPath       = $exSetupPath
@@ -180,6 +195,12 @@ function Get-HmaServerFacts {
             CertificateSubject = if ($certificate) { $certificate.Subject } else { $null }
             CertificateNotAfter = if ($certificate) { $certificate.NotAfter.ToUniversalTime() } else { $null }
             CertificateHasKey = if ($certificate) { $certificate.HasPrivateKey } else { $null }
+            NextFound         = [bool]$nextCertificate
+            NextSubject       = if ($nextCertificate) { $nextCertificate.Subject } else { $null }
+            NextNotBefore     = if ($nextCertificate) { $nextCertificate.NotBefore.ToUniversalTime() } else { $null }
+            NextNotAfter      = if ($nextCertificate) { $nextCertificate.NotAfter.ToUniversalTime() } else { $null }
+            NextHasKey        = if ($nextCertificate) { $nextCertificate.HasPrivateKey } else { $null }
+            AppHostConfig     = $appHost
         }
     }
 }
@@ -236,6 +257,23 @@ Save-HmaClixml -Source 'exchange.admin_users' -Command "Get-RoleGroupMember -Ide
     }
 }
 
+# Authentication policies exist from Exchange 2019 CU2 (Get-AuthenticationPolicy, and Get-User's AuthenticationPolicy).
+$noPolicies = if (Get-Command -Name Get-AuthenticationPolicy -ErrorAction SilentlyContinue) { $null } else { 'Get-AuthenticationPolicy does not exist on this Exchange version (authentication policies arrived in Exchange 2019 CU2)' }
+Save-HmaClixml -Source 'exchange.authentication_policies' -Command 'Get-AuthenticationPolicy' -RelativePath 'exchange\Get-AuthenticationPolicy.xml' -SkipReason $noPolicies -Query {
+    Get-AuthenticationPolicy -ErrorAction Stop
+}
+Save-HmaClixml -Source 'exchange.user_authentication_policies' -Command 'Get-User -ResultSize Unlimited -Filter "AuthenticationPolicy -ne $null"' -RelativePath 'exchange\Get-User-AuthenticationPolicy.xml' -SkipReason $noPolicies -Query {
+    foreach ($user in @(Get-User -ResultSize Unlimited -Filter 'AuthenticationPolicy -ne $null' -ErrorAction Stop)) {
+        [pscustomobject]@{
+            PSTypeName           = 'HmaCheck.UserAuthenticationPolicy'
+            Name                 = "$($user.Name)"
+            UserPrincipalName    = "$($user.UserPrincipalName)"
+            RecipientTypeDetails = "$($user.RecipientTypeDetails)"
+            AuthenticationPolicy = "$($user.AuthenticationPolicy)"
+        }
+    }
+}
+
 $authConfig = $null
 try {
     $authConfig = Get-AuthConfig -ErrorAction Stop
@@ -260,7 +298,7 @@ foreach ($server in $servers) {
     $factsError = $null
     $factsStarted = Get-HmaTimestamp
     try {
-        $facts = Get-HmaServerFacts -ComputerName "$($server.Fqdn)" -AuthThumbprint "$($authConfig.CurrentCertificateThumbprint)"
+        $facts = Get-HmaServerFacts -ComputerName "$($server.Fqdn)" -AuthThumbprint "$($authConfig.CurrentCertificateThumbprint)" -NextThumbprint "$($authConfig.NextCertificateThumbprint)"
     } catch {
         $factsError = Get-HmaErrorText $_
         Write-Warning ("Reading the registry and files of {0} failed: {1}" -f $server.Fqdn, $factsError)
@@ -296,11 +334,34 @@ foreach ($server in $servers) {
                 NotAfter      = $facts.CertificateNotAfter
                 HasPrivateKey = $facts.CertificateHasKey
             }
+        }),
+        @('os.iis_ssl_flags', 'IisApplicationHost', "Get-Content -LiteralPath C:\Windows\System32\inetsrv\config\applicationHost.config -Raw $remote", {
+            if ($null -eq $facts.AppHostConfig) {
+                throw 'applicationHost.config could not be read (is IIS installed in the usual place?)'
+            }
+            [pscustomobject]@{ PSTypeName = 'HmaCheck.IisApplicationHost'; ApplicationHostConfig = $facts.AppHostConfig }
+        }),
+        @('os.next_auth_certificate', 'NextAuthCertificate', "Get-ChildItem -Path Cert:\LocalMachine\My\$($authConfig.NextCertificateThumbprint) $remote", {
+            if (-not $authConfig) {
+                throw 'Get-AuthConfig failed, so the next Auth certificate thumbprint is unknown'
+            }
+            # No next certificate staged: InStore false and no thumbprint, which the import reads as null.
+            [pscustomobject]@{
+                PSTypeName    = 'HmaCheck.NextAuthCertificate'
+                Thumbprint    = "$($authConfig.NextCertificateThumbprint)"
+                InStore       = $facts.NextFound
+                Subject       = $facts.NextSubject
+                NotBefore     = $facts.NextNotBefore
+                NotAfter      = $facts.NextNotAfter
+                HasPrivateKey = $facts.NextHasKey
+            }
         })
     )
     foreach ($record in $osRecords) {
         $build = $record[3]
-        Save-HmaClixml -Source $record[0] -Server $name -Command $record[2] -RelativePath "servers\$name\$($record[1]).xml" -Depth 6 -Query {
+        # As a live scan: a server without the Client Access role has no front-end virtual directories in IIS.
+        $skip = if ($record[0] -eq 'os.iis_ssl_flags' -and $server.IsClientAccessServer -eq $false) { 'the server has no Client Access role' } else { $null }
+        Save-HmaClixml -Source $record[0] -Server $name -Command $record[2] -RelativePath "servers\$name\$($record[1]).xml" -Depth 6 -SkipReason $skip -Query {
             if ($factsError) {
                 throw $factsError
             }

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
-from hma_check.collect.exchange.objects import (EDGE_OS_SKIPPED, FIELDS, SERVER_PROPERTY_SOURCES, ShapeError, shape,
+from hma_check.collect.exchange.objects import (FIELDS, SERVER_PROPERTY_SOURCES, ShapeError, shape,
                                                 source_for)
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
@@ -107,6 +107,7 @@ class ImportOutcome:
     recognised: list[dict[str, Any]] = field(default_factory=list)
     unrecognised: list[dict[str, str]] = field(default_factory=list)
     malformed: list[dict[str, str]] = field(default_factory=list)
+    unplaced: list[dict[str, str]] = field(default_factory=list)   # read, but no server could be told for them
 
 
 def import_path(path: str | Path, options: ScanOptions | None = None) -> ImportOutcome:
@@ -236,6 +237,7 @@ class _Importer:
         self.options = options
         self.recognised: list[dict[str, Any]] = []
         self.unrecognised: list[dict[str, str]] = []
+        self.unplaced: list[dict[str, str]] = []
         self.malformed: list[dict[str, str]] = []
         self.manifests: list[tuple[str, dict[str, Any]]] = []
         self.clixml_files: list[_Parsed] = []
@@ -350,9 +352,10 @@ class _Importer:
         snapshot.target["import"] = {
             "recognised": self.recognised,
             "unrecognised": self.unrecognised,
+            "unplaced": self.unplaced,
             "malformed": self.malformed,
         }
-        return ImportOutcome(snapshot, self.recognised, self.unrecognised, self.malformed)
+        return ImportOutcome(snapshot, self.recognised, self.unrecognised, self.malformed, self.unplaced)
 
     def _target(self, manifest: dict[str, Any]) -> dict[str, Any]:
         target: dict[str, Any] = {"mode": "offline import", "path": self.origin}
@@ -417,7 +420,13 @@ class _Importer:
             return [(capture.scope, capture.objects)]
         # Certificates and OS records name no server: the manifest does, or else PSComputerName tells who answered.
         names = {o.computer_name for o in capture.objects if o.computer_name}
-        if len(names) == 1:
+        spec = BY_NAME[capture.source]
+        if len(names) > 1:
+            self._unplaced(capture, f"its objects come from several computers ({', '.join(sorted(names))})")
+        elif names and not servers:
+            self._unplaced(capture, f"it comes from {next(iter(names))}, and exchange.servers (Get-ExchangeServer) is "
+                                    "not in the import to say which server that is: add it")
+        elif names:
             computer = names.pop()
             for server in servers:
                 if computer.casefold() in (str(server.get("Fqdn", "")).casefold(),
@@ -425,13 +434,28 @@ class _Importer:
                     return [(server["Name"], capture.objects)]
             self._unplaced(capture, f"PSComputerName {computer} is not among exchange.servers (Name or Fqdn)")
         else:
-            self._unplaced(capture, "cannot tell which server it came from (no manifest entry, no PSComputerName)")
+            # A capture that names no computer (HealthChecker's ExSetup.xml) can only be placed where one server
+            # could have answered it: the organisation's only server that has this source.
+            covered = [server for server in servers if spec.excluded(server) is None]
+            if len(covered) == 1:
+                self._note(capture, f"placed on {covered[0]['Name']}: it names no computer, and that is the only "
+                                    "server of exchange.servers with this source")
+                return [(covered[0]["Name"], capture.objects)]
+            why = "exchange.servers is not in the import" if not servers else \
+                f"{len(covered)} servers could have answered it"
+            self._unplaced(capture, f"it names no computer (no manifest entry, no PSComputerName) and {why}")
         return []
 
+    def _note(self, capture: _Capture, note: str) -> None:
+        for record in self.recognised:
+            if record["file"] == capture.file and record["source"] == capture.source:
+                record["note"] = f"{record['note']}; {note}" if record.get("note") else note
+
     def _unplaced(self, capture: _Capture, reason: str) -> None:
+        """Read, but not placed on a server: listed apart from files hma-check does not read at all."""
         self.recognised[:] = [r for r in self.recognised
-                                      if not (r["file"] == capture.file and r["source"] == capture.source)]
-        self.skip(capture.file, f"{capture.source}: {reason}")
+                              if not (r["file"] == capture.file and r["source"] == capture.source)]
+        self.unplaced.append({"file": capture.file, "source": capture.source, "reason": reason})
 
     def _result(self, source: str, scope: Any, group: list[_Capture], collected_at: str) -> SourceResult:
         files = sorted({c.file for c in group})
@@ -461,6 +485,12 @@ class _Importer:
             scope = server if isinstance(server, str) and BY_NAME[source].scope else None
             if source_key(source, scope) in snapshot.sources:
                 continue  # a file supplied it after all
+            if entry.get("status") == "skipped":
+                # skipped on purpose by the script (a cmdlet this build lacks): the contract decides what it means
+                snapshot.add(SourceResult.skipped_result(
+                    source, f"the collection script skipped it: {entry.get('error') or 'no reason given'}",
+                    command=_command(source, scope, entry, [key]), scope=scope))
+                continue
             if entry.get("status") == "error":
                 error = f"the collection script reported: {entry.get('error') or 'an unknown failure'}"
             elif key in self.broken:
@@ -515,10 +545,10 @@ class _Importer:
                 for server in servers:
                     if (spec.name, server["Name"]) in present:
                         continue
-                    if server.get("IsEdgeServer") is not True:
-                        snapshot.add(SourceResult.skipped_result(spec.name, NOT_SUPPLIED, scope=server["Name"]))
-                    elif spec.collector == "os":   # as a live scan records an Edge server (no exchange source)
-                        snapshot.add(SourceResult.skipped_result(spec.name, EDGE_OS_SKIPPED, scope=server["Name"]))
+                    # As a live scan records it: a server the contract leaves out is skipped with the reason; any
+                    # other server without a file lacks the fact (the checks say ERROR for it).
+                    reason = spec.excluded(server) or NOT_SUPPLIED
+                    snapshot.add(SourceResult.skipped_result(spec.name, reason, scope=server["Name"]))
             elif spec.scope == "tenant" and tenants:
                 for tenant in tenants:
                     if (spec.name, tenant) not in present:

@@ -8,6 +8,7 @@ that cannot be reached (closed port, 401/403, timeout) makes only its own os.* s
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 import time
@@ -16,15 +17,17 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hma_check.collect.clixml import ClixmlObject
-from hma_check.collect.exchange.objects import EDGE_OS_SKIPPED, ShapeError, certificate_record, decode_base64, shape
+from hma_check.collect.exchange.objects import ShapeError, certificate_record, decode_base64, shape
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, given_up_reason, powershell_text, redact
 from hma_check.collect.context import Progress, RunContext, section_password
+from hma_check.collect import iis_config as iis
 from hma_check.collect.os.config import OsSettings
 from hma_check.contract.snapshot import Snapshot, SourceResult, iso_utc, utc_now
 from hma_check.contract.sources import BY_NAME
 
 CONFIGURATION = "Microsoft.PowerShell"   # its read-only allowlist is psrp_client.ALLOWLISTS[CONFIGURATION]
-SOURCES = ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate")
+SOURCES = ("os.tls_registry", "os.exsetup_version", "os.operating_system", "os.auth_certificate",
+           "os.next_auth_certificate", "os.iis_ssl_flags")
 
 TLS_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
 SIDES = ("Server", "Client")
@@ -62,6 +65,7 @@ SLOTS: tuple[_Slot, ...] = (
 TLS_QUERY = ("Get-ItemProperty", (("Path", [slot.path for slot in SLOTS]),))
 EXSETUP_QUERY = ("Get-Command", (("Name", "ExSetup.exe"), ("CommandType", "Application")))
 OS_QUERY = ("Get-CimInstance", (("ClassName", "Win32_OperatingSystem"),))
+IIS_QUERY = ("Get-Content", (("LiteralPath", iis.APPLICATION_HOST), ("Raw", True)))
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
 _FILE_VERSION_LINE = re.compile(r"^FileVersion:\s*(\S+)", re.MULTILINE)
 
@@ -79,25 +83,29 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     if servers_problem:
         # No server list, no scopes: one result per source, without a scope, says why (as the runner does).
         return [SourceResult.error_result(name, servers_problem, command=BY_NAME[name].filled_by) for name in SOURCES]
-    thumbprint, thumbprint_problem = _auth_thumbprint(snapshot)
+    thumbprints = {role: _auth_thumbprint(snapshot, role) for role in AUTH_ROLES}
     secrets = tuple(s for s in (password,) if s)
     results: list[SourceResult] = []
-    readable = []
+    readable: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     for server in servers:
-        if server.get("IsEdgeServer") is True:
-            results += [SourceResult.skipped_result(name, EDGE_OS_SKIPPED, scope=server["Name"]) for name in SOURCES]
-        else:
-            readable.append(server)
-    progress.start(len(readable) * len(SOURCES))
+        # The contract says which servers have each source (an Edge server none, a 2010 server no IIS of HMA's).
+        excluded = {name: BY_NAME[name].excluded(server) for name in SOURCES}
+        results += [SourceResult.skipped_result(name, reason, scope=server["Name"])
+                    for name, reason in excluded.items() if reason]
+        wanted = tuple(name for name in SOURCES if not excluded[name])
+        if wanted:
+            readable.append((server, wanted))
+    progress.start(sum(len(wanted) for _, wanted in readable))
     if not readable:
         return results
 
     stop: list[str] = []     # why no further server is asked: the account was refused
 
-    def one(server: dict[str, Any]) -> tuple[list[SourceResult], str | None]:
+    def one(entry: tuple[dict[str, Any], tuple[str, ...]]) -> tuple[list[SourceResult], str | None]:
+        server, wanted = entry
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
                                secrets, unresponsive, stop)
-        found = reader.read(thumbprint, thumbprint_problem)
+        found = reader.read(thumbprints, wanted)
         for result in found:
             progress.advance(result.command, result.ok)
         return found, "accepted" if reader.accepted else reader.refusal
@@ -110,13 +118,13 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     for _ in range(3):
         if not remaining or len(refused) == 2:
             break
-        server = remaining.pop(0)
-        found, outcome = one(server)
+        entry = remaining.pop(0)
+        found, outcome = one(entry)
         results += found
         if outcome == "accepted":
             break
         if outcome is not None:
-            refused.append(server["Name"])
+            refused.append(entry[0]["Name"])
     if len(refused) == 2:
         stop.append(f"the account was refused by {refused[0]} and {refused[1]}, so no other server is asked "
                     "(an account lockout policy counts every attempt)")
@@ -136,17 +144,26 @@ def _servers(snapshot: Snapshot) -> tuple[list[dict[str, Any]], str | None]:
     return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]], None
 
 
-def _auth_thumbprint(snapshot: Snapshot) -> tuple[str | None, str | None]:
-    """The current Auth certificate's thumbprint, or why there is none to look up."""
+# The Auth configuration's certificates the OS collector looks up: which source, and which Get-AuthConfig property
+# names its thumbprint. The next one is what the AuthAdmin servicelet switches to at NextCertificateEffectiveDate.
+AUTH_ROLES = {"os.auth_certificate": "CurrentCertificateThumbprint",
+              "os.next_auth_certificate": "NextCertificateThumbprint"}
+
+
+def _auth_thumbprint(snapshot: Snapshot, source: str) -> tuple[str | None, str | None]:
+    """The thumbprint an Auth certificate source looks up, or why there is none ('' : nothing to look up)."""
+    prop = AUTH_ROLES[source]
     result = snapshot.sources.get("exchange.auth_config")
     if result is None or not result.ok or not isinstance(result.data, dict):
         why = result.error if result is not None and result.error else "not collected"
         return None, f"exchange.auth_config is needed for the Auth certificate's thumbprint and was not read ({why})"
-    thumbprint = str(result.data.get("CurrentCertificateThumbprint") or "").strip()
+    thumbprint = str(result.data.get(prop) or "").strip()
     if not thumbprint:
+        if source == "os.next_auth_certificate":
+            return "", None   # no next certificate is staged: a fact, recorded as null
         return None, "Get-AuthConfig names no CurrentCertificateThumbprint: there is no Auth certificate to look up"
     if not _THUMBPRINT.fullmatch(thumbprint):
-        return None, f"CurrentCertificateThumbprint {thumbprint[:60]!r} is not a SHA-1 thumbprint"
+        return None, f"{prop} {thumbprint[:60]!r} is not a SHA-1 thumbprint"
     return thumbprint.upper(), None
 
 
@@ -167,14 +184,16 @@ class _ServerReader:
         self.refusal: str | None = None                   # the account was refused here
         self.accepted = False                             # a session opened: the account works
 
-    def read(self, thumbprint: str | None, thumbprint_problem: str | None) -> list[SourceResult]:
+    def read(self, thumbprints: dict[str, tuple[str | None, str | None]], wanted: tuple[str, ...]) -> list[SourceResult]:
+        readers: dict[str, Callable[[], SourceResult]] = {
+            "os.tls_registry": lambda: self._source("os.tls_registry", [TLS_QUERY], self._tls_registry),
+            "os.exsetup_version": lambda: self._source("os.exsetup_version", [EXSETUP_QUERY], self._exsetup_version),
+            "os.operating_system": lambda: self._source("os.operating_system", [OS_QUERY], self._operating_system),
+            **{source: functools.partial(self._auth_certificate, source, *thumbprints[source]) for source in AUTH_ROLES},
+            "os.iis_ssl_flags": lambda: self._source("os.iis_ssl_flags", [IIS_QUERY], self._iis_ssl_flags),
+        }
         try:
-            return [
-                self._source("os.tls_registry", [TLS_QUERY], self._tls_registry),
-                self._source("os.exsetup_version", [EXSETUP_QUERY], self._exsetup_version),
-                self._source("os.operating_system", [OS_QUERY], self._operating_system),
-                self._auth_certificate(thumbprint, thumbprint_problem),
-            ]
+            return [readers[name]() for name in wanted]
         finally:
             if self.session is not None:
                 self.session.close()
@@ -270,6 +289,18 @@ class _ServerReader:
         return {"FileVersion": _file_version(found), "Path": found.get("Path") or found.get("Source")}
 
     @staticmethod
+    def _iis_ssl_flags(answers: list[Answer]) -> dict[str, Any]:
+        """Require SSL of the HMA paths, from applicationHost.config (Get-Content -Raw sends one string)."""
+        answer = answers[0]
+        _refuse_errors(answer, allow_not_found=False)
+        if len(answer.objects) != 1 or not isinstance(answer.objects[0].value, str):
+            raise ShapeError("Get-Content -Raw did not send applicationHost.config as one string")
+        try:
+            return iis.hma_ssl_flags(answer.objects[0].value)
+        except iis.ApplicationHostError as exc:
+            raise ShapeError(str(exc)) from None
+
+    @staticmethod
     def _operating_system(answers: list[Answer]) -> dict[str, Any]:
         _refuse_errors(answers[0], allow_not_found=False)
         data = shape("os.operating_system", answers[0].objects)
@@ -278,11 +309,16 @@ class _ServerReader:
             raise ShapeError(f"Win32_OperatingSystem came back without {', '.join(missing)}")
         return data
 
-    def _auth_certificate(self, thumbprint: str | None, problem: str | None) -> SourceResult:
+    def _auth_certificate(self, source: str, thumbprint: str | None, problem: str | None) -> SourceResult:
+        """One Auth configuration certificate in Cert:\\LocalMachine\\My: null when the store does not hold it (or,
+        for the next certificate, when none is staged)."""
         if thumbprint is None:
-            return SourceResult.error_result("os.auth_certificate", problem or "no thumbprint",
+            return SourceResult.error_result(source, problem or "no thumbprint",
                                              command="Get-ChildItem -Path Cert:\\LocalMachine\\My\\<thumbprint>",
                                              scope=self.name)
+        if not thumbprint:
+            return SourceResult.ok_result(source, None, scope=self.name,
+                                          command="Get-AuthConfig names no NextCertificateThumbprint: nothing to look up")
         certificate = ("Get-ChildItem", (("Path", f"Cert:\\LocalMachine\\My\\{thumbprint}"),))
         blob = ("Get-ItemProperty", (("Path", f"{MY_STORE}\\{thumbprint}"), ("Name", "Blob")))
         queries: list[tuple[str, tuple[tuple[str, Any], ...]]] = [certificate]
@@ -291,13 +327,13 @@ class _ServerReader:
             answer = answers[0]
             _refuse_errors(answer, allow_not_found=True)
             if not answer.objects:
-                return None     # not in the machine store: a fact, which HMA-AUTH-013 reports
-            record = _certificate_record(answer.objects, thumbprint)
+                return None     # not in the machine store: a fact, which HMA-AUTH-011 and -013 report
+            record = _certificate_record(answer.objects, thumbprint, with_not_before=source != "os.auth_certificate")
             record["HasPrivateKey"] = self._has_private_key(blob)
             return record
 
         command = "; ".join(powershell_text(cmdlet, params) for cmdlet, params in (certificate, blob))
-        return self._source("os.auth_certificate", queries, build, command=command)
+        return self._source(source, queries, build, command=command)
 
     def _has_private_key(self, query: tuple[str, tuple[tuple[str, Any], ...]]) -> bool | None:
         """X509Certificate2.HasPrivateKey is the key provider property on the stored certificate (CAPI's own test).
@@ -345,11 +381,13 @@ def _file_version(obj: ClixmlObject) -> str:
     raise ShapeError("Get-Command's answer for ExSetup.exe carries neither FileVersionInfo nor Version")
 
 
-def _certificate_record(objects: list[ClixmlObject], thumbprint: str) -> dict[str, Any]:
+def _certificate_record(objects: list[ClixmlObject], thumbprint: str, *, with_not_before: bool) -> dict[str, Any]:
     decoded = certificate_record(objects[0])
     if decoded["Thumbprint"] != thumbprint:
         raise ShapeError(f"the store returned another certificate than {thumbprint}")
-    return {"Thumbprint": decoded["Thumbprint"], "Subject": decoded["Subject"], "NotAfter": decoded["NotAfter"]}
+    names = ("Thumbprint", "Subject", "NotBefore", "NotAfter") if with_not_before else ("Thumbprint", "Subject",
+                                                                                        "NotAfter")
+    return {name: decoded[name] for name in names}
 
 
 def blob_properties(blob: bytes) -> dict[int, bytes]:
