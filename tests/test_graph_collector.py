@@ -238,8 +238,9 @@ def test_the_lab_grants_exactly_the_permissions_the_collector_asks_for():
 
     assert set(REQUIRED_PERMISSIONS) == set(DEFAULT_ROLES)
     assert all(q.permission in ROUTE_ROLES[route] for q, route in zip(QUERIES, (
-        "service_principals", "organization", "domains", "users", "security_defaults", "conditional_access",
-        "subscribed_skus"), strict=True))
+        "service_principals", "service_principals", "organization", "domains", "users", "security_defaults",
+        "conditional_access", "subscribed_skus"), strict=True))
+    assert "Application.Read.All" in ROUTE_ROLES["applications"]   # the beta application reads of App Proxy apps
 
 
 def test_default_chain_and_azure_cli_credentials_reach_the_lab(fresh, monkeypatch, tmp_path):

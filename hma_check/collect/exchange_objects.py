@@ -76,7 +76,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
                                    "MinVersion", "MaxVersion", "Reason"),
     "exchange.client_access_services": ("Name", "AutodiscoverServiceInternalUri"),
     "exchange.accepted_domains": ("Name", "DomainName", "DomainType", "Default"),
-    "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails"),
+    "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails", "Sid"),
     "exchange.admin_users": ("Name", "UserPrincipalName", "SamAccountName", "Sid", "RecipientTypeDetails"),
     "exchange.authentication_policies": ("Name", "BlockLegacyAuthActiveSync", "BlockLegacyAuthAutodiscover",
                                          "BlockLegacyAuthImap", "BlockLegacyAuthMapi",

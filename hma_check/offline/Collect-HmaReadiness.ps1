@@ -221,7 +221,7 @@ foreach ($query in $OrganizationQueries) {
 $casCmdlet = if (Get-Command -Name Get-ClientAccessService -ErrorAction SilentlyContinue) { 'Get-ClientAccessService' } else { 'Get-ClientAccessServer' }
 Save-HmaClixml -Source 'exchange.client_access_services' -Command $casCmdlet -RelativePath "exchange\$casCmdlet.xml" -Query { & $casCmdlet -ErrorAction Stop }
 Save-HmaClixml -Source 'exchange.mailboxes' -Command 'Get-Mailbox -ResultSize Unlimited' -RelativePath 'exchange\Get-Mailbox.xml' -Query {
-    Get-Mailbox -ResultSize Unlimited -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'PrimarySmtpAddress', 'RecipientTypeDetails')
+    Get-Mailbox -ResultSize Unlimited -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'PrimarySmtpAddress', 'RecipientTypeDetails', 'Sid')
 }
 Save-HmaClixml -Source 'exchange.cas_mailboxes_mapi_disabled' -Command 'Get-CASMailbox -ResultSize Unlimited -Filter "MapiHttpEnabled -eq $false"' -RelativePath 'exchange\Get-CASMailbox.xml' -Query {
     Get-CASMailbox -ResultSize Unlimited -Filter 'MapiHttpEnabled -eq $false' -ErrorAction Stop | Select-Object -Property @('Name', 'PrimarySmtpAddress', 'MapiHttpEnabled')
