@@ -25,7 +25,7 @@ from hma_check.snapshot import iso_utc, load_snapshot, utc_now
 pytestmark = pytest.mark.xdist_group("graph-checks")
 TENANT = baseline.TENANT
 SECOND = "0b3f9a51-7e2c-4d8a-b6f4-2c9e1d7a5b30"
-GRAPH_CHECKS = ("HMA-SPN-001", "HMA-SPN-002", "HMA-TENANT-001", "HMA-TENANT-002", "HMA-ID-001", "HMA-ID-002",
+GRAPH_CHECKS = ("HMA-TOPO-006", "HMA-SPN-001", "HMA-SPN-002", "HMA-TENANT-001", "HMA-TENANT-002", "HMA-ID-001", "HMA-ID-002",
                 "HMA-ID-003", "HMA-ID-004", "HMA-ID-006", "HMA-ID-007", "HMA-ID-008", "HMA-ID-009", "HMA-ID-010",
                 "HMA-PROBE-003", "HMA-PROBE-010", "HMA-HYG-001")
 
