@@ -267,7 +267,7 @@ def covering(scoped: Any, tenants: Iterable[Any]) -> Any:
     if not isinstance(scoped, Scoped):
         raise TypeError("covering() needs a per-tenant source such as graph.organization")
     return scoped.covering(tenants, "not collected: an EvoSts AuthServer names this tenant, but the scan did not "
-                                    "read it (add it to the graph: section of the scan configuration)")
+                                    "read it (add the tenant to the graph: section of the scan configuration)")
 
 
 # ----------------------------------------------------------------------------------------- the environment

@@ -25,9 +25,9 @@ class MissingFact(Exception):
         super().__init__(f"{key}: {reason}")
 
 
-def _why_not(result: SourceResult | None, key: str, absent: str = "not collected") -> MissingFact:
+def _why_not(result: SourceResult | None, key: str) -> MissingFact:
     if result is None:
-        return MissingFact(key, absent)
+        return MissingFact(key, "not collected")
     return MissingFact(key, f"{result.status}: {result.error or 'no reason recorded'}")
 
 
@@ -35,12 +35,11 @@ class Part:
     """One scope of a scoped source. ``data`` raises MissingFact when that scope was not collected."""
 
     def __init__(self, name: str, scope: str, result: SourceResult | None,
-                 record: Callable[[str], None] | None = None, absent: str = "not collected") -> None:
+                 record: Callable[[str], None] | None = None) -> None:
         self.name = name
         self.scope = scope
         self._result = result
         self._record = record
-        self._absent = absent   # why a scope with no result at all has none
 
     @property
     def ok(self) -> bool:
@@ -54,14 +53,14 @@ class Part:
     def error(self) -> str | None:
         if self.ok:
             return None
-        return _why_not(self._result, self.key, self._absent).reason
+        return _why_not(self._result, self.key).reason
 
     @property
     def data(self) -> Any:
         if self._record is not None:
             self._record(self.key)
         if not self.ok:
-            raise _why_not(self._result, self.key, self._absent)
+            raise _why_not(self._result, self.key)
         return self._result.data  # type: ignore[union-attr]
 
     @property
@@ -106,14 +105,13 @@ class Scoped:
         return self.part(scope).data
 
     def covering(self, scopes: Any, absent: str) -> "Scoped":
-        """This source with a part for every one of ``scopes`` too: a scope it has no result for is a part that is
-        not collected, for ``absent`` (so a for_each over it gives that scope an ERROR instead of no finding)."""
-        wanted = [str(s) for s in scopes if s]
-        copy = Scoped(self.name, [], self._record)
-        copy._parts = list(self._parts) + [Part(self.name, s, None, self._record, absent)
-                                           for s in dict.fromkeys(wanted) if s.lower() not in self._by_scope]
-        copy._by_scope = {p.scope.lower(): p for p in copy._parts}
-        return copy
+        """This source with a part for every one of ``scopes`` too: a scope it has no result for gets a result that
+        says why (``absent``), so a for_each over it gives that scope an ERROR instead of no finding at all."""
+        missing = [s for s in dict.fromkeys(str(s) for s in scopes if s) if s.lower() not in self._by_scope]
+        results = [p.result for p in self._parts if p.result is not None] + [
+            SourceResult(name=self.name, scope=s, status="error", command="", started="", duration_ms=0, error=absent)
+            for s in missing]
+        return Scoped(self.name, results, self._record)
 
     def __contains__(self, scope: object) -> bool:
         return str(scope).lower() in self._by_scope
