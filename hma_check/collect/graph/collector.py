@@ -98,8 +98,8 @@ async def _with_applications(client: Any, target: GraphTarget, service_principal
             except ODataError as exc:
                 if exc.response_status_code == 404:
                     return dict(sp, application=None)
-                raise GraphQueryError(f"{template.replace('<appId>', app_id)}: "
-                                      f"{describe_error(exc, 'Application.Read.All', target.tenant_id)}") from None
+                why = describe_error(exc, "Application.Read.All", target.tenant_id, PERMISSION_KIND[target.credential])
+                raise GraphQueryError(f"{template.replace('<appId>', app_id)}: {why}") from None
         return dict(sp, application=_strip_annotations(_json(raw)))
 
     items = list(await asyncio.gather(*(one(sp) for sp in service_principals)))
