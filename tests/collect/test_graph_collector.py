@@ -86,7 +86,7 @@ def test_secret_flow_reads_every_source_of_every_tenant_with_paging_complete(fre
     pages = [r for r in log if r.route == "users" and r.tenant == CONTOSO]
     assert len(pages) == 3 and all("$select=userPrincipalName" in r.raw_path for r in pages)
     assert {(r.method, r.route) for r in log if r.method != "GET"} == {("POST", "token")}
-    assert sum(1 for r in log if r.route == "token") == 3  # one sign-in per tenant, shared by seven queries
+    assert sum(1 for r in log if r.route == "token") == 3  # one sign-in per tenant, shared by every query
 
 
 def test_certificate_credentials_pem_and_password_protected_pfx(fresh):

@@ -345,7 +345,7 @@ async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub
     try:
         slot.credential = credential_factory(target, environ)
         # One token up front, off the event loop: the queries then share it from the cache, and a refused sign-in
-        # is reported once per source with its AADSTS code instead of as seven separate failures.
+        # is reported once per source with its AADSTS code instead of as one failure per query.
         kwargs: dict[str, Any] = {"enable_cae": True}
         if target.credential in ("azure_cli", "default"):
             kwargs["tenant_id"] = target.tenant_id
