@@ -170,6 +170,14 @@ def test_two_tenants_one_evosts_each_spns_checked_in_every_tenant(lab, tenant, t
         assert f"-TenantId '{SECOND}'" in missing.enable
         assert status(findings, "HMA-TENANT-001") == ["PASS", "PASS"]
 
+        # With the second EvoSts but only the first tenant scanned, every per-tenant check is ERROR for the second.
+        findings = scan(lab, tmp_path / "one", tenants=(TENANT,), exchange=[one_evosts_per_tenant], checks=checks)
+        for check_id in ("HMA-SPN-001", "HMA-TOPO-006", "HMA-ID-001", "HMA-ID-008"):
+            assert status(findings, check_id, TENANT) == ["PASS"], check_id
+            [unscanned] = [f for f in findings[check_id] if f.scope == SECOND]
+            assert unscanned.status == "ERROR" and "the scan did not read it" in unscanned.reason, check_id
+        assert status(findings, "HMA-ID-003") == ["ERROR"]
+
         # Without the second EvoSts, that tenant has no AuthServer whose realm it is.
         findings = scan(lab, tmp_path / "without", tenants=(TENANT, SECOND), checks=checks)
         assert status(findings, "HMA-TENANT-001", SECOND) == ["FAIL"]
