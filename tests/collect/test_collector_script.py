@@ -133,4 +133,4 @@ def test_every_exchange_and_graph_call_stops_on_error(script):
                           r"OrganizationConfig)|Connect-MgGraph", name):
             assert re.search(r"-ErrorAction (Stop|SilentlyContinue)", command), command
             checked.append(command)
-    assert len(checked) == (18 if script[0] else 10)  # the three cmdlet tables, 7 direct calls, 8 Graph calls
+    assert len(checked) == (21 if script[0] else 10)  # the three cmdlet tables, 7 direct calls, 11 Graph calls
