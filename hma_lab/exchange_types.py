@@ -86,7 +86,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     _kind("Mailbox", ["Microsoft.Exchange.Data.Directory.Management.Mailbox",
                       "Microsoft.Exchange.Data.Directory.Management.MailEnabledOrgPerson",
                       "Microsoft.Exchange.Data.Directory.Management.MailEnabledRecipient", *AD_PRESENTATION],
-          "Name Alias DisplayName UserPrincipalName PrimarySmtpAddress RecipientTypeDetails SamAccountName "
+          "Name Alias DisplayName UserPrincipalName PrimarySmtpAddress RecipientTypeDetails SamAccountName Sid "
           "Database " + _AD_COMMON),
     _kind("CASMailbox", ["Microsoft.Exchange.Data.Directory.Management.CASMailbox", *AD_PRESENTATION],
           "Name PrimarySmtpAddress MapiHttpEnabled:b EwsEnabled:b ActiveSyncEnabled:b OWAEnabled:b " + _AD_COMMON),

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import ssl
 import tempfile
@@ -38,6 +39,8 @@ DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 ROUTE_ROLES: dict[str, tuple[str, ...]] = {
     "service_principals": ("Application.Read.All", "Application.ReadWrite.OwnedBy", "Application.ReadWrite.All",
                            "Directory.Read.All", "Directory.ReadWrite.All"),
+    "applications": ("Application.Read.All", "Application.ReadWrite.OwnedBy", "Application.ReadWrite.All",
+                     "Directory.Read.All", "Directory.ReadWrite.All"),
     "organization": ("Organization.Read.All", "Organization.ReadWrite.All", "Directory.Read.All",
                      "Directory.ReadWrite.All"),
     "domains": ("Domain.Read.All", "Domain.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
@@ -116,6 +119,7 @@ class GraphService:
             for fault in tenant.faults:
                 self.inject(tenant.id, fault.route, fault.status, times=fault.times, retry_after=fault.retry_after)
         self._device_codes: dict[str, tuple[str, str, float]] = {}  # code -> (tenant, resource, expiry)
+        self._verbatim: dict[tuple[str, str], Any] = {}              # (tenant, "/v1.0/path") -> body
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
@@ -238,6 +242,17 @@ class GraphService:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    def serve_verbatim(self, tenant_id: str, path: str, body: Any) -> None:
+        """Answer GET ``path`` (``/v1.0/organization``, query options ignored) for ``tenant_id`` with ``body``
+        exactly, after the token and permission checks: real response bodies (Graph's documented examples) through
+        the real client."""
+        with self._lock:
+            self._verbatim[(tenant_id, path)] = body
+
+    def clear_verbatim(self) -> None:
+        with self._lock:
+            self._verbatim.clear()
 
     def issue_token(self, tenant_id: str, roles: set[str] | frozenset[str] | None = None, *,
                     lifetime: int = 3599, resource: str = "https://graph.microsoft.com") -> str:
@@ -375,6 +390,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path == "/v1.0" or path.startswith("/v1.0/"):
                 status, payload, headers = self._graph(method, path[len("/v1.0"):] or "/", query)
+            elif path.startswith("/beta/"):
+                status, payload, headers = self._graph(method, path[len("/beta"):], query, version="beta")
             else:
                 status, payload, headers = self._identity(method, path, query, body)
         except _Reply as reply:
@@ -386,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
             status=status, client_id=self._meta.get("client_id"), grant_type=self._meta.get("grant_type"),
             client_auth=self._meta.get("client_auth"),
             headers={k: self.headers[k] for k in wanted if self.headers.get(k) is not None}))
-        self._send(status, payload, headers, graph=path.startswith("/v1.0"))
+        self._send(status, payload, headers, graph=path.startswith(("/v1.0", "/beta/")))
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -601,9 +618,11 @@ class _Handler(BaseHTTPRequestHandler):
                      "client_info": client_info}, {}
 
     # --------------------------------------------------------------------------------------------- Graph
-    def _graph(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+    def _graph(self, method: str, path: str, query: dict[str, str],
+               version: str = "v1.0") -> tuple[int, Any, dict[str, str]]:
         service = self.server.service
-        route, handler = _route(path, query)
+        # The lab's beta slice is the one resource hma-check reads there: an application's onPremisesPublishing.
+        route, handler = _route(path, query) if version == "v1.0" else _beta_route(path)
         self._meta["route"] = route
         tenant, roles = self._authorize()
         if method != "GET":
@@ -620,6 +639,10 @@ class _Handler(BaseHTTPRequestHandler):
                                         "scopes are missing in the token.")
             raise self._graph_error(403, "Authorization_RequestDenied",
                                     "Insufficient privileges to complete the operation.")
+        with service._lock:
+            verbatim = service._verbatim.get((tenant.id, f"/{version}{path}"))
+        if verbatim is not None:
+            return 200, verbatim, {}
         return 200, handler(self, tenant, query), {}
 
     def _authorize(self) -> tuple[Tenant, set[str]]:
@@ -664,11 +687,25 @@ class _Handler(BaseHTTPRequestHandler):
         return {"@odata.context": self._context("servicePrincipals/$entity"), **_select(sp, query)}
 
     def _service_principals(self, tenant: Tenant, query: dict[str, str]) -> dict[str, Any]:
-        wanted = self._meta.get("app_id")
-        sps = [tenant.exo_service_principal] if tenant.exo_service_principal else []
+        wanted, tag = self._meta.get("app_id"), self._meta.get("tag")
+        sps = tenant.service_principals()
         if wanted is not None:
             sps = [sp for sp in sps if sp["appId"] == wanted.lower()]
+        if tag is not None:
+            sps = [sp for sp in sps if tag in (sp.get("tags") or [])]
         return {"@odata.context": self._context("servicePrincipals"), "value": [_select(sp, query) for sp in sps]}
+
+    def _application_by_app_id(self, tenant: Tenant, query: dict[str, str]) -> dict[str, Any]:
+        app_id = self._meta["app_id"].lower()
+        found = next((a["application"] for a in tenant.applications if a["application"]["appId"] == app_id), None)
+        if found is None:
+            raise self._graph_error(404, "Request_ResourceNotFound", f"Resource '{app_id[:64]}' does not exist or "
+                                    "one of its queried reference-property objects are not present.")
+        select = _select_fields(query)
+        # onPremisesPublishing comes back only when $select names it, as on Graph.
+        body = _select(found, query) if select else {k: v for k, v in found.items() if k != "onPremisesPublishing"}
+        fragment = f"applications({','.join(select)})/$entity" if select else "applications/$entity"
+        return {"@odata.context": f"{self.server.service.url}/beta/$metadata#{fragment}", **body}
 
     def _organization(self, tenant: Tenant, query: dict[str, str]) -> dict[str, Any]:
         return {"@odata.context": self._context("organization"), "value": [_select(tenant.organization(), query)]}
@@ -707,7 +744,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _conditional_access(self, tenant: Tenant, query: dict[str, str]) -> dict[str, Any]:
         return {"@odata.context": self._context("identity/conditionalAccess/policies"),
-                "value": [_select(p, query) for p in tenant.conditional_access_policies]}
+                "value": [self._annotated_policy(_select(p, query)) for p in tenant.conditional_access_policies]}
+
+    def _annotated_policy(self, policy: dict[str, Any]) -> dict[str, Any]:
+        """Graph's v1.0 list carries a property annotation inside grantControls, beside authenticationStrength."""
+        grant = policy.get("grantControls")
+        if not isinstance(grant, dict):
+            return policy
+        context = self._context(f"identity/conditionalAccess/policies('{policy.get('id')}')/grantControls/"
+                                "authenticationStrength/$entity")
+        rest = {k: v for k, v in grant.items() if k != "authenticationStrength"}
+        return {**policy, "grantControls": {**rest, "authenticationStrength@odata.context": context,
+                                            "authenticationStrength": grant.get("authenticationStrength")}}
 
     def _subscribed_skus(self, tenant: Tenant, query: dict[str, str]) -> dict[str, Any]:
         return {"@odata.context": self._context("subscribedSkus"),
@@ -739,20 +787,40 @@ def _route(path: str, query: dict[str, str]) -> tuple[str | None, Any]:
 
         return "service_principals", by_app_id
     if path == "/servicePrincipals":
-        wanted = None
+        wanted = tag = None
         if "$filter" in query:
             text = query["$filter"].strip()
-            prefix = "appId eq '"
-            if not (text.startswith(prefix) and text.endswith("'")):
+            by_app_id = re.fullmatch(r"appId eq '([^']*)'", text)
+            by_tag = re.fullmatch(r"tags/any\((\w+):\1 eq '([^']*)'\)", text)
+            if by_app_id:
+                wanted = by_app_id.group(1)
+            elif by_tag:
+                tag = by_tag.group(2)
+            else:
                 return "service_principals", _unsupported_filter
-            wanted = text[len(prefix):-1]
 
         def listing(handler: _Handler, tenant: Tenant, q: dict[str, str]) -> dict[str, Any]:
-            handler._meta["app_id"] = wanted
+            handler._meta.update(app_id=wanted, tag=tag)
             return handler._service_principals(tenant, q)
 
         return "service_principals", listing
     return None, None
+
+
+_APPLICATION_BY_APP_ID = re.compile(r"/applications\(appId='([^']{1,64})'\)")
+
+
+def _beta_route(path: str) -> tuple[str | None, Any]:
+    match = _APPLICATION_BY_APP_ID.fullmatch(path)
+    if match is None:
+        return None, None
+    app_id = match.group(1)
+
+    def by_app_id(handler: _Handler, tenant: Tenant, q: dict[str, str]) -> dict[str, Any]:
+        handler._meta["app_id"] = app_id
+        return handler._application_by_app_id(tenant, q)
+
+    return "applications", by_app_id
 
 
 def _unsupported_filter(handler: _Handler, tenant: Tenant, query: dict[str, str]) -> dict[str, Any]:

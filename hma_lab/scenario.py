@@ -8,6 +8,7 @@ describes the format.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import importlib
 import os
 import re
@@ -558,7 +559,7 @@ class _Parser:
         domain = self.host(spec.get("domain") or org["ad_domain"], (*where, "domain"))
         out = [{"Name": f"user{i:05d}", "UserPrincipalName": f"user{i:05d}@{domain}",
                 "PrimarySmtpAddress": f"user{i:05d}@{domain}", "RecipientTypeDetails": "UserMailbox",
-                "MapiHttpEnabled": None} for i in range(1, count + 1)]
+                "Sid": mailbox_sid(f"user{i:05d}@{domain}"), "MapiHttpEnabled": None} for i in range(1, count + 1)]
         for index, item in enumerate(self.seq(spec.get("items"), (*where, "items"))):
             # MapiHttpEnabled is Get-CASMailbox's, AuthenticationPolicy Get-User's (the policy's Name)
             props = self.properties("Mailbox", item, (*where, "items", index),
@@ -572,6 +573,8 @@ class _Parser:
             if not props.get("Name"):
                 raise self.fail((*where, "items", index), "missing required property Name")
             props["MapiHttpEnabled"] = mapi
+            # Every mailbox user has an account SID; Entra Connect syncs it as onPremisesSecurityIdentifier.
+            props.setdefault("Sid", mailbox_sid(props.get("UserPrincipalName") or props["Name"]))
             out.append(props)
         return out
 
@@ -735,3 +738,10 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     for key, value in override.items():
         out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def mailbox_sid(key: str) -> str:
+    """A stable account SID for a lab mailbox user that names none; RIDs from 10000 are ordinary users (below 1000
+    are built-in accounts). The tenants section syncs the same SID, as Entra Connect does."""
+    digest = hashlib.sha256(key.lower().encode()).digest()
+    return f"S-1-5-21-3623811015-3361044348-30300820-{10000 + int.from_bytes(digest[:3], 'big')}"

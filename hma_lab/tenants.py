@@ -20,8 +20,11 @@ DEFAULT_ROLES = ("Application.Read.All", "Organization.Read.All", "Domain.Read.A
                  "User.Read.All")
 
 # The routes of the lab service, as named in ``faults:`` entries and in the request log.
-ROUTES = ("token", "service_principals", "organization", "domains", "users", "security_defaults",
+ROUTES = ("token", "service_principals", "applications", "organization", "domains", "users", "security_defaults",
           "conditional_access", "subscribed_skus")
+# The tag on the service principal of every Application Proxy application (the Hybrid Agent's included).
+APP_PROXY_TAG = "WindowsAzureActiveDirectoryOnPremApp"
+HYBRID_AGENT_SUFFIX = "resource.mailboxmigration.his.msappproxy.net"
 
 AUTHENTICATION_TYPES = ("Managed", "Federated")
 CA_STATES = ("enabled", "disabled", "enabledForReportingButNotEnforced")
@@ -89,6 +92,13 @@ class Tenant:
     subscribed_skus: list[dict[str, Any]]
     app: TenantApp
     faults: list[Fault] = field(default_factory=list)
+    # app registrations beside Exchange Online's: {"application": beta application, "servicePrincipal": v1.0 SP}
+    applications: list[dict[str, Any]] = field(default_factory=list)
+
+    def service_principals(self) -> list[dict[str, Any]]:
+        """Every service principal the lab knows in this tenant: Exchange Online's, then the applications'."""
+        own = [self.exo_service_principal] if self.exo_service_principal else []
+        return own + [a["servicePrincipal"] for a in self.applications]
 
     @property
     def user_count(self) -> int:
@@ -185,7 +195,7 @@ def _plain_fail(where: Where, message: str) -> InputError:
 _TENANT_KEYS = {"id", "display_name", "initial_domain", "domains", "on_premises_sync_enabled",
                 "on_premises_last_sync_date_time", "exo_service_principal", "users", "generate_users",
                 "security_defaults", "conditional_access_policies", "subscribed_skus", "app", "faults",
-                "sync_exchange_users"}
+                "sync_exchange_users", "app_proxy_applications", "hybrid_agent"}
 
 
 def _tenant(entry: Any, at: Where, fail: Fail, exchange_users: list[dict[str, Any]] | None) -> Tenant:
@@ -220,6 +230,9 @@ def _tenant(entry: Any, at: Where, fail: Fail, exchange_users: list[dict[str, An
         subscribed_skus=_object_list(entry.get("subscribed_skus", []), (*at, "subscribed_skus"), fail),
         app=_app(entry.get("app"), (*at, "app"), tenant_id, fail),
         faults=_faults(entry.get("faults", []), (*at, "faults"), fail),
+        applications=(_app_proxy_applications(entry.get("app_proxy_applications", []),
+                                               (*at, "app_proxy_applications"), tenant_id, fail)
+                      + _hybrid_agent(entry.get("hybrid_agent"), (*at, "hybrid_agent"), tenant_id, fail)),
     )
 
 
@@ -319,6 +332,8 @@ def _with_synced_exchange_users(users: list[dict[str, Any]], wanted: bool,
     """
     if not wanted:
         return users
+    from hma_lab.scenario import mailbox_sid   # not at the top: this module must not import yaml
+
     if exchange_users is None:
         raise fail(at, "needs the scenario's mailboxes and admins: use it in a scenario file")
     listed = {u["userPrincipalName"].lower() for u in users}
@@ -332,14 +347,8 @@ def _with_synced_exchange_users(users: list[dict[str, Any]], wanted: bool,
         listed.add(upn.lower())
         users.append({"id": str(uuid.uuid5(uuid.NAMESPACE_URL, upn.lower())), "displayName": person.get("Name") or upn,
                       "userPrincipalName": upn, "mail": person.get("PrimarySmtpAddress") or upn,
-                      "onPremisesSyncEnabled": True, "onPremisesSecurityIdentifier": sid or _synthetic_sid(upn)})
+                      "onPremisesSyncEnabled": True, "onPremisesSecurityIdentifier": sid or mailbox_sid(upn)})
     return users
-
-
-def _synthetic_sid(upn: str) -> str:
-    """A stable SID for a lab mailbox user (the scenario gives mailboxes none); RIDs from 10000 are ordinary users."""
-    digest = hashlib.sha256(upn.lower().encode()).digest()
-    return f"S-1-5-21-3623811015-3361044348-30300820-{10000 + int.from_bytes(digest[:3], 'big')}"
 
 
 def _generated_users(value: Any, at: Where, domains: list[dict[str, Any]], fail: Fail) -> GeneratedUsers | None:
@@ -382,6 +391,125 @@ def _ca_policies(value: Any, at: Where, fail: Fail) -> list[dict[str, Any]]:
         _string(policy.get("displayName"), (*at, i, "displayName"), fail)
         policy.setdefault("id", str(uuid.uuid5(uuid.NAMESPACE_URL, f"ca/{policy['displayName']}")))
     return policies
+
+
+# ------------------------------------------------------------------------------------ Application Proxy apps
+# Every property of the two types, as Graph sends them without $select (service principal: v1.0; application: beta,
+# the only version with onPremisesPublishing, which Graph returns on $select only).
+def _service_principal_object(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": None, "deletedDateTime": None, "accountEnabled": True, "addIns": [], "alternativeNames": [],
+        "appDescription": None, "appDisplayName": values.get("displayName"), "appId": None,
+        "applicationTemplateId": None, "appOwnerOrganizationId": None, "appRoleAssignmentRequired": False,
+        "appRoles": [], "description": None, "disabledByMicrosoftStatus": None, "displayName": None, "endpoints": [],
+        "homepage": None, "info": {"termsOfServiceUrl": None, "supportUrl": None, "privacyStatementUrl": None,
+                                   "marketingUrl": None, "logoUrl": None},
+        "keyCredentials": [], "loginUrl": None, "logoutUrl": None, "notes": None, "notificationEmailAddresses": [],
+        "oauth2PermissionScopes": [], "passwordCredentials": [], "preferredSingleSignOnMode": None,
+        "preferredTokenSigningKeyThumbprint": None, "publisherName": None, "replyUrls": [],
+        "resourceSpecificApplicationPermissions": [], "samlSingleSignOnSettings": None, "servicePrincipalNames": [],
+        "servicePrincipalType": "Application", "signInAudience": "AzureADMyOrg", "tags": [],
+        "tokenEncryptionKeyId": None, "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None,
+                                                            "addedDateTime": None},
+        **values,
+    }
+
+
+def _application_object(values: dict[str, Any], publishing: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "id": None, "deletedDateTime": None, "isFallbackPublicClient": None, "appId": None,
+        "applicationTemplateId": None, "identifierUris": [], "createdDateTime": None,
+        "disabledByMicrosoftStatus": None, "displayName": None, "isDeviceOnlyAuthSupported": None,
+        "groupMembershipClaims": None, "optionalClaims": None, "addIns": [], "publisherDomain": None,
+        "signInAudience": "AzureADMyOrg", "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None,
+                                                                "addedDateTime": None},
+        "certification": None, "tags": [], "tokenEncryptionKeyId": None,
+        "api": {"requestedAccessTokenVersion": None, "acceptMappedClaims": None, "knownClientApplications": [],
+                "oauth2PermissionScopes": [], "preAuthorizedApplications": []},
+        "appRoles": [], "publicClient": {"redirectUris": []},
+        "info": {"termsOfServiceUrl": None, "supportUrl": None, "privacyStatementUrl": None, "marketingUrl": None,
+                 "logoUrl": None},
+        "keyCredentials": [], "parentalControlSettings": {"countriesBlockedForMinors": [],
+                                                          "legalAgeGroupRule": "Allow"},
+        "passwordCredentials": [], "requiredResourceAccess": [], "uniqueName": None,
+        "web": {"redirectUris": [], "homePageUrl": None, "logoutUrl": None,
+                "implicitGrantSettings": {"enableIdTokenIssuance": False, "enableAccessTokenIssuance": False}},
+        **values,
+        "onPremisesPublishing": publishing,
+    }
+
+
+def _publishing(values: dict[str, Any]) -> dict[str, Any]:
+    """onPremisesPublishing with every property of its type (graph-rest-beta onpremisespublishing)."""
+    return {
+        "alternateUrl": None, "applicationServerTimeout": "Default", "applicationType": None,
+        "externalAuthenticationType": "aadPreAuthentication", "externalUrl": None, "internalUrl": None,
+        "isAccessibleViaZTNAClient": None, "isBackendCertificateValidationEnabled": True,
+        "isDnsResolutionEnabled": None, "isHttpOnlyCookieEnabled": False, "isOnPremPublishingEnabled": True,
+        "isPersistentCookieEnabled": False, "isSecureCookieEnabled": True, "isStateSessionEnabled": None,
+        "isTranslateHostHeaderEnabled": True, "isTranslateLinksInBodyEnabled": False,
+        "onPremisesApplicationSegments": [], "segmentsConfiguration": None, "singleSignOnSettings": None,
+        "useAlternateUrlForTranslationAndRedirect": False, "verifiedCustomDomainCertificatesMetadata": None,
+        "verifiedCustomDomainKeyCredential": None, "verifiedCustomDomainPasswordCredential": None,
+        **values,
+    }
+
+
+def _lab_guid(*parts: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(parts)))
+
+
+def _app_proxy_applications(value: Any, at: Where, tenant_id: str, fail: Fail) -> list[dict[str, Any]]:
+    """Application Proxy applications published the usual way (Entra admin center): the external URL is also the
+    application's identifier, home page and reply URL."""
+    out = []
+    for i, item in enumerate(_object_list(value, at, fail)):
+        _mapping(item, (*at, i), fail, required={"displayName", "externalUrl", "internalUrl"},
+                 allowed={"displayName", "externalUrl", "internalUrl", "externalAuthenticationType", "appId"})
+        name = _string(item["displayName"], (*at, i, "displayName"), fail)
+        external = _string(item["externalUrl"], (*at, i, "externalUrl"), fail)
+        internal = _string(item["internalUrl"], (*at, i, "internalUrl"), fail)
+        app_id = _guid(item.get("appId", _lab_guid(tenant_id, "app", name)), (*at, i, "appId"), fail)
+        sp = _service_principal_object({
+            "id": _lab_guid(tenant_id, "sp", app_id), "appId": app_id, "displayName": name,
+            "appOwnerOrganizationId": tenant_id, "homepage": external, "replyUrls": [external],
+            "logoutUrl": f"{external}?appproxy=logout", "servicePrincipalNames": [external, app_id],
+            "tags": ["WindowsAzureActiveDirectoryIntegratedApp", APP_PROXY_TAG]})
+        application = _application_object(
+            {"id": _lab_guid(tenant_id, "application", app_id), "appId": app_id, "displayName": name,
+             "identifierUris": [external], "web": {"redirectUris": [external], "homePageUrl": external,
+                                                   "logoutUrl": f"{external}?appproxy=logout",
+                                                   "implicitGrantSettings": {"enableIdTokenIssuance": False,
+                                                                             "enableAccessTokenIssuance": False}}},
+            _publishing({"externalUrl": external, "internalUrl": internal,
+                         "externalAuthenticationType": item.get("externalAuthenticationType",
+                                                                "aadPreAuthentication")}))
+        out.append({"application": application, "servicePrincipal": sp})
+    return out
+
+
+def _hybrid_agent(value: Any, at: Where, tenant_id: str, fail: Fail) -> list[dict[str, Any]]:
+    """The Hybrid Agent's application as the Hybrid Configuration Wizard registers it: an Application Proxy
+    application named after its endpoint GUID, publishing https://<GUID>.resource.mailboxmigration.his.msappproxy.net
+    (pass-through, to the Exchange server chosen in the wizard) with the values of Microsoft's HybridManagement.psm1
+    (https://learn.microsoft.com/exchange/hybrid-deployment/hybrid-agent). Its service principal carries the App
+    Proxy tag (https://learn.microsoft.com/exchange/troubleshoot/move-mailboxes/cannot-register-hybrid-agent) and no
+    URL of its own: the endpoint is only in onPremisesPublishing."""
+    if value is None:
+        return []
+    _mapping(value, at, fail, required={"endpoint", "internal_url"}, allowed={"endpoint", "internal_url"})
+    endpoint = _guid(value["endpoint"], (*at, "endpoint"), fail)
+    internal = _string(value["internal_url"], (*at, "internal_url"), fail)
+    app_id = _lab_guid(tenant_id, "hybrid-agent", endpoint)
+    sp = _service_principal_object({
+        "id": _lab_guid(tenant_id, "sp", app_id), "appId": app_id, "displayName": endpoint,
+        "appOwnerOrganizationId": tenant_id, "servicePrincipalNames": [app_id], "tags": [APP_PROXY_TAG]})
+    application = _application_object(
+        {"id": _lab_guid(tenant_id, "application", app_id), "appId": app_id, "displayName": endpoint},
+        _publishing({"externalUrl": f"https://{endpoint}.{HYBRID_AGENT_SUFFIX}:443/", "internalUrl": internal,
+                     "applicationType": "microsoftapp", "externalAuthenticationType": "passthru",
+                     "isTranslateHostHeaderEnabled": False, "isTranslateLinksInBodyEnabled": False}))
+    return [{"application": application, "servicePrincipal": sp}]
 
 
 def _app(value: Any, at: Where, tenant_id: str, fail: Fail) -> TenantApp:

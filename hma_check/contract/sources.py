@@ -171,7 +171,8 @@ SOURCES: tuple[SourceSpec, ...] = (
     SourceSpec("exchange.accepted_domains", "Get-AcceptedDomain",
                "list of {Name, DomainName, DomainType, Default}"),
     SourceSpec("exchange.mailboxes", "Get-Mailbox -ResultSize Unlimited",
-               "list of {Name, UserPrincipalName, PrimarySmtpAddress, RecipientTypeDetails}"),
+               "list of {Name, UserPrincipalName, PrimarySmtpAddress, RecipientTypeDetails, Sid (the user account's "
+               "SID, 'S-1-5-21-...'; matched against graph.users onPremisesSecurityIdentifier)}"),
     SourceSpec("exchange.admin_users",
                "Get-RoleGroupMember -Identity 'Organization Management', then Get-User -Identity <member>",
                "list of {Name, UserPrincipalName, SamAccountName, Sid, RecipientTypeDetails}"),
@@ -273,6 +274,17 @@ SOURCES: tuple[SourceSpec, ...] = (
                "?$select=id,appId,displayName,servicePrincipalNames,replyUrls,keyCredentials",
                "{id, appId, displayName, servicePrincipalNames (list), replyUrls (list), keyCredentials (list of "
                "{keyId, type, usage, displayName, startDateTime, endDateTime})}", scope="tenant"),
+    SourceSpec("graph.app_proxy_applications",
+               "GET /v1.0/servicePrincipals?$filter=tags/any(t:t eq 'WindowsAzureActiveDirectoryOnPremApp')"
+               "&$select=id,appId,displayName,tags,servicePrincipalNames,homepage,replyUrls,logoutUrl (every page), "
+               "then for each: GET /beta/applications(appId='<appId>')?$select=id,appId,displayName,"
+               "onPremisesPublishing (Application Proxy settings exist in beta only)",
+               "list of the tenant's Application Proxy service principals {id, appId, displayName, tags (list), "
+               "servicePrincipalNames (list), homepage, replyUrls (list), logoutUrl, application: {id, appId, "
+               "displayName, onPremisesPublishing: {externalUrl, internalUrl, applicationType, "
+               "externalAuthenticationType, isOnPremPublishingEnabled, ...} | null} | null (no application object "
+               "in the tenant)}; the Hybrid Agent registers one whose externalUrl is "
+               "https://<GUID>.resource.mailboxmigration.his.msappproxy.net/", scope="tenant"),
     SourceSpec("graph.organization",
                "GET /v1.0/organization?$select=id,displayName,verifiedDomains,onPremisesSyncEnabled,"
                "onPremisesLastSyncDateTime",
@@ -356,7 +368,7 @@ PROPERTIES: dict[str, tuple[str, ...]] = {
                                    "MinVersion", "MaxVersion", "Reason"),
     "exchange.client_access_services": ("Name", "AutodiscoverServiceInternalUri"),
     "exchange.accepted_domains": ("Name", "DomainName", "DomainType", "Default"),
-    "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails"),
+    "exchange.mailboxes": ("Name", "UserPrincipalName", "PrimarySmtpAddress", "RecipientTypeDetails", "Sid"),
     "exchange.admin_users": ("Name", "UserPrincipalName", "SamAccountName", "Sid", "RecipientTypeDetails"),
     "exchange.authentication_policies": ("Name", "Identity", "DistinguishedName",
                                          *(f"Block{kind}Auth{protocol}" for kind in ("Legacy", "Modern")

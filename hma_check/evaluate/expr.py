@@ -408,6 +408,24 @@ COLLECTION_FILTERS: dict[str, Callable[..., Any]] = {
     "selectattr": _select(True, True), "rejectattr": _select(False, True), "map": fast_map,
 }
 
+def evosts_tenants(auth_servers: Iterable[Any]) -> list[str]:
+    """The tenants the organisation is in hybrid with: the Realm of every AzureAD (EvoSts) AuthServer, one per tenant
+    (https://learn.microsoft.com/microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-authentication)."""
+    realms = [str(s.get("Realm") or "").lower() for s in auth_servers if s.get("Type") == "AzureAD"]
+    return list(dict.fromkeys(r for r in realms if r))
+
+
+def covering(scoped: Any, tenants: Iterable[Any]) -> Any:
+    """A per-tenant source with a part for every tenant in ``tenants``: a tenant the scan did not read is a part that
+    is not collected, so every per-tenant check says ERROR for it instead of leaving it out."""
+    from hma_check.evaluate.facts import Scoped
+
+    if not isinstance(scoped, Scoped):
+        raise TypeError("covering() needs a per-tenant source such as graph.organization")
+    return scoped.covering(tenants, "not collected: an EvoSts AuthServer names this tenant, but the scan did not "
+                                    "read it (add the tenant to the graph: section of the scan configuration)")
+
+
 # ----------------------------------------------------------------------------------------- the environment
 
 
@@ -460,6 +478,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "tls_state": tls.tls_state, "tls_dotnet_strong": tls.dotnet_strong_crypto, "tls_odd_values": tls.odd_values,
     "tls13_supported": tls.tls13_supported, "days_until": days_until,
     "ca_legacy_block": entra.legacy_block_state, "ca_describe": entra.describe_policy,
+    "evosts_tenants": evosts_tenants, "covering": covering, "mailbox_identities": entra.mailbox_identities,
+    "hybrid_agent_applications": entra.hybrid_agent_applications,
 }
 TESTS: dict[str, Callable[..., bool]] = {
     "version_ge": version_ge, "version_lt": version_lt, "before": before, "after": after, "accepted_by": accepted_by,
@@ -469,9 +489,18 @@ TESTS: dict[str, Callable[..., bool]] = {
     "ca_applies_to_exchange": entra.applies_to_exchange_clients,
 }
 GLOBALS: dict[str, Callable[..., Any]] = {"require": require}
+NOT_SET = "not set"
+
+
+def shown(value: Any) -> Any:
+    """How a template prints a value: null (Graph's null, Exchange's $null) reads "not set", never Python's None."""
+    return NOT_SET if value is None else value
+
+
 def make_environment() -> CheckEnvironment:
     # optimized=False: Jinja would otherwise run filters on literals while compiling, outside any budget.
-    env = CheckEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, optimized=False)
+    env = CheckEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, optimized=False,
+                         finalize=shown)
     env.filters.update(FILTERS)
     env.filters.update(COLLECTION_FILTERS)
     env.tests.update(TESTS)

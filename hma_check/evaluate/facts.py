@@ -151,6 +151,15 @@ class Scoped:
     def __getitem__(self, scope: str) -> Any:
         return self.part(scope).data
 
+    def covering(self, scopes: Any, absent: str) -> "Scoped":
+        """This source with a part for every one of ``scopes`` too: a scope it has no result for gets a part that says
+        why (``absent``), so a for_each over it gives that scope an ERROR instead of no finding at all."""
+        parts = self._all()
+        have = {p.scope.lower() for p in parts}
+        missing = [s for s in dict.fromkeys(str(s) for s in scopes if s) if s.lower() not in have]
+        extra = [Part(self.name, scope, None, self._record, problem=absent, watch=self._watch) for scope in missing]
+        return Scoped(self.name, lambda: parts + extra, self._record, self._watch)
+
     def __contains__(self, scope: object) -> bool:
         self._all()
         found = self._by_scope.get(str(scope).lower())

@@ -25,7 +25,7 @@ from hma_check.contract.snapshot import iso_utc, load_snapshot, utc_now
 pytestmark = pytest.mark.xdist_group("graph-checks")
 TENANT = baseline.TENANT
 SECOND = "0b3f9a51-7e2c-4d8a-b6f4-2c9e1d7a5b30"
-GRAPH_CHECKS = ("HMA-SPN-001", "HMA-SPN-002", "HMA-TENANT-001", "HMA-TENANT-002", "HMA-ID-001", "HMA-ID-002",
+GRAPH_CHECKS = ("HMA-TOPO-006", "HMA-SPN-001", "HMA-SPN-002", "HMA-TENANT-001", "HMA-TENANT-002", "HMA-ID-001", "HMA-ID-002",
                 "HMA-ID-003", "HMA-ID-004", "HMA-ID-006", "HMA-ID-007", "HMA-ID-008", "HMA-ID-009", "HMA-ID-010",
                 "HMA-PROBE-003", "HMA-PROBE-010", "HMA-HYG-001")
 
@@ -169,6 +169,14 @@ def test_two_tenants_one_evosts_each_spns_checked_in_every_tenant(lab, tenant, t
         assert missing.status == "FAIL" and "mail.contoso.com" in missing.actual
         assert f"-TenantId '{SECOND}'" in missing.enable
         assert status(findings, "HMA-TENANT-001") == ["PASS", "PASS"]
+
+        # With the second EvoSts but only the first tenant scanned, every per-tenant check is ERROR for the second.
+        findings = scan(lab, tmp_path / "one", tenants=(TENANT,), exchange=[one_evosts_per_tenant], checks=checks)
+        for check_id in ("HMA-SPN-001", "HMA-TOPO-006", "HMA-ID-001", "HMA-ID-008"):
+            assert status(findings, check_id, TENANT) == ["PASS"], check_id
+            [unscanned] = [f for f in findings[check_id] if f.scope == SECOND]
+            assert unscanned.status == "ERROR" and "the scan did not read it" in unscanned.reason, check_id
+        assert status(findings, "HMA-ID-003") == ["ERROR"]
 
         # Without the second EvoSts, that tenant has no AuthServer whose realm it is.
         findings = scan(lab, tmp_path / "without", tenants=(TENANT, SECOND), checks=checks)

@@ -190,7 +190,8 @@ def test_legacy_block_report_only_is_not_enforced():
 
 def test_policies_that_will_apply_to_on_premises_mailboxes():
     mfa = {"state": "enabled", "displayName": "MFA", "grantControls": {"builtInControls": ["mfa"]},
-           "conditions": {"clientAppTypes": ["all"], "applications": {"includeApplications": ["Office365"]}}}
+           "conditions": {"clientAppTypes": ["all"], "applications": {"includeApplications": ["Office365"]},
+                          "users": {"includeUsers": ["All"]}}}
     assert entra.applies_to_exchange_clients(mfa)
     assert not entra.applies_to_exchange_clients(LEGACY_BLOCK)       # legacy clients only
     excluded = {**mfa, "conditions": {**mfa["conditions"], "applications": {

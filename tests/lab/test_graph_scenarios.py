@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from hma_check.collect.graph.collector import QUERIES
 from hma_check.collect.runner import run_collectors
 from hma_check.commands.demo import demo_config
 from hma_lab.commands import scan_config_text
@@ -25,7 +26,7 @@ def graph_checks():
             for c in load_all_checks().checks if any(r.startswith("graph.") for r in c.requires)}
 
 
-@pytest.mark.parametrize("name", ["ready", "missing-spn", "multi-tenant"])
+@pytest.mark.parametrize("name", ["ready", "missing-spn", "multi-tenant", "hybrid-agent"])
 def test_scenario_graph_expectations_hold_on_a_real_scan(name, graph_checks, tmp_path):
     with Lab(name) as lab:
         [graph] = [s for s in lab.services if isinstance(s, GraphService)]
@@ -38,7 +39,7 @@ def test_scenario_graph_expectations_hold_on_a_real_scan(name, graph_checks, tmp
     expect = lab.scenario.expect
 
     graph_sources = [r for r in snapshot.sources.values() if r.name.startswith("graph.")]
-    assert len(graph_sources) == 7 * len(lab.scenario.sections["tenants"])
+    assert len(graph_sources) == len(QUERIES) * len(lab.scenario.sections["tenants"])
     assert all(r.ok for r in graph_sources), [r.error for r in graph_sources if not r.ok]
     for key, status in expect["sources"].items():
         if key.startswith("graph."):

@@ -115,9 +115,10 @@ def _org_sources(names: tuple[str, ...]) -> dict[str, Any]:
                     "ServerRole": "Edge", "Site": None, "Edition": "Standard", "IsEdgeServer": True,
                     "IsClientAccessServer": False, "IsMailboxServer": False, "InternetWebProxy": None})
     mailboxes = [{"Name": f"User {i}", "UserPrincipalName": f"user{i}@contoso.com",
-                  "PrimarySmtpAddress": f"user{i}@contoso.com", "RecipientTypeDetails": "UserMailbox"} for i in range(1, 6)]
+                  "PrimarySmtpAddress": f"user{i}@contoso.com", "RecipientTypeDetails": "UserMailbox",
+                  "Sid": f"S-1-5-21-1004336348-1177238915-682003330-{1200 + i}"} for i in range(1, 6)]
     mailboxes.append({"Name": "Room 1", "UserPrincipalName": "room1@contoso.com", "PrimarySmtpAddress": "room1@contoso.com",
-                      "RecipientTypeDetails": "RoomMailbox"})
+                      "RecipientTypeDetails": "RoomMailbox", "Sid": "S-1-5-21-1004336348-1177238915-682003330-1301"})
     return {
         "exchange.servers": servers,
         "exchange.organization_config": {"Name": "Contoso", "OAuth2ClientProfileEnabled": False, "MapiHttpEnabled": True,
@@ -200,6 +201,20 @@ def _tenant_sources() -> dict[str, Any]:
             "id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d6e", "appId": EXO, "displayName": "Office 365 Exchange Online",
             "servicePrincipalNames": spns, "replyUrls": [f"https://{HOSTS[0]}/owa", f"https://{HOSTS[0]}/ecp"],
             "keyCredentials": []},
+        # one ordinary Application Proxy application (an intranet site), read with its onPremisesPublishing
+        "graph.app_proxy_applications": [{
+            "id": "5a6b7c8d-1e2f-4a3b-8c4d-5e6f7a8b9c0d", "appId": "8e9f0a1b-2c3d-4e5f-a6b7-c8d9e0f1a2b3",
+            "displayName": "Contoso Intranet",
+            "tags": ["WindowsAzureActiveDirectoryIntegratedApp", "WindowsAzureActiveDirectoryOnPremApp"],
+            "servicePrincipalNames": ["https://intranet-contoso.msappproxy.net/", "8e9f0a1b-2c3d-4e5f-a6b7-c8d9e0f1a2b3"],
+            "homepage": "https://intranet-contoso.msappproxy.net/", "replyUrls": ["https://intranet-contoso.msappproxy.net/"],
+            "logoutUrl": "https://intranet-contoso.msappproxy.net/?appproxy=logout",
+            "application": {"id": "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f", "appId": "8e9f0a1b-2c3d-4e5f-a6b7-c8d9e0f1a2b3",
+                            "displayName": "Contoso Intranet", "onPremisesPublishing": {
+                                "externalUrl": "https://intranet-contoso.msappproxy.net/",
+                                "internalUrl": "http://intranet.contoso.local/", "alternateUrl": None,
+                                "externalAuthenticationType": "aadPreAuthentication",
+                                "isOnPremPublishingEnabled": True}}}],
         "graph.organization": [{
             "id": TENANT, "displayName": "Contoso", "onPremisesSyncEnabled": True,
             "onPremisesLastSyncDateTime": "2026-11-20T08:30:00Z",

@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from msgraph import GraphServiceClient
 
 EXO_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+# The tag every Application Proxy application's service principal carries; Microsoft finds the Hybrid Agent's
+# application by it (https://learn.microsoft.com/exchange/troubleshoot/move-mailboxes/cannot-register-hybrid-agent).
+APP_PROXY_TAG = "WindowsAzureActiveDirectoryOnPremApp"
+# onPremisesPublishing (its externalUrl names the Hybrid Agent's endpoint) is a beta-only property of the application
+# (https://learn.microsoft.com/graph/api/resources/onpremisespublishing?view=graph-rest-beta); it is read per
+# application, as Graph does not return it in lists.
+APPLICATION_SELECT = "id,appId,displayName,onPremisesPublishing"
+# At most this many application reads at once per tenant: enough for hundreds of App Proxy apps, gentle on throttling.
+APPLICATION_READS = 8
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Graph's largest page for /users; fewer round trips for a 50,000-user tenant (51 instead of 500).
 USERS_PAGE_SIZE = 999
 # A hostile or broken server could hand out nextLinks for ever; no real tenant needs more pages than this.
@@ -37,6 +47,8 @@ class Query:
     permission: str
     build: Callable[["GraphServiceClient"], Any]  # client -> RequestInformation
     collection: bool
+    # reads more for the items of the first request: (client, target, items) -> (items, what it sent)
+    follow: Callable[..., Any] | None = None
 
 
 def _config(query_parameters: Any) -> Any:
@@ -50,6 +62,49 @@ def _service_principal(client: "GraphServiceClient") -> Any:
     params = builder.ServicePrincipalsWithAppIdRequestBuilderGetQueryParameters(
         select=list(PROPERTIES["graph.exo_service_principal"]))
     return builder.to_get_request_information(_config(params))
+
+
+def _app_proxy_service_principals(client: "GraphServiceClient") -> Any:
+    builder = client.service_principals
+    params = builder.ServicePrincipalsRequestBuilderGetQueryParameters(
+        filter=f"tags/any(t:t eq '{APP_PROXY_TAG}')",
+        select=["id", "appId", "displayName", "tags", "servicePrincipalNames", "homepage", "replyUrls", "logoutUrl"])
+    return builder.to_get_request_information(_config(params))
+
+
+async def _with_applications(client: Any, target: GraphTarget, service_principals: list[Any]) -> tuple[list, str]:
+    """Each App Proxy service principal with its application's onPremisesPublishing (beta), read concurrently.
+
+    An application that does not exist in the tenant (404) is recorded as null, so the check can say what it could
+    not see; any other failure fails the source: a partial list must not pass.
+    """
+    from kiota_abstractions.method import Method
+    from kiota_abstractions.request_information import RequestInformation
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    gate = asyncio.Semaphore(APPLICATION_READS)
+    template = f"GET {target.beta_root}/applications(appId='<appId>')?$select={APPLICATION_SELECT}"
+
+    async def one(sp: Any) -> dict[str, Any]:
+        app_id = sp.get("appId") if isinstance(sp, dict) else None
+        if not isinstance(app_id, str) or not _GUID.fullmatch(app_id):
+            raise GraphQueryError(f"an Application Proxy service principal has no appId to read its application by "
+                                  f"({str(sp)[:120]})")
+        request = RequestInformation(Method.GET)
+        request.url = f"{target.beta_root}/applications(appId='{app_id}')?$select={APPLICATION_SELECT}"
+        request.headers.try_add("Accept", "application/json")
+        async with gate:
+            try:
+                raw = await client.request_adapter.send_primitive_async(request, "bytes", {"XXX": ODataError})
+            except ODataError as exc:
+                if exc.response_status_code == 404:
+                    return dict(sp, application=None)
+                why = describe_error(exc, "Application.Read.All", target.tenant_id, PERMISSION_KIND[target.credential])
+                raise GraphQueryError(f"{template.replace('<appId>', app_id)}: {why}") from None
+        return dict(sp, application=_strip_annotations(_json(raw)))
+
+    items = list(await asyncio.gather(*(one(sp) for sp in service_principals)))
+    return items, f" (+{len(items)} {template})" if items else ""
 
 
 def _organization(client: "GraphServiceClient") -> Any:
@@ -89,6 +144,8 @@ def _subscribed_skus(client: "GraphServiceClient") -> Any:
 # Organization.Read.All, which the scan needs anyway; asking for one permission less keeps the consent short.
 QUERIES: tuple[Query, ...] = (
     Query("graph.exo_service_principal", "Application.Read.All", _service_principal, collection=False),
+    Query("graph.app_proxy_applications", "Application.Read.All", _app_proxy_service_principals, collection=True,
+          follow=_with_applications),
     Query("graph.organization", "Organization.Read.All", _organization, collection=True),
     Query("graph.domains", "Domain.Read.All", _domains, collection=True),
     Query("graph.users", "User.Read.All", _users, collection=True),
@@ -332,7 +389,7 @@ async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub
     try:
         slot.credential = credential_factory(target, environ)
         # One token up front, off the event loop: the queries then share it from the cache, and a refused sign-in
-        # is reported once per source with its AADSTS code instead of as seven separate failures.
+        # is reported once per source with its AADSTS code instead of as one failure per query.
         kwargs: dict[str, Any] = {"enable_cae": True}
         if target.credential in ("azure_cli", "default"):
             kwargs["tenant_id"] = target.tenant_id
@@ -420,6 +477,9 @@ async def _run_query(client: Any, target: GraphTarget, query: Query, request: An
             request = RequestInformation(Method.GET)
             request.url = next_link
             request.headers.try_add("Accept", "application/json")
+        if query.follow is not None:
+            data, followed = await query.follow(client, target, data)
+            command += followed
     except Exception as exc:  # noqa: BLE001 - one failed query is data; the others go on
         message = scrub(describe_error(exc, query.permission, target.tenant_id, PERMISSION_KIND[target.credential]))
         if pages:
@@ -449,9 +509,13 @@ def _json(raw: bytes | None) -> dict[str, Any]:
 
 
 def _strip_annotations(obj: Any) -> Any:
-    """Drop @odata.* annotations: the data keeps Graph's property names and nothing of the transport."""
+    """Drop OData annotations at every depth: instance annotations ("@odata.type") and property annotations
+    ("authenticationStrength@odata.context", which real conditionalAccessPolicy lists carry inside grantControls).
+    The data keeps Graph's property names and nothing of the transport."""
     if isinstance(obj, dict):
-        return {k: v for k, v in obj.items() if not k.startswith("@odata.")}
+        return {k: _strip_annotations(v) for k, v in obj.items() if "@odata." not in k}
+    if isinstance(obj, list):
+        return [_strip_annotations(v) for v in obj]
     return obj
 
 

@@ -65,6 +65,11 @@ class GraphTarget:
         return (self.graph_url or f"{CLOUDS[self.cloud].graph}/v1.0").rstrip("/")
 
     @property
+    def beta_root(self) -> str:
+        """The same Graph host's beta root: Application Proxy settings (onPremisesPublishing) exist in beta only."""
+        return self.graph_root[: -len("/v1.0")] + "/beta"
+
+    @property
     def scope(self) -> str:
         # The token resource is the cloud's Graph, even when requests go to an override URL (a proxy or the lab).
         return f"{CLOUDS[self.cloud].graph}/.default"
@@ -221,12 +226,12 @@ def _graph_url(value: Any, at: Where, fail: Fail) -> str | None:
     url = _https_url(value, at, fail, path_ok=True)
     if url is None:
         return None
-    # hma-check reads v1.0 only; a bare host means its v1.0 root.
+    # hma-check reads v1.0 (and one beta resource, on the same host); a bare host means its v1.0 root.
     path = urlsplit(url).path.strip("/")
     if path == "":
         return f"{url}/v1.0"
     if path.split("/")[-1] != "v1.0":
-        raise fail(at, "must end in /v1.0 (hma-check reads the v1.0 endpoint only) or be a bare host")
+        raise fail(at, "must end in /v1.0 (the v1.0 root; beta is read beside it) or be a bare host")
     return url
 
 

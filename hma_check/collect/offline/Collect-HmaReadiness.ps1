@@ -14,8 +14,9 @@
         certificates in the certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
         Get-ChildItem only);
       * optionally (when generated with --graph) reads Microsoft Graph with Microsoft Graph PowerShell
-        Get-Mg cmdlets (service principal, organization, domains, users' sync state, Conditional Access)
-        and saves each result as JSON;
+        Get-Mg cmdlets (service principal, Application Proxy applications with their beta
+        onPremisesPublishing through Get-MgBetaApplication from Microsoft.Graph.Beta.Applications,
+        organization, domains, users' sync state, Conditional Access) and saves each result as JSON;
       * writes manifest.json (script version, times, who ran it where, and for every file the command,
         the server and whether it worked), then zips the folder.
     It changes nothing in Exchange, Active Directory, Windows or Entra ID. Send the zip to your consultant,
@@ -242,7 +243,7 @@ foreach ($query in $OrganizationQueries) {
 $casCmdlet = if (Get-Command -Name Get-ClientAccessService -ErrorAction SilentlyContinue) { 'Get-ClientAccessService' } else { 'Get-ClientAccessServer' }
 Save-HmaClixml -Source 'exchange.client_access_services' -Command $casCmdlet -RelativePath "exchange\$casCmdlet.xml" -Query { & $casCmdlet -ErrorAction Stop }
 Save-HmaClixml -Source 'exchange.mailboxes' -Command 'Get-Mailbox -ResultSize Unlimited' -RelativePath 'exchange\Get-Mailbox.xml' -Query {
-    Get-Mailbox -ResultSize Unlimited -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'PrimarySmtpAddress', 'RecipientTypeDetails')
+    Get-Mailbox -ResultSize Unlimited -ErrorAction Stop | Select-Object -Property @('Name', 'UserPrincipalName', 'PrimarySmtpAddress', 'RecipientTypeDetails', 'Sid')
 }
 Save-HmaClixml -Source 'exchange.cas_mailboxes_mapi_disabled' -Command 'Get-CASMailbox -ResultSize Unlimited -Filter "MapiHttpEnabled -eq $false"' -RelativePath 'exchange\Get-CASMailbox.xml' -Query {
     Get-CASMailbox -ResultSize Unlimited -Filter 'MapiHttpEnabled -eq $false' -ErrorAction Stop | Select-Object -Property @('Name', 'PrimarySmtpAddress', 'MapiHttpEnabled')
@@ -426,6 +427,42 @@ Save-HmaGraph -Source 'graph.exo_service_principal' -Single -Command "Get-MgServ
         })
     }
 }
+# Application Proxy applications: the Hybrid Agent registers one publishing <GUID>.resource.mailboxmigration.his.msappproxy.net.
+# Their onPremisesPublishing exists in beta only: Get-MgBetaApplication (module Microsoft.Graph.Beta.Applications).
+$appProxyTag = 'WindowsAzureActiveDirectoryOnPremApp'
+Save-HmaGraph -Source 'graph.app_proxy_applications' -Command "Get-MgServicePrincipal -All -Filter `"tags/any(t:t eq '$appProxyTag')`", then Get-MgBetaApplication -ApplicationId <id> -Property id,appId,displayName,onPremisesPublishing for each" -Query {
+    foreach ($sp in (Get-MgServicePrincipal -All -ErrorAction Stop -Filter "tags/any(t:t eq '$appProxyTag')" -Property 'id,appId,displayName,tags,servicePrincipalNames,homepage,replyUrls,logoutUrl')) {
+        $application = $null
+        $found = Get-MgBetaApplication -ErrorAction Stop -Filter "appId eq '$($sp.AppId)'" -Property 'id' | Select-Object -First 1
+        if ($found) {
+            $app = Get-MgBetaApplication -ErrorAction Stop -ApplicationId $found.Id -Property 'id,appId,displayName,onPremisesPublishing'
+            $publishing = $null
+            if ($app.OnPremisesPublishing) {
+                $p = $app.OnPremisesPublishing
+                $publishing = [ordered]@{
+                    externalUrl                = $p.ExternalUrl
+                    internalUrl                = $p.InternalUrl
+                    alternateUrl               = $p.AlternateUrl
+                    applicationType            = $p.ApplicationType
+                    externalAuthenticationType = "$($p.ExternalAuthenticationType)"
+                    isOnPremPublishingEnabled  = $p.IsOnPremPublishingEnabled
+                }
+            }
+            $application = [ordered]@{ id = $app.Id; appId = $app.AppId; displayName = $app.DisplayName; onPremisesPublishing = $publishing }
+        }
+        [ordered]@{
+            id                    = $sp.Id
+            appId                 = $sp.AppId
+            displayName           = $sp.DisplayName
+            tags                  = @($sp.Tags)
+            servicePrincipalNames = @($sp.ServicePrincipalNames)
+            homepage              = $sp.Homepage
+            replyUrls             = @($sp.ReplyUrls)
+            logoutUrl             = $sp.LogoutUrl
+            application           = $application
+        }
+    }
+}
 Save-HmaGraph -Source 'graph.organization' -Command 'Get-MgOrganization' -Query {
     foreach ($org in (Get-MgOrganization -ErrorAction Stop)) {
         [ordered]@{
@@ -456,14 +493,31 @@ Save-HmaGraph -Source 'graph.conditional_access_policies' -Command 'Get-MgIdenti
         $conditions = $policy.Conditions
         $grant = $null
         if ($policy.GrantControls) {
-            $grant = [ordered]@{ operator = $policy.GrantControls.Operator; builtInControls = @($policy.GrantControls.BuiltInControls) }
+            $g = $policy.GrantControls
+            $strength = $null
+            if ($g.AuthenticationStrength -and $g.AuthenticationStrength.Id) {
+                $strength = [ordered]@{ id = $g.AuthenticationStrength.Id; displayName = $g.AuthenticationStrength.DisplayName }
+            }
+            # An authentication strength grant comes with builtInControls empty: keep it, or the policy reads as no grant.
+            $grant = [ordered]@{
+                operator                    = $g.Operator
+                builtInControls             = @($g.BuiltInControls)
+                customAuthenticationFactors = @($g.CustomAuthenticationFactors)
+                termsOfUse                  = @($g.TermsOfUse)
+                authenticationStrength      = $strength
+            }
+        }
+        $clientApplications = $null
+        if ($conditions.ClientApplications -and @($conditions.ClientApplications.IncludeServicePrincipals).Count -gt 0) {
+            $clientApplications = [ordered]@{ includeServicePrincipals = @($conditions.ClientApplications.IncludeServicePrincipals); excludeServicePrincipals = @($conditions.ClientApplications.ExcludeServicePrincipals) }
         }
         [ordered]@{
             id            = $policy.Id
             displayName   = $policy.DisplayName
             state         = $policy.State
             conditions    = [ordered]@{
-                clientAppTypes = @($conditions.ClientAppTypes)
+                clientAppTypes     = @($conditions.ClientAppTypes)
+                clientApplications = $clientApplications
                 applications   = [ordered]@{ includeApplications = @($conditions.Applications.IncludeApplications); excludeApplications = @($conditions.Applications.ExcludeApplications) }
                 users          = [ordered]@{
                     includeUsers  = @($conditions.Users.IncludeUsers)
@@ -472,9 +526,16 @@ Save-HmaGraph -Source 'graph.conditional_access_policies' -Command 'Get-MgIdenti
                     excludeGroups = @($conditions.Users.ExcludeGroups)
                     includeRoles  = @($conditions.Users.IncludeRoles)
                     excludeRoles  = @($conditions.Users.ExcludeRoles)
+                    includeGuestsOrExternalUsers = $(if ($conditions.Users.IncludeGuestsOrExternalUsers.GuestOrExternalUserTypes) { [ordered]@{ guestOrExternalUserTypes = "$($conditions.Users.IncludeGuestsOrExternalUsers.GuestOrExternalUserTypes)" } } else { $null })
                 }
             }
-            grantControls = $grant
+            grantControls   = $grant
+            sessionControls = $(if ($policy.SessionControls) { [ordered]@{
+                applicationEnforcedRestrictions = $(if ($policy.SessionControls.ApplicationEnforcedRestrictions.IsEnabled) { [ordered]@{ isEnabled = $true } } else { $null })
+                cloudAppSecurity                = $(if ($policy.SessionControls.CloudAppSecurity.IsEnabled) { [ordered]@{ isEnabled = $true } } else { $null })
+                persistentBrowser               = $(if ($policy.SessionControls.PersistentBrowser.IsEnabled) { [ordered]@{ isEnabled = $true } } else { $null })
+                signInFrequency                 = $(if ($policy.SessionControls.SignInFrequency.IsEnabled) { [ordered]@{ isEnabled = $true } } else { $null })
+            } } else { $null })
         }
     }
 }

@@ -39,6 +39,8 @@ def legacy_block_state(policy: dict[str, Any]) -> str | None:
     users = _lower((conditions.get("users") or {}).get("includeUsers"))
     if "block" not in grants or not {"exchangeactivesync", "other"} <= client_types or "all" not in users:
         return None
+    if not targets_users(policy):
+        return None
     if not _targets_exchange(policy):
         return None
     state = policy.get("state")
@@ -47,6 +49,42 @@ def legacy_block_state(policy: dict[str, Any]) -> str | None:
     if state == REPORT_ONLY:
         return "report-only"
     return None
+
+
+def targets_users(policy: dict[str, Any]) -> bool:
+    """False for a workload-identity policy: it assigns service principals (conditions.clientApplications) and no
+    user, group, role or guest, so no person's sign-in is governed by it
+    (https://learn.microsoft.com/graph/api/resources/conditionalaccessclientapplications)."""
+    conditions = _conditions(policy)
+    workload = (conditions.get("clientApplications") or {}).get("includeServicePrincipals")
+    users = conditions.get("users")
+    if users is None:
+        return not workload
+    people = _lower(users.get("includeUsers")) - {"none"}
+    return bool(people or users.get("includeGroups") or users.get("includeRoles")
+                or users.get("includeGuestsOrExternalUsers"))
+
+
+def _grants(policy: dict[str, Any]) -> list[str]:
+    """What a policy asks of a sign-in, in words: built-in controls, an authentication strength (listed with
+    builtInControls empty), terms of use, custom factors
+    (https://learn.microsoft.com/graph/api/resources/conditionalaccessgrantcontrols)."""
+    grant = policy.get("grantControls") or {}
+    words = [str(c) for c in grant.get("builtInControls") or []]
+    strength = grant.get("authenticationStrength")
+    if strength:
+        words.append(f"authentication strength {strength.get('displayName') or strength.get('id') or 'not set'}")
+    if grant.get("termsOfUse"):
+        words.append("terms of use")
+    if grant.get("customAuthenticationFactors"):
+        words.append("custom controls")
+    return words
+
+
+def _sessions(policy: dict[str, Any]) -> list[str]:
+    """The session controls actually set: Graph returns the object with null members when none is configured."""
+    return [name for name, value in (policy.get("sessionControls") or {}).items()
+            if value not in (None, False, [], {}) and not name.startswith("@")]
 
 
 def applies_to_exchange_clients(policy: dict[str, Any]) -> bool:
@@ -58,16 +96,111 @@ def applies_to_exchange_clients(policy: dict[str, Any]) -> bool:
     """
     if policy.get("state") not in ("enabled", REPORT_ONLY):
         return False
-    if not _targets_exchange(policy):
+    if not _targets_exchange(policy) or not targets_users(policy):
         return False
     client_types = _lower(_conditions(policy).get("clientAppTypes"))
     modern = {"all", "browser", "mobileappsanddesktopclients"}
     if client_types and not client_types & modern:
         return False          # a legacy-only policy (e.g. the legacy block itself) does not touch HMA sign-ins
-    return bool((policy.get("grantControls") or {}).get("builtInControls") or policy.get("sessionControls"))
+    return bool(_grants(policy) or _sessions(policy))
 
 
 def describe_policy(policy: dict[str, Any]) -> str:
-    grants = ", ".join((policy.get("grantControls") or {}).get("builtInControls") or []) or "session controls"
-    state = "report-only" if policy.get("state") == REPORT_ONLY else policy.get("state", "?")
-    return f"{policy.get('displayName', policy.get('id', '?'))} ({state}: {grants})"
+    grants = ", ".join(_grants(policy) + _sessions(policy)) or "no control set"
+    state = policy.get("state")
+    state = "report-only" if state == REPORT_ONLY else state or "state not set"
+    name = policy.get("displayName") or policy.get("id") or "a policy without name or id"
+    return f"{name} ({state}: {grants})"
+
+
+def mailbox_identities(mailboxes: Any, users: Any) -> dict[str, Any]:
+    """Match every user mailbox to a synced Entra ID user: by on-premises SID first, then by UPN.
+
+    The on-premises SID is what Entra Connect carries over unchanged (onPremisesSecurityIdentifier); the UPN is not:
+    an on-premises UPN in a domain that is not verified is synchronized under <tenant>.onmicrosoft.com
+    (https://learn.microsoft.com/microsoft-365/enterprise/prepare-a-non-routable-domain-for-directory-synchronization),
+    so the same person can carry two UPNs and must sign in to Entra ID with the second.
+    Returns the counts and lists the check reports: ``missing`` (neither matches), ``no_key`` (no SID and no UPN
+    to match), ``upn_differs`` ('on-premises UPN (Entra ID: UPN)' for identities that differ only by UPN).
+    A mailbox without a Sid property, or a user without the properties read, is a fact not collected: an error.
+    """
+    from hma_check.evaluate.facts import MissingFact
+
+    by_sid: dict[str, str] = {}
+    by_upn: set[str] = set()
+    for user in users:
+        for key in ("userPrincipalName", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"):
+            if key not in user:
+                raise MissingFact("graph.users", f"a user has no {key} property")
+        if user["onPremisesSyncEnabled"] is not True:
+            continue
+        upn = user["userPrincipalName"] or ""
+        if user["onPremisesSecurityIdentifier"]:
+            by_sid[str(user["onPremisesSecurityIdentifier"]).upper()] = upn
+        if upn:
+            by_upn.add(upn.lower())
+    out: dict[str, Any] = {"count": 0, "by_sid": 0, "by_upn": 0, "missing": [], "no_key": [], "upn_differs": []}
+    for mailbox in mailboxes:
+        if mailbox.get("RecipientTypeDetails") != "UserMailbox":
+            continue
+        if "Sid" not in mailbox:
+            raise MissingFact("exchange.mailboxes", f"mailbox {mailbox.get('Name')!r} has no Sid property (collect "
+                                                    "Get-Mailbox with Sid)")
+        out["count"] += 1
+        upn, sid = mailbox.get("UserPrincipalName"), mailbox.get("Sid")
+        entra_upn = by_sid.get(str(sid).upper()) if sid else None
+        if entra_upn is not None:
+            out["by_sid"] += 1
+            if not upn or entra_upn.lower() != upn.lower():
+                out["upn_differs"].append(f"{upn or mailbox.get('Name')} (Entra ID: {entra_upn or 'no UPN'})")
+        elif upn and upn.lower() in by_upn:
+            out["by_upn"] += 1
+        elif upn or sid:
+            out["missing"].append(upn or f"{mailbox.get('Name')} ({sid})")
+        else:
+            out["no_key"].append(mailbox.get("Name"))
+    return out
+
+
+# The Hybrid Agent publishes on-premises Exchange at https://<GUID>.resource.mailboxmigration.his.msappproxy.net/
+# (https://learn.microsoft.com/exchange/hybrid-deployment/hybrid-agent).
+HYBRID_AGENT_SUFFIX = ".resource.mailboxmigration.his.msappproxy.net"
+
+
+def _host_of(value: Any) -> str:
+    text = str(value or "").strip().lower()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    return text.split("/", 1)[0].split(":", 1)[0]
+
+
+def hybrid_agent_applications(service_principals: Any) -> list[str]:
+    """The Application Proxy applications (graph.app_proxy_applications) that are a Hybrid Agent's: those whose
+    published URL (onPremisesPublishing.externalUrl, or a URL of the service principal) is a host under
+    resource.mailboxmigration.his.msappproxy.net. One per match: 'name (appId …): external URL -> internal URL'.
+
+    An App Proxy application whose application object could not be read (null) and whose service principal names no
+    such host cannot be ruled out: that is a fact not collected, so the check is ERROR and says to verify by hand.
+    """
+    from hma_check.evaluate.facts import MissingFact
+
+    found = []
+    for sp in service_principals:
+        if "application" not in sp:
+            raise MissingFact("graph.app_proxy_applications", "an App Proxy service principal was read without its "
+                                                              "application (onPremisesPublishing)")
+        application = sp["application"]
+        publishing = (application or {}).get("onPremisesPublishing") or {}
+        urls = [publishing.get("externalUrl"), publishing.get("alternateUrl"), sp.get("homepage"),
+                *(sp.get("servicePrincipalNames") or []), *(sp.get("replyUrls") or [])]
+        hit = next((u for u in urls if _host_of(u).endswith(HYBRID_AGENT_SUFFIX)), None)
+        name = sp.get("displayName") or "not set"
+        if hit is not None:
+            target = publishing.get("internalUrl")
+            found.append(f"{name} (appId {sp.get('appId')}): {hit}" + (f" -> {target}" if target else ""))
+        elif application is None:
+            raise MissingFact("graph.app_proxy_applications",
+                              f"has no application object for the App Proxy application {name} (appId "
+                              f"{sp.get('appId')}), so its published URL is unknown: verify by hand that it is not "
+                              "the Hybrid Agent")
+    return found
