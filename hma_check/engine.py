@@ -15,6 +15,7 @@ from hma_check.checks import Check, CheckSet, Compiled, Step
 from hma_check.errors import one_line
 from hma_check.facts import Facts, MissingFact, Part, Scoped
 from hma_check.findings import (ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status)
+from hma_check.runbook import DONE, LIVE, NOT_PREPARED, NOT_PREPARED_MARK, SUGGESTION
 from hma_check.snapshot import Snapshot
 
 ORGANIZATION = "organization"
@@ -182,7 +183,7 @@ def _render_powershell(compiled: Compiled, context: dict[str, Any], what: str) -
     try:
         return _render(compiled, context, what)
     except _Undecidable as exc:
-        return f"# NOT PREPARED ({what}): {one_line(str(exc), limit=None)}"
+        return f"{NOT_PREPARED_MARK} ({what}): {one_line(str(exc), limit=None)}"
 
 
 def _reason(what: str, exc: BaseException) -> str:
@@ -273,8 +274,13 @@ def build_runbook(checks: CheckSet, findings: list[Finding], facts: Facts, now: 
     entries: list[RunbookEntry] = []
     for finding in findings:
         if finding.enable:
+            # a warning or info finding is a suggestion, never a live command (hma_check.runbook)
+            state = LIVE if finding.severity == "blocker" else SUGGESTION
+            note = None if state == LIVE else (f"suggested for {'an' if finding.severity == 'info' else 'a'} "
+                                               f"{finding.severity} finding, not a blocker: review it first")
             entries.append(RunbookEntry(phase=finding.phase or 1, origin=finding.check_id, title=finding.title,
-                                        subject=finding.subject, enable=finding.enable, rollback=finding.rollback))
+                                        subject=finding.subject, enable=finding.enable, rollback=finding.rollback,
+                                        state=state, note=note))
     for step in checks.steps:
         entry = _step_entry(step, facts, now)
         if entry is not None:
@@ -303,15 +309,15 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
         _bind_let(step.let, context)
         done = _as_bool(step.done, context, "done") if step.done is not None else False
     except _Undecidable as exc:
-        enable = f"# NOT PREPARED: {one_line(str(exc), limit=None)}"
+        enable = f"{NOT_PREPARED_MARK}: {one_line(str(exc), limit=None)}"
         return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=None, enable=enable,
-                            rollback=None, note="could not be prepared from the evidence")
+                            rollback=None, state=NOT_PREPARED)
     subject = _subject(step.subject, context, None) if step.subject is not None else None
     enable = _render_powershell(step.enable, context, "enable")
     rollback = _render_powershell(step.rollback, context, "rollback") if step.rollback is not None else None
-    note = None
     if done:
-        note = "already in place according to the evidence: run only to re-apply"
-        enable = "\n".join("# " + line for line in enable.splitlines())
+        return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
+                            rollback=rollback, state=DONE,
+                            note="already in place according to the evidence (uncomment only to re-apply)")
     return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
-                        rollback=rollback, note=note)
+                        rollback=rollback)

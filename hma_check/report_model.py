@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from hma_check import __version__
-from hma_check.checks import PHASES
+from hma_check.checks import PHASES, SWITCH
 from hma_check.engine import Evaluation
 from hma_check.findings import (ERROR, EXEMPT, FAIL, NOT_APPLICABLE, PASS, STATUSES, WARN, Finding, RunbookEntry,
                                 counts, verdict_of)
+from hma_check.runbook import settle
 from hma_check.snapshot import iso_utc, utc_now
 from hma_check.validation import VALIDATION_LABEL, VALIDATION_TEXT
 
@@ -20,6 +21,24 @@ VERDICT_TEXT = {
     "READY": "Ready to enable Hybrid Modern Authentication",
     "NOT_READY": "Not ready: blockers must be fixed before HMA is switched on",
     "INCOMPLETE": "Incomplete: no blocker found, but some blocker checks could not be evaluated",
+}
+# The same verdicts when the evidence shows HMA already switched on (both switches) or only one of the two.
+HMA_ENABLED, HMA_OFF, HMA_HALF, HMA_UNKNOWN = "enabled", "off", "half", "unknown"
+VERDICT_TEXT_BY_STATE = {
+    HMA_ENABLED: {
+        "READY": "Hybrid Modern Authentication is already enabled, and no blocker was found in its configuration",
+        "NOT_READY": "Hybrid Modern Authentication is already enabled, but blockers were found: clients may be "
+                     "failing now",
+        "INCOMPLETE": "Hybrid Modern Authentication is already enabled; no blocker found, but some blocker checks "
+                      "could not be evaluated",
+    },
+    HMA_HALF: {
+        "READY": "Ready to finish enabling Hybrid Modern Authentication: only one of its two switches is on today",
+        "NOT_READY": "Not ready, and Hybrid Modern Authentication is half enabled today: fix the blockers, then "
+                     "finish the switch",
+        "INCOMPLETE": "Incomplete, and Hybrid Modern Authentication is half enabled today: some blocker checks "
+                      "could not be evaluated",
+    },
 }
 
 
@@ -89,6 +108,7 @@ class Report:
     rollback_phases: list[dict[str, Any]]
     hma_state: str
     metadata: dict[str, Any]
+    hma_switches: str = HMA_UNKNOWN              # enabled, off, half or unknown: the two switches in the evidence
     unused_exemptions: list[dict[str, Any]] = field(default_factory=list)
     expired_exemptions: list[Finding] = field(default_factory=list)
     area_titles: dict[str, str] = field(default_factory=dict)
@@ -96,6 +116,14 @@ class Report:
     baseline: dict[str, Any] | None = None       # validation: the readiness run it follows (hma_check.validation)
     changes: Any = None                          # validation: a RunDiff from that run to this one
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def rollback_switch(self) -> int | None:
+        """The switch phase, when the rollback runbook has a live step in it (undoing it turns HMA off)."""
+        for phase in self.rollback_phases:
+            if phase["phase"] == SWITCH and any(entry.state == "live" for entry in phase["entries"]):
+                return SWITCH
+        return None
 
     @property
     def verdict_label(self) -> str:
@@ -140,14 +168,18 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         "sources_total": len(snapshot.sources),
         "sources_ok": sum(1 for r in snapshot.sources.values() if r.ok),
     }
+    switches, hma_state = _hma_state(evaluation)
+    # the runbook follows the final verdict (after exemptions): the switch waits for READY (hma_check.runbook)
+    runbook = settle(evaluation.runbook, verdict=verdict, needs={step.id: step.needs for step in checks.steps})
     return Report(
-        verdict=verdict, verdict_text=(VALIDATION_TEXT if kind == "validation" else VERDICT_TEXT)[verdict],
+        verdict=verdict, verdict_text=_verdict_text(kind, verdict, switches),
         exit_code=exit_code, counts=counts(findings), kind=kind,
         severity_counts=_severity_counts(findings), findings=findings, attention=attention, areas=areas,
         matrix=_matrix(findings, evaluation), gaps=_gaps(evaluation, findings),
-        enable_phases=_phases(evaluation.runbook, reverse=False),
-        rollback_phases=_phases([e for e in evaluation.runbook if e.rollback], reverse=True),
-        hma_state=_hma_state(evaluation), metadata=metadata, unused_exemptions=list(unused_exemptions or []),
+        enable_phases=_phases(runbook, reverse=False),
+        rollback_phases=_phases([e for e in runbook if e.rollback], reverse=True),
+        hma_state=hma_state, hma_switches=switches, metadata=metadata,
+        unused_exemptions=list(unused_exemptions or []),
         expired_exemptions=[f for f in findings if f.exemption and f.exemption.get("expired")],
         area_titles={a: checks.area_title(a) for a in area_ids},
     )
@@ -254,21 +286,28 @@ def _phases(entries: list[RunbookEntry], *, reverse: bool) -> list[dict[str, Any
     return phases
 
 
-def _hma_state(evaluation: Evaluation) -> str:
-    """A one-line reading of the two switches, straight from the evidence (or why it is unknown)."""
+def _verdict_text(kind: str, verdict: str, switches: str) -> str:
+    if kind == "validation":
+        return VALIDATION_TEXT[verdict]
+    return VERDICT_TEXT_BY_STATE.get(switches, VERDICT_TEXT)[verdict]
+
+
+def _hma_state(evaluation: Evaluation) -> tuple[str, str]:
+    """The two switches (enabled, off, half, unknown) and a one-line reading of them, straight from the evidence."""
     sources = evaluation.snapshot.sources
     org, auth = sources.get("exchange.organization_config"), sources.get("exchange.auth_servers")
     if org is None or auth is None or not org.ok or not auth.ok:
-        return "unknown: the organization configuration or the AuthServers were not collected"
+        return HMA_UNKNOWN, "unknown: the organization configuration or the AuthServers were not collected"
     profile = org.data.get("OAuth2ClientProfileEnabled") if isinstance(org.data, dict) else None
     if not isinstance(profile, bool):   # absent is unknown, not off
-        return "unknown: the organization configuration has no OAuth2ClientProfileEnabled value"
+        return HMA_UNKNOWN, "unknown: the organization configuration has no OAuth2ClientProfileEnabled value"
     default = any(isinstance(a, dict) and a.get("Type") == "AzureAD" and a.get("IsDefaultAuthorizationEndpoint") is True
                   for a in auth.data or [])
     if profile and default:
-        return "HMA is enabled (OAuth2ClientProfileEnabled on, EvoSts is the default authorization endpoint)"
+        return HMA_ENABLED, ("HMA is enabled (OAuth2ClientProfileEnabled on, EvoSts is the default authorization "
+                             "endpoint)")
     if not profile and not default:
-        return "HMA is not enabled yet (both switches off)"
-    return ("HMA is half enabled: OAuth2ClientProfileEnabled is " + ("on" if profile else "off")
-            + ", EvoSts " + ("is" if default else "is not") + " the default authorization endpoint")
+        return HMA_OFF, "HMA is not enabled yet (both switches off)"
+    return HMA_HALF, ("HMA is half enabled: OAuth2ClientProfileEnabled is " + ("on" if profile else "off")
+                      + ", EvoSts " + ("is" if default else "is not") + " the default authorization endpoint")
 

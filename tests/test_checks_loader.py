@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from conftest import SITE_CHECKS
-from hma_check.checks import load_checks
+from hma_check.checks import PHASES, load_checks
 from hma_check.errors import ChecksError
 from hma_check.resources import checks_file
 
@@ -109,4 +109,4 @@ def test_the_shipped_catalogue_loads_and_every_check_cites_microsoft_or_css_exch
         assert any(r.startswith(("https://learn.microsoft.com/", "https://microsoft.github.io/CSS-Exchange/",
                                  "https://msrc.microsoft.com/")) for r in check.references), check.id
         if check.enable is not None:
-            assert check.phase in (1, 2, 3)
+            assert check.phase in PHASES
