@@ -13,9 +13,9 @@ from functools import lru_cache
 from jinja2 import nodes
 
 from hma_check.errors import OutputError
-from hma_check.expr import PS_SAFE_FILTERS
+from hma_check.evaluate.expr import PS_SAFE_FILTERS
+from hma_check.render.model import Report
 from hma_check.render.templating import environment, render_template
-from hma_check.report_model import Report
 
 RUNBOOK_TEMPLATES = ("enable.ps1.j2", "rollback.ps1.j2")
 SAFE_FILTERS = PS_SAFE_FILTERS | {"ps_comment"}
@@ -43,7 +43,11 @@ def unquoted_outputs(name: str) -> list[str]:
     """Every printed value of a runbook template (and what it includes) that is not proved one comment or literal."""
     env = environment()
     source, _, _ = env.loader.get_source(env, name)   # type: ignore[union-attr]
-    tree = env.parse(source)
+    return unquoted_outputs_in(source)
+
+
+def unquoted_outputs_in(source: str) -> list[str]:
+    tree = environment().parse(source)
     problems: list[str] = []
     for block in tree.find_all((nodes.FilterBlock, nodes.Macro, nodes.CallBlock)):
         problems.append(f"a {type(block).__name__} block")
