@@ -387,6 +387,8 @@ def unsafe_powershell_contexts(source: str) -> list[str]:
     if "{{" in source and '@"' in source:
         problems.append('an expandable here-string (@" ... "@)')
     for line in source.splitlines():
+        if _JINJA_TAG.sub("", line).lstrip().startswith("#"):
+            continue    # a comment line: nothing in it expands
         for match in re.finditer(r"{{", line):
             before = _JINJA_TAG.sub("", line[:match.start()])
             if sum(before.count(q) for q in _PS_DOUBLE_QUOTES) % 2:
