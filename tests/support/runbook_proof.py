@@ -129,31 +129,26 @@ def parse_runbook(path: Path) -> Runbook:
     phases: list[int] = []
     phase = 0
     verdict = None
+    current: Entry | None = None          # the entry whose lines are being read
     for number, line in enumerate(lines):
         if line.startswith("# Verdict: "):
             verdict = line[len("# Verdict: "):].split(":", 1)[0].strip()
-        header = PHASE_HEADER.match(line)
+        header, heading = PHASE_HEADER.match(line), ENTRY_HEADER.match(line)
+        if current is not None and (header or heading or line.startswith("# =====")):
+            current.last, current = number - 1, None
         if header:
             phase = int(header.group(1))
             phases.append(phase)
-            if entries and not entries[-1].last:
-                entries[-1].last = number - 1
-            continue
-        if line.startswith("# =====") and entries and not entries[-1].last:
-            entries[-1].last = number - 1
-        heading = ENTRY_HEADER.match(line)
-        if heading:
-            if entries and not entries[-1].last:
-                entries[-1].last = number - 1
-            entries.append(Entry(phase=phase, origin=heading.group("origin"), first=number))
-            continue
-        if entries and not entries[-1].last:
-            entries[-1].lines.append(line)
+        elif heading:
+            current = Entry(phase=phase, origin=heading.group("origin"), first=number)
+            entries.append(current)
+        elif current is not None:
+            current.lines.append(line)
             state = STATE_LINE.match(line)
-            if state and len(entries[-1].lines) == 1:
-                entries[-1].state = state.group(1)
-    if entries and not entries[-1].last:
-        entries[-1].last = len(lines) - 1
+            if state and len(current.lines) == 1:     # the state line comes right under the heading
+                current.state = state.group(1)
+    if current is not None:
+        current.last = len(lines) - 1
     for node in nodes:
         if node.type == "command":
             command = _command(node, source)
