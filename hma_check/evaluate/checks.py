@@ -6,7 +6,7 @@ A checks file is YAML:
     areas: {topology: Topology and versions, ...}        # optional: report section titles, in order
     checks: [ {id, title, area, severity, requires, when, for_each, where, on_empty, subject, let,
                assert, expect, actual, why, references, enable, rollback, phase}, ... ]
-    steps:  [ {id, title, phase, requires, when, done, enable, rollback, why, references}, ... ]   # optional
+    steps:  [ {id, title, phase, requires, when, done, needs, enable, rollback, why, references}, ... ]   # optional
 
 docs/writing-checks.md documents each field. Static checks made here, so a mistake never waits for a customer's
 evidence to show up: unknown or missing keys, duplicate ids (across every file loaded), expressions that do not
