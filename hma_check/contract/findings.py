@@ -69,9 +69,19 @@ class RunbookEntry:
     enable: str
     rollback: str | None
     note: str | None = None
+    state: str = "live"    # live, manual, done, suggestion, blocked, not_prepared (hma_check.evaluate.settle)
+    rollback_note: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What a reviewer reads before the commands: DONE, SUGGESTION, BLOCKED, NOT PREPARED, or Note."""
+        return RUNBOOK_LABELS.get(self.state, "Note")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+RUNBOOK_LABELS = {"done": "DONE", "suggestion": "SUGGESTION", "blocked": "BLOCKED", "not_prepared": "NOT PREPARED"}
 
 
 def verdict_of(findings: list[Finding]) -> str:

@@ -6,7 +6,7 @@ A checks file is YAML:
     areas: {topology: Topology and versions, ...}        # optional: report section titles, in order
     checks: [ {id, title, area, severity, requires, when, for_each, where, on_empty, subject, let,
                assert, expect, actual, why, references, enable, rollback, phase, caused_by}, ... ]
-    steps:  [ {id, title, phase, requires, when, done, enable, rollback, why, references}, ... ]   # optional
+    steps:  [ {id, title, phase, requires, when, done, needs, enable, rollback, why, references}, ... ]   # optional
 
 docs/writing-checks.md documents each field. Static checks made here, so a mistake never waits for a customer's
 evidence to show up: unknown or missing keys, duplicate ids (across every file loaded), expressions that do not
@@ -33,8 +33,19 @@ from hma_check.util.yaml_file import YamlList, YamlMap, loads_yaml_bytes, read_y
 from hma_check.util.yaml_schema import Schema, located
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]+(-[A-Z0-9]+)*-\d{3,}$")
-PHASES = {1: "Prepare: no client impact", 2: "Switch: clients move to modern authentication",
-          3: "Validate and harden"}
+# Runbook phases, in the order they run. Phase 1 holds only changes clients cannot notice; a change clients notice
+# comes in phase 2 with its impact said in the step; the switch is phase 3, and it and every later phase wait for a
+# READY verdict (hma_check.evaluate.settle). Microsoft's order:
+# https://learn.microsoft.com/microsoft-365/enterprise/configure-exchange-server-for-hybrid-modern-authentication
+PREPARE, PREPARE_WITH_IMPACT, SWITCH, VALIDATE, OWA_ECP, HARDEN = 1, 2, 3, 4, 5, 6
+PHASES = {
+    PREPARE: "Prepare: no client impact",
+    PREPARE_WITH_IMPACT: "Prepare, with client impact: each step says what clients notice",
+    SWITCH: "Switch: clients move to modern authentication at their next sign-in",
+    VALIDATE: "Validate: HMA works for every client before anything else changes",
+    OWA_ECP: "Outlook on the web and the EAC (optional): browser sign-in moves to Entra ID",
+    HARDEN: "Harden, once HMA works: legacy authentication for a pilot group, hybrid hygiene",
+}
 ON_EMPTY = ("error", "not_applicable", "fail")
 RESERVED_NAMES = frozenset({"item", "scope", "now", "loop", *sources.NAMESPACES})
 
@@ -48,6 +59,7 @@ CAUSE_KEYS = {"check": True, "subject": False}
 STEP_KEYS = {
     "id": True, "title": True, "phase": True, "enable": True, "why": True, "references": True,
     "requires": False, "when": False, "done": False, "rollback": False, "subject": False, "let": False,
+    "needs": False,
 }
 TOP_KEYS = {"version": True, "checks": True, "areas": False, "steps": False}
 
@@ -143,8 +155,10 @@ class Step:
     rollback: Compiled | None = None
     subject: Compiled | None = None
     let: tuple[tuple[str, Compiled], ...] = ()
+    needs: tuple[str, ...] = ()        # steps that must be ready (or already done) for this one to be live
     file: str = ""
     line: int = 0
+    needs_line: int = 0
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -183,7 +197,21 @@ def load_checks(paths: list[str | Path]) -> CheckSet:
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise ChecksError(f"check {check.id}: 'caused_by' names {cause.check}, which is not another check "
                                   f"loaded{hint}", path=check.file, line=cause.line)
+    _check_needs(result)
     return result
+
+
+def _check_needs(loaded: CheckSet) -> None:
+    """Every step a step needs exists, comes before it (in an earlier phase or earlier in the same phase)."""
+    position = {step.id: (step.phase, index) for index, step in enumerate(loaded.steps)}
+    for index, step in enumerate(loaded.steps):
+        for needed in step.needs:
+            if needed not in position:
+                raise ChecksError(f"step {step.id}: 'needs' names {needed}, which is not a step of the loaded files",
+                                  path=step.file, line=step.needs_line)
+            if position[needed] >= (step.phase, index):
+                raise ChecksError(f"step {step.id}: 'needs' names {needed}, which does not come before it",
+                                  path=step.file, line=step.needs_line)
 
 
 def _load_document(document: Any, file: str, into: CheckSet, seen: dict[str, str]) -> None:
@@ -258,9 +286,17 @@ class _Builder:
             raise self.fail(f"'{key}' uses unknown source {unknown[0]}{hint}", line=line)
         if powershell:
             unsafe = expr.unsafe_powershell_outputs(tree)
+            if unsafe and unsafe[0].startswith("{%"):
+                raise self.fail(f"'{key}' uses a {unsafe[0]}, which could change quoted values after ps_quote: every "
+                                "value from the environment must reach PowerShell as the quoting filter made it",
+                                line=line)
             if unsafe:
                 raise self.fail(f"'{key}' interpolates {unsafe[0]} without ps_quote/ps_list/ps_bool/ps_int: every value "
                                 "from the environment must be quoted for PowerShell", line=line)
+            contexts = expr.unsafe_powershell_contexts(source)
+            if contexts:
+                raise self.fail(f"'{key}' puts {contexts[0]}, where PowerShell would expand it: use single-quoted "
+                                "literals (ps_quote) as whole arguments", line=line)
         self.used_sources |= used
         self.names[key] = expr.referenced_names(tree)
         try:
@@ -299,6 +335,12 @@ class _Builder:
                                 line=raw.line_of(name))
             out.append((name, self.compile(f"let.{name}", source, template=False, line=raw.line_of(name))))
         return tuple(out)
+
+    def needs(self) -> tuple[str, ...]:
+        raw = self.node.get("needs", [])
+        if not isinstance(raw, list) or not all(isinstance(n, str) and ID_PATTERN.match(n) for n in raw):
+            raise self.fail("'needs' must be a list of step ids", "needs")
+        return tuple(raw)
 
     def references(self) -> list[str]:
         raw = self.schema.texts(self.node.get("references"), ("references",))
@@ -382,6 +424,9 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
         enable=enable, rollback=rollback, phase=b.phase(required=enable is not None), tags=tuple(tags),
         caused_by=b.caused_by(), file=file, line=line, raw=dict(raw),
     )
+    if severity == "blocker" and check.phase is not None and check.phase >= SWITCH:
+        raise b.fail(f"'phase' of a blocker's fix must come before the switch (phase {SWITCH}): the switch and later "
+                     "phases wait until no blocker fails", "phase")
     b.requires_covers_use(requires)
     check.let_names = {name: b.names[f"let.{name}"] for name, _ in check.let}
     check.assert_names = b.names["assert"]
@@ -396,7 +441,8 @@ def _load_step(raw: Any, file: str, line: int) -> Step:
         enable=b.compile("enable", raw["enable"], template=True, powershell=True), why=b.text("why") or "",
         references=b.references(), requires=requires, when=b.optional("when", template=False),
         done=b.optional("done", template=False), rollback=b.optional("rollback", template=True, powershell=True),
-        subject=b.optional("subject", template=True), let=b.let(), file=file, line=line, raw=dict(raw),
+        subject=b.optional("subject", template=True), let=b.let(), needs=b.needs(), file=file, line=line,
+        raw=dict(raw), needs_line=raw.line_of("needs") if "needs" in raw else line,
     )
     b.requires_covers_use(requires)
     return step

@@ -14,6 +14,7 @@ from hma_check.errors import HmaCheckError, one_line
 from hma_check.evaluate.checks import Compiled
 from hma_check.contract.findings import ERROR, NOT_APPLICABLE
 from hma_check.evaluate.facts import MissingFact, NotApplicable
+from hma_check.evaluate.settle import NOT_PREPARED_MARK
 
 ORGANIZATION = "organization"
 
@@ -99,7 +100,7 @@ def render_powershell(compiled: Compiled, context: dict[str, Any], what: str) ->
     try:
         return render(compiled, context, what)
     except Undecidable as exc:
-        return f"# NOT PREPARED ({what}): {one_line(str(exc), limit=None)}"
+        return f"{NOT_PREPARED_MARK} ({what}): {one_line(str(exc), limit=None)}"
 
 
 def reason_for(what: str, exc: BaseException) -> str:

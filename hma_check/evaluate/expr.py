@@ -8,6 +8,7 @@ Evaluation goes through compile_expression()/compile_template() so the language 
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable, Iterable
@@ -30,8 +31,10 @@ _PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 def ps_quote(value: Any) -> str:
     """One PowerShell string literal for any value: '...' with quotes doubled.
 
-    Control characters (a newline could end a comment line and start a command) are spliced in as [char]N, so the
-    result is always a single line and a single expression.
+    Characters a reviewer cannot see are spliced in as [char]N, so the line a reviewer reads is the line that runs and
+    the result is always a single line and a single expression: control characters (a newline could end a comment
+    line and start a command), bidirectional and invisible format characters (U+200B-U+200F, U+202A-U+202E,
+    U+2066-U+2069, U+FEFF and the rest of Unicode category Cf, which can reorder or hide text) and lone surrogates.
     """
     if value is None:
         return "$null"
@@ -41,10 +44,10 @@ def ps_quote(value: Any) -> str:
     for ch in text:
         if ch in _PS_SINGLE_QUOTES:
             literal.append(ch + ch)
-        elif _is_control(ch):
+        elif _is_hidden(ch):
             pieces.append("'" + "".join(literal) + "'")
             literal = []
-            pieces.append(f"[char]{ord(ch)}")
+            pieces.append(_ps_char(ch))
         else:
             literal.append(ch)
     pieces.append("'" + "".join(literal) + "'")
@@ -53,9 +56,16 @@ def ps_quote(value: Any) -> str:
     return "(" + " + ".join(p for p in pieces if p != "''") + ")"
 
 
-def _is_control(ch: str) -> bool:
+def _is_hidden(ch: str) -> bool:
+    """Control (Cc), format (Cf: bidirectional controls, zero-width characters, BOM, tags), line and paragraph
+    separators and surrogates: characters that change or hide what a reviewer sees."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs")
+
+
+def _ps_char(ch: str) -> str:
     code = ord(ch)
-    return code < 0x20 or 0x7F <= code < 0xA0 or ch in "\u2028\u2029"
+    # [char] is one UTF-16 code unit: a character beyond the BMP (the Cf tag characters) needs ConvertFromUtf32.
+    return f"[char]{code}" if code <= 0xFFFF else f"[char]::ConvertFromUtf32({code})"
 
 
 def ps_list(values: Any) -> str:
@@ -652,9 +662,23 @@ def referenced_sources(tree: nodes.Node) -> set[str]:
     return found
 
 
+# Template constructs that can rewrite or emit text after the quoting filters ran, or pull in unchecked text:
+# {% filter replace("''", "'") %}{{ v | ps_quote }}{% endfilter %} would undo the quoting.
+_PS_FORBIDDEN_BLOCKS = {nodes.FilterBlock: "{% filter %} block", nodes.Macro: "{% macro %}",
+                        nodes.CallBlock: "{% call %} block", nodes.Include: "{% include %}",
+                        nodes.Import: "{% import %}", nodes.FromImport: "{% from ... import %}",
+                        nodes.Extends: "{% extends %}"}
+
+
 def unsafe_powershell_outputs(tree: nodes.Template) -> list[str]:
-    """Interpolations in an enable/rollback template that are not passed through a PowerShell-safe filter last."""
-    problems = []
+    """Interpolations in an enable/rollback template that are not passed through a PowerShell-safe filter last, and
+    blocks that could change the quoted text afterwards ({% filter %}, {% set x | filter %}, macros, includes)."""
+    problems: list[str] = []
+    for kind, what in _PS_FORBIDDEN_BLOCKS.items():
+        problems.extend(what for _ in tree.find_all(kind))
+    for block in tree.find_all(nodes.AssignBlock):
+        if block.filter is not None:
+            problems.append("{% set ... | filter %} block")
     for output in tree.find_all(nodes.Output):
         for child in output.nodes:
             if isinstance(child, nodes.TemplateData):
@@ -664,6 +688,27 @@ def unsafe_powershell_outputs(tree: nodes.Template) -> list[str]:
             if isinstance(child, nodes.Const) and isinstance(child.value, (int, float)):
                 continue
             problems.append(_describe_node(child))
+    return problems
+
+
+# PowerShell expands $(...) inside double-quoted strings and here-strings, and reads the typographic double quotes
+# as double quotes too (about_Quoting_Rules): a quoted value spliced there would run.
+_PS_DOUBLE_QUOTES = '"\u201c\u201d\u201e'
+_JINJA_TAG = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.S)
+
+
+def unsafe_powershell_contexts(source: str) -> list[str]:
+    """Interpolations that sit inside a PowerShell double-quoted string or an expandable here-string."""
+    problems = []
+    if "{{" in source and '@"' in source:
+        problems.append('an expandable here-string (@" ... "@)')
+    for line in source.splitlines():
+        if _JINJA_TAG.sub("", line).lstrip().startswith("#"):
+            continue    # a comment line: nothing in it expands
+        for match in re.finditer(r"{{", line):
+            before = _JINJA_TAG.sub("", line[:match.start()])
+            if sum(before.count(q) for q in _PS_DOUBLE_QUOTES) % 2:
+                problems.append(f"a value inside a double-quoted string ({line.strip()[:60]})")
     return problems
 
 

@@ -1,4 +1,5 @@
-"""The runbook: phase-ordered enable steps, from the findings' remediations and the checks files' declared steps.
+"""The runbook: phase-ordered enable steps, from the findings' remediations and the checks files' declared steps
+(which of them stay live once the verdict is known is hma_check.evaluate.settle's decision).
 
 Pure, like the engine: findings and facts in, RunbookEntry list out."""
 
@@ -12,6 +13,7 @@ from hma_check.errors import one_line
 from hma_check.evaluate.checks import CheckSet, Step
 from hma_check.evaluate.decide import Undecidable, as_bool, bind_let, render_powershell, subject_of
 from hma_check.evaluate.facts import Facts
+from hma_check.evaluate.settle import DONE, LIVE, NOT_PREPARED, NOT_PREPARED_MARK, SUGGESTION
 
 
 def build_runbook(checks: CheckSet, findings: list[Finding], facts: Facts, now: datetime) -> list[RunbookEntry]:
@@ -23,8 +25,13 @@ def build_runbook(checks: CheckSet, findings: list[Finding], facts: Facts, now: 
     entries: list[RunbookEntry] = []
     for finding in findings:
         if finding.enable:
+            # a warning or info finding is a suggestion, never a live command (hma_check.evaluate.settle)
+            state = LIVE if finding.severity == "blocker" else SUGGESTION
+            note = None if state == LIVE else (f"suggested for {'an' if finding.severity == 'info' else 'a'} "
+                                               f"{finding.severity} finding, not a blocker: review it first")
             entries.append(RunbookEntry(phase=finding.phase or 1, origin=finding.check_id, title=finding.title,
-                                        subject=finding.subject, enable=finding.enable, rollback=finding.rollback))
+                                        subject=finding.subject, enable=finding.enable, rollback=finding.rollback,
+                                        state=state, note=note))
     for step in checks.steps:
         entry = _step_entry(step, facts, now)
         if entry is not None:
@@ -53,9 +60,9 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
         bind_let(step.let, context)
         done = as_bool(step.done, context, "done") if step.done is not None else False
     except Undecidable as exc:
-        enable = f"# NOT PREPARED: {one_line(str(exc), limit=None)}"
+        enable = f"{NOT_PREPARED_MARK}: {one_line(str(exc), limit=None)}"
         return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=None, enable=enable,
-                            rollback=None, note="could not be prepared from the evidence")
+                            rollback=None, state=NOT_PREPARED)
     note = None
     try:
         subject = subject_of(step.subject, context, None) if step.subject is not None else None
@@ -64,7 +71,9 @@ def _step_entry(step: Step, facts: Facts, now: datetime) -> RunbookEntry | None:
     enable = render_powershell(step.enable, context, "enable")
     rollback = render_powershell(step.rollback, context, "rollback") if step.rollback is not None else None
     if done:
-        note = "; ".join(n for n in ("already in place according to the evidence: run only to re-apply", note) if n)
-        enable = "\n".join("# " + line for line in enable.splitlines())
+        note = "; ".join(n for n in ("already in place according to the evidence (uncomment only to re-apply)", note)
+                         if n)
+        return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
+                            rollback=rollback, state=DONE, note=note)
     return RunbookEntry(phase=step.phase, origin=step.id, title=step.title, subject=subject, enable=enable,
                         rollback=rollback, note=note)

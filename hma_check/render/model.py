@@ -12,8 +12,9 @@ from hma_check import __version__
 from hma_check.contract.findings import (ERROR, EXEMPT, NOT_APPLICABLE, NOTE, PASS, STATUSES, Finding, RunbookEntry,
                                          counts, verdict_of)
 from hma_check.contract.snapshot import iso_utc, utc_now
-from hma_check.evaluate.checks import PHASES
+from hma_check.evaluate.checks import PHASES, SWITCH
 from hma_check.evaluate.engine import Evaluation
+from hma_check.evaluate.settle import settle
 from hma_check.render.attention import TO_ACT_ON, Row, build_rows, causes_of, compact, found, same_found
 from hma_check.render.overview import Overview, build_overview
 from hma_check.runs.after_enable import VALIDATION_LABEL, VALIDATION_TEXT
@@ -24,6 +25,24 @@ VERDICT_TEXT = {
     "READY": "Ready to enable Hybrid Modern Authentication",
     "NOT_READY": "Not ready: blockers must be fixed before HMA is switched on",
     "INCOMPLETE": "Incomplete: no blocker found, but some blocker checks could not be evaluated",
+}
+# The same verdicts when the evidence shows HMA already switched on (both switches) or only one of the two.
+HMA_ENABLED, HMA_OFF, HMA_HALF, HMA_UNKNOWN = "enabled", "off", "half", "unknown"
+VERDICT_TEXT_BY_STATE = {
+    HMA_ENABLED: {
+        "READY": "Hybrid Modern Authentication is already enabled, and no blocker was found in its configuration",
+        "NOT_READY": "Hybrid Modern Authentication is already enabled, but blockers were found: clients may be "
+                     "failing now",
+        "INCOMPLETE": "Hybrid Modern Authentication is already enabled; no blocker found, but some blocker checks "
+                      "could not be evaluated",
+    },
+    HMA_HALF: {
+        "READY": "Ready to finish enabling Hybrid Modern Authentication: only one of its two switches is on today",
+        "NOT_READY": "Not ready, and Hybrid Modern Authentication is half enabled today: fix the blockers, then "
+                     "finish the switch",
+        "INCOMPLETE": "Incomplete, and Hybrid Modern Authentication is half enabled today: some blocker checks "
+                      "could not be evaluated",
+    },
 }
 
 
@@ -123,6 +142,7 @@ class Report:
     rollback_phases: list[dict[str, Any]]
     hma_state: str
     metadata: dict[str, Any]
+    hma_switches: str = HMA_UNKNOWN              # enabled, off, half or unknown: the two switches in the evidence
     unused_exemptions: list[dict[str, Any]] = field(default_factory=list)
     expired_exemptions: list[Finding] = field(default_factory=list)
     area_titles: dict[str, str] = field(default_factory=dict)
@@ -136,6 +156,14 @@ class Report:
     servers: list[str] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)    # shown under the verdict
     causes: dict[int, Finding] = field(default_factory=dict)   # id(finding) -> the finding that explains it
+
+    @property
+    def rollback_switch(self) -> int | None:
+        """The switch phase, when the rollback runbook has a live step in it (undoing it turns HMA off)."""
+        for phase in self.rollback_phases:
+            if phase["phase"] == SWITCH and any(entry.state == "live" for entry in phase["entries"]):
+                return SWITCH
+        return None
 
     @property
     def verdict_label(self) -> str:
@@ -207,9 +235,14 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         if in_area:
             areas.append(AreaSection(id=area, title=checks.area_title(area), findings=in_area, counts=counts(in_area),
                                      checks=_groups(in_area, order, by_lower)))
-    enable_phases = _phases(evaluation.runbook, reverse=False)
-    steps = {(entry.phase, entry.enable): f"{phase['phase']}.{index}"
-             for phase in enable_phases for index, entry in enumerate(phase["entries"], 1)}
+    # the runbook follows the final verdict (after exemptions): the switch waits for READY (hma_check.evaluate.settle)
+    runbook = settle(evaluation.runbook, verdict=verdict, needs={step.id: step.needs for step in checks.steps})
+    enable_phases = _phases(runbook, reverse=False)
+    numbers = {id(entry): f"{phase['phase']}.{index}"
+               for phase in enable_phases for index, entry in enumerate(phase["entries"], 1)}
+    # a finding names the step that fixes it by the command it prepared (settle() may comment that command out)
+    steps = {(prepared.phase, prepared.enable): numbers[id(printed)]
+             for prepared, printed in zip(evaluation.runbook, runbook, strict=True) if id(printed) in numbers}
     linked = causes_of(findings)
     snapshot = evaluation.snapshot
     metadata = {
@@ -227,13 +260,15 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         "sources_total": len(snapshot.sources),
         "sources_ok": sum(1 for r in snapshot.sources.values() if r.ok),
     }
+    switches, hma_state = _hma_state(evaluation)
     return Report(
-        verdict=verdict, verdict_text=(VALIDATION_TEXT if kind == "validation" else VERDICT_TEXT)[verdict],
+        verdict=verdict, verdict_text=_verdict_text(kind, verdict, switches),
         exit_code=exit_code, counts=counts(findings), kind=kind,
         severity_counts=_severity_counts(findings), findings=findings, attention=attention, areas=areas,
         gaps=_gaps(evaluation, findings), enable_phases=enable_phases,
-        rollback_phases=_phases([e for e in evaluation.runbook if e.rollback], reverse=True),
-        hma_state=_hma_state(evaluation), metadata=metadata, unused_exemptions=list(unused_exemptions or []),
+        rollback_phases=_phases([e for e in runbook if e.rollback], reverse=True),
+        hma_state=hma_state, hma_switches=switches, metadata=metadata,
+        unused_exemptions=list(unused_exemptions or []),
         expired_exemptions=[f for f in findings if f.exemption and f.exemption.get("expired")],
         area_titles={a: checks.area_title(a) for a in area_ids},
         rows=build_rows(findings, TO_ACT_ON, order=order, servers=servers, steps=steps, linked=linked),
@@ -361,21 +396,28 @@ def _phases(entries: list[RunbookEntry], *, reverse: bool) -> list[dict[str, Any
     return phases
 
 
-def _hma_state(evaluation: Evaluation) -> str:
-    """A one-line reading of the two switches, straight from the evidence (or why it is unknown)."""
+def _verdict_text(kind: str, verdict: str, switches: str) -> str:
+    if kind == "validation":
+        return VALIDATION_TEXT[verdict]
+    return VERDICT_TEXT_BY_STATE.get(switches, VERDICT_TEXT)[verdict]
+
+
+def _hma_state(evaluation: Evaluation) -> tuple[str, str]:
+    """The two switches (enabled, off, half, unknown) and a one-line reading of them, straight from the evidence."""
     sources = evaluation.snapshot.sources
     org, auth = sources.get("exchange.organization_config"), sources.get("exchange.auth_servers")
     if org is None or auth is None or not org.ok or not auth.ok:
-        return "unknown: the organization configuration or the AuthServers were not collected"
+        return HMA_UNKNOWN, "unknown: the organization configuration or the AuthServers were not collected"
     profile = org.data.get("OAuth2ClientProfileEnabled") if isinstance(org.data, dict) else None
     if not isinstance(profile, bool):   # absent is unknown, not off
-        return "unknown: the organization configuration has no OAuth2ClientProfileEnabled value"
+        return HMA_UNKNOWN, "unknown: the organization configuration has no OAuth2ClientProfileEnabled value"
     default = any(isinstance(a, dict) and a.get("Type") == "AzureAD" and a.get("IsDefaultAuthorizationEndpoint") is True
                   for a in auth.data or [])
     if profile and default:
-        return "HMA is enabled (OAuth2ClientProfileEnabled on, EvoSts is the default authorization endpoint)"
+        return HMA_ENABLED, ("HMA is enabled (OAuth2ClientProfileEnabled on, EvoSts is the default authorization "
+                             "endpoint)")
     if not profile and not default:
-        return "HMA is not enabled yet (both switches off)"
-    return ("HMA is half enabled: OAuth2ClientProfileEnabled is " + ("on" if profile else "off")
-            + ", EvoSts " + ("is" if default else "is not") + " the default authorization endpoint")
+        return HMA_OFF, "HMA is not enabled yet (both switches off)"
+    return HMA_HALF, ("HMA is half enabled: OAuth2ClientProfileEnabled is " + ("on" if profile else "off")
+                      + ", EvoSts " + ("is" if default else "is not") + " the default authorization endpoint")
 

@@ -133,4 +133,4 @@ def test_every_exchange_and_graph_call_stops_on_error(script):
                           r"OrganizationConfig|AuthenticationPolicy)|Connect-MgGraph", name):
             assert re.search(r"-ErrorAction (Stop|SilentlyContinue)", command), command
             checked.append(command)
-    assert len(checked) == (21 if script[0] else 10)  # the three cmdlet tables, 7 direct calls, 11 Graph calls
+    assert len(checked) == (23 if script[0] else 12)  # the three cmdlet tables, 9 direct calls, 11 Graph calls

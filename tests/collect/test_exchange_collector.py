@@ -15,8 +15,9 @@ from hma_check.collect.psrp_client import ReadOnlyViolation, RemoteSession
 from hma_lab.runtime import Lab
 from hma_lab.scenario import load_scenario, scenario_names
 from hma_check.commands.pipeline import run_report
-from tests.support.lab import (assert_read_only, build_verdict, counts, exchange_settings, scan, scan_large_once,
-                               variant)
+from tests.support.runbook_proof import check_runbooks
+from tests.support.lab import (assert_read_only, build_verdict, counts, exchange_settings, scan,
+                               scan_large_once, variant)
 
 ORG_SOURCES = 1 + len(ORG_QUERIES)          # Get-ExchangeServer and the other organisation-wide queries
 PER_SERVER = len(SERVER_CMDLETS)
@@ -32,11 +33,13 @@ def evaluate(snapshot, out: Path) -> tuple[object, list[dict]]:
 
 
 def assert_expectations(scenario, snapshot, out: Path, left_out: tuple[str, ...] = ()) -> None:
-    """The scenario's own expect block: source statuses, key findings (per subject where given), the verdict."""
+    """The scenario's own expect block: source statuses, key findings (per subject where given), the verdict; and
+    the scenario's enable.ps1 and rollback.ps1 pass every runbook proof (tests/support/runbook_proof.py)."""
     for key, status in scenario.expect["sources"].items():
         assert key in snapshot.sources, key
         assert snapshot.sources[key].status == status, (key, snapshot.sources[key].error)
     outcome, findings = evaluate(snapshot, out)
+    check_runbooks(out)
     for check_id, expected in scenario.expect["findings"].items():
         found = [f for f in findings if f["check_id"] == check_id]
         assert found, f"{check_id} produced no finding"

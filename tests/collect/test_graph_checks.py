@@ -99,19 +99,21 @@ def test_graph_fed_checks_pass_on_the_baseline_tenant(lab, tenant, tmp_path, che
     assert spn.scope == TENANT and any(s["key"] == f"graph.exo_service_principal@{TENANT}" for s in spn.sources)
 
 
-def test_a_missing_spn_fails_and_the_runbook_adds_exactly_it_then_restores_the_captured_list(lab, tenant, tmp_path):
+def test_a_missing_spn_fails_and_the_runbook_adds_exactly_it_and_its_rollback_removes_only_it(lab, tenant, tmp_path):
     names = tenant.exo_service_principal["servicePrincipalNames"]
     names.remove("https://autodiscover.contoso.com/")
-    captured = list(names)
     [spn] = scan(lab, tmp_path)["HMA-SPN-001"]  # the whole pipeline: evidence.json -> run_report -> files
     assert spn.status == "FAIL" and "missing: autodiscover.contoso.com" in spn.actual
-    assert "Update-MgServicePrincipal -ServicePrincipalId" in spn.enable
-    assert "+ @('https://autodiscover.contoso.com/')" in spn.enable  # only the missing name is added
-    assert "Update-MgServicePrincipal" in spn.rollback
-    restored = spn.rollback.split("-ServicePrincipalNames ", 1)[1]
-    assert restored.count("'") == 2 * len(captured) and "https://autodiscover.contoso.com/" not in restored
-    assert "+ @('https://autodiscover.contoso.com/')" in (tmp_path / "enable.ps1").read_text()
-    assert restored in (tmp_path / "rollback.ps1").read_text()
+    for text in (spn.enable, spn.rollback):
+        # both read the list as it is at run time, in the scanned tenant, and change only this name
+        assert f"Connect-MgGraph -TenantId '{TENANT}'" in text and f"(Get-MgContext).TenantId -ne '{TENANT}'" in text
+        assert "$added = @('https://autodiscover.contoso.com/')" in text
+        assert "Update-MgServicePrincipal -ServicePrincipalId" in text and "-ServicePrincipalNames $names" in text
+    assert "$names = @($sp.ServicePrincipalNames) + $added" in spn.enable
+    assert "$names = @($sp.ServicePrincipalNames | Where-Object { $added -notcontains $_ })" in spn.rollback
+    assert "https://mail.contoso.com/" not in spn.rollback    # the captured list is never written back
+    assert spn.enable in (tmp_path / "enable.ps1").read_text()
+    assert spn.rollback in (tmp_path / "rollback.ps1").read_text()
 
 
 def test_a_refused_query_makes_its_checks_error_and_names_the_permission(lab, tenant, tmp_path, checks):

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from tests.support.common import SITE_CHECKS
-from hma_check.evaluate.checks import load_checks
+from hma_check.evaluate.checks import PHASES, load_checks
 from hma_check.errors import ChecksError
 from hma_check.util.resources import checks_file
 
@@ -99,6 +99,33 @@ def test_powershell_interpolation_must_be_quoted(tmp_path):
     assert "'enable' interpolates exchange.organization_config.Name without ps_quote" in text
 
 
+def test_a_blockers_fix_comes_before_the_switch(tmp_path):
+    """The switch and later phases wait for READY: a blocker fixed only there could never be fixed."""
+    body = GOOD + textwrap.indent(textwrap.dedent("""\
+        enable: |-
+          Set-OrganizationConfig -MapiHttpEnabled $true
+        rollback: |-
+          Set-OrganizationConfig -MapiHttpEnabled $false
+        phase: 3
+        """), "    ")
+    assert "must come before the switch" in error_of([write(tmp_path, body)])
+
+
+def test_a_step_needs_an_earlier_step(tmp_path):
+    step = textwrap.dedent("""\
+        steps:
+          - id: SITE-STEP-001
+            title: t
+            phase: 1
+            needs: [{needed}]
+            enable: "# nothing"
+            why: w
+            references: [https://learn.microsoft.com/x]
+        """)
+    assert "which is not a step" in error_of([write(tmp_path, GOOD + step.format(needed="SITE-STEP-009"))])
+    assert "does not come before it" in error_of([checks_file(), write(tmp_path, GOOD + step.format(needed="HMA-STEP-001"))])
+
+
 def test_yaml_aliases_and_duplicate_keys_are_refused(tmp_path):
     aliased = GOOD.replace("    expect: enabled", "    expect: &e enabled\n    tags: [*e]")
     assert "aliases" in error_of([write(tmp_path, aliased)])
@@ -132,4 +159,4 @@ def test_the_shipped_catalogue_loads_and_every_check_cites_microsoft_or_css_exch
         assert any(r.startswith(("https://learn.microsoft.com/", "https://microsoft.github.io/CSS-Exchange/",
                                  "https://msrc.microsoft.com/")) for r in check.references), check.id
         if check.enable is not None:
-            assert check.phase in (1, 2, 3)
+            assert check.phase in PHASES

@@ -13,8 +13,10 @@ import pytest
 
 from tests.support import baseline
 from tests.support.baseline import apply_ops
+from hma_check.evaluate.checks import OWA_ECP
 from hma_check.evaluate.engine import evaluate
 from hma_check.contract.findings import NOT_APPLICABLE
+from hma_check.render.model import build_report
 from tests.support.offline_fixtures import e19_dir
 
 OWA_CHECKS = ("HMA-OWA-001", "HMA-OWA-002", "HMA-OWA-003", "HMA-OWA-004")
@@ -35,8 +37,9 @@ def test_not_asking_for_owa_ecp_makes_the_area_not_applicable_and_leaves_the_swi
 
 def test_the_switch_turns_everything_else_off_before_oauth_and_rolls_back_in_reverse(catalogue):
     entry = _step(evaluate(catalogue, baseline.build()))
-    assert entry.phase == 3 and entry.note is None
-    enable, rollback = entry.enable.splitlines(), entry.rollback.splitlines()
+    assert entry.phase == OWA_ECP and entry.note is None and catalogue.by_id("HMA-STEP-004").needs == ("HMA-STEP-002",)
+    enable, rollback = ([line for line in text.splitlines() if not line.startswith("#")]
+                        for text in (entry.enable, entry.rollback))
     last_off = max(i for i, line in enumerate(enable) if "-FormsAuthentication $false" in line)
     first_oauth = min(i for i, line in enumerate(enable) if "-OAuthAuthentication $true" in line)
     assert last_off < first_oauth
@@ -45,7 +48,10 @@ def test_the_switch_turns_everything_else_off_before_oauth_and_rolls_back_in_rev
     last_oauth_back = max(i for i, line in enumerate(rollback) if "-OAuthAuthentication $false" in line)
     first_restore = min(i for i, line in enumerate(rollback) if "-FormsAuthentication $true" in line)
     assert last_oauth_back < first_restore    # OAuth off first, then Forms and Basic back as captured
-    assert "-BasicAuthentication $true" in rollback[first_restore]
+    # -FormsAuthentication $true turns Basic on and Digest and Windows off (Set-OwaVirtualDirectory): they follow it
+    assert rollback[first_restore].endswith("-FormsAuthentication $true")
+    assert "-BasicAuthentication $true" in rollback[first_restore + 1]
+    assert "-WindowsAuthentication $false" in rollback[first_restore + 1]   # as captured in the baseline
 
 
 def test_a_switch_already_made_is_shown_commented_out(catalogue):
@@ -56,8 +62,11 @@ def test_a_switch_already_made_is_shown_commented_out(catalogue):
             ops += [{"set": [key, 0, "OAuthAuthentication"], "to": True},
                     {"set": [key, 0, "BasicAuthentication"], "to": False},
                     {"set": [key, 0, "FormsAuthentication"], "to": False}]
-    entry = _step(evaluate(catalogue, apply_ops(baseline.build(), ops)))
-    assert entry.note and all(line.startswith("#") for line in entry.enable.splitlines())
+    snapshot = apply_ops(baseline.build(), ops)
+    report = build_report(evaluate(catalogue, snapshot), exit_code=0, evidence_sha256="0" * 64)
+    [entry] = [e for phase in report.enable_phases for e in phase["entries"] if e.origin == "HMA-STEP-004"]
+    assert entry.state == "done" and entry.label == "DONE"
+    assert all(line.startswith("#") for line in entry.enable.splitlines())
 
 
 def test_an_import_can_ask_for_the_area_too(tmp_path, capsys):

@@ -38,7 +38,7 @@ def test_every_finding_to_act_on_is_one_row_with_owner_and_due_date_to_fill(cata
     assert severities == sorted(severities, key=["blocker", "warning", "info"].index), "blockers first"
     offload = next(r for r in body if r[4] == "Zürich-EX02" and r[3] == FAIL)
     # moving off SSL offloading changes the client path: never the 'no client impact' phase
-    assert offload[6].startswith("2: ") and "Require SSL is off on /mapi" in offload[5]
+    assert offload[6].startswith("2: Prepare, with client impact") and "Require SSL is off on /mapi" in offload[5]
     error = next(r for r in body if r[3] == ERROR)
     assert error[5].startswith("not decided: ") and "os.tls_registry@EX01" in error[5]
 

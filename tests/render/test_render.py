@@ -15,6 +15,8 @@ import pytest
 from tests.support import baseline
 from tests.support.common import SAMPLE, TESTS
 from tests.support.baseline import apply_ops
+from tests.support.runbook_proof import check_runbooks
+from hma_check.evaluate.checks import SWITCH
 from hma_check.evaluate.engine import evaluate
 from hma_check.commands.pipeline import OUTPUTS, run_report
 from hma_check.render import render_all
@@ -99,17 +101,19 @@ def test_hostile_values_stay_one_string_literal_in_powershell(hostile_outputs, n
 
 def test_the_runbooks_are_ordered_and_guarded(hostile_outputs):
     _, out = hostile_outputs
+    enable_book, rollback_book = check_runbooks(out)   # guard first, phases, inverses, no list overwrite, order
     enable = (out / "enable.ps1").read_text(encoding="utf-8")
     rollback = (out / "rollback.ps1").read_text(encoding="utf-8")
-    assert enable.index("Phase 1") < enable.index("Phase 2") < enable.index("Phase 3")
+    assert enable.index("Phase 1") < enable.index("Phase 3")
     assert enable.index("IsDefaultAuthorizationEndpoint $true") < enable.index("OAuth2ClientProfileEnabled = $true")
     # rollback: the client switch goes off first, then EvoSts, then the preparation is restored
     assert rollback.index("OAuth2ClientProfileEnabled = $false") < rollback.index("IsDefaultAuthorizationEndpoint $false")
     assert rollback.index("IsDefaultAuthorizationEndpoint $false") < rollback.index("Undo phase 1")
-    for text in (enable, rollback):
-        first_command = next(line for line in text.splitlines() if line and not line.startswith("#"))
-        assert first_command.startswith("throw "), "a runbook must stop if someone runs it as a script"
-    assert "WARNING: do not run phase 2" in enable
+    for book in (enable_book, rollback_book):
+        statements = [n for n in next(c for c in book.tree.root_node.children if c.type == "statement_list").children]
+        second = book.source[statements[1].start_byte:statements[1].end_byte].decode()
+        assert second.startswith("throw "), "after the shell guard, a runbook stops if someone runs it as a script"
+    assert "WARNING: the switch and every later phase are BLOCKED" in enable
 
 
 def test_findings_json_carries_the_hashes_a_change_board_verifies(hostile_outputs):
@@ -180,12 +184,14 @@ def test_report_of_an_enabled_organization_marks_the_switches_done(catalogue):
         {"set": ["exchange.auth_servers", 0, "IsDefaultAuthorizationEndpoint"], "to": True}])
     evaluation = evaluate(catalogue, snapshot)
     report = build_report(evaluation, exit_code=0, evidence_sha256="0" * 64)
-    assert report.hma_state.startswith("HMA is enabled")
-    phase2 = next(p for p in report.enable_phases if p["phase"] == 2)["entries"]
-    assert all(e.note and "already in place" in e.note for e in phase2)
-    assert all(line.startswith("#") for e in phase2 for line in e.enable.splitlines())
+    assert report.hma_state.startswith("HMA is enabled") and report.hma_switches == "enabled"
+    switch = next(p for p in report.enable_phases if p["phase"] == SWITCH)["entries"]
+    assert [e.label for e in switch] == ["DONE", "DONE"] and all("already in place" in e.note for e in switch)
+    assert all(line.startswith("#") for e in switch for line in e.enable.splitlines())
+    # the rollback undoes only what the enable runbook changes: the switch was on before it, so it is a comment
     rollback = render_all(report)["rollback.ps1"].decode()
-    assert "$organizationChange = @{ OAuth2ClientProfileEnabled = $false }" in rollback
+    assert "# $organizationChange = @{ OAuth2ClientProfileEnabled = $false }" in rollback
+    assert "# DONE: nothing to undo: this was in place before the enable runbook" in rollback
 
 
 def test_the_hma_state_is_unknown_when_the_switch_is_not_in_the_evidence(catalogue):
