@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange_objects import EDGE_OS_SKIPPED, ShapeError, certificate_record, decode_base64, shape
+from hma_check.collect.kerberos import KerberosFailure, sign_in
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, powershell_text, redact
 from hma_check.collect.runner import Progress
 from hma_check.collect.server_os_config import OsSettings
@@ -76,6 +77,13 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
         return [SourceResult.error_result(name, servers_problem, command=BY_NAME[name].filled_by) for name in SOURCES]
     thumbprint, thumbprint_problem = _auth_thumbprint(snapshot)
     secrets = tuple(s for s in (password,) if s)
+    try:
+        login = sign_in(settings, password, section="os")
+    except KerberosFailure as failure:
+        # The same for every server (no ticket, a refused password, no KDC, a skewed clock): no server is tried.
+        text = redact(failure.message, secrets)
+        return [SourceResult.error_result(name, text, command=BY_NAME[name].filled_by) for name in SOURCES]
+    stop: list[str] = []    # set by the first server whose sign-in failed for a reason every server shares
     results: list[SourceResult] = []
     readable = []
     for server in servers:
@@ -89,7 +97,7 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
 
     def one(server: dict[str, Any]) -> list[SourceResult]:
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
-                               secrets)
+                               secrets, login, stop)
         found = reader.read(thumbprint, thumbprint_problem)
         for result in found:
             progress.advance(result.command, result.ok)
@@ -128,11 +136,14 @@ def _auth_thumbprint(snapshot: Snapshot) -> tuple[str | None, str | None]:
 class _ServerReader:
     """Reads one server's four sources through one session, opening a fresh one after a call that broke it."""
 
-    def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...]) -> None:
+    def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...],
+                 login: Any = None, stop: list[str] | None = None) -> None:
         self.settings = settings
         self.password = password
         self.name = name
         self.secrets = secrets
+        self.login = login
+        self.stop = stop if stop is not None else []   # shared by the section's readers
         self.session: RemoteSession | None = None
         self.unreachable: str | None = None
 
@@ -151,14 +162,19 @@ class _ServerReader:
     # ------------------------------------------------------------------------------------------ plumbing
 
     def _call(self, cmdlet: str, params: tuple[tuple[str, Any], ...]) -> Answer:
+        if self.unreachable is None and self.stop:
+            self.unreachable = self.stop[0]
         if self.unreachable is not None:
             raise CallFailed("connect", self.unreachable)
         if self.session is None:
             try:
-                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION).open()
+                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION,
+                                             login=self.login).open()
             except CallFailed as failure:
                 # Closed port, refused credentials, TLS trouble: every source of this server fails the same way.
                 self.unreachable = failure.message
+                if failure.kind == "credential":
+                    self.stop.append(failure.message)   # and of every server not read yet
                 raise
         try:
             return self.session.invoke(cmdlet, params, self.settings.timeout)
