@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ SKEW = {KRB_AP_ERR_SKEW, KRB_AP_ERR_TKT_NYV}
 NTLM_STILL_WORKS = {*KDC_UNREACHABLE, KDC_ERR_C_PRINCIPAL_UNKNOWN, KRB5_CONFIG_NODEFREALM}
 
 KRB5_MECH = "1.2.840.113554.1.2.2"
+# Active Directory's "Maximum tolerance for computer clock synchronization", 5 minutes by default:
 CLOCK_SKEW_PAGE = ("https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/"
                    "security-policy-settings/maximum-tolerance-for-computer-clock-synchronization")
 EXTRA = ("pip install 'hma-check[kerberos]' (it builds python-gssapi against the system's Kerberos: Debian/Ubuntu "
@@ -229,13 +231,14 @@ def _explained(exc: BaseException, principal: str | None, spn: str | None) -> Ke
         return KerberosFailure(f"Kerberos: the KDC refused the password of {who} (wrong password): check the "
                                "password variable; repeated attempts can lock the account")
     if code in SKEW:
-        return KerberosFailure("Kerberos: this machine's clock and the KDC's (or the server's) differ by more than "
-                               "the realm allows (5 minutes by default, " + CLOCK_SKEW_PAGE + "): set the clock "
-                               "(NTP; on Windows w32tm /resync) and try again")
+        clocks = (f"the clocks of this machine, the KDC and {spn.split('/', 1)[-1]} do not agree" if spn
+                  else "this machine's clock and the KDC's do not agree")
+        return KerberosFailure(f"Kerberos: clock skew: {clocks} within the realm's tolerance (5 minutes by "
+                               "default): set the clock (NTP; on Windows w32tm /resync) and try again")
     if code in KDC_UNREACHABLE:
-        return KerberosFailure(f"Kerberos: cannot reach a KDC for {who}'s realm ({detail}): check krb5.conf's "
-                               "[realms] kdc entry (or DNS SRV _kerberos._tcp.<realm>) and that port 88 of a domain "
-                               "controller is open from this machine")
+        return KerberosFailure(f"Kerberos: the KDC is unreachable ({detail}): check krb5.conf's [realms] kdc entry "
+                               "(or DNS SRV _kerberos._tcp.<realm>) and that port 88 of a domain controller is open "
+                               "from this machine")
     if code == KDC_ERR_C_PRINCIPAL_UNKNOWN:
         return KerberosFailure(f"Kerberos: the KDC does not know the user {who}: write username as user@REALM with "
                                "the realm in capitals, for example hma-reader@CONTOSO.COM")
@@ -263,15 +266,13 @@ def _explained(exc: BaseException, principal: str | None, spn: str | None) -> Ke
 
 
 def _detail(exc: BaseException) -> str:
-    """The library's own words, without pyspnego's and GSSAPI's framing."""
+    """The library's own words, without pyspnego's and GSSAPI's framing or the numeric codes."""
     text = str(exc)
-    for marker in ("Minor (", "Minor code may provide more information"):
-        if marker in text:
-            text = text.rsplit(marker, 1)[-1]
-    text = text.split("), ", 1)[-1] if text.startswith(tuple("0123456789")) else text
-    text = text.split(", Context:", 1)[0].strip(" :)")
-    if text.endswith(tuple("0123456789")) and " -17653" in text:
-        text = text.rsplit(" ", 1)[0]       # pykrb5 appends the code
+    if "Minor (" in text:
+        text = text.rsplit("Minor (", 1)[-1]
+    text = re.sub(r"^\d+\):\s*", "", text)
+    text = text.split(", Context:", 1)[0]
+    text = re.sub(r"\s-17653\d{5}$", "", text.strip())     # pykrb5 appends the code
     return " ".join(text.split())[:200] or type(exc).__name__
 
 

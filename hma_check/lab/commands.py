@@ -15,12 +15,12 @@ from hma_check.lab.runtime import Lab
 from hma_check.lab.scenario import load_scenario, load_scenario_file, scenario_names
 
 
-def open_lab(name: str | None, path: Path | None) -> Lab:
+def open_lab(name: str | None, path: Path | None, *, realm: Any = None, auth: str | None = None) -> Lab:
     if name and path:
         from hma_check.errors import InputError
         raise InputError("give --scenario or --scenario-file, not both")
     scenario = load_scenario_file(path) if path else load_scenario(name or "ready")
-    return Lab(scenario)
+    return Lab(scenario, realm=realm, auth=auth)
 
 
 def list_scenarios() -> str:

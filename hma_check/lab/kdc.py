@@ -12,6 +12,7 @@ Needs MIT Kerberos' server programs (Debian/Ubuntu: krb5-kdc and krb5-admin-serv
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -19,7 +20,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/usr/lib/mit/sbin", "/opt/homebrew/opt/krb5/sbin",
                "/usr/local/opt/krb5/sbin")
@@ -117,20 +120,21 @@ class Realm:
             raise
         return self
 
-    def start_kdc(self, kdc_conf: Path, *, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-        """krb5kdc in the foreground (-n), so this process owns it and can end it by its id."""
-        env = self._tool_env(kdc_conf)
-        return subprocess.Popen([*prefix, self._tools["krb5kdc"], "-n", "-r", self.name], env=env,
+    def start_kdc(self, kdc_conf: Path, *, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """krb5kdc in the foreground (-n) in its own process group, so this process owns it and ends it by its id."""
+        env = {**self._tool_env(kdc_conf), **(extra_env or {})}
+        return subprocess.Popen([self._tools["krb5kdc"], "-n", "-r", self.name], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
 
-    def second_kdc(self, *, prefix: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int]:
-        """Another KDC process on the same database and its own port (a test runs it under faketime)."""
+    def second_kdc(self, *, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+        """Another KDC process on the same database and its own port (a test gives it a skewed clock with
+        libfaketime's LD_PRELOAD and FAKETIME in ``extra_env``)."""
         assert self.folder is not None
         port = free_port()
         conf = self.folder / f"kdc-{port}.conf"
         conf.write_text(self._kdc_conf(port), encoding="utf-8")
-        process = self.start_kdc(conf, prefix=prefix)
+        process = self.start_kdc(conf, extra_env=extra_env)
         try:
             self._wait_for(port, process)
         except BaseException:
@@ -138,7 +142,37 @@ class Realm:
             raise
         return process, port
 
+    @classmethod
+    def attach(cls, folder: Path) -> "Realm":
+        """The realm another process started in ``folder`` (to add principals; that process owns the KDC)."""
+        text = (folder / "krb5.conf").read_text(encoding="utf-8")
+        name = re.search(r"default_realm = (\S+)", text)
+        port = re.search(r"kdc = 127\.0\.0\.1:(\d+)", text)
+        if name is None or port is None:
+            raise RealmError(f"{folder} holds no realm made by hma-check")
+        realm = cls(name.group(1))
+        realm.folder, realm.port = folder, int(port.group(1))
+        realm._tools = {tool: find_tool(tool) or tool for tool in TOOLS}
+        realm._owner = False
+        return realm
+
+    @contextmanager
+    def activated(self) -> Iterator["Realm"]:
+        """This process uses the realm (KRB5_CONFIG and the rest of environ()) until the block ends."""
+        saved = {key: os.environ.get(key) for key in self.environ()}
+        os.environ.update(self.environ())
+        try:
+            yield self
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
     def stop(self) -> None:
+        if not getattr(self, "_owner", True):
+            return      # attached: the process that started the realm stops it
         if self._process is not None:
             stop_process(self._process)
             self._process = None
@@ -249,6 +283,10 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)   # its own session (start_new_session): anything it left behind
+    except OSError:
+        pass
     if process.stderr is not None:
         process.stderr.close()
 
