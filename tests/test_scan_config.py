@@ -6,7 +6,6 @@ import textwrap
 
 import pytest
 
-from hma_check.collect.exchange_config import require_auth_support
 from hma_check.collect.runner import exchange_password, RunContext
 from hma_check.config import load_config, load_config_text
 from hma_check.errors import ConfigError
@@ -63,11 +62,3 @@ def test_the_password_comes_from_the_environment_or_a_prompt_never_the_file():
     assert exchange_password(settings, context) == "typed" and "u on mail" in asked[0]
     with pytest.raises(ConfigError, match="set the environment variable MY_PW"):
         exchange_password(settings, RunContext(snapshot=Snapshot.new(), environ={}))
-
-
-def test_kerberos_without_gssapi_is_one_clear_line(monkeypatch):
-    settings = load("exchange: {server: mail, auth: kerberos}").sections["exchange"]
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(ConfigError) as caught:
-        require_auth_support(settings)
-    assert "pip install 'hma-check[kerberos]'" in str(caught.value) and "\n" not in str(caught.value)
