@@ -38,16 +38,17 @@ def demo(scenario: str | None, scenario_file: Path | None, out_dir: Path, concur
     """Scan the built-in lab organisation and write the readiness report."""
     from hma_check.commands.common import fail_on_input_errors, report_kwargs
     from hma_check.commands.scanning import collect_and_report
-    from hma_check.lab.commands import demo_config, open_lab
+    from hma_check.commands.common import lab_commands
 
+    lab_package = lab_commands()
     with fail_on_input_errors():
         report = report_kwargs(**options)
         with lab_realm(auth, scenario, scenario_file) as realm, \
-                open_lab(scenario, scenario_file, realm=realm, auth=auth) as lab:
+                lab_package.open_lab(scenario, scenario_file, realm=realm, auth=auth) as lab:
             url = lab.exchange_endpoint.https_url if realm is None else lab.exchange_endpoint.http_url
             click.echo(f"lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers) at {url}"
                        + (f", Kerberos realm {realm.name}" if realm is not None else ""), err=True)
-            config = demo_config(lab, out_dir, concurrency)
+            config = lab_package.demo_config(lab, out_dir, concurrency)
             code = collect_and_report(config, out_dir, secrets=lab.secrets(), report=report)
     sys.exit(code)
 
@@ -61,8 +62,8 @@ def lab_realm(auth: str, name: str | None, path: Path | None) -> Iterator[Any]:
         return
     from hma_check.collect.kerberos import EXTRA, missing_support
     from hma_check.errors import ToolMissingError
-    from hma_check.lab.kdc import Realm, RealmError
-    from hma_check.lab.scenario import load_scenario, load_scenario_file
+    from hma_lab.kdc import Realm, RealmError
+    from hma_lab.scenario import load_scenario, load_scenario_file
 
     missing = missing_support()
     if missing:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 import click
 
-from hma_check.findings import EXIT_NOTHING_COLLECTED
+from hma_check.contract.findings import EXIT_NOTHING_COLLECTED
 
 
 def interactive() -> bool:
@@ -50,7 +50,7 @@ def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str]
     output options (--pdf, --after-enable, --baseline) from commands.common.report_kwargs."""
     from hma_check.collect.runner import run_collectors
     from hma_check.commands.common import print_outcome
-    from hma_check.pipeline import run_report
+    from hma_check.commands.pipeline import run_report
 
     snapshot = run_collectors(config, secrets=secrets, prompt=prompt, progress=progress_factory())
     evidence = out_dir / "evidence.json"
