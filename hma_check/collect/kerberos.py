@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import secrets
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ SKEW = {KRB_AP_ERR_SKEW, KRB_AP_ERR_TKT_NYV}
 NTLM_STILL_WORKS = {*KDC_UNREACHABLE, KDC_ERR_C_PRINCIPAL_UNKNOWN, KRB5_CONFIG_NODEFREALM}
 
 KRB5_MECH = "1.2.840.113554.1.2.2"
+WINDOWS = sys.platform == "win32"
 # Active Directory's "Maximum tolerance for computer clock synchronization", 5 minutes by default:
 CLOCK_SKEW_PAGE = ("https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/"
                    "security-policy-settings/maximum-tolerance-for-computer-clock-synchronization")
@@ -90,7 +92,10 @@ class Login:
 
 
 def missing_support() -> str | None:
-    """Why Kerberos cannot run here (python-gssapi or pykrb5 not importable), or None."""
+    """Why Kerberos cannot run here (python-gssapi or pykrb5 not importable), or None. On Windows pyspnego signs in
+    through SSPI, which needs neither."""
+    if WINDOWS:
+        return None
     try:
         import gssapi  # noqa: F401
         import krb5  # noqa: F401
@@ -109,6 +114,10 @@ def sign_in(settings: Any, password: str | None, *, section: str) -> Login | Non
     auth, username = settings.auth, settings.username
     if auth not in ("kerberos", "negotiate"):
         return None
+    if WINDOWS:
+        # SSPI: with a password, pyspnego signs in with it; without one, as the user logged on to Windows (the logon
+        # session's Kerberos tickets, which klist shows).
+        return Login(username if password else None, password, "Windows SSPI")
     missing = missing_support()
     if missing:
         if auth == "negotiate" and password:
@@ -160,6 +169,8 @@ def ticket_from_password(principal: str, password: str) -> str:
 def has_ticket(username: str | None) -> bool:
     """Whether the credential cache holds a valid ticket for ``username`` (any principal when it is no Kerberos
     name); False when Kerberos is not installed."""
+    if WINDOWS:
+        return True      # the logon session of a domain user has its ticket; SSPI says so when it has none
     if missing_support():
         return False
     try:
