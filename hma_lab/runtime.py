@@ -132,7 +132,7 @@ class Lab:
         self.auth = auth or ("kerberos" if realm is not None else "ntlm")
         self.principal: str | None = None
         self._listeners: Any = None
-        self._ntlm_user: str | None = None
+        self._ntlm_users: list[str] = []
         self._tmp: str | None = None
         self.exchange: Any = None
         self.endpoint: Any = None
@@ -167,10 +167,14 @@ class Lab:
                                      realm=self.scenario.organization["namespace"])
             self.endpoint.http_fault = self.scenario.http_fault
             NTLM_ACCOUNTS.acquire(self.credentials.username, self.credentials.password)
-            self._ntlm_user = self.credentials.username
+            self._ntlm_users.append(self.credentials.username)
             self._make_tls()
             if self.realm is not None:
                 self._register_principals()
+                # Active Directory takes the user principal name over NTLM too: what Negotiate falls back to when
+                # no KDC answers.
+                NTLM_ACCOUNTS.acquire(self.principal, self.credentials.password)
+                self._ntlm_users.append(self.principal)
             self._listeners = ListenerGroup()
             http_port = self._listeners.add(self.endpoint, Listener(encryption_required=True))
             https_port = self._listeners.add(self.endpoint, Listener(tls=self.tls, cert_der=self.tls_cert_der))
@@ -233,9 +237,9 @@ class Lab:
         if self._listeners is not None:
             self._listeners.stop()
             self._listeners = None
-        if self._ntlm_user:
-            NTLM_ACCOUNTS.release(self._ntlm_user)
-            self._ntlm_user = None
+        for user in self._ntlm_users:
+            NTLM_ACCOUNTS.release(user)
+        self._ntlm_users.clear()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

@@ -88,7 +88,6 @@ class Login:
 
     username: Any
     password: str | None = field(repr=False)
-    how: str                         # for evidence and messages: "ticket from the password", "credential cache"...
 
 
 def missing_support() -> str | None:
@@ -117,35 +116,36 @@ def sign_in(settings: Any, password: str | None, *, section: str) -> Login | Non
     if WINDOWS:
         # SSPI: with a password, pyspnego signs in with it; without one, as the user logged on to Windows (the logon
         # session's Kerberos tickets, which klist shows).
-        return Login(username if password else None, password, "Windows SSPI")
+        return Login(username if password else None, password)
     missing = missing_support()
     if missing:
         if auth == "negotiate" and password:
-            return Login(username, password, "NTLM (no Kerberos support installed)")
+            return Login(username, password)
         need = ("Kerberos" if auth == "kerberos"
                 else "negotiate without a password (it needs a Kerberos ticket)")
         raise KerberosFailure(f"{section}: auth {auth}: {need} needs python-gssapi, and {missing}: {EXTRA}; or set "
                               f"{settings.password_env} and use auth ntlm")
     if password is None:
-        principal = _cached_ticket(username, section, settings.password_env)
-        return Login(username or None, None, f"the ticket of {principal} in the credential cache")
+        _cached_ticket(username, section, settings.password_env)
+        # A DOMAIN\\user name is no Kerberos principal: the cache's own (kinit's) principal signs in.
+        return Login(username if kerberos_principal(username) else None, None)
     if not kerberos_principal(username):
         if auth == "negotiate":
-            return Login(username, password, "NTLM (a DOMAIN\\user name)")
+            return Login(username, password)
         raise KerberosFailure(f"{section}: auth kerberos with a password needs username as user@REALM (for example "
                               f"hma-reader@CONTOSO.COM), not {username!r}")
     try:
         ccache = ticket_from_password(username, password)
     except KerberosFailure as failure:
         if auth == "negotiate" and failure.code in NTLM_STILL_WORKS:
-            return Login(username, password, "NTLM (Kerberos unavailable: " + failure.message + ")")
+            return Login(username, password)     # pyspnego's Negotiate then signs in with NTLM
         raise KerberosFailure(f"{section}: {failure.message}") from None
     import spnego
 
     items: list[Any] = [spnego.KerberosCCache(ccache=ccache, principal=username)]
     if auth == "negotiate":
         items.append(spnego.Password(username=username, password=password))   # NTLM, if the server offers no Kerberos
-    return Login(Credentials(items, username), None, "a ticket obtained with the password")
+    return Login(Credentials(items, username), None)
 
 
 def ticket_from_password(principal: str, password: str) -> str:

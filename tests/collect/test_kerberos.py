@@ -12,7 +12,6 @@ import logging
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -122,9 +121,20 @@ def test_scan_signs_in_with_the_ticket_in_the_credential_cache(lab, kerberos_env
     assert as_requests(kerberos_env, lab.principal, "ISSUE") == before      # no new sign-in with a password
 
 
-def test_demo_runs_with_kerberos_and_leaves_no_kdc_running(tmp_path):
+def test_demo_runs_with_kerberos_and_leaves_no_kdc_running(tmp_path, monkeypatch):
     require("kdc")
-    kdcs, folders = krb5kdc_children(), set(Path(tempfile.gettempdir()).glob("hma-check-kdc-*"))
+    from hma_lab.kdc import Realm
+
+    started: list[Path] = []
+    real_start = Realm.start
+
+    def recording_start(self):
+        real_start(self)
+        started.append(self.folder)
+        return self
+
+    monkeypatch.setattr(Realm, "start", recording_start)
+    kdcs = krb5kdc_children()
     result = CliRunner().invoke(cli, ["demo", "--auth", "kerberos", "--scenario", "one-server-mapi-no-oauth",
                                       "--out", str(tmp_path / "demo")], catch_exceptions=False)
     assert result.exit_code == 1, result.stderr                   # the scenario's verdict: NOT_READY
@@ -135,7 +145,7 @@ def test_demo_runs_with_kerberos_and_leaves_no_kdc_running(tmp_path):
     assert {s["status"] for s in evidence.values() if s["name"].startswith("exchange.")} == {"ok"}
     # The demo's realm is gone: its KDC process ended, its folder (database, keytab, krb5.conf) removed.
     assert krb5kdc_children() == kdcs
-    assert set(Path(tempfile.gettempdir()).glob("hma-check-kdc-*")) == folders
+    assert len(started) == 1 and not started[0].exists()
 
 
 # ------------------------------------------------------------------------------------------------ what goes wrong
@@ -204,6 +214,16 @@ def test_an_unreachable_kdc_is_one_line(lab, kerberos_env, tmp_path, monkeypatch
     assert text.startswith("exchange: Kerberos: the KDC is unreachable (Cannot contact any KDC for realm "
                            "'CONTOSO.LOCAL'): check krb5.conf's [realms] kdc entry")
     assert statuses(snapshot, "os.") == {"error"}
+
+
+def test_negotiate_falls_back_to_ntlm_when_no_kdc_answers(lab, kerberos_env, tmp_path, monkeypatch):  # noqa: F811
+    from hma_lab.kdc import free_port
+
+    monkeypatch.setenv("KRB5_CONFIG", str(kerberos_env.client_conf(tmp_path / "krb5.conf", kdc_port=free_port())))
+    log_at, os_log_at = len(lab.request_log), len(next(s for s in lab.services if hasattr(s, "servers")).request_log)
+    snapshot = collect(lab, "negotiate", lab.credentials.password)
+    assert statuses(snapshot, "exchange.") <= {"ok", "skipped"} and statuses(snapshot, "os.") <= {"ok", "skipped"}
+    assert signed_in(lab, log_at, os_log_at) == {("ntlm", True)}     # as Windows does without a KDC
 
 
 @pytest.mark.parametrize("timesync,clocks", [
