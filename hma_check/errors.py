@@ -22,6 +22,7 @@ this tree and the code in step).
      ├── JsonError               (util.json_file) text that is not JSON these files can hold (also a ValueError)
      │
      │   Collection faults: each becomes the error text of the one source it concerns, never a crash.
+     ├── KerberosFailure         (collect.kerberos) no ticket, a refused password, no KDC: one line, the section stops
      ├── CallFailed              (collect.psrp_client) one remote PowerShell call failed, classified (auth, timeout...)
      ├── ReadOnlyViolation       (collect.psrp_client) a cmdlet outside the read-only allowlist: a bug, never sent
      ├── ShapeError              (collect.exchange.objects) objects that cannot be the source's data (also a ValueError)

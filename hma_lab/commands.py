@@ -7,7 +7,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import yaml
 
@@ -15,12 +15,12 @@ from hma_lab.runtime import Lab
 from hma_lab.scenario import load_scenario, load_scenario_file, scenario_names
 
 
-def open_lab(name: str | None, path: Path | None) -> Lab:
+def open_lab(name: str | None, path: Path | None, *, realm: Any = None, auth: str | None = None) -> Lab:
     if name and path:
         from hma_check.errors import InputError
         raise InputError("give --scenario or --scenario-file, not both")
     scenario = load_scenario_file(path) if path else load_scenario(name or "ready")
-    return Lab(scenario)
+    return Lab(scenario, realm=realm, auth=auth)
 
 
 def list_scenarios() -> str:
@@ -93,3 +93,23 @@ def stop_on_signals() -> Iterator[threading.Event]:
 def wait_for(stop: threading.Event) -> None:
     while not stop.wait(0.5):
         pass
+
+
+@contextmanager
+def scenario_realm(name: str | None, path: Path | None, *, what: str) -> Iterator[Any]:
+    """The scenario's Active Directory domain as a throwaway MIT realm on loopback (hma_lab.kdc), used by this process
+    (KRB5_CONFIG) until the block ends. ToolMissingError (one line) when the KDC programs are missing."""
+    from hma_check.errors import ToolMissingError
+    from hma_lab.kdc import Realm, RealmError
+
+    scenario = load_scenario_file(path) if path else load_scenario(name or "ready")
+    domain = scenario.organization["ad_domain"]
+    try:
+        realm = Realm(domain.upper(), domains=(domain,)).start()
+    except RealmError as exc:
+        raise ToolMissingError(f"{what}: {exc}") from None
+    try:
+        with realm.activated():
+            yield realm
+    finally:
+        realm.stop()

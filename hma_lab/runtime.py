@@ -115,7 +115,8 @@ NTLM_ACCOUNTS = _NtlmAccounts()
 class Lab:
     """``with Lab("ready") as lab:`` starts the scenario's services on 127.0.0.1 and stops them on exit."""
 
-    def __init__(self, scenario: Scenario | str | Path, *, password: str | None = None) -> None:
+    def __init__(self, scenario: Scenario | str | Path, *, password: str | None = None, realm: Any = None,
+                 auth: str | None = None) -> None:
         if isinstance(scenario, Scenario):
             self.scenario = scenario
         elif isinstance(scenario, Path) or (isinstance(scenario, str) and scenario.endswith((".yaml", ".yml"))):
@@ -125,8 +126,13 @@ class Lab:
         username = self.scenario.username
         self.credentials = Credentials(username, password or NTLM_ACCOUNTS.password_for(username))
         self.services: list[LabService] = []
+        # A started kdc.Realm: the lab's servers then accept Kerberos (and Negotiate wrapping it) for its principals.
+        # The process's KRB5_CONFIG must name the realm's krb5.conf: the acceptor finds the service keys through it.
+        self.realm = realm
+        self.auth = auth or ("kerberos" if realm is not None else "ntlm")
+        self.principal: str | None = None
         self._listeners: Any = None
-        self._ntlm_user: str | None = None
+        self._ntlm_users: list[str] = []
         self._tmp: str | None = None
         self.exchange: Any = None
         self.endpoint: Any = None
@@ -161,8 +167,14 @@ class Lab:
                                      realm=self.scenario.organization["namespace"])
             self.endpoint.http_fault = self.scenario.http_fault
             NTLM_ACCOUNTS.acquire(self.credentials.username, self.credentials.password)
-            self._ntlm_user = self.credentials.username
+            self._ntlm_users.append(self.credentials.username)
             self._make_tls()
+            if self.realm is not None:
+                self._register_principals()
+                # Active Directory takes the user principal name over NTLM too: what Negotiate falls back to when
+                # no KDC answers.
+                NTLM_ACCOUNTS.acquire(self.principal, self.credentials.password)
+                self._ntlm_users.append(self.principal)
             self._listeners = ListenerGroup()
             http_port = self._listeners.add(self.endpoint, Listener(encryption_required=True))
             https_port = self._listeners.add(self.endpoint, Listener(tls=self.tls, cert_der=self.tls_cert_der))
@@ -194,6 +206,14 @@ class Lab:
         self.ca_file = Path(self._tmp) / "lab-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
 
+    def _register_principals(self) -> None:
+        """The account as user@REALM with the lab's password, and HTTP/<FQDN> of the Exchange endpoint's server and
+        of every server's WinRM: the SPNs a domain gives each computer (HTTP maps to the computer's HOST SPN)."""
+        user = self.credentials.username.rpartition("\\")[2]
+        self.principal = self.realm.add_user(user, self.credentials.password)
+        hosts = [self.exchange.endpoint_server.fqdn, *(server.fqdn for server in self.scenario.servers)]
+        self.realm.add_services(hosts)
+
     def accounts(self) -> dict[str, str]:
         """The logons every WSMan endpoint of the lab accepts: DOMAIN\\user, and user@ad_domain for the same account."""
         username, password = self.credentials.username, self.credentials.password
@@ -201,6 +221,8 @@ class Lab:
         accounts = {username.lower(): password}
         if netbios:
             accounts[f"{user}@{self.scenario.organization['ad_domain']}".lower()] = password
+        if self.principal:
+            accounts[self.principal.lower()] = password
         return accounts
 
     def stop(self) -> None:
@@ -215,9 +237,9 @@ class Lab:
         if self._listeners is not None:
             self._listeners.stop()
             self._listeners = None
-        if self._ntlm_user:
-            NTLM_ACCOUNTS.release(self._ntlm_user)
-            self._ntlm_user = None
+        for user in self._ntlm_users:
+            NTLM_ACCOUNTS.release(user)
+        self._ntlm_users.clear()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -235,17 +257,30 @@ class Lab:
         with self.endpoint.lock:
             return list(self.endpoint.request_log)
 
-    def exchange_scan_config(self, *, auth: str = "ntlm") -> dict[str, Any]:
-        """The ``exchange`` section of a scan configuration that points at this lab (the password is not in it)."""
+    def exchange_scan_config(self, *, auth: str | None = None) -> dict[str, Any]:
+        """The ``exchange`` section of a scan configuration that points at this lab (the password is not in it).
+
+        Kerberos and Negotiate go as Exchange's own documentation connects (http://<server FQDN>/PowerShell with
+        Kerberos): HTTP with WinRM message encryption, the SPN built from the server's FQDN while the connection
+        goes to the lab's loopback address (negotiate_hostname_override)."""
         assert self.exchange_endpoint is not None and self.ca_file is not None
+        auth = auth or self.auth
+        if auth in ("kerberos", "negotiate") and self.principal:
+            return {"server": self.exchange_endpoint.host, "port": self.exchange_endpoint.http_port, "ssl": False,
+                    "auth": auth, "username": self.principal, "path": self.exchange_endpoint.path,
+                    "negotiate_hostname_override": self.exchange.endpoint_server.fqdn}
         return {"server": self.exchange_endpoint.host, "port": self.exchange_endpoint.https_port, "ssl": True,
                 "ca_file": str(self.ca_file), "auth": auth, "username": self.credentials.username,
                 "path": self.exchange_endpoint.path}
 
-    def scan_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"exchange": self.exchange_scan_config()}
+    def scan_config(self, *, auth: str | None = None) -> dict[str, Any]:
+        auth = auth or self.auth
+        config: dict[str, Any] = {"exchange": self.exchange_scan_config(auth=auth)}
         for service in self.services:
             config.update(getattr(service, "scan_config", {}) or {})
+        if auth in ("kerberos", "negotiate") and self.principal and "os" in config:
+            # Each server's WinRM is reached through os.hosts (loopback ports); the SPN is the server's FQDN.
+            config["os"] = {**config["os"], "auth": auth, "username": self.principal}
         if self.scenario.options:
             config["options"] = dict(self.scenario.options)
         return config

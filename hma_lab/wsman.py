@@ -1,8 +1,10 @@
-"""The WSMan transport of the lab: HTTP(S) on loopback, Basic and Negotiate/NTLM auth, WinRM message encryption.
+"""The WSMan transport of the lab: HTTP(S) on loopback, Basic and Negotiate (NTLM, Kerberos) auth, message encryption.
 
 Enough of MS-WSMV for pypsrp's RunspacePool and PowerShell to work unchanged: Create, Command, Send, Receive (long
-poll, OperationTimeout fault), Signal, Delete and Get. NTLM is accepted by pyspnego per TCP connection, as IIS does,
-and the encrypted multipart bodies are unwrapped with pypsrp's own WinRMEncryption helper on the server side.
+poll, OperationTimeout fault), Signal, Delete and Get. Negotiate is accepted by pyspnego per TCP connection, as IIS
+does: NTLM, and Kerberos (SPNEGO-wrapped or a bare Kerberos token) when the lab has a realm (kdc.Realm), whose keytab
+the acceptor finds through KRB5_CONFIG. The encrypted multipart bodies are unwrapped with pypsrp's own WinRMEncryption
+helper on the server side.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.auth_context: Any = None
         self.connection_user: str | None = None
+        self.connection_mech: str | None = None     # how this connection signed in: basic, ntlm or kerberos
         self.encryption: Any = None
         self.pending_challenge: str | None = None
 
@@ -257,6 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
             if user is None:
                 self._log("auth", None, username or None, 401)
                 self._challenge(listener, endpoint)
+            self.connection_mech = "basic"
             return user
         if scheme in ("negotiate", "ntlm") and listener.negotiate:
             return self._step_negotiate(listener, endpoint, scheme, token)
@@ -297,6 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._challenge(listener, endpoint)
             return None
         self.connection_user = user
+        self.connection_mech = self.auth_context.negotiated_protocol
         # SPNEGO may finish with a mechListMIC token: it rides on the response to this request.
         self.pending_challenge = f"{title} {base64.b64encode(out).decode()}" if out else None
         return user
@@ -308,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint = self.server.endpoint
         with endpoint.lock:
             endpoint.request_log.append({"time": time.time(), "action": action, "resource": resource, "user": user,
-                                         "status": status, "note": note,
+                                         "status": status, "note": note, "mech": self.connection_mech,
                                          "tls": self.server.listener.tls is not None, "encrypted": encrypted})
 
     def _dispatch(self, body: bytes, user: str, encrypted: bool) -> tuple[int, bytes]:

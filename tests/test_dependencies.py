@@ -26,9 +26,10 @@ def _declared() -> dict[str, set[str]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"]
     core = {_name(r) for r in project["dependencies"]}
+    kerberos = {_name(r) for r in extras["kerberos"]}    # imported only when auth is kerberos or negotiate
     lab = core | {_name(r) for r in extras["lab"]}
-    return {"hma_check": core, "hma_lab": lab, "tests": lab | {_name(r) for r in extras["test"]},
-            "benchmarks": lab | {_name(r) for r in extras["test"]}}
+    tested = lab | kerberos | {_name(r) for r in extras["test"]}
+    return {"hma_check": core | kerberos, "hma_lab": lab | kerberos, "tests": tested, "benchmarks": tested}
 
 
 @lru_cache(maxsize=1)

@@ -57,13 +57,19 @@ def section_password(section: str, settings: Any, context: RunContext, target: s
     if settings.auth == "certificate":
         return None
     value = context.secrets.get(f"{section}.password") or context.environ.get(settings.password_env)
-    if not value and settings.auth == "kerberos":
-        return None  # the Kerberos ticket cache (kinit) signs in without a password
+    kerberos = settings.auth in ("kerberos", "negotiate")
+    if not value and kerberos:
+        from hma_check.collect.kerberos import has_ticket
+
+        if has_ticket(settings.username):
+            return None  # the ticket in the credential cache (kinit, or the Windows logon) signs in
     if not value and context.prompt is not None:
         value = context.prompt(f"Password for {settings.username} on {target}")
     if value:
         context.handed_out.append(value)
         return value
+    if kerberos:
+        return None  # no ticket and no password: the collector makes that one line, ERROR for its sources
     # A name the configuration gave is not repeated (it may be a password pasted into the wrong field); the default
     # names are hma-check's own.
     own = settings.password_env in (EXCHANGE_PASSWORD_ENV, OS_PASSWORD_ENV)

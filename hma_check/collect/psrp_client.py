@@ -81,7 +81,9 @@ class ReadOnlyViolation(HmaCheckError):
 
 
 class CallFailed(HmaCheckError):
-    """``kind``: auth, connect, throttled, timeout, broken, missing_command, cmdlet, transport, protocol."""
+    """``kind``: credential (the account or this machine cannot sign in anywhere: the section stops), auth (this
+    endpoint refused or cannot be signed in to), connect, throttled, timeout, broken, missing_command, cmdlet,
+    transport, protocol."""
 
     def __init__(self, kind: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -180,6 +182,7 @@ class RemoteSession:
     settings: Any     # ExchangeSettings, or the OS collector's per-server OsSettings: where and how to sign in
     password: str | None
     configuration: str = "Microsoft.Exchange"   # a key of ALLOWLISTS
+    login: Any = None  # kerberos.Login made once for the section (auth kerberos/negotiate); made here when absent
 
     def __post_init__(self) -> None:
         allowlist(self.configuration)   # no allowlist, no session
@@ -195,16 +198,27 @@ class RemoteSession:
         kwargs: dict[str, Any] = {}
         if s.auth == "certificate":
             kwargs.update(certificate_pem=str(s.certificate_pem), certificate_key_pem=str(s.certificate_key_pem))
-        if s.negotiate_service:
-            kwargs["negotiate_service"] = s.negotiate_service
+        # Windows' own WinRM client and IIS use the HTTP service class (HTTP/<FQDN>, which Active Directory maps to
+        # the computer's HOST SPN); pypsrp's default would be host/<FQDN>.
+        service = s.negotiate_service or "HTTP"
+        host = s.negotiate_hostname_override or s.server
+        if s.auth in ("kerberos", "negotiate"):
+            kwargs["negotiate_service"] = service
         if s.negotiate_hostname_override:
             kwargs["negotiate_hostname_override"] = s.negotiate_hostname_override
         validation: Any = s.cert_validation
         if s.cert_validation and s.ca_file is not None:
             validation = str(s.ca_file)
+        username, password = s.username, self.password
+        spn = f"{service}/{host}"
         try:
+            if s.auth in ("kerberos", "negotiate"):
+                from hma_check.collect.kerberos import sign_in
+
+                self.login = self.login or sign_in(s, self.password, section=self.configuration)
+                username, password = self.login.username, self.login.password
             self._wsman = WSMan(s.server, port=s.port, path=s.path, ssl=s.ssl, auth=s.auth,
-                                username=s.username, password=self.password, cert_validation=validation,
+                                username=username, password=password, cert_validation=validation,
                                 encryption="auto", operation_timeout=s.operation_timeout,
                                 connection_timeout=int(s.connect_timeout), read_timeout=s.operation_timeout + 10,
                                 reconnection_retries=0, **kwargs)
@@ -214,7 +228,8 @@ class RemoteSession:
             self._pool.open()
         except Exception as exc:  # noqa: BLE001 - classified into one printable line
             self.close()
-            raise classify(exc, f"opening the {self.configuration} remote PowerShell session on {s.server}") from None
+            raise classify(exc, f"opening the {self.configuration} remote PowerShell session on {s.server}",
+                           principal=str(username) if username else None, spn=spn) from None
         return self
 
     def run(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> list[ClixmlObject]:
@@ -364,13 +379,21 @@ def _retry_after(text: str) -> float | None:
     return int(match.group(1)) / 1000 if match else None
 
 
-def classify(exc: BaseException, doing: str) -> CallFailed:
-    """Turn a pypsrp/requests exception into one printable CallFailed (no traceback, no secret)."""
+def classify(exc: BaseException, doing: str, *, principal: str | None = None, spn: str | None = None) -> CallFailed:
+    """Turn a pypsrp/requests/Kerberos exception into one printable CallFailed (no traceback, no secret)."""
     import requests
     from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 
+    from hma_check.collect.kerberos import KerberosFailure, error_code, explain
+
     if isinstance(exc, CallFailed):
         return exc
+    if isinstance(exc, KerberosFailure):
+        return CallFailed("auth" if exc.per_server else "credential", exc.message)
+    library = type(exc).__module__.split(".", 1)[0]
+    if library in ("gssapi", "krb5") or (library == "spnego" and error_code(exc) is not None):
+        failure = explain(exc, principal=principal, spn=spn)
+        return CallFailed("auth" if failure.per_server else "credential", f"{failure.message} (while {doing})")
     if isinstance(exc, AuthenticationError):
         return CallFailed("auth", f"authentication failed while {doing}: {exc}")
     if isinstance(exc, WSManFaultError):

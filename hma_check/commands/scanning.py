@@ -115,7 +115,8 @@ def print_causes(snapshot: Any, report: Any = None, limit: int = 20) -> None:
             followers[area] = followers.get(area, 0) + count
         also = " (so no " + ", ".join(f"{area} ({count} sources)" for area, count in followers.items()) + ")" \
             if followers else ""
-        click.echo(one_line(f"{cause.area}: {cause.message} — {tally}{also}", 500), err=True)
+        said = cause.message if cause.message.startswith(f"{cause.area}:") else f"{cause.area}: {cause.message}"
+        click.echo(one_line(f"{said} — {tally}{also}", 500), err=True)
     if len(causes) > limit:
         click.echo(f"... and {len(causes) - limit} more causes: see the report's 'What could not be collected'",
                    err=True)

@@ -6,7 +6,6 @@ import textwrap
 
 import pytest
 
-from hma_check.collect.exchange.config import require_auth_support
 from hma_check.collect.context import RunContext
 from hma_check.collect.exchange.collector import exchange_password
 from hma_check.collect.config import load_config, load_config_text
@@ -72,11 +71,3 @@ def test_the_password_comes_from_the_environment_or_a_prompt_never_the_file():
     default = load("exchange: {server: mail, username: u, auth: ntlm}").sections["exchange"]
     with pytest.raises(ConfigError, match="set the environment variable HMA_CHECK_EXCHANGE_PASSWORD"):
         exchange_password(default, RunContext(snapshot=Snapshot.new(), environ={}))
-
-
-def test_kerberos_without_gssapi_is_one_clear_line(monkeypatch):
-    settings = load("exchange: {server: mail, auth: kerberos}").sections["exchange"]
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(ConfigError) as caught:
-        require_auth_support(settings)
-    assert "pip install 'hma-check[kerberos]'" in str(caught.value) and "\n" not in str(caught.value)

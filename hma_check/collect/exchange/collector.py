@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from hma_check.collect.clixml import ClixmlObject
-from hma_check.collect.exchange.config import ExchangeSettings, require_auth_support
+from hma_check.collect.exchange.config import ExchangeSettings
 from hma_check.collect.exchange.objects import ShapeError, shape
+from hma_check.collect.kerberos import KerberosFailure, sign_in
 from hma_check.collect.psrp_client import CallFailed, RemoteSession, given_up_reason, powershell_text, redact
 from hma_check.collect.context import Progress, RunContext, section_password
 from hma_check.errors import ClixmlError
@@ -88,6 +89,7 @@ SERVERS_QUERY = Query("exchange.servers", "Get-ExchangeServer")
 class _Shared:
     settings: ExchangeSettings
     password: str | None
+    login: Any          # kerberos.Login for auth kerberos/negotiate, made once for every session
     secrets: tuple[str, ...]
     progress: Progress
     pending: "queue.Queue[Query]"
@@ -106,12 +108,17 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
     A per-server call that gets no answer in time gives that server up: its queries not yet sent are errors saying
     so, and ``unresponsive`` (shared with the OS collector) records it, so a hung server costs one timeout.
     """
-    require_auth_support(settings)
     progress = progress or Progress()
     secrets = tuple(s for s in (password,) if s)
-    shared = _Shared(settings, password, secrets, progress, queue.Queue(), [], threading.Lock(),
+    try:
+        login = sign_in(settings, password, section="exchange")
+    except KerberosFailure as failure:
+        # No ticket, a refused password, no KDC, a skewed clock: the same for every query, so none is sent.
+        text = redact(failure.message, secrets)
+        return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
+    shared = _Shared(settings, password, login, secrets, progress, queue.Queue(), [], threading.Lock(),
                      unresponsive=unresponsive if unresponsive is not None else {})
-    first = RemoteSession(settings, password)
+    first = RemoteSession(settings, password, login=login)
     try:
         try:
             first.open()
@@ -215,11 +222,11 @@ def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> Remot
     """Open a session; when the throttling policy refuses one more, retire if others are working, else wait."""
     for attempt in range(shared.settings.retries + 1):
         try:
-            session = RemoteSession(shared.settings, shared.password).open()
+            session = RemoteSession(shared.settings, shared.password, login=shared.login).open()
         except CallFailed as failure:
             if failure.kind != "throttled":
                 with shared.lock:
-                    if shared.open_sessions == 0:
+                    if shared.open_sessions == 0 or failure.kind == "credential":
                         shared.fatal = redact(failure.message, shared.secrets)
                 return None
             with shared.lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from hma_check.collect.context import EXCHANGE_PASSWORD_ENV
-from hma_check.errors import ConfigError
 from hma_check.util.yaml_schema import Schema
 
 AUTHS = ("kerberos", "negotiate", "ntlm", "basic", "certificate")
@@ -129,6 +127,9 @@ def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefa
         raise fail(("username",), f"{auth} needs a username (DOMAIN\\user or user@domain)")
     if username is not None:
         username = schema.text(username, ("username",), one_line=True).strip()
+        if auth == "kerberos" and "\\" in username:
+            raise fail(("username",), "Kerberos names the user as user@REALM (for example hma-reader@CONTOSO.COM), "
+                                      "not DOMAIN\\user")
     password_env = raw.get("password_env", defaults.password_env)
     if not isinstance(password_env, str) or not _ENV_NAME.fullmatch(password_env):
         raise fail(("password_env",), "must be the name of an environment variable")
@@ -155,14 +156,6 @@ def parse_connection(raw: dict[str, Any], context: Any, defaults: ConnectionDefa
         timeout=float(schema.integer(raw.get("timeout", defaults.timeout), ("timeout",), 1, 3600)),
         operation_timeout=schema.integer(raw.get("operation_timeout", 20), ("operation_timeout",), 1, 600),
         connect_timeout=float(schema.integer(raw.get("connect_timeout", 30), ("connect_timeout",), 1, 600)))
-
-
-def require_auth_support(settings: ExchangeSettings) -> None:
-    """Kerberos needs python-gssapi (the 'kerberos' extra); say so in one line before anything is sent."""
-    if settings.auth == "kerberos" and importlib.util.find_spec("gssapi") is None:
-        raise ConfigError("exchange.auth is kerberos but python-gssapi is not installed: install the extra with "
-                          "pip install 'hma-check[kerberos]' (needs the system's MIT or Heimdal krb5 libraries), "
-                          "or use auth: negotiate, ntlm or basic over TLS")
 
 
 def _optional_text(schema: Schema, value: Any, where: tuple[Any, ...]) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.collect.exchange.objects import ShapeError, certificate_record, decode_base64, shape
+from hma_check.collect.kerberos import KerberosFailure, sign_in
 from hma_check.collect.psrp_client import Answer, CallFailed, RemoteSession, given_up_reason, powershell_text, redact
 from hma_check.collect.context import Progress, RunContext, section_password
 from hma_check.collect import iis_config as iis
@@ -85,6 +86,12 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
         return [SourceResult.error_result(name, servers_problem, command=BY_NAME[name].filled_by) for name in SOURCES]
     thumbprints = {role: _auth_thumbprint(snapshot, role) for role in AUTH_ROLES}
     secrets = tuple(s for s in (password,) if s)
+    try:
+        login = sign_in(settings, password, section="os")
+    except KerberosFailure as failure:
+        # The same for every server (no ticket, a refused password, no KDC, a skewed clock): no server is tried.
+        text = redact(failure.message, secrets)
+        return [SourceResult.error_result(name, text, command=BY_NAME[name].filled_by) for name in SOURCES]
     results: list[SourceResult] = []
     readable: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     for server in servers:
@@ -99,12 +106,13 @@ def collect_os(settings: OsSettings, password: str | None, snapshot: Snapshot, *
     if not readable:
         return results
 
-    stop: list[str] = []     # why no further server is asked: the account was refused
+    # why no further server is asked: the account was refused twice, or cannot sign in anywhere (kind "credential")
+    stop: list[str] = []
 
     def one(entry: tuple[dict[str, Any], tuple[str, ...]]) -> tuple[list[SourceResult], str | None]:
         server, wanted = entry
         reader = _ServerReader(settings.for_server(server["Name"], server.get("Fqdn")), password, server["Name"],
-                               secrets, unresponsive, stop)
+                               secrets, unresponsive, stop, login)
         found = reader.read(thumbprints, wanted)
         for result in found:
             progress.advance(result.command, result.ok)
@@ -168,14 +176,15 @@ def _auth_thumbprint(snapshot: Snapshot, source: str) -> tuple[str | None, str |
 
 
 class _ServerReader:
-    """Reads one server's four sources through one session, opening a fresh one after a call that broke it."""
+    """Reads one server's sources through one session, opening a fresh one after a call that broke it."""
 
     def __init__(self, settings: OsSettings, password: str | None, name: str, secrets: tuple[str, ...],
-                 unresponsive: dict[str, str], stop: list[str] | None = None) -> None:
+                 unresponsive: dict[str, str], stop: list[str] | None = None, login: Any = None) -> None:
         self.settings = settings
         self.password = password
         self.name = name
         self.secrets = secrets
+        self.login = login          # kerberos.Login made once for the section (auth kerberos/negotiate)
         self.session: RemoteSession | None = None
         self.unresponsive = unresponsive
         given_up = unresponsive.get(name.casefold())
@@ -208,13 +217,16 @@ class _ServerReader:
                 self.unreachable = f"not attempted: {self.stop[0]}"
                 raise CallFailed("auth", self.unreachable)
             try:
-                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION).open()
+                self.session = RemoteSession(self.settings, self.password, configuration=CONFIGURATION,
+                                             login=self.login).open()
                 self.accepted = True
             except CallFailed as failure:
                 # Closed port, refused credentials, TLS trouble: every source of this server fails the same way.
                 self.unreachable = failure.message
                 if failure.kind == "auth":
                     self.refusal = failure.message
+                if failure.kind == "credential":
+                    self.stop.append(failure.message)   # the account cannot sign in anywhere: no other server is asked
                 raise
         try:
             return self.session.invoke(cmdlet, params, self.settings.timeout)

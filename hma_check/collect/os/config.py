@@ -29,9 +29,16 @@ class OsSettings(Connection):
     server: str = ""    # set by for_server: the host this copy connects to
 
     def for_server(self, name: str, fqdn: str | None) -> "OsSettings":
-        """The server's address: the configured override, else its FQDN from Get-ExchangeServer, else its name."""
+        """The server's address: the configured override, else its FQDN from Get-ExchangeServer, else its name.
+
+        An override says where to connect, not who the server is: Kerberos still asks for a ticket to the server's
+        own SPN, HTTP/<its FQDN> (an IP address or another name has none), unless negotiate_hostname_override says
+        otherwise."""
         host, port = self.hosts.get(name.lower(), (fqdn or name, None))
-        return replace(self, server=host, port=port or self.port)
+        spn_host = self.negotiate_hostname_override
+        if spn_host is None and name.lower() in self.hosts and fqdn:
+            spn_host = fqdn
+        return replace(self, server=host, port=port or self.port, negotiate_hostname_override=spn_host)
 
     def summary(self) -> dict[str, Any]:
         return {"port": self.port, "ssl": self.ssl, "path": self.path, **super().summary(),
