@@ -34,13 +34,15 @@ ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]+(-[A-Z0-9]+)*-\d{3,}$")
 PHASES = {1: "Prepare: no client impact", 2: "Switch: clients move to modern authentication",
           3: "Validate and harden"}
 ON_EMPTY = ("error", "not_applicable", "fail")
+IF_SKIPPED = ("error", "not_applicable")
 RESERVED_NAMES = frozenset({"item", "scope", "now", "loop", *sources.NAMESPACES})
 
 CHECK_KEYS = {
     "id": True, "title": True, "area": True, "severity": True, "assert": True, "expect": True, "actual": True,
     "why": True, "references": True,
     "requires": False, "when": False, "for_each": False, "where": False, "on_empty": False, "subject": False,
-    "let": False, "enable": False, "rollback": False, "phase": False, "tags": False,
+    "let": False, "enable": False, "rollback": False, "phase": False, "tags": False, "if_skipped": False,
+    "affected": False,
 }
 STEP_KEYS = {
     "id": True, "title": True, "phase": True, "enable": True, "why": True, "references": True,
@@ -85,6 +87,8 @@ class Check:
     rollback: Compiled | None = None
     phase: int | None = None
     tags: tuple[str, ...] = ()
+    if_skipped: str = "error"             # a required source skipped on purpose: ERROR, or NOT_APPLICABLE
+    affected: Compiled | None = None      # the users a non-PASS finding affects (one action-plan row each)
     item_properties: frozenset[str] = frozenset()
     file: str = ""
     line: int = 0
@@ -308,6 +312,9 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
     tags = raw.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise b.fail("'tags' must be a list of strings", "tags")
+    if_skipped = raw.get("if_skipped", "error")
+    if if_skipped not in IF_SKIPPED:
+        raise b.fail(f"'if_skipped' must be one of {', '.join(IF_SKIPPED)}", "if_skipped")
     requires = b.requires()
     check = Check(
         id=check_id, title=b.text("title") or "", area=area or "", severity=severity, expect=b.text("expect") or "",
@@ -317,7 +324,7 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
         assertion=b.compile("assert", raw["assert"], template=False),
         actual=b.compile("actual", raw["actual"], template=True),
         enable=enable, rollback=rollback, phase=b.phase(required=enable is not None), tags=tuple(tags),
-        file=file, line=line, raw=dict(raw),
+        if_skipped=if_skipped, affected=b.optional("affected", template=False), file=file, line=line, raw=dict(raw),
     )
     b.requires_covers_use(requires)
     check.item_properties = frozenset(b.item_properties)

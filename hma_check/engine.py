@@ -58,12 +58,17 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
                 return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, used=used,
                                  reason=f"not applicable: 'when' ({check.when.source}) is false")]
         missing = []
+        skipped_only = True
         for name in check.requires:
             usable, why = facts.status(name)
             if not usable:
                 missing.append(f"required source {name} {why}")
+                skipped_only = skipped_only and facts.skipped(name)
         if missing:
-            return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing),
+            # A source left out on purpose (no logs imported, no logs: section) makes an optional check N/A; one
+            # that was asked for and failed stays ERROR.
+            status = NOT_APPLICABLE if check.if_skipped == "not_applicable" and skipped_only else ERROR
+            return [_finding(check, facts, status, ORGANIZATION, reason="; ".join(missing),
                              used=list(check.requires))]
         if check.for_each is None:
             return [_evaluate_item(check, facts, base, item=None, scope=None, read=[])]
@@ -138,8 +143,32 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
         if status != PASS and check.enable is not None:
             enable = _render_powershell(check.enable, context, "enable")
             rollback = _render_powershell(check.rollback, context, "rollback") if check.rollback else None
-    return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, item=item,
-                    enable=enable, rollback=rollback)
+        try:
+            affected = _affected(check.affected, context) if status != PASS and check.affected else None
+        except _Undecidable as exc:
+            return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, item=item)
+    finding = _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, item=item,
+                       enable=enable, rollback=rollback)
+    finding.affected = affected
+    return finding
+
+
+def _affected(compiled: Compiled, context: dict[str, Any]) -> list[dict[str, str]]:
+    """The users a finding affects: a list of names or of {user, ...} mappings, each value text."""
+    try:
+        value = compiled(context)
+    except Exception as exc:  # noqa: BLE001
+        raise _Undecidable(_reason("affected", exc)) from None
+    if not isinstance(value, (list, tuple)):
+        raise _Undecidable(f"'affected' ({compiled.source}) gave {type(value).__name__}, not a list")
+    out = []
+    for entry in value:
+        if isinstance(entry, str):
+            entry = {"user": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("user"), str):
+            raise _Undecidable(f"'affected' ({compiled.source}) gave {_short(entry)}, not a name or {{user: ...}}")
+        out.append({str(k): str(v) for k, v in entry.items()})
+    return out
 
 
 def _subject(template: Compiled | None, context: dict[str, Any], scope: str | None) -> str:

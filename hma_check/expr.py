@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from hma_check import entra, exchange_builds, tls
+from hma_check import client_impact, entra, exchange_builds, tls
 from hma_check.snapshot import parse_utc
 
 # ------------------------------------------------------------------------------------------- PowerShell quoting
@@ -277,6 +277,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "tls_state": tls.tls_state, "tls_dotnet_strong": tls.dotnet_strong_crypto, "tls_odd_values": tls.odd_values,
     "tls13_supported": tls.tls13_supported, "days_until": days_until,
     "ca_legacy_block": entra.legacy_block_state, "ca_describe": entra.describe_policy,
+    "client_users": client_impact.client_users, "client_summary": client_impact.client_summary,
+    "server_row": client_impact.server_row, "bearer_share": client_impact.bearer_share,
 }
 TESTS: dict[str, Callable[..., bool]] = {
     "version_ge": version_ge, "version_lt": version_lt,

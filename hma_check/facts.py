@@ -200,6 +200,11 @@ class Facts:
             raise _why_not(result, name)
         return result.data
 
+    def skipped(self, name: str) -> bool:
+        """Whether the source was skipped on purpose (every result of it has status skipped)."""
+        found = self.results(name)
+        return bool(found) and all(r.status == "skipped" for r in found)
+
     def status(self, name: str) -> tuple[bool, str | None]:
         """(usable, why not) for a required source: a scoped one needs at least one part collected."""
         found = self.results(name)

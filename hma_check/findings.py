@@ -42,6 +42,7 @@ class Finding:
     rollback: str | None = None
     exemption: dict[str, Any] | None = None
     original_status: str | None = None
+    affected: list[dict[str, str]] | None = None   # users this finding affects: {user, kind, found} (action plan)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

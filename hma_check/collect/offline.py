@@ -7,9 +7,11 @@ import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
+from hma_check.collect.httpproxy_logs import (ClientLogs, LogFormatError, Prefixed, looks_like_httpproxy,
+                                              other_exchange_log)
 from hma_check.collect.exchange_objects import (EDGE_OS_SKIPPED, SERVER_PROPERTY_SOURCES, ShapeError, shape,
                                                 source_for)
 from hma_check.collect.options import ScanOptions, options_result
@@ -22,6 +24,11 @@ MAX_FILES = 5000
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 # CLIXML compresses about 10:1; a member inflating more than 200 times is treated as a zip bomb.
 MAX_COMPRESSION_RATIO = 200
+# HttpProxy logs are streamed, never held: their own budget (a week of a busy organisation's logs, gzip'd by the
+# collection script, is a few GB).
+MAX_LOG_BYTES = 64 * 1024 ** 3
+SNIFF_BYTES = 64 * 1024
+LOGS_SOURCE = "logs.httpproxy"
 MANIFEST_KEY = "hmaCheckManifest"
 GRAPH_KEY = "hmaCheckGraph"
 NOT_SUPPLIED = "no file in the import supplied it"
@@ -50,24 +57,37 @@ class ImportOutcome:
     malformed: list[dict[str, str]] = field(default_factory=list)
 
 
-def import_path(path: str | Path, options: ScanOptions | None = None) -> ImportOutcome:
+def import_path(path: str | Path, options: ScanOptions | None = None, *,
+                pseudonymise_users: bool = False) -> ImportOutcome:
     """Read every file under ``path`` (a folder or a .zip) and build the Snapshot.
 
     Files are recognised by what they hold (object type names, or the collection script's JSON markers), never by
     their names. A file hma-check does not read is listed and skipped; a malformed one is listed with its reason;
     neither stops the import. Every contract source no file supplied is recorded as skipped, so a check needing it is
     ERROR, never PASS. ``options`` (the optional areas asked for) is recorded as scan.options, as a scan does.
+    Exchange HttpProxy logs (plain or gzip) are streamed into logs.httpproxy; ``pseudonymise_users`` replaces the
+    user names there with a keyed hash whose key is never stored.
     """
     path = Path(path)
-    importer = _Importer(str(path), options or ScanOptions())
-    for name, payload in _members(path, importer):
-        importer.add_file(name, payload)
+    importer = _Importer(str(path), options or ScanOptions(), pseudonymise_users=pseudonymise_users)
+    for member in _members(path, importer):
+        importer.add_member(member)
     return importer.finish()
 
 
 # ------------------------------------------------------------------------------------------------- file access
 
-def _members(path: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
+@dataclass
+class _Member:
+    """One file of the import, not read yet: its name, its size as stated (stat, or the zip header) and an opener."""
+
+    name: str
+    size: int
+    compressed: int
+    open: Callable[[], IO[bytes]]
+
+
+def _members(path: Path, importer: "_Importer") -> Iterator[_Member]:
     if path.is_dir():
         yield from _folder_members(path, importer)
     elif path.is_file() and zipfile.is_zipfile(path):
@@ -78,9 +98,8 @@ def _members(path: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
         raise ImportPathError("no such file or folder", path=str(path))
 
 
-def _folder_members(root: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
+def _folder_members(root: Path, importer: "_Importer") -> Iterator[_Member]:
     files = sorted(p for p in root.rglob("*") if not p.is_dir())
-    total = 0
     for count, file in enumerate(files):
         name = file.relative_to(root).as_posix()
         if count >= MAX_FILES:
@@ -90,21 +109,13 @@ def _folder_members(root: Path, importer: "_Importer") -> Iterator[tuple[str, by
         if not stat.S_ISREG(info.st_mode):
             importer.skip(name, "not a regular file (a link or a device)")
             continue
-        if info.st_size > MAX_CLIXML_BYTES:
-            importer.malformed_file(name, f"{info.st_size} bytes; the limit for one file is {MAX_CLIXML_BYTES}")
-            continue
-        total += info.st_size
-        if total > MAX_TOTAL_BYTES:
-            importer.malformed_file(name, f"the import exceeds {MAX_TOTAL_BYTES} bytes; the rest were not read")
-            return
-        yield name, file.read_bytes()
+        yield _Member(name, info.st_size, info.st_size, lambda file=file: open(file, "rb"))
 
 
-def _zip_members(archive: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
+def _zip_members(archive: Path, importer: "_Importer") -> Iterator[_Member]:
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = [i for i in zf.infolist() if not i.is_dir()]
-            total = 0
             for count, info in enumerate(infos):
                 name = info.filename
                 if count >= MAX_FILES:
@@ -114,21 +125,7 @@ def _zip_members(archive: Path, importer: "_Importer") -> Iterator[tuple[str, by
                 if problem:
                     importer.malformed_file(name, problem)
                     continue
-                total += info.file_size
-                if total > MAX_TOTAL_BYTES:
-                    importer.malformed_file(name, f"the zip inflates past {MAX_TOTAL_BYTES} bytes; the rest were not read")
-                    return
-                try:
-                    with zf.open(info) as handle:
-                        # The header's size can lie: never read more than the limit, whatever it says.
-                        payload = handle.read(MAX_CLIXML_BYTES + 1)
-                except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
-                    importer.malformed_file(name, f"cannot be read from the zip: {exc}")
-                    continue
-                if len(payload) > MAX_CLIXML_BYTES:
-                    importer.malformed_file(name, f"inflates past {MAX_CLIXML_BYTES} bytes, the limit for one file")
-                    continue
-                yield name, payload
+                yield _Member(name, info.file_size, info.compress_size, lambda info=info: zf.open(info))
     except zipfile.BadZipFile as exc:
         raise ImportPathError(f"not a readable zip file: {exc}", path=str(archive)) from None
 
@@ -140,8 +137,6 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
         return "unsafe member name (absolute or climbing out of the archive); not read"
     if info.flag_bits & 0x1:
         return "encrypted member; not read"
-    if info.file_size > MAX_CLIXML_BYTES:
-        return f"{info.file_size} bytes uncompressed; the limit for one file is {MAX_CLIXML_BYTES}"
     if info.file_size > 1024 * 1024 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
         return (f"compression ratio above {MAX_COMPRESSION_RATIO}:1 ({info.compress_size} -> {info.file_size} "
                 f"bytes): refused as a zip bomb")
@@ -151,9 +146,15 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
 # ------------------------------------------------------------------------------------------------- the importer
 
 class _Importer:
-    def __init__(self, origin: str, options: ScanOptions) -> None:
+    def __init__(self, origin: str, options: ScanOptions, *, pseudonymise_users: bool = False) -> None:
         self.origin = origin
         self.options = options
+        self.pseudonymise_users = pseudonymise_users
+        self.logs = ClientLogs()
+        self.log_files: list[str] = []
+        self.log_bytes = 0
+        self.clixml_bytes = 0
+        self.unreadable_logs: list[tuple[str, str]] = []
         self.recognised: list[dict[str, Any]] = []
         self.unrecognised: list[dict[str, str]] = []
         self.malformed: list[dict[str, str]] = []
@@ -169,6 +170,57 @@ class _Importer:
     def malformed_file(self, name: str, reason: str) -> None:
         self.malformed.append({"file": name, "reason": reason})
         self.broken[name] = reason
+
+    def add_member(self, member: _Member) -> None:
+        """Sniff the first bytes: an HttpProxy log is streamed into logs.httpproxy, anything else is read whole."""
+        try:
+            with member.open() as handle:
+                head = handle.read(SNIFF_BYTES)
+                if looks_like_httpproxy(head):
+                    self._add_log(member, Prefixed(head, handle))
+                    return
+                kind = other_exchange_log(head)
+                if kind is not None:
+                    self.skip(member.name, f"an Exchange log hma-check does not read ({kind})")
+                    return
+                if member.size > MAX_CLIXML_BYTES:
+                    self.malformed_file(member.name, f"{member.size} bytes; the limit for one file is {MAX_CLIXML_BYTES}")
+                    return
+                self.clixml_bytes += member.size
+                if self.clixml_bytes > MAX_TOTAL_BYTES:
+                    self.malformed_file(member.name, f"the import exceeds {MAX_TOTAL_BYTES} bytes; not read")
+                    return
+                # The header's size can lie: never read more than the limit, whatever it says.
+                payload = head + handle.read(MAX_CLIXML_BYTES + 1 - len(head))
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+            self.malformed_file(member.name, f"cannot be read: {exc}")
+            return
+        if len(payload) > MAX_CLIXML_BYTES:
+            self.malformed_file(member.name, f"inflates past {MAX_CLIXML_BYTES} bytes, the limit for one file")
+            return
+        self.add_file(member.name, payload)
+
+    def _add_log(self, member: _Member, stream: IO[bytes]) -> None:
+        self.seen.add(member.name)
+        self.log_bytes += member.compressed
+        if self.log_bytes > MAX_LOG_BYTES:
+            self.malformed_file(member.name, f"the import's logs exceed {MAX_LOG_BYTES} bytes; not read")
+            self.unreadable_logs.append((member.name, "over the size limit"))
+            return
+        before = self.logs.malformed.lines
+        try:
+            self.logs.add_file(member.name, stream, compressed_size=member.compressed)
+        except LogFormatError as exc:
+            reason = str(exc).removeprefix(f"{member.name}: ")
+            self.malformed_file(member.name, reason)
+            self.unreadable_logs.append((member.name, reason))
+            return
+        self.log_files.append(member.name)
+        bad = self.logs.malformed.lines - before
+        record: dict[str, Any] = {"file": member.name, "source": LOGS_SOURCE}
+        if bad:
+            record["note"] = f"{bad} malformed line(s) counted and skipped"
+        self.recognised.append(record)
 
     def add_file(self, name: str, payload: bytes) -> None:
         self.seen.add(name)
@@ -244,6 +296,9 @@ class _Importer:
 
         for (source, scope), group in results.items():
             snapshot.add(self._result(source, scope, group, snapshot.collected_at))
+        log_entries = [entry for entry in entries.values() if entry.get("source") == LOGS_SOURCE]
+        self._logs_result(snapshot, log_entries)
+        entries = {key: entry for key, entry in entries.items() if entry.get("source") != LOGS_SOURCE}
         self._manifest_only_results(entries, snapshot, {c.file for c in captures})
         for name, envelope in self.graph:
             result = self._graph_result(name, envelope, snapshot.collected_at)
@@ -360,6 +415,25 @@ class _Importer:
         return SourceResult.ok_result(source, shaped[0], command=command, scope=scope, started=started,
                                       duration_ms=duration)
 
+    def _logs_result(self, snapshot: Snapshot, entries: list[dict[str, Any]]) -> None:
+        """logs.httpproxy from the log files read, with the collection script's per-server record (a server whose
+        logs could not be copied is listed with its error; the checks name it)."""
+        if not self.log_files and not entries and not self.unreadable_logs:
+            return     # no log supplied: recorded as skipped, like every other source no file supplied
+        command = (f"HttpProxy logs: {len(self.log_files)} file(s) streamed, every line read "
+                   f"(imported from {self.origin})")
+        coverage = _coverage(self.logs.result()["servers"] if self.log_files else [], entries)
+        if not self.log_files:
+            problems = [f"{e.get('server') or '?'}: {e.get('error')}" for e in entries if e.get("status") == "error"]
+            problems += [f"{name}: {reason}" for name, reason in self.unreadable_logs[:5]]
+            if problems:
+                snapshot.add(SourceResult.error_result(
+                    LOGS_SOURCE, "the collection script reported: " + "; ".join(problems), command=command,
+                    started=snapshot.collected_at))
+                return
+        data = self.logs.result(pseudonymise=self.pseudonymise_users, coverage=coverage)
+        snapshot.add(SourceResult.ok_result(LOGS_SOURCE, data, command=command, started=snapshot.collected_at))
+
     def _manifest_only_results(self, entries: dict[str, dict[str, Any]], snapshot: Snapshot,
                                used: set[str]) -> None:
         """Manifest entries whose file failed to parse or that record a failed query become error results."""
@@ -437,6 +511,22 @@ class _Importer:
 
 
 _ABSENT = object()
+
+
+def _coverage(seen: list[dict[str, Any]], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Servers the logs came from (ServerHostName), merged with the collection script's per-server record."""
+    by_name = {str(row["server"]).casefold(): dict(row) for row in seen}
+    for entry in entries:
+        server = entry.get("server")
+        if not isinstance(server, str) or not server:
+            continue
+        row = by_name.setdefault(server.casefold(), {"server": server, "status": "ok", "requests": 0,
+                                                     "first_seen": None, "last_seen": None})
+        if entry.get("status") == "error":
+            row.update(status="error", error=str(entry.get("error") or "unknown error")[:500])
+        elif isinstance(entry.get("note"), str) and entry["note"]:
+            row["note"] = entry["note"][:300]
+    return sorted(by_name.values(), key=lambda row: str(row["server"]).casefold())
 
 
 def _command(source: str, scope: str | None, entry: dict[str, Any], files: list[str]) -> str:
