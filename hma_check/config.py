@@ -5,6 +5,7 @@
     graph:      hma_check.collect.graph_config (tenants and app credentials)
     probes:     hma_check.collect.probe_settings (outside-in HTTPS probes)
     options:    hma_check.collect.options (optional areas to assess, recorded as scan.options)
+    logs:       hma_check.collect.httpproxy_live (Exchange's HttpProxy logs summarised on each server over os:)
 
 A section parser is ``parse(raw, context) -> settings``; ``context.fail(where, message)`` returns a ConfigError naming
 the file and line of ``where`` (a path inside the section). Secrets never live in the file: sections name the
@@ -28,6 +29,7 @@ SECTIONS: dict[str, str] = {
     "graph": "hma_check.collect.graph_config:parse_graph",
     "probes": "hma_check.collect.probe_settings:parse_probes_section",
     "options": "hma_check.collect.options:parse_options_section",
+    "logs": "hma_check.collect.httpproxy_live:parse_logs_section",
 }
 
 
@@ -76,6 +78,8 @@ def parse_config(doc: YamlDoc, base_dir: Path) -> ScanConfig:
             raise doc.error((name,), "unknown section; expected one of: " + ", ".join(sorted(SECTIONS)))
         parser = _resolve(target)
         config.sections[name] = parser(raw, ConfigContext(doc, name, base_dir))
+    if "logs" in config.sections and "os" not in config.sections:
+        raise doc.error(("logs",), "reads the logs over the OS channel (WinRM): add an os: section (it may be empty)")
     return config
 
 

@@ -96,6 +96,7 @@ class Report:
     baseline: dict[str, Any] | None = None       # validation: the readiness run it follows (hma_check.validation)
     changes: Any = None                          # validation: a RunDiff from that run to this one
     notes: list[str] = field(default_factory=list)
+    clients: Any = None                          # the Clients section (render.clients.ClientsView), from the logs
 
     @property
     def verdict_label(self) -> str:
@@ -150,7 +151,14 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         hma_state=_hma_state(evaluation), metadata=metadata, unused_exemptions=list(unused_exemptions or []),
         expired_exemptions=[f for f in findings if f.exemption and f.exemption.get("expired")],
         area_titles={a: checks.area_title(a) for a in area_ids},
+        clients=_clients(snapshot),
     )
+
+
+def _clients(snapshot: Any) -> Any:
+    from hma_check.render.clients import clients_view
+
+    return clients_view(snapshot)
 
 
 def _groups(findings: list[Finding], order: dict[str, int]) -> list[CheckGroup]:

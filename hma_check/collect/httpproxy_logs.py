@@ -235,11 +235,14 @@ class ClientLogs:
                           else "a data line before any #Fields header")
                 self.malformed.add(name, reader.line_num, reason)
                 continue
-            if row[0] == "DateTime":
-                continue   # the plain header line repeated
             moment = row[i_dt]
             if len(moment) < 19 or moment[4] != "-" or moment[10] != "T":
-                self.malformed.add(name, reader.line_num, f"DateTime {moment[:40]!r} is not an ISO 8601 time")
+                first = row[0]
+                if first.startswith("#Fields:"):     # a #Fields line as wide as the plain header before it
+                    width, indexes = _indexes([first[len("#Fields:"):].strip(), *row[1:]], name, reader.line_num)
+                    i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv = indexes
+                elif not first.startswith("#") and first != "DateTime":
+                    self.malformed.add(name, reader.line_num, f"DateTime {moment[:40]!r} is not an ISO 8601 time")
                 continue
             requests += 1
             protocol = row[i_proto]

@@ -21,11 +21,14 @@ from hma_check.scrub import scrub
 
 # Read-only by construction: per session configuration, the cmdlets that may be sent; anything else is refused before
 # it can leave the machine, and a configuration without a list cannot be opened. The standard endpoint is a
-# full-language administrator session, so it gets only the four reads the OS collector makes (registry values,
-# ExSetup.exe, the operating system, the certificate store), not the Exchange endpoint's Get-/Test- rule.
+# full-language administrator session, so it gets only the reads the OS collector makes (registry values,
+# ExSetup.exe, the operating system, the certificate store) and the three the HttpProxy log summary pipes together
+# (Import-Csv reads a file; Where-Object and Group-Object only filter and count what it read), not the Exchange
+# endpoint's Get-/Test- rule.
 ALLOWLISTS: dict[str, re.Pattern[str]] = {
     "Microsoft.Exchange": re.compile(r"(Get|Test)-[A-Za-z][A-Za-z0-9]*"),
-    "Microsoft.PowerShell": re.compile(r"Get-(ItemProperty|ChildItem|Command|CimInstance)"),
+    "Microsoft.PowerShell": re.compile(r"Get-(ItemProperty|ChildItem|Command|CimInstance)|Import-Csv|Where-Object|"
+                                       r"Group-Object"),
 }
 # winerror.h: ERROR_WSMAN_OPERATION_TIMEDOUT (pypsrp retries it), the shell-not-found family, and the quota faults
 # Exchange's throttling policy surfaces through WinRM (max shells, user load quota, max operations).
@@ -173,15 +176,23 @@ class RemoteSession:
 
     def invoke(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> Answer:
         """Run one cmdlet; its objects and non-terminating errors, or CallFailed when the pipeline itself failed."""
+        return self.invoke_pipeline(((cmdlet, params),), timeout)
+
+    def invoke_pipeline(self, commands: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...],
+                        timeout: float) -> Answer:
+        """Run cmdlets piped into each other (still cmdlets with parameters only: every one is checked against the
+        allowlist before anything is sent, and no script is ever built)."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
-        check_read_only(cmdlet, self.configuration)
+        for cmdlet, _ in commands:
+            check_read_only(cmdlet, self.configuration)
         if self._pool is None:
             raise CallFailed("broken", "the session is not open")
         ps = PowerShell(self._pool)
-        ps.add_cmdlet(cmdlet)
-        for name, value in params:
-            ps.add_parameter(name, value)
+        for cmdlet, params in commands:
+            ps.add_cmdlet(cmdlet)
+            for name, value in params:
+                ps.add_parameter(name, value)
         deadline = time.monotonic() + timeout
         try:
             ps.begin_invoke()
@@ -194,7 +205,7 @@ class RemoteSession:
         except CallFailed:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise classify(exc, powershell_text(cmdlet, params)) from None
+            raise classify(exc, " | ".join(powershell_text(c, p) for c, p in commands)) from None
         try:
             errors = [_error_info(record) for record in ps.streams.error]
             if ps.state == PSInvocationState.FAILED:

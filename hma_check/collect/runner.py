@@ -19,10 +19,11 @@ from hma_check.snapshot import Snapshot, SourceResult
 from hma_check.sources import SOURCES
 from hma_check.scrub import Scrubber
 
-ORDER = ("exchange", "os", "graph", "probes")
+ORDER = ("exchange", "os", "logs", "graph", "probes")
 COLLECTORS: dict[str, str] = {
     "exchange": "hma_check.collect.runner:run_exchange",
     "os": "hma_check.collect.runner:run_os",
+    "logs": "hma_check.collect.runner:run_logs",
     "graph": "hma_check.collect.graph:run_graph",
     "probes": "hma_check.collect.probes:run_probes",
 }
@@ -48,6 +49,7 @@ class RunContext:
     prompt: Callable[[str], str] | None = None                  # asks for a password on a terminal
     progress: Callable[[str], Progress] = lambda section: Progress()
     handed_out: list[str] = field(default_factory=list)         # every password given to a collector, prompt included
+    sections: Mapping[str, Any] = field(default_factory=dict)   # every section's settings (logs reads os's)
 
     def scrubber(self, config: ScanConfig) -> Scrubber:
         """Every secret this run can know of: in-process values, passwords handed out, and the values of the
@@ -65,7 +67,7 @@ def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = No
     snapshot = Snapshot.new(target=_target(config))
     context = RunContext(snapshot=snapshot, secrets=dict(secrets or {}),
                          environ=dict(os.environ) if environ is None else dict(environ), prompt=prompt,
-                         progress=progress or (lambda section: Progress()))
+                         progress=progress or (lambda section: Progress()), sections=dict(config.sections))
     sections = [s for s in ORDER if s in config.sections] + [s for s in config.sections if s not in ORDER]
     for section in (s for s in sections if s not in SETTINGS_SECTIONS):
         runner = _resolve(COLLECTORS[section]) if section in COLLECTORS else None
@@ -101,7 +103,7 @@ def _options_origin(config: ScanConfig) -> str:
 
 
 # The scan configuration's sections and the source namespaces they fill (docs/sources.md).
-SECTION_NAMESPACE = {"exchange": "exchange", "os": "os", "graph": "graph", "probes": "probe"}
+SECTION_NAMESPACE = {"exchange": "exchange", "os": "os", "logs": "logs", "graph": "graph", "probes": "probe"}
 
 
 def _mark_missing(snapshot: Snapshot, section: str, status: str, reason: str) -> None:
@@ -178,5 +180,20 @@ def run_os(settings: Any, context: RunContext) -> list[SourceResult]:
     progress = context.progress("os")
     try:
         return collect_os(settings, password, context.snapshot, progress=progress)
+    finally:
+        progress.finish()
+
+
+# ------------------------------------------------------------------------------------------------- logs
+
+def run_logs(settings: Any, context: RunContext) -> list[SourceResult]:
+    """Reads exchange.servers from the snapshot and connects as the os: section says (config requires one)."""
+    from hma_check.collect.httpproxy_live import collect_logs
+
+    os_settings = context.sections["os"]
+    password = section_password("os", os_settings, context, "the Exchange servers (WinRM)")
+    progress = context.progress("logs")
+    try:
+        return collect_logs(settings, os_settings, password, context.snapshot)
     finally:
         progress.finish()

@@ -17,6 +17,8 @@ Examples:
   hma-check demo --scenario one-server-mapi-no-oauth --out out/mapi
   hma-check demo --scenario-file my-org.yaml --out out/mine
   hma-check demo --scenario enabled --out out/after --after-enable --baseline out/demo   validate the switch
+  hma-check demo --scenario clients --out out/clients   users and their clients; then:
+  hma-check import out/clients/lab-logs --out out/clients-logs   the servers' HttpProxy logs of that run
   hma-check lab --list                            the shipped scenarios
 \b
 The scan is real: pypsrp over WSMan (NTLM over HTTPS) to the lab's Exchange endpoint, exactly as against a server.
@@ -40,5 +42,15 @@ def demo(scenario: str | None, scenario_file: Path | None, out_dir: Path, concur
             click.echo(f"lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers) at "
                        f"{lab.exchange_endpoint.https_url}", err=True)
             config = demo_config(lab, out_dir, concurrency)
-            code = collect_and_report(config, out_dir, secrets=lab.secrets(), report=report)
+
+            def lab_logs() -> list[Path]:
+                """The servers' HttpProxy logs of what the scan (and the scenario's clients) sent, for
+                'hma-check import <out>/lab-logs'."""
+                copied = lab.export_httpproxy_logs(out_dir / "lab-logs")
+                if copied:
+                    click.echo(f"lab HttpProxy logs: {out_dir / 'lab-logs'} ({len(copied)} files; "
+                               f"hma-check import {out_dir / 'lab-logs'} --out <folder>)", err=True)
+                return copied
+
+            code = collect_and_report(config, out_dir, secrets=lab.secrets(), report=report, inputs=lab_logs)
     sys.exit(code)

@@ -31,6 +31,7 @@ MAX_SERVERS = 2000
 SECTION_MODULES: dict[str, str] = {
     "tenants": "hma_check.lab.tenants",
     "endpoints": "hma_check.lab.endpoints",
+    "clients": "hma_check.lab.clients",
 }
 
 
