@@ -14,8 +14,7 @@ allowlist in psrp_client admits these and nothing else):
 
 First and last seen come from the files' times (the hour in the name, LastWriteTimeUtc), per protocol and day: a
 live summary never moves the lines themselves. Malformed lines are dropped by Where-Object on the server, not
-counted: import the files for both. And
-malformed lines are dropped by Where-Object on the server, not counted: import the files for both.
+counted: import the files for both.
 """
 
 from __future__ import annotations
