@@ -12,7 +12,7 @@ import tracemalloc
 import xml.etree.ElementTree as ET
 
 from hma_check.collect.clixml import parse_clixml
-from hma_check.collect.exchange_objects import shape
+from hma_check.collect.exchange.objects import shape
 
 
 def capture(mailboxes: int) -> bytes:

@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))   # the tests.support helpers
 
-import baseline  # noqa: E402
+from tests.support import baseline  # noqa: E402
 
-from hma_check.manifest import verify_folder  # noqa: E402
-from hma_check.pipeline import run_report  # noqa: E402
-from hma_check.rundiff import compare, load_run  # noqa: E402
-from hma_check.snapshot import load_snapshot  # noqa: E402
+from hma_check.runs.manifest import verify_folder  # noqa: E402
+from hma_check.commands.pipeline import run_report  # noqa: E402
+from hma_check.runs.diff import compare, load_run  # noqa: E402
+from hma_check.contract.snapshot import load_snapshot  # noqa: E402
 
 SERVERS, USERS, CHANGED, RUNS = 200, 50_000, 500, 3
 

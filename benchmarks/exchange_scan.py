@@ -35,7 +35,7 @@ def scan_once(info_json: str, concurrency: int) -> None:
     import yaml
 
     from hma_check.collect.runner import run_collectors
-    from hma_check.config import load_config_text
+    from hma_check.collect.config import load_config_text
 
     info = json.loads(info_json)
     exchange = dict(info["scan_config"]["exchange"], concurrency=concurrency)
@@ -53,7 +53,7 @@ def scan_once(info_json: str, concurrency: int) -> None:
 def measure(servers: int, concurrency: int, folder: Path) -> dict:
     path = folder / f"bench-{servers}.yaml"
     path.write_text(SCENARIO.format(servers=servers, latency=LATENCY), encoding="utf-8")
-    lab = subprocess.Popen([sys.executable, "-m", "hma_check.lab.serve", "--scenario-file", str(path)],
+    lab = subprocess.Popen([sys.executable, "-m", "hma_lab.serve", "--scenario-file", str(path)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         info = lab.stdout.readline()  # type: ignore[union-attr]

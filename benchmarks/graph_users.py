@@ -25,8 +25,8 @@ GOAL_RSS_MB = 400.0
 
 LAB = textwrap.dedent("""
     import json, sys
-    from hma_check.lab.graph_service import GraphService
-    from hma_check.lab.tenants import load_tenants
+    from hma_lab.graph_service import GraphService
+    from hma_lab.tenants import load_tenants
     tenants = load_tenants([{"id": sys.argv[1], "display_name": "Bench", "initial_domain": "bench.onmicrosoft.com",
                              "domains": [{"id": "bench.onmicrosoft.com"}, {"id": "bench.com", "isDefault": True}],
                              "generate_users": {"count": int(sys.argv[2])}}])
@@ -39,9 +39,9 @@ LAB = textwrap.dedent("""
 COLLECT = textwrap.dedent("""
     import json, resource, sys, time
     t0 = time.perf_counter()
-    from hma_check.collect.graph import collect_graph
-    from hma_check.collect.graph_config import parse_graph_section
-    from hma_check.snapshot import Snapshot
+    from hma_check.collect.graph.collector import collect_graph
+    from hma_check.collect.graph.config import parse_graph_section
+    from hma_check.contract.snapshot import Snapshot
     lab = json.loads(sys.argv[1])
     targets = parse_graph_section({"tenant_id": sys.argv[2], "client_id": lab["client_id"],
                                    "client_secret_env": "BENCH_SECRET", "authority": lab["authority"],

@@ -27,7 +27,7 @@ SEQUENTIAL_SAMPLE = 40
 LATENCY = "50ms"
 LAB = textwrap.dedent("""
     import json, sys, tempfile, pathlib
-    from hma_check.lab.runtime import Lab
+    from hma_lab.runtime import Lab
     scenario = pathlib.Path(tempfile.mkdtemp()) / "os-bench.yaml"
     scenario.write_text("extends: large\\nname: os-bench\\nlatency: {default: %s}\\n" % sys.argv[1])
     with Lab(scenario) as lab:
@@ -42,9 +42,9 @@ COLLECT = textwrap.dedent("""
     from dataclasses import replace
     t0 = time.perf_counter()
     import yaml
-    from hma_check.collect.server_os import collect_os
-    from hma_check.config import load_config_text
-    from hma_check.snapshot import Snapshot, SourceResult
+    from hma_check.collect.os.collector import collect_os
+    from hma_check.collect.config import load_config_text
+    from hma_check.contract.snapshot import Snapshot, SourceResult
     lab, count, concurrency = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     settings = replace(load_config_text(yaml.safe_dump({"os": lab["os"]})).sections["os"], concurrency=concurrency)
     snapshot = Snapshot.new()

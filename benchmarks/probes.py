@@ -14,10 +14,10 @@ import json
 import sys
 import time
 
-from hma_check.collect.probe_settings import parse_probe_settings
-from hma_check.collect.probes import collect_probes
-from hma_check.lab.endpoints import EndpointsSpec, HostSpec, NodeSpec
-from hma_check.snapshot import Snapshot
+from hma_check.collect.probes.config import parse_probe_settings
+from hma_check.collect.probes.collector import collect_probes
+from hma_lab.endpoints import EndpointsSpec, HostSpec, NodeSpec
+from hma_check.contract.snapshot import Snapshot
 
 GOAL_SILENT_RATIO = 0.30
 TIMEOUT = 0.5
@@ -41,7 +41,7 @@ def run(server, concurrency: int) -> tuple[float, int]:
 
 
 def main() -> int:
-    from hma_check.lab.endpoint_server import EndpointServer
+    from hma_lab.endpoint_server import EndpointServer
 
     report: dict[str, object] = {"benchmark": "probes", "timeout_s": TIMEOUT}
     with EndpointServer(spec(24, 0)) as server:

@@ -1,41 +1,18 @@
-"""Shared test helpers: the baseline snapshot, patch operations on it, and the loaded catalogue."""
+"""Shared fixtures: the baseline snapshot and the loaded catalogue (helpers live in tests/support/)."""
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-SAMPLE = TESTS.parent / "hma_check" / "samples" / "contoso-evidence.json"   # the shipped sample (make_sample.py)
-# A small user checks file (one organization check) for tests of --checks handling.
-SITE_CHECKS = """\
-version: 1
-checks:
-  - id: SITE-ORG-001
-    title: MAPI over HTTP on
-    area: organization
-    severity: blocker
-    requires: [exchange.organization_config]
-    assert: "exchange.organization_config.MapiHttpEnabled is true"
-    expect: enabled
-    actual: "{{ exchange.organization_config.MapiHttpEnabled }}"
-    why: because
-    references: [https://learn.microsoft.com/x]
-"""
-sys.path.insert(0, str(TESTS))
-
-import baseline  # noqa: E402
-
-from hma_check.snapshot import Snapshot  # noqa: E402
+from hma_check.contract.snapshot import Snapshot
+from tests.support import baseline
 
 
 @pytest.fixture(scope="session")
 def catalogue():
-    from hma_check.pipeline import load_all_checks
+    from hma_check.commands.pipeline import load_all_checks
 
     return load_all_checks()
 
@@ -45,43 +22,14 @@ def snapshot() -> Snapshot:
     return baseline.build()
 
 
-def copy_of(run_folder: Path, tmp_path: Path) -> Path:
-    """A copy of a module's report folder that one test may edit, sign or overwrite freely."""
-    copy = tmp_path / "run"
-    shutil.copytree(run_folder, copy)
-    return copy
+# The fast unit tests (make check): the stages that need no lab, no network and no browser.
+UNIT_FOLDERS = {"contract", "evaluate", "render", "util"}
 
 
-def _resolve_key(key: str) -> str:
-    return key.replace("@TENANT", "@" + baseline.TENANT)
-
-
-def apply_ops(snapshot: Snapshot, ops: list[dict[str, Any]]) -> Snapshot:
-    """The small patch language of tests/check_cases.yaml, applied in place."""
-    for op in ops:
-        if "fail" in op:
-            target = _resolve_key(op["fail"])
-            hits = [r for k, r in snapshot.sources.items() if k == target or r.name == target]
-            assert hits, f"no source {target} to fail"
-            for result in hits:
-                result.status, result.error, result.data = "error", "TimeoutError: simulated collection failure", None
-            continue
-        kind = next(k for k in ("set", "append", "remove") if k in op)
-        key, *path = op[kind]
-        key = _resolve_key(key)
-        assert key in snapshot.sources, f"no source {key} in the baseline"
-        result = snapshot.sources[key]
-        if kind == "set" and not path:
-            result.data = op["to"]
-            continue
-        container = result.data
-        for part in path[:-1]:
-            container = container[part]
-        last = path[-1] if path else None
-        if kind == "set":
-            container[last] = op["to"]
-        elif kind == "append":
-            (container[last] if last is not None else container).append(op["value"])
-        else:
-            del container[last]
-    return snapshot
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(tests).parts
+        if (len(parts) > 1 and parts[0] in UNIT_FOLDERS and not item.get_closest_marker("browser")
+                and not item.get_closest_marker("slow")):
+            item.add_marker(pytest.mark.unit)

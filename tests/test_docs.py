@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hma_check.config import load_config_text
+from hma_check.collect.config import load_config_text
 
 REPO = Path(__file__).resolve().parent.parent
 

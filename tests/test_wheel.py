@@ -28,7 +28,7 @@ def test_the_wheel_contains_the_catalogue_templates_and_sample(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("hma_check/checks.yaml", "hma_check/templates/report.html.j2", "hma_check/templates/report.md.j2",
                    "hma_check/templates/enable.ps1.j2", "hma_check/templates/rollback.ps1.j2",
-                   "hma_check/samples/contoso-evidence.json", "hma_check/validation.yaml",
+                   "hma_check/samples/contoso-evidence.json", "hma_check/runs/validation.yaml",
                    "hma_check/templates/_base.css", "hma_check/templates/_changes.html.j2",
                    "hma_check/templates/diff.html.j2", "hma_check/templates/validation.html.j2",
                    "hma_check/templates/validation.md.j2"):

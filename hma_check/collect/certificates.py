@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hma_check.snapshot import iso_utc
+from hma_check.contract.snapshot import iso_utc
 
 # Windows' friendly names for signature algorithms (X509Certificate2.SignatureAlgorithm.FriendlyName), which
 # Get-ExchangeCertificate and HealthChecker print; anything else keeps its dotted OID.

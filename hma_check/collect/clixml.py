@@ -12,7 +12,7 @@ from typing import Any
 from xml.parsers import expat
 
 from hma_check.errors import ClixmlError
-from hma_check.snapshot import iso_utc
+from hma_check.contract.snapshot import iso_utc
 
 # A 50,000-mailbox Get-Mailbox capture trimmed with Select-Object is about 100 MB in UTF-16; anything larger is refused
 # before it is parsed.

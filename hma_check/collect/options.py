@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hma_check.snapshot import SourceResult
+from hma_check.contract.snapshot import SourceResult
 
 SOURCE = "scan.options"
 _KEYS = ("owa_ecp",)

@@ -17,7 +17,7 @@ from typing import Any
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
 from hma_check.errors import ClixmlError
-from hma_check.scrub import scrub
+from hma_check.util.scrub import scrub
 
 # Read-only by construction: per session configuration, the cmdlets that may be sent; anything else is refused before
 # it can leave the machine, and a configuration without a list cannot be opened. The standard endpoint is a

@@ -13,19 +13,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from hma_check.collect.options import ScanOptions, options_result
-from hma_check.config import ScanConfig
+from hma_check.collect.config import ScanConfig
 from hma_check.errors import ConfigError, InputError
-from hma_check.snapshot import Snapshot, SourceResult
-from hma_check.sources import SOURCES
-from hma_check.scrub import Scrubber
+from hma_check.contract.snapshot import Snapshot, SourceResult
+from hma_check.contract.sources import SOURCES
+from hma_check.util.scrub import Scrubber
 
 ORDER = ("exchange", "os", "logs", "graph", "probes")
 COLLECTORS: dict[str, str] = {
     "exchange": "hma_check.collect.runner:run_exchange",
     "os": "hma_check.collect.runner:run_os",
     "logs": "hma_check.collect.runner:run_logs",
-    "graph": "hma_check.collect.graph:run_graph",
-    "probes": "hma_check.collect.probes:run_probes",
+    "graph": "hma_check.collect.graph.collector:run_graph",
+    "probes": "hma_check.collect.probes.collector:run_probes",
 }
 # Sections that configure the scan rather than collect: recorded in the evidence as scan.options, never "run".
 SETTINGS_SECTIONS = ("options",)
@@ -160,7 +160,7 @@ def exchange_password(settings: Any, context: RunContext) -> str | None:
 
 
 def run_exchange(settings: Any, context: RunContext) -> list[SourceResult]:
-    from hma_check.collect.exchange import collect_exchange
+    from hma_check.collect.exchange.collector import collect_exchange
 
     password = exchange_password(settings, context)
     progress = context.progress("exchange")
@@ -174,7 +174,7 @@ def run_exchange(settings: Any, context: RunContext) -> list[SourceResult]:
 
 def run_os(settings: Any, context: RunContext) -> list[SourceResult]:
     """Reads exchange.servers and exchange.auth_config from the snapshot: the exchange collector runs first."""
-    from hma_check.collect.server_os import collect_os
+    from hma_check.collect.os.collector import collect_os
 
     password = section_password("os", settings, context, "the Exchange servers (WinRM)")
     progress = context.progress("os")
@@ -188,7 +188,7 @@ def run_os(settings: Any, context: RunContext) -> list[SourceResult]:
 
 def run_logs(settings: Any, context: RunContext) -> list[SourceResult]:
     """Reads exchange.servers from the snapshot and connects as the os: section says (config requires one)."""
-    from hma_check.collect.httpproxy_live import collect_logs
+    from hma_check.collect.logs.collector import collect_logs
 
     os_settings = context.sections["os"]
     password = section_password("os", os_settings, context, "the Exchange servers (WinRM)")

@@ -20,7 +20,7 @@ def checks() -> None:
 def list_checks(checks_files: tuple[str, ...]) -> None:
     """Every check: id, severity, area and title."""
     from hma_check.commands.common import fail_on_input_errors
-    from hma_check.pipeline import load_all_checks
+    from hma_check.commands.pipeline import load_all_checks
 
     with fail_on_input_errors():
         loaded = load_all_checks(list(checks_files))
@@ -37,7 +37,7 @@ def validate(files: tuple[str, ...]) -> None:
     from pathlib import Path
 
     from hma_check.commands.common import fail_on_input_errors
-    from hma_check.pipeline import load_all_checks
+    from hma_check.commands.pipeline import load_all_checks
 
     with fail_on_input_errors():
         loaded = load_all_checks(list(files))
@@ -54,10 +54,10 @@ def explain(check_id: str, checks_files: tuple[str, ...]) -> None:
     """Everything about one check: what it reads, what it expects, why, how to fix and undo it."""
     import sys
 
-    from hma_check.checks import Check
+    from hma_check.evaluate.checks import Check
     from hma_check.commands.common import fail_on_input_errors
-    from hma_check.pipeline import load_all_checks
-    from hma_check.sources import BY_NAME
+    from hma_check.commands.pipeline import load_all_checks
+    from hma_check.contract.sources import BY_NAME
 
     with fail_on_input_errors():
         loaded = load_all_checks(list(checks_files))

@@ -17,7 +17,7 @@ def collector_script(graph: bool) -> None:
     It runs only Get- cmdlets (and Get-Mg cmdlets with --graph), saves every result with Export-Clixml plus a
     manifest, and zips the folder; "hma-check import <zip> --out <dir>" then builds the same report as a live scan.
     """
-    from hma_check.offline import collector_script as render
+    from hma_check.collect.offline.script import collector_script as render
 
     # Bytes, so CRLF line ends arrive as they are whatever the platform's text mode would do to them.
     sys.stdout.flush()

@@ -27,6 +27,25 @@ def fail_on_input_errors() -> Iterator[None]:
         sys.exit(EXIT_OUTPUT_FAILED)
 
 
+# The lab (package hma_lab) and the libraries only it uses come with the [lab] extra.
+LAB_MODULES = ("hma_lab", "psrpcore", "trustme")
+LAB_MISSING = "the lab is not installed; install it with: pip install 'hma-check[lab]'"
+
+
+def lab_commands() -> Any:
+    """hma_lab.commands, imported on use (the product never imports the lab otherwise); without the [lab] extra one
+    line says how to install it, and the exit code is 2."""
+    import importlib
+
+    try:
+        return importlib.import_module("hma_lab.commands")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in LAB_MODULES:
+            raise
+        click.echo(f"hma-check: error: {LAB_MISSING}", err=True)
+        sys.exit(2)
+
+
 def print_outcome(outcome: Any) -> None:
     counts = outcome.counts
     summary = ", ".join(f"{counts[s]} {s.replace('NOT_APPLICABLE', 'N/A')}" for s in counts if counts[s])

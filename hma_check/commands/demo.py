@@ -34,14 +34,15 @@ def demo(scenario: str | None, scenario_file: Path | None, out_dir: Path, concur
     """Scan the built-in lab organisation and write the readiness report."""
     from hma_check.commands.common import fail_on_input_errors, report_kwargs
     from hma_check.commands.scanning import collect_and_report
-    from hma_check.lab.commands import demo_config, open_lab
+    from hma_check.commands.common import lab_commands
 
+    lab_package = lab_commands()
     with fail_on_input_errors():
         report = report_kwargs(**options)
-        with open_lab(scenario, scenario_file) as lab:
+        with lab_package.open_lab(scenario, scenario_file) as lab:
             click.echo(f"lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers) at "
                        f"{lab.exchange_endpoint.https_url}", err=True)
-            config = demo_config(lab, out_dir, concurrency)
+            config = lab_package.demo_config(lab, out_dir, concurrency)
 
             def lab_logs() -> list[Path]:
                 """The servers' HttpProxy logs of what the scan (and the scenario's clients) sent, for

@@ -31,10 +31,10 @@ def diff(old: Path, new: Path, html_file: Path | None, json_file: Path | None, l
     """Compare two runs: OLD and NEW are output folders or their findings.json files."""
     import json
 
-    from hma_check.atomic import write_bytes_atomic
+    from hma_check.util.atomic import write_bytes_atomic
     from hma_check.commands.common import fail_on_input_errors
     from hma_check.render import diff as render
-    from hma_check.rundiff import compare, load_run
+    from hma_check.runs.diff import compare, load_run
 
     with fail_on_input_errors():
         result = compare(load_run(old), load_run(new))

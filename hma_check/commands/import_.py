@@ -36,12 +36,12 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
     and skipped; malformed ones are listed with the reason; sources no file supplied are recorded as skipped, so
     the checks that need them are ERROR, never PASS.
     """
-    from hma_check.collect.offline import import_path
+    from hma_check.collect.offline.importer import import_path
     from hma_check.collect.options import ScanOptions
     from hma_check.commands.common import fail_on_input_errors, print_outcome, report_kwargs
     from hma_check.errors import one_line
-    from hma_check.findings import EXIT_NOTHING_COLLECTED
-    from hma_check.pipeline import run_report
+    from hma_check.contract.findings import EXIT_NOTHING_COLLECTED
+    from hma_check.commands.pipeline import run_report
 
     def echo(text: str) -> None:
         click.echo(one_line(text), err=True)  # file names and reasons come from the customer's files

@@ -26,12 +26,13 @@ The lab logs every command it receives. docs/scenarios.md describes the scenario
 def lab(scenario: str | None, scenario_file: Path | None, config_out: Path | None, list_only: bool) -> None:
     """Run the lab in the foreground and print how to scan it."""
     from hma_check.commands.common import fail_on_input_errors
-    from hma_check.lab.commands import describe, list_scenarios, open_lab, stop_on_signals, wait_for
+    from hma_check.commands.common import lab_commands
 
+    lab_package = lab_commands()
     with fail_on_input_errors():
         if list_only:
-            click.echo(list_scenarios())
+            click.echo(lab_package.list_scenarios())
             return
-        with stop_on_signals() as stop, open_lab(scenario, scenario_file) as running:
-            click.echo(describe(running, config_out))
-            wait_for(stop)
+        with lab_package.stop_on_signals() as stop, lab_package.open_lab(scenario, scenario_file) as running:
+            click.echo(lab_package.describe(running, config_out))
+            lab_package.wait_for(stop)

@@ -34,9 +34,9 @@ def report(evidence: str, out_dir: str, checks_files: tuple[str, ...], no_builti
            exemptions_file: str | None, as_of: str | None, **options: bool) -> None:
     """Evaluate an evidence file and write the readiness report and runbooks."""
     from hma_check.commands.common import fail_on_input_errors, print_outcome, report_kwargs
-    from hma_check.pipeline import run_report
+    from hma_check.commands.pipeline import run_report
 
-    from hma_check.snapshot import parse_utc
+    from hma_check.contract.snapshot import parse_utc
 
     when = None
     if as_of:

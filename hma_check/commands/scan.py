@@ -51,7 +51,7 @@ def scan(config_file: Path, out_dir: Path, concurrency: int | None, checks_files
 
     from hma_check.commands.common import fail_on_input_errors, report_kwargs
     from hma_check.commands.scanning import collect_and_report
-    from hma_check.config import load_config
+    from hma_check.collect.config import load_config
 
     def prompt(text: str) -> str:
         return click.prompt(text, hide_input=True, err=True)
@@ -62,7 +62,7 @@ def scan(config_file: Path, out_dir: Path, concurrency: int | None, checks_files
         if concurrency is not None and "exchange" in config.sections:
             config.sections["exchange"] = replace(config.sections["exchange"], concurrency=concurrency)
         if resolve or connect_to:
-            from hma_check.collect.probe_settings import with_command_line
+            from hma_check.collect.probes.config import with_command_line
 
             config.sections["probes"] = with_command_line(config.sections.get("probes"), resolve, connect_to)
         code = collect_and_report(config, out_dir, checks_files=checks_files, exemptions_file=exemptions_file,

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 import click
 
-from hma_check.findings import EXIT_NOTHING_COLLECTED
+from hma_check.contract.findings import EXIT_NOTHING_COLLECTED
 
 
 def interactive() -> bool:
@@ -52,7 +52,7 @@ def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str]
     files into ``out_dir`` once collection is done (the demo's lab logs) and names them for the manifest."""
     from hma_check.collect.runner import run_collectors
     from hma_check.commands.common import print_outcome
-    from hma_check.pipeline import run_report
+    from hma_check.commands.pipeline import run_report
 
     snapshot = run_collectors(config, secrets=secrets, prompt=prompt, progress=progress_factory())
     evidence = out_dir / "evidence.json"

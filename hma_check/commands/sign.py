@@ -36,13 +36,13 @@ def sign(folder: Path, certificate_file: Path | None, key_file: Path | None, pkc
     The folder is verified first: hma-check refuses to sign files that no longer match their manifest. The
     signature covers manifest.json, which holds the SHA-256 of every other file, so it covers the whole run.
     """
-    from hma_check.atomic import write_bytes_atomic
+    from hma_check.util.atomic import write_bytes_atomic
     from hma_check.commands.common import fail_on_input_errors
     from hma_check.errors import one_line
-    from hma_check.keyfiles import load_certificates, load_pkcs12, load_private_key
-    from hma_check.manifest import SIGNATURE_NAME, verify_folder
-    from hma_check.signing import SigningError, fingerprint
-    from hma_check.signing import sign as make_signature
+    from hma_check.runs.keyfiles import load_certificates, load_pkcs12, load_private_key
+    from hma_check.runs.manifest import SIGNATURE_NAME, verify_folder
+    from hma_check.runs.signing import SigningError, fingerprint
+    from hma_check.runs.signing import sign as make_signature
 
     if (pkcs12_file and (certificate_file or key_file)) or (not pkcs12_file and not (certificate_file and key_file)):
         raise click.UsageError("give --certificate and --key, or --pkcs12")

@@ -43,8 +43,8 @@ def verify(folder: Path, signature_file: Path | None, certificate_file: Path | N
     """
     from hma_check.commands.common import fail_on_input_errors
     from hma_check.errors import one_line
-    from hma_check.keyfiles import load_certificates
-    from hma_check.manifest import SIGNATURE_NAME, verify_folder
+    from hma_check.runs.keyfiles import load_certificates
+    from hma_check.runs.manifest import SIGNATURE_NAME, verify_folder
 
     with fail_on_input_errors():
         result = verify_folder(folder)
@@ -77,7 +77,7 @@ def verify(folder: Path, signature_file: Path | None, certificate_file: Path | N
 
 def _signature_ok(manifest: bytes, signature_file: Path, expected: Any, trusted: Any) -> bool:
     from hma_check.errors import one_line
-    from hma_check.signing import SignatureError, verify_signature
+    from hma_check.runs.signing import SignatureError, verify_signature
 
     try:
         check = verify_signature(manifest, signature_file.read_bytes(), expected=expected, trusted=trusted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hma_check.report_model import Report
+from hma_check.render.model import Report
 
 
 def render_all(report: Report) -> dict[str, bytes]:

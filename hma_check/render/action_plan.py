@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 import io
 
-from hma_check.checks import PHASES
-from hma_check.findings import ERROR, FAIL, WARN
-from hma_check.report_model import SEVERITY_RANK, STATUS_RANK, Report
+from hma_check.evaluate.checks import PHASES
+from hma_check.contract.findings import ERROR, FAIL, WARN
+from hma_check.render.model import SEVERITY_RANK, STATUS_RANK, Report
 
 COLUMNS = ("check", "title", "severity", "status", "subject", "found", "fix phase", "owner", "due date", "notes")
 ACTIONABLE = (FAIL, ERROR, WARN)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hma_check.findings import STATUSES
-from hma_check.report_model import Report
+from hma_check.contract.findings import STATUSES
+from hma_check.render.model import Report
 
 COLORS = {"FAIL": "#c62828", "ERROR": "#6a1b9a", "WARN": "#e67700", "EXEMPT": "#1565c0", "PASS": "#2e7d32",
           "NOT_APPLICABLE": "#9e9e9e"}

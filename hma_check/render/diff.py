@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hma_check import __version__
 from hma_check.errors import one_line
-from hma_check.rundiff import RunDiff
+from hma_check.runs.diff import RunDiff
 
 TERMINAL_FACT_LIMIT = 20
 HTML_FACT_LIMIT = 300

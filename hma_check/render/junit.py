@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from hma_check.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, WARN
-from hma_check.report_model import Report
+from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, WARN
+from hma_check.render.model import Report
 
 
 def _clean(text: str | None) -> str:

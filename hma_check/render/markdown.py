@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hma_check.render.templating import render_template
-from hma_check.report_model import Report
+from hma_check.render.model import Report
 
 
 def render(report: Report) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from hma_check.report_model import Report
-from hma_check.snapshot import json_lines
+from hma_check.render.model import Report
+from hma_check.contract.snapshot import json_lines
 
 SCHEMA_VERSION = 1
 FACT_LIMIT = 1000   # per source: a 50,000-user tenant can change thousands of users between two runs

@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from hma_check.errors import one_line
-from hma_check.resources import templates_dir
+from hma_check.util.resources import templates_dir
 
 # Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
 # mid-line and escaping them would only make the raw Markdown harder to read.

@@ -1,0 +1,296 @@
+"""The live Exchange collector: every ``exchange.*`` source, read through remote PowerShell, fanned out per server.
+
+Get-ExchangeServer comes first (it names the servers); then the other organisation-wide queries and the per-server
+ones run on ``concurrency`` worker threads, each with its own session (a pypsrp RunspacePool is never shared between
+threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read,
+fails only its own source, which always gets a result; a server whose calls fail leaves every other server's
+evidence intact.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from hma_check.collect.clixml import ClixmlObject
+from hma_check.collect.exchange.config import ExchangeSettings, require_auth_support
+from hma_check.collect.exchange.objects import ShapeError, shape
+from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_text, redact
+from hma_check.collect.runner import Progress
+from hma_check.errors import ClixmlError
+from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
+
+Params = tuple[tuple[str, Any], ...]
+ALL = (("ResultSize", "Unlimited"),)
+
+
+@dataclass(frozen=True)
+class Query:
+    source: str
+    cmdlet: str
+    params: Params = ()
+    scope: str | None = None
+    fallback: str | None = None        # an older cmdlet name to try when this one does not exist (2013)
+    absent_means_skipped: str | None = None   # why a missing cmdlet is "not applicable", not an error
+
+    @property
+    def command(self) -> str:
+        return powershell_text(self.cmdlet, self.params)
+
+
+# Organisation-wide sources, in the contract's order (hma_check/contract/sources.py).
+ORG_QUERIES: tuple[Query, ...] = (
+    Query("exchange.organization_config", "Get-OrganizationConfig"),
+    Query("exchange.auth_servers", "Get-AuthServer"),
+    Query("exchange.partner_applications", "Get-PartnerApplication"),
+    Query("exchange.auth_config", "Get-AuthConfig"),
+    Query("exchange.hybrid_configuration", "Get-HybridConfiguration"),
+    Query("exchange.intra_organization_connectors", "Get-IntraOrganizationConnector"),
+    Query("exchange.setting_overrides", "Get-SettingOverride"),
+    Query("exchange.client_access_services", "Get-ClientAccessService", fallback="Get-ClientAccessServer"),
+    Query("exchange.accepted_domains", "Get-AcceptedDomain"),
+    Query("exchange.mailboxes", "Get-Mailbox", ALL),
+    Query("exchange.admin_users", "Get-RoleGroupMember", (("Identity", "Organization Management"),)),
+    Query("exchange.authentication_policies", "Get-AuthenticationPolicy",
+          absent_means_skipped="Get-AuthenticationPolicy does not exist on this Exchange version "
+                               "(authentication policies arrived in Exchange 2019 CU2)"),
+    Query("exchange.cas_mailboxes_mapi_disabled", "Get-CASMailbox",
+          (("ResultSize", "Unlimited"), ("Filter", "MapiHttpEnabled -eq $false"))),
+    Query("exchange.activesync_organization_settings", "Get-ActiveSyncOrganizationSettings"),
+    Query("exchange.activesync_device_access_rules", "Get-ActiveSyncDeviceAccessRule"),
+)
+
+# Per-server sources. Virtual directories are read without -ADPropertiesOnly: the IIS truth matters, and AD
+# "sometimes tells little white lies" (seed 003, the HMA procedure). The certificate list is per server because the
+# Auth certificate must be on every one of them.
+SERVER_CMDLETS: tuple[tuple[str, str], ...] = (
+    ("exchange.mapi_virtual_directories", "Get-MapiVirtualDirectory"),
+    ("exchange.web_services_virtual_directories", "Get-WebServicesVirtualDirectory"),
+    ("exchange.oab_virtual_directories", "Get-OabVirtualDirectory"),
+    ("exchange.autodiscover_virtual_directories", "Get-AutodiscoverVirtualDirectory"),
+    ("exchange.activesync_virtual_directories", "Get-ActiveSyncVirtualDirectory"),
+    ("exchange.owa_virtual_directories", "Get-OwaVirtualDirectory"),
+    ("exchange.ecp_virtual_directories", "Get-EcpVirtualDirectory"),
+    ("exchange.outlook_anywhere", "Get-OutlookAnywhere"),
+    ("exchange.exchange_certificates", "Get-ExchangeCertificate"),
+)
+SERVERS_QUERY = Query("exchange.servers", "Get-ExchangeServer")
+
+
+@dataclass
+class _Shared:
+    settings: ExchangeSettings
+    password: str | None
+    secrets: tuple[str, ...]
+    progress: Progress
+    pending: "queue.Queue[Query]"
+    results: list[SourceResult]
+    lock: threading.Lock
+    open_sessions: int = 0
+    fatal: str | None = None
+
+
+def collect_exchange(settings: ExchangeSettings, password: str | None, *, progress: Progress | None = None,
+                     sleep: Callable[[float], None] = time.sleep) -> list[SourceResult]:
+    """Every exchange.* source (organisation-wide once, per-server once per server); never raises for a fault."""
+    require_auth_support(settings)
+    progress = progress or Progress()
+    secrets = tuple(s for s in (password,) if s)
+    shared = _Shared(settings, password, secrets, progress, queue.Queue(), [], threading.Lock())
+    first = RemoteSession(settings, password)
+    try:
+        try:
+            first.open()
+        except CallFailed as failure:
+            # Nothing can be read: every organisation-wide source carries the reason, so the report says why.
+            text = redact(failure.message, secrets)
+            return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
+        shared.open_sessions = 1
+        servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
+        shared.results.append(servers_result)
+        queries = list(ORG_QUERIES)
+        if servers_result.ok:
+            queries += list(_server_queries(servers_result.data, shared.results))
+        progress.start(len(queries) + 1)
+        progress.advance(SERVERS_QUERY.command, servers_result.ok)
+        for query in queries:
+            shared.pending.put(query)
+        workers = [threading.Thread(target=_worker, args=(shared, first if index == 0 else None, sleep),
+                                    name=f"exchange-collector-{index}", daemon=True)
+                   for index in range(max(1, min(settings.concurrency, len(queries))))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if not shared.pending.empty():
+            _worker(shared, None, sleep)   # queries handed back by workers that retired late
+    finally:
+        first.close()
+    return shared.results
+
+
+def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query]:
+    for server in servers or []:
+        name = server.get("Name") if isinstance(server, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        if server.get("IsEdgeServer") is True:
+            continue   # nothing to collect on an Edge Transport server (exchange.objects.EDGE_OS_SKIPPED says why)
+        reason = _not_applicable(server)
+        for source, cmdlet in SERVER_CMDLETS:
+            query = Query(source, cmdlet, (("Server", name),), scope=name)
+            if reason:
+                results.append(SourceResult.skipped_result(source, reason, command=query.command, scope=name))
+            else:
+                yield query
+
+
+def _not_applicable(server: dict[str, Any]) -> str | None:
+    version = str(server.get("AdminDisplayVersion") or "")
+    if version.startswith("Version ") and not version.startswith("Version 15"):
+        return f"{version}: these cmdlets do not read servers older than Exchange 2013"
+    return None
+
+
+def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None]) -> None:
+    """Take queries until none is left. ``open_sessions`` counts workers that hold a session right now."""
+    try:
+        while True:
+            try:
+                query = shared.pending.get_nowait()
+            except queue.Empty:
+                return
+            if shared.fatal is not None:
+                _record(shared, _error(query, shared.fatal, utc_now(), 0))
+                continue
+            if session is None:
+                session = _open_with_backoff(shared, sleep)
+                if session is None:
+                    if shared.fatal is None:
+                        shared.pending.put(query)   # Exchange allows fewer sessions: a worker that has one takes it
+                        return
+                    _record(shared, _error(query, shared.fatal, utc_now(), 0))
+                    continue
+            result = _run_query(session, query, shared, sleep)
+            _record(shared, result)
+            if session.discard:
+                # A timed-out, broken or garbled session may still be busy on the server: start a fresh one.
+                session.close()
+                session = None
+                with shared.lock:
+                    shared.open_sessions -= 1
+    finally:
+        if session is not None:
+            session.close()
+            with shared.lock:
+                shared.open_sessions -= 1
+
+
+def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> RemoteSession | None:
+    """Open a session; when the throttling policy refuses one more, retire if others are working, else wait."""
+    for attempt in range(shared.settings.retries + 1):
+        try:
+            session = RemoteSession(shared.settings, shared.password).open()
+        except CallFailed as failure:
+            if failure.kind != "throttled":
+                with shared.lock:
+                    if shared.open_sessions == 0:
+                        shared.fatal = redact(failure.message, shared.secrets)
+                return None
+            with shared.lock:
+                others = shared.open_sessions
+            if others > 0:
+                return None   # Exchange allows fewer sessions than configured: carry on with the ones we have
+            sleep(_backoff(attempt, failure.retry_after))
+            continue
+        with shared.lock:
+            shared.open_sessions += 1
+        return session
+    with shared.lock:
+        if shared.open_sessions == 0:
+            shared.fatal = "Exchange refused every session (throttling policy); try again later or lower concurrency"
+    return None
+
+
+def _run_query(session: RemoteSession, query: Query, shared: _Shared,
+               sleep: Callable[[float], None]) -> SourceResult:
+    started = utc_now()
+    t0 = time.perf_counter()
+    settings = shared.settings
+    cmdlet = query.cmdlet
+    attempt = 0
+    while True:
+        try:
+            objects = session.run(cmdlet, query.params, settings.timeout)
+            data = _data(query, session, objects, settings)
+            return SourceResult.ok_result(query.source, data, command=powershell_text(cmdlet, query.params),
+                                          scope=query.scope, started=iso_utc(started), duration_ms=_ms(t0))
+        except CallFailed as failure:
+            if failure.kind == "throttled" and attempt < settings.retries:
+                sleep(_backoff(attempt, failure.retry_after))
+                attempt += 1
+                continue
+            if failure.kind == "missing_command" and query.fallback and cmdlet != query.fallback:
+                cmdlet = query.fallback
+                continue
+            if failure.kind == "missing_command" and query.absent_means_skipped:
+                return SourceResult.skipped_result(query.source, query.absent_means_skipped,
+                                                   command=query.command, scope=query.scope)
+            if failure.kind in ("timeout", "broken", "transport", "protocol"):
+                session.discard = True
+            text = failure.message
+            if failure.kind == "throttled":
+                text = f"still throttled after {attempt} retries: {text}"
+            return _error(query, redact(text, shared.secrets), started, _ms(t0),
+                          command=powershell_text(cmdlet, query.params))
+        except (ShapeError, ClixmlError) as exc:
+            return _error(query, redact(f"unexpected answer: {exc}", shared.secrets), started, _ms(t0))
+        except Exception as exc:  # noqa: BLE001 - a worker that died here would leave its source with no record at all
+            session.discard = True
+            text = f"hma-check failed reading the answer: {type(exc).__name__}: {exc}"
+            return _error(query, redact(text, shared.secrets), started, _ms(t0))
+
+
+def _data(query: Query, session: RemoteSession, objects: list[ClixmlObject], settings: ExchangeSettings) -> Any:
+    if query.source != "exchange.admin_users":
+        return shape(query.source, objects)
+    # Organization Management members come back as reduced recipients; Get-User gives the properties checks need.
+    users: list[ClixmlObject] = []
+    for member in objects:
+        identity = member.get("Identity") or member.get("Name")
+        if not isinstance(identity, str) or not identity:
+            raise CallFailed("protocol", "a role group member has no Identity")
+        if "group" in str(member.get("RecipientType") or "").lower():
+            # Its members are administrators too, and hma-check does not expand nested groups: a list without them
+            # could pass HMA-ID-004 on missing data, so the source is an error that says what to check by hand.
+            raise CallFailed("cmdlet", f"Organization Management contains the group {identity!r}: nested groups are "
+                                       "not expanded, so the administrator list is incomplete; check its members "
+                                       "by hand")
+        found = session.run("Get-User", (("Identity", identity),), settings.timeout)
+        users.extend(found)
+    return shape(query.source, users)
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    base = min(30.0, 0.25 * (2 ** attempt))
+    wait = max(base, min(retry_after or 0.0, 60.0))
+    return wait * random.uniform(1.0, 1.5)
+
+
+def _record(shared: _Shared, result: SourceResult) -> None:
+    with shared.lock:
+        shared.results.append(result)
+    shared.progress.advance(result.command, result.ok)
+
+
+def _error(query: Query, text: str, started: Any, duration_ms: int, command: str | None = None) -> SourceResult:
+    return SourceResult.error_result(query.source, text, command=command or query.command, scope=query.scope,
+                                     started=iso_utc(started), duration_ms=duration_ms)
+
+
+def _ms(t0: float) -> int:
+    return int((time.perf_counter() - t0) * 1000)

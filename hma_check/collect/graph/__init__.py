@@ -1,0 +1,1 @@
+"""The Microsoft Graph collector (msgraph-sdk, azure-identity): tenant, service principals, policies."""

@@ -1,0 +1,1 @@
+"""The server OS collector: read-only WinRM queries per Exchange server (registry, certificates, IIS)."""

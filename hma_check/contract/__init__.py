@@ -1,0 +1,1 @@
+"""The contracts between the stages: evidence (snapshot), the source keys (sources), findings and verdicts."""

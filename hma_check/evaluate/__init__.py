@@ -1,0 +1,1 @@
+"""Evaluation: load the checks, evaluate their expressions against the facts, apply exemptions (pure, no I/O)."""

@@ -1,0 +1,1 @@
+"""Small shared utilities: YAML with positions, atomic writes, secret scrubbing, shipped resources."""

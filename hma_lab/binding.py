@@ -1,0 +1,127 @@
+"""What the lab's cmdlet layers (Exchange, Windows) share: parameter binding as PowerShell does it (names
+case-insensitive, any unambiguous prefix), pipeline resolution, and the scenario's latency and faults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
+
+from hma_lab import errors
+from hma_lab.psrp import CommandCall, Invocation, Stopped
+
+if TYPE_CHECKING:
+    from hma_lab.scenario import Fault
+
+H = TypeVar("H")
+
+# The common parameters every cmdlet accepts (about_CommonParameters).
+COMMON_PARAMETERS = ("ErrorAction", "WarningAction", "InformationAction", "ErrorVariable", "WarningVariable",
+                     "InformationVariable", "OutVariable", "OutBuffer", "PipelineVariable", "Verbose", "Debug")
+
+
+@dataclass(frozen=True)
+class Cmdlet(Generic[H]):
+    """One cmdlet of a session configuration: its own parameters (the common ones come on top) and its handler."""
+
+    name: str
+    handler: H
+    parameters: tuple[str, ...]
+    positional: str | None = None     # the parameter a value without a name binds to
+    per_server: bool = False          # -Server (or -Identity SERVER\...) names the server it reads
+
+
+def table(cmdlets: Iterable[Cmdlet[H]]) -> dict[str, Cmdlet[H]]:
+    """Cmdlets by lower-case name, as PowerShell looks them up."""
+    return {cmdlet.name.lower(): cmdlet for cmdlet in cmdlets}
+
+
+def resolve(commands: list[CommandCall], cmdlets: dict[str, Cmdlet[H]],
+            common: tuple[str, ...] = COMMON_PARAMETERS) -> tuple[Cmdlet[H], dict[str, Any]]:
+    """The pipeline's one cmdlet and its parameters by canonical name, or the error PowerShell gives."""
+    cmdlet, command = single_command(commands, cmdlets)
+    return cmdlet, bind(cmdlet.name, cmdlet.parameters + common, cmdlet.positional, command)
+
+
+def write_all(invocation: Invocation, items: Iterable[Any]) -> None:
+    """A cmdlet's answer in order: objects to the output, errors to the error stream (a terminating one fails the
+    pipeline there)."""
+    for item in items:
+        if isinstance(item, errors.CmdletError):
+            if item.terminating:
+                raise item
+            invocation.write_error(item.record)
+        else:
+            invocation.write_output(item)
+
+
+def bind(cmdlet: str, parameters: tuple[str, ...], positional: str | None, command: CommandCall) -> dict[str, Any]:
+    """Parameters by canonical name; unknown or ambiguous names and extra positional values fail as PowerShell does."""
+    params: dict[str, Any] = {}
+    for name, value in command.parameters:
+        if name is None:
+            if positional is None or positional in params:
+                raise errors.CmdletError(errors.error_record(
+                    f"A positional parameter cannot be found that accepts argument '{value}'.",
+                    exception_type="System.Management.Automation.ParameterBindingException",
+                    category=errors.ErrorCategory.InvalidArgument, reason="ParameterBindingException",
+                    fqid=f"PositionalParameterNotFound,{cmdlet}", target=str(value)))
+            params[positional] = value
+            continue
+        exact = [p for p in parameters if p.lower() == name.lower()]
+        matches = exact or [p for p in parameters if p.lower().startswith(name.lower())]
+        if len(matches) != 1:
+            raise errors.parameter_not_found(cmdlet, name)
+        params[matches[0]] = value
+    return params
+
+
+def single_command(commands: list[CommandCall], cmdlets: dict[str, Cmdlet[H]]) -> tuple[Cmdlet[H], CommandCall]:
+    """The one cmdlet of a pipeline, resolved as PowerShell does: nothing runs if any command is a script or unknown.
+
+    Exchange's endpoint has a few pipeline helpers, and the standard one a whole language, but every fact hma-check
+    reads comes from one cmdlet per pipeline, so the lab answers no more.
+    """
+    resolved: list[tuple[Cmdlet[H], CommandCall]] = []
+    for command in commands:
+        if command.is_script:
+            raise errors.scripts_not_allowed(command.name)
+        cmdlet = cmdlets.get(command.name.lower())
+        if cmdlet is None:
+            raise errors.command_not_found(command.name)
+        resolved.append((cmdlet, command))
+    if len(resolved) > 1:
+        raise errors.CmdletError(errors.error_record(
+            "The lab answers one cmdlet per pipeline.", exception_type="System.NotSupportedException",
+            category=errors.ErrorCategory.NotImplemented, reason="NotSupportedException", fqid="LabPipeline"))
+    return resolved[0]
+
+
+# What a client sees when the pool breaks under it (the Exchange PowerShell application pool recycling).
+POOL_BROKEN = "The I/O operation has been aborted because of either a thread exit or an application request."
+
+
+def latency_and_fault(invocation: Invocation, delay: float, fault: Fault | None,
+                      answer: Callable[[Fault], errors.CmdletError]) -> bool:
+    """Spend the call's latency and apply ``fault``; True when the fault already answered the call.
+
+    ``delay``, ``hang`` and ``break_pool`` mean the same on every endpoint; ``error``, ``throttle`` and ``not_found``
+    are answered after the latency with ``answer(fault)``, each layer's own record: a terminating one fails the
+    pipeline, a non-terminating one is written and ends the call.
+    """
+    if fault is not None:
+        if fault.effect == "delay":
+            delay += fault.value
+        elif fault.effect == "hang":
+            invocation.sleep(24 * 3600)
+        elif fault.effect == "break_pool":
+            invocation.break_pool(POOL_BROKEN)
+            raise Stopped()
+        else:
+            invocation.sleep(delay)
+            failure = answer(fault)
+            if failure.terminating:
+                raise failure
+            invocation.write_error(failure.record)
+            return True
+    invocation.sleep(delay)
+    return False

@@ -1,0 +1,35 @@
+"""Run one lab in this process for a controlling parent (tests, benchmarks): one JSON line out, serve until stdin closes.
+
+    python -m hma_lab.serve (--scenario NAME | --scenario-file PATH)
+
+The JSON line holds the scan configuration, the secrets (the parent passes them to the collectors in-process), and
+the endpoints. Running the lab in its own process gives it its own interpreter lock, as a real server would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hma_lab.commands import open_lab
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hma_lab.serve")
+    parser.add_argument("--scenario")
+    parser.add_argument("--scenario-file", type=Path)
+    args = parser.parse_args(argv)
+    with open_lab(args.scenario, args.scenario_file) as lab:
+        sys.stdout.write(json.dumps({"scan_config": lab.scan_config(), "password": lab.credentials.password,
+                                     "secrets": lab.secrets(), "describe": lab.describe()}) + "\n")
+        sys.stdout.flush()
+        sys.stdin.read()   # the parent closes stdin (or exits) to stop the lab
+        stats = {"commands": len(lab.command_log), "peak_shells": lab.endpoint.peak_shells}
+        sys.stderr.write(json.dumps(stats) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The live Exchange collector against the lab, through the real pypsrp client: every shipped scenario, faults,
+read-only proof and secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from hma_check.collect.exchange.collector import ORG_QUERIES, SERVER_CMDLETS, collect_exchange
+from hma_check.collect.psrp_client import ReadOnlyViolation, RemoteSession
+from hma_lab.runtime import Lab
+from hma_lab.scenario import load_scenario, scenario_names
+from hma_check.commands.pipeline import run_report
+from tests.support.lab import (assert_read_only, build_verdict, counts, exchange_settings, lab_process, scan,
+                               scan_process_lab, variant)
+
+ORG_SOURCES = 1 + len(ORG_QUERIES)          # Get-ExchangeServer and the other organisation-wide queries
+PER_SERVER = len(SERVER_CMDLETS)
+OUTCOME_ORDER = ("FAIL", "WARN", "ERROR", "PASS", "NOT_APPLICABLE")
+EXCHANGE = ("exchange",)
+
+
+def evaluate(snapshot, out: Path) -> tuple[object, list[dict]]:
+    evidence = out / "evidence.json"
+    snapshot.save(evidence)
+    outcome = run_report(evidence, out)
+    return outcome, json.loads((out / "findings.json").read_text(encoding="utf-8"))["findings"]
+
+
+def assert_expectations(scenario, snapshot, out: Path, left_out: tuple[str, ...] = ()) -> None:
+    """The scenario's own expect block: source statuses, key findings (per subject where given), the verdict."""
+    for key, status in scenario.expect["sources"].items():
+        assert key in snapshot.sources, key
+        assert snapshot.sources[key].status == status, (key, snapshot.sources[key].error)
+    outcome, findings = evaluate(snapshot, out)
+    for check_id, expected in scenario.expect["findings"].items():
+        found = [f for f in findings if f["check_id"] == check_id]
+        assert found, f"{check_id} produced no finding"
+        if isinstance(expected, str):
+            # A plain status is the check's outcome as a whole: its most severe finding.
+            status = min((f["status"] for f in found), key=OUTCOME_ORDER.index)
+            assert status == expected, (check_id, [(f["subject"], f["status"], f["reason"]) for f in found])
+        else:
+            by_subject = {f["subject"]: f["status"] for f in found}
+            for subject, status in expected.items():
+                assert by_subject.get(subject) == status, (check_id, subject, by_subject)
+    if left_out:
+        verdict, _ = build_verdict(findings, left_out)
+    else:
+        verdict = outcome.verdict     # the report's own verdict when every collector ran
+    assert verdict == scenario.expect["verdict"]
+
+
+# ------------------------------------------------------------------------------------------------ every scenario
+
+@pytest.mark.parametrize("name", [n for n in scenario_names() if n != "large"])
+def test_scenario_verdict_and_key_findings(name, tmp_path):
+    scenario = load_scenario(name)
+    with Lab(scenario) as lab:
+        snapshot = scan(lab)
+        log = lab.command_log
+    assert_read_only(log)
+    assert snapshot.target["exchange"]["auth"] == "ntlm"
+    assert_expectations(scenario, snapshot, tmp_path)
+
+
+def test_large_organisation_in_one_scan(tmp_path):
+    # One scan of 200 servers through Exchange, Graph and the probes. The OS collector's fan-out (four WinRM reads
+    # per server) is left out to keep the suite's time: its own tests cover it; its findings are set aside.
+    scenario = load_scenario("large")
+    with lab_process("large") as info:
+        snapshot = scan_process_lab(info, sections=("exchange", "graph", "probes"))
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 200 * PER_SERVER, "error": 0, "skipped": 0}
+    assert counts(snapshot, "graph.")["error"] == 0 and counts(snapshot, "probe.")["error"] == 0
+    assert info["stats"]["peak_shells"] <= 12
+    assert_expectations(scenario, snapshot, tmp_path, left_out=("os",))
+
+
+# ------------------------------------------------------------------------------------------------ read-only
+
+def test_the_allowlist_refuses_anything_but_get_and_test_before_sending(tmp_path):
+    with Lab("ready") as lab:
+        settings = exchange_settings(lab.scan_config())
+        session = RemoteSession(settings, lab.credentials.password).open()
+        try:
+            for cmdlet in ("Set-OrganizationConfig", "New-AuthServer", "Remove-PartnerApplication",
+                           "Invoke-Expression", "Get-Mailbox; Remove-Mailbox", "get-mailbox | set-mailbox"):
+                with pytest.raises(ReadOnlyViolation):
+                    session.run(cmdlet, (), 10)
+        finally:
+            session.close()
+        assert lab.command_log == []
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+FAULT_BASE = """\
+extends: ready
+name: {name}
+servers:
+  - name: EX{{n:02}}
+    count: 3
+hybrid_configuration: {{ReceivingTransportServers: [EX01], SendingTransportServers: [EX01]}}
+faults:
+{faults}
+"""
+
+
+def fault_lab(tmp_path, name: str, faults: str, extra: str = "") -> Lab:
+    return Lab(variant(tmp_path, FAULT_BASE.format(name=name, faults=faults) + extra, name))
+
+
+def test_a_group_among_the_administrators_makes_the_list_an_error_not_a_pass(tmp_path):
+    """Nested groups are not expanded: the administrator list would be incomplete, so the source says so."""
+    admins = """
+admins:
+  - {Name: Jane Admin, UserPrincipalName: jane.admin@contoso.com, SamAccountName: jadmin,
+     Sid: S-1-5-21-3623811015-3361044348-30300820-1104, RecipientTypeDetails: UserMailbox}
+  - {Name: Exchange Operators, SamAccountName: exops, RecipientType: MailUniversalSecurityGroup,
+     RecipientTypeDetails: MailUniversalSecurityGroup}
+"""
+    with Lab(variant(tmp_path, "extends: ready\nname: admin-group\n" + admins, "admin-group")) as lab:
+        snapshot = scan(lab, sections=EXCHANGE)
+    admins_source = snapshot.sources["exchange.admin_users"]
+    assert admins_source.status == "error" and "contains the group 'Exchange Operators'" in admins_source.error
+    _, findings = evaluate(snapshot, tmp_path)
+    assert {f["status"] for f in findings if f["check_id"] == "HMA-ID-004"} == {"ERROR"}
+
+
+def test_a_hanging_call_times_out_alone(tmp_path):
+    with fault_lab(tmp_path, "hang", "  - {cmdlet: Get-OabVirtualDirectory, server: EX02, hang: true}") as lab:
+        snapshot = scan(lab, sections=EXCHANGE, timeout=2.0)
+    hung = snapshot.sources["exchange.oab_virtual_directories@EX02"]
+    assert hung.status == "error" and "no answer within 2 s" in hung.error
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 3 * PER_SERVER - 1, "error": 1, "skipped": 0}
+
+
+def test_throttling_backs_off_and_retries(tmp_path):
+    faults = "  - {cmdlet: Get-AuthServer, throttle: true, times: 2}"
+    with fault_lab(tmp_path, "throttled", faults, "throttling: {max_concurrency: 3}\n") as lab:
+        snapshot = scan(lab, sections=EXCHANGE, concurrency=8)
+        log, peak = lab.command_log, lab.endpoint.peak_shells
+    # Two refusals, then the answer; the shell limit of 3 holds although 8 sessions were allowed.
+    assert sum(1 for entry in log if entry["command"] == "Get-AuthServer") == 3
+    assert snapshot.sources["exchange.auth_servers"].status == "ok"
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 3 * PER_SERVER, "error": 0, "skipped": 0}
+    assert peak <= 3
+
+
+def test_permanent_throttling_gives_up_with_the_reason(tmp_path):
+    with fault_lab(tmp_path, "throttled-forever", "  - {cmdlet: Get-AuthConfig, throttle: true}") as lab:
+        snapshot = scan(lab, sections=EXCHANGE, retries=2)
+    failed = snapshot.sources["exchange.auth_config"]
+    assert failed.status == "error" and "still throttled after 2 retries" in failed.error
+    assert "user load quota" in failed.error
+    assert counts(snapshot)["error"] == 1
+
+
+def test_one_failing_server_loses_only_its_own_sources(tmp_path):
+    faults = ("  - {cmdlet: '*', server: EX02, error: 'An IIS directory entry couldn''t be created. "
+              "The error message is The RPC server is unavailable.'}")
+    with fault_lab(tmp_path, "one-server-down", faults) as lab:
+        snapshot = scan(lab, sections=EXCHANGE)
+    for source, _ in SERVER_CMDLETS:
+        down = snapshot.sources[f"{source}@EX02"]
+        assert down.status == "error" and "RPC server is unavailable" in down.error
+        assert "DataSourceOperationException" in down.error
+        assert snapshot.sources[f"{source}@EX01"].ok and snapshot.sources[f"{source}@EX03"].ok
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 2 * PER_SERVER, "error": PER_SERVER, "skipped": 0}
+    outcome, findings = evaluate(snapshot, tmp_path)
+    mapi = {f["subject"]: f["status"] for f in findings if f["check_id"] == "HMA-VDIR-001"}
+    assert mapi == {"EX01": "PASS", "EX02": "ERROR", "EX03": "PASS"}
+    assert outcome.verdict == "INCOMPLETE"
+
+
+def test_a_bug_reading_one_answer_fails_only_that_source(tmp_path, monkeypatch):
+    # Before, the worker thread died with the exception and the source had no result at all: a server silently
+    # missing from a scoped source, which a check iterating it would not notice.
+    from hma_check.collect.exchange import collector as exchange
+
+    def shape(source, objects):
+        objects = list(objects)
+        if source == "exchange.mapi_virtual_directories" and any(o.get("Server") == "EX02" for o in objects):
+            raise KeyError("IISAuthenticationMethods")
+        return real(source, objects)
+
+    real = exchange.shape
+    monkeypatch.setattr(exchange, "shape", shape)
+    with fault_lab(tmp_path, "bug", "  - {cmdlet: none, delay: 0}") as lab:
+        snapshot = scan(lab, sections=EXCHANGE)
+    broken = snapshot.sources["exchange.mapi_virtual_directories@EX02"]
+    assert broken.status == "error" and "KeyError: 'IISAuthenticationMethods'" in broken.error
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 3 * PER_SERVER - 1, "error": 1, "skipped": 0}
+
+
+def test_a_broken_pool_fails_one_call_and_the_scan_goes_on(tmp_path):
+    faults = ("  - {cmdlet: Get-EcpVirtualDirectory, server: EX03, break_pool: true}\n"
+              "  - {cmdlet: Get-SettingOverride, not_found: true}\n"
+              "  - {http_status: 500, action: Command, after: 20, times: 1}")
+    with fault_lab(tmp_path, "broken", faults) as lab:
+        snapshot = scan(lab, sections=EXCHANGE, concurrency=2)
+    errors = {key: result.error for key, result in snapshot.sources.items() if result.status == "error"}
+    assert "exchange.ecp_virtual_directories@EX03" in errors
+    assert "shell was not found" in errors["exchange.ecp_virtual_directories@EX03"]
+    assert "couldn't be found" in errors["exchange.setting_overrides"]
+    assert any("HTTP 500" in text for text in errors.values())
+    assert len(errors) == 3
+    assert counts(snapshot)["ok"] == ORG_SOURCES + 3 * PER_SERVER - 3
+
+
+@pytest.mark.parametrize("fault,wrong_password", [("  - {http_status: 401}", False),
+                                                  ("  - {cmdlet: none, delay: 0}", True)], ids=["401", "password"])
+def test_an_endpoint_that_refuses_authentication(tmp_path, fault, wrong_password):
+    with fault_lab(tmp_path, "refused", fault) as lab:
+        settings = exchange_settings(lab.scan_config())
+        results = collect_exchange(settings, "wrong" if wrong_password else lab.credentials.password)
+        assert lab.command_log == []
+    assert {r.status for r in results} == {"error"}
+    assert {r.name for r in results} == {"exchange.servers", *(q.source for q in ORG_QUERIES)}
+    assert all("authentication failed" in r.error and "CONTOSO\\hma-reader" in r.error for r in results)
+
+
+def test_an_unreachable_endpoint_is_an_error_per_source(tmp_path):
+    with Lab("ready") as lab:
+        settings = exchange_settings(lab.scan_config(), connect_timeout=2.0, cert_validation=False, ca_file=None)
+    results = collect_exchange(settings, "x")       # the lab has stopped: nothing listens on its port any more
+    assert results and all(r.status == "error" and "cannot reach the endpoint" in r.error for r in results)
+
+
+# ------------------------------------------------------------------------------------------------ secrets
+
+def test_the_password_never_reaches_evidence_reports_or_logs(tmp_path, caplog):
+    password = "Zq7!unique-Lab-Passw0rd"
+    caplog.set_level(logging.DEBUG)
+    with Lab(variant(tmp_path, "extends: ready\nname: secret\nfaults:\n"
+                               "  - {cmdlet: Get-AuthConfig, error: 'failed'}\n"), password=password) as lab:
+        good = scan(lab)
+        basic = scan(lab, sections=EXCHANGE, auth="basic")
+        settings = exchange_settings(lab.scan_config())
+        refused = collect_exchange(settings, password + "-wrong")
+    out = tmp_path / "out"
+    evaluate(good, out)
+    basic.save(out / "basic-evidence.json")
+    texts = [path.read_bytes().decode("utf-8", "replace") for path in out.rglob("*") if path.is_file()]
+    texts += [r.error or "" for r in refused] + [caplog.text]
+    encoded = base64.b64encode(f"{settings.username}:{password}".encode()).decode()
+    for text in texts:
+        assert password not in text and encoded not in text
+    assert good.sources["exchange.servers"].ok and basic.sources["exchange.servers"].ok
