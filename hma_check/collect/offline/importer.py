@@ -12,6 +12,8 @@ from typing import IO, Any, Callable, Iterator
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
 from hma_check.collect.exchange.objects import (EDGE_OS_SKIPPED, SERVER_PROPERTY_SOURCES, ShapeError, shape,
                                                 source_for)
+from hma_check.collect.logs.httpproxy import (ClientLogs, LogFormatError, Prefixed, looks_like_httpproxy,
+                                              other_exchange_log)
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
 from hma_check.contract.snapshot import Snapshot, SourceResult, loads_json, parse_utc, source_key, who_ran_it
