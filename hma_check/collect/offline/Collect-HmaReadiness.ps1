@@ -13,6 +13,10 @@
         the ExSetup.exe file version, the operating system version and the Auth certificate in the
         certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
         Get-ChildItem only);
+      * copies, gzip-compressed, every server's HttpProxy logs of the last -HttpProxyLogDays days (7 by default),
+        newest first, up to -HttpProxyLogMaxMB megabytes per server (1024 by default): who uses which client and
+        authentication, for the report's Clients section (reads the files through the admin share or locally;
+        -SkipHttpProxyLogs leaves them out);
       * optionally (when generated with --graph) reads Microsoft Graph with Microsoft Graph PowerShell
         Get-Mg cmdlets (service principal, organization, domains, users' sync state, Conditional Access)
         and saves each result as JSON;
@@ -24,12 +28,25 @@
 .PARAMETER OutputPath
     Where the HmaReadiness-<time> folder and zip are written. Default: the current folder.
 
+.PARAMETER HttpProxyLogDays
+    How many days of HttpProxy logs to copy from each server (default 7).
+
+.PARAMETER HttpProxyLogMaxMB
+    At most this many megabytes of HttpProxy log files per server, newest first (default 1024). The logs compress
+    about 10:1 in the zip.
+
+.PARAMETER SkipHttpProxyLogs
+    Copy no HttpProxy log (the Clients section and the client checks are then "not applicable").
+
 .EXAMPLE
     powershell.exe -ExecutionPolicy Bypass -File .\Collect-HmaReadiness.ps1 -OutputPath C:\Temp
 #>
 [CmdletBinding()]
 param(
-    [string]$OutputPath = (Get-Location).Path
+    [string]$OutputPath = (Get-Location).Path,
+    [ValidateRange(1, 90)][int]$HttpProxyLogDays = 7,
+    [ValidateRange(1, 1048576)][int]$HttpProxyLogMaxMB = 1024,
+    [switch]$SkipHttpProxyLogs
 )
 
 $ErrorActionPreference = 'Stop'
@@ -180,8 +197,92 @@ function Get-HmaServerFacts {
             CertificateSubject = if ($certificate) { $certificate.Subject } else { $null }
             CertificateNotAfter = if ($certificate) { $certificate.NotAfter.ToUniversalTime() } else { $null }
             CertificateHasKey = if ($certificate) { $certificate.HasPrivateKey } else { $null }
+            ExchangeInstallPath = $env:ExchangeInstallPath
         }
     }
+}
+
+function Save-HmaHttpProxyLogs {
+    <# Copies one server's HttpProxy logs of the last days, gzip-compressed, newest first up to the size cap. #>
+    param(
+        [string]$Server,
+        [string]$Fqdn,
+        [string]$InstallPath,
+        [string]$FactsError
+    )
+    $started = [DateTime]::UtcNow
+    $entry = [ordered]@{
+        file       = $null
+        source     = 'logs.httpproxy'
+        server     = $Server
+        command    = "HttpProxy logs of the last $HttpProxyLogDays days, newest first, at most $HttpProxyLogMaxMB MB"
+        startedAt  = Get-HmaTimestamp
+        durationMs = 0
+        status     = 'ok'
+        error      = $null
+        count      = 0
+        bytes      = 0
+        note       = $null
+    }
+    try {
+        if ($FactsError) {
+            throw "the install path could not be read: $FactsError"
+        }
+        if (-not $InstallPath) {
+            throw 'ExchangeInstallPath is not set on the server'
+        }
+        $local = Join-Path $InstallPath 'Logging\HttpProxy'
+        if ($Server -eq $env:COMPUTERNAME) {
+            $root = $local
+        } else {
+            # The admin share of the drive Exchange is installed on: \\server\C$\Program Files\...
+            $root = '\\' + $Fqdn + '\' + $local.Substring(0, 1) + '$' + $local.Substring(2)
+        }
+        $entry.command = "$($entry.command), from $root"
+        $since = [DateTime]::UtcNow.AddDays(-$HttpProxyLogDays)
+        $files = @(Get-ChildItem -LiteralPath $root -Recurse -Filter 'HttpProxy_*.LOG' -File -ErrorAction Stop |
+            Where-Object { $_.LastWriteTimeUtc -ge $since } | Sort-Object -Property LastWriteTimeUtc -Descending)
+        $cap = [long]$HttpProxyLogMaxMB * 1048576
+        $skipped = 0
+        foreach ($file in $files) {
+            if ($entry.bytes + $file.Length -gt $cap -and $entry.count -gt 0) {
+                $skipped++
+                continue
+            }
+            $protocol = Split-Path -Leaf $file.DirectoryName
+            $target = Join-Path $Folder ("logs\$Server\HttpProxy\$protocol\" + $file.Name + '.gz')
+            [void][System.IO.Directory]::CreateDirectory((Split-Path -Parent $target))
+            # Exchange keeps the current file open for writing: read it with FileShare ReadWrite, never lock it.
+            $in = [System.IO.File]::Open($file.FullName, 'Open', 'Read', 'ReadWrite')
+            try {
+                $out = [System.IO.File]::Create($target)
+                try {
+                    $zip = [System.IO.Compression.GZipStream]::new($out, [System.IO.Compression.CompressionMode]::Compress)
+                    try {
+                        $in.CopyTo($zip)
+                    } finally {
+                        $zip.Dispose()
+                    }
+                } finally {
+                    $out.Dispose()
+                }
+            } finally {
+                $in.Dispose()
+            }
+            $entry.count++
+            $entry.bytes += $file.Length
+        }
+        if ($skipped -gt 0) {
+            $entry.note = "size cap $HttpProxyLogMaxMB MB reached: $skipped older file(s) in the window not copied"
+        }
+        Write-Host ("  HttpProxy logs of {0}: {1} file(s), {2:N0} MB{3}" -f $Server, $entry.count, ($entry.bytes / 1048576), $(if ($skipped) { " ($skipped older file(s) over the cap left out)" } else { '' }))
+    } catch {
+        $entry.status = 'error'
+        $entry.error = Get-HmaErrorText $_
+        Write-Warning ("Copying the HttpProxy logs of {0} failed: {1}" -f $Server, $entry.error)
+    }
+    $entry.durationMs = [int]([DateTime]::UtcNow - $started).TotalMilliseconds
+    $Entries.Add([pscustomobject]$entry)
 }
 
 function Get-HmaNested {
@@ -210,6 +311,11 @@ $StartedAt = Get-HmaTimestamp
 $Folder = Join-Path $OutputPath ('HmaReadiness-' + [DateTime]::UtcNow.ToString('yyyyMMdd-HHmmss', $Invariant))
 [void][System.IO.Directory]::CreateDirectory($Folder)
 Write-Host "hma-check collection $ScriptVersion -> $Folder"
+if ($SkipHttpProxyLogs) {
+    Write-Host 'HttpProxy logs: not copied (-SkipHttpProxyLogs)'
+} else {
+    Write-Host "HttpProxy logs: the last $HttpProxyLogDays day(s), at most $HttpProxyLogMaxMB MB per server, newest first (-HttpProxyLogDays, -HttpProxyLogMaxMB)"
+}
 
 Write-Host 'Organisation-wide Exchange configuration'
 foreach ($query in $OrganizationQueries) {
@@ -298,6 +404,9 @@ foreach ($server in $servers) {
             }
         })
     )
+    if (-not $SkipHttpProxyLogs) {
+        Save-HmaHttpProxyLogs -Server $name -Fqdn "$($server.Fqdn)" -InstallPath "$($facts.ExchangeInstallPath)" -FactsError $factsError
+    }
     foreach ($record in $osRecords) {
         $build = $record[3]
         Save-HmaClixml -Source $record[0] -Server $name -Command $record[2] -RelativePath "servers\$name\$($record[1]).xml" -Depth 6 -Query {
