@@ -115,7 +115,7 @@ RULES: tuple[Rule, ...] = (
          (MANAGED_AVAILABILITY, ARTEFACTS), "AMProbe/Local/ClientAccess"),
     # ------------------------------------------------------------------------------------- Outlook for Windows
     Rule("Outlook for Windows",
-         re.compile(r"Microsoft Office/(?P<office>(?P<major>\d+)\.\d+)[^;]*\([^)]*?Microsoft Outlook[ /]?"
+         re.compile(r"Microsoft Office/(?P<office>(?P<major>\d+)\.\d+)[^;]*\([^)]*?Microsoft (?:Office )?Outlook[ /]?"
                     r"(?P<build>\d+\.\d+(?:\.\d+)*)?", re.I),
          _outlook_windows, (HMA_OVERVIEW, OFFICE_2013, OUTLOOK_MSI),
          "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)"),
@@ -171,12 +171,9 @@ RULES: tuple[Rule, ...] = (
                     "a script or custom application: it keeps its credentials until its owner changes it"),
          (EWS_AUTH,), "python-requests/2.32.3", application=True),
     # ------------------------------------------------------------------------------------ browsers (OWA and EAC)
-    Rule("Web browser",
-         re.compile(r"^Mozilla/\d.*?(?:(?P<edge>Edg(?:e|A|iOS)?)/(?P<ev>\d+)|(?P<ff>Firefox)/(?P<fv>\d+)|"
-                    r"(?P<ch>Chrome)/(?P<cv>\d+)|Version/(?P<sv>\d+)[\d.]* (?:Mobile/\w+ )?Safari|"
-                    r"(?P<ie>Trident)/(?P<iv>\d+))", re.I),
-         lambda m: (_browser(m), "yes", "a browser on Outlook on the web or the EAC: signs in through Entra ID once "
-                                        "HMA is enabled for OWA and ECP"),
+    Rule("Web browser", re.compile(r"^Mozilla/\d"),
+         lambda m: (_browser(m.string), "yes", "a browser on Outlook on the web or the EAC: signs in through Entra ID "
+                                               "once HMA is enabled for OWA and ECP"),
          (HMA_CONFIGURE,), "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
                            "Chrome/129.0.0.0 Safari/537.36 Edg/129.0.0.0"),
 )
@@ -184,12 +181,18 @@ OTHER = Client("Other", "", "unknown", "not a client hma-check knows: verify by 
 EMPTY = Client("No UserAgent", "", "unknown", "the request carried no User-Agent header")
 
 
-def _browser(match: re.Match[str]) -> str:
-    for name, group, version in (("Edge", "edge", "ev"), ("Firefox", "ff", "fv"), ("Chrome", "ch", "cv"),
-                                 ("Internet Explorer (Trident)", "ie", "iv")):
-        if match.group(group):
-            return f"{name} {match.group(version)}"
-    return f"Safari {match.group('sv')}"
+# Browsers name the engines they are compatible with too: the most specific first (Edge says Chrome and Safari).
+_BROWSERS = (("Edge", re.compile(r"\bEdg(?:e|A|iOS)?/(\d+)")), ("Firefox", re.compile(r"\bFirefox/(\d+)")),
+             ("Chrome", re.compile(r"\bChrome/(\d+)")), ("Safari", re.compile(r"\bVersion/(\d+)[\d.]* (?:Mobile/\w+ )?Safari/")),
+             ("Internet Explorer (Trident)", re.compile(r"\bTrident/(\d+)")))
+
+
+def _browser(agent: str) -> str:
+    for name, pattern in _BROWSERS:
+        match = pattern.search(agent)
+        if match:
+            return f"{name} {match.group(1)}"
+    return "unknown browser"
 
 
 def classify(user_agent: str) -> Client:
