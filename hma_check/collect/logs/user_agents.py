@@ -171,7 +171,8 @@ RULES: tuple[Rule, ...] = (
                     "a script or custom application: it keeps its credentials until its owner changes it"),
          (EWS_AUTH,), "python-requests/2.32.3", application=True),
     # ------------------------------------------------------------------------------------ browsers (OWA and EAC)
-    Rule("Web browser", re.compile(r"^Mozilla/\d"),
+    Rule("Web browser", re.compile(r"^Mozilla/\d.*\b(?:Edg(?:e|A|iOS)?/|Firefox/|Chrome/|Trident/|Version/\d[\d.]* "
+                                   r"(?:Mobile/\w+ )?Safari/)"),
          lambda m: (_browser(m.string), "yes", "a browser on Outlook on the web or the EAC: signs in through Entra ID "
                                                "once HMA is enabled for OWA and ECP"),
          (HMA_CONFIGURE,), "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -192,7 +193,7 @@ def _browser(agent: str) -> str:
         match = pattern.search(agent)
         if match:
             return f"{name} {match.group(1)}"
-    return "unknown browser"
+    return "browser"
 
 
 def classify(user_agent: str) -> Client:
