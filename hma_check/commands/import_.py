@@ -14,7 +14,7 @@ from hma_check.commands.common import report_options
 Examples:
   hma-check import HmaReadiness-20260302-100000.zip --out out/contoso
   hma-check import captures/ --out out/lab --exemptions cab-2291.yaml
-  hma-check import 'C:\Program Files\Microsoft\Exchange Server\V15\Logging\HttpProxy' --out out/clients
+  hma-check import 'C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Logging\\HttpProxy' --out out/clients
   hma-check import logs.zip --out out/clients --pseudonymise-users     user names as keyed hashes
 \b
 Then, to evaluate the same evidence again (other checks, exemptions or --as-of):

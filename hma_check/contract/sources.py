@@ -217,7 +217,7 @@ SOURCES: tuple[SourceSpec, ...] = (
                "applications (lists of {user, requests, last_seen}: service accounts and applications listed apart), "
                "exchange_accounts (HealthMailbox monitoring accounts, counted only), first_seen, last_seen}), "
                "user_agents (top 25: {UserAgent, client, family, modern, requests}), daily (list of {date, Protocol, "
-               "AuthenticationType, authenticated, modern_authentication, requests}), untracked: {user_agents, groups, "
+               "AuthenticationType, authenticated, modern_authentication, exchange_monitoring, requests}), untracked: {user_agents, groups, "
                "user_pairs} (beyond the memory bounds)}; ClientIpAddress and AnchorMailbox are never read"),
 )
 

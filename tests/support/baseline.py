@@ -260,7 +260,7 @@ def logs_httpproxy() -> dict[str, Any]:
     ]
     daily = [{"date": "2026-11-19", "Protocol": c["Protocol"], "AuthenticationType": c["AuthenticationType"],
               "authenticated": c["authenticated"], "modern_authentication": c["modern_authentication"],
-              "requests": c["requests"]} for c in clients]
+              "exchange_monitoring": c["modern"] == "n/a", "requests": c["requests"]} for c in clients]
     return {"granularity": "request", "window": {"first": "2026-11-13T08:00:00.000Z",
                                                  "last": "2026-11-19T16:40:00.000Z"},
             "files": 336, "lines": 2690, "requests": 2674, "malformed": {"lines": 0, "examples": []},

@@ -147,7 +147,7 @@ class ClientLogs:
         self._agent_ids: dict[str, int] = {}
         self.agent_requests: dict[str, list[int]] = {}     # UserAgent -> [requests, client id]
         self.untracked_agents = 0
-        self.daily: dict[tuple[str, str, str, bool], int] = {}
+        self.daily: dict[tuple[str, str, str, bool, int], int] = {}   # (date, protocol, type, signed in, client)
         self.servers: dict[str, list[Any]] = {}            # ServerHostName -> [requests, first, last]
         self.malformed = Malformed()
         self.files = 0
@@ -281,7 +281,7 @@ class ClientLogs:
                         self.pairs += 1
                     else:
                         self.untracked_pairs += 1
-            day = (moment[:10], protocol, authentication, authenticated)
+            day = (moment[:10], protocol, authentication, authenticated, cid)
             daily[day] = daily.get(day, 0) + 1
             server = servers.get(row[i_srv])
             if server is None:
@@ -330,7 +330,7 @@ class ClientLogs:
                 self.pairs += 1
             else:
                 self.untracked_pairs += 1
-        day = (first[:10], protocol, authentication, authenticated)
+        day = (first[:10], protocol, authentication, authenticated, cid)
         self.daily[day] = self.daily.get(day, 0) + requests
         known = self.servers.get(server)
         if known is None:
@@ -391,13 +391,22 @@ class ClientLogs:
             "user_agents": [{"UserAgent": agent, "client": self.clients[cid].label,
                              "family": self.clients[cid].family, "modern": self.clients[cid].modern,
                              "requests": n} for agent, (n, cid) in agents],
-            "daily": [{"date": date, "Protocol": protocol, "AuthenticationType": authentication,
-                       "authenticated": authenticated, "modern_authentication": user_agents.is_modern(authentication),
-                       "requests": n}
-                      for (date, protocol, authentication, authenticated), n in sorted(self.daily.items())],
+            "daily": self._daily(),
             "untracked": {"user_agents": self.untracked_agents, "groups": self.untracked_groups,
                           "user_pairs": self.untracked_pairs},
         }
+
+
+    def _daily(self) -> list[dict[str, Any]]:
+        """Requests per day, protocol and authentication type; Exchange's own monitoring apart (it never switches)."""
+        days: dict[tuple[str, str, str, bool, bool], int] = {}
+        for (date, protocol, authentication, authenticated, cid), n in self.daily.items():
+            key = (date, protocol, authentication, authenticated, self.clients[cid].modern == "n/a")
+            days[key] = days.get(key, 0) + n
+        return [{"date": date, "Protocol": protocol, "AuthenticationType": authentication,
+                 "authenticated": authenticated, "modern_authentication": user_agents.is_modern(authentication),
+                 "exchange_monitoring": monitoring, "requests": n}
+                for (date, protocol, authentication, authenticated, monitoring), n in sorted(days.items())]
 
 
 def _indexes(fields: list[str], name: str, line: int) -> tuple[int, tuple[int, ...]]:

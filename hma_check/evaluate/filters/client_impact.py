@@ -67,8 +67,9 @@ def server_row(servers: Iterable[dict[str, Any]], name: str) -> dict[str, Any] |
 
 def bearer_share(daily: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per HMA protocol with authenticated requests since the switch (the first day a Bearer or OAuth request was
-    logged; none: the whole window): {Protocol, since, authenticated, modern, share (percent)}."""
-    rows = [r for r in daily if r.get("authenticated")]
+    logged; none: the whole window): {Protocol, since, authenticated, modern, share (percent)}. Exchange's own
+    monitoring (HealthMailbox probes, which keep Windows authentication) is left out."""
+    rows = [r for r in daily if r.get("authenticated") and not r.get("exchange_monitoring")]
     modern_days = [r["date"] for r in rows if r.get("modern_authentication")]
     since = min(modern_days) if modern_days else None
     out = []
