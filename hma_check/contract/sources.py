@@ -217,8 +217,8 @@ SOURCES: tuple[SourceSpec, ...] = (
                "applications (lists of {user, requests, last_seen}: service accounts and applications listed apart), "
                "exchange_accounts (HealthMailbox monitoring accounts, counted only), first_seen, last_seen}), "
                "user_agents (top 25: {UserAgent, client, family, modern, requests}), daily (list of {date, Protocol, "
-               "AuthenticationType, authenticated, modern_authentication, exchange_monitoring, requests}), untracked: {user_agents, groups, "
-               "user_pairs} (beyond the memory bounds)}; ClientIpAddress and AnchorMailbox are never read"),
+               "AuthenticationType, authenticated, modern_authentication, exchange_monitoring, requests}), untracked: {user_agents, "
+               "combinations, user_pairs} (lines beyond the memory bounds, counted but not itemised)}; ClientIpAddress and AnchorMailbox are never read"),
 )
 
 BY_NAME: dict[str, SourceSpec] = {spec.name: spec for spec in SOURCES}

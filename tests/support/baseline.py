@@ -271,7 +271,7 @@ def logs_httpproxy() -> dict[str, Any]:
             "user_agents": [{"UserAgent": "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)",
                              "client": "Outlook for Windows 16.0.17928", "family": "Outlook for Windows",
                              "modern": "yes", "requests": 1124}],
-            "daily": daily, "untracked": {"user_agents": 0, "groups": 0, "user_pairs": 0}}
+            "daily": daily, "untracked": {"user_agents": 0, "combinations": 0, "user_pairs": 0}}
 
 
 def _probe_results() -> list[SourceResult]:

@@ -8,7 +8,7 @@ IsAuthenticated, AuthenticatedUser, UserAgent and ServerHostName are read: Clien
 and the rest never leave the CSV reader, so client IP addresses are not kept anywhere.
 
 Files are read line by line (plain or gzip), never whole; a malformed line is counted (with the first few named by
-file and line) and never stops the import. Memory is bounded: distinct user agents, client groups and user-in-group
+file and line) and never stops the import. Memory is bounded: distinct user agents, combinations and user-in-group
 pairs beyond the caps below are counted as not tracked instead of growing without limit.
 """
 
@@ -57,7 +57,7 @@ BLOCKABLE = {"Eas": "ActiveSync", "Autodiscover": "Autodiscover", "Mapi": "Mapi"
 # Bounds: far above a real organisation (tens of thousands of users, a few thousand distinct user agents), small
 # enough that a hostile file cannot exhaust memory.
 MAX_AGENTS = 20_000          # distinct UserAgent strings classified and counted one by one
-MAX_GROUPS = 20_000          # Protocol x AuthenticationType x client groups
+MAX_KEYS = 200_000           # distinct (server, protocol, authentication, signed in, user agent) combinations
 MAX_PAIRS = 1_000_000        # (group, user) pairs tracked for distinct users and per-user rows
 MAX_EXAMPLES = 20            # malformed lines named in the evidence
 TOP_AGENTS = 25
@@ -65,6 +65,7 @@ MAX_FILE_BYTES = 4 * 1024 ** 3      # one log file, after inflation
 MAX_RATIO = 200                     # gzip members inflating more than this are refused
 _TRUE = frozenset({"true", "True", "TRUE"})
 OTHER_AGENTS = "(other user agents: more than the tracked limit)"
+OTHER_CLIENT = Client("Other", "", "unknown", "a user agent beyond the tracked limit: not classified one by one")
 
 
 class LogFormatError(Exception):
@@ -78,7 +79,7 @@ def looks_like_httpproxy(head: bytes) -> bool:
             head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 64 * 1024)
         except zlib.error:
             return False
-    text = head[:64 * 1024].decode("utf-8-sig", errors="replace")
+    text = head[:16 * 1024].decode("utf-8-sig", errors="replace")     # the header lines are in the first 8 KB
     lines = text.splitlines()[:8]
     if any(line.strip() == LOG_TYPE for line in lines):
         return True
@@ -93,14 +94,6 @@ def other_exchange_log(head: bytes) -> str | None:
         if line.startswith("#Log-type: "):
             return line[len("#Log-type: "):].strip()[:60]
     return None
-
-
-@dataclass
-class _Group:
-    requests: int = 0
-    first: str = "\uffff"
-    last: str = ""
-    users: dict[str, list[Any]] = field(default_factory=dict)   # user -> [requests, last seen]
 
 
 @dataclass
@@ -136,277 +129,277 @@ class _Limited(io.RawIOBase):
         return len(data)
 
 
+# One entry per distinct (ServerHostName, Protocol, AuthenticationType, IsAuthenticated, UserAgent), a list for speed:
+REQUESTS, FIRST, LAST, USERS, DAYS, SIGNED_IN = range(6)   # USERS: user -> [requests, last seen]; DAYS: date -> n
+
+
 class ClientLogs:
     """Aggregates HttpProxy log lines into the logs.httpproxy facts. ``add_file`` streams one file; ``add_counts``
-    takes pre-grouped counts (the live summary); ``result`` gives the source data."""
+    takes pre-grouped counts (the live summary); ``result`` gives the source data.
+
+    Lines are counted under their raw values (one dict lookup per line); clients are classified, and servers, user
+    agents and client groups summed, once per distinct combination when the result is built."""
 
     def __init__(self) -> None:
-        self.groups: dict[tuple[str, str, bool, int], _Group] = {}
-        self.clients: list[Client] = []
-        self._client_ids: dict[Client, int] = {}
-        self._agent_ids: dict[str, int] = {}
-        self.agent_requests: dict[str, list[int]] = {}     # UserAgent -> [requests, client id]
-        self.untracked_agents = 0
-        self.daily: dict[tuple[str, str, str, bool, int], int] = {}   # (date, protocol, type, signed in, client)
-        self.servers: dict[str, list[Any]] = {}            # ServerHostName -> [requests, first, last]
+        self.lines_by_key: dict[tuple[str, str, str, str, str], list[Any]] = {}
         self.malformed = Malformed()
         self.files = 0
         self.lines = 0
         self.requests = 0
         self.pairs = 0
         self.untracked_pairs = 0
-        self.untracked_groups = 0
+        self.untracked_agents = 0
+        self.untracked_combinations = 0
         self.granularity = "request"
-
-    # --------------------------------------------------------------------------------------------- clients
-    def _client_id(self, agent: str) -> int:
-        found = self._agent_ids.get(agent)
-        if found is not None:
-            return found
-        client = user_agents.classify(agent)
-        cid = self._client_ids.get(client)
-        if cid is None:
-            cid = self._client_ids[client] = len(self.clients)
-            self.clients.append(client)
-        if len(self._agent_ids) < MAX_AGENTS:
-            self._agent_ids[agent] = cid
-        return cid
+        self._agents: set[str] = set()
 
     # ------------------------------------------------------------------------------------------- reading
     def add_file(self, name: str, stream: IO[bytes], *, compressed_size: int | None = None) -> None:
         """Stream one log file (plain or gzip). LogFormatError when it is not an HttpProxy log at all."""
         head = stream.read(2)
         rest: IO[bytes] = Prefixed(head, stream)
+        limit = MAX_FILE_BYTES
         if head == b"\x1f\x8b":
-            limit = MAX_FILE_BYTES
             if compressed_size:
                 limit = min(limit, MAX_RATIO * compressed_size + 1024 * 1024)
             rest = gzip.GzipFile(fileobj=rest, mode="rb")   # type: ignore[assignment]
-        else:
-            limit = MAX_FILE_BYTES
         limited = _Limited(rest, limit)
         text = io.TextIOWrapper(io.BufferedReader(limited, 256 * 1024), encoding="utf-8-sig", errors="replace",
                                 newline="")
         self.files += 1
-        try:
-            self._rows(name, csv.reader(text))
-        except LogFormatError:
-            raise
-        except (OSError, EOFError, zlib.error, UnicodeError) as exc:
-            self.malformed.add(name, 0, f"the file could not be read to its end: {exc}")
+        reader = csv.reader(text)
+        state = _Header(name)
+        while True:
+            try:
+                self._rows(state, reader)
+                break
+            except csv.Error as exc:     # one broken record: count it and go on with the next line
+                self.lines += 1
+                self.malformed.add(name, reader.line_num, f"not CSV: {exc}")
+            except LogFormatError:
+                raise
+            except (OSError, EOFError, zlib.error, UnicodeError) as exc:
+                self.malformed.add(name, 0, f"the file could not be read to its end: {exc}")
+                break
         if limited.exceeded:
             self.malformed.add(name, 0, f"inflates past {limit} bytes; the rest was not read")
 
-    def _rows(self, name: str, reader: Any) -> None:
-        """The hot loop: one pass, a handful of dict operations per line (benchmarks/httpproxy_import.py)."""
-        groups, daily, servers, agent_ids = self.groups, self.daily, self.servers, self._agent_ids
-        client_id, agent_requests = self._client_id, self.agent_requests
-        width = -1
-        i_dt = i_proto = i_auth = i_isauth = i_user = i_ua = i_srv = 0
-        seen_header = False
+    def _rows(self, state: "_Header", reader: Any) -> None:
+        """The hot loop: per line two dict operations, three with a user (benchmarks/httpproxy_import.py)."""
+        table = self.lines_by_key
+        width, (i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv) = state.width, state.indexes
         lines = requests = 0
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
+        try:
+            for row in reader:
                 lines += 1
-                self.malformed.add(name, reader.line_num, f"not CSV: {exc}")
-                continue
-            lines += 1
-            if len(row) != width:
-                first = row[0] if row else ""
-                if first.startswith("#"):
-                    if first.startswith("#Fields:"):
-                        fields = [first[len("#Fields:"):].strip(), *row[1:]]
-                        width, indexes = _indexes(fields, name, reader.line_num)
-                        i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv = indexes
-                        seen_header = True
+                if len(row) != width:
+                    if state.header_or_malformed(row, reader.line_num, self.malformed):
+                        width, (i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv) = state.width, state.indexes
                     continue
-                if not row or (len(row) == 1 and not first.strip()):
+                moment = row[i_dt]
+                if moment[10:11] != "T" or moment[4:5] != "-":
+                    if state.directive_or_malformed(row, moment, reader.line_num, self.malformed):
+                        width, (i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv) = state.width, state.indexes
                     continue
-                if first == "DateTime" and "AuthenticationType" in row:      # the plain header line
-                    width, indexes = _indexes(row, name, reader.line_num)
-                    i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv = indexes
-                    seen_header = True
-                    continue
-                reason = (f"{len(row)} fields where the header has {width}" if seen_header
-                          else "a data line before any #Fields header")
-                self.malformed.add(name, reader.line_num, reason)
-                continue
-            moment = row[i_dt]
-            if len(moment) < 19 or moment[4] != "-" or moment[10] != "T":
-                first = row[0]
-                if first.startswith("#Fields:"):     # a #Fields line as wide as the plain header before it
-                    width, indexes = _indexes([first[len("#Fields:"):].strip(), *row[1:]], name, reader.line_num)
-                    i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv = indexes
-                elif not first.startswith("#") and first != "DateTime":
-                    self.malformed.add(name, reader.line_num, f"DateTime {moment[:40]!r} is not an ISO 8601 time")
-                continue
-            requests += 1
-            protocol = row[i_proto]
-            authentication = row[i_auth]
-            authenticated = row[i_isauth] in _TRUE
-            agent = row[i_ua]
-            cid = agent_ids.get(agent)
-            if cid is None:
-                cid = client_id(agent)
-            counted = agent_requests.get(agent)
-            if counted is not None:
-                counted[0] += 1
-            elif len(agent_requests) < MAX_AGENTS:
-                agent_requests[agent] = [1, cid]
-            else:
-                self.untracked_agents += 1
-            key = (protocol, authentication, authenticated, cid)
-            group = groups.get(key)
-            if group is None:
-                group = self._group(key)
-            group.requests += 1
-            if moment < group.first:
-                group.first = moment
-            if moment > group.last:
-                group.last = moment
-            if authenticated:
-                user = row[i_user]
-                if user:
-                    entry = group.users.get(user)
-                    if entry is not None:
-                        entry[0] += 1
-                        if moment > entry[1]:
-                            entry[1] = moment
-                    elif self.pairs < MAX_PAIRS:
-                        group.users[user] = [1, moment]
-                        self.pairs += 1
-                    else:
-                        self.untracked_pairs += 1
-            day = (moment[:10], protocol, authentication, authenticated, cid)
-            daily[day] = daily.get(day, 0) + 1
-            server = servers.get(row[i_srv])
-            if server is None:
-                servers[row[i_srv]] = [1, moment, moment]
-            else:
-                server[0] += 1
-                if moment < server[1]:
-                    server[1] = moment
-                if moment > server[2]:
-                    server[2] = moment
-        self.lines += lines
-        self.requests += requests
+                requests += 1
+                key = (row[i_srv], row[i_proto], row[i_auth], row[i_isauth], row[i_ua])
+                entry = table.get(key)
+                if entry is None:
+                    entry = self._entry(key, moment)
+                entry[REQUESTS] += 1
+                if moment < entry[FIRST]:
+                    entry[FIRST] = moment
+                elif moment > entry[LAST]:
+                    entry[LAST] = moment
+                days = entry[DAYS]
+                day = moment[:10]
+                days[day] = days.get(day, 0) + 1
+                if entry[SIGNED_IN]:
+                    user = row[i_user]
+                    if user:
+                        seen = entry[USERS].get(user)
+                        if seen is not None:
+                            seen[0] += 1
+                            if moment > seen[1]:
+                                seen[1] = moment
+                        elif self.pairs < MAX_PAIRS:
+                            entry[USERS][user] = [1, moment]
+                            self.pairs += 1
+                        else:
+                            self.untracked_pairs += 1
+        finally:
+            self.lines += lines
+            self.requests += requests
 
-    def _group(self, key: tuple[str, str, bool, int]) -> _Group:
-        if len(self.groups) >= MAX_GROUPS:
-            self.untracked_groups += 1
-            key = ("(other)", "(other)", key[2], self._client_id(""))
-            found = self.groups.get(key)
-            if found is not None:
-                return found
-        group = self.groups[key] = _Group()
-        return group
+    def _entry(self, key: tuple[str, str, str, str, str], moment: str) -> list[Any]:
+        """A new combination. Past MAX_AGENTS distinct user agents the agent is folded into OTHER_AGENTS, past
+        MAX_KEYS combinations everything but IsAuthenticated: counted, not itemised."""
+        agent = key[4]
+        if len(self.lines_by_key) >= MAX_KEYS:
+            self.untracked_combinations += 1
+            key = ("(other)", "(other)", "(other)", key[3], OTHER_AGENTS)
+        elif agent not in self._agents:
+            if len(self._agents) >= MAX_AGENTS:
+                self.untracked_agents += 1
+                key = (*key[:4], OTHER_AGENTS)
+            else:
+                self._agents.add(agent)
+        found = self.lines_by_key.get(key)
+        if found is not None:
+            return found
+        entry = self.lines_by_key[key] = [0, moment, moment, {}, {}, key[3] in _TRUE]
+        return entry
 
     def add_counts(self, *, server: str, protocol: str, authentication: str, authenticated: bool, agent: str,
                    user: str, requests: int, first: str, last: str) -> None:
-        """Counts already grouped on the server (the live summary: first and last seen to the day of the log file)."""
+        """Counts already grouped on the server (the live summary: first and last seen from the files' times)."""
         self.granularity = "day"
         self.requests += requests
-        cid = self._client_id(agent)
-        counted = self.agent_requests.get(agent)
-        if counted is not None:
-            counted[0] += requests
-        elif len(self.agent_requests) < MAX_AGENTS:
-            self.agent_requests[agent] = [requests, cid]
-        key = (protocol, authentication, authenticated, cid)
-        group = self.groups.get(key) or self._group(key)
-        group.requests += requests
-        group.first, group.last = min(group.first, first), max(group.last, last)
-        if authenticated and user:
-            entry = group.users.get(user)
-            if entry is not None:
-                entry[0] += requests
-                entry[1] = max(entry[1], last)
+        key = (server, protocol, authentication, "true" if authenticated else "false", agent)
+        entry = self.lines_by_key.get(key) or self._entry(key, first)
+        entry[REQUESTS] += requests
+        entry[FIRST], entry[LAST] = min(entry[FIRST], first), max(entry[LAST], last)
+        entry[DAYS][first[:10]] = entry[DAYS].get(first[:10], 0) + requests
+        if entry[SIGNED_IN] and user:
+            seen = entry[USERS].get(user)
+            if seen is not None:
+                seen[0] += requests
+                seen[1] = max(seen[1], last)
             elif self.pairs < MAX_PAIRS:
-                group.users[user] = [requests, last]
+                entry[USERS][user] = [requests, last]
                 self.pairs += 1
             else:
                 self.untracked_pairs += 1
-        day = (first[:10], protocol, authentication, authenticated, cid)
-        self.daily[day] = self.daily.get(day, 0) + requests
-        known = self.servers.get(server)
-        if known is None:
-            self.servers[server] = [requests, first, last]
-        else:
-            known[0] += requests
-            known[1], known[2] = min(known[1], first), max(known[2], last)
 
     # -------------------------------------------------------------------------------------------- result
     def result(self, *, pseudonymise: bool = False, coverage: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The logs.httpproxy data (docs/sources.md). ``pseudonymise``: user names become a keyed hash whose key
         exists only in this process (HMAC-SHA256), so names cannot be recovered and differ between runs."""
         key = os.urandom(32) if pseudonymise else b""
+        classified: dict[str, Client] = {}
+        groups: dict[tuple[str, str, bool, Client], dict[str, Any]] = {}
+        agents: dict[str, list[Any]] = {}
+        servers: dict[str, list[Any]] = {}
+        days: dict[tuple[str, str, str, bool, bool], int] = {}
+        for (server, protocol, authentication, signed_in, agent), entry in self.lines_by_key.items():
+            client = classified.get(agent)
+            if client is None:
+                client = classified[agent] = OTHER_CLIENT if agent == OTHER_AGENTS else user_agents.classify(agent)
+            authenticated = entry[SIGNED_IN]
+            group = groups.setdefault((protocol, authentication, authenticated, client),
+                                      {"requests": 0, "first": entry[FIRST], "last": entry[LAST], "users": {}})
+            group["requests"] += entry[REQUESTS]
+            group["first"], group["last"] = min(group["first"], entry[FIRST]), max(group["last"], entry[LAST])
+            for user, (count, last) in entry[USERS].items():
+                seen = group["users"].get(user)
+                group["users"][user] = [count, last] if seen is None else [seen[0] + count, max(seen[1], last)]
+            counted = agents.setdefault(agent, [0, client])
+            counted[0] += entry[REQUESTS]
+            row = servers.setdefault(server, [0, entry[FIRST], entry[LAST]])
+            row[0] += entry[REQUESTS]
+            row[1], row[2] = min(row[1], entry[FIRST]), max(row[2], entry[LAST])
+            for date, n in entry[DAYS].items():
+                day = (date, protocol, authentication, authenticated, client.modern == "n/a")
+                days[day] = days.get(day, 0) + n
+        kinds: dict[str, str] = {}
+        names: dict[str, str] = {}
 
         def name(user: str) -> str:
             if not pseudonymise:
                 return user
-            return "user-" + hmac.new(key, user.casefold().encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+            if user not in names:
+                names[user] = "user-" + hmac.new(key, user.casefold().encode("utf-8"),
+                                                 hashlib.sha256).hexdigest()[:16]
+            return names[user]
+
+        def kind(user: str) -> str:
+            if user not in kinds:
+                kinds[user] = ("exchange" if user_agents.is_exchange_internal(user) else
+                               "application" if user_agents.looks_like_service_account(user) else "person")
+            return kinds[user]
 
         clients = []
-        for (protocol, authentication, authenticated, cid), group in self.groups.items():
-            client = self.clients[cid]
+        for (protocol, authentication, authenticated, client), group in groups.items():
             people, applications, exchange_accounts = [], [], 0
-            for user, (count, last) in group.users.items():
-                if user_agents.is_exchange_internal(user) or client.modern == "n/a":
+            for user, (count, last) in group["users"].items():
+                user_kind = kind(user)
+                if user_kind == "exchange" or client.modern == "n/a":
                     exchange_accounts += 1
                     continue
                 row = {"user": name(user), "requests": count, "last_seen": last}
-                if client.application or user_agents.looks_like_service_account(user):
-                    applications.append(row)
-                else:
-                    people.append(row)
+                (applications if client.application or user_kind == "application" else people).append(row)
             people.sort(key=lambda r: r["user"].casefold())
             applications.sort(key=lambda r: r["user"].casefold())
             clients.append({
                 "Protocol": protocol, "AuthenticationType": authentication, "authenticated": authenticated,
                 "modern_authentication": user_agents.is_modern(authentication), "family": client.family,
                 "version": client.version, "client": client.label, "modern": client.modern,
-                "modern_note": client.note, "requests": group.requests,
+                "modern_note": client.note, "requests": group["requests"],
                 "users": len(people) + len(applications), "people": people, "applications": applications,
-                "exchange_accounts": exchange_accounts,
-                "first_seen": group.first if group.requests else None, "last_seen": group.last or None,
+                "exchange_accounts": exchange_accounts, "first_seen": group["first"], "last_seen": group["last"],
             })
         clients.sort(key=lambda c: (-c["requests"], c["Protocol"], c["AuthenticationType"], c["client"]))
-        firsts = [c["first_seen"] for c in clients if c["first_seen"]]
-        lasts = [c["last_seen"] for c in clients if c["last_seen"]]
-        agents = sorted(self.agent_requests.items(), key=lambda kv: (-kv[1][0], kv[0]))[:TOP_AGENTS]
+        top = sorted(agents.items(), key=lambda kv: (-kv[1][0], kv[0]))[:TOP_AGENTS]
         return {
             "granularity": self.granularity,
-            "window": {"first": min(firsts) if firsts else None, "last": max(lasts) if lasts else None},
+            "window": {"first": min((c["first_seen"] for c in clients), default=None),
+                       "last": max((c["last_seen"] for c in clients), default=None)},
             "files": self.files, "lines": self.lines, "requests": self.requests,
             "malformed": {"lines": self.malformed.lines, "examples": list(self.malformed.examples)},
             "pseudonymised": pseudonymise,
             "servers": coverage if coverage is not None else [
                 {"server": server, "status": "ok", "requests": n, "first_seen": first, "last_seen": last}
-                for server, (n, first, last) in sorted(self.servers.items(), key=lambda kv: kv[0].casefold())],
+                for server, (n, first, last) in sorted(servers.items(), key=lambda kv: kv[0].casefold())],
             "clients": clients,
-            "user_agents": [{"UserAgent": agent, "client": self.clients[cid].label,
-                             "family": self.clients[cid].family, "modern": self.clients[cid].modern,
-                             "requests": n} for agent, (n, cid) in agents],
-            "daily": self._daily(),
-            "untracked": {"user_agents": self.untracked_agents, "groups": self.untracked_groups,
+            "user_agents": [{"UserAgent": agent, "client": client.label, "family": client.family,
+                             "modern": client.modern, "requests": n} for agent, (n, client) in top],
+            "daily": [{"date": date, "Protocol": protocol, "AuthenticationType": authentication,
+                       "authenticated": authenticated, "modern_authentication": user_agents.is_modern(authentication),
+                       "exchange_monitoring": monitoring, "requests": n}
+                      for (date, protocol, authentication, authenticated, monitoring), n in sorted(days.items())],
+            "untracked": {"user_agents": self.untracked_agents, "combinations": self.untracked_combinations,
                           "user_pairs": self.untracked_pairs},
         }
 
 
-    def _daily(self) -> list[dict[str, Any]]:
-        """Requests per day, protocol and authentication type; Exchange's own monitoring apart (it never switches)."""
-        days: dict[tuple[str, str, str, bool, bool], int] = {}
-        for (date, protocol, authentication, authenticated, cid), n in self.daily.items():
-            key = (date, protocol, authentication, authenticated, self.clients[cid].modern == "n/a")
-            days[key] = days.get(key, 0) + n
-        return [{"date": date, "Protocol": protocol, "AuthenticationType": authentication,
-                 "authenticated": authenticated, "modern_authentication": user_agents.is_modern(authentication),
-                 "exchange_monitoring": monitoring, "requests": n}
-                for (date, protocol, authentication, authenticated, monitoring), n in sorted(days.items())]
+class _Header:
+    """Where a file's columns are: from its #Fields line or the plain CSV header line (names, not positions)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.width = -1
+        self.indexes: tuple[int, ...] = (0,) * len(READ)
+        self.seen = False
+
+    def _use(self, fields: list[str], line: int) -> None:
+        self.width, self.indexes = _indexes(fields, self.name, line)
+        self.seen = True
+
+    def header_or_malformed(self, row: list[str], line: int, malformed: Malformed) -> bool:
+        """A line of another width: a header (True: the columns changed), a directive or blank, or malformed."""
+        first = row[0] if row else ""
+        if first.startswith("#Fields:"):
+            self._use([first[len("#Fields:"):].strip(), *row[1:]], line)
+            return True
+        if first.startswith("#") or not row or (len(row) == 1 and not first.strip()):
+            return False
+        if first == "DateTime" and "AuthenticationType" in row:
+            self._use(row, line)
+            return True
+        malformed.add(self.name, line, f"{len(row)} fields where the header has {self.width}" if self.seen
+                      else "a data line before any #Fields header")
+        return False
+
+    def directive_or_malformed(self, row: list[str], moment: str, line: int, malformed: Malformed) -> bool:
+        """A line as wide as the header whose DateTime is not a time: the header again, a #Fields line, or
+        malformed."""
+        first = row[0]
+        if first.startswith("#Fields:"):
+            self._use([first[len("#Fields:"):].strip(), *row[1:]], line)
+            return True
+        if not first.startswith("#") and first != "DateTime":
+            malformed.add(self.name, line, f"DateTime {moment[:40]!r} is not an ISO 8601 time")
+        return False
 
 
 def _indexes(fields: list[str], name: str, line: int) -> tuple[int, tuple[int, ...]]:
