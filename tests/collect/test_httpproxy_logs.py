@@ -226,3 +226,37 @@ def test_without_logs_the_client_checks_are_not_applicable_and_unreadable_logs_a
     imported = import_path(broken).snapshot
     assert imported.sources["logs.httpproxy"].status == "error"
     assert "no AuthenticationType" in imported.sources["logs.httpproxy"].error
+
+
+def test_the_collection_scripts_logs_and_its_per_server_record_are_the_coverage(tmp_path):
+    """Collect-HmaReadiness.ps1's layout: logs/<Name>/HttpProxy/<Protocol>/*.LOG.gz and one manifest entry per server
+    (its note when the cap left files out, its error when the logs could not be copied)."""
+    from tests.collect.test_offline_import import script_folder
+    from hma_check.evaluate.engine import evaluate
+
+    folder = script_folder(tmp_path / "in")
+    target = folder / "logs" / "SOLO-E19A" / "HttpProxy" / "Mapi"
+    target.mkdir(parents=True)
+    # The published MAPI lines, as that server would have logged them (its name in ServerHostName).
+    lines = published("Mapi").read_bytes().replace(b",SERVER_HOSTNAME,200,", b",SOLO-E19A,200,")
+    (target / "HttpProxy_2026030209-1.LOG.gz").write_bytes(gzip.compress(lines))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig"))
+    manifest["entries"] += [
+        {"file": None, "source": "logs.httpproxy", "server": "SOLO-E19A", "command": "HttpProxy logs ...",
+         "status": "ok", "error": None, "count": 1, "bytes": 4096,
+         "note": "size cap 256 MB per protocol reached: 12 older file(s) in the window not copied"},
+        {"file": None, "source": "logs.httpproxy", "server": "SOLO-E19B", "command": "HttpProxy logs ...",
+         "status": "error", "error": "Access to the path '\\\\solo-e19b.solo.com\\C$\\Program Files' is denied.",
+         "count": 0, "bytes": 0, "note": None}]
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8-sig")
+    outcome = import_path(folder)
+    logs = outcome.snapshot.sources["logs.httpproxy"]
+    assert logs.ok and logs.data["requests"] == 3
+    rows = {row["server"]: row for row in logs.data["servers"]}
+    assert rows["SOLO-E19B"]["status"] == "error" and "is denied" in rows["SOLO-E19B"]["error"]
+    assert "12 older file(s)" in rows["SOLO-E19A"]["note"]
+    assert not [e for e in outcome.malformed if "logs" in e["file"]]
+    from hma_check.commands.pipeline import load_all_checks
+
+    findings = [f for f in evaluate(load_all_checks(), outcome.snapshot).findings if f.check_id == "HMA-CLIENT-001"]
+    assert {f.subject: f.status for f in findings} == {"SOLO-E19A": "PASS"}     # the capture's one server

@@ -14,9 +14,9 @@
         certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
         Get-ChildItem only);
       * copies, gzip-compressed, every server's HttpProxy logs of the last -HttpProxyLogDays days (7 by default),
-        newest first, up to -HttpProxyLogMaxMB megabytes per server (1024 by default): who uses which client and
-        authentication, for the report's Clients section (reads the files through the admin share or locally;
-        -SkipHttpProxyLogs leaves them out);
+        per protocol, newest first, up to -HttpProxyLogMaxMB megabytes per server and protocol (256 by default):
+        who uses which client and authentication, for the report's Clients section (reads the files through the
+        admin share or locally; -SkipHttpProxyLogs leaves them out);
       * optionally (when generated with --graph) reads Microsoft Graph with Microsoft Graph PowerShell
         Get-Mg cmdlets (service principal, organization, domains, users' sync state, Conditional Access)
         and saves each result as JSON;
@@ -32,8 +32,8 @@
     How many days of HttpProxy logs to copy from each server (default 7).
 
 .PARAMETER HttpProxyLogMaxMB
-    At most this many megabytes of HttpProxy log files per server, newest first (default 1024). The logs compress
-    about 10:1 in the zip.
+    At most this many megabytes of HttpProxy log files per server and protocol, newest first (default 256). The
+    logs compress about 10:1 in the zip.
 
 .PARAMETER SkipHttpProxyLogs
     Copy no HttpProxy log (the Clients section and the client checks are then "not applicable").
@@ -45,7 +45,7 @@
 param(
     [string]$OutputPath = (Get-Location).Path,
     [ValidateRange(1, 90)][int]$HttpProxyLogDays = 7,
-    [ValidateRange(1, 1048576)][int]$HttpProxyLogMaxMB = 1024,
+    [ValidateRange(1, 1048576)][int]$HttpProxyLogMaxMB = 256,
     [switch]$SkipHttpProxyLogs
 )
 
@@ -203,7 +203,7 @@ function Get-HmaServerFacts {
 }
 
 function Save-HmaHttpProxyLogs {
-    <# Copies one server's HttpProxy logs of the last days, gzip-compressed, newest first up to the size cap. #>
+    <# Copies one server's HttpProxy logs of the last days, gzip-compressed, per protocol newest first up to the cap. #>
     param(
         [string]$Server,
         [string]$Fqdn,
@@ -215,7 +215,7 @@ function Save-HmaHttpProxyLogs {
         file       = $null
         source     = 'logs.httpproxy'
         server     = $Server
-        command    = "HttpProxy logs of the last $HttpProxyLogDays days, newest first, at most $HttpProxyLogMaxMB MB"
+        command    = "HttpProxy logs of the last $HttpProxyLogDays days, per protocol newest first, at most $HttpProxyLogMaxMB MB per protocol"
         startedAt  = Get-HmaTimestamp
         durationMs = 0
         status     = 'ok'
@@ -244,12 +244,16 @@ function Save-HmaHttpProxyLogs {
             Where-Object { $_.LastWriteTimeUtc -ge $since } | Sort-Object -Property LastWriteTimeUtc -Descending)
         $cap = [long]$HttpProxyLogMaxMB * 1048576
         $skipped = 0
+        $taken = @{}
         foreach ($file in $files) {
-            if ($entry.bytes + $file.Length -gt $cap -and $entry.count -gt 0) {
+            $protocol = Split-Path -Leaf $file.DirectoryName
+            if (-not $taken.ContainsKey($protocol)) {
+                $taken[$protocol] = [long]0
+            }
+            if ($taken[$protocol] + $file.Length -gt $cap -and $taken[$protocol] -gt 0) {
                 $skipped++
                 continue
             }
-            $protocol = Split-Path -Leaf $file.DirectoryName
             $target = Join-Path $Folder ("logs\$Server\HttpProxy\$protocol\" + $file.Name + '.gz')
             [void][System.IO.Directory]::CreateDirectory((Split-Path -Parent $target))
             # Exchange keeps the current file open for writing: read it with FileShare ReadWrite, never lock it.
@@ -269,11 +273,12 @@ function Save-HmaHttpProxyLogs {
             } finally {
                 $in.Dispose()
             }
+            $taken[$protocol] += $file.Length
             $entry.count++
             $entry.bytes += $file.Length
         }
         if ($skipped -gt 0) {
-            $entry.note = "size cap $HttpProxyLogMaxMB MB reached: $skipped older file(s) in the window not copied"
+            $entry.note = "size cap $HttpProxyLogMaxMB MB per protocol reached: $skipped older file(s) in the window not copied"
         }
         Write-Host ("  HttpProxy logs of {0}: {1} file(s), {2:N0} MB{3}" -f $Server, $entry.count, ($entry.bytes / 1048576), $(if ($skipped) { " ($skipped older file(s) over the cap left out)" } else { '' }))
     } catch {
@@ -314,7 +319,7 @@ Write-Host "hma-check collection $ScriptVersion -> $Folder"
 if ($SkipHttpProxyLogs) {
     Write-Host 'HttpProxy logs: not copied (-SkipHttpProxyLogs)'
 } else {
-    Write-Host "HttpProxy logs: the last $HttpProxyLogDays day(s), at most $HttpProxyLogMaxMB MB per server, newest first (-HttpProxyLogDays, -HttpProxyLogMaxMB)"
+    Write-Host "HttpProxy logs: the last $HttpProxyLogDays day(s), at most $HttpProxyLogMaxMB MB per server and protocol, newest first (-HttpProxyLogDays, -HttpProxyLogMaxMB)"
 }
 
 Write-Host 'Organisation-wide Exchange configuration'
