@@ -417,21 +417,22 @@ class _Importer:
 
     def _logs_result(self, snapshot: Snapshot, entries: list[dict[str, Any]]) -> None:
         """logs.httpproxy from the log files read, with the collection script's per-server record (a server whose
-        logs could not be copied is listed with its error; the checks name it)."""
+        logs could not be copied is listed with its error; HMA-CLIENT-001 names it)."""
         if not self.log_files and not entries and not self.unreadable_logs:
             return     # no log supplied: recorded as skipped, like every other source no file supplied
         command = (f"HttpProxy logs: {len(self.log_files)} file(s) streamed, every line read "
                    f"(imported from {self.origin})")
-        coverage = _coverage(self.logs.result()["servers"] if self.log_files else [], entries)
         if not self.log_files:
-            problems = [f"{e.get('server') or '?'}: {e.get('error')}" for e in entries if e.get("status") == "error"]
+            problems = [f"{e.get('server') or '?'}: the collection script reported: {e.get('error')}"
+                        for e in entries if e.get("status") == "error"]
             problems += [f"{name}: {reason}" for name, reason in self.unreadable_logs[:5]]
             if problems:
                 snapshot.add(SourceResult.error_result(
-                    LOGS_SOURCE, "the collection script reported: " + "; ".join(problems), command=command,
+                    LOGS_SOURCE, "no HttpProxy log could be read: " + "; ".join(problems), command=command,
                     started=snapshot.collected_at))
                 return
-        data = self.logs.result(pseudonymise=self.pseudonymise_users, coverage=coverage)
+        data = self.logs.result(pseudonymise=self.pseudonymise_users)
+        data["servers"] = _coverage(data["servers"], entries)
         snapshot.add(SourceResult.ok_result(LOGS_SOURCE, data, command=command, started=snapshot.collected_at))
 
     def _manifest_only_results(self, entries: dict[str, dict[str, Any]], snapshot: Snapshot,
