@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import hmac
 import io
+import operator
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -145,7 +146,6 @@ class ClientLogs:
         self.malformed = Malformed()
         self.files = 0
         self.lines = 0
-        self.requests = 0
         self.pairs = 0
         self.untracked_pairs = 0
         self.untracked_agents = 0
@@ -153,19 +153,30 @@ class ClientLogs:
         self.granularity = "request"
         self._agents: set[str] = set()
 
+    @property
+    def requests(self) -> int:
+        """Requests counted (every line with a time, whether or not it was signed in)."""
+        return sum(entry[REQUESTS] for entry in self.lines_by_key.values())
+
     # ------------------------------------------------------------------------------------------- reading
     def add_file(self, name: str, stream: IO[bytes], *, compressed_size: int | None = None) -> None:
         """Stream one log file (plain or gzip). LogFormatError when it is not an HttpProxy log at all."""
-        head = stream.read(2)
-        rest: IO[bytes] = Prefixed(head, stream)
+        rest: IO[bytes]
+        if isinstance(stream, Prefixed) and len(stream.prefix) >= 2:    # already sniffed by the importer
+            head, rest = stream.prefix[:2], stream
+        else:
+            head = stream.read(2)
+            rest = Prefixed(head, stream)
         limit = MAX_FILE_BYTES
         if head == b"\x1f\x8b":
             if compressed_size:
                 limit = min(limit, MAX_RATIO * compressed_size + 1024 * 1024)
-            rest = gzip.GzipFile(fileobj=rest, mode="rb")   # type: ignore[assignment]
+            rest = gzip.GzipFile(fileobj=rest, mode="rb")
         limited = _Limited(rest, limit)
-        text = io.TextIOWrapper(io.BufferedReader(limited, 256 * 1024), encoding="utf-8-sig", errors="replace",
+        # Large buffers: the layers above are Python code, called once per buffer (benchmarks/httpproxy_import.py).
+        text = io.TextIOWrapper(io.BufferedReader(limited, 1024 * 1024), encoding="utf-8-sig", errors="replace",
                                 newline="")
+        text._CHUNK_SIZE = 256 * 1024   # type: ignore[attr-defined]  # bytes decoded at a time (CPython's default: 8 KB)
         self.files += 1
         reader = csv.reader(text)
         state = _Header(name)
@@ -185,24 +196,23 @@ class ClientLogs:
             self.malformed.add(name, 0, f"inflates past {limit} bytes; the rest was not read")
 
     def _rows(self, state: "_Header", reader: Any) -> None:
-        """The hot loop: per line two dict operations, three with a user (benchmarks/httpproxy_import.py)."""
+        """The hot loop: per line one C-level key extraction and two dict operations, three with a user
+        (benchmarks/httpproxy_import.py). Requests are counted per combination, summed once at the end."""
         table = self.lines_by_key
-        width, (i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv) = state.width, state.indexes
-        lines = requests = 0
+        width, i_dt, i_user, key_of = state.width, state.i_dt, state.i_user, state.key_of
+        pairs, lines = self.pairs, 0
         try:
-            for row in reader:
-                lines += 1
+            for lines, row in enumerate(reader, 1):
                 if len(row) != width:
                     if state.header_or_malformed(row, reader.line_num, self.malformed):
-                        width, (i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv) = state.width, state.indexes
+                        width, i_dt, i_user, key_of = state.width, state.i_dt, state.i_user, state.key_of
                     continue
                 moment = row[i_dt]
                 if moment[10:11] != "T" or moment[4:5] != "-":
                     if state.directive_or_malformed(row, moment, reader.line_num, self.malformed):
-                        width, (i_dt, i_proto, i_auth, i_isauth, i_user, i_ua, i_srv) = state.width, state.indexes
+                        width, i_dt, i_user, key_of = state.width, state.i_dt, state.i_user, state.key_of
                     continue
-                requests += 1
-                key = (row[i_srv], row[i_proto], row[i_auth], row[i_isauth], row[i_ua])
+                key = key_of(row)
                 entry = table.get(key)
                 if entry is None:
                     entry = self._entry(key, moment)
@@ -222,14 +232,14 @@ class ClientLogs:
                             seen[0] += 1
                             if moment > seen[1]:
                                 seen[1] = moment
-                        elif self.pairs < MAX_PAIRS:
+                        elif pairs < MAX_PAIRS:
                             entry[USERS][user] = [1, moment]
-                            self.pairs += 1
+                            pairs += 1
                         else:
                             self.untracked_pairs += 1
         finally:
             self.lines += lines
-            self.requests += requests
+            self.pairs = pairs
 
     def _entry(self, key: tuple[str, str, str, str, str], moment: str) -> list[Any]:
         """A new combination. Past MAX_AGENTS distinct user agents the agent is folded into OTHER_AGENTS, past
@@ -254,7 +264,6 @@ class ClientLogs:
                    user: str, requests: int, first: str, last: str) -> None:
         """Counts already grouped on the server (the live summary: first and last seen from the files' times)."""
         self.granularity = "day"
-        self.requests += requests
         key = (server, protocol, authentication, "true" if authenticated else "false", agent)
         entry = self.lines_by_key.get(key) or self._entry(key, first)
         entry[REQUESTS] += requests
@@ -368,11 +377,14 @@ class _Header:
     def __init__(self, name: str) -> None:
         self.name = name
         self.width = -1
-        self.indexes: tuple[int, ...] = (0,) * len(READ)
+        self.i_dt = self.i_user = 0
+        self.key_of: Any = None      # row -> (ServerHostName, Protocol, AuthenticationType, IsAuthenticated, UserAgent)
         self.seen = False
 
     def _use(self, fields: list[str], line: int) -> None:
-        self.width, self.indexes = _indexes(fields, self.name, line)
+        self.width, (self.i_dt, i_proto, i_auth, i_isauth, self.i_user, i_ua, i_srv) = \
+            _indexes(fields, self.name, line)
+        self.key_of = operator.itemgetter(i_srv, i_proto, i_auth, i_isauth, i_ua)
         self.seen = True
 
     def header_or_malformed(self, row: list[str], line: int, malformed: Malformed) -> bool:
