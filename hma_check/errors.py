@@ -23,6 +23,7 @@ this tree and the code in step).
      │
      │   Collection faults: each becomes the error text of the one source it concerns, never a crash.
      ├── KerberosFailure         (collect.kerberos) no ticket, a refused password, no KDC: one line, the section stops
+     ├── LogFormatError          (collect.logs.httpproxy) a file that cannot be read as an HttpProxy log: malformed
      ├── CallFailed              (collect.psrp_client) one remote PowerShell call failed, classified (auth, timeout...)
      ├── ReadOnlyViolation       (collect.psrp_client) a cmdlet outside the read-only allowlist: a bug, never sent
      ├── ShapeError              (collect.exchange.objects) objects that cannot be the source's data (also a ValueError)

@@ -51,9 +51,12 @@ def derive_endpoints(scenario: Any, exchange: Any, certificates: Any) -> Endpoin
     for index, server in enumerate(client_servers(scenario)):
         vdirs = {protocol: exchange.virtual_directory(kind, server) for protocol, kind in PROTOCOL_KINDS.items()}
         present = {protocol: props for protocol, props in vdirs.items() if props is not None}
+        anywhere = exchange.virtual_directory("outlook_anywhere", server) or {}
+        behaviours = {protocol: _behaviour(protocol, props) for protocol, props in present.items()}
+        if anywhere:
+            behaviours["RPC"] = _rpc_behaviour(anywhere)
         nodes.append(NodeSpec(
-            name=server.name, address=node_address(index),
-            virtual_directories={protocol: _behaviour(protocol, props) for protocol, props in present.items()},
+            name=server.name, address=node_address(index), virtual_directories=behaviours,
             ssl_offloading=_offloaded(server),
             tls_versions=_tls_versions(server),
             certificate=_iis_certificate(scenario, certificates, server, organization.get("namespace")),
@@ -98,6 +101,14 @@ def _behaviour(protocol: str, props: dict[str, Any]) -> VirtualDirectorySpec:
         windows, basic = props.get("WindowsAuthentication") is True, props.get("BasicAuthentication") is True
     challenges = (("Negotiate", "NTLM") if windows else ()) + (("Basic",) if basic else ())
     return VirtualDirectorySpec(oauth=oauth, challenges=challenges)
+
+
+def _rpc_behaviour(anywhere: dict[str, Any]) -> VirtualDirectorySpec:
+    """Outlook Anywhere (/rpc): its IIS schemes; RPC over HTTP has no OAuth (Outlook needs MAPI/HTTP for HMA)."""
+    methods = {str(method).lower() for method in anywhere.get("IISAuthenticationMethods") or []}
+    challenges = [title for scheme, title in (("negotiate", "Negotiate"), ("ntlm", "NTLM"), ("basic", "Basic"))
+                  if scheme in methods]
+    return VirtualDirectorySpec(oauth=False, challenges=tuple(challenges))
 
 
 def _tls_versions(server: Any) -> tuple[str, ...]:

@@ -1,5 +1,8 @@
 """The lab's HTTPS endpoints: one port on each node's loopback address, hosts told apart by SNI and Host, answers
-shaped like Exchange's (as the Exchange team's HMA announcement shows them), per-host TLS versions and certificates, and a log of every request."""
+shaped like Exchange's (as the Exchange team's HMA announcement shows them), per-host TLS versions and certificates, a
+log of every request, and Exchange's HttpProxy log of every request a virtual directory answers
+(hma_lab/httpproxy_log.py). Clients the lab knows (hma_lab/clients.py) sign in with Basic, NTLM or Negotiate (a real
+NTLM exchange, pyspnego) or a Bearer token."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import trustme
 
 from hma_lab.endpoints import BALANCER_ADDRESS, EXO_APP_ID, CertificateSpec, EndpointsSpec, HostSpec, NodeSpec
+from hma_lab.httpproxy_log import PROTOCOL_FOLDERS, SCHEMES, HttpProxyLogs
 
 ACS_PRINCIPAL = "00000001-0000-0000-c000-000000000000"
 AUTHORIZATION_URI = "https://login.windows.net/common/oauth2/authorize"
@@ -34,7 +38,7 @@ IIS_SERVER = "Microsoft-IIS/10.0 Microsoft-HTTPAPI/2.0"
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
 _VERSIONS = {"TLSv1.0": "TLSv1", "TLSv1.1": "TLSv1_1", "TLSv1.2": "TLSv1_2", "TLSv1.3": "TLSv1_3"}
 _PATH_PROTOCOLS = {"mapi": "MAPI", "ews": "EWS", "oab": "OAB", "autodiscover": "Autodiscover",
-                   "microsoft-server-activesync": "ActiveSync"}
+                   "microsoft-server-activesync": "ActiveSync", "rpc": "RPC"}
 CONNECTION_IDLE_SECONDS = 5.0
 PER_NODE_LIMIT = 16
 MAX_HELLO = 16 * 1024
@@ -49,8 +53,12 @@ class EndpointServer:
     routed there (what DNS would give a client); smaller pools are routed to every node (per-node probing).
     """
 
-    def __init__(self, spec: EndpointsSpec, *, port: int = 0, per_node_limit: int = PER_NODE_LIMIT) -> None:
+    def __init__(self, spec: EndpointsSpec, *, port: int = 0, per_node_limit: int = PER_NODE_LIMIT,
+                 httpproxy: HttpProxyLogs | None = None, fqdns: dict[str, str] | None = None) -> None:
         self.spec = spec
+        self.httpproxy = httpproxy          # Exchange's HttpProxy log of what the virtual directories answer
+        self.fqdns = fqdns or {}            # node name -> the server's FQDN (TargetServer in the log)
+        self.authenticator: Any = None      # lab.clients: accepts the lab's client accounts and their tokens
         self.per_node_limit = per_node_limit
         self._next_node: dict[str | None, int] = {}
         self.requested_port = port
@@ -256,9 +264,13 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._answer()
 
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+    # RPC over HTTP (Outlook Anywhere) uses its own methods.
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_RPC_IN_DATA = do_RPC_OUT_DATA = do_GET
 
     def _answer(self) -> None:
+        self._started = dt.datetime.now(dt.timezone.utc)
+        self._proxied: dict[str, Any] | None = None
+        self._read_body()
         host_name = (self.headers.get("Host") or self.sni or "").rsplit(":", 1)[0].lower()
         if host_name.startswith("["):
             host_name = self.headers.get("Host", "")
@@ -274,6 +286,7 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         segments = [part for part in url.path.lower().split("/") if part]
         if segments[:2] == ["autodiscover", "autodiscover.json"]:
+            self._proxied = {"protocol": "Autodiscover", "host": host_name, "url": url}
             self._autodiscover_v2(url.query, segments)
             return
         protocol = _PATH_PROTOCOLS.get(segments[0]) if segments else None
@@ -284,7 +297,79 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
             self.lab.stopping.wait()   # a hung application pool: no answer until the lab stops
             self.close_connection = True
             return
+        self._proxied = {"protocol": PROTOCOL_FOLDERS[segments[0]], "host": host_name, "url": url}
+        if self._signed_in(host_name, protocol):
+            return
         self._unauthorized(host_name, protocol)
+
+    def _read_body(self) -> None:
+        """Read a request body (clients POST) so the next request on the connection starts where it should."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        self._request_bytes = length
+        if 0 < length <= 1024 * 1024:
+            self.rfile.read(length)
+
+    # ---------------------------------------------------------------------------------------------- sign-in
+    def _signed_in(self, host_name: str, protocol: str) -> bool:
+        """A client the lab knows, with a scheme this virtual directory offers: answer 200 (or the next NTLM leg)
+        and return True. Anything else falls through to Exchange's 401."""
+        authenticator = self.lab.authenticator
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        scheme, token = scheme.lower(), token.strip()
+        if authenticator is None or not token:
+            return False
+        vdir = self.node.virtual_directories[protocol]
+        offered = {challenge.lower() for challenge in vdir.challenges}
+        user: str | None = None
+        if scheme == "basic" and "basic" in offered:
+            user = authenticator.basic(token)
+        elif scheme in ("ntlm", "negotiate") and scheme in offered:
+            return self._windows_sign_in(scheme, token, protocol)
+        elif scheme == "bearer" and vdir.oauth and self.lab.spec.evosts_default \
+                and self.lab.spec.oauth2_client_profile_enabled:
+            user = authenticator.bearer(token, host_name)
+        if user is None:
+            return False
+        self._accepted(user)
+        return True
+
+    def _windows_sign_in(self, scheme: str, token: str, protocol: str) -> bool:
+        """NTLM or Negotiate on this connection, as IIS does: the challenge leg, then the user (pyspnego's acceptor
+        reads the lab's accounts from NTLM_USER_FILE)."""
+        import base64
+
+        import spnego
+        from spnego.exceptions import SpnegoError
+
+        context = getattr(self, "_auth_context", None)
+        try:
+            if context is None or context.complete:
+                # NTLM inside Negotiate, in pyspnego's own code: these endpoints join no Kerberos realm, and with
+                # python-gssapi installed pyspnego would otherwise reach for a keytab the lab does not have.
+                context = self._auth_context = spnego.server(protocol=scheme if scheme == "ntlm" else "negotiate",
+                                                             options=spnego.NegotiateOptions.use_ntlm)
+            out = context.step(base64.b64decode(token))
+        except (SpnegoError, ValueError, Exception):  # noqa: BLE001 - a bad token is a refused sign-in
+            self._auth_context = None
+            return False
+        title = SCHEMES[scheme]
+        if not context.complete:
+            self._send(401, [("Server", IIS_SERVER), ("WWW-Authenticate", f"{title} {base64.b64encode(out).decode()}"),
+                             ("X-FEServer", self.node.name), ("Date", formatdate(usegmt=True))], b"")
+            return True
+        self._accepted(str(context.client_principal or ""))
+        return True
+
+    def _accepted(self, user: str) -> None:
+        assert self._proxied is not None
+        self._proxied["user"] = user
+        body = b"ok"
+        self._send(200, [("Content-Type", "text/plain"), ("Server", IIS_SERVER), ("request-id", str(uuid.uuid4())),
+                         ("X-FEServer", self.node.name), ("X-BEServer", self.node.name),
+                         ("Date", formatdate(usegmt=True))], body)
 
     # ---------------------------------------------------------------------------------------------- answers
     def _unauthorized(self, host_name: str, protocol: str) -> None:
@@ -361,6 +446,34 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self._log_httpproxy(status, len(body))
+
+    def _log_httpproxy(self, status: int, response_bytes: int) -> None:
+        """The line Exchange's front end writes for this request (only requests that reached a virtual directory)."""
+        proxied, logs = getattr(self, "_proxied", None), self.lab.httpproxy
+        if proxied is None or logs is None:
+            return
+        ended = dt.datetime.now(dt.timezone.utc)
+        scheme = (self.headers.get("Authorization") or "").partition(" ")[0].lower()
+        user = proxied.get("user")
+        url = proxied["url"]
+        values: dict[str, Any] = {
+            "RequestId": str(uuid.uuid4()), "ClientRequestId": self.headers.get("client-request-id") or "",
+            "UrlHost": proxied["host"], "UrlStem": url.path, "AuthenticationType": SCHEMES.get(scheme, ""),
+            "IsAuthenticated": "true" if user else "false", "AuthenticatedUser": user or "",
+            "UserAgent": self.headers.get("User-Agent") or "", "ClientIpAddress": self.client_address[0],
+            "HttpStatus": status, "Method": self.command, "RequestBytes": self._request_bytes,
+            "ActivityContextLifeTime": int((ended - self._started).total_seconds() * 1000),
+            "TotalRequestTime": int((ended - self._started).total_seconds() * 1000), "CoreLatency": 0,
+            "HttpProxyOverhead": 0, "UrlQuery": f"?{url.query}" if url.query else "",
+        }
+        if user:
+            major, minor, build, _ = logs.version(self.node.name)
+            values.update(BackEndStatus=status, ProxyAction="Proxy", TargetServer=self.lab.fqdns.get(
+                self.node.name, self.node.name), TargetServerVersion=f"{major}.{minor:02d}.{build}.000",
+                RoutingType="IntraForest", RoutingHint="WindowsIdentity" if scheme != "bearer" else "OAuth",
+                ResponseBytes=response_bytes, RoutingStatus="CafeV1")
+        logs.write(self.node.name, proxied["protocol"], self._started, ended, values)
 
 
 # -------------------------------------------------------------------------------------------- ClientHello

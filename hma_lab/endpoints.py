@@ -151,10 +151,14 @@ def start_service(lab: Any) -> EndpointsService:
     from hma_lab.endpoint_derivation import derive_endpoints
     from hma_lab.endpoint_server import EndpointServer
 
+    from hma_lab.httpproxy_log import HttpProxyLogs
+
     derived = derive_endpoints(lab.scenario, lab.exchange, lab.certificates)
     section = lab.scenario.sections.get("endpoints")
     spec = section.apply(derived) if section is not None else derived
-    server = EndpointServer(spec).start()
+    servers = lab.scenario.servers
+    logs = HttpProxyLogs(lab.httpproxy_root, {server.name: server.build for server in servers})
+    server = EndpointServer(spec, httpproxy=logs, fqdns={s.name: s.fqdn for s in servers}).start()
     # Hosts only the endpoints: section knows (a proxy, a legacy name) are what a user would name in probes.hosts.
     known = {host.name for host in derived.hosts}
     return EndpointsService(server, [host.name for host in spec.hosts if host.name not in known])

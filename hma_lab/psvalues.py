@@ -52,6 +52,13 @@ class MultiValued(list):
         return names
 
 
+class ArrayList(list):
+    """A System.Collections.ArrayList (Group-Object's Values): an <Obj> with its type names and an <LST>."""
+
+    def type_names(self) -> list[str]:
+        return ["System.Collections.ArrayList", "System.Object"]
+
+
 class Serialized(bytes):
     """An object already written as its <Obj> CLIXML; the PSRP host sends these bytes as they are."""
 
@@ -144,7 +151,7 @@ class _Writer:
         elif isinstance(value, (bytes, bytearray)):
             self.parts.append(f"<BA{n}>{base64.b64encode(bytes(value)).decode()}</BA>")
         elif isinstance(value, (list, tuple)):
-            names = value.type_names() if isinstance(value, MultiValued) else \
+            names = value.type_names() if isinstance(value, (MultiValued, ArrayList)) else \
                 ["System.Object[]", "System.Array", "System.Object"]
             self.parts.append(f'<Obj{n} RefId="{self.next_ref}">')
             self.next_ref += 1

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from hma_lab.scenario import Scenario, load_scenario, load_scenario_file
 
-SERVICE_MODULES: tuple[str, ...] = ("hma_lab.windows", "hma_lab.tenants", "hma_lab.endpoints")
+SERVICE_MODULES: tuple[str, ...] = ("hma_lab.windows", "hma_lab.tenants", "hma_lab.endpoints", "hma_lab.clients")
 
 
 class LabService(Protocol):
@@ -159,6 +159,7 @@ class Lab:
         from hma_lab.wsman import Credentials as Accounts, Endpoint, Listener, ListenerGroup
 
         self._tmp = tempfile.mkdtemp(prefix="hma-check-lab-")
+        self.httpproxy_root.mkdir()
         try:
             self.certificates = CertificateStore(self.scenario.certificates)
             self.exchange = ExchangeConfiguration(self.scenario, self.certificates)
@@ -245,6 +246,22 @@ class Lab:
             self._tmp = None
 
     # ------------------------------------------------------------------------------------------ what tests and the CLI use
+
+    @property
+    def httpproxy_root(self) -> Path:
+        """Where the lab's servers write their HttpProxy logs: <root>/<server>/Logging/HttpProxy/<Protocol>/."""
+        assert self._tmp is not None, "start() the lab first"
+        return Path(self._tmp) / "httpproxy"
+
+    def export_httpproxy_logs(self, target: Path) -> list[Path]:
+        """Copy every HttpProxy log the lab wrote so far under ``target`` (<server>/Logging/HttpProxy/...)."""
+        copied = []
+        for source in sorted(self.httpproxy_root.rglob("HttpProxy_*.LOG")):
+            destination = target / source.relative_to(self.httpproxy_root)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+            copied.append(destination)
+        return copied
 
     @property
     def command_log(self) -> list[dict[str, Any]]:

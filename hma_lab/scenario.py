@@ -34,6 +34,7 @@ MAX_SERVERS = 2000
 SECTION_MODULES: dict[str, str] = {
     "tenants": "hma_lab.tenants",
     "endpoints": "hma_lab.endpoints",
+    "clients": "hma_lab.clients",
 }
 
 

@@ -2,7 +2,9 @@
 
 Every server gets its own listener (one port each, as every server has its own WinRM on 5985/5986) that answers five
 read cmdlets from the scenario: Get-ItemProperty, Get-Item and Get-ChildItem on the HKLM: registry and the Cert:
-store, Get-Command for ExSetup.exe and Get-CimInstance for Win32_OperatingSystem. Objects are shaped as a remote
+store, Get-Command for ExSetup.exe and Get-CimInstance for Win32_OperatingSystem; and, in Exchange's install folder,
+Get-ChildItem and the Import-Csv | Where-Object | Group-Object summary of the server's HttpProxy logs
+(lab/windows_logs.py). Objects are shaped as a remote
 session sends them (Get-ItemProperty's PSCustomObject with its PS* note properties, X509Certificate2 as RawData only,
 ApplicationInfo with FileVersionInfo as its string). The real endpoint is FullLanguage; the lab refuses scripts anyway,
 so a test proves the collector never sends one.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import socket
 import struct
+from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
@@ -22,6 +25,7 @@ from hma_lab.certs import CertificateStore, Issued
 from hma_lab.psrp import Invocation
 from hma_lab.psvalues import Serialized, Version, ex_object, noted_string
 from hma_lab.scenario import Fault, Scenario, ServerSpec
+from hma_lab.windows_logs import INSTALL_PATH, InstallFolder
 from hma_lab.windows_spec import DEFAULT_SSL_FLAGS, FRAMEWORKS, SIDES, VIEWS
 
 CONFIGURATION = "Microsoft.PowerShell"
@@ -33,6 +37,7 @@ SCHANNEL = "SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL\\Pro
 DOTNET = {"NETFramework": "SOFTWARE\\Microsoft\\.NETFramework",
           "NETFrameworkWow6432Node": "SOFTWARE\\Wow6432Node\\Microsoft\\.NETFramework"}
 MY_STORE = "SOFTWARE\\Microsoft\\SystemCertificates\\MY\\Certificates"
+EXCHANGE_SETUP = "SOFTWARE\\Microsoft\\ExchangeServer\\v15\\Setup"
 # [MS-GPEF] 2.2.2.2.1: a stored certificate is a list of (PropertyID, Reserved=1, Length, Value) entries.
 CERT_KEY_PROV_INFO_PROP_ID = 2
 CERT_CERT_PROP_ID = 32
@@ -83,6 +88,12 @@ def build_registry(server: ServerSpec, certificates: list[tuple[Issued, bool]]) 
             values = (server.registry.get(view) or {}).get(framework)
             if values is not None:
                 _set_values(base.ensure(framework), values)
+    if server.serves_clients:
+        # What Exchange setup writes (HealthChecker reads MsiInstallPath there): the install folder and the build.
+        major, minor, build, revision = server.build
+        root.ensure(EXCHANGE_SETUP).values.update({
+            "MsiInstallPath": INSTALL_PATH, "MsiProductMajor": major, "MsiProductMinor": minor,
+            "MsiBuildMajor": build, "MsiBuildMinor": revision, "Services": INSTALL_PATH + "bin"})
     store = root.ensure(MY_STORE)
     for issued, has_key in certificates:
         store.ensure(issued.thumbprint).values["Blob"] = certificate_blob(issued.der, has_key)
@@ -316,9 +327,11 @@ class WindowsConfiguration:
 
     name = CONFIGURATION
 
-    def __init__(self, scenario: Scenario, server: ServerSpec, certificates: CertificateStore) -> None:
+    def __init__(self, scenario: Scenario, server: ServerSpec, certificates: CertificateStore,
+                 install_root: Path | None = None) -> None:
         self.scenario = scenario
         self.server = server
+        self.files = InstallFolder(install_root) if install_root is not None else None
         winrm = server.extra.get("winrm") or {}
         keyless = set(winrm.get("keyless_certificates") or [])
         self.certificates = [(certificates.get(cert_id, server), cert_id not in keyless)
@@ -331,7 +344,8 @@ class WindowsConfiguration:
         self.cmdlets = binding.table((
             binding.Cmdlet("Get-ItemProperty", self._get_item_property, ("Path", "LiteralPath", "Name"), "Path"),
             binding.Cmdlet("Get-Item", self._get_item, ("Path", "LiteralPath"), "Path"),
-            binding.Cmdlet("Get-ChildItem", self._get_child_item, ("Path", "LiteralPath"), "Path"),
+            binding.Cmdlet("Get-ChildItem", self._get_child_item, ("Path", "LiteralPath", "Recurse", "Filter", "File"),
+                           "Path"),
             binding.Cmdlet("Get-Command", self._get_command, ("Name", "CommandType"), "Name"),
             binding.Cmdlet("Get-CimInstance", self._get_cim_instance, ("ClassName", "Namespace"), "ClassName"),
             binding.Cmdlet("Get-Content", self._get_content, ("Path", "LiteralPath", "Raw"), "Path"),
@@ -342,6 +356,10 @@ class WindowsConfiguration:
         return {}
 
     def invoke(self, invocation: Invocation) -> None:
+        if len(invocation.commands) > 1 and self.files is not None:
+            if not self._apply_faults_and_latency("Import-Csv", {}, invocation):
+                binding.write_all(invocation, self.files.summarise(invocation.commands))
+            return
         cmdlet, params = binding.resolve(invocation.commands, self.cmdlets)
         if not self._apply_faults_and_latency(cmdlet.name, params, invocation):
             binding.write_all(invocation, cmdlet.handler(params))
@@ -416,6 +434,13 @@ class WindowsConfiguration:
             yield self._shape(item)
 
     def _get_child_item(self, params: dict[str, Any]) -> Iterator[Any]:
+        paths = _paths(params)
+        if self.files is not None and paths and paths[0][0].lower().startswith("c:"):
+            for text, _ in paths:
+                yield from self.files.child_items(text, recurse=bool(params.get("Recurse")),
+                                                  pattern=params.get("Filter"), files_only=bool(params.get("File")),
+                                                  cmdlet="Get-ChildItem")
+            return
         for item in self._resolve("Get-ChildItem", params):
             if isinstance(item, _Key):
                 yield from (_registry_key(child) for _, child in sorted(item.children.items()))
@@ -531,8 +556,10 @@ def start_service(lab: Any) -> WindowsService:
             status = winrm.get("http_status")
             # 401 is what WinRM answers an account it does not accept: the lab simply does not know the user there.
             known = {} if status == 401 else lab.accounts()
+            install_root = lab.httpproxy_root / server.name
             endpoint = Endpoint(Credentials(known),
-                                {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates)},
+                                {CONFIGURATION: WindowsConfiguration(scenario, server, lab.certificates,
+                                                                     install_root)},
                                 max_shells_per_user=MAX_SHELLS_PER_USER, paths=("/wsman",), realm=server.fqdn)
             if status and status != 401:
                 endpoint.http_fault = lambda action, status=status: status if action == "*" else None

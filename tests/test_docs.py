@@ -17,7 +17,7 @@ def test_the_readme_scan_configuration_is_valid(tmp_path):
     yaml_text = "\n".join(line[3:] if line.startswith("   ") else line for line in block.splitlines())
     (tmp_path / "hma-check.pem").write_text("placeholder: the configuration only checks that the file exists\n")
     config = load_config_text(yaml_text, source="README.md", base_dir=tmp_path)
-    assert list(config.sections) == ["exchange", "os", "graph", "probes"]
+    assert list(config.sections) == ["exchange", "os", "graph", "probes", "logs"]
 
 
 def test_every_document_the_readme_links_exists():

@@ -1,5 +1,5 @@
 """The scan configuration file (YAML): one section per collector, each validated by the parser the collector
-registry names for it (hma_check.collect.registry: exchange, os, graph, probes, and options).
+registry names for it (hma_check.collect.registry: exchange, os, logs, graph, probes, and options).
 
 A section parser is ``parse(raw, context) -> settings``; ``context.fail(where, message)`` returns a ConfigError naming
 the file and line of ``where`` (a path inside the section). Secrets never live in the file: sections name the
@@ -62,4 +62,6 @@ def parse_config(doc: YamlDoc, base_dir: Path) -> ScanConfig:
             raise doc.error((name,), f"unknown section{did_you_mean(name, BY_SECTION)}; expected one of: "
                             + ", ".join(sorted(BY_SECTION)))
         config.sections[name] = collector.parse()(raw, ConfigContext(doc, name, base_dir))
+    if "logs" in config.sections and "os" not in config.sections:
+        raise doc.error(("logs",), "reads the logs over the OS channel (WinRM): add an os: section (it may be empty)")
     return config

@@ -36,6 +36,7 @@ class RunContext:
     # Exchange servers given up for the rest of the scan (name casefolded -> why): a call to them got no answer in
     # time. A hung server costs one timeout, not one per collector or per query.
     unresponsive: dict[str, str] = field(default_factory=dict)
+    sections: Mapping[str, Any] = field(default_factory=dict)   # every section's settings (logs reads os's)
 
     def scrubber(self, sections: Mapping[str, Any]) -> Scrubber:
         """Every secret this run can know of: in-process values, passwords handed out, and the values of the

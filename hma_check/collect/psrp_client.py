@@ -62,10 +62,18 @@ ALLOWLISTS: dict[str, frozenset[str]] = {
         "Get-Command",
         "Get-Content",        # only -LiteralPath of READABLE_FILES (check_read_only refuses any other file)
         "Get-ItemProperty",
+        # the HttpProxy log summary's pipeline (collect.logs): Import-Csv reads the log files; Where-Object and
+        # Group-Object only filter and count what it read
+        "Group-Object",
+        "Import-Csv",
+        "Where-Object",
     }),
 }
 # Get-Content reads files: on the standard endpoint only these, named with -LiteralPath (IIS's configuration, for
 # Require SSL of the HMA virtual directories), so the allowlist cannot become a way to read any file.
+# The parameters the log summary's pipeline cmdlets may carry (no script block can be among them).
+_PIPELINE_PARAMETERS = {"import-csv": {"literalpath"}, "where-object": {"property", "match"},
+                        "group-object": {"property", "noelement"}}
 READABLE_FILES = frozenset({"c:\\windows\\system32\\inetsrv\\config\\applicationhost.config"})
 # winerror.h: ERROR_WSMAN_OPERATION_TIMEDOUT (pypsrp retries it), the shell-not-found family, and the quota faults
 # Exchange's throttling policy surfaces through WinRM (max shells, user load quota, max operations).
@@ -134,6 +142,11 @@ def check_read_only(cmdlet: str, configuration: str, params: tuple[tuple[str, An
     if cmdlet not in allowed:   # exact: PowerShell would also resolve 'get-user' or a prefix, hma-check never sends one
         raise ReadOnlyViolation(f"refusing to send {cmdlet!r}: hma-check runs only the read-only cmdlets it names "
                                 f"(psrp_client.ALLOWLISTS) on {configuration}")
+    allowed_parameters = _PIPELINE_PARAMETERS.get(cmdlet.lower())
+    if allowed_parameters is not None and {name.lower() for name, _ in params} - allowed_parameters:
+        # -FilterScript, -Expression... would run script on a full-language endpoint: only plain parameters go
+        raise ReadOnlyViolation(f"refusing to send {cmdlet} with parameters other than "
+                                f"{', '.join(sorted(allowed_parameters))}")
     if cmdlet.lower() == "get-content":
         names = {name.lower(): value for name, value in params}
         path = names.get("literalpath")
@@ -241,15 +254,23 @@ class RemoteSession:
 
     def invoke(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> Answer:
         """Run one cmdlet; its objects and non-terminating errors, or CallFailed when the pipeline itself failed."""
+        return self.invoke_pipeline(((cmdlet, params),), timeout)
+
+    def invoke_pipeline(self, commands: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...],
+                        timeout: float) -> Answer:
+        """Run cmdlets piped into each other (still cmdlets with parameters only: every one is checked against the
+        allowlist before anything is sent, and no script is ever built)."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
-        check_read_only(cmdlet, self.configuration, params)
+        for cmdlet, params in commands:
+            check_read_only(cmdlet, self.configuration, params)
         if self._pool is None:
             raise CallFailed("broken", "the session is not open")
         ps = PowerShell(self._pool)
-        ps.add_cmdlet(cmdlet)
-        for name, value in params:
-            ps.add_parameter(name, value)
+        for cmdlet, params in commands:
+            ps.add_cmdlet(cmdlet)
+            for name, value in params:
+                ps.add_parameter(name, value)
         deadline = time.monotonic() + timeout
         try:
             ps.begin_invoke()
@@ -262,7 +283,7 @@ class RemoteSession:
         except CallFailed:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise classify(exc, powershell_text(cmdlet, params)) from None
+            raise classify(exc, " | ".join(powershell_text(c, p) for c, p in commands)) from None
         try:
             errors = [_error_info(record) for record in ps.streams.error]
             if ps.state == PSInvocationState.FAILED:

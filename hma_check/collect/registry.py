@@ -34,6 +34,9 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("exchange", "exchange", "hma_check.collect.exchange.config:parse_exchange_section",
               "hma_check.collect.exchange.collector:run_exchange"),
     Collector("os", "os", "hma_check.collect.os.config:parse_os_section", "hma_check.collect.os.collector:run_os"),
+    # Exchange's HttpProxy logs, summarised on each server over the os: section's WinRM connection.
+    Collector("logs", "logs", "hma_check.collect.logs.config:parse_logs_section",
+              "hma_check.collect.logs.collector:run_logs"),
     Collector("graph", "graph", "hma_check.collect.graph.config:parse_graph",
               "hma_check.collect.graph.collector:run_graph"),
     Collector("probes", "probe", "hma_check.collect.probes.config:parse_probes_section",

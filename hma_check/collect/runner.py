@@ -29,7 +29,7 @@ def run_collectors(config: ScanConfig, *, secrets: Mapping[str, str] | None = No
     snapshot = Snapshot.new(target=_target(config))
     context = RunContext(snapshot=snapshot, secrets=dict(secrets or {}),
                          environ=dict(os.environ) if environ is None else dict(environ), prompt=prompt,
-                         progress=progress or (lambda section: Progress()))
+                         progress=progress or (lambda section: Progress()), sections=dict(config.sections))
     for collector in list(BY_SECTION.values()):
         section = collector.section
         if section not in config.sections or collector.runner is None:

@@ -19,6 +19,8 @@ Examples:
   hma-check demo --scenario-file my-org.yaml --out out/mine
   hma-check demo --scenario enabled --out out/after --after-enable --baseline out/demo   validate the switch
   hma-check demo --auth kerberos --out out/kerberos   Kerberos against a throwaway realm on loopback
+  hma-check demo --scenario clients --out out/clients   users and their clients; then:
+  hma-check import out/clients/lab-logs --out out/clients-logs   the servers' HttpProxy logs of that run
   hma-check lab --list                            the shipped scenarios
 \b
 The scan is real: pypsrp over WSMan (NTLM over HTTPS, or Kerberos over HTTP with message encryption) to the lab's
@@ -48,7 +50,17 @@ def demo(scenario: str | None, scenario_file: Path | None, out_dir: Path, concur
             click.echo(f"lab: scenario {lab.scenario.name} ({len(lab.scenario.servers)} servers) at {url}"
                        + (f", Kerberos realm {realm.name}" if realm is not None else ""), err=True)
             config = demo_config(lab_module.scan_config_text(lab), out_dir, concurrency)
-            code = collect_and_report(config, out_dir, secrets=lab.secrets(), report=report)
+
+            def lab_logs() -> list[Path]:
+                """The servers' HttpProxy logs of what the scan (and the scenario's clients) sent, for
+                'hma-check import <out>/lab-logs'."""
+                copied = lab.export_httpproxy_logs(out_dir / "lab-logs")
+                if copied:
+                    click.echo(f"lab HttpProxy logs: {out_dir / 'lab-logs'} ({len(copied)} files; "
+                               f"hma-check import {out_dir / 'lab-logs'} --out <folder>)", err=True)
+                return copied
+
+            code = collect_and_report(config, out_dir, secrets=lab.secrets(), report=report, inputs=lab_logs)
     sys.exit(code)
 
 

@@ -15,6 +15,8 @@ from hma_check.commands.common import report_options
 Examples:
   hma-check import HmaReadiness-20260302-100000.zip --out out/contoso
   hma-check import captures/ --out out/lab --exemptions cab-2291.yaml
+  hma-check import 'C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Logging\\HttpProxy' --out out/clients
+  hma-check import logs.zip --out out/clients --pseudonymise-users     user names as keyed hashes
 \b
 Then, to evaluate the same evidence again (other checks, exemptions or --as-of):
   hma-check report --evidence out/contoso/evidence.json --out out/contoso-rerun
@@ -28,10 +30,14 @@ Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 unreadable PATH or bad input, 4
               help="Exemptions approved by your change board.")
 @click.option("--owa-ecp", is_flag=True,
               help="Also assess HMA for Outlook on the web and the EAC (the optional owa-ecp area).")
+@click.option("--pseudonymise-users", is_flag=True,
+              help="Replace the user names read from HttpProxy logs with a keyed hash (a new key each run, never "
+                   "stored): the Clients section and the action plan then name no one.")
 @report_options
 def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions_file: str | None,
-            owa_ecp: bool, **options: Any) -> None:
-    """Import PATH (a folder or .zip from Collect-HmaReadiness.ps1, or any Export-Clixml files) and report.
+            owa_ecp: bool, pseudonymise_users: bool, **options: Any) -> None:
+    """Import PATH (a folder or .zip from Collect-HmaReadiness.ps1, or any Export-Clixml files and Exchange
+    HttpProxy logs, plain or .gz) and report.
 
     Files are recognised by the object types inside, not by their names. Files hma-check does not read are listed
     and skipped; malformed ones are listed with the reason; sources no file supplied are recorded as skipped, so
@@ -54,7 +60,7 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
         load_inputs(out_dir, list(checks_files), exemptions_file, after_enable=bool(options["after_enable"]),
                     baseline=options["baseline"])
         check_folder(out_dir)
-        outcome = import_path(path, ScanOptions(owa_ecp=owa_ecp))
+        outcome = import_path(path, ScanOptions(owa_ecp=owa_ecp), pseudonymise_users=pseudonymise_users)
         evidence = out_dir / "evidence.json"
         outcome.snapshot.save(evidence)
         echo(f"imported {path}: {len(outcome.recognised)} recognised, {len(outcome.unplaced)} not placed on a server, "
@@ -69,6 +75,14 @@ def import_(path: Path, out_dir: Path, checks_files: tuple[str, ...], exemptions
             for reason, files in by_reason.items():
                 shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
                 echo(f"{kind}: {shown}: {reason}")
+        logs = outcome.snapshot.sources.get("logs.httpproxy")
+        if logs is not None and logs.ok:
+            bad = logs.data["malformed"]
+            first = (f" (first: {bad['examples'][0]['file']} line {bad['examples'][0]['line']}: "
+                     f"{bad['examples'][0]['reason']})") if bad["examples"] else ""
+            echo(f"HttpProxy logs: {logs.data['files']} file(s), {logs.data['requests']} requests from "
+                 f"{logs.data['window']['first']} to {logs.data['window']['last']}; {bad['lines']} malformed "
+                 f"line(s) counted and skipped{first}")
         echo(f"evidence: {evidence}")
         if not outcome.snapshot.collected_anything():
             if outcome.unplaced:

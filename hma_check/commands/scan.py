@@ -43,9 +43,12 @@ Exit code: 0 READY, 1 NOT_READY, 3 INCOMPLETE, 2 bad configuration, 4 nothing co
                    "syntax. Repeatable; turns the outside-in probes on.")
 @click.option("--connect-to", "connect_to", multiple=True, metavar="HOST:PORT:HOST2:PORT2",
               help="Connect to HOST2:PORT2 for HOST:PORT, as curl --connect-to. Repeatable; turns the probes on.")
+@click.option("--pseudonymise-users", is_flag=True,
+              help="With a logs: section: replace user names with a keyed hash (a new key each run, never stored).")
 @report_options
 def scan(config_file: Path, out_dir: Path, concurrency: int | None, checks_files: tuple[str, ...],
-         exemptions_file: str | None, resolve: tuple[str, ...], connect_to: tuple[str, ...], **options: Any) -> None:
+         exemptions_file: str | None, resolve: tuple[str, ...], connect_to: tuple[str, ...],
+         pseudonymise_users: bool, **options: Any) -> None:
     """Collect the evidence from a live organisation and write the readiness report."""
     from dataclasses import replace
 
@@ -61,6 +64,11 @@ def scan(config_file: Path, out_dir: Path, concurrency: int | None, checks_files
         config = load_config(config_file)
         if concurrency is not None and "exchange" in config.sections:
             config.sections["exchange"] = replace(config.sections["exchange"], concurrency=concurrency)
+        if pseudonymise_users:
+            if "logs" not in config.sections:
+                raise click.UsageError("--pseudonymise-users applies to the user names of the logs: section, and "
+                                       f"{config_file} has none")
+            config.sections["logs"] = replace(config.sections["logs"], pseudonymise_users=True)
         if resolve or connect_to:
             from hma_check.collect.probes.config import with_command_line
 

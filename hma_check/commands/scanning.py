@@ -55,9 +55,11 @@ def progress_factory() -> Callable[[str], Any] | None:
 
 def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str] | None = None,
                        checks_files: tuple[str, ...] = (), exemptions_file: str | None = None,
-                       prompt: Callable[[str], str] | None = None, report: Mapping[str, Any] | None = None) -> int:
+                       prompt: Callable[[str], str] | None = None, report: Mapping[str, Any] | None = None,
+                       inputs: Callable[[], list[Path]] | None = None) -> int:
     """Run the collectors, save evidence.json, write the report; returns the exit code. ``report``: run_report's
-    output options (--pdf, --after-enable, --baseline) from commands.common.report_kwargs."""
+    output options (--pdf, --after-enable, --baseline) from commands.common.report_kwargs. ``inputs``: writes more
+    files into ``out_dir`` once collection is done (the demo's lab logs) and names them for the manifest."""
     from hma_check.collect.runner import run_collectors
     from hma_check.commands.common import print_outcome
     from hma_check.commands.pipeline import load_inputs, run_report
@@ -80,6 +82,7 @@ def collect_and_report(config: Any, out_dir: Path, *, secrets: Mapping[str, str]
     # A configuration written into the output folder (the demo's) is part of the run's record.
     config_file = Path(config.source)
     covered = [config_file] if config_file.parent.resolve() == out_dir.resolve() else []
+    covered += inputs() if inputs is not None else []
     outcome = run_report(evidence, out_dir, list(checks_files), exemptions_file, covered=covered, **report)
     print_causes(snapshot, outcome.report)
     click.echo(f"evidence: {evidence}", err=True)

@@ -47,6 +47,7 @@ class Finding:
     exemption: dict[str, Any] | None = None
     original_status: str | None = None
     causes: list[dict[str, Any]] = field(default_factory=list)   # caused_by: [{check, subject}] likely root causes
+    affected: list[dict[str, str]] | None = None   # users this finding affects: {user, kind, found} (action plan)
 
     def to_json(self) -> dict[str, Any]:
         # Its values are JSON already (the engine builds them so): no deep copy, which cost seconds at 200 servers

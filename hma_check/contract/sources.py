@@ -340,6 +340,23 @@ SOURCES: tuple[SourceSpec, ...] = (
                "handshake with its own SNI)}; scope = host:port (plus "
                "' via <address>' per node)",
                scope="endpoint"),
+    # ------------------------------------------------------------------------ Exchange's own logs (client impact)
+    SourceSpec("logs.httpproxy",
+               "Exchange's HttpProxy logs (<install path>\\Logging\\HttpProxy\\<Protocol>\\HttpProxy_*.LOG): the files "
+               "gathered by Collect-HmaReadiness.ps1 or any folder of them (hma-check import), or per server over WinRM "
+               "(the logs: section): Get-ChildItem, then Import-Csv | Where-Object | Group-Object per day and protocol",
+               "{granularity ('request': offline, every line read; 'day': live, first and last seen to the log "
+               "file's day), window: {first, last}, files, lines, requests, malformed: {lines, examples (list of "
+               "{file, line, reason})}, pseudonymised (user names are a keyed hash), servers (list of {server "
+               "(ServerHostName or the server's Name), status ('ok'|'error'), error, requests, first_seen, last_seen, "
+               "note}), clients (list of {Protocol, AuthenticationType, authenticated (IsAuthenticated), "
+               "modern_authentication (Bearer or OAuth), family, version, client, modern ('yes'|'registry'|"
+               "'profile'|'no'|'unknown'|'n/a', docs/clients.md), modern_note, requests, users, people and "
+               "applications (lists of {user, requests, last_seen}: service accounts and applications listed apart), "
+               "exchange_accounts (HealthMailbox monitoring accounts, counted only), first_seen, last_seen}), "
+               "user_agents (top 25: {UserAgent, client, family, modern, requests}), daily (list of {date, Protocol, "
+               "AuthenticationType, authenticated, modern_authentication, exchange_monitoring, requests}), untracked: {user_agents, "
+               "combinations, user_pairs} (lines beyond the memory bounds, counted but not itemised)}; ClientIpAddress and AnchorMailbox are never read"),
 )
 
 # The vendor properties each source keeps (Exchange and OS objects, shaped by hma_check.collect.exchange.objects) or

@@ -47,6 +47,7 @@ PHASES = {
     HARDEN: "Harden, once HMA works: legacy authentication for a pilot group, hybrid hygiene",
 }
 ON_EMPTY = ("error", "not_applicable", "fail")
+IF_SKIPPED = ("error", "not_applicable")
 RESERVED_NAMES = frozenset({"item", "scope", "now", "loop", *sources.NAMESPACES})
 
 CHECK_KEYS = {
@@ -54,6 +55,7 @@ CHECK_KEYS = {
     "why": True, "references": True,
     "requires": False, "when": False, "for_each": False, "where": False, "on_empty": False, "subject": False,
     "let": False, "enable": False, "rollback": False, "phase": False, "tags": False, "caused_by": False,
+    "if_skipped": False, "affected": False,
 }
 CAUSE_KEYS = {"check": True, "subject": False}
 STEP_KEYS = {
@@ -131,6 +133,8 @@ class Check:
     # hma_check.evaluate.reads); its 'and' parts are compiled on the first failure (assert_parts).
     assert_names: frozenset[str] = frozenset()
     let_names: dict[str, frozenset[str]] = field(default_factory=dict)
+    if_skipped: str = "error"             # a required source skipped on purpose: ERROR, or NOT_APPLICABLE
+    affected: Compiled | None = None      # the users a non-PASS finding affects (one action-plan row each)
     file: str = ""
     line: int = 0
     raw: dict[str, Any] = field(default_factory=dict)   # the YAML as written, for `checks explain`
@@ -413,6 +417,7 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
     if rollback is not None and enable is None:
         raise b.fail("'rollback' without 'enable'", "rollback")
     tags = b.schema.texts(raw.get("tags", []), ("tags",))
+    if_skipped = b.schema.one_of(raw.get("if_skipped", "error"), ("if_skipped",), IF_SKIPPED)
     requires = b.requires()
     check = Check(
         id=check_id, title=b.text("title") or "", area=area or "", severity=severity, expect=b.text("expect") or "",
@@ -422,7 +427,8 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
         assertion=b.compile("assert", raw["assert"], template=False),
         actual=b.compile("actual", raw["actual"], template=True),
         enable=enable, rollback=rollback, phase=b.phase(required=enable is not None), tags=tuple(tags),
-        caused_by=b.caused_by(), file=file, line=line, raw=dict(raw),
+        caused_by=b.caused_by(), if_skipped=if_skipped, affected=b.optional("affected", template=False),
+        file=file, line=line, raw=dict(raw),
     )
     if severity == "blocker" and check.phase is not None and check.phase >= SWITCH:
         raise b.fail(f"'phase' of a blocker's fix must come before the switch (phase {SWITCH}): the switch and later "

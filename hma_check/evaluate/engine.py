@@ -9,9 +9,9 @@ from typing import Any, Iterator
 from hma_check.contract.findings import ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status
 from hma_check.contract.snapshot import Snapshot
 from hma_check.evaluate import budget
-from hma_check.evaluate.checks import Check, CheckSet
+from hma_check.evaluate.checks import Check, CheckSet, Compiled
 from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, as_bool, bind_let, fallback_subject, render,
-                                       render_powershell, subject_of, undecidable)
+                                       render_powershell, short, subject_of, undecidable)
 from hma_check.evaluate.excerpts import Reads, excerpt_of, failing_reads
 from hma_check.evaluate.facts import Facts, Part, Scoped
 from hma_check.evaluate.provenance import Cited, provenance
@@ -53,16 +53,25 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
                 return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, used=used,
                                  reason=f"not applicable: 'when' ({check.when.source}) is false")]
         missing, absent = list[str](), list[str]()
+        skipped_only = True
         for name in check.requires:
             state, why = facts.availability(name)
             if state == "error":
                 missing.append(f"required source {name} {why}")
             elif state == "not_applicable":
                 absent.append(f"required source {name} is {why}")
+            if state == "error":
+                skipped_only = skipped_only and facts.skipped(name)
         if absent:
             # A check that needs a source the organisation cannot have (by the contract) does not apply, whatever
             # else is missing: there is nothing it could decide.
             return [_finding(check, facts, NOT_APPLICABLE, ORGANIZATION, reason="; ".join(absent),
+                             used=list(check.requires))]
+        if missing:
+            # A source left out on purpose (no logs imported, no logs: section) makes an optional check N/A; one
+            # that was asked for and failed stays ERROR.
+            status = NOT_APPLICABLE if check.if_skipped == "not_applicable" and skipped_only else ERROR
+            return [_finding(check, facts, status, ORGANIZATION, reason="; ".join(missing),
                              used=list(check.requires))]
         if missing:
             return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing), used=list(check.requires))]
@@ -155,15 +164,40 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
         enable = rollback = None
         causes: list[dict[str, str | None]] = []
         failing: set[Path] | None = None
+        affected = None
         if status != PASS:
             failing = failing_reads(check, context, reads)
             causes = _causes(check, context)
             if check.enable is not None:
                 enable = render_powershell(check.enable, context, "enable")
                 rollback = render_powershell(check.rollback, context, "rollback") if check.rollback else None
+            try:
+                affected = _affected(check.affected, context) if check.affected else None
+            except Undecidable as exc:
+                return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, cited=cited)
         excerpt, marked = excerpt_of(check, item, reads, failing=failing)
-    return _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, excerpt=excerpt,
-                    failing=marked, enable=enable, rollback=rollback, causes=causes, cited=cited)
+    finding = _finding(check, facts, status, subject, scope=scope, actual=actual, used=used, excerpt=excerpt,
+                       failing=marked, enable=enable, rollback=rollback, causes=causes, cited=cited)
+    finding.affected = affected
+    return finding
+
+
+def _affected(compiled: Compiled, context: dict[str, Any]) -> list[dict[str, str]]:
+    """The users a finding affects: a list of names or of {user, ...} mappings, each value text."""
+    try:
+        value = compiled(context)
+    except Exception as exc:  # noqa: BLE001
+        raise undecidable("affected", exc) from None
+    if not isinstance(value, (list, tuple)):
+        raise Undecidable(f"'affected' ({compiled.source}) gave {type(value).__name__}, not a list")
+    out = []
+    for entry in value:
+        if isinstance(entry, str):
+            entry = {"user": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("user"), str):
+            raise Undecidable(f"'affected' ({compiled.source}) gave {short(entry)}, not a name or {{user: ...}}")
+        out.append({str(k): str(v) for k, v in entry.items()})
+    return out
 
 
 def _causes(check: Check, context: dict[str, Any]) -> list[dict[str, str | None]]:

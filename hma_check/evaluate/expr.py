@@ -18,7 +18,7 @@ from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hma_check.evaluate import budget
-from hma_check.evaluate.filters import auth_policies, entra, exchange_builds, oauth_endpoints, tls
+from hma_check.evaluate.filters import auth_policies, client_impact, entra, exchange_builds, oauth_endpoints, tls
 from hma_check.contract.snapshot import parse_utc
 
 # ------------------------------------------------------------------------------------------- PowerShell quoting
@@ -490,6 +490,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "ca_legacy_block": entra.legacy_block_state, "ca_describe": entra.describe_policy,
     "evosts_tenants": evosts_tenants, "covering": covering, "mailbox_identities": entra.mailbox_identities,
     "hybrid_agent_applications": entra.hybrid_agent_applications,
+    "client_users": client_impact.client_users, "client_summary": client_impact.client_summary,
+    "server_row": client_impact.server_row, "bearer_share": client_impact.bearer_share,
 }
 TESTS: dict[str, Callable[..., bool]] = {
     "version_ge": version_ge, "version_lt": version_lt, "before": before, "after": after, "accepted_by": accepted_by,

@@ -367,3 +367,8 @@ class Facts:
         if not_applicable is not None:
             return "not_applicable", f"not applicable: {not_applicable}"
         return "error", f"{result.status}: {result.error}"
+
+    def skipped(self, name: str) -> bool:
+        """Whether the source was skipped on purpose (every result of it has status skipped)."""
+        found = self.results(name)
+        return bool(found) and all(r.status == "skipped" for r in found)

@@ -1,4 +1,5 @@
-"""action-plan.csv: one row per finding to act on, with owner and due date left empty for the change board."""
+"""action-plan.csv: one row per finding to act on (and per user a client finding affects), with owner and due date
+left empty for the change board."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def cell(value: object) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
+def _user_found(user: dict[str, str]) -> str:
+    kind = user.get("kind")
+    return f"{kind}: {user.get('found', '')}" if kind else user.get("found", "")
+
+
 def render(report: Report) -> bytes:
     """Blockers first, then by status: FAIL, then ERROR (a blocker that could not be decided also blocks READY),
     then WARN. Exempt findings are approved already and are not listed."""
@@ -40,4 +46,8 @@ def render(report: Report) -> bytes:
         phase = f"{finding.phase}: {PHASES.get(finding.phase, '')}" if finding.phase else ""
         writer.writerow([cell(v) for v in (finding.check_id, finding.title, finding.severity, finding.status,
                                            finding.subject, found, phase, "", "", "")])
+        # The users a client finding affects, one row each, so the change board can assign and track them.
+        for user in finding.affected or []:
+            writer.writerow([cell(v) for v in (finding.check_id, finding.title, finding.severity, finding.status,
+                                               user.get("user", ""), _user_found(user), phase, "", "", "")])
     return (BOM + buffer.getvalue()).encode("utf-8")

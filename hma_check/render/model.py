@@ -164,6 +164,7 @@ class Report:
             if phase["phase"] == SWITCH and any(entry.state == "live" for entry in phase["entries"]):
                 return SWITCH
         return None
+    clients: Any = None                          # the Clients section (render.clients.ClientsView), from the logs
 
     @property
     def verdict_label(self) -> str:
@@ -274,7 +275,14 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
         rows=build_rows(findings, TO_ACT_ON, order=order, servers=servers, steps=steps, linked=linked),
         note_rows=build_rows(findings, (NOTE,), order=order, servers=servers, steps=steps, linked=linked),
         overview=build_overview(findings, servers, snapshot, evaluation.as_of), servers=servers, causes=linked,
+        clients=_clients(snapshot),
     )
+
+
+def _clients(snapshot: Any) -> Any:
+    from hma_check.render.clients import clients_view
+
+    return clients_view(snapshot)
 
 
 def target_text(target: Any) -> str:

@@ -22,7 +22,7 @@ FORBIDDEN = re.compile(r"\b(Set|New|Remove|Enable|Disable|Add|Clear|Update|Start
 # Every command the script may run. Exchange and Graph reads are Get-; the rest read, format or write local files.
 ALLOWED_COMMANDS = {"Get-", "Test-", "Select-Object", "Where-Object", "Sort-Object", "Export-Clixml", "ConvertTo-Json",
                     "Out-File", "Join-Path", "Split-Path", "Write-Host", "Write-Warning", "Compress-Archive",
-                    "Invoke-Command", "Connect-MgGraph", "Save-HmaClixml", "Save-HmaGraph"}
+                    "Invoke-Command", "Connect-MgGraph", "Save-HmaClixml", "Save-HmaGraph", "Save-HmaHttpProxyLogs"}
 PARSER = Parser(Language(tree_sitter_powershell.language()))
 
 

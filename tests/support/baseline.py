@@ -257,6 +257,48 @@ def bearer_response(host: str, protocol: str, path: str) -> dict[str, Any]:
     }
 
 
+def _group(protocol: str, authentication: str, family: str, version: str, modern: str, people: list[str],
+           requests: int, *, authenticated: bool = True, applications: list[str] = (),  # type: ignore[assignment]
+           exchange_accounts: int = 0) -> dict[str, Any]:
+    """One logs.httpproxy client group, as hma_check.collect.logs.httpproxy writes it."""
+    rows = lambda names: [{"user": n, "requests": max(1, requests // max(1, len(names))),  # noqa: E731
+                           "last_seen": "2026-11-19T16:40:00.000Z"} for n in names]
+    return {"Protocol": protocol, "AuthenticationType": authentication, "authenticated": authenticated,
+            "modern_authentication": authentication in ("Bearer", "OAuth"), "family": family, "version": version,
+            "client": f"{family} {version}".strip(), "modern": modern, "modern_note": "baseline",
+            "requests": requests, "users": len(people) + len(applications), "people": rows(people),
+            "applications": rows(list(applications)), "exchange_accounts": exchange_accounts,
+            "first_seen": "2026-11-13T08:00:00.000Z", "last_seen": "2026-11-19T16:40:00.000Z"}
+
+
+def logs_httpproxy() -> dict[str, Any]:
+    """A week of HttpProxy logs after the switch, where nobody needs anything: Outlook and Outlook mobile on Bearer,
+    Exchange's own probes, browsers on OWA (client IPs are never in this source)."""
+    outlook = ("Outlook for Windows", "16.0.17928", "yes")
+    clients = [
+        _group("Mapi", "Bearer", *outlook, ["CONTOSO\\alice", "CONTOSO\\bob"], 840),
+        _group("Ews", "Bearer", *outlook, ["CONTOSO\\alice", "CONTOSO\\bob"], 220),
+        _group("Autodiscover", "Bearer", *outlook, ["CONTOSO\\alice", "CONTOSO\\bob"], 64),
+        _group("Eas", "Bearer", "Outlook for iOS and Android", "1.0", "profile", ["CONTOSO\\carol"], 310),
+        _group("Mapi", "Negotiate", "Exchange monitoring", "", "n/a", [], 1200, exchange_accounts=2),
+        _group("Owa", "FBA", "Web browser", "Edge 129", "yes", [], 40, authenticated=False),
+    ]
+    daily = [{"date": "2026-11-19", "Protocol": c["Protocol"], "AuthenticationType": c["AuthenticationType"],
+              "authenticated": c["authenticated"], "modern_authentication": c["modern_authentication"],
+              "exchange_monitoring": c["modern"] == "n/a", "requests": c["requests"]} for c in clients]
+    return {"granularity": "request", "window": {"first": "2026-11-13T08:00:00.000Z",
+                                                 "last": "2026-11-19T16:40:00.000Z"},
+            "files": 336, "lines": 2690, "requests": 2674, "malformed": {"lines": 0, "examples": []},
+            "pseudonymised": False,
+            "servers": [{"server": name, "status": "ok", "requests": 1337, "first_seen": "2026-11-13T08:00:00.000Z",
+                         "last_seen": "2026-11-19T16:40:00.000Z"} for name in SERVERS],
+            "clients": clients,
+            "user_agents": [{"UserAgent": "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)",
+                             "client": "Outlook for Windows 16.0.17928", "family": "Outlook for Windows",
+                             "modern": "yes", "requests": 1124}],
+            "daily": daily, "untracked": {"user_agents": 0, "combinations": 0, "user_pairs": 0}}
+
+
 def _probe_results() -> list[SourceResult]:
     results = []
     for host in HOSTS:
@@ -304,6 +346,7 @@ def build(server_names: tuple[str, ...] = SERVERS) -> Snapshot:
         snapshot.add(_ok(name, data, BY_NAME[name].filled_by, scope=TENANT))
     for result in _probe_results():
         snapshot.add(result)
+    snapshot.add(_ok("logs.httpproxy", logs_httpproxy(), BY_NAME["logs.httpproxy"].filled_by))
     return snapshot
 
 

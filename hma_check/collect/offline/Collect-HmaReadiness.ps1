@@ -13,6 +13,10 @@
         the ExSetup.exe file version, the operating system version and the current and next Auth
         certificates in the certificate store (Invoke-Command running Get-ItemProperty, Get-Command, Get-CimInstance and
         Get-ChildItem only);
+      * copies, gzip-compressed, every server's HttpProxy logs of the last -HttpProxyLogDays days (7 by default),
+        per protocol, newest first, up to -HttpProxyLogMaxMB megabytes per server and protocol (256 by default):
+        who uses which client and authentication, for the report's Clients section (reads the files through the
+        admin share or locally; -SkipHttpProxyLogs leaves them out);
       * optionally (when generated with --graph) reads Microsoft Graph with Microsoft Graph PowerShell
         Get-Mg cmdlets (service principal, Application Proxy applications with their beta
         onPremisesPublishing through Get-MgBetaApplication from Microsoft.Graph.Beta.Applications,
@@ -25,12 +29,25 @@
 .PARAMETER OutputPath
     Where the HmaReadiness-<time> folder and zip are written. Default: the current folder.
 
+.PARAMETER HttpProxyLogDays
+    How many days of HttpProxy logs to copy from each server (default 7).
+
+.PARAMETER HttpProxyLogMaxMB
+    At most this many megabytes of HttpProxy log files per server and protocol, newest first (default 256). The
+    logs compress about 10:1 in the zip.
+
+.PARAMETER SkipHttpProxyLogs
+    Copy no HttpProxy log (the Clients section and the client checks are then "not applicable").
+
 .EXAMPLE
     powershell.exe -ExecutionPolicy Bypass -File .\Collect-HmaReadiness.ps1 -OutputPath C:\Temp
 #>
 [CmdletBinding()]
 param(
-    [string]$OutputPath = (Get-Location).Path
+    [string]$OutputPath = (Get-Location).Path,
+    [ValidateRange(1, 90)][int]$HttpProxyLogDays = 7,
+    [ValidateRange(1, 1048576)][int]$HttpProxyLogMaxMB = 256,
+    [switch]$SkipHttpProxyLogs
 )
 
 $ErrorActionPreference = 'Stop'
@@ -202,8 +219,97 @@ function Get-HmaServerFacts {
             NextNotAfter      = if ($nextCertificate) { $nextCertificate.NotAfter.ToUniversalTime() } else { $null }
             NextHasKey        = if ($nextCertificate) { $nextCertificate.HasPrivateKey } else { $null }
             AppHostConfig     = $appHost
+            ExchangeInstallPath = $env:ExchangeInstallPath
         }
     }
+}
+
+function Save-HmaHttpProxyLogs {
+    <# Copies one server's HttpProxy logs of the last days, gzip-compressed, per protocol newest first up to the cap. #>
+    param(
+        [string]$Server,
+        [string]$Fqdn,
+        [string]$InstallPath,
+        [string]$FactsError
+    )
+    $started = [DateTime]::UtcNow
+    $entry = [ordered]@{
+        file       = $null
+        source     = 'logs.httpproxy'
+        server     = $Server
+        command    = "HttpProxy logs of the last $HttpProxyLogDays days, per protocol newest first, at most $HttpProxyLogMaxMB MB per protocol"
+        startedAt  = Get-HmaTimestamp
+        durationMs = 0
+        status     = 'ok'
+        error      = $null
+        count      = 0
+        bytes      = 0
+        note       = $null
+    }
+    try {
+        if ($FactsError) {
+            throw "the install path could not be read: $FactsError"
+        }
+        if (-not $InstallPath) {
+            throw 'ExchangeInstallPath is not set on the server'
+        }
+        $local = Join-Path $InstallPath 'Logging\HttpProxy'
+        if ($Server -eq $env:COMPUTERNAME) {
+            $root = $local
+        } else {
+            # The admin share of the drive Exchange is installed on: \\server\C$\Program Files\...
+            $root = '\\' + $Fqdn + '\' + $local.Substring(0, 1) + '$' + $local.Substring(2)
+        }
+        $entry.command = "$($entry.command), from $root"
+        $since = [DateTime]::UtcNow.AddDays(-$HttpProxyLogDays)
+        $files = @(Get-ChildItem -LiteralPath $root -Recurse -Filter 'HttpProxy_*.LOG' -File -ErrorAction Stop |
+            Where-Object { $_.LastWriteTimeUtc -ge $since } | Sort-Object -Property LastWriteTimeUtc -Descending)
+        $cap = [long]$HttpProxyLogMaxMB * 1048576
+        $skipped = 0
+        $taken = @{}
+        foreach ($file in $files) {
+            $protocol = Split-Path -Leaf $file.DirectoryName
+            if (-not $taken.ContainsKey($protocol)) {
+                $taken[$protocol] = [long]0
+            }
+            if ($taken[$protocol] + $file.Length -gt $cap -and $taken[$protocol] -gt 0) {
+                $skipped++
+                continue
+            }
+            $target = Join-Path $Folder ("logs\$Server\HttpProxy\$protocol\" + $file.Name + '.gz')
+            [void][System.IO.Directory]::CreateDirectory((Split-Path -Parent $target))
+            # Exchange keeps the current file open for writing: read it with FileShare ReadWrite, never lock it.
+            $in = [System.IO.File]::Open($file.FullName, 'Open', 'Read', 'ReadWrite')
+            try {
+                $out = [System.IO.File]::Create($target)
+                try {
+                    $zip = [System.IO.Compression.GZipStream]::new($out, [System.IO.Compression.CompressionMode]::Compress)
+                    try {
+                        $in.CopyTo($zip)
+                    } finally {
+                        $zip.Dispose()
+                    }
+                } finally {
+                    $out.Dispose()
+                }
+            } finally {
+                $in.Dispose()
+            }
+            $taken[$protocol] += $file.Length
+            $entry.count++
+            $entry.bytes += $file.Length
+        }
+        if ($skipped -gt 0) {
+            $entry.note = "size cap $HttpProxyLogMaxMB MB per protocol reached: $skipped older file(s) in the window not copied"
+        }
+        Write-Host ("  HttpProxy logs of {0}: {1} file(s), {2:N0} MB{3}" -f $Server, $entry.count, ($entry.bytes / 1048576), $(if ($skipped) { " ($skipped older file(s) over the cap left out)" } else { '' }))
+    } catch {
+        $entry.status = 'error'
+        $entry.error = Get-HmaErrorText $_
+        Write-Warning ("Copying the HttpProxy logs of {0} failed: {1}" -f $Server, $entry.error)
+    }
+    $entry.durationMs = [int]([DateTime]::UtcNow - $started).TotalMilliseconds
+    $Entries.Add([pscustomobject]$entry)
 }
 
 function Get-HmaNested {
@@ -232,6 +338,11 @@ $StartedAt = Get-HmaTimestamp
 $Folder = Join-Path $OutputPath ('HmaReadiness-' + [DateTime]::UtcNow.ToString('yyyyMMdd-HHmmss', $Invariant))
 [void][System.IO.Directory]::CreateDirectory($Folder)
 Write-Host "hma-check collection $ScriptVersion -> $Folder"
+if ($SkipHttpProxyLogs) {
+    Write-Host 'HttpProxy logs: not copied (-SkipHttpProxyLogs)'
+} else {
+    Write-Host "HttpProxy logs: the last $HttpProxyLogDays day(s), at most $HttpProxyLogMaxMB MB per server and protocol, newest first (-HttpProxyLogDays, -HttpProxyLogMaxMB)"
+}
 
 Write-Host 'Organisation-wide Exchange configuration'
 foreach ($query in $OrganizationQueries) {
@@ -358,6 +469,9 @@ foreach ($server in $servers) {
             }
         })
     )
+    if (-not $SkipHttpProxyLogs) {
+        Save-HmaHttpProxyLogs -Server $name -Fqdn "$($server.Fqdn)" -InstallPath "$($facts.ExchangeInstallPath)" -FactsError $factsError
+    }
     foreach ($record in $osRecords) {
         $build = $record[3]
         # As a live scan: a server without the Client Access role has no front-end virtual directories in IIS.

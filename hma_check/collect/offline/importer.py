@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import zipfile
@@ -9,16 +10,17 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from hma_check.collect.clixml import MAX_CLIXML_BYTES, ClixmlObject, decode_text, parse_clixml
 from hma_check.collect.exchange.objects import (FIELDS, SERVER_PROPERTY_SOURCES, ShapeError, shape,
                                                 source_for)
+from hma_check.collect.logs.httpproxy import (ClientLogs, LogFormatError, Prefixed, looks_like_httpproxy,
+                                              other_exchange_log)
 from hma_check.collect.options import ScanOptions, options_result
 from hma_check.errors import ClixmlError, InputError
 from hma_check.contract.snapshot import Snapshot, SourceResult, parse_utc, source_key, who_ran_it
 from hma_check.util.json_file import loads_json
-from hma_check.util.read_file import read_limited
 from hma_check.contract.sources import BY_NAME, SOURCES
 
 # Bounds for what one import reads; a customer's collection is a few hundred files and well under 1 GB.
@@ -31,6 +33,11 @@ RATIO_FLOOR = 16 * 1024
 # Values kept from every file together (objects are cut to the contract's properties as each file is read): a
 # 50,000-mailbox organisation keeps well under a million.
 MAX_KEPT_VALUES = 2_000_000
+# HttpProxy logs are streamed, never held: their own budget (a week of a busy organisation's logs, gzip'd by the
+# collection script, is a few GB).
+MAX_LOG_BYTES = 64 * 1024 ** 3
+SNIFF_BYTES = 64 * 1024
+LOGS_SOURCE = "logs.httpproxy"
 MANIFEST_KEY = "hmaCheckManifest"
 GRAPH_KEY = "hmaCheckGraph"
 NOT_SUPPLIED = "no file in the import supplied it"
@@ -110,24 +117,41 @@ class ImportOutcome:
     unplaced: list[dict[str, str]] = field(default_factory=list)   # read, but no server could be told for them
 
 
-def import_path(path: str | Path, options: ScanOptions | None = None) -> ImportOutcome:
+def import_path(path: str | Path, options: ScanOptions | None = None, *,
+                pseudonymise_users: bool = False) -> ImportOutcome:
     """Read every file under ``path`` (a folder or a .zip) and build the Snapshot.
 
     Files are recognised by what they hold (object type names, or the collection script's JSON markers), never by
     their names. A file hma-check does not read is listed and skipped; a malformed one is listed with its reason;
     neither stops the import. Every contract source no file supplied is recorded as skipped, so a check needing it is
     ERROR, never PASS. ``options`` (the optional areas asked for) is recorded as scan.options, as a scan does.
+    Exchange HttpProxy logs (plain or gzip) are streamed into logs.httpproxy; ``pseudonymise_users`` replaces the
+    user names there with a keyed hash whose key is never stored.
     """
     path = Path(path)
-    importer = _Importer(str(path), options or ScanOptions())
-    for name, payload in _members(path, importer):
-        importer.add_file(name, payload)
+    importer = _Importer(str(path), options or ScanOptions(), pseudonymise_users=pseudonymise_users)
+    for member in _members(path, importer):
+        importer.add_member(member)
+        if importer.stopped:
+            break
     return importer.finish()
 
 
 # ------------------------------------------------------------------------------------------------- file access
 
-def _members(path: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
+@dataclass
+class _Member:
+    """One file of the import, not read yet: its name, its size as stated (stat, or the zip header: a header can lie,
+    so what is read is bounded as it is read), its compressed size and an opener."""
+
+    name: str
+    size: int
+    compressed: int
+    open: Callable[[], IO[bytes]]
+    zipped: bool = False
+
+
+def _members(path: Path, importer: "_Importer") -> Iterator[_Member]:
     # os.path: a name too long to exist is "no such file", not an exception.
     if os.path.isdir(path):
         yield from _folder_members(path, importer)
@@ -139,9 +163,8 @@ def _members(path: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
         raise ImportPathError("no such file or folder", path=str(path))
 
 
-def _folder_members(root: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
+def _folder_members(root: Path, importer: "_Importer") -> Iterator[_Member]:
     files = sorted(p for p in root.rglob("*") if not p.is_dir())
-    total = 0
     for count, file in enumerate(files):
         name = file.relative_to(root).as_posix()
         if count >= MAX_FILES:
@@ -151,23 +174,19 @@ def _folder_members(root: Path, importer: "_Importer") -> Iterator[tuple[str, by
         if not stat.S_ISREG(info.st_mode):
             importer.skip(name, "not a regular file (a link or a device)")
             continue
-        try:
-            payload = read_limited(file, MAX_CLIXML_BYTES, error=ClixmlError, what="CLIXML file")
-        except ClixmlError as exc:
-            importer.malformed_file(name, str(exc).removeprefix(f"{file}: "))
-            continue
-        total += len(payload)
-        if total > MAX_TOTAL_BYTES or importer.full:
-            importer.malformed_file(name, f"the import exceeds {_limit(importer)}; the rest were not read")
-            return
-        yield name, payload
+        yield _Member(name, info.st_size, info.st_size, _file_opener(file))
 
 
-def _zip_members(archive: Path, importer: "_Importer") -> Iterator[tuple[str, bytes]]:
+def _file_opener(file: Path) -> Callable[[], IO[bytes]]:
+    def opened() -> IO[bytes]:
+        return file.open("rb")
+    return opened
+
+
+def _zip_members(archive: Path, importer: "_Importer") -> Iterator[_Member]:
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = [i for i in zf.infolist() if not i.is_dir()]
-            total = 0
             for count, info in enumerate(infos):
                 name = info.filename
                 if count >= MAX_FILES:
@@ -177,26 +196,7 @@ def _zip_members(archive: Path, importer: "_Importer") -> Iterator[tuple[str, by
                 if problem:
                     importer.malformed_file(name, problem)
                     continue
-                if importer.full:
-                    importer.malformed_file(name, f"the import exceeds {_limit(importer)}; the rest were not read")
-                    return
-                # The header's sizes can lie: what is inflated is counted, and never more than this is inflated.
-                limit = min(MAX_CLIXML_BYTES, MAX_TOTAL_BYTES - total,
-                            max(RATIO_FLOOR, MAX_COMPRESSION_RATIO * info.compress_size))
-                try:
-                    with zf.open(info) as handle:
-                        payload = handle.read(limit + 1)
-                except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError,
-                        zlib.error) as exc:
-                    importer.malformed_file(name, f"cannot be read from the zip: {exc}")
-                    continue
-                if len(payload) > limit:
-                    importer.malformed_file(name, _inflation_problem(info, limit, total))
-                    if limit == MAX_TOTAL_BYTES - total:
-                        return
-                    continue
-                total += len(payload)
-                yield name, payload
+                yield _Member(name, info.file_size, info.compress_size, functools.partial(zf.open, info), zipped=True)
     except zipfile.BadZipFile as exc:
         raise ImportPathError(f"not a readable zip file: {exc}", path=str(archive)) from None
 
@@ -208,33 +208,24 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
         return "unsafe member name (absolute or climbing out of the archive); not read"
     if info.flag_bits & 0x1:
         return "encrypted member; not read"
-    if info.file_size > MAX_CLIXML_BYTES:
-        return f"{info.file_size} bytes uncompressed; the limit for one file is {MAX_CLIXML_BYTES}"
     if info.file_size > max(RATIO_FLOOR, MAX_COMPRESSION_RATIO * info.compress_size):
         return (f"compression ratio above {MAX_COMPRESSION_RATIO}:1 ({info.compress_size} -> {info.file_size} "
                 f"bytes): refused as a zip bomb")
     return None
 
 
-def _inflation_problem(info: zipfile.ZipInfo, limit: int, total: int) -> str:
-    if limit == MAX_TOTAL_BYTES - total:
-        return f"the zip inflates past {MAX_TOTAL_BYTES} bytes; the rest were not read"
-    if limit == MAX_CLIXML_BYTES:
-        return f"inflates past {MAX_CLIXML_BYTES} bytes, the limit for one file"
-    return (f"inflates past {limit} bytes from {info.compress_size} compressed (a ratio above "
-            f"{MAX_COMPRESSION_RATIO}:1): refused as a zip bomb")
-
-
-def _limit(importer: "_Importer") -> str:
-    return f"{MAX_KEPT_VALUES} values" if importer.full else f"{MAX_TOTAL_BYTES} bytes"
-
-
 # ------------------------------------------------------------------------------------------------- the importer
 
 class _Importer:
-    def __init__(self, origin: str, options: ScanOptions) -> None:
+    def __init__(self, origin: str, options: ScanOptions, *, pseudonymise_users: bool = False) -> None:
         self.origin = origin
         self.options = options
+        self.pseudonymise_users = pseudonymise_users
+        self.logs = ClientLogs()
+        self.log_files: list[str] = []
+        self.log_bytes = 0
+        self.clixml_bytes = 0
+        self.unreadable_logs: list[tuple[str, str]] = []
         self.recognised: list[dict[str, Any]] = []
         self.unrecognised: list[dict[str, str]] = []
         self.unplaced: list[dict[str, str]] = []
@@ -245,6 +236,7 @@ class _Importer:
         self.broken: dict[str, str] = {}
         self.seen: set[str] = set()
         self.kept = 0          # values kept from every file so far (MAX_KEPT_VALUES)
+        self.stopped = False   # a limit of the whole import was reached: no further file is read
 
     @property
     def full(self) -> bool:
@@ -256,6 +248,71 @@ class _Importer:
     def malformed_file(self, name: str, reason: str) -> None:
         self.malformed.append({"file": name, "reason": reason})
         self.broken[name] = reason
+
+    def add_member(self, member: _Member) -> None:
+        """Sniff the first bytes: an HttpProxy log is streamed into logs.httpproxy, anything else is read whole,
+        never more than its limit: one file's, what is left of the import's, and for a zip member its compression
+        ratio's (the header's sizes can lie: what is inflated is counted)."""
+        if self.stopped:
+            return
+        if self.full:
+            self.stop(member.name, f"the import exceeds {MAX_KEPT_VALUES} values; the rest were not read")
+            return
+        limit = min(MAX_CLIXML_BYTES, MAX_TOTAL_BYTES - self.clixml_bytes)
+        if member.zipped:
+            limit = min(limit, max(RATIO_FLOOR, MAX_COMPRESSION_RATIO * member.compressed))
+        try:
+            with member.open() as handle:
+                head = handle.read(SNIFF_BYTES)
+                if looks_like_httpproxy(head):
+                    self._add_log(member, Prefixed(head, handle))
+                    return
+                kind = other_exchange_log(head)
+                if kind is not None:
+                    self.skip(member.name, f"an Exchange log hma-check does not read ({kind})")
+                    return
+                payload = head + handle.read(max(0, limit + 1 - len(head)))
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError, zlib.error) as exc:
+            self.malformed_file(member.name, f"cannot be read: {exc}")
+            return
+        if len(payload) > limit:
+            if limit == MAX_TOTAL_BYTES - self.clixml_bytes:
+                self.stop(member.name, f"the import exceeds {MAX_TOTAL_BYTES} bytes; the rest were not read")
+            elif limit == MAX_CLIXML_BYTES:
+                self.malformed_file(member.name, f"more than {MAX_CLIXML_BYTES} bytes, the limit for one file")
+            else:
+                self.malformed_file(member.name, f"inflates past {limit} bytes from {member.compressed} compressed "
+                                                 f"(a ratio above {MAX_COMPRESSION_RATIO}:1): refused as a zip bomb")
+            return
+        self.clixml_bytes += len(payload)
+        self.add_file(member.name, payload)
+
+    def stop(self, name: str, reason: str) -> None:
+        """This file and every one after it are not read (a limit of the whole import was reached)."""
+        self.malformed_file(name, reason)
+        self.stopped = True
+
+    def _add_log(self, member: _Member, stream: Any) -> None:
+        self.seen.add(member.name)
+        self.log_bytes += member.compressed
+        if self.log_bytes > MAX_LOG_BYTES:
+            self.malformed_file(member.name, f"the import's logs exceed {MAX_LOG_BYTES} bytes; not read")
+            self.unreadable_logs.append((member.name, "over the size limit"))
+            return
+        before = self.logs.malformed.lines
+        try:
+            self.logs.add_file(member.name, stream, compressed_size=member.compressed)
+        except LogFormatError as exc:
+            reason = str(exc).removeprefix(f"{member.name}: ")
+            self.malformed_file(member.name, reason)
+            self.unreadable_logs.append((member.name, reason))
+            return
+        self.log_files.append(member.name)
+        bad = self.logs.malformed.lines - before
+        record: dict[str, Any] = {"file": member.name, "source": LOGS_SOURCE}
+        if bad:
+            record["note"] = f"{bad} malformed line(s) counted and skipped"
+        self.recognised.append(record)
 
     def add_file(self, name: str, payload: bytes) -> None:
         self.seen.add(name)
@@ -341,6 +398,9 @@ class _Importer:
 
         for (source, scope), group in results.items():
             snapshot.add(self._result(source, scope, group, snapshot.collected_at))
+        log_entries = [entry for entry in entries.values() if entry.get("source") == LOGS_SOURCE]
+        self._logs_result(snapshot, log_entries)
+        entries = {key: entry for key, entry in entries.items() if entry.get("source") != LOGS_SOURCE}
         self._manifest_only_results(entries, snapshot, {c.file for c in captures})
         for name, envelope in self.graph:
             result = self._graph_result(name, envelope, snapshot.collected_at)
@@ -475,6 +535,26 @@ class _Importer:
         return SourceResult.ok_result(source, shaped[0], command=command, scope=scope, started=started,
                                       duration_ms=duration)
 
+    def _logs_result(self, snapshot: Snapshot, entries: list[dict[str, Any]]) -> None:
+        """logs.httpproxy from the log files read, with the collection script's per-server record (a server whose
+        logs could not be copied is listed with its error; HMA-CLIENT-001 names it)."""
+        if not self.log_files and not entries and not self.unreadable_logs:
+            return     # no log supplied: recorded as skipped, like every other source no file supplied
+        command = (f"HttpProxy logs: {len(self.log_files)} file(s) streamed, every line read "
+                   f"(imported from {self.origin})")
+        if not self.log_files:
+            problems = [f"{e.get('server') or '?'}: the collection script reported: {e.get('error')}"
+                        for e in entries if e.get("status") == "error"]
+            problems += [f"{name}: {reason}" for name, reason in self.unreadable_logs[:5]]
+            if problems:
+                snapshot.add(SourceResult.error_result(
+                    LOGS_SOURCE, "no HttpProxy log could be read: " + "; ".join(problems), command=command,
+                    started=snapshot.collected_at))
+                return
+        data = self.logs.result(pseudonymise=self.pseudonymise_users)
+        data["servers"] = _coverage(data["servers"], entries)
+        snapshot.add(SourceResult.ok_result(LOGS_SOURCE, data, command=command, started=snapshot.collected_at))
+
     def _manifest_only_results(self, entries: dict[str, dict[str, Any]], snapshot: Snapshot,
                                used: set[str]) -> None:
         """Manifest entries whose file failed to parse or that record a failed query become error results."""
@@ -571,6 +651,22 @@ def _first_character(payload: bytes) -> str:
     else:
         chosen = "utf-16-le" if head[1:2] == b"\x00" else "utf-16-be" if head[:1] == b"\x00" else "utf-8"
     return head.decode(chosen, "ignore").lstrip(" \t\r\n")[:1]
+
+
+def _coverage(seen: list[dict[str, Any]], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Servers the logs came from (ServerHostName), merged with the collection script's per-server record."""
+    by_name = {str(row["server"]).casefold(): dict(row) for row in seen}
+    for entry in entries:
+        server = entry.get("server")
+        if not isinstance(server, str) or not server:
+            continue
+        row = by_name.setdefault(server.casefold(), {"server": server, "status": "ok", "requests": 0,
+                                                     "first_seen": None, "last_seen": None})
+        if entry.get("status") == "error":
+            row.update(status="error", error=str(entry.get("error") or "unknown error")[:500])
+        elif isinstance(entry.get("note"), str) and entry["note"]:
+            row["note"] = entry["note"][:300]
+    return sorted(by_name.values(), key=lambda row: str(row["server"]).casefold())
 
 
 def _command(source: str, scope: str | None, entry: dict[str, Any], files: list[str]) -> str:
