@@ -12,9 +12,7 @@ from tests.support import baseline
 
 @pytest.fixture(scope="session")
 def catalogue():
-    from hma_check.commands.pipeline import load_all_checks
-
-    return load_all_checks()
+    return baseline.shipped_catalogue()
 
 
 @pytest.fixture()
