@@ -66,9 +66,18 @@ def _reason(text: str) -> str:
     return first.split(":", 1)[1].strip() if ":" in first else first.lstrip("# ")
 
 
-def settle(entries: list[RunbookEntry], *, verdict: str, needs: dict[str, tuple[str, ...]]) -> list[RunbookEntry]:
-    """The entries as the runbooks print them (new objects; the evaluation's entries are not changed)."""
+def settle(entries: list[RunbookEntry], *, verdict: str, needs: dict[str, tuple[str, ...]],
+           exempted: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()) -> list[RunbookEntry]:
+    """The entries as the runbooks print them (new objects; the evaluation's entries are not changed).
+    ``exempted``: (check id, subject) of the findings an exemption covers; their fix is the change board's decision
+    not to change that object now, so it is never live."""
     settled = [_own_state(entry) for entry in entries]
+    for entry in settled:
+        subjects = [s for s in (entry.subject or "").split(", ") if s]
+        if entry.state == LIVE and subjects and all((entry.origin, s) in exempted for s in subjects):
+            entry.state = SUGGESTION
+            entry.note = ("exempted (an approved exemption covers this finding): not changed by this runbook; "
+                          "uncomment only if the exemption is withdrawn")
     by_origin: dict[str, RunbookEntry] = {}
     for entry in settled:
         by_origin.setdefault(entry.origin, entry)

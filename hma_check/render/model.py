@@ -237,7 +237,9 @@ def build_report(evaluation: Evaluation, *, exit_code: int, evidence_sha256: str
             areas.append(AreaSection(id=area, title=checks.area_title(area), findings=in_area, counts=counts(in_area),
                                      checks=_groups(in_area, order, by_lower)))
     # the runbook follows the final verdict (after exemptions): the switch waits for READY (hma_check.evaluate.settle)
-    runbook = settle(evaluation.runbook, verdict=verdict, needs={step.id: step.needs for step in checks.steps})
+    exempted = {(f.check_id, f.subject) for f in findings if f.status == EXEMPT}
+    runbook = settle(evaluation.runbook, verdict=verdict, needs={step.id: step.needs for step in checks.steps},
+                     exempted=exempted)
     enable_phases = _phases(runbook, reverse=False)
     numbers = {id(entry): f"{phase['phase']}.{index}"
                for phase in enable_phases for index, entry in enumerate(phase["entries"], 1)}

@@ -84,6 +84,26 @@ def test_a_change_whose_rollback_cannot_be_prepared_is_not_live():
     assert settled.enable == "# Set-OrganizationConfig -MapiHttpEnabled $true" and settled.rollback is None
 
 
+def test_an_exempted_blockers_fix_is_never_live(catalogue, tmp_path):
+    """Before: an approved exemption for EX02's MAPI virtual directory left its Set-MapiVirtualDirectory live in
+    enable.ps1, so pasting the runbook changed the object the change board had decided to leave alone."""
+    from datetime import date
+
+    from hma_check.evaluate.exemptions import Exemption, apply_exemptions
+
+    snapshot = apply_ops(baseline.build(), [
+        {"set": ["exchange.mapi_virtual_directories@EX02", 0, "IISAuthenticationMethods"], "to": ["Ntlm", "Negotiate"]}])
+    evaluation = evaluate(catalogue, snapshot)
+    apply_exemptions(evaluation.findings, [Exemption("HMA-VDIR-001", "EX02", "r", "a", date(2099, 1, 1), "x", 1)],
+                     date(2026, 11, 20))
+    report = build_report(evaluation, exit_code=0, evidence_sha256="0" * 64)
+    [entry] = [e for phase in report.enable_phases for e in phase["entries"] if e.origin == "HMA-VDIR-001"]
+    assert entry.state == "suggestion" and "exempted" in entry.note
+    assert all(line.startswith("#") for line in entry.enable.splitlines() if line.strip())
+    (tmp_path / "enable.ps1").write_bytes(render_all(report)["enable.ps1"])
+    assert not [c for c in parse_runbook(tmp_path / "enable.ps1").live() if "Set-MapiVirtualDirectory" in c[1].text]
+
+
 # ------------------------------------------------------------------------------------------ 2 phases tell the truth
 
 def test_changes_clients_notice_are_not_in_phase_1_and_say_their_impact(catalogue, tmp_path):
