@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
         if (len(parts) > 1 and parts[0] in UNIT_FOLDERS and not item.get_closest_marker("browser")
                 and not item.get_closest_marker("slow")):
             item.add_marker(pytest.mark.unit)
-    if config.pluginmanager.has_plugin("xdist") and config.getvalue("loadgroup"):
+    if getattr(config.option, "loadgroup", False):   # set on xdist workers under --dist loadgroup
         _group_suffixes(items)
 
 
