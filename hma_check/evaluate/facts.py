@@ -239,6 +239,11 @@ class Facts:
         if self._used is not None and key not in self._used:
             self._used.append(key)
 
+    def record_all(self, keys: list[str]) -> None:
+        """Record sources read elsewhere (a ``let`` evaluated once for every item of a check) as if read here."""
+        for key in keys:
+            self._record(key)
+
     @contextmanager
     def recording(self) -> Iterator[list[str]]:
         """Collect the keys of every source read inside the block (in first-read order)."""
