@@ -122,3 +122,38 @@ def reason_for(what: str, exc: BaseException) -> str:
 def short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def causes_of(check: Any, context: dict[str, Any]) -> list[dict[str, str | None]]:
+    """The declared root causes (``caused_by``) with the subject each names for this item; an empty or failing
+    subject template means this item has no such cause."""
+    causes: list[dict[str, str | None]] = []
+    for cause in check.caused_by:
+        subject = None
+        if cause.subject is not None:
+            try:
+                subject = render(cause.subject, context, "caused_by") or None
+            except Undecidable:
+                subject = None
+            if subject is None:
+                continue
+        causes.append({"check": cause.check, "subject": subject})
+    return causes
+
+
+def affected_users(compiled: Compiled, context: dict[str, Any]) -> list[dict[str, str]]:
+    """The users a finding affects: a list of names or of {user, ...} mappings, each value text."""
+    try:
+        value = compiled(context)
+    except Exception as exc:  # noqa: BLE001
+        raise undecidable("affected", exc) from None
+    if not isinstance(value, (list, tuple)):
+        raise Undecidable(f"'affected' ({compiled.source}) gave {type(value).__name__}, not a list")
+    out = []
+    for entry in value:
+        if isinstance(entry, str):
+            entry = {"user": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("user"), str):
+            raise Undecidable(f"'affected' ({compiled.source}) gave {short(entry)}, not a name or {{user: ...}}")
+        out.append({str(k): str(v) for k, v in entry.items()})
+    return out

@@ -9,9 +9,9 @@ from typing import Any, Iterator
 from hma_check.contract.findings import ERROR, NOT_APPLICABLE, PASS, Finding, RunbookEntry, failed_status
 from hma_check.contract.snapshot import Snapshot
 from hma_check.evaluate import budget
-from hma_check.evaluate.checks import Check, CheckSet, Compiled
-from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, as_bool, fallback_subject, render, render_powershell,
-                                       short, subject_of, undecidable)
+from hma_check.evaluate.checks import Check, CheckSet
+from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, affected_users, as_bool, causes_of, fallback_subject,
+                                       render, render_powershell, subject_of, undecidable)
 from hma_check.evaluate.excerpts import Reads, excerpt_of, failing_reads
 from hma_check.evaluate.facts import Facts, Part, Scoped
 from hma_check.evaluate.lets import SharedLets
@@ -170,12 +170,12 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
         affected = None
         if status != PASS:
             failing = failing_reads(check, context, reads)
-            causes = _causes(check, context)
+            causes = causes_of(check, context)
             if check.enable is not None:
                 enable = render_powershell(check.enable, context, "enable")
                 rollback = render_powershell(check.rollback, context, "rollback") if check.rollback else None
             try:
-                affected = _affected(check.affected, context) if check.affected else None
+                affected = affected_users(check.affected, context) if check.affected else None
             except Undecidable as exc:
                 return _finding(check, facts, ERROR, subject, scope=scope, reason=str(exc), used=used, cited=cited)
         excerpt, marked = excerpt_of(check, item, reads, failing=failing)
@@ -183,41 +183,6 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
                        failing=marked, enable=enable, rollback=rollback, causes=causes, cited=cited)
     finding.affected = affected
     return finding
-
-
-def _affected(compiled: Compiled, context: dict[str, Any]) -> list[dict[str, str]]:
-    """The users a finding affects: a list of names or of {user, ...} mappings, each value text."""
-    try:
-        value = compiled(context)
-    except Exception as exc:  # noqa: BLE001
-        raise undecidable("affected", exc) from None
-    if not isinstance(value, (list, tuple)):
-        raise Undecidable(f"'affected' ({compiled.source}) gave {type(value).__name__}, not a list")
-    out = []
-    for entry in value:
-        if isinstance(entry, str):
-            entry = {"user": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("user"), str):
-            raise Undecidable(f"'affected' ({compiled.source}) gave {short(entry)}, not a name or {{user: ...}}")
-        out.append({str(k): str(v) for k, v in entry.items()})
-    return out
-
-
-def _causes(check: Check, context: dict[str, Any]) -> list[dict[str, str | None]]:
-    """The declared root causes (``caused_by``) with the subject each names for this item; an empty or failing
-    subject template means this item has no such cause."""
-    causes: list[dict[str, str | None]] = []
-    for cause in check.caused_by:
-        subject = None
-        if cause.subject is not None:
-            try:
-                subject = render(cause.subject, context, "caused_by") or None
-            except Undecidable:
-                subject = None
-            if subject is None:
-                continue
-        causes.append({"check": cause.check, "subject": subject})
-    return causes
 
 
 # ----------------------------------------------------------------------------------------------------- findings

@@ -404,3 +404,18 @@ def test_a_source_every_server_lacks_by_design_makes_the_check_not_applicable(tm
         server["AdminDisplayVersion"] = "Version 14.3 (Build 123.4)"
     [finding] = findings_of(checks, snapshot)
     assert finding.status == NOT_APPLICABLE and "Exchange 2010" in finding.reason
+
+
+def test_a_for_each_that_cannot_be_enumerated_is_error_with_its_reason(tmp_path, snapshot):
+    checks = one_check(tmp_path, """\
+        - id: TST-ORG-090
+          title: t
+          area: a
+          severity: blocker
+          requires: [exchange.organization_config]
+          for_each: "exchange.organization_config.NoSuchList"
+          assert: "true"
+        """)
+    [finding] = findings_of(checks, snapshot)
+    assert finding.status == ERROR and finding.subject == "organization"
+    assert "for_each" in finding.reason and "NoSuchList" in finding.reason
