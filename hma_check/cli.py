@@ -73,11 +73,13 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hma_check.errors import InputError
-
     try:
         cli.main(args=argv, prog_name="hma-check", standalone_mode=True)
-    except InputError as exc:  # raised outside a command's own handling
+    except Exception as exc:
+        from hma_check.errors import InputError   # imported only on failure: --help does not pay for it
+
+        if not isinstance(exc, InputError):    # raised outside a command's own handling
+            raise
         click.echo(f"hma-check: error: {exc}", err=True)
         sys.exit(2)
 

@@ -329,6 +329,34 @@ def metered_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
     return metered_function
 
 
+def map_filter(name: str, function: Callable[..., Any], items: Iterable[Any], rest: tuple[Any, ...]) -> list[Any]:
+    """``[metered_filter(name, function)(item, *rest) for item in items]`` without a wrapper call per item (a map
+    over 50,000 mailboxes): the same operation per item, the same checks of the arguments and of every result."""
+    budget = _CURRENT.get()
+    if budget is None:
+        return [function(item, *rest) for item in items]
+    if name in _GROWING_FILTERS or hasattr(function, "jinja_pass_arg"):
+        metered = metered_filter(name, function)
+        return [metered(item, *rest) for item in items]
+    what = f"the result of {name}"
+    out: list[Any] = []
+    for item in items:
+        budget.operations += 1
+        if budget.operations >= budget.next_look:
+            budget.look()
+        if not out:
+            _filter_args(name, [item, *rest])     # only the arguments after the item are checked: the same each time
+        result = function(item, *rest)
+        if type(result) is str:
+            budget.size(len(result), what)
+        elif not isinstance(result, _PLAIN) and (inspect.isgenerator(result) or hasattr(result, "__next__")):
+            result = iterate(result)
+        else:
+            check_value(result, what)
+        out.append(result)
+    return out
+
+
 def iterate(items: Any) -> Iterator[Any]:
     """Loop iterations (and the items a lazy filter yields), one operation each (inlined: this runs per item)."""
     budget = _CURRENT.get()

@@ -10,10 +10,11 @@ from hma_check.contract.findings import ERROR, NOT_APPLICABLE, PASS, Finding, Ru
 from hma_check.contract.snapshot import Snapshot
 from hma_check.evaluate import budget
 from hma_check.evaluate.checks import Check, CheckSet
-from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, affected_users, as_bool, bind_let, causes_of,
-                                       fallback_subject, render, render_powershell, subject_of, undecidable)
+from hma_check.evaluate.decide import (ORGANIZATION, Undecidable, affected_users, as_bool, causes_of, fallback_subject,
+                                       render, render_powershell, subject_of, undecidable)
 from hma_check.evaluate.excerpts import Reads, excerpt_of, failing_reads
 from hma_check.evaluate.facts import Facts, Part, Scoped
+from hma_check.evaluate.lets import SharedLets
 from hma_check.evaluate.provenance import Cited, provenance
 from hma_check.evaluate.reads import Path
 from hma_check.evaluate.runbook import build_runbook
@@ -87,6 +88,7 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             return [_finding(check, facts, failure.status, ORGANIZATION, reason=str(failure), used=used)]
         # the organisation-wide sources the items came from: every finding cites them (worked out once per check)
         enumerated = Cited(facts, list(used))
+    shared = SharedLets(check, facts)
     findings: list[Finding] = []
     for index, (item, scope, key, problem) in enumerate(items):
         read = [key] if key else []
@@ -95,7 +97,7 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
                                      reason=str(problem), used=read, cited=enumerated))
             continue
         finding = _evaluate_item(check, facts, base, item=item, scope=scope, read=read, cited=enumerated,
-                                 index=index)
+                                 index=index, shared=shared)
         if finding is not None:
             findings.append(finding)
     if not findings:
@@ -139,7 +141,8 @@ def _iterate(collection: Any) -> Iterator[tuple[Any, str | None, str | None, Und
 
 
 def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: Any, scope: str | None,
-                   read: list[str], cited: Cited | None = None, index: int = 0) -> Finding | None:
+                   read: list[str], cited: Cited | None = None, index: int = 0,
+                   shared: SharedLets | None = None) -> Finding | None:
     context = dict(base, item=item, scope=scope)
     reads = Reads(facts.watch)
     with facts.recording() as used:
@@ -152,7 +155,7 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
             # never "organization": that would hide which object it is about.
             subject = subject_of(check.subject, context, scope)
             context["item"] = facts.watch.view(item)
-            bind_let(check.let, context, reads.phase)
+            (shared or SharedLets(check, facts)).bind(context, reads)
             with reads.phase("assert"):
                 passed = as_bool(check.assertion, context, "assert")
             actual = render(check.actual, context, "actual")

@@ -409,7 +409,8 @@ def fast_map(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
             if args[0] in ("lower", "upper") and not rest and all(type(item) is str for item in items):
                 return iter([item.lower() for item in items] if args[0] == "lower" else
                             [item.upper() for item in items])     # what do_lower/do_upper do to plain text
-            return iter([function(item, *rest) for item in items])
+            # the filter itself, metered item by item as its wrapper (budget.metered_filter) would
+            return iter(budget.map_filter(args[0], getattr(function, "__wrapped__", function), items, rest))
     return jinja_filters.sync_do_map(context, value, *args, **kwargs)
 
 

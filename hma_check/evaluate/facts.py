@@ -112,20 +112,19 @@ class Scoped:
     """
 
     def __init__(self, name: str, build: Callable[[], list[Part]], record: Callable[[str], None] | None = None,
-                 watch: Watch | None = None) -> None:
+                 watch: Watch | None = None, index: Callable[[list[Part]], dict[str, Part]] | None = None) -> None:
         self.name = name
         self._record = record
         self._watch = watch
         self._build = build
+        self._index = index or scope_index
         self._built: list[Part] | None = None
         self._by_scope: dict[str, Part] = {}
 
     def _all(self) -> list[Part]:
         if self._built is None:
             self._built = self._build()
-            self._by_scope = {}
-            for part in self._built:
-                self._by_scope.setdefault(part.scope.lower(), part)
+            self._by_scope = self._index(self._built)
         return self._built
 
     @property
@@ -197,6 +196,14 @@ class Scoped:
         return f"Scoped({self.name}, {len(self._all())} parts)"
 
 
+def scope_index(parts: list[Part]) -> dict[str, Part]:
+    """The first part of each scope, by its lower-case name."""
+    by_scope: dict[str, Part] = {}
+    for part in parts:
+        by_scope.setdefault(part.scope.lower(), part)
+    return by_scope
+
+
 class Namespace:
     """``exchange``, ``graph``, ``os``, ``probe``: attribute access returns a source's data or a Scoped value."""
 
@@ -232,12 +239,19 @@ class Facts:
         self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
         self._used: list[str] | None = None
         self._parts_cache: dict[str, list[Part]] = {}   # the evidence does not change while it is evaluated
+        self._index_cache: dict[str, dict[str, Part]] = {}
+        self._servers: list[dict[str, Any]] | None = None
         self._ok_keys: dict[str, frozenset[str]] = {}
         self.watch = Watch()
 
     def _record(self, key: str) -> None:
         if self._used is not None and key not in self._used:
             self._used.append(key)
+
+    def record_all(self, keys: list[str]) -> None:
+        """Record sources read elsewhere (a ``let`` evaluated once for every item of a check) as if read here."""
+        for key in keys:
+            self._record(key)
 
     @contextmanager
     def recording(self) -> Iterator[list[str]]:
@@ -274,7 +288,8 @@ class Facts:
     def get(self, name: str) -> Any:
         if self.is_scoped(name):
             # A new value per read (its parts are built once): every read records the server list it covers.
-            return Scoped(name, lambda: self._parts(name), self._record, self.watch)
+            return Scoped(name, lambda: self._parts(name), self._record, self.watch,
+                          index=lambda parts: self._scope_index(name, parts))
         self._record(name)
         found = self.results(name)
         result = found[0] if found else None
@@ -295,7 +310,17 @@ class Facts:
         if result is None or not result.ok or not isinstance(result.data, list):
             why = _why_not(result, SERVERS).reason if result is None or not result.ok else "not a list"
             raise MissingFact(SERVERS, f"{why}, so the servers a per-server source must cover are unknown")
-        return [s for s in result.data if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]]
+        if self._servers is None:     # worked out once: every read of a per-server source asks
+            self._servers = [s for s in result.data
+                             if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]]
+        return list(self._servers)
+
+    def _scope_index(self, name: str, parts: list[Part]) -> dict[str, Part]:
+        """scope_index of a source's cached parts, built once per source instead of once per read."""
+        found = self._index_cache.get(name)
+        if found is None or self._parts_cache.get(name) is not parts:
+            found = self._index_cache[name] = scope_index(parts)
+        return found
 
     def _parts(self, name: str) -> list[Part]:
         spec = source_registry.BY_NAME[name]

@@ -1,0 +1,51 @@
+"""A ``let`` that is the same for every item is evaluated once per check, and every finding still reads as if it
+had been evaluated for that item: the same value or failure, the same cited sources, the same excerpt."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from hma_check.contract.findings import ERROR, PASS
+from hma_check.evaluate import budget
+from hma_check.evaluate.checks import load_checks
+from hma_check.evaluate.engine import evaluate
+
+CURRENT = "exchange.auth_config.CurrentCertificateThumbprint"
+
+
+def checks_with_lets(tmp_path, lets: dict[str, str]):
+    bound = "".join(f"      {name}: {json.dumps(source)}\n" for name, source in lets.items())
+    path = tmp_path / "lets.yaml"
+    path.write_text(
+        "version: 1\nchecks:\n"
+        "  - id: TST-LET-001\n    title: t\n    area: a\n    severity: blocker\n"
+        "    requires: [exchange.servers, exchange.auth_config]\n    for_each: exchange.servers\n"
+        '    subject: "{{ item.Name }}"\n    let:\n' + bound
+        + "    assert: \"current != '' and mine != ''\"\n    expect: x\n    actual: \"{{ mine }}\"\n"
+        "    why: because\n    references: [https://learn.microsoft.com/x]\n", encoding="utf-8")
+    return load_checks([path])
+
+
+def test_a_let_that_reads_no_item_is_evaluated_once_and_cited_by_every_finding(tmp_path, snapshot):
+    checks = checks_with_lets(tmp_path, {"current": CURRENT, "mine": "item.Name ~ '/' ~ current"})
+    evaluated: Counter[str] = Counter()
+    with budget.observe(lambda _, source: evaluated.update([source])):
+        findings = evaluate(checks, snapshot).findings
+    servers = [s["Name"] for s in snapshot.sources["exchange.servers"].data]
+    assert len(servers) >= 2 and [f.subject for f in findings] == servers
+    assert evaluated[CURRENT] == 1                                # shared by every server
+    assert evaluated["item.Name ~ '/' ~ current"] == len(servers)   # reads the item: once per server
+    thumbprint = snapshot.sources["exchange.auth_config"].data["CurrentCertificateThumbprint"]
+    for finding in findings:
+        assert finding.status == PASS and finding.actual == f"{finding.subject}/{thumbprint}"
+        assert "exchange.auth_config" in [source["key"] for source in finding.sources]
+        assert finding.excerpt[CURRENT] == thumbprint
+
+
+def test_a_shared_let_that_fails_makes_every_item_error_with_the_same_reason(tmp_path, snapshot):
+    checks = checks_with_lets(tmp_path, {"current": "exchange.auth_config.NoSuchProperty", "mine": "item.Name"})
+    findings = evaluate(checks, snapshot).findings
+    assert len(findings) >= 2 and {f.status for f in findings} == {ERROR}
+    assert len({f.reason for f in findings}) == 1 and "NoSuchProperty" in findings[0].reason
+    assert all("exchange.auth_config" in [source["key"] for source in f.sources] for f in findings)
