@@ -12,9 +12,7 @@ from tests.support import baseline
 
 @pytest.fixture(scope="session")
 def catalogue():
-    from hma_check.commands.pipeline import load_all_checks
-
-    return load_all_checks()
+    return baseline.shipped_catalogue()
 
 
 @pytest.fixture()
@@ -33,3 +31,21 @@ def pytest_collection_modifyitems(config, items):
         if (len(parts) > 1 and parts[0] in UNIT_FOLDERS and not item.get_closest_marker("browser")
                 and not item.get_closest_marker("slow")):
             item.add_marker(pytest.mark.unit)
+    if getattr(config.option, "loadgroup", False):   # set on xdist workers under --dist loadgroup
+        _group_suffixes(items)
+
+
+def _group_suffixes(items):
+    """``--dist loadgroup`` keeps an xdist_group on one worker by the "@group" suffix xdist writes into each item's
+    node id. pytest 9 derives ``nodeid`` from ``_id``, so xdist 3.8's write to ``_nodeid`` is lost and every group
+    was split across the workers, each starting the group's labs (the 200-server lab twice). Write the suffix where
+    pytest 9 reads it, as xdist would (group names sorted, joined by '_'); an id that has it already is left alone."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)
+

@@ -283,6 +283,23 @@ def test_a_zip_of_small_members_inflating_1000_times_stays_small(tmp_path):
     assert "300 malformed" in result.stderr and "refused as a zip bomb" in result.stderr
 
 
+def test_a_zip_that_needs_a_newer_zip_version_is_one_line(tmp_path):
+    """Before: a central directory asking for 'version needed to extract' 11.9 (one byte flipped, found by
+    test_fuzz_import_zip) raised zipfile's NotImplementedError as a traceback."""
+    import zipfile
+
+    archive = tmp_path / "collection.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.xml", b"<Objs/>")
+    data = bytearray(archive.read_bytes())
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 6] = 119          # version needed to extract: 11.9 (zipfile reads up to 6.3)
+    archive.write_bytes(bytes(data))
+    result = invoke("import", archive, "--out", tmp_path / "out", codes={2})
+    assert "zip file version 11.9" in error_line(result, archive)
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------------ secrets never echoed
 
 SECRET = "Zq8xPaste4dS3cretValue"   # looks like a client secret; also a valid environment-variable name

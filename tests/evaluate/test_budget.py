@@ -142,9 +142,9 @@ def test_fuzz_expressions_end_in_a_status_within_the_budget(tmp_path, snapshot):
     from hypothesis import strategies as st
 
     from hma_check.contract.findings import STATUSES
-    from tests.support.fuzz import FUZZ, fresh, memory_bound
+    from tests.support.fuzz import FUZZ, examples, fresh, memory_bound
 
-    @settings(FUZZ, max_examples=80)
+    @settings(FUZZ, max_examples=examples(80))
     @given(expression=expressions(), loop=st.booleans())
     def one(expression, loop):
         actual = ("{% for i in " + expression + " %}{{ i }};{% endfor %}") if loop else "{{ " + expression + " }}"

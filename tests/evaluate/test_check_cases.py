@@ -75,9 +75,7 @@ def test_pass_case(catalogue, check_id):
 
 
 def _error_cases():
-    from hma_check.commands.pipeline import load_all_checks
-
-    for check in load_all_checks().checks:
+    for check in baseline.shipped_catalogue().checks:
         for source in check.requires:
             yield pytest.param(check.id, source, id=f"{check.id}-without-{source}")
 

@@ -26,17 +26,22 @@ MAX_HEIGHT = 15_000          # px, with passing checks collapsed (the default)
 MAX_PAGES = {"ready": 12, "one-server-mapi-no-oauth": 30, "large": 30}
 
 
+_RUNS: dict = {}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """scenario -> (ReportOutcome, output folder): the lab scanned through every collector, then the report."""
+    """scenario -> (ReportOutcome, output folder): the lab scanned through every collector, then the report. Kept
+    for the test process (tests only read them): under xdist the module's fixture was set up twice, two more lab
+    scans and three more reports each time."""
     require()
-    out = {}
-    for name in ("ready", "one-server-mapi-no-oauth"):
-        with Lab(name) as lab:
-            snapshot = scan(lab)
-        out[name] = _report(snapshot, tmp_path_factory.mktemp(name))
-    out["large"] = _report(scan_large_once()[0], tmp_path_factory.mktemp("large"))
-    return out
+    if not _RUNS:
+        for name in ("ready", "one-server-mapi-no-oauth"):
+            with Lab(name) as lab:
+                snapshot = scan(lab)
+            _RUNS[name] = _report(snapshot, tmp_path_factory.mktemp(name))
+        _RUNS["large"] = _report(scan_large_once()[0], tmp_path_factory.mktemp("large"))
+    return _RUNS
 
 
 def _report(snapshot, folder):

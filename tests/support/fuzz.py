@@ -8,6 +8,7 @@ anywhere in the document replaced by another of any type, or a key removed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 from contextlib import contextmanager
@@ -18,11 +19,20 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 # Modest example counts: the whole suite must stay within its time budget on two cores. FUZZ for surfaces whose
-# examples mostly stop at the first error; HEAVY where most examples write a whole report (a second or so each).
-FUZZ = settings(max_examples=25, deadline=None, database=None,
+# examples mostly stop at the first error; HEAVY where most examples run a whole command that loads the catalogue
+# and writes a report (a second or so each). HMA_CHECK_FUZZ_SCALE=10 (say) runs ten times as many, for a deeper
+# search by hand; every example keeps its time and memory bounds whatever the count.
+SCALE = max(1.0, float(os.environ.get("HMA_CHECK_FUZZ_SCALE", "1")))
+
+
+def examples(count: int) -> int:
+    return round(count * SCALE)
+
+
+FUZZ = settings(max_examples=examples(25), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large, HealthCheck.filter_too_much])
-HEAVY = settings(FUZZ, max_examples=10)
+HEAVY = settings(FUZZ, max_examples=examples(6))
 
 YAML_SNIPPETS = [b"[" * 300, b"{a: " * 100, b"9" * 5000, b"2020-02-30", b"0001-01-01 00:00:00 +01:00", b"*a",
                  b"&a ", b"!!binary aGk=", b"!!python/object/apply:os.system [ls]", b"\x00", b"\xff\xfe", b"\t",

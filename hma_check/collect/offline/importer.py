@@ -197,7 +197,7 @@ def _zip_members(archive: Path, importer: "_Importer") -> Iterator[_Member]:
                     importer.malformed_file(name, problem)
                     continue
                 yield _Member(name, info.file_size, info.compress_size, functools.partial(zf.open, info), zipped=True)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError) as exc:   # NotImplementedError: "zip file version 11.9"
         raise ImportPathError(f"not a readable zip file: {exc}", path=str(archive)) from None
 
 
