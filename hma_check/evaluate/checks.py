@@ -66,6 +66,12 @@ STEP_KEYS = {
 TOP_KEYS = {"version": True, "checks": True, "areas": False, "steps": False}
 
 
+# Expressions already parsed, checked and compiled in this process, by (source, template, powershell): the same
+# text recurs across checks ('{{ item.Name }}' 22 times, 'exchange.servers' 17; 451 compiled, 307 distinct), and
+# the environment they compile in never changes. A compiled expression holds no state between evaluations.
+_COMPILED: dict[tuple[str, bool, bool], tuple[frozenset[str], frozenset[str], "Compiled"]] = {}
+
+
 @dataclass
 class Compiled:
     """A compiled expression or template with its source text, kept for messages. One only a failure needs (a
@@ -272,6 +278,11 @@ class _Builder:
         line = line if line is not None else self.node.line_of(key)
         if not isinstance(source, str) or not source.strip():
             raise self.fail(f"'{key}' must be a non-empty {'template' if template else 'expression'}", line=line)
+        known = None if later else _COMPILED.get((source, template, powershell))
+        if known is not None:
+            self.used_sources |= known[0]
+            self.names[key] = known[1]
+            return known[2]
         try:
             tree = expr.parse(source, expression=not template)
         except TemplateSyntaxError as exc:
@@ -310,8 +321,10 @@ class _Builder:
             run = expr.compile_parsed(tree, source, expression=not template)
         except TemplateSyntaxError as exc:
             raise self.fail(f"'{key}' does not compile: {exc.message}", line=line) from None
-        return Compiled(source=source.strip(), compiled=run, is_template=template,
-                        plain=expr.plain_lookup(tree) if template else None)
+        compiled = Compiled(source=source.strip(), compiled=run, is_template=template,
+                            plain=expr.plain_lookup(tree) if template else None)
+        _COMPILED[(source, template, powershell)] = (frozenset(used), self.names[key], compiled)
+        return compiled
 
     def optional(self, key: str, *, template: bool, powershell: bool = False) -> Compiled | None:
         if key not in self.node or self.node[key] is None:
