@@ -83,8 +83,17 @@ STATUS_LABEL = {"NOT_APPLICABLE": "N/A"}
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
+    from pathlib import Path
+
+    from jinja2 import FileSystemBytecodeCache
+
+    from hma_check.util.code_cache import cache_folder
+
+    # compiled templates kept between runs (hma_check.util.code_cache); Jinja checks each against its source
+    folder = cache_folder("templates", Path(__file__).resolve())
     env = Environment(
         loader=FileSystemLoader(str(templates_dir())),
+        bytecode_cache=FileSystemBytecodeCache(str(folder)) if folder is not None else None,
         autoescape=lambda name: bool(name and name.endswith(".html.j2")),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
