@@ -139,3 +139,22 @@ def test_a_refused_input_leaves_no_store_behind(fresh_process, snapshot, tmp_pat
     assert root is not None and (not root.exists() or not any(root.iterdir()))
     run_report(tmp_path / "evidence.json", tmp_path / "out")
     assert list(root.rglob("compiled.marshal"))
+
+
+def test_a_template_cache_that_cannot_be_read_or_written_is_no_cache(tmp_path):
+    """The report templates' bytecode cache: a damaged file is compiled again, an unwritable folder skipped."""
+    from jinja2 import DictLoader, Environment
+
+    from hma_check.render.templating import QuietBytecodeCache
+
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    env = Environment(loader=DictLoader({"t": "{{ 1 + 1 }}"}), bytecode_cache=QuietBytecodeCache(str(folder)))
+    assert env.get_template("t").render() == "2"
+    for cached in folder.iterdir():
+        cached.write_bytes(b"j2\x00garbage")
+    env = Environment(loader=DictLoader({"t": "{{ 1 + 1 }}"}), bytecode_cache=QuietBytecodeCache(str(folder)))
+    assert env.get_template("t").render() == "2"
+    env = Environment(loader=DictLoader({"t": "{{ 2 + 2 }}"}),
+                      bytecode_cache=QuietBytecodeCache(str(tmp_path / "missing" / "folder")))
+    assert env.get_template("t").render() == "4"
