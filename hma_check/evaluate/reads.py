@@ -196,6 +196,12 @@ def shown_value(value: Any) -> Any:
         return f"(list of {len(value)} items)"      # too long to show, whatever its items: not even measured
     if isinstance(value, dict) and len(value) > VALUE_LIMIT // 2:
         return f"(object with {len(value)} properties)"
+    # JSON needs at least 3 characters an item ('1, ') and 7 a property ('"": 1, '): longer than the limit
+    # whatever the items, so not serialised only to be summarised (the 200 servers HMA-AUTH-014 reads, 200 times)
+    if isinstance(value, (list, tuple)) and 3 * len(value) > VALUE_LIMIT:
+        return f"(list of {len(value)} items)"
+    if isinstance(value, dict) and 7 * len(value) > VALUE_LIMIT:
+        return f"(object with {len(value)} properties)"
     text = json.dumps(value, ensure_ascii=False, default=str)
     if len(text) <= VALUE_LIMIT:
         return json.loads(text)    # plain JSON types: a TrackedDict or a tuple becomes what findings.json holds
