@@ -64,7 +64,7 @@ def test_the_excerpt_of_saved_logs_lists_what_merging_every_log_lists():
     paths = st.lists(st.sampled_from(["a", "b", 0, 1]), min_size=1, max_size=4).map(tuple)
     logs = st.lists(st.tuples(st.dictionaries(paths, st.integers(0, 3), max_size=12), st.booleans()), max_size=5)
 
-    @settings(FUZZ, max_examples=examples(300))
+    @settings(FUZZ, max_examples=examples(100))
     @given(logs=logs)
     def one(logs):
         plain = [log for log, _ in logs]
