@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,13 @@ def catalogue():
 @pytest.fixture()
 def snapshot() -> Snapshot:
     return baseline.build()
+
+
+# Compiled checks and templates are cached between runs (hma_check.util.code_cache): the suite keeps its own cache,
+# shared by its processes and the commands they start, never the user's.
+if "HMA_CHECK_CACHE_DIR" not in os.environ:
+    os.environ["HMA_CHECK_CACHE_DIR"] = tempfile.mkdtemp(prefix="hma-check-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["HMA_CHECK_CACHE_DIR"], True)
 
 
 # The fast unit tests (make check): the stages that need no lab, no network and no browser.

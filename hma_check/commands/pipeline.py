@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hma_check.util.atomic import inside, make_folder, remove_inside, write_inside
+from hma_check.evaluate import compiled_store
 from hma_check.evaluate.checks import CheckSet, load_checks
 from hma_check.evaluate.engine import Evaluation, evaluate
 from hma_check.errors import ExemptionsError, InputError
@@ -125,6 +126,7 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     manifest = build_manifest(files, roles, run)
 
     _write_run(out_dir, files, manifest, keep=kept)
+    compiled_store.save()     # the catalogue compiled for this run, kept for the next (only once all went well)
     return ReportOutcome(exit_code=code, verdict=verdict, counts=report.counts, out_dir=out_dir,
                          files=sorted(out_dir / name for name in [*files, MANIFEST_NAME]), report=report)
 

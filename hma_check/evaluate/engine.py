@@ -146,7 +146,8 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
     context = dict(base, item=item, scope=scope)
     reads = Reads(facts.watch)
     with facts.recording() as used:
-        used.extend(read)
+        for key in read:
+            used.add(key)
         subject = None
         try:
             if check.where is not None and not as_bool(check.where, context, "where"):

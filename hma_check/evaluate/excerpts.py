@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from hma_check.evaluate import budget, expr
 from hma_check.evaluate.checks import Check
 from hma_check.evaluate.facts import Part
-from hma_check.evaluate.reads import ABSENT, Path, Watch, leaves, path_text, shown_value
+from hma_check.evaluate.reads import ABSENT, Path, SavedLog, Watch, _prefixes, leaves, path_text, shown_value
 
 EXCERPT_LIMIT = 4000     # characters of JSON per finding: enough to show the facts, small enough for a report
 
@@ -70,19 +70,17 @@ def excerpt_of(check: Check, item: Any, reads: Reads,
              failing: set[Path] | None) -> tuple[dict[str, Any] | None, list[str]]:
     """The values the assertion tested (hma_check.reads), path -> value, and the paths that made it false
     (``failing``; None for a finding that could not be decided: then the properties missing from the evidence)."""
-    tested: dict[Path, Any] = {}
     phases = ["assert", *(name for name in reads.logs if name.startswith("part.")),
               *(f"let.{n}" for n in tested_lets(check, check.assert_names))]
-    for name in phases:     # the parts of a failed 'and' read what the short-circuited assertion did not reach
-        for path, value in reads.logs.get(name, {}).items():
-            tested.setdefault(path, value)
-    if not tested and item is not None and not isinstance(item, (dict, Part)):
-        tested[("item",)] = item          # a plain value (an SPN, a URL) is itself the evidence
+    # the parts of a failed 'and' read what the short-circuited assertion did not reach
+    read = tested_leaves([reads.logs[name] for name in phases if name in reads.logs])
+    if not read and item is not None and not isinstance(item, (dict, Part)):
+        read = [(("item",), item)]          # a plain value (an SPN, a URL) is itself the evidence
+    if failing:     # the values that made it false first, so a long excerpt is never cut before them
+        read = [entry for entry in read if entry[0] in failing] + [entry for entry in read if entry[0] not in failing]
     excerpt: dict[str, Any] = {}
     marked: list[str] = []
     size = 0
-    # the values that made it false first, so a long excerpt is never cut before them
-    read = sorted(leaves(tested), key=lambda entry: failing is not None and entry[0] not in failing)
     for path, value in read:
         text = path_text(path)
         shown = shown_value(value)
@@ -94,6 +92,52 @@ def excerpt_of(check: Check, item: Any, reads: Reads,
         if (failing is not None and path in failing) or (failing is None and value is ABSENT):
             marked.append(text)
     return (excerpt or None), marked
+
+
+def tested_leaves(logs: list[dict[Path, Any]]) -> list[tuple[Path, Any]]:
+    """Every read of the logs that no deeper read explains, in the order first read (a path read by more than one
+    phase counts once, where it was first read): ``leaves`` of the logs merged.
+
+    A saved log (a ``let`` evaluated once for every item) keeps its leaves worked out; what the item's own phases
+    read is set against it path by path, so an item costs what it read itself, not what the shared log holds.
+    """
+    saved = [log for log in logs if isinstance(log, SavedLog)]
+    if not saved:
+        merged: dict[Path, Any] = {}
+        for log in logs:
+            for path, value in log.items():
+                merged.setdefault(path, value)
+        return list(leaves(merged))
+    own: dict[Path, Any] = {}                 # what the item's own phases read, each path where first read
+    for log in logs:
+        if not isinstance(log, SavedLog):
+            for path, value in log.items():
+                own.setdefault(path, value)
+    own_inner = set(_prefixes(own))
+    read: list[tuple[Path, Any]] = []
+    seen: set[Path] = set()                   # the paths of the item's own phases already placed
+    before: list[SavedLog] = []               # the saved logs placed so far
+    for log in logs:
+        if isinstance(log, SavedLog):
+            # not a leaf where the item's own phases or another saved log read deeper; placed already where an
+            # earlier phase read it
+            dropped = log.leaf_paths & own_inner
+            dropped |= log.leaf_paths & seen
+            for other in saved:
+                if other is not log:
+                    dropped |= log.leaf_paths & other.inner
+            for other in before:
+                dropped |= log.leaf_paths & other.paths
+            read.extend(log.leaves if not dropped else [entry for entry in log.leaves if entry[0] not in dropped])
+            before.append(log)
+            continue
+        for path in log:
+            if path in seen or path in own_inner or any(path in other.inner for other in saved) \
+                    or any(path in other for other in before):
+                continue
+            seen.add(path)
+            read.append((path, own[path]))
+    return read
 
 
 def _json_size(value: Any) -> int:

@@ -11,10 +11,11 @@ import re
 import unicodedata
 from datetime import date, datetime, timezone
 from functools import lru_cache
+from types import CodeType
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
-from jinja2 import StrictUndefined, nodes, pass_context
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hma_check.evaluate import budget
@@ -596,18 +597,34 @@ def check_names(tree: nodes.Node) -> None:
 
 def compile_parsed(tree: nodes.Template, source: str, *, expression: bool) -> Any:
     """compile_template or compile_expression from the tree parse() already built (parsing twice cost a fifth of
-    loading the catalogue). An expression whose tree is not exactly one output goes the long way, which raises."""
-    if not expression:
-        return ENVIRONMENT.from_string(tree)
-    from jinja2.environment import TemplateExpression
+    loading the catalogue)."""
+    return from_code(compile_code(tree, source, expression=expression), expression=expression)
 
+
+def compile_code(tree: nodes.Template, source: str, *, expression: bool) -> CodeType:
+    """The Python code Jinja generates for the tree (an expression: assigned to 'result'). The tree is metered in
+    place (budget.meter_tree): compile a tree once. An expression whose tree is not exactly one output goes the long
+    way, which raises."""
+    if not expression:
+        return ENVIRONMENT.compile(tree)
     body = tree.body
     if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1 \
             or isinstance(body[0].nodes[0], nodes.TemplateData):
-        return compile_expression(source)
+        compile_expression(source)
+        raise TemplateSyntaxError("not one expression", 1)
     assign = nodes.Template([nodes.Assign(nodes.Name("result", "store"), body[0].nodes[0], lineno=1)], lineno=1)
     assign.set_environment(ENVIRONMENT)
-    return TemplateExpression(ENVIRONMENT.from_string(assign), False)
+    return ENVIRONMENT.compile(assign)
+
+
+def from_code(code: CodeType, *, expression: bool) -> Any:
+    """The template (or, for an expression, the callable compile_expression gives) that runs ``code``."""
+    template = ENVIRONMENT.template_class.from_code(ENVIRONMENT, code, ENVIRONMENT.make_globals(None), None)
+    if not expression:
+        return template
+    from jinja2.environment import TemplateExpression
+
+    return TemplateExpression(template, False)
 
 
 @lru_cache(maxsize=None)

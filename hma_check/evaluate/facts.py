@@ -223,6 +223,23 @@ class Namespace:
         return f"Namespace({self._prefix})"
 
 
+class Used(list[str]):
+    """Source keys in first-read order, each once. Membership is a set's: a finding of HMA-AUTH-011 reads the
+    certificates of every server, and checking each key against a list made that quadratic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: set[str] = set()
+
+    def add(self, key: str) -> None:
+        if key not in self._keys:
+            self._keys.add(key)
+            self.append(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
 class Facts:
     """The evidence as expressions see it; built once per evaluation.
 
@@ -237,7 +254,7 @@ class Facts:
         for result in snapshot.sources.values():
             self._by_name.setdefault(result.name, []).append(result)
         self.namespaces = {prefix: Namespace(self, prefix) for prefix in source_registry.NAMESPACES}
-        self._used: list[str] | None = None
+        self._used: Used | None = None
         self._parts_cache: dict[str, list[Part]] = {}   # the evidence does not change while it is evaluated
         self._index_cache: dict[str, dict[str, Part]] = {}
         self._servers: list[dict[str, Any]] | None = None
@@ -245,8 +262,8 @@ class Facts:
         self.watch = Watch()
 
     def _record(self, key: str) -> None:
-        if self._used is not None and key not in self._used:
-            self._used.append(key)
+        if self._used is not None:
+            self._used.add(key)
 
     def record_all(self, keys: list[str]) -> None:
         """Record sources read elsewhere (a ``let`` evaluated once for every item of a check) as if read here."""
@@ -254,10 +271,10 @@ class Facts:
             self._record(key)
 
     @contextmanager
-    def recording(self) -> Iterator[list[str]]:
+    def recording(self) -> Iterator[Used]:
         """Collect the keys of every source read inside the block (in first-read order)."""
         outer = self._used
-        self._used = []
+        self._used = Used()
         try:
             yield self._used
         finally:
@@ -265,8 +282,7 @@ class Facts:
             self._used = outer
             if outer is not None:
                 for key in inner:
-                    if key not in outer:
-                        outer.append(key)
+                    outer.add(key)
 
     def result(self, key: str) -> SourceResult | None:
         return self.snapshot.sources.get(key)

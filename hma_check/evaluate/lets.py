@@ -8,7 +8,7 @@ from hma_check.evaluate.checks import Check
 from hma_check.evaluate.decide import Undecidable, undecidable
 from hma_check.evaluate.excerpts import Reads
 from hma_check.evaluate.facts import Facts
-from hma_check.evaluate.reads import Path
+from hma_check.evaluate.reads import SavedLog
 
 
 class SharedLets:
@@ -25,7 +25,7 @@ class SharedLets:
         self.check = check
         self.facts = facts
         self.invariant = invariant_lets(check)
-        self.saved: dict[str, tuple[Any, Undecidable | None, list[str], dict[Path, Any]]] = {}
+        self.saved: dict[str, tuple[Any, Undecidable | None, list[str], SavedLog]] = {}
 
     def bind(self, context: dict[str, Any], reads: Reads) -> None:
         """Bind each ``let`` in order, as decide.bind_let does, under the engine's record of what each one read."""
@@ -38,13 +38,13 @@ class SharedLets:
                     except Exception as exc:  # noqa: BLE001
                         value, failure = None, undecidable(f"let {name}", exc)
                 if name in self.invariant:
-                    self.saved[name] = (value, failure, list(used), dict(log))
+                    self.saved[name] = (value, failure, list(used), SavedLog(log))
                 if failure is not None:
                     raise failure
             else:
                 value, failure, keys, log = saved
                 self.facts.record_all(keys)
-                reads.logs[f"let.{name}"] = dict(log)
+                reads.logs[f"let.{name}"] = log     # read, never written, by the excerpt
                 if failure is not None:
                     raise Undecidable(str(failure), not_applicable=failure.not_applicable)
             context[name] = value

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
+from jinja2.bccache import Bucket
 from markupsafe import Markup
 
 from hma_check.errors import one_line
+from hma_check.util.code_cache import cache_folder
 from hma_check.util.resources import templates_dir
 
 # Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
@@ -81,10 +84,30 @@ STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "WARN": "warn", "ERROR": "error"
 STATUS_LABEL = {"NOT_APPLICABLE": "N/A"}
 
 
+class QuietBytecodeCache(FileSystemBytecodeCache):
+    """Jinja's bytecode cache, except that a cache file that cannot be read or written is no cache: never a
+    failed report (hma_check.util.code_cache)."""
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:  # noqa: BLE001 - a damaged or unreadable file: compile the template instead
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
+    # compiled templates kept between runs (hma_check.util.code_cache); Jinja checks each against its source
+    folder = cache_folder("templates", Path(__file__).resolve())
     env = Environment(
         loader=FileSystemLoader(str(templates_dir())),
+        bytecode_cache=QuietBytecodeCache(str(folder)) if folder is not None else None,
         autoescape=lambda name: bool(name and name.endswith(".html.j2")),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )

@@ -49,3 +49,36 @@ def test_a_shared_let_that_fails_makes_every_item_error_with_the_same_reason(tmp
     assert len(findings) >= 2 and {f.status for f in findings} == {ERROR}
     assert len({f.reason for f in findings}) == 1 and "NoSuchProperty" in findings[0].reason
     assert all("exchange.auth_config" in [source["key"] for source in f.sources] for f in findings)
+
+
+def test_the_excerpt_of_saved_logs_lists_what_merging_every_log_lists():
+    """tested_leaves with some logs saved (evaluated once for every item) gives exactly what merging every log and
+    keeping its leaves gives: the same reads, the same values, in the same order."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from hma_check.evaluate.excerpts import tested_leaves
+    from hma_check.evaluate.reads import SavedLog
+    from tests.support.fuzz import FUZZ, examples
+
+    paths = st.lists(st.sampled_from(["a", "b", 0, 1]), min_size=1, max_size=4).map(tuple)
+    logs = st.lists(st.tuples(st.dictionaries(paths, st.integers(0, 3), max_size=12), st.booleans()), max_size=5)
+
+    @settings(FUZZ, max_examples=examples(100))
+    @given(logs=logs)
+    def one(logs):
+        plain = [log for log, _ in logs]
+        merged: dict = {}
+        for log in plain:
+            for path, value in log.items():
+                merged.setdefault(path, value)
+        inner = {path[:n] for path in merged for n in range(1, len(path))}
+        expected = [(path, value) for path, value in merged.items() if path not in inner]
+        # a path read in two phases has one value: the evidence does not change while it is evaluated
+        first = {path: value for path, value in reversed([e for log in plain for e in log.items()])}
+        for log in plain:
+            log.update({path: first[path] for path in log})
+        mixed = [SavedLog(log) if saved else log for log, saved in logs]
+        assert tested_leaves(mixed) == expected
+
+    one()
