@@ -179,8 +179,9 @@ def clixml_datetime(text: str) -> str:
 # on. So which error a faulty file gets, and where, does not depend on how the streaming reader cut the text up.
 
 # Characters given to the C parser at a time; each cut is where the streaming reader converts the objects completed
-# so far. Larger cuts hold more elements at once, smaller ones cost more Python per character.
-_CHUNK = 1 << 16
+# so far. Small cuts convert elements while they are still in the CPU's cache: on the benchmark's capture 4K cuts
+# were up to 1.8x faster than 64K ones on a busy machine, and 2K no faster than 4K.
+_CHUNK = 1 << 12
 
 
 class _Fault(Exception):
