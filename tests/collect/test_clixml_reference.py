@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
+from hma_check.collect import clixml
 from hma_check.collect.clixml import ClixmlObject, parse_clixml, parse_object_xml
 from hma_check.errors import ClixmlError
 from tests.support.offline_fixtures import all_captures, e19_exchange_captures, e19_dir, realdata_dir, to_wire_shape
@@ -216,6 +217,17 @@ def test_every_input_reads_as_it_did_before_the_rewrite(chunk):
     seen = {name: outcome(parse) for name, parse in names}
     differ = sorted(name for name, fingerprint in seen.items() if fingerprint != reference.get(name))
     assert not differ, f"{len(differ)} inputs read differently from the reference: {differ[:20]}"
+
+
+def test_cuts_anywhere_read_the_same(monkeypatch):
+    """The streaming reader converts what is complete at each cut of the text: cuts every 61 characters (inside
+    tags, names, escapes and surrogate pairs' escapes) change nothing, on the inputs most likely to show it."""
+    monkeypatch.setattr(clixml, "_CHUNK", 61)
+    reference = _reference()
+    names = [(name, parse) for name, parse in sorted(corpus().items())
+             if name.startswith(("capture", "odd", "mailboxes", "wire "))]
+    differ = sorted(name for name, parse in names if outcome(parse) != reference[name])
+    assert not differ, f"{len(differ)} inputs read differently with 61-character cuts: {differ[:20]}"
 
 
 def write_reference() -> None:
