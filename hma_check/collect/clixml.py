@@ -64,11 +64,9 @@ class ClixmlObject:
 
     @classmethod
     def _of(cls, type_names: tuple[str, ...], to_string: str | None, properties: dict[str, Any],
-            computer_name: str | None, value: Any, folded: dict[str, str] | None) -> ClixmlObject:
-        """The constructor's object, from the reader: ``folded`` (case-folded name -> name, never changed once
-        made, so objects with the same names share it) when the reader has worked it out already."""
-        if folded is None:
-            return cls(type_names, to_string, properties, computer_name, value)
+            computer_name: str | None, value: Any, folded: dict[str, str]) -> ClixmlObject:
+        """The constructor's object, from the reader, which has worked out ``folded`` already (case-folded name ->
+        name, never changed once made, so objects with the same names share it)."""
         obj = object.__new__(cls)
         # Every field, as the generated __init__ and __post_init__ set them (the class is frozen, not slotted).
         obj.__dict__.update(type_names=type_names, to_string=to_string, properties=properties,
@@ -347,7 +345,7 @@ class _Reader:
         self.string_tags: set[str] = set()  # the tags of <S> (whatever their namespace or prefix)
         # The member names of an object (adapted, extended) -> how to merge them (see _merge): a cmdlet's objects
         # all have the same names, so this is worked out once per cmdlet rather than once per object.
-        self.merges: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, str] | None] = {}
+        self.merges: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str | None, dict[bool, _MergePlan]]] = {}
 
     def fail(self, message: str) -> ClixmlError:
         return ClixmlError(message, path=self.source, line=self.line or None)
@@ -514,27 +512,31 @@ class _Reader:
         return type_names, to_string, adapted, extended, items, entries, content
 
     def _merge(self, adapted: dict[str, Any], extended: dict[str, Any]) -> tuple[dict[str, Any], str | None,
-                                                                                   dict[str, str] | None]:
+                                                                                   dict[str, str]]:
         """The properties (extended members win, as in PowerShell's extended type system; the remoting members
-        dropped), PSComputerName, and the case-folded names when they were worked out here already."""
+        dropped), PSComputerName, and the properties' case-folded names (see _merge_plan)."""
         signature = (tuple(adapted), tuple(extended))
-        if signature in self.merges:
-            folded = self.merges[signature]
-        else:
-            folded = _plain_names(*signature)
+        entry = self.merges.get(signature)
+        if entry is None:
+            entry = (_first_folded(extended, "pscomputername"), {})
             if len(self.merges) < 10_000:  # bounded: a hostile file can give every object other names
-                self.merges[signature] = folded
-        if folded is not None:
-            # No name is a remoting member, none is another's but for its case: the members, adapted first.
-            return (adapted if not extended else extended if not adapted else {**adapted, **extended}), None, folded
-        computer = (_pop_folded(extended, "pscomputername") if extended else None) or \
-            (_pop_folded(adapted, "pscomputername") if adapted else None)
-        for name, value in extended.items():
-            if adapted:
-                _pop_folded(adapted, name.casefold())
-            adapted[name] = value
-        properties = {k: v for k, v in adapted.items() if k.casefold() not in REMOTING_PROPERTIES}
-        return properties, computer if isinstance(computer, str) else None, None
+                self.merges[signature] = entry
+        computer_key, plans = entry
+        # What a plan cannot know from the names: whether the extended PSComputerName is empty (then the adapted
+        # one is taken instead).
+        given = computer_key is not None and bool(extended[computer_key])
+        plan = plans.get(given)
+        if plan is None:
+            plan = plans[given] = _merge_plan(*signature, given)
+        names, computer, folded = plan
+        if names is None:  # the adapted members, then the extended ones, as they are
+            properties = adapted if not extended else extended if not adapted else {**adapted, **extended}
+        else:
+            properties = {name: (extended if from_extended else adapted)[name] for name, from_extended in names}
+        if computer is None:
+            return properties, None, folded
+        value = (extended if computer[0] else adapted)[computer[1]]
+        return properties, value if isinstance(value, str) else None, folded
 
     def _nested(self, parts: tuple[Any, ...], properties: dict[str, Any] | None = None) -> Any:
         """The value of an object below the top: what a remote session sends for it at depth 0."""
@@ -598,13 +600,43 @@ class _Reader:
         return entries
 
 
-def _plain_names(adapted: tuple[str, ...], extended: tuple[str, ...]) -> dict[str, str] | None:
-    """Case-folded name -> name, when merging is only putting the two together: no name is a remoting member and no
-    two names are the same but for their case. None otherwise (the merge then goes member by member)."""
-    folded = {name.casefold(): name for name in (*adapted, *extended)}
-    if len(folded) < len(adapted) + len(extended) or not REMOTING_PROPERTIES.isdisjoint(folded):
-        return None
-    return folded
+_MergePlan = tuple[tuple[tuple[str, bool], ...] | None, tuple[bool, str] | None, dict[str, str]]
+
+
+def _merge_plan(adapted_keys: tuple[str, ...], extended_keys: tuple[str, ...], computer_given: bool) -> _MergePlan:
+    """How members with these names merge, worked out once per distinct names by merging member by member on the names
+    alone: the properties in order as (name, from the extended members?), None when that is the adapted members then
+    the extended ones as they are; which member is PSComputerName, as (extended?, name); and the case-folded names
+    (folded name -> name, the last of equal ones, as ClixmlObject makes it; never changed, so objects share it).
+
+    PSComputerName is the first extended member of that name, case-insensitively, unless it is empty
+    (``computer_given`` false); then the first adapted one. Both are removed where taken. Each extended member then
+    replaces the first adapted member of its name (the extended one goes last), and the remoting members are dropped.
+    """
+    adapted = dict.fromkeys(adapted_keys, False)
+    extended = dict.fromkeys(extended_keys, True)
+    computer: tuple[bool, str] | None = None
+    key = _first_folded(extended, "pscomputername")
+    if key is not None:
+        del extended[key]
+        if computer_given:
+            computer = (True, key)
+    if computer is None:
+        key = _first_folded(adapted, "pscomputername")
+        if key is not None:
+            del adapted[key]
+            computer = (False, key)
+    for name in extended:
+        if adapted:
+            key = _first_folded(adapted, name.casefold())
+            if key is not None:
+                del adapted[key]
+        adapted[name] = True
+    names = tuple((name, from_extended) for name, from_extended in adapted.items()
+                  if name.casefold() not in REMOTING_PROPERTIES)
+    folded = {name.casefold(): name for name, _ in names}
+    as_they_are = tuple((name, False) for name in adapted_keys) + tuple((name, True) for name in extended_keys)
+    return (None if names == as_they_are and computer is None else names), computer, folded
 
 
 # ---------------------------------------------------------------------------------------------------- primitives
@@ -663,11 +695,11 @@ def _strip_prefix(type_name: str) -> str:
     return type_name
 
 
-def _pop_folded(members: dict[str, Any], folded: str) -> Any:
-    """Remove and return the first member whose name is ``folded`` when case-folded (None when there is none)."""
+def _first_folded(members: dict[str, Any], folded: str) -> str | None:
+    """The first name among ``members`` that is ``folded`` when case-folded (None when there is none)."""
     for key in members:
         if key.casefold() == folded:
-            return members.pop(key)
+            return key
     return None
 
 
