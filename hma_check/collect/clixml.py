@@ -6,9 +6,10 @@ import base64
 import binascii
 import math
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable, Iterable
 from xml.parsers import expat
 
 from hma_check.errors import ClixmlError
@@ -33,12 +34,12 @@ _FLOAT_TAGS = {"Db", "Sg", "D"}
 _TEXT_VALUE_TAGS = {"S", "G", "URI", "Version", "XD", "SBK", "TS"}
 _PRIMITIVE_TAGS = _NUMBER_TAGS | _FLOAT_TAGS | _TEXT_VALUE_TAGS | {"B", "C", "DT", "BA", "SS", "Nil"}
 _LIST_TAGS = {"LST", "IE", "QUE", "STK"}
-_KEEP_TEXT = _PRIMITIVE_TAGS | {"T", "ToString"}
 # An empty collection can arrive as an <Obj> with only its type names (no <LST>): these say it is still a list.
 _COLLECTION_TYPE_MARKERS = ("MultiValuedProperty", "[]", "System.Collections.", "System.Array")
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _DATETIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
 _MISSING = object()
+_READING = -1  # the units of a <Ref>'s target still being read (see _Reader.value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,10 +62,33 @@ class ClixmlObject:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_folded", {name.casefold(): name for name in self.properties})
 
+    @classmethod
+    def _of(cls, type_names: tuple[str, ...], to_string: str | None, properties: dict[str, Any],
+            computer_name: str | None, value: Any, folded: dict[str, str]) -> ClixmlObject:
+        """The constructor's object, from the reader, which has worked out ``folded`` already (case-folded name ->
+        name, never changed once made, so objects with the same names share it)."""
+        obj = object.__new__(cls)
+        # Every field, as the generated __init__ and __post_init__ set them (the class is frozen, not slotted).
+        obj.__dict__.update(type_names=type_names, to_string=to_string, properties=properties,
+                            computer_name=computer_name, value=value, _folded=folded)
+        return obj
+
     def get(self, name: str, default: Any = None) -> Any:
         """A property by name, case-insensitively (PowerShell property names are)."""
         key = self._folded.get(name.casefold())
         return default if key is None else self.properties[key]
+
+    def pick(self, names: Iterable[str]) -> dict[str, Any]:
+        """The properties among ``names`` that the object has, under those names: ``{n: obj.get(n) for n in names
+        if n in obj}`` in one call (a cmdlet's tens of thousands of objects go through this)."""
+        folded = self._folded
+        properties = self.properties
+        picked = {}
+        for name in names:
+            key = folded.get(name.casefold())
+            if key is not None:
+                picked[name] = properties[key]
+        return picked
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.casefold() in self._folded
@@ -144,27 +168,106 @@ def clixml_datetime(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ parsing
+#
+# Two readers give the same objects. The streaming one runs first: the C parser of xml.etree builds each top-level
+# object's elements without a Python call per element, and each object is converted and dropped as soon as it is
+# complete. It answers only for a document it reads without any fault. On any fault (malformed XML, a DTD, too deep,
+# a value or reference that is wrong), or where CPython's C parser is not available, the exact reader reads the
+# document again, one expat event at a time as it arrives, and raises the error it meets first, with the line it is
+# on. So which error a faulty file gets, and where, does not depend on how the streaming reader cut the text up.
 
-class _Element:
-    __slots__ = ("tag", "name", "ref_id", "children", "chunks")
+# Characters given to the C parser at a time; each cut is where the streaming reader converts the objects completed
+# so far. Small cuts convert elements while they are still in the CPU's cache: on the benchmark's capture 4K cuts
+# were up to 1.8x faster than 64K ones on a busy machine, and 2K no faster than 4K.
+_CHUNK = 1 << 12
 
-    def __init__(self, tag: str, name: str | None, ref_id: str | None) -> None:
-        self.tag = tag
-        self.name = name
-        self.ref_id = ref_id
-        self.children: list[_Element] = []
-        self.chunks: list[str] = []
 
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
+class _Fault(Exception):
+    """The streaming reader stops: the exact reader reads the document again and says what is wrong, and where."""
+
+
+class _RootFound(Exception):
+    """The prolog check has reached the root element: nothing before it was refused."""
 
 
 def _parse(text: str, *, source: str, root: str) -> list[ClixmlObject]:
-    reader = _Reader(source)
+    try:
+        return _parse_streaming(text, source=source, root=root)
+    except (_Fault, ClixmlError, ET.ParseError, RecursionError):
+        pass
+    return _parse_exact(text, source=source, root=root)
+
+
+def _prolog(text: str, root: str) -> None:
+    """Refuse, before the C parser sees anything, what precedes the root element: a DTD (the only place entities can
+    be declared, so no entity expansion, no external entity) or a root that is not ``root``."""
+    parser = expat.ParserCreate()
+
+    def refuse(*_: Any) -> None:
+        raise _Fault
+
+    def first_element(tag: str, _attrs: Any) -> None:
+        raise _Fault if tag.rpartition(":")[2] != root else _RootFound
+
+    parser.StartDoctypeDeclHandler = refuse
+    parser.StartElementHandler = first_element
+    try:
+        for start in range(0, len(text), _CHUNK):
+            parser.Parse(text[start:start + _CHUNK], False)
+    except _RootFound:
+        return
+    except expat.ExpatError:
+        raise _Fault from None
+    raise _Fault  # no element at all
+
+
+def _parse_streaming(text: str, *, source: str, root: str) -> list[ClixmlObject]:
+    parser = ET.XMLParser(target=ET.TreeBuilder())
+    # XMLPullParser's hook into the C parser, used here only to learn which element is the root. Without it (not
+    # CPython's C parser) the exact reader reads everything.
+    setevents = getattr(parser, "_setevents", None)
+    if setevents is None:
+        raise _Fault
+    _prolog(text, root)
+    events: list[tuple[str, ET.Element]] = []
+    setevents(events, ("start",))
+    reader = _Reader(source, streaming=True, depth=2 if root == "Objs" else 1)
     out: list[ClixmlObject] = []
-    stack: list[_Element] = []
-    done: list[_Element] = []
+    top: ET.Element | None = None
+    for start in range(0, len(text), _CHUNK):
+        parser.feed(text[start:start + _CHUNK])
+        if top is None:
+            if not events:
+                continue
+            top = events[0][1]
+            events.clear()
+            setevents(events, ())  # no event per element from here on: the C parser builds the tree alone
+        # The open elements are the chain of last children. The reader checks the depth of what it converts; this
+        # bounds what a document nested without end can pile up before then.
+        element, depth = top, 1
+        while len(element):
+            element, depth = element[-1], depth + 1
+        if depth > MAX_DEPTH:
+            raise _Fault
+        if root == "Objs" and len(top) > 1:
+            # Every child of <Objs> but the last is complete (the last may be too, it waits for the next cut):
+            # convert them and let their elements go.
+            complete = top[:-1]
+            del top[:-1]
+            out.extend([reader.top(element, 0) for element in complete])
+    parser.close()
+    if top is None:
+        raise _Fault
+    out.extend([reader.top(element, 0) for element in (top if root == "Objs" else [top])])
+    return out
+
+
+def _parse_exact(text: str, *, source: str, root: str) -> list[ClixmlObject]:
+    reader = _Reader(source, streaming=False, depth=2 if root == "Objs" else 1)
+    out: list[ClixmlObject] = []
+    builder = ET.TreeBuilder()
+    top: list[ET.Element] = []
+    depth = 0
     parser = expat.ParserCreate()
     parser.buffer_text = True
 
@@ -173,32 +276,30 @@ def _parse(text: str, *, source: str, root: str) -> list[ClixmlObject]:
         raise ClixmlError("has a DTD or entity declaration; CLIXML never does", path=source, line=parser.CurrentLineNumber)
 
     def start(tag: str, attrs: dict[str, str]) -> None:
-        tag = tag.rpartition(":")[2]
-        if len(stack) >= MAX_DEPTH:
+        nonlocal depth
+        if depth >= MAX_DEPTH:
             raise ClixmlError(f"nested more than {MAX_DEPTH} elements deep", path=source,
                               line=parser.CurrentLineNumber)
-        if not stack and tag != root:
-            raise ClixmlError(f"root element is <{tag[:40]}>, not <{root}>: not a CLIXML "
-                              f"{'file written by Export-Clixml' if root == 'Objs' else 'object'}",
-                              path=source, line=parser.CurrentLineNumber)
-        element = _Element(tag, attrs.get("N"), attrs.get("RefId"))
-        if stack:
-            stack[-1].children.append(element)
-        stack.append(element)
+        if not depth:
+            name = tag.rpartition(":")[2]
+            if name != root:
+                raise ClixmlError(f"root element is <{name[:40]}>, not <{root}>: not a CLIXML "
+                                  f"{'file written by Export-Clixml' if root == 'Objs' else 'object'}",
+                                  path=source, line=parser.CurrentLineNumber)
+        element = builder.start(tag, attrs)
+        if not depth:
+            top.append(element)
+        depth += 1
 
-    def end(_tag: str) -> None:
-        element = stack.pop()
-        if not stack:
-            done.append(element)
-        elif len(stack) == 1 and root == "Objs":
+    def end(tag: str) -> None:
+        nonlocal depth
+        element = builder.end(tag)
+        depth -= 1
+        if depth == 1 and root == "Objs":
             # Convert each top-level object as soon as it closes and drop its elements: memory stays near the
             # size of the values, not of the XML tree.
-            stack[0].children.pop()
+            del top[0][-1]
             out.append(reader.top(element, parser.CurrentLineNumber))
-
-    def characters(data: str) -> None:
-        if stack and stack[-1].tag in _KEEP_TEXT:
-            stack[-1].chunks.append(data)
 
     parser.StartDoctypeDeclHandler = refuse_dtd
     parser.EntityDeclHandler = refuse_dtd
@@ -206,7 +307,7 @@ def _parse(text: str, *, source: str, root: str) -> list[ClixmlObject]:
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    parser.CharacterDataHandler = characters
+    parser.CharacterDataHandler = builder.data
     try:
         parser.Parse(text, True)
     except expat.ExpatError as exc:
@@ -217,33 +318,34 @@ def _parse(text: str, *, source: str, root: str) -> list[ClixmlObject]:
     except RecursionError:
         raise ClixmlError("nested too deeply to be CLIXML", path=source) from None
     if root == "Obj":
-        if not done:
+        if not top:
             raise ClixmlError("no <Obj> element", path=source)
-        out.append(reader.top(done[0], parser.CurrentLineNumber))
+        out.append(reader.top(top[0], parser.CurrentLineNumber))
     return out
-
-
-@dataclass
-class _Parts:
-    type_names: tuple[str, ...] = ()
-    to_string: str | None = None
-    properties: dict[str, Any] = field(default_factory=dict)
-    computer_name: str | None = None
-    items: list[Any] | None = None
-    entries: dict[str, Any] | None = None
-    content: Any = _MISSING
 
 
 class _Reader:
     """Converts elements to values with one TN and one RefId table for the whole file (Export-Clixml shares them)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, streaming: bool, depth: int) -> None:
+        """``depth``: that of the top-level elements. ``streaming``: the elements come from the C parser, which
+        checked no depth; the reader checks it as it goes, and gives up (_Fault) where it cannot (see _leaf)."""
         self.source = source
+        self.streaming = streaming
+        self.depth = depth
+        # Deeper than this, an <Obj>'s members (at most three levels below it, in a <DCT>) could be too deep.
+        self.obj_depth_limit = MAX_DEPTH - 3 if streaming else math.inf
         self.line = 0
         self.type_tables: dict[str, tuple[str, ...]] = {}
         self.refs: dict[str, tuple[Any, int]] = {}
         self.top_objects: dict[str, ClixmlObject] = {}
         self.units = 0
+        # Element tag -> its local name ("{namespace}Obj" and "ps:Obj" -> "Obj"), for the tags of this document.
+        self.names: dict[str, str] = {}
+        self.string_tags: set[str] = set()  # the tags of <S> (whatever their namespace or prefix)
+        # The member names of an object (adapted, extended) -> how to merge them (see _merge): a cmdlet's objects
+        # all have the same names, so this is worked out once per cmdlet rather than once per object.
+        self.merges: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str | None, dict[bool, _MergePlan]]] = {}
 
     def fail(self, message: str) -> ClixmlError:
         return ClixmlError(message, path=self.source, line=self.line or None)
@@ -253,180 +355,337 @@ class _Reader:
         if self.units > MAX_EXPANDED_UNITS:
             raise self.fail(f"expands to more than {MAX_EXPANDED_UNITS} values (repeated <Ref>s?); refused")
 
+    def _leaf(self, element: ET.Element) -> str:
+        """The text of an element read as a leaf: the character data directly inside it (after a child counts,
+        inside one does not). The streaming reader gives up on a leaf with children: they would go unchecked."""
+        text = element.text
+        if len(element):
+            if self.streaming:
+                raise _Fault
+            return (text or "") + "".join([child.tail for child in element if child.tail])
+        return text or ""
+
+    def name(self, tag: str) -> str:
+        local = self.names.get(tag)
+        if local is None:
+            local = self.names[tag] = tag.rpartition("}")[2].rpartition(":")[2]
+            if local == "S":
+                self.string_tags.add(tag)
+        return local
+
     # ---------------------------------------------------------------------------------------- top level
-    def top(self, element: _Element, line: int) -> ClixmlObject:
+    def top(self, element: ET.Element, line: int) -> ClixmlObject:
         self.line = line
-        if element.tag == "Ref":
-            ref = self._ref_id(element)
+        tag = self.names.get(element.tag) or self.name(element.tag)
+        if tag == "Ref":
+            ref = self._ref_id(element, tag)
             if ref in self.top_objects:
                 self.spend(self.refs[ref][1])
                 return self.top_objects[ref]
-            return ClixmlObject((), None, {}, value=self.value(element))
-        if element.tag != "Obj":
-            return ClixmlObject((), None, {}, value=self.value(element))
+            return ClixmlObject((), None, {}, value=self.value(element, self.depth))
+        if tag != "Obj":
+            return ClixmlObject((), None, {}, value=self.value(element, self.depth))
         before = self.units
-        parts = self._obj(element)
-        content = parts.items if parts.items is not None else parts.entries
-        if content is None and parts.content is not _MISSING:
-            content = parts.content
-        obj = ClixmlObject(parts.type_names, parts.to_string, parts.properties, parts.computer_name, content)
-        if element.ref_id is not None:
-            self.top_objects[element.ref_id] = obj
-            self.refs[element.ref_id] = (self._nested(parts), self.units - before)
+        parts = self._obj(element, self.depth)
+        type_names, to_string, adapted, extended, items, entries, content = parts
+        properties, computer_name, folded = self._merge(adapted, extended)
+        value = items if items is not None else entries
+        if value is None and content is not _MISSING:
+            value = content
+        obj = ClixmlObject._of(type_names, to_string, properties, computer_name, value, folded)
+        ref_id = element.get("RefId")
+        if ref_id is not None:
+            self.top_objects[ref_id] = obj
+            self.refs[ref_id] = (self._nested(parts, properties), self.units - before)
         return obj
 
     # ---------------------------------------------------------------------------------------- values
-    def value(self, element: _Element) -> Any:
-        tag = element.tag
+    def value(self, element: ET.Element, depth: int) -> Any:
+        """The value of an element at ``depth`` (the root's is 1)."""
+        tag = self.names.get(element.tag) or self.name(element.tag)
+        result: Any
+        if tag == "S":  # most values: a string, converted here without the general path's calls
+            result = element.text if not len(element) else self._leaf(element)
+            if result is None:
+                result = ""
+            elif "_x" in result:
+                result = unescape(result)
+            self.units += 1 + (len(result) >> 6)
+            if self.units > MAX_EXPANDED_UNITS:
+                self.spend(0)
+            return result
         if tag == "Obj":
             before = self.units
-            if element.ref_id is not None:
-                # A placeholder lets a cyclic <Ref> back to an object still being read resolve to its ToString.
-                self.refs[element.ref_id] = (self._peek_to_string(element), 1)
-            result = self._nested(self._obj(element))
+            ref_id = element.get("RefId")
+            if ref_id is not None:
+                # A placeholder lets a cyclic <Ref> back to an object still being read resolve to its ToString
+                # (looked up only if such a <Ref> comes).
+                self.refs[ref_id] = (element, _READING)
+            result = self._nested(self._obj(element, depth))
             self.spend(1)
-            if element.ref_id is not None:
-                self.refs[element.ref_id] = (result, self.units - before)
+            if ref_id is not None:
+                self.refs[ref_id] = (result, self.units - before)
             return result
         if tag == "Ref":
-            result, units = self.refs.get(self._ref_id(element), (_MISSING, 0))
+            ref = self._ref_id(element, tag)
+            if self.streaming and len(element):
+                raise _Fault
+            result, units = self.refs.get(ref, (_MISSING, 0))
             if result is _MISSING:
-                raise self.fail(f"<Ref RefId={self._ref_id(element)[:20]!r}> points to no earlier object")
+                raise self.fail(f"<Ref RefId={ref[:20]!r}> points to no earlier object")
+            if units == _READING:
+                result, units = self._peek_to_string(result), 1
             self.spend(units)
             return result
-        if tag in _PRIMITIVE_TAGS:
-            result = self._primitive(tag, element.text)
-            self.spend(1 + (len(result) >> 6 if isinstance(result, str) else 0))
-            return result
-        raise self.fail(f"unexpected element <{tag[:40]}> where a value belongs")
-
-    def _ref_id(self, element: _Element) -> str:
-        if element.ref_id is None:
-            raise self.fail(f"<{element.tag}> without a RefId")
-        return element.ref_id
-
-    def _primitive(self, tag: str, text: str) -> Any:
+        convert = _PRIMITIVES.get(tag)
+        if convert is None:
+            raise self.fail(f"unexpected element <{tag[:40]}> where a value belongs")
         try:
-            if tag in _TEXT_VALUE_TAGS:
-                return unescape(text)
-            if tag == "Nil":
-                return None
-            if tag == "B":
-                flag = text.strip().lower()
-                if flag not in ("true", "false"):
-                    raise ValueError(f"not a boolean: {text[:20]!r}")
-                return flag == "true"
-            if tag in _NUMBER_TAGS:
-                return int(text.strip())
-            if tag in _FLOAT_TAGS:
-                number = float(text.strip())
-                # evidence.json holds no NaN or infinity: keep the text .NET wrote.
-                return number if math.isfinite(number) else text.strip()
-            if tag == "C":
-                # A .NET Char: one UTF-16 code unit. A lone surrogate is no character (UTF-8 cannot hold it), so it
-                # becomes U+FFFD, as a lone escaped one in a string does (unescape).
-                unit = int(text.strip())
-                if not 0 <= unit <= 0xFFFF:
-                    raise ValueError(f"{unit} is not a UTF-16 code unit")
-                return "\ufffd" if 0xD800 <= unit <= 0xDFFF else chr(unit)
-            if tag == "DT":
-                return clixml_datetime(text)
-            if tag == "BA":
-                compact = "".join(text.split())
-                base64.b64decode(compact, validate=True)
-                return compact
-            if tag == "SS":
-                # A SecureString is DPAPI-encrypted secret material: it never goes into evidence.
-                return "(SecureString omitted)"
+            result = convert(self._leaf(element))
         except (ValueError, OverflowError, binascii.Error) as exc:
             raise self.fail(f"<{tag}> holds an invalid value: {exc}") from None
-        raise self.fail(f"unknown primitive <{tag}>")  # pragma: no cover - _PRIMITIVE_TAGS lists every branch
+        self.spend(1 + (len(result) >> 6 if isinstance(result, str) else 0))
+        return result
 
-    @staticmethod
-    def _peek_to_string(element: _Element) -> str | None:
-        for child in element.children:
-            if child.tag == "ToString":
-                return unescape(child.text)
+    def _ref_id(self, element: ET.Element, tag: str) -> str:
+        ref_id = element.get("RefId")
+        if ref_id is None:
+            raise self.fail(f"<{tag}> without a RefId")
+        return ref_id
+
+    def _peek_to_string(self, element: ET.Element) -> str | None:
+        for child in element:
+            if self.name(child.tag) == "ToString":
+                return unescape(self._leaf(child))
         return None
 
-    def _obj(self, element: _Element) -> _Parts:
-        parts = _Parts()
+    def _obj(self, element: ET.Element, depth: int) -> tuple[Any, ...]:
+        """(type names, ToString, adapted members, extended members, list items, dictionary entries, other content)."""
+        if depth > self.obj_depth_limit:
+            raise _Fault
+        type_names: tuple[str, ...] = ()
+        to_string = None
+        items = None
+        entries = None
+        content: Any = _MISSING
         adapted: dict[str, Any] = {}
         extended: dict[str, Any] = {}
-        for child in element.children:
-            tag = child.tag
-            if tag == "TN":
-                names = tuple(_strip_prefix(unescape(t.text)) for t in child.children if t.tag == "T")
-                if child.ref_id is not None:
-                    self.type_tables[child.ref_id] = names
-                parts.type_names = names
-            elif tag == "TNRef":
-                known = self.type_tables.get(self._ref_id(child))
+        names = self.names
+        for child in element:
+            tag = names.get(child.tag) or self.name(child.tag)
+            if tag == "TNRef":
+                ref_id = child.get("RefId")
+                if ref_id is None:
+                    raise self.fail("<TNRef> without a RefId")
+                known = self.type_tables.get(ref_id)
                 if known is None:
-                    raise self.fail(f"<TNRef RefId={str(child.ref_id)[:20]!r}> points to no earlier <TN>")
-                parts.type_names = known
-            elif tag == "ToString":
-                parts.to_string = unescape(child.text)
-            elif tag == "Props":
-                self._members(child, adapted)
+                    raise self.fail(f"<TNRef RefId={ref_id[:20]!r}> points to no earlier <TN>")
+                if self.streaming and len(child):
+                    raise _Fault
+                type_names = known
             elif tag == "MS":
-                self._members(child, extended)
+                self._members(child, extended, depth + 2)
+            elif tag == "Props":
+                self._members(child, adapted, depth + 2)
+            elif tag == "ToString":
+                to_string = child.text if not len(child) else self._leaf(child)
+                if to_string is None:
+                    to_string = ""
+                elif "_x" in to_string:
+                    to_string = unescape(to_string)
+            elif tag == "TN":
+                type_names = tuple([_strip_prefix(unescape(self._leaf(t))) for t in child if self.name(t.tag) == "T"])
+                if self.streaming and any(map(len, child)):
+                    raise _Fault
+                ref_id = child.get("RefId")
+                if ref_id is not None:
+                    self.type_tables[ref_id] = type_names
             elif tag in _LIST_TAGS:
-                parts.items = [self.value(item) for item in child.children]
+                items = [self.value(item, depth + 2) for item in child]
             elif tag == "DCT":
-                parts.entries = self._dictionary(child)
+                entries = self._dictionary(child, depth + 1)
             elif tag in _PRIMITIVE_TAGS or tag in ("Obj", "Ref"):
                 # The value an enum or a wrapped primitive carries beside its ToString.
-                parts.content = self.value(child)
+                content = self.value(child, depth + 1)
             else:
                 raise self.fail(f"unexpected element <{tag[:40]}> in <Obj>")
-        computer = _pop_folded(extended, "PSComputerName") or _pop_folded(adapted, "PSComputerName")
-        parts.computer_name = computer if isinstance(computer, str) else None
-        for name, value in extended.items():  # extended members win, as in PowerShell's extended type system
-            _pop_folded(adapted, name)
-            adapted[name] = value
-        parts.properties = {k: v for k, v in adapted.items() if k.casefold() not in REMOTING_PROPERTIES}
-        return parts
+        return type_names, to_string, adapted, extended, items, entries, content
 
-    def _members(self, element: _Element, into: dict[str, Any]) -> None:
-        for child in element.children:
-            if child.name is None:
-                raise self.fail(f"<{child.tag[:40]}> member without a name (N attribute)")
-            into[unescape(child.name)] = self.value(child)
+    def _merge(self, adapted: dict[str, Any], extended: dict[str, Any]) -> tuple[dict[str, Any], str | None,
+                                                                                   dict[str, str]]:
+        """The properties (extended members win, as in PowerShell's extended type system; the remoting members
+        dropped), PSComputerName, and the properties' case-folded names (see _merge_plan)."""
+        signature = (tuple(adapted), tuple(extended))
+        entry = self.merges.get(signature)
+        if entry is None:
+            entry = (_first_folded(extended, "pscomputername"), {})
+            if len(self.merges) < 10_000:  # bounded: a hostile file can give every object other names
+                self.merges[signature] = entry
+        computer_key, plans = entry
+        # What a plan cannot know from the names: whether the extended PSComputerName is empty (then the adapted
+        # one is taken instead).
+        given = computer_key is not None and bool(extended[computer_key])
+        plan = plans.get(given)
+        if plan is None:
+            plan = plans[given] = _merge_plan(*signature, given)
+        names, computer, folded = plan
+        if names is None:  # the adapted members, then the extended ones, as they are
+            properties = adapted if not extended else extended if not adapted else {**adapted, **extended}
+        else:
+            properties = {name: (extended if from_extended else adapted)[name] for name, from_extended in names}
+        if computer is None:
+            return properties, None, folded
+        value = (extended if computer[0] else adapted)[computer[1]]
+        return properties, value if isinstance(value, str) else None, folded
 
-    def _dictionary(self, element: _Element) -> dict[str, Any]:
+    def _nested(self, parts: tuple[Any, ...], properties: dict[str, Any] | None = None) -> Any:
+        """The value of an object below the top: what a remote session sends for it at depth 0."""
+        type_names, to_string, adapted, extended, items, entries, content = parts
+        if items is not None:
+            return items
+        if entries is not None:
+            return entries
+        if to_string is not None:
+            return to_string
+        if content is not _MISSING:
+            return content
+        if properties is None:  # merged only now: below the top most objects are their ToString
+            properties = self._merge(adapted, extended)[0]
+        if properties:
+            return properties
+        if any(marker in name for name in type_names for marker in _COLLECTION_TYPE_MARKERS):
+            return []
+        return None
+
+    def _members(self, element: ET.Element, into: dict[str, Any], depth: int) -> None:
+        strings = self.string_tags
+        for child in element:
+            name = child.get("N")
+            if name is None:
+                raise self.fail(f"<{self.name(child.tag)[:40]}> member without a name (N attribute)")
+            if "_x" in name:
+                name = unescape(name)
+            if child.tag in strings and not len(child):  # value()'s string case, inline: most members
+                text = child.text
+                if text is None:
+                    text = ""
+                elif "_x" in text:
+                    text = unescape(text)
+                self.units += 1 + (len(text) >> 6)
+                if self.units > MAX_EXPANDED_UNITS:
+                    self.spend(0)
+                into[name] = text
+            else:
+                into[name] = self.value(child, depth)
+
+    def _dictionary(self, element: ET.Element, depth: int) -> dict[str, Any]:
         entries: dict[str, Any] = {}
-        for entry in element.children:
-            if entry.tag != "En":
-                raise self.fail(f"unexpected element <{entry.tag[:40]}> in <DCT>")
+        for entry in element:
+            tag = self.name(entry.tag)
+            if tag != "En":
+                raise self.fail(f"unexpected element <{tag[:40]}> in <DCT>")
             key: Any = _MISSING
             value: Any = None
-            for part in entry.children:
-                if part.name == "Key":
-                    key = self.value(part)
-                elif part.name == "Value":
-                    value = self.value(part)
+            for part in entry:
+                role = part.get("N")
+                if role == "Key":
+                    key = self.value(part, depth + 2)
+                elif role == "Value":
+                    value = self.value(part, depth + 2)
+                elif self.streaming and len(part):
+                    raise _Fault
             if key is _MISSING:
                 raise self.fail("<En> without a Key")
             entries[key if isinstance(key, str) else _json_key(key)] = value
         return entries
 
-    @staticmethod
-    def _nested(parts: _Parts) -> Any:
-        """The value of an object below the top: what a remote session sends for it at depth 0."""
-        if parts.items is not None:
-            return parts.items
-        if parts.entries is not None:
-            return parts.entries
-        if parts.to_string is not None:
-            return parts.to_string
-        if parts.content is not _MISSING:
-            return parts.content
-        if parts.properties:
-            return parts.properties
-        if any(marker in name for name in parts.type_names for marker in _COLLECTION_TYPE_MARKERS):
-            return []
-        return None
+
+_MergePlan = tuple[tuple[tuple[str, bool], ...] | None, tuple[bool, str] | None, dict[str, str]]
+
+
+def _merge_plan(adapted_keys: tuple[str, ...], extended_keys: tuple[str, ...], computer_given: bool) -> _MergePlan:
+    """How members with these names merge, worked out once per distinct names by merging member by member on the names
+    alone: the properties in order as (name, from the extended members?), None when that is the adapted members then
+    the extended ones as they are; which member is PSComputerName, as (extended?, name); and the case-folded names
+    (folded name -> name, the last of equal ones, as ClixmlObject makes it; never changed, so objects share it).
+
+    PSComputerName is the first extended member of that name, case-insensitively, unless it is empty
+    (``computer_given`` false); then the first adapted one. Both are removed where taken. Each extended member then
+    replaces the first adapted member of its name (the extended one goes last), and the remoting members are dropped.
+    """
+    adapted = dict.fromkeys(adapted_keys, False)
+    extended = dict.fromkeys(extended_keys, True)
+    computer: tuple[bool, str] | None = None
+    key = _first_folded(extended, "pscomputername")
+    if key is not None:
+        del extended[key]
+        if computer_given:
+            computer = (True, key)
+    if computer is None:
+        key = _first_folded(adapted, "pscomputername")
+        if key is not None:
+            del adapted[key]
+            computer = (False, key)
+    for name in extended:
+        if adapted:
+            key = _first_folded(adapted, name.casefold())
+            if key is not None:
+                del adapted[key]
+        adapted[name] = True
+    names = tuple((name, from_extended) for name, from_extended in adapted.items()
+                  if name.casefold() not in REMOTING_PROPERTIES)
+    folded = {name.casefold(): name for name, _ in names}
+    as_they_are = tuple((name, False) for name in adapted_keys) + tuple((name, True) for name in extended_keys)
+    return (None if names == as_they_are and computer is None else names), computer, folded
+
+
+# ---------------------------------------------------------------------------------------------------- primitives
+
+def _boolean(text: str) -> bool:
+    flag = text.strip().lower()
+    if flag not in ("true", "false"):
+        raise ValueError(f"not a boolean: {text[:20]!r}")
+    return flag == "true"
+
+
+def _integer(text: str) -> int:
+    return int(text.strip())
+
+
+def _floating(text: str) -> float | str:
+    number = float(text.strip())
+    # evidence.json holds no NaN or infinity: keep the text .NET wrote.
+    return number if math.isfinite(number) else text.strip()
+
+
+def _character(text: str) -> str:
+    # A .NET Char: one UTF-16 code unit. A lone surrogate is no character (UTF-8 cannot hold it), so it becomes
+    # U+FFFD, as a lone escaped one in a string does (unescape).
+    unit = int(text.strip())
+    if not 0 <= unit <= 0xFFFF:
+        raise ValueError(f"{unit} is not a UTF-16 code unit")
+    return "\ufffd" if 0xD800 <= unit <= 0xDFFF else chr(unit)
+
+
+def _binary(text: str) -> str:
+    compact = "".join(text.split())
+    base64.b64decode(compact, validate=True)
+    return compact
+
+
+# Each primitive tag's conversion of its text; ValueError (binascii.Error is one) says the text is not such a value.
+_PRIMITIVES: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(_TEXT_VALUE_TAGS, unescape),
+    **dict.fromkeys(_NUMBER_TAGS, _integer),
+    **dict.fromkeys(_FLOAT_TAGS, _floating),
+    "Nil": lambda _text: None,
+    "B": _boolean,
+    "C": _character,
+    "DT": clixml_datetime,
+    "BA": _binary,
+    # A SecureString is DPAPI-encrypted secret material: it never goes into evidence.
+    "SS": lambda _text: "(SecureString omitted)",
+}
 
 
 def _strip_prefix(type_name: str) -> str:
@@ -436,10 +695,11 @@ def _strip_prefix(type_name: str) -> str:
     return type_name
 
 
-def _pop_folded(members: dict[str, Any], name: str) -> Any:
-    folded = name.casefold()
-    for key in [k for k in members if k.casefold() == folded]:
-        return members.pop(key)
+def _first_folded(members: dict[str, Any], folded: str) -> str | None:
+    """The first name among ``members`` that is ``folded`` when case-folded (None when there is none)."""
+    for key in members:
+        if key.casefold() == folded:
+            return key
     return None
 
 
@@ -449,4 +709,3 @@ def _json_key(key: Any) -> str:
     if isinstance(key, bool):
         return "true" if key else "false"
     return str(key)
-

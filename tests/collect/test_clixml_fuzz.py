@@ -15,9 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hma_check.collect.clixml import REMOTING_PROPERTIES, MAX_DEPTH, parse_clixml, parse_object_xml
+from hma_check.collect import clixml
+from hma_check.collect.clixml import REMOTING_PROPERTIES, MAX_DEPTH, decode_text, parse_clixml, parse_object_xml
 from hma_check.collect.offline.importer import ImportPathError, import_path
 from hma_check.errors import ClixmlError
+from tests.collect.test_clixml_reference import typed
 from tests.support.offline_fixtures import all_captures
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -198,3 +200,55 @@ def test_import_of_arbitrary_zips_never_crashes(tmp_path, members):
     except ImportPathError:
         return
     outcome.snapshot.dumps()
+
+
+def streaming_agrees_with_exact(data: bytes) -> None:
+    """The streaming reader answers only where the exact (event by event) reader gives the same objects; where that
+    one refuses the file, the streaming one must have given up too."""
+    try:
+        text = decode_text(data, source="d.xml")
+    except ClixmlError:
+        return
+    try:
+        exact = typed(clixml._parse_exact(text, source="d.xml", root="Objs"))
+    except ClixmlError:
+        exact = None
+    try:
+        streamed = typed(clixml._parse_streaming(text, source="d.xml", root="Objs"))
+    except (clixml._Fault, ClixmlError, clixml.ET.ParseError):
+        return
+    assert streamed == exact
+
+
+@FUZZ
+@given(st.sampled_from(SAMPLES), st.lists(st.tuples(st.floats(0, 1), st.binary(min_size=1, max_size=8)), max_size=6),
+       st.sampled_from([7, 64, 4096]))
+def test_streaming_reader_never_answers_otherwise_than_the_exact_one(monkeypatch, sample, edits, chunk):
+    monkeypatch.setattr(clixml, "_CHUNK", chunk)
+    data = bytearray(sample)
+    for position, replacement in edits:
+        at = int(len(data) * position)
+        data[at:at + len(replacement)] = replacement
+    streaming_agrees_with_exact(bytes(data))
+
+
+_TAGS = st.sampled_from(["Obj", "LST", "MS", "Props", "S", "I32", "B", "Ref", "TN", "T", "TNRef", "ToString", "DCT",
+                         "En", "Nil", "X"])
+
+
+@st.composite
+def _documents(draw, depth=0):
+    """Random element trees of CLIXML's tags (mostly wrong ones), with names, RefIds and text."""
+    tag = draw(_TAGS)
+    attributes = (draw(st.sampled_from(["", ' N="a"', ' N="b"', ' N="Key"', ' N="Value"']))
+                  + draw(st.sampled_from(["", ' RefId="0"', ' RefId="1"'])))
+    children = draw(st.lists(_documents(depth + 1), max_size=0 if depth > 4 else 3)) if depth < 6 else []
+    text = draw(st.sampled_from(["", "1", "true", "x_x000A_", "AAEC"]))
+    return f"<{tag}{attributes}>{text}{''.join(children)}{draw(st.sampled_from(['', 'tail']))}</{tag}>"
+
+
+@FUZZ
+@given(st.lists(_documents(), min_size=1, max_size=4), st.sampled_from([7, 64, 4096]))
+def test_streaming_reader_agrees_on_generated_trees(monkeypatch, bodies, chunk):
+    monkeypatch.setattr(clixml, "_CHUNK", chunk)
+    streaming_agrees_with_exact((HEADER.decode() + "".join(bodies) + "</Objs>").encode())

@@ -136,7 +136,7 @@ def _pick(source_name: str, obj: ClixmlObject, fields: tuple[str, ...]) -> dict[
     if source_name == "os.exsetup_version" and "Path" not in obj and "FileName" in obj:
         # FileVersionInfo calls it FileName; Get-Command's ApplicationInfo (and the contract) call it Path.
         return {"FileVersion": obj.get("FileVersion"), "Path": obj.get("FileName")}
-    return {name: obj.get(name) for name in fields if name in obj}
+    return obj.pick(fields)
 
 
 def certificate_record(obj: ClixmlObject) -> dict[str, Any]:
