@@ -310,26 +310,29 @@ def _make_wsman_class() -> Any:
 
 
 def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: Any) -> bytes:
-    """POST one envelope. While the session needs no message encryption and holds no cookie, the request is a copy of
-    one prepared for the session (the auth hook included); anything else, and a 401 (the connection has to sign in
-    again), goes through pypsrp's own ``transport.send``."""
+    """POST one envelope. While the session needs no message encryption and holds no cookie, the request is a copy
+    of one prepared for the session and goes straight to its connection adapter; a 401 (the connection has to sign
+    in again), a redirect, anything else, and every request in other sessions goes through pypsrp's own
+    ``transport.send`` (requests' Session.send with its hooks). A cookie the server sets is kept in the session, as
+    Session.send would, and from then on every request takes that way."""
     import requests
-    from pypsrp.exceptions import AuthenticationError, WinRMTransportError
+    from pypsrp.exceptions import WinRMTransportError
 
     session = transport.session
     if transport.wrap_required or session is None or session.cookies:
         return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
-    base = getattr(transport, "_hma_prepared", None)
-    if base is None or base[0] is not session:
-        headers = session.headers.copy()
-        headers["Content-Type"] = "application/soap+xml;charset=UTF-8"
-        base = (session, session.prepare_request(requests.Request("POST", transport.endpoint, headers=headers)))
-        transport._hma_prepared = base
-    request = base[1].copy()
+    prepared = getattr(transport, "_hma_prepared", None)
+    if prepared is None or prepared[0] is not session:
+        prepared = transport._hma_prepared = (session, *_prepare(session, transport.endpoint))
+    _, base, adapter = prepared
+    if adapter is None:   # an auth with more than a 401 handler in its hooks
+        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
+    request = base.copy()
     request.body = message
     request.headers["Content-Length"] = str(len(message))
     try:
-        response = session.send(request, timeout=timeout if timeout is not None
+        response = adapter.send(request, stream=False, verify=session.verify, cert=session.cert,
+                                proxies=dict(session.proxies), timeout=timeout if timeout is not None
                                 else (transport.connection_timeout, transport.read_timeout))
     except (requests.ReadTimeout, requests.ConnectTimeout):
         if not retries_on_read_timeout:
@@ -338,8 +341,25 @@ def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: 
         time.sleep(transport.reconnection_backoff)
         return transport.send(message, retries_on_read_timeout=retries_on_read_timeout - 1, timeout=timeout)
     content: bytes = response.content
-    if response.status_code == 401:   # the auth hook has already tried to sign in again
-        raise AuthenticationError(f"Failed to authenticate the user {transport.username} with {transport.auth}")
+    if "set-cookie" in response.headers:
+        requests.cookies.extract_cookies_to_jar(session.cookies, request, response.raw)
+    if response.status_code == 401 or response.is_redirect:
+        # not processed: a fresh connection that has to sign in (the auth hook does it), or an endpoint elsewhere
+        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
     if response.status_code >= 400:
         raise WinRMTransportError("http", response.status_code, response.text if content else "")
     return content
+
+
+def _prepare(session: Any, endpoint: str) -> tuple[Any, Any]:
+    """The session's POST to the endpoint, prepared once, and its adapter (None when the request's hooks hold more
+    than the Negotiate/NTLM/Kerberos auth's 401 handler, which a 401 sent to pypsrp's own path replaces)."""
+    import requests
+
+    headers = session.headers.copy()
+    headers["Content-Type"] = "application/soap+xml;charset=UTF-8"
+    base = session.prepare_request(requests.Request("POST", endpoint, headers=headers))
+    hooks = base.hooks.get("response", [])
+    if any(type(getattr(hook, "__self__", None)).__name__ != "HTTPNegotiateAuth" for hook in hooks):
+        return base, None
+    return base, session.get_adapter(endpoint)

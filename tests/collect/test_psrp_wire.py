@@ -6,7 +6,9 @@ CreatePipeline message, its envelopes or the way Message.pack treats bytes fails
 
 from __future__ import annotations
 
+import http.client
 import struct
+import types
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -182,3 +184,70 @@ def test_requests_that_need_more_than_a_copy_go_through_pypsrp():
     with_cookie = requests.Session()
     with_cookie.cookies.set("affinity", "ex01")                           # a load balancer's, for one
     assert psrp_wire.send(_Transport(session=with_cookie), b"m", 5, None) == b"pypsrp"
+
+
+class _Adapter:
+    """A connection adapter answering with canned responses."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.sent: list = []
+
+    def send(self, request, **kwargs):
+        import io
+
+        import requests
+        from urllib3 import HTTPResponse
+
+        status, headers, body = self.answers.pop(0)
+        self.sent.append(request.body)
+        response = requests.Response()
+        response.status_code = status
+        response.headers = requests.structures.CaseInsensitiveDict(headers)
+        response.raw = HTTPResponse(body=io.BytesIO(body), headers=headers, status=status, preload_content=False)
+        # what requests reads cookies from: http.client's own response, as urllib3 keeps it
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+        response.raw._original_response = types.SimpleNamespace(
+            msg=http.client.parse_headers(io.BytesIO(lines.encode("latin-1"))))
+        response._content = body
+        response.request = request
+        response.url = request.url
+        return response
+
+
+def _session_with(adapter):
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", adapter)
+    transport = _Transport(session=session)
+    transport.endpoint = "https://ex01.contoso.local:443/PowerShell"
+    transport.connection_timeout, transport.read_timeout = 30, 30
+    return transport
+
+
+def test_a_request_goes_to_the_adapter_once_prepared_and_a_401_goes_through_pypsrp():
+    adapter = _Adapter((200, {}, b"answer"), (401, {"WWW-Authenticate": "Negotiate"}, b""))
+    transport = _session_with(adapter)
+    assert psrp_wire.send(transport, b"first", 0, None) == b"answer"
+    assert psrp_wire.send(transport, b"second", 0, None) == b"pypsrp"   # the auth hook signs the connection in
+    assert adapter.sent == [b"first", b"second"] and transport.sent == [b"second"]
+
+
+def test_a_cookie_the_server_sets_is_kept_and_then_requests_go_through_pypsrp():
+    adapter = _Adapter((200, {"Set-Cookie": "X-BackEndCookie=ex01; path=/"}, b"answer"))
+    transport = _session_with(adapter)
+    assert psrp_wire.send(transport, b"first", 0, None) == b"answer"
+    assert transport.session.cookies.get("X-BackEndCookie") == "ex01"
+    assert psrp_wire.send(transport, b"second", 0, None) == b"pypsrp"
+    assert transport.sent == [b"second"]
+
+
+def test_an_http_error_is_pypsrps_transport_error():
+    from pypsrp.exceptions import WinRMTransportError
+
+    transport = _session_with(_Adapter((500, {}, b"<html>boom</html>")))
+    with pytest.raises(WinRMTransportError) as raised:
+        psrp_wire.send(transport, b"m", 0, None)
+    assert raised.value.code == 500 and "boom" in raised.value.response_text
