@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
+from hma_check.collect.psrp_wire import PipelineTemplates, PrebuiltMessage, lean_wsman
 from hma_check.errors import ClixmlError, HmaCheckError
 from hma_check.util.scrub import scrub
 
@@ -201,11 +202,11 @@ class RemoteSession:
         allowlist(self.configuration)   # no allowlist, no session
         self._wsman: Any = None
         self._pool: Any = None
+        self._prebuilt = False   # the pool's serializer passes PrebuiltMessage through (_keep_output_raw)
         self.discard = False   # set by the collector when a failed call may have left the session unusable
 
     def open(self) -> "RemoteSession":
         from pypsrp.powershell import RunspacePool
-        from pypsrp.wsman import WSMan
 
         s = self.settings
         kwargs: dict[str, Any] = {}
@@ -230,14 +231,14 @@ class RemoteSession:
 
                 self.login = self.login or sign_in(s, self.password, section=self.configuration)
                 username, password = self.login.username, self.login.password
-            self._wsman = WSMan(s.server, port=s.port, path=s.path, ssl=s.ssl, auth=s.auth,
+            self._wsman = lean_wsman(s.server, port=s.port, path=s.path, ssl=s.ssl, auth=s.auth,
                                 username=username, password=password, cert_validation=validation,
                                 encryption="auto", operation_timeout=s.operation_timeout,
                                 connection_timeout=int(s.connect_timeout), read_timeout=s.operation_timeout + 10,
                                 reconnection_retries=0, **kwargs)
             _quiet_session(self._wsman)
             self._pool = RunspacePool(self._wsman, configuration_name=self.configuration)
-            _keep_output_raw(self._pool)
+            self._prebuilt = _keep_output_raw(self._pool)
             self._pool.open()
         except Exception as exc:  # noqa: BLE001 - classified into one printable line
             self.close()
@@ -267,13 +268,18 @@ class RemoteSession:
         if self._pool is None:
             raise CallFailed("broken", "the session is not open")
         ps = PowerShell(self._pool)
-        for cmdlet, params in commands:
-            ps.add_cmdlet(cmdlet)
-            for name, value in params:
-                ps.add_parameter(name, value)
+        message = PIPELINES.message(self._pool, commands) if self._prebuilt else None
+        if message is None:   # values the templates leave to pypsrp (a list): its begin_invoke builds the message
+            for cmdlet, params in commands:
+                ps.add_cmdlet(cmdlet)
+                for name, value in params:
+                    ps.add_parameter(name, value)
         deadline = time.monotonic() + timeout
         try:
-            ps.begin_invoke()
+            if message is None:
+                ps.begin_invoke()
+            else:   # what begin_invoke does with the message it builds (psrp_wire.PipelineTemplates)
+                ps._invoke(message)  # type: ignore[arg-type]
             while ps.state == PSInvocationState.RUNNING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -315,6 +321,9 @@ class RemoteSession:
                 pass
 
 
+PIPELINES = PipelineTemplates()   # shared by every session: a shape is made once per process
+
+
 class RawOutput:
     """One pipeline output object, kept as the CLIXML the server sent (the normaliser reads it)."""
 
@@ -324,7 +333,7 @@ class RawOutput:
         self._xml = xml
 
 
-def _keep_output_raw(pool: Any) -> None:
+def _keep_output_raw(pool: Any) -> bool:
     """Hand pipeline output to the normaliser as the XML that arrived, without pypsrp's object model.
 
     pypsrp deserialises every output object into nested GenericComplexObjects (serialising each element back to a
@@ -335,6 +344,11 @@ def _keep_output_raw(pool: Any) -> None:
     from pypsrp.serializer import Serializer
 
     class _RawOutputSerializer(Serializer):
+        def serialize(self, value: Any, metadata: Any = None, parent: Any = None, clear: bool = True) -> Any:
+            if isinstance(value, PrebuiltMessage):
+                return value.xml   # Message.pack sends bytes as they are
+            return super().serialize(value, metadata, parent, clear)
+
         def deserialize(self, element: Any, metadata: Any = None, clear: bool = True) -> Any:
             if isinstance(element, str) and metadata is None and clear and element.lstrip().startswith("<Obj"):
                 return RawOutput(element)
@@ -342,9 +356,10 @@ def _keep_output_raw(pool: Any) -> None:
 
     fragmenter = getattr(pool, "_fragmenter", None)
     if fragmenter is None or not isinstance(getattr(pool, "_serializer", None), Serializer):
-        return
+        return False
     pool._serializer = _RawOutputSerializer()
     fragmenter.serializer = pool._serializer
+    return True
 
 
 def _quiet_session(wsman: Any) -> None:

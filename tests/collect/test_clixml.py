@@ -200,3 +200,35 @@ def test_oversized_and_undecodable_files(monkeypatch):
 def test_parse_object_xml_needs_an_obj():
     with pytest.raises(ClixmlError, match="not <Obj>"):
         parse_object_xml("<Objs/>")
+
+
+@pytest.mark.parametrize("text", [
+    "", "AAEC", "AAE=", "AA==", "AAECAwQF", "A===", "====", "=AAA", "AA=A", "AAA", "AAAAA", "AAAAAA==",
+    "AA==AA==", "AAEC\n", " AAEC", "AA EC", "AA\tEC", "AAE\u00e9", "AA-_", "AAE*", "QUJD" * 3000 + "QQ==",
+])
+def test_a_byte_array_is_accepted_and_kept_exactly_as_by_decoding_it(text):
+    """The fast check for canonical base64 (clixml._canonical_base64) never accepts what decoding refuses."""
+    import base64
+    import binascii
+
+    from hma_check.collect.clixml import _canonical_base64
+
+    try:
+        base64.b64decode(text, validate=True)
+        decodes = True
+    except (ValueError, binascii.Error):
+        decodes = False
+    if _canonical_base64(text):
+        assert decodes
+    xml = f'<Objs><Obj RefId="0"><Props><BA N="x">{text}</BA></Props></Obj></Objs>'
+    compact = "".join(text.split())
+    try:
+        base64.b64decode(compact, validate=True)
+        expected = compact
+    except (ValueError, binascii.Error):
+        expected = None
+    if expected is None:
+        with pytest.raises(ClixmlError):
+            parse_clixml(xml.encode("utf-8"), source="t")
+    else:
+        assert parse_clixml(xml.encode("utf-8"), source="t")[0]["x"] == expected

@@ -1,8 +1,8 @@
 """The live Exchange collector: every ``exchange.*`` source, read through remote PowerShell, fanned out per server.
 
-Get-ExchangeServer comes first (it names the servers); then the other organisation-wide queries and the per-server
-ones run on ``concurrency`` worker threads, each with its own session (a pypsrp RunspacePool is never shared between
-threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read,
+Get-ExchangeServer comes first (it names the servers; the other workers open their sessions meanwhile); then the
+other organisation-wide queries and the per-server ones run on ``concurrency`` worker threads, each with its own
+session (a pypsrp RunspacePool is never shared between threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read,
 fails only its own source, which always gets a result; a server whose calls fail leaves every other server's
 evidence intact.
 """
@@ -97,6 +97,7 @@ class _Shared:
     lock: threading.Lock
     open_sessions: int = 0
     fatal: str | None = None
+    queued: threading.Event = field(default_factory=threading.Event)   # every query of the scan is in ``pending``
     unresponsive: dict[str, str] = field(default_factory=dict)   # the scan's given-up servers (runner.RunContext)
 
 
@@ -127,20 +128,26 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
             text = redact(failure.message, secrets)
             return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
         shared.open_sessions = 1
-        servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
-        shared.results.append(servers_result)
-        queries = list(_org_queries(servers_result, shared.results))
-        if servers_result.ok:
-            queries += list(_server_queries(servers_result.data, shared.results))
-        progress.start(len(queries) + 1)
-        progress.advance(SERVERS_QUERY.command, servers_result.ok)
-        for query in queries:
-            shared.pending.put(query)
-        workers = [threading.Thread(target=_worker, args=(shared, first if index == 0 else None, sleep),
-                                    name=f"exchange-collector-{index}", daemon=True)
-                   for index in range(max(1, min(settings.concurrency, len(queries))))]
-        for worker in workers:
-            worker.start()
+        # The other workers open their sessions while Get-ExchangeServer runs (it has to come first: it names the
+        # servers), so every session is ready when the queries are; there are always at least as many
+        # organisation-wide queries as these workers, so none of their sessions is opened for nothing.
+        early = max(0, min(settings.concurrency, len(ORG_QUERIES)) - 1)
+        workers = [_start(shared, None, sleep, index, open_first=True) for index in range(1, early + 1)]
+        try:
+            servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
+            shared.results.append(servers_result)
+            queries = list(_org_queries(servers_result, shared.results))
+            if servers_result.ok:
+                queries += list(_server_queries(servers_result.data, shared.results))
+            progress.start(len(queries) + 1)
+            progress.advance(SERVERS_QUERY.command, servers_result.ok)
+            for query in queries:
+                shared.pending.put(query)
+        finally:
+            shared.queued.set()
+        workers.append(_start(shared, first, sleep, 0, open_first=False))
+        workers += [_start(shared, None, sleep, index, open_first=False)
+                    for index in range(early + 1, min(settings.concurrency, len(queries)))]
         for worker in workers:
             worker.join()
         if not shared.pending.empty():
@@ -180,9 +187,25 @@ def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query
                 yield query
 
 
-def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None]) -> None:
-    """Take queries until none is left. ``open_sessions`` counts workers that hold a session right now."""
+def _start(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None], index: int, *,
+           open_first: bool) -> threading.Thread:
+    worker = threading.Thread(target=_worker, args=(shared, session, sleep, open_first),
+                              name=f"exchange-collector-{index}", daemon=True)
+    worker.start()
+    return worker
+
+
+def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None],
+            open_first: bool = False) -> None:
+    """Take queries until none is left. ``open_sessions`` counts workers that hold a session right now.
+    ``open_first``: open the session before the queries are queued (a worker refused one leaves the work to the
+    others), then wait for them."""
     try:
+        if open_first:
+            session = _open_with_backoff(shared, sleep)
+            if session is None:
+                return
+        shared.queued.wait()
         while True:
             try:
                 query = shared.pending.get_nowait()

@@ -1,0 +1,365 @@
+"""The per-call wire work of a remote PowerShell session, done once per shape instead of once per call.
+
+Each cmdlet call costs three WSMan round trips (Command, Receive, Signal terminate). pypsrp builds every one from
+scratch: the CreatePipeline message by deep-copying the commands into an object tree serialised through ElementTree,
+each SOAP envelope by building and serialising an ElementTree, each HTTP request by merging the session's settings
+again. Together that was two thirds of the collector's CPU time per call, for messages that differ from one call
+to the next in a server name and a few identifiers. Here:
+
+- ``PipelineTemplates``: pypsrp serialises a pipeline's shape once, with markers for its string values; later calls
+  fill in the values, escaped as pypsrp escapes them. The bytes are the ones pypsrp would send;
+- ``lean_wsman``: a pypsrp WSMan whose Command, Receive and Signal envelopes are written as text (the header once
+  per action, the small body elements by a writer that emits what ElementTree would), and whose requests reuse one
+  prepared request per session while the session holds no cookie. Every other action, and every request that needs
+  more (message encryption, cookies, a 401 that asks to sign in again), goes through pypsrp and requests unchanged.
+
+tests/collect/test_psrp_wire.py compares the bytes with pypsrp's own for the pinned pypsrp (>=0.9.1,<1.0).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+Commands = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+
+
+class PrebuiltMessage:
+    """A PSRP message whose XML is already made; the session's serializer hands it to pypsrp's Message as is."""
+
+    __slots__ = ("xml",)
+    MESSAGE_TYPE = 0x00021006   # pypsrp.messages.MessageType.CREATE_PIPELINE
+
+    def __init__(self, xml: bytes) -> None:
+        self.xml = xml
+
+
+class PipelineTemplates:
+    """CreatePipeline messages for cmdlet pipelines, made once per shape by pypsrp itself, then filled in.
+
+    A shape is the cmdlets, each parameter's name, every value but non-empty strings, the protocol version and the
+    apartment state. The first time one is seen, pypsrp serialises it with a marker in place of each string value;
+    later calls put each value, escaped as pypsrp escapes it (each distinct value is serialised by pypsrp once), in
+    its marker's place. Anything else (a list, a pool with a host) is left to pypsrp (``message`` returns None).
+    """
+
+    _MARK = "hmaValue{}Xq"
+    _LIMIT = 4096   # distinct shapes or values kept; past that a cache starts over
+
+    def __init__(self) -> None:
+        self._shapes: dict[Any, list[bytes] | None] = {}
+        self._escaped: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def message(self, pool: Any, commands: Commands) -> PrebuiltMessage | None:
+        if getattr(pool, "host", None) is not None:
+            return None
+        strings: list[str] = []
+        shape: list[Any] = [pool.protocol_version, pool.apartment_state]
+        for cmdlet, params in commands:
+            shape.append(cmdlet)
+            for name, value in params:
+                if type(value) is str and value:
+                    strings.append(value)
+                    shape.append((name,))
+                elif value is None or type(value) in (bool, int, str):   # an empty string as it is
+                    shape.append((name, type(value).__name__, value))
+                else:
+                    return None
+        key = tuple(shape)
+        if key in self._shapes:
+            parts = self._shapes[key]
+        else:
+            parts = self._made(pool, commands)
+            with self._lock:
+                if len(self._shapes) >= self._LIMIT:
+                    self._shapes.clear()
+                self._shapes[key] = parts
+        if parts is None:
+            return None
+        pieces = [parts[0]]
+        for value, part in zip(strings, parts[1:], strict=True):
+            pieces.append(self._escape(value))
+            pieces.append(part)
+        return PrebuiltMessage(b"".join(pieces))
+
+    def _made(self, pool: Any, commands: Commands) -> list[bytes] | None:
+        """pypsrp's serialisation of the shape, split at the markers (None when a marker is not there exactly once)."""
+        marked = []
+        count = 0
+        for cmdlet, params in commands:
+            new_params = []
+            for name, value in params:
+                if type(value) is str and value:
+                    value = self._MARK.format(count)
+                    count += 1
+                new_params.append((name, value))
+            marked.append((cmdlet, tuple(new_params)))
+        text = pypsrp_create_pipeline(pool, tuple(marked))
+        parts = []
+        for index in range(count):
+            mark = self._MARK.format(index).encode()
+            if text.count(mark) != 1:
+                return None
+            head, text = text.split(mark)
+            parts.append(head)
+        parts.append(text)
+        return parts
+
+    def _escape(self, value: str) -> bytes:
+        escaped = self._escaped.get(value)
+        if escaped is None:
+            import xml.etree.ElementTree as ET
+
+            from pypsrp.serializer import Serializer
+
+            element = ET.tostring(_element(Serializer().serialize(value)), encoding="utf-8", method="xml")
+            if not (element.startswith(b"<S>") and element.endswith(b"</S>")):
+                raise ValueError(f"pypsrp serialised a string as {element[:40]!r}")
+            escaped = element[3:-4]
+            with self._lock:
+                if len(self._escaped) >= self._LIMIT:
+                    self._escaped.clear()
+                self._escaped[value] = escaped
+        return escaped
+
+
+def pypsrp_create_pipeline(pool: Any, commands: Commands) -> bytes:
+    """The XML of the CreatePipeline message pypsrp's ``PowerShell.begin_invoke()`` (no input, no history, the pool's
+    apartment state, invocation info on the streams) sends for these cmdlets, as ``Message.pack`` serialises it."""
+    import xml.etree.ElementTree as ET
+
+    from pypsrp.complex_objects import ApartmentState, HostInfo, Pipeline, RemoteStreamOptions
+    from pypsrp.messages import CreatePipeline
+    from pypsrp.powershell import PowerShell
+    from pypsrp.serializer import Serializer
+
+    ps = PowerShell(pool)
+    for cmdlet, params in commands:
+        ps.add_cmdlet(cmdlet)
+        for name, value in params:
+            ps.add_parameter(name, value)
+    pipeline = Pipeline(is_nested=False, cmds=ps.commands, history=None, redirect_err_to_out=False)
+    message = CreatePipeline(True, ApartmentState(value=pool.apartment_state),
+                             RemoteStreamOptions(value=RemoteStreamOptions.ADD_INVOCATION_INFO), False,
+                             HostInfo(host=pool.host), pipeline, False)
+    return ET.tostring(_element(Serializer().serialize(message)), encoding="utf-8", method="xml")
+
+
+def _element(element: Any) -> Any:
+    if element is None:
+        raise ValueError("pypsrp serialised nothing")
+    return element
+
+
+# ------------------------------------------------------------------------------------------------ envelopes
+
+def _escape_text(text: str) -> str:
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _escape_attribute(text: str) -> str:
+    text = _escape_text(text)
+    if '"' in text:
+        text = text.replace('"', "&quot;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    if "\n" in text:
+        text = text.replace("\n", "&#10;")
+    if "\t" in text:
+        text = text.replace("\t", "&#09;")
+    return text
+
+
+class _Unwritable(Exception):
+    """An element the envelope writer does not handle (a namespace pypsrp does not register): ElementTree writes it."""
+
+
+def _qname(name: str, prefixes: dict[str, str], used: set[str]) -> str:
+    if name[:1] != "{":
+        return name
+    uri, local = name[1:].split("}", 1)
+    prefix = prefixes.get(uri)
+    if prefix is None:
+        raise _Unwritable(uri)
+    if prefix != "xml":
+        used.add(prefix)
+    return f"{prefix}:{local}"
+
+
+def write_element(element: Any, prefixes: dict[str, str], used: set[str], out: list[str]) -> None:
+    """``element`` as ElementTree's serialiser writes it inside a document whose root declares ``used``."""
+    tag = _qname(element.tag, prefixes, used)
+    out.append("<" + tag)
+    for key, value in element.attrib.items():
+        out.append(f' {_qname(key, prefixes, used)}="{_escape_attribute(value)}"')
+    if element.text or len(element):
+        out.append(">")
+        if element.text:
+            out.append(_escape_text(element.text))
+        for child in element:
+            write_element(child, prefixes, used, out)
+        out.append(f"</{tag}>")
+    else:
+        out.append(" />")
+    if element.tail:
+        out.append(_escape_text(element.tail))
+
+
+_WSMAN_CLASS: Any = None
+_WSMAN_LOCK = threading.Lock()
+
+
+def lean_wsman(*args: Any, **kwargs: Any) -> Any:
+    """A pypsrp ``WSMan(*args, **kwargs)`` that writes its per-call envelopes and requests cheaply (see the module)."""
+    global _WSMAN_CLASS
+    with _WSMAN_LOCK:
+        if _WSMAN_CLASS is None:
+            _WSMAN_CLASS = _make_wsman_class()
+    return _WSMAN_CLASS(*args, **kwargs)
+
+
+def _make_wsman_class() -> Any:
+    import xml.etree.ElementTree as ET
+
+    from pypsrp.exceptions import WinRMError, WinRMTransportError
+    from pypsrp.wsman import NAMESPACES, WSMan, WSManAction
+
+    prefixes = {uri: prefix for prefix, uri in NAMESPACES.items()}
+    prefixes["http://www.w3.org/XML/1998/namespace"] = "xml"
+    lean_actions = frozenset({WSManAction.COMMAND, WSManAction.RECEIVE, WSManAction.SIGNAL})
+    header_prefixes = {"s", "wsa", "wsman", "wsmv"}
+
+    class LeanWSMan(WSMan):
+        _headers: dict[Any, tuple[str, str]]
+
+        def envelope(self, action: str, resource_uri: str, resource: Any, option_set: Any, selector_set: Any,
+                     timeout: int | None, message_id: str) -> bytes:
+            """The SOAP envelope pypsrp's ``invoke`` sends (``message_id`` in upper case, as pypsrp makes it)."""
+            key = (action, resource_uri, timeout or self.operation_timeout, self.max_envelope_size, self.locale,
+                   self.data_locale, self.transport.endpoint, self.session_id)
+            headers = self.__dict__.setdefault("_headers", {})
+            parts = headers.get(key)
+            if parts is None:
+                parts = headers[key] = self._header_parts(action, resource_uri, timeout)
+            used = set(header_prefixes)
+            out = [parts[0], message_id, parts[1]]
+            for element in (option_set.pack() if option_set is not None else None,
+                            selector_set.pack() if selector_set is not None else None):
+                if element is not None:
+                    write_element(element, prefixes, used, out)
+            out.append("</s:Header><s:Body>")
+            if resource is not None:
+                write_element(resource, prefixes, used, out)
+                out.append("</s:Body></s:Envelope>")
+            else:
+                out[-1] = "</s:Header><s:Body /></s:Envelope>"
+            declarations = "".join(f' xmlns:{prefix}="{NAMESPACES[prefix]}"' for prefix in sorted(used))
+            return ("<s:Envelope" + declarations + ">" + "".join(out)).encode("utf-8")
+
+        def _header_parts(self, action: str, resource_uri: str, timeout: int | None) -> tuple[str, str]:
+            """pypsrp's own header for this action, split around the message id."""
+            marker = "00000000-0000-4000-8000-00000000CAFE"
+            _, header = self._create_header(action, resource_uri, None, None, timeout)
+            found = header.find("wsa:MessageID", NAMESPACES)
+            assert found is not None
+            found.text = f"uuid:{marker}"
+            out: list[str] = []
+            write_element(header, prefixes, set(), out)
+            text = "".join(out)
+            assert text.endswith("</s:Header>") and text.count(marker) == 1
+            head, tail = text[:-len("</s:Header>")].split(marker)
+            return head, tail
+
+        def invoke(self, action: str, resource_uri: str, resource: Any, option_set: Any = None,
+                   selector_set: Any = None, timeout: int | None = None, *, retries_on_read_timeout: int = 0) -> Any:
+            if action not in lean_actions:
+                return super().invoke(action, resource_uri, resource, option_set, selector_set, timeout,
+                                      retries_on_read_timeout=retries_on_read_timeout)
+            message_id = str(uuid.uuid4()).upper()
+            try:
+                xml = self.envelope(action, resource_uri, resource, option_set, selector_set, timeout, message_id)
+            except _Unwritable:
+                return super().invoke(action, resource_uri, resource, option_set, selector_set, timeout,
+                                      retries_on_read_timeout=retries_on_read_timeout)
+            http_timeout = timeout + 2 if timeout else None   # as pypsrp: the HTTP wait outlasts the WSMan one
+            try:
+                response = send(self.transport, xml, retries_on_read_timeout, http_timeout)
+            except WinRMTransportError as err:
+                try:
+                    raise self._parse_wsman_fault(err.response_text) from None
+                except ET.ParseError:
+                    raise err from None
+            response_xml = ET.fromstring(response)
+            relates_to_et = response_xml.find("s:Header/wsa:RelatesTo", namespaces=NAMESPACES)
+            relates_to = relates_to_et.text if relates_to_et is not None else ""
+            if f"uuid:{message_id}" != relates_to:
+                raise WinRMError("Received related id does not match related expected message id: "
+                                 f"Sent: uuid:{message_id}, Received: {relates_to}")
+            return response_xml
+
+    return LeanWSMan
+
+
+def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: Any) -> bytes:
+    """POST one envelope. While the session needs no message encryption and holds no cookie, the request is a copy
+    of one prepared for the session and goes straight to its connection adapter; a 401 (the connection has to sign
+    in again), a redirect, anything else, and every request in other sessions goes through pypsrp's own
+    ``transport.send`` (requests' Session.send with its hooks). A cookie the server sets is kept in the session, as
+    Session.send would, and from then on every request takes that way."""
+    import requests
+    from pypsrp.exceptions import WinRMTransportError
+
+    session = transport.session
+    if transport.wrap_required or session is None or session.cookies:
+        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
+    prepared = getattr(transport, "_hma_prepared", None)
+    if prepared is None or prepared[0] is not session:
+        prepared = transport._hma_prepared = (session, *_prepare(session, transport.endpoint))
+    _, base, adapter = prepared
+    if adapter is None:   # an auth with more than a 401 handler in its hooks
+        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
+    request = base.copy()
+    request.body = message
+    request.headers["Content-Length"] = str(len(message))
+    try:
+        response = adapter.send(request, stream=False, verify=session.verify, cert=session.cert,
+                                proxies=dict(session.proxies), timeout=timeout if timeout is not None
+                                else (transport.connection_timeout, transport.read_timeout))
+    except (requests.ReadTimeout, requests.ConnectTimeout):
+        if not retries_on_read_timeout:
+            raise
+        # pypsrp's own loop from its second attempt on (Receive may be sent again: the answer is the same)
+        time.sleep(transport.reconnection_backoff)
+        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout - 1, timeout=timeout)
+    content: bytes = response.content
+    if "set-cookie" in response.headers:
+        requests.cookies.extract_cookies_to_jar(session.cookies, request, response.raw)
+    if response.status_code == 401 or response.is_redirect:
+        # not processed: a fresh connection that has to sign in (the auth hook does it), or an endpoint elsewhere
+        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
+    if response.status_code >= 400:
+        raise WinRMTransportError("http", response.status_code, response.text if content else "")
+    return content
+
+
+def _prepare(session: Any, endpoint: str) -> tuple[Any, Any]:
+    """The session's POST to the endpoint, prepared once, and its adapter (None when the request's hooks hold more
+    than the Negotiate/NTLM/Kerberos auth's 401 handler, which a 401 sent to pypsrp's own path replaces)."""
+    import requests
+
+    headers = session.headers.copy()
+    headers["Content-Type"] = "application/soap+xml;charset=UTF-8"
+    base = session.prepare_request(requests.Request("POST", endpoint, headers=headers))
+    hooks = base.hooks.get("response", [])
+    if any(type(getattr(hook, "__self__", None)).__name__ != "HTTPNegotiateAuth" for hook in hooks):
+        return base, None
+    return base, session.get_adapter(endpoint)
