@@ -343,3 +343,26 @@ def test_a_retry_after_longer_than_the_timeout_is_not_waited_for(fresh):
     assert throttled.status == "error" and "HTTP 429" in throttled.error and "Retry-After: 100" in throttled.error
     assert results[("graph.users", CONTOSO)].status == "ok"
     assert [r.status for r in fresh.requests if r.route == "organization"] == [429]
+
+
+@pytest.mark.parametrize("body", [
+    {"@odata.context": "c", "value": [{"id": "1", "mail": None}], "@odata.nextLink": "https://x/v1.0/users?$skiptoken=a"},
+    {"@odata.context": "c", "id": "1", "isEnabled": False},
+    # a property annotation below the top level (real conditionalAccessPolicy lists carry one in grantControls)
+    {"@odata.context": "c", "value": [{"grantControls": {"authenticationStrength@odata.context": "x", "operator": "OR"}}]},
+    {"value": [{"@odata.type": "#microsoft.graph.user", "id": "1"}]},
+    # the text "@odata." in a value is kept; a key spelled with escapes is still an annotation
+    {"@odata.context": "c", "value": [{"displayName": "see @odata.type", "id": "2"}]},
+    {"@odata.context": "c", "value": [{"\u0040odata.type": "#x", "id": "3"}], "d\u00e9j\u00e0": "vu"},
+    {"@odata.context": "c", "value": [{"n": [{"x@odata.type": 1}, {"y": [2]}]}]},
+])
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_the_page_shortcut_strips_annotations_as_the_walk_does(body, ensure_ascii):
+    """_without_annotations skips walking the items only when nothing below the top level can be an annotation."""
+    from hma_check.collect.graph.collector import _json, _strip_annotations, _without_annotations
+
+    for raw in (json.dumps(body, ensure_ascii=ensure_ascii).encode(),
+                json.dumps(body).replace("@odata", "\\u0040odata").encode()):
+        parsed = _json(raw)
+        assert _without_annotations(raw, parsed) == _strip_annotations(parsed)
+        assert "@odata." not in json.dumps(_without_annotations(raw, parsed)).replace("see @odata.type", "")
