@@ -173,6 +173,16 @@ def test_collector_and_lab_modules_import_no_graph_sdk():
     assert json.loads(out.replace("'", '"')) == []
 
 
+def test_the_sdk_is_frozen_once_per_process_and_only_when_a_tenant_is_read():
+    """collect_graph moves the SDK's long-lived objects out of the garbage collector's way, once (no targets: not
+    at all, and nothing imported)."""
+    code = ("import gc, sys; from hma_check.collect.graph import collector as c; c.collect_graph([]); "
+            "print(gc.get_freeze_count(), 'msgraph' in sys.modules); c._settle_the_sdk(); n = gc.get_freeze_count(); "
+            "c._settle_the_sdk(); print(n > 0 and gc.get_freeze_count() == n, 'msgraph' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "False", "True", "True"]
+
+
 def test_managed_identity_credential_uses_the_app_service_endpoint(fresh, monkeypatch):
     # azure-identity reads IDENTITY_ENDPOINT/IDENTITY_HEADER from the process environment itself.
     for name, value in fresh.managed_identity_env(NORTHWIND).items():
