@@ -7,6 +7,7 @@ import contextvars
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -217,6 +218,7 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
 
 
 _SDK_SETTLED = False
+_SETTLING = threading.Lock()
 
 
 def _settle_the_sdk() -> None:
@@ -224,25 +226,35 @@ def _settle_the_sdk() -> None:
     collector's permanent generation; once per process.
 
     Those imports leave about 200,000 objects (classes, functions, module dicts) that live until the process ends,
-    several times what hma-check itself holds. Every full collection walks them again: while a 50,000-user tenant is
-    parsed (each page adds 999 dicts) and twice more when the interpreter exits. Frozen, they are skipped: 0.13 s of
-    CPU less per 50,000-user collection, measured (benchmarks/README.md). Objects created later are collected as
-    usual; what was garbage at that moment stays until the process ends, a one-time and bounded amount.
+    several times what hma-check itself holds. Every full collection walks them again: while they are imported,
+    while a 50,000-user tenant is parsed (each page adds 999 dicts) and twice more when the interpreter exits. The
+    collector is off while they are imported and they are frozen afterwards: 0.13 s of CPU less per 50,000-user
+    collection, measured (benchmarks/README.md). Objects created later are collected as usual; what was garbage at
+    that moment stays until the process ends, a one-time and bounded amount. An SDK that cannot be imported is
+    left to build_client, which reports it on every source.
     """
     global _SDK_SETTLED
-    if _SDK_SETTLED:
-        return
-    import gc
+    with _SETTLING:
+        if _SDK_SETTLED:
+            return
+        _SDK_SETTLED = True
+        import gc
 
-    import azure.identity  # noqa: F401 - imported for build_credential, here so that it is frozen too
-    import httpx  # noqa: F401
-    import kiota_authentication_azure.azure_identity_authentication_provider  # noqa: F401
-    import kiota_http.kiota_client_factory  # noqa: F401
-    import msgraph  # noqa: F401
-    import msgraph_core  # noqa: F401
-
-    gc.freeze()
-    _SDK_SETTLED = True
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import azure.identity  # noqa: F401 - for build_credential; imported here so that it is frozen too
+            import httpx  # noqa: F401
+            import kiota_authentication_azure.azure_identity_authentication_provider  # noqa: F401
+            import kiota_http.kiota_client_factory  # noqa: F401
+            import msgraph  # noqa: F401
+            import msgraph_core  # noqa: F401
+        except Exception:  # noqa: BLE001 - build_client reports a broken installation per source
+            return
+        finally:
+            if enabled:
+                gc.enable()
+        gc.freeze()
 
 
 def check_environment(targets: list[GraphTarget], environ: Mapping[str, str]) -> None:
