@@ -58,7 +58,8 @@ COLLECT = textwrap.dedent("""
     payload = snapshot.dumps()
     users = snapshot.sources["graph.users@" + sys.argv[2]]
     import hma_check
-    print(json.dumps({"inner_s": time.perf_counter() - t0, "source": hma_check.__path__[0], "users": len(users.data or []), "status": users.status,
+    print(json.dumps({"inner_s": time.perf_counter() - t0, "source": hma_check.__path__[0],
+                      "users": len(users.data or []), "status": users.status,
                       "errors": [r.error for r in snapshot.sources.values() if r.status != "ok"],
                       "evidence_mb": len(payload) / 2**20,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -169,7 +170,8 @@ def main() -> int:
     report = {
         "benchmark": "graph_users", "users": args.users, "runs": args.runs,
         "load_average_before_after": [round(x, 1) for x in load_before + os.getloadavg()],
-        "collector_source": runs[0][1]["source"], "collector_wall_s": round(wall, 2), "collector_peak_rss_mb": round(rss, 1),
+        "collector_source": runs[0][1]["source"],
+        "collector_wall_s": round(wall, 2), "collector_peak_rss_mb": round(rss, 1),
         "collector_inner_s": round(statistics.median(r["inner_s"] for _, r in runs), 2),
         "evidence_mb": round(runs[0][1]["evidence_mb"], 1),
         "baseline_empty_interpreter_s": round(statistics.median(empty), 3),
@@ -183,8 +185,9 @@ def main() -> int:
     }
     if also:
         also_wall = statistics.median(w for w, _ in also)
-        report.update(also_source=also[0][1]["source"], also_wall_s=round(also_wall, 2), also_ratio=round(also_wall / floor, 2),
-                      also_walls_s=[round(w, 2) for w, _ in also], **cpu_medians("also", also))
+        report.update(also_source=also[0][1]["source"], also_wall_s=round(also_wall, 2),
+                      also_ratio=round(also_wall / floor, 2), also_walls_s=[round(w, 2) for w, _ in also],
+                      **cpu_medians("also", also))
     report["pass"] = wall <= GOAL_RATIO * floor and rss < GOAL_RSS_MB
     print("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in report.items()) + "\n}")
     return 0 if report["pass"] else 1

@@ -356,10 +356,12 @@ def test_a_retry_after_longer_than_the_timeout_is_not_waited_for(fresh):
 
 
 @pytest.mark.parametrize("body", [
-    {"@odata.context": "c", "value": [{"id": "1", "mail": None}], "@odata.nextLink": "https://x/v1.0/users?$skiptoken=a"},
+    {"@odata.context": "c", "value": [{"id": "1", "mail": None}],
+     "@odata.nextLink": "https://x/v1.0/users?$skiptoken=a"},
     {"@odata.context": "c", "id": "1", "isEnabled": False},
     # a property annotation below the top level (real conditionalAccessPolicy lists carry one in grantControls)
-    {"@odata.context": "c", "value": [{"grantControls": {"authenticationStrength@odata.context": "x", "operator": "OR"}}]},
+    {"@odata.context": "c",
+     "value": [{"grantControls": {"authenticationStrength@odata.context": "x", "operator": "OR"}}]},
     {"value": [{"@odata.type": "#microsoft.graph.user", "id": "1"}]},
     # the text "@odata." in a value is kept; a key spelled with escapes is still an annotation
     {"@odata.context": "c", "value": [{"displayName": "see @odata.type", "id": "2"}]},

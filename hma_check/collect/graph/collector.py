@@ -579,7 +579,7 @@ def _json(raw: bytes | None) -> dict[str, Any]:
     return body
 
 
-# A JSON escape that decodes to one of the characters of "@odata.": a key written with one would not show in a byte count.
+# A JSON escape that decodes to one of the characters of "@odata.": a key spelled with one escapes a byte count.
 _ANNOTATION_ESCAPE = re.compile(rb"\\u00(?:40|6[14fF]|74|2[eE])")
 
 
