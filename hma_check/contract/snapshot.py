@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from hma_check import __version__
 from hma_check.util.atomic import write_bytes_atomic
@@ -141,19 +141,28 @@ class Snapshot:
 
 
 def json_lines(header: dict[str, Any], key: str, entries: dict[str, Any] | list[Any]) -> str:
-    """A JSON object whose ``key`` holds one entry per line; everything else on its own line before it."""
+    """A JSON object whose ``key`` holds one entry per line; everything else on its own line before it.
+
+    Built from pieces joined once: a 50,000-user source is one 9 MB piece, copied once rather than once per
+    concatenation around it."""
     def dump(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
-    lines = [f" {dump(name)}: {dump(value)}," for name, value in header.items()]
-    if isinstance(entries, dict):
-        body = [f"  {dump(name)}: {dump(value)}" for name, value in entries.items()]
-        opening, closing = "{", "}"
-    else:
-        body = [f"  {dump(value)}" for value in entries]
-        opening, closing = "[", "]"
-    lines.append(f" {dump(key)}: {opening}" + ("\n" + ",\n".join(body) + "\n " if body else "") + closing)
-    return "{\n" + "\n".join(lines) + "\n}\n"
+    parts = ["{\n"]
+    for name, value in header.items():
+        parts += [" ", dump(name), ": ", dump(value), ",\n"]
+    is_object = isinstance(entries, dict)
+    parts += [" ", dump(key), ": ", "{" if is_object else "["]
+    pairs: Iterable[tuple[Any, Any]] = entries.items() if isinstance(entries, dict) else enumerate(entries)
+    for index, (name, value) in enumerate(pairs):
+        parts.append(",\n  " if index else "\n  ")
+        if is_object:
+            parts += [dump(name), ": "]
+        parts.append(dump(value))
+    if entries:
+        parts.append("\n ")
+    parts += ["}" if is_object else "]", "\n}\n"]
+    return "".join(parts)
 
 
 @contextmanager

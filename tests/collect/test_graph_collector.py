@@ -173,6 +173,16 @@ def test_collector_and_lab_modules_import_no_graph_sdk():
     assert json.loads(out.replace("'", '"')) == []
 
 
+def test_the_sdk_is_frozen_once_per_process_and_only_when_a_tenant_is_read():
+    """collect_graph moves the SDK's long-lived objects out of the garbage collector's way, once (no targets: not
+    at all, and nothing imported)."""
+    code = ("import gc, sys; from hma_check.collect.graph import collector as c; c.collect_graph([]); "
+            "print(gc.get_freeze_count(), 'msgraph' in sys.modules); c._settle_the_sdk(); n = gc.get_freeze_count(); "
+            "c._settle_the_sdk(); print(n > 0 and gc.get_freeze_count() == n, 'msgraph' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "False", "True", "True"]
+
+
 def test_managed_identity_credential_uses_the_app_service_endpoint(fresh, monkeypatch):
     # azure-identity reads IDENTITY_ENDPOINT/IDENTITY_HEADER from the process environment itself.
     for name, value in fresh.managed_identity_env(NORTHWIND).items():
@@ -343,3 +353,112 @@ def test_a_retry_after_longer_than_the_timeout_is_not_waited_for(fresh):
     assert throttled.status == "error" and "HTTP 429" in throttled.error and "Retry-After: 100" in throttled.error
     assert results[("graph.users", CONTOSO)].status == "ok"
     assert [r.status for r in fresh.requests if r.route == "organization"] == [429]
+
+
+@pytest.mark.parametrize("body", [
+    {"@odata.context": "c", "value": [{"id": "1", "mail": None}],
+     "@odata.nextLink": "https://x/v1.0/users?$skiptoken=a"},
+    {"@odata.context": "c", "id": "1", "isEnabled": False},
+    # a property annotation below the top level (real conditionalAccessPolicy lists carry one in grantControls)
+    {"@odata.context": "c",
+     "value": [{"grantControls": {"authenticationStrength@odata.context": "x", "operator": "OR"}}]},
+    {"value": [{"@odata.type": "#microsoft.graph.user", "id": "1"}]},
+    # the text "@odata." in a value is kept; a key spelled with escapes is still an annotation
+    {"@odata.context": "c", "value": [{"displayName": "see @odata.type", "id": "2"}]},
+    {"@odata.context": "c", "value": [{"\u0040odata.type": "#x", "id": "3"}], "d\u00e9j\u00e0": "vu"},
+    {"@odata.context": "c", "value": [{"n": [{"x@odata.type": 1}, {"y": [2]}]}]},
+])
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_the_page_shortcut_strips_annotations_as_the_walk_does(body, ensure_ascii):
+    """_without_annotations skips walking the items only when nothing below the top level can be an annotation."""
+    from hma_check.collect.graph.collector import _json, _strip_annotations, _without_annotations
+
+    for raw in (json.dumps(body, ensure_ascii=ensure_ascii).encode(),
+                json.dumps(body).replace("@odata", "\\u0040odata").encode()):
+        parsed = _json(raw)
+        assert _without_annotations(raw, parsed) == _strip_annotations(parsed)
+        assert "@odata." not in json.dumps(_without_annotations(raw, parsed)).replace("see @odata.type", "")
+
+
+class _Pages:
+    """A request adapter that answers from canned bodies by URL and records what was asked for, in order."""
+
+    def __init__(self, bodies: dict, fail: set | None = None) -> None:
+        self.bodies, self.fail, self.asked = bodies, fail or set(), []
+
+    async def send_primitive_async(self, request, kind, errors):
+        import asyncio
+
+        from kiota_abstractions.api_error import APIError
+
+        self.asked.append(request.url)
+        await asyncio.sleep(0)
+        if request.url in self.fail:
+            raise APIError("throttled", response_status_code=429)
+        return json.dumps(self.bodies[request.url], separators=(",", ":")).encode()
+
+
+def _read_pages(bodies: dict, fail: set | None = None):
+    import asyncio
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from kiota_abstractions.method import Method
+    from kiota_abstractions.request_information import RequestInformation
+
+    from hma_check.collect.graph.collector import _run_query
+    from hma_check.util.scrub import Scrubber
+
+    root = "https://graph.example.test/v1.0"
+    target = parse_graph_section({"tenant_id": CONTOSO, "client_id": CONTOSO, "client_secret_env": "X",
+                                  "graph_url": root})[0]
+    adapter = _Pages({url.replace("ROOT", root): json.loads(json.dumps(body).replace("ROOT", root))
+                      for url, body in bodies.items()},
+                     {url.replace("ROOT", root) for url in fail or ()})
+    request = RequestInformation(Method.GET)
+    request.url = f"{root}/users"
+    query = replace(next(q for q in QUERIES if q.source == "graph.users"))
+    result = asyncio.run(_run_query(SimpleNamespace(request_adapter=adapter), target, query, request, Scrubber([])))
+    return result, [url.replace(root, "ROOT") for url in adapter.asked]
+
+
+def test_the_next_page_is_asked_for_ahead_only_when_the_parsed_page_names_it():
+    """The collector asks for the next page while it parses this one, from the nextLink found in the raw bytes;
+    what it reads is what the parsed pages say, whatever the guess was."""
+    page = lambda i, link=None, extra=(): {"@odata.context": "c", "value": [{"id": str(i)}, *extra],  # noqa: E731
+                                          **({"@odata.nextLink": link} if link else {})}
+    result, asked = _read_pages({"ROOT/users": page(1, "ROOT/users?p=2"), "ROOT/users?p=2": page(2, "ROOT/users?p=3"),
+                                 "ROOT/users?p=3": page(3)})
+    assert result.ok and [u["id"] for u in result.data] == ["1", "2", "3"]
+    assert asked == ["ROOT/users", "ROOT/users?p=2", "ROOT/users?p=3"]
+    assert result.command.endswith("(+2 @odata.nextLink pages)")
+
+    # A nested object written after the page's own nextLink (the last one in the bytes) misleads the guess: the
+    # page it named is asked for, dropped, and the parsed nextLink is followed.
+    decoy = {"id": "d", "more": {"@odata.nextLink": "ROOT/organization"}}
+    bodies = {"ROOT/users": {"@odata.nextLink": "ROOT/users?p=2", "value": [{"id": "1"}, decoy]},
+              "ROOT/users?p=2": page(2), "ROOT/organization": page(0)}
+    result, asked = _read_pages(bodies)
+    assert result.ok and result.data == [{"id": "1"}, {"id": "d", "more": {}}, {"id": "2"}]
+    assert asked[0] == "ROOT/users" and asked[-1] == "ROOT/users?p=2" and set(asked) <= set(bodies)
+
+    # A guess towards another host is never sent; the parsed link to it is refused as before.
+    result, asked = _read_pages({"ROOT/users": page(1, "https://elsewhere.example/v1.0/users?p=2")})
+    assert asked == ["ROOT/users"] and "refused an @odata.nextLink to another host" in result.error
+
+    # A page that fails when asked for ahead fails the source as it did when asked for in turn.
+    result, asked = _read_pages({"ROOT/users": page(1, "ROOT/users?p=2")}, fail={"ROOT/users?p=2"})
+    assert result.status == "error" and "HTTP 429" in result.error and result.error.endswith("(on page 2)")
+
+
+@pytest.mark.parametrize(("raw", "link"), [
+    (b'{"value":[],"@odata.nextLink":"https://g/v1.0/users?$skiptoken=a"}', "https://g/v1.0/users?$skiptoken=a"),
+    (b'{"value":[]}', None),
+    (b'{"value":[],"@odata.nextLink":"https:\\/\\/g\\/v1.0\\/users"}', None),   # escaped: left to the parser
+    (b'{"value":[],"@odata.nextLink" : "https://g/v1.0/users"}', None),        # not compact
+    (b'{"value":[],"@odata.nextLink":"https://g/v1.0/users', None),            # cut short
+])
+def test_the_next_link_guess_reads_only_graphs_plain_form(raw, link):
+    from hma_check.collect.graph.collector import _next_link_in
+
+    assert _next_link_in(raw) == link

@@ -7,6 +7,7 @@ import contextvars
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -101,7 +102,7 @@ async def _with_applications(client: Any, target: GraphTarget, service_principal
                     return dict(sp, application=None)
                 why = describe_error(exc, "Application.Read.All", target.tenant_id, PERMISSION_KIND[target.credential])
                 raise GraphQueryError(f"{template.replace('<appId>', app_id)}: {why}") from None
-        return dict(sp, application=_strip_annotations(_json(raw)))
+        return dict(sp, application=_without_annotations(raw, _json(raw)))
 
     items = list(await asyncio.gather(*(one(sp) for sp in service_principals)))
     return items, f" (+{len(items)} {template})" if items else ""
@@ -197,16 +198,63 @@ def collect_graph(targets: list[GraphTarget], *, environ: Mapping[str, str] | No
         azure_log.addHandler(logging.NullHandler())
     if not targets:
         return []
+    _settle_the_sdk()
     scrub = Scrubber(secret_values(targets, environ))
     factory = credential_factory or (
         lambda target, env: build_credential(target, env, prompt, retry_total=signin_retries))
 
-    async def every_tenant() -> list[SourceResult]:
+    results: list[SourceResult] = []
+
+    async def every_tenant() -> None:
         per_tenant = await asyncio.gather(*(
             _collect_tenant(t, environ, scrub, retry_delay, max_retries, factory, on_result) for t in targets))
-        return [result for results in per_tenant for result in results]
+        results.extend(result for tenant_results in per_tenant for result in tenant_results)
 
-    return asyncio.run(every_tenant())
+    # The results leave through the list, not as the main task's result: when asyncio.run puts the SIGINT handler
+    # back, Python 3.11's signal module builds (and drops) an error message holding repr() of that handler, which
+    # names the finished main task and so its result. With 50,000 users that repr took 0.3 s, twice per scan.
+    asyncio.run(every_tenant())
+    return results
+
+
+_SDK_SETTLED = False
+_SETTLING = threading.Lock()
+
+
+def _settle_the_sdk() -> None:
+    """Import msgraph-sdk, kiota and azure-identity, then move every object the process holds into the garbage
+    collector's permanent generation; once per process.
+
+    Those imports leave about 200,000 objects (classes, functions, module dicts) that live until the process ends,
+    several times what hma-check itself holds. Every full collection walks them again: while they are imported,
+    while a 50,000-user tenant is parsed (each page adds 999 dicts) and twice more when the interpreter exits. The
+    collector is off while they are imported and they are frozen afterwards: 0.13 s of CPU less per 50,000-user
+    collection, measured (benchmarks/README.md). Objects created later are collected as usual; what was garbage at
+    that moment stays until the process ends, a one-time and bounded amount. An SDK that cannot be imported is
+    left to build_client, which reports it on every source.
+    """
+    global _SDK_SETTLED
+    with _SETTLING:
+        if _SDK_SETTLED:
+            return
+        _SDK_SETTLED = True
+        import gc
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import azure.identity  # noqa: F401 - for build_credential; imported here so that it is frozen too
+            import httpx  # noqa: F401
+            import kiota_authentication_azure.azure_identity_authentication_provider  # noqa: F401
+            import kiota_http.kiota_client_factory  # noqa: F401
+            import msgraph  # noqa: F401
+            import msgraph_core  # noqa: F401
+        except Exception:  # noqa: BLE001 - build_client reports a broken installation per source
+            return
+        finally:
+            if enabled:
+                gc.enable()
+        gc.freeze()
 
 
 def check_environment(targets: list[GraphTarget], environ: Mapping[str, str]) -> None:
@@ -398,7 +446,7 @@ async def _collect_tenant(target: GraphTarget, environ: Mapping[str, str], scrub
         return await fail_all(f"sign-in to tenant {target.tenant_id} failed: {describe_error(exc, None)}")
 
     async def query(q: Query) -> SourceResult:
-        result = await _run_query(client, target, q, requests[q.source], scrub)
+        result = await _run_query(client, target, q, requests[q.source], scrub, commands[q.source])
         _report(on_result, result)
         return result
 
@@ -443,40 +491,63 @@ async def refuse_all_but_get(request: Any) -> None:
         raise GraphQueryError(f"hma-check sends Graph GET requests only, not {request.method} {request.url.path}")
 
 
-async def _run_query(client: Any, target: GraphTarget, query: Query, request: Any, scrub: "Scrubber") -> SourceResult:
+async def _run_query(client: Any, target: GraphTarget, query: Query, request: Any, scrub: "Scrubber",
+                     command: str | None = None) -> SourceResult:
     from kiota_abstractions.method import Method
     from kiota_abstractions.request_information import RequestInformation
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
     started = utc_now()
     t0 = time.perf_counter()
-    command = _command(request)
+    if command is None:   # kiota expands the request's URL template on every read of .url: ~1.5 ms
+        command = _command(request)
     pages = 0
+
+    def send(request: Any) -> Any:
+        # The raw-bytes path keeps msgraph's builders, auth and middleware but skips its generated models:
+        # parsing one directory entity into them costs about 2 s and 90 MB on first use.
+        return client.request_adapter.send_primitive_async(request, "bytes", {"XXX": ODataError})
+
+    def get(url: str) -> Any:
+        request = RequestInformation(Method.GET)
+        request.url = url
+        request.headers.try_add("Accept", "application/json")
+        return request
+
+    ahead: "asyncio.Task[Any] | None" = None   # the next page, asked for while this one is parsed
     try:
         items: list[Any] = []
         seen: set[str] = set()
-        while True:
-            # The raw-bytes path keeps msgraph's builders, auth and middleware but skips its generated models:
-            # parsing one directory entity into them costs about 2 s and 90 MB on first use.
-            raw = await client.request_adapter.send_primitive_async(request, "bytes", {"XXX": ODataError})
-            pages += 1
-            body = _json(raw)
-            if not query.collection:
-                data: Any = _strip_annotations(body)
-                break
-            if not isinstance(body.get("value"), list):
-                raise GraphQueryError("Graph answered without a 'value' list")
-            items.extend(_strip_annotations(item) for item in body["value"])
-            next_link = body.get("@odata.nextLink")
-            if not next_link:
-                data = items
-                break
-            _check_next_link(next_link, target, seen)
-            if pages >= MAX_PAGES:
-                raise GraphQueryError(f"stopped after {MAX_PAGES} pages: Graph kept answering with a nextLink")
-            request = RequestInformation(Method.GET)
-            request.url = next_link
-            request.headers.try_add("Accept", "application/json")
+        try:
+            while True:
+                raw = await (ahead if ahead is not None else send(request))
+                ahead, guess = None, None
+                pages += 1
+                if query.collection and pages < MAX_PAGES:
+                    guess = _next_link_in(raw)
+                    if guess is not None and _may_follow(guess, target, seen):
+                        ahead = asyncio.ensure_future(send(get(guess)))
+                body = _json(raw)
+                clean = _without_annotations(raw, body)
+                if not query.collection:
+                    data: Any = clean
+                    break
+                if not isinstance(clean.get("value"), list):
+                    raise GraphQueryError("Graph answered without a 'value' list")
+                items.extend(clean["value"])
+                next_link = body.get("@odata.nextLink")
+                if not next_link:
+                    data = items
+                    break
+                _check_next_link(next_link, target, seen)
+                if pages >= MAX_PAGES:
+                    raise GraphQueryError(f"stopped after {MAX_PAGES} pages: Graph kept answering with a nextLink")
+                if next_link != guess:
+                    await _discard(ahead)
+                    ahead = None
+                    request = get(next_link)
+        finally:
+            await _discard(ahead)
         if query.follow is not None:
             data, followed = await query.follow(client, target, data)
             command += followed
@@ -508,6 +579,24 @@ def _json(raw: bytes | None) -> dict[str, Any]:
     return body
 
 
+# A JSON escape that decodes to one of the characters of "@odata.": a key spelled with one escapes a byte count.
+_ANNOTATION_ESCAPE = re.compile(rb"\\u00(?:40|6[14fF]|74|2[eE])")
+
+
+def _without_annotations(raw: bytes, body: dict[str, Any]) -> dict[str, Any]:
+    """``_strip_annotations(body)``, where ``body`` is the JSON of ``raw``, without walking every item when it need not.
+
+    Graph annotates a page at its top level (@odata.context, @odata.nextLink). When "@odata." occurs in the raw text
+    only as often as in those top-level keys, and no escape could spell it, no string below the top level holds it:
+    the items are kept as parsed (a 999-user page is walked in C by the count instead of object by object in Python).
+    """
+    if (raw.count(b"@odata.") == sum(key.count("@odata.") for key in body)
+            and not _ANNOTATION_ESCAPE.search(raw)):
+        return {k: v for k, v in body.items() if "@odata." not in k}
+    stripped: dict[str, Any] = _strip_annotations(body)
+    return stripped
+
+
 def _strip_annotations(obj: Any) -> Any:
     """Drop OData annotations at every depth: instance annotations ("@odata.type") and property annotations
     ("authenticationStrength@odata.context", which real conditionalAccessPolicy lists carry inside grantControls).
@@ -517,6 +606,43 @@ def _strip_annotations(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_strip_annotations(v) for v in obj]
     return obj
+
+
+_NEXT_LINK_KEY = b'"@odata.nextLink":"'
+
+
+def _next_link_in(raw: bytes) -> str | None:
+    """The page's @odata.nextLink as Graph writes it (compact JSON, the last top-level key), found without parsing
+    the page, so the next page can be asked for while this one is parsed; None when not plainly there. Only a guess:
+    the caller uses it only if it equals the nextLink of the parsed page."""
+    at = raw.rfind(_NEXT_LINK_KEY)
+    if at < 0:
+        return None
+    start = at + len(_NEXT_LINK_KEY)
+    end = raw.find(b'"', start)
+    link = raw[start:end]
+    if end < 0 or b"\\" in link:
+        return None
+    try:
+        return link.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _may_follow(link: str, target: GraphTarget, seen: set[str]) -> bool:
+    """Whether _check_next_link would let ``link`` be followed (without recording it)."""
+    base, parts = urlsplit(target.graph_root), urlsplit(link)
+    return (parts.scheme, parts.hostname, parts.port) == (base.scheme, base.hostname, base.port) and link not in seen
+
+
+async def _discard(task: "asyncio.Task[Any] | None") -> None:
+    """Cancel a page asked for ahead that is not wanted after all, and wait until it is gone."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()   # retrieved: an error of an unwanted page is nobody's
 
 
 def _check_next_link(link: str, target: GraphTarget, seen: set[str]) -> None:
