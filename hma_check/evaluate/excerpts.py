@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from hma_check.evaluate import budget, expr
 from hma_check.evaluate.checks import Check
 from hma_check.evaluate.facts import Part
-from hma_check.evaluate.reads import ABSENT, Path, SavedLog, Watch, _prefixes, leaves, path_text, shown_value
+from hma_check.evaluate.reads import ABSENT, Path, SavedLog, Watch, path_text, prefixes, shown_value
 
 EXCERPT_LIMIT = 4000     # characters of JSON per finding: enough to show the facts, small enough for a report
 
@@ -102,18 +102,12 @@ def tested_leaves(logs: list[dict[Path, Any]]) -> list[tuple[Path, Any]]:
     read is set against it path by path, so an item costs what it read itself, not what the shared log holds.
     """
     saved = [log for log in logs if isinstance(log, SavedLog)]
-    if not saved:
-        merged: dict[Path, Any] = {}
-        for log in logs:
-            for path, value in log.items():
-                merged.setdefault(path, value)
-        return list(leaves(merged))
     own: dict[Path, Any] = {}                 # what the item's own phases read, each path where first read
     for log in logs:
         if not isinstance(log, SavedLog):
             for path, value in log.items():
                 own.setdefault(path, value)
-    own_inner = set(_prefixes(own))
+    own_inner = set(prefixes(own))
     read: list[tuple[Path, Any]] = []
     seen: set[Path] = set()                   # the paths of the item's own phases already placed
     before: list[SavedLog] = []               # the saved logs placed so far

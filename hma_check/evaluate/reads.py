@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Iterator
 
 ABSENT = "(not in the evidence)"      # how the excerpt shows a property that was asked for and is not there
@@ -72,7 +72,7 @@ class Watch:
 
 def leaves(log: dict[Path, Any]) -> Iterator[tuple[Path, Any]]:
     """Every read that no deeper read explains (reading ``a.b`` makes ``a`` an intermediate step)."""
-    inner = set(_prefixes(log))
+    inner = set(prefixes(log))
     for path, value in log.items():
         if path and path not in inner:
             yield path, value
@@ -84,38 +84,26 @@ class SavedLog(dict):
     current Auth certificate among every server's certificates: 40,000 reads at 200 servers, which merging and
     sorting again for each of the 200 excerpts made the costliest part of the evaluation. Never changed once saved."""
 
-    _leaves: list[tuple[Path, Any]] | None = None
-    _leaf_paths: frozenset[Path] | None = None
-    _inner: frozenset[Path] | None = None
-    _paths: frozenset[Path] | None = None
-
-    @property
+    @cached_property
     def leaves(self) -> list[tuple[Path, Any]]:
-        if self._leaves is None:
-            self._leaves = list(leaves(self))
-        return self._leaves
+        return list(leaves(self))
 
-    @property
+    @cached_property
     def leaf_paths(self) -> frozenset[Path]:
-        if self._leaf_paths is None:
-            self._leaf_paths = frozenset(path for path, _ in self.leaves)
-        return self._leaf_paths
+        return frozenset(path for path, _ in self.leaves)
 
-    @property
+    @cached_property
     def paths(self) -> frozenset[Path]:
-        if self._paths is None:
-            self._paths = frozenset(self)
-        return self._paths
+        return frozenset(self)
 
-    @property
+    @cached_property
     def inner(self) -> frozenset[Path]:
         """The paths that are a step towards a deeper read in this log."""
-        if self._inner is None:
-            self._inner = frozenset(_prefixes(self))
-        return self._inner
+        return frozenset(prefixes(self))
 
 
-def _prefixes(paths: Any) -> Iterator[Path]:
+def prefixes(paths: Any) -> Iterator[Path]:
+    """Every proper prefix of every path: the steps on the way to a deeper read."""
     for path in paths:
         for length in range(1, len(path)):
             yield path[:length]
