@@ -514,40 +514,28 @@ async def _run_query(client: Any, target: GraphTarget, query: Query, request: An
         request.headers.try_add("Accept", "application/json")
         return request
 
-    ahead: "asyncio.Task[Any] | None" = None   # the next page, asked for while this one is parsed
     try:
         items: list[Any] = []
         seen: set[str] = set()
-        try:
-            while True:
-                raw = await (ahead if ahead is not None else send(request))
-                ahead, guess = None, None
-                pages += 1
-                if query.collection and pages < MAX_PAGES:
-                    guess = _next_link_in(raw)
-                    if guess is not None and _may_follow(guess, target, seen):
-                        ahead = asyncio.ensure_future(send(get(guess)))
-                body = _json(raw)
-                clean = _without_annotations(raw, body)
-                if not query.collection:
-                    data: Any = clean
-                    break
-                if not isinstance(clean.get("value"), list):
-                    raise GraphQueryError("Graph answered without a 'value' list")
-                items.extend(clean["value"])
-                next_link = body.get("@odata.nextLink")
-                if not next_link:
-                    data = items
-                    break
-                _check_next_link(next_link, target, seen)
-                if pages >= MAX_PAGES:
-                    raise GraphQueryError(f"stopped after {MAX_PAGES} pages: Graph kept answering with a nextLink")
-                if next_link != guess:
-                    await _discard(ahead)
-                    ahead = None
-                    request = get(next_link)
-        finally:
-            await _discard(ahead)
+        while True:
+            raw = await send(request)
+            pages += 1
+            body = _json(raw)
+            clean = _without_annotations(raw, body)
+            if not query.collection:
+                data: Any = clean
+                break
+            if not isinstance(clean.get("value"), list):
+                raise GraphQueryError("Graph answered without a 'value' list")
+            items.extend(clean["value"])
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                data = items
+                break
+            _check_next_link(next_link, target, seen)
+            if pages >= MAX_PAGES:
+                raise GraphQueryError(f"stopped after {MAX_PAGES} pages: Graph kept answering with a nextLink")
+            request = get(next_link)
         if query.follow is not None:
             data, followed = await query.follow(client, target, data)
             command += followed
@@ -606,43 +594,6 @@ def _strip_annotations(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_strip_annotations(v) for v in obj]
     return obj
-
-
-_NEXT_LINK_KEY = b'"@odata.nextLink":"'
-
-
-def _next_link_in(raw: bytes) -> str | None:
-    """The page's @odata.nextLink as Graph writes it (compact JSON, the last top-level key), found without parsing
-    the page, so the next page can be asked for while this one is parsed; None when not plainly there. Only a guess:
-    the caller uses it only if it equals the nextLink of the parsed page."""
-    at = raw.rfind(_NEXT_LINK_KEY)
-    if at < 0:
-        return None
-    start = at + len(_NEXT_LINK_KEY)
-    end = raw.find(b'"', start)
-    link = raw[start:end]
-    if end < 0 or b"\\" in link:
-        return None
-    try:
-        return link.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-
-
-def _may_follow(link: str, target: GraphTarget, seen: set[str]) -> bool:
-    """Whether _check_next_link would let ``link`` be followed (without recording it)."""
-    base, parts = urlsplit(target.graph_root), urlsplit(link)
-    return (parts.scheme, parts.hostname, parts.port) == (base.scheme, base.hostname, base.port) and link not in seen
-
-
-async def _discard(task: "asyncio.Task[Any] | None") -> None:
-    """Cancel a page asked for ahead that is not wanted after all, and wait until it is gone."""
-    if task is None:
-        return
-    task.cancel()
-    await asyncio.wait([task])
-    if not task.cancelled():
-        task.exception()   # retrieved: an error of an unwanted page is nobody's
 
 
 def _check_next_link(link: str, target: GraphTarget, seen: set[str]) -> None:
