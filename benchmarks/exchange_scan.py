@@ -80,10 +80,10 @@ def measure(servers: int, concurrency: int, folder: Path) -> dict:
                                capture_output=True, text=True, check=True, env=env)
         result = json.loads(child.stdout.strip().splitlines()[-1])
     finally:
-        lab.stdin.close()  # type: ignore[union-attr]
-        lab.wait(timeout=60)
+        # closing stdin stops the lab; communicate reads its stderr meanwhile, so a chatty lab cannot fill the pipe
+        _, errors = lab.communicate(timeout=60)
     # the lab's own count of the commands it received (hma_lab.serve writes it when stdin closes)
-    stats = json.loads(lab.stderr.read().strip().splitlines()[-1])  # type: ignore[union-attr]
+    stats = json.loads(errors.strip().splitlines()[-1])
     floor = servers * PER_SERVER_CMDLETS * LATENCY / concurrency
     result.update(servers=servers, concurrency=concurrency, floor=floor, ratio_to_floor=result["wall"] / floor,
                   calls=stats["commands"], cpu_ms_per_call=result["cpu"] * 1000 / max(1, stats["commands"]),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from xml.sax.saxutils import escape
 from typing import Any
 
 Commands = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
@@ -69,9 +70,9 @@ class PipelineTemplates:
                 else:
                     return None
         key = tuple(shape)
-        if key in self._shapes:
+        try:   # one read: another thread may clear the dict between a test and a read
             parts = self._shapes[key]
-        else:
+        except KeyError:
             parts = self._made(pool, commands)
             with self._lock:
                 if len(self._shapes) >= self._LIMIT:
@@ -156,27 +157,8 @@ def _element(element: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------ envelopes
 
-def _escape_text(text: str) -> str:
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    return text
-
-
-def _escape_attribute(text: str) -> str:
-    text = _escape_text(text)
-    if '"' in text:
-        text = text.replace('"', "&quot;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    if "\n" in text:
-        text = text.replace("\n", "&#10;")
-    if "\t" in text:
-        text = text.replace("\t", "&#09;")
-    return text
+# What ElementTree escapes, as it escapes it (pypsrp writes its envelopes with ElementTree).
+_ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
 
 
 class _Unwritable(Exception):
@@ -200,18 +182,18 @@ def write_element(element: Any, prefixes: dict[str, str], used: set[str], out: l
     tag = _qname(element.tag, prefixes, used)
     out.append("<" + tag)
     for key, value in element.attrib.items():
-        out.append(f' {_qname(key, prefixes, used)}="{_escape_attribute(value)}"')
+        out.append(f' {_qname(key, prefixes, used)}="{escape(value, _ATTRIBUTE_ENTITIES)}"')
     if element.text or len(element):
         out.append(">")
         if element.text:
-            out.append(_escape_text(element.text))
+            out.append(escape(element.text))
         for child in element:
             write_element(child, prefixes, used, out)
         out.append(f"</{tag}>")
     else:
         out.append(" />")
     if element.tail:
-        out.append(_escape_text(element.tail))
+        out.append(escape(element.tail))
 
 
 _WSMAN_CLASS: Any = None

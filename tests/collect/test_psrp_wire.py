@@ -91,7 +91,10 @@ def test_message_pack_sends_a_prebuilt_message_as_it_is():
     pid = "11111111-2222-3333-4444-555555555555"
     message = PipelineTemplates().message(pool, SHAPES[3])
     packed = Message(2, pool.id, pid, message, pool._fragmenter.serializer).pack()
-    assert packed == (struct.pack("<II", 2, PrebuiltMessage.MESSAGE_TYPE) + uuid.UUID(pool.id).bytes_le
+    from pypsrp.messages import MessageType
+
+    assert PrebuiltMessage.MESSAGE_TYPE == MessageType.CREATE_PIPELINE
+    assert packed == (struct.pack("<II", 2, MessageType.CREATE_PIPELINE) + uuid.UUID(pool.id).bytes_le
                       + uuid.UUID(pid).bytes_le + message.xml)
     (fragment,) = pool._fragmenter.fragment(message, pool.id, pid)
     object_id, fragment_id, flags, length = struct.unpack(">QQBI", fragment[:21])
@@ -192,6 +195,7 @@ class _Adapter:
     def __init__(self, *answers):
         self.answers = list(answers)
         self.sent: list = []
+        self.settings: list = []     # what requests would pass along: TLS verification, client certificate, timeouts
 
     def send(self, request, **kwargs):
         import io
@@ -201,6 +205,7 @@ class _Adapter:
 
         status, headers, body = self.answers.pop(0)
         self.sent.append(request.body)
+        self.settings.append(kwargs)
         response = requests.Response()
         response.status_code = status
         response.headers = requests.structures.CaseInsensitiveDict(headers)
@@ -233,6 +238,16 @@ def test_a_request_goes_to_the_adapter_once_prepared_and_a_401_goes_through_pyps
     assert psrp_wire.send(transport, b"first", 0, None) == b"answer"
     assert psrp_wire.send(transport, b"second", 0, None) == b"pypsrp"   # the auth hook signs the connection in
     assert adapter.sent == [b"first", b"second"] and transport.sent == [b"second"]
+    # what Session.send would pass: certificate verification on, the session's timeouts
+    assert adapter.settings[0]["verify"] is True and adapter.settings[0]["timeout"] == (30, 30)
+
+
+def test_a_sessions_ca_file_reaches_the_adapter():
+    adapter = _Adapter((200, {}, b"answer"))
+    transport = _session_with(adapter)
+    transport.session.verify = "/etc/hma-check/contoso-ca.pem"
+    assert psrp_wire.send(transport, b"m", 0, 12) == b"answer"
+    assert adapter.settings[0]["verify"] == "/etc/hma-check/contoso-ca.pem" and adapter.settings[0]["timeout"] == 12
 
 
 def test_a_cookie_the_server_sets_is_kept_and_then_requests_go_through_pypsrp():
