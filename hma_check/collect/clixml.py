@@ -415,20 +415,25 @@ class _Reader:
         return obj
 
     # ---------------------------------------------------------------------------------------- values
+    def _text(self, element: ET.Element) -> str:
+        """The text of an element that holds text (<S>, <ToString>), unescaped."""
+        text = element.text if not len(element) else self._leaf(element)
+        return "" if text is None else unescape(text)
+
+    def _string(self, element: ET.Element) -> str:
+        """An <S> value, counted against the expansion limit."""
+        text = self._text(element)
+        self.units += 1 + (len(text) >> 6)
+        if self.units > MAX_EXPANDED_UNITS:
+            self.spend(0)
+        return text
+
     def value(self, element: ET.Element, depth: int) -> Any:
         """The value of an element at ``depth`` (the root's is 1)."""
         tag = self.names.get(element.tag) or self.name(element.tag)
         result: Any
         if tag == "S":  # most values: a string, converted here without the general path's calls
-            result = element.text if not len(element) else self._leaf(element)
-            if result is None:
-                result = ""
-            elif "_x" in result:
-                result = unescape(result)
-            self.units += 1 + (len(result) >> 6)
-            if self.units > MAX_EXPANDED_UNITS:
-                self.spend(0)
-            return result
+            return self._string(element)
         if tag == "Obj":
             before = self.units
             ref_id = element.get("RefId")
@@ -503,11 +508,7 @@ class _Reader:
             elif tag == "Props":
                 self._members(child, adapted, depth + 2)
             elif tag == "ToString":
-                to_string = child.text if not len(child) else self._leaf(child)
-                if to_string is None:
-                    to_string = ""
-                elif "_x" in to_string:
-                    to_string = unescape(to_string)
+                to_string = self._text(child)
             elif tag == "TN":
                 type_names = tuple([_strip_prefix(unescape(self._leaf(t))) for t in child if self.name(t.tag) == "T"])
                 if self.streaming and any(map(len, child)):
@@ -580,12 +581,10 @@ class _Reader:
                 raise self.fail(f"<{self.name(child.tag)[:40]}> member without a name (N attribute)")
             if "_x" in name:
                 name = unescape(name)
-            if child.tag in strings and not len(child):  # value()'s string case, inline: most members
+            if child.tag in strings and not len(child):
+                # _string inlined: most members are strings, and a call each cost a tenth of an import's time
                 text = child.text
-                if text is None:
-                    text = ""
-                elif "_x" in text:
-                    text = unescape(text)
+                text = "" if text is None else unescape(text)
                 self.units += 1 + (len(text) >> 6)
                 if self.units > MAX_EXPANDED_UNITS:
                     self.spend(0)
