@@ -4,8 +4,7 @@ tested, path -> value, with the paths that made it false marked first."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from hma_check.evaluate import budget, expr
 from hma_check.evaluate.checks import Check
@@ -22,14 +21,27 @@ class Reads:
         self.watch = watch
         self.logs: dict[str, dict[Path, Any]] = {}
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[dict[Path, Any]]:
-        log = self.logs.setdefault(name, {})
-        previous, self.watch.log = self.watch.log, log
-        try:
-            yield log
-        finally:
-            self.watch.log = previous
+    def phase(self, name: str) -> "Phase":
+        return Phase(self, name)
+
+
+class Phase:
+    """``with reads.phase(name) as log``: the properties read inside the block go to that phase's log. A class, not
+    a @contextmanager generator: the engine enters one per ``let`` and assertion of every item."""
+
+    __slots__ = ("reads", "name", "previous")
+
+    def __init__(self, reads: Reads, name: str) -> None:
+        self.reads, self.name = reads, name
+
+    def __enter__(self) -> dict[Path, Any]:
+        log = self.reads.logs.setdefault(self.name, {})
+        watch = self.reads.watch
+        self.previous, watch.log = watch.log, log
+        return log
+
+    def __exit__(self, *exc: object) -> None:
+        self.reads.watch.log = self.previous
 
 
 def tested_lets(check: Check, names: frozenset[str]) -> list[str]:

@@ -532,21 +532,26 @@ def _with_globals(context: dict[str, Any]) -> dict[str, Any]:
     return context if context.keys() >= ENVIRONMENT.globals.keys() else {**ENVIRONMENT.globals, **context}
 
 
+def _new_context(template: Any, context: dict[str, Any]) -> Any:
+    """template.new_context(context, shared=True), without Jinja copying the template's globals (a ChainMap) into
+    a set on every call: that set serves only template modules (imports), which checks cannot use."""
+    return ENVIRONMENT.context_class(ENVIRONMENT, _with_globals(context), template.name, template.blocks)
+
+
 def run_template(template: Any, context: dict[str, Any]) -> str:
     """template.render(context), without copying the context and the globals into a new dict on every call (Jinja
     does, and a scan renders tens of thousands of subjects and 'actual' texts): the context is only read."""
     from jinja2.utils import concat
 
-    return concat(template.root_render_func(template.new_context(_with_globals(context), shared=True)))
+    return concat(template.root_render_func(_new_context(template, context)))
 
 
 def run_expression(expression: Any, context: dict[str, Any]) -> Any:
     """A compile_expression() result called with the context, as run_template renders (undefined is kept)."""
-    from jinja2.utils import consume
-
     template = expression._template
-    frame = template.new_context(_with_globals(context), shared=True)
-    consume(template.root_render_func(frame))
+    frame = _new_context(template, context)
+    for _ in template.root_render_func(frame):     # an expression's template only assigns: it yields nothing
+        pass
     return frame.vars["result"]
 
 

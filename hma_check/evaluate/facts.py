@@ -14,7 +14,6 @@ that cannot exist on the organisation's builds, raise NotApplicable: the check i
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from hma_check.contract import sources as source_registry
@@ -240,6 +239,27 @@ class Used(list[str]):
         return key in self._keys
 
 
+class Recording:
+    """``with facts.recording() as used``: the keys read inside the block, added to the enclosing block's too. A
+    class, not a @contextmanager generator: the engine enters several per item (thousands per check)."""
+
+    __slots__ = ("facts", "outer", "used")
+
+    def __init__(self, facts: "Facts") -> None:
+        self.facts = facts
+
+    def __enter__(self) -> Used:
+        self.outer, self.used = self.facts._used, Used()
+        self.facts._used = self.used
+        return self.used
+
+    def __exit__(self, *exc: object) -> None:
+        self.facts._used = outer = self.outer
+        if outer is not None:
+            for key in self.used:
+                outer.add(key)
+
+
 class Facts:
     """The evidence as expressions see it; built once per evaluation.
 
@@ -270,19 +290,9 @@ class Facts:
         for key in keys:
             self._record(key)
 
-    @contextmanager
-    def recording(self) -> Iterator[Used]:
+    def recording(self) -> "Recording":
         """Collect the keys of every source read inside the block (in first-read order)."""
-        outer = self._used
-        self._used = Used()
-        try:
-            yield self._used
-        finally:
-            inner = self._used
-            self._used = outer
-            if outer is not None:
-                for key in inner:
-                    outer.add(key)
+        return Recording(self)
 
     def result(self, key: str) -> SourceResult | None:
         return self.snapshot.sources.get(key)
