@@ -42,7 +42,7 @@ MAX_SECONDS = 30.0             # one evaluation
 MAX_CHECK_SECONDS = 120.0      # every evaluation of one check together (a for_each over 200 servers, say)
 _TIME_EVERY = 256              # operations between two looks at the clock
 
-# Names the sandbox's compiled code calls (the AST is rewritten to call them; see meter_tree).
+# Filters the sandbox's compiled code calls (the AST is rewritten to call them; see meter_tree).
 ITERATE, CONCAT, OUTPUT = "__hma_iterate", "__hma_concat", "__hma_output"
 
 
@@ -407,29 +407,32 @@ def output(value: Any) -> Any:
     return value
 
 
-GLOBALS: dict[str, Callable[..., Any]] = {ITERATE: iterate, CONCAT: concat, OUTPUT: output}
+# Filters, not globals: Jinja's compiled code calls a filter directly, a global function through Context.call and
+# the sandbox's call checks (four Python calls more for every '{{ }}' printed: 36,000 for 200 servers).
+FILTERS: dict[str, Callable[..., Any]] = {ITERATE: iterate, CONCAT: concat, OUTPUT: output}
 
 
 class _Meter(NodeTransformer):
-    """Rewrite a parsed template so every loop, '~' and output goes through the budget (GLOBALS)."""
+    """Rewrite a parsed template so every loop, '~' and output goes through the budget (FILTERS)."""
 
     @staticmethod
-    def _call(name: str, args: list[Any], lineno: int) -> nodes.Call:
-        return nodes.Call(nodes.Name(name, "load", lineno=lineno), args, [], None, None, lineno=lineno)
+    def _filter(name: str, value: Any, args: list[Any], lineno: int) -> nodes.Filter:
+        return nodes.Filter(value, name, args, [], None, None, lineno=lineno)
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        node.iter = self._call(ITERATE, [node.iter], node.lineno)
+        node.iter = self._filter(ITERATE, node.iter, [], node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
-        return self._call(CONCAT, list(node.nodes), node.lineno)
+        first, *rest = node.nodes
+        return self._filter(CONCAT, first, rest, node.lineno)
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [self._call(OUTPUT, [nodes.Const(child.data, lineno=child.lineno)
-                                          if isinstance(child, nodes.TemplateData) else child], child.lineno)
+        node.nodes = [self._filter(OUTPUT, nodes.Const(child.data, lineno=child.lineno)
+                                   if isinstance(child, nodes.TemplateData) else child, [], child.lineno)
                       for child in node.nodes]
         return node
 

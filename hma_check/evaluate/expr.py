@@ -519,9 +519,9 @@ def make_environment() -> CheckEnvironment:
     env.filters.update(COLLECTION_FILTERS)
     env.tests.update(TESTS)
     env.filters = {name: budget.metered_filter(name, f) for name, f in env.filters.items()}
+    env.filters.update(budget.FILTERS)      # they meter themselves
     env.globals.pop("lipsum", None)   # lorem ipsum of any length: nothing a check needs
     env.globals.update(GLOBALS)
-    env.globals.update(budget.GLOBALS)
     return env
 
 

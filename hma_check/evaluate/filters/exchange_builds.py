@@ -108,6 +108,12 @@ def parse_build(text: object) -> Build:
         return parts[0], parts[1], parts[2], parts[3]
     if not isinstance(text, str):
         raise ValueError(f"not a build number: {text!r}")
+    return _parse_text(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse_text(text: str) -> Build:
+    """Cached: a server's version is parsed by a dozen checks and renderers (a few distinct builds per org)."""
     match = _ADMIN_DISPLAY_VERSION.search(text) or _DOTTED.match(text)
     if not match:
         raise ValueError(f"not a build number: {text!r}")
