@@ -280,6 +280,8 @@ class Facts:
         self._servers: list[dict[str, Any]] | None = None
         self._ok_keys: dict[str, frozenset[str]] = {}
         self.watch = Watch()
+        # ``let`` bindings that read only the evidence, evaluated once for the whole evaluation (evaluate.lets)
+        self.saved_lets: dict[Any, Any] = {}
 
     def _record(self, key: str) -> None:
         if self._used is not None:

@@ -14,16 +14,19 @@ from hma_check.evaluate.engine import evaluate
 CURRENT = "exchange.auth_config.CurrentCertificateThumbprint"
 
 
-def checks_with_lets(tmp_path, lets: dict[str, str]):
+def check_text(check_id: str, lets: dict[str, str]) -> str:
     bound = "".join(f"      {name}: {json.dumps(source)}\n" for name, source in lets.items())
+    return (f"  - id: {check_id}\n    title: t\n    area: a\n    severity: blocker\n"
+            "    requires: [exchange.servers, exchange.auth_config]\n    for_each: exchange.servers\n"
+            '    subject: "{{ item.Name }}"\n    let:\n' + bound
+            + "    assert: \"current != '' and mine != ''\"\n    expect: x\n    actual: \"{{ mine }}\"\n"
+            "    why: because\n    references: [https://learn.microsoft.com/x]\n")
+
+
+def checks_with_lets(tmp_path, lets: dict[str, str], *more: dict[str, str]):
     path = tmp_path / "lets.yaml"
-    path.write_text(
-        "version: 1\nchecks:\n"
-        "  - id: TST-LET-001\n    title: t\n    area: a\n    severity: blocker\n"
-        "    requires: [exchange.servers, exchange.auth_config]\n    for_each: exchange.servers\n"
-        '    subject: "{{ item.Name }}"\n    let:\n' + bound
-        + "    assert: \"current != '' and mine != ''\"\n    expect: x\n    actual: \"{{ mine }}\"\n"
-        "    why: because\n    references: [https://learn.microsoft.com/x]\n", encoding="utf-8")
+    path.write_text("version: 1\nchecks:\n" + "".join(
+        check_text(f"TST-LET-{n:03d}", bound) for n, bound in enumerate([lets, *more], start=1)), encoding="utf-8")
     return load_checks([path])
 
 
@@ -41,6 +44,34 @@ def test_a_let_that_reads_no_item_is_evaluated_once_and_cited_by_every_finding(t
         assert finding.status == PASS and finding.actual == f"{finding.subject}/{thumbprint}"
         assert "exchange.auth_config" in [source["key"] for source in finding.sources]
         assert finding.excerpt[CURRENT] == thumbprint
+
+
+def test_the_same_let_in_another_check_is_evaluated_once_for_the_whole_evaluation(tmp_path, snapshot):
+    """A binding with the same name and text, reading bindings with the same names and texts, has the same value in
+    every check: evaluated once, and each check's findings read as if it had been evaluated there."""
+    upper = "current | upper"
+    checks = checks_with_lets(
+        tmp_path, {"current": CURRENT, "shout": upper, "mine": "item.Name ~ '/' ~ shout"},
+        {"current": CURRENT, "shout": upper, "mine": "item.Name ~ '/' ~ shout"},
+        # the same text reading a binding of another text: a value of its own
+        {"current": "(" + CURRENT + ") | lower", "shout": upper, "mine": "item.Name ~ '/' ~ shout"})
+    evaluated: Counter[str] = Counter()
+    with budget.observe(lambda _, source: evaluated.update([source])):
+        findings = evaluate(checks, snapshot).findings
+    servers = [s["Name"] for s in snapshot.sources["exchange.servers"].data]
+    assert evaluated[CURRENT] == 1 and evaluated["(" + CURRENT + ") | lower"] == 1
+    assert evaluated[upper] == 2                       # once for the first two checks, once for the third
+    assert evaluated["item.Name ~ '/' ~ shout"] == 3 * len(servers)
+    thumbprint = snapshot.sources["exchange.auth_config"].data["CurrentCertificateThumbprint"]
+    by_check = {check: [f for f in findings if f.check_id == check] for check in ("TST-LET-001", "TST-LET-002")}
+    for found in by_check.values():
+        assert [f.subject for f in found] == servers
+        for finding in found:
+            assert finding.actual == f"{finding.subject}/{thumbprint.upper()}"
+            assert "exchange.auth_config" in [source["key"] for source in finding.sources]
+            assert finding.excerpt[CURRENT] == thumbprint
+    assert [f.to_json() for f in by_check["TST-LET-001"]] == [
+        dict(f.to_json(), check_id="TST-LET-001") for f in by_check["TST-LET-002"]]
 
 
 def test_a_shared_let_that_fails_makes_every_item_error_with_the_same_reason(tmp_path, snapshot):
