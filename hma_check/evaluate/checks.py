@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -144,6 +145,23 @@ class Check:
     file: str = ""
     line: int = 0
     raw: dict[str, Any] = field(default_factory=dict)   # the YAML as written, for `checks explain`
+
+    def lets_read_by(self, names: frozenset[str]) -> list[str]:
+        """The ``let`` bindings an expression reading ``names`` depends on, directly or through other bindings, in
+        declaration order."""
+        found: set[str] = set()
+        pending = [name for name in names if name in self.let_names]
+        while pending:
+            name = pending.pop()
+            if name not in found:
+                found.add(name)
+                pending.extend(n for n in self.let_names[name] if n in self.let_names)
+        return [name for name, _ in self.let if name in found]
+
+    @cached_property
+    def assert_lets(self) -> tuple[str, ...]:
+        """lets_read_by the assertion, worked out once: every finding's excerpt needs it."""
+        return tuple(self.lets_read_by(self.assert_names))
 
     @property
     def assert_parts(self) -> list[tuple[Callable[..., Any], frozenset[str]]]:

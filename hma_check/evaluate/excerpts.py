@@ -44,18 +44,6 @@ class Phase:
         self.reads.watch.log = self.previous
 
 
-def tested_lets(check: Check, names: frozenset[str]) -> list[str]:
-    """The ``let`` bindings an expression depends on, directly or through other bindings, in declaration order."""
-    found: set[str] = set()
-    pending = [name for name in names if name in check.let_names]
-    while pending:
-        name = pending.pop()
-        if name not in found:
-            found.add(name)
-            pending.extend(n for n in check.let_names[name] if n in check.let_names)
-    return [name for name, _ in check.let if name in found]
-
-
 def failing_reads(check: Check, context: dict[str, Any], reads: Reads) -> set[Path]:
     """The reads behind a false assertion: of its 'and' parts, those that are false (each evaluated on its own;
     a part that cannot be evaluated alone is left unmarked), with the bindings they use; else everything tested."""
@@ -70,10 +58,10 @@ def failing_reads(check: Check, context: dict[str, Any], reads: Reads) -> set[Pa
                 false = False
         if false:
             failing.update(log)
-            for name in tested_lets(check, names):
+            for name in check.lets_read_by(names):
                 failing.update(reads.logs.get(f"let.{name}", {}))
     if not failing:
-        for name in ["assert", *(f"let.{n}" for n in tested_lets(check, check.assert_names))]:
+        for name in ["assert", *(f"let.{n}" for n in check.assert_lets)]:
             failing.update(reads.logs.get(name, {}))
     return failing
 
@@ -83,7 +71,7 @@ def excerpt_of(check: Check, item: Any, reads: Reads,
     """The values the assertion tested (hma_check.reads), path -> value, and the paths that made it false
     (``failing``; None for a finding that could not be decided: then the properties missing from the evidence)."""
     phases = ["assert", *(name for name in reads.logs if name.startswith("part.")),
-              *(f"let.{n}" for n in tested_lets(check, check.assert_names))]
+              *(f"let.{n}" for n in check.assert_lets)]
     # the parts of a failed 'and' read what the short-circuited assertion did not reach
     read = tested_leaves([reads.logs[name] for name in phases if name in reads.logs])
     if not read and item is not None and not isinstance(item, (dict, Part)):
