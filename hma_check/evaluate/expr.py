@@ -15,7 +15,7 @@ from types import CodeType
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes, pass_context
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes, pass_context, pass_environment
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hma_check.evaluate import budget
@@ -348,6 +348,8 @@ def _tester(context: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call
     if test is None or not _plain(test):
         return None
     rest = args[1:]
+    if not rest and not kwargs:
+        return test                 # 'none', 'defined'...: called as it is, without a wrapper per item
     if len(rest) == 1 and not kwargs:
         other = rest[0]
         if args[0] == "in":        # Jinja's test_in is 'value in seq': the same, without a call per item
@@ -407,17 +409,33 @@ def fast_map(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         if function is not None and _plain(function):
             rest = args[1:]
             items = _materialized(value)
-            if args[0] in ("lower", "upper") and not rest and all(type(item) is str for item in items):
-                return iter([item.lower() for item in items] if args[0] == "lower" else
-                            [item.upper() for item in items])     # what do_lower/do_upper do to plain text
+            if args[0] in ("lower", "upper") and not rest and set(map(type, items)) <= {str}:
+                # what do_lower/do_upper do to plain text, in one pass of C
+                return iter(list(map(str.lower if args[0] == "lower" else str.upper, items)))
             # the filter itself, metered item by item as its wrapper (budget.metered_filter) would
             return iter(budget.map_filter(args[0], getattr(function, "__wrapped__", function), items, rest))
     return jinja_filters.sync_do_map(context, value, *args, **kwargs)
 
 
+@pass_environment
+def fast_unique(environment: Any, value: Any, case_sensitive: bool = False, attribute: Any = None) -> Any:
+    """Jinja's unique: each item whose key (lower-case text unless case_sensitive) was not seen before, in order.
+    Plain text is done in passes of C (the SMTP domains of 50,000 mailboxes), anything else by Jinja's own."""
+    from jinja2 import filters as jinja_filters
+
+    if attribute is None and not case_sensitive:
+        items = _materialized(value)
+        if set(map(type, items)) <= {str}:
+            keys = list(map(str.lower, items))
+            first = dict(zip(reversed(keys), reversed(items), strict=True))   # each key's first item
+            return iter([first[key] for key in dict.fromkeys(keys)])
+        value = items
+    return jinja_filters.sync_do_unique(environment, value, case_sensitive, attribute)
+
+
 COLLECTION_FILTERS: dict[str, Callable[..., Any]] = {
     "select": _select(True, False), "reject": _select(False, False),
-    "selectattr": _select(True, True), "rejectattr": _select(False, True), "map": fast_map,
+    "selectattr": _select(True, True), "rejectattr": _select(False, True), "map": fast_map, "unique": fast_unique,
 }
 
 def evosts_tenants(auth_servers: Iterable[Any]) -> list[str]:
