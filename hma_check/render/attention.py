@@ -10,6 +10,7 @@ facts were not collected are one row too, whatever the checks: "os.tls_registry 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -164,6 +165,7 @@ def compact(names: list[str], limit: int = LISTED_SUBJECTS) -> str:
     return ", ".join(parts)
 
 
+@lru_cache(maxsize=4096)
 def _natural(name: str) -> tuple[str, int, str]:
     match = _NUMBERED.match(name)
     return (match.group(1).lower(), int(match.group(2)), name) if match else (name.lower(), -1, name)

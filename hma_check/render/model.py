@@ -4,6 +4,7 @@ cause, the server overview, areas, gaps, runbooks."""
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -207,7 +208,12 @@ class Report:
         return self.causes.get(id(finding))
 
     def server_of(self, finding: Finding) -> str | None:
-        return _server_of(finding, {name.lower(): name for name in self.servers})
+        return _server_of(finding, self._servers_by_key)
+
+    @cached_property
+    def _servers_by_key(self) -> dict[str, str]:
+        """Each server by its lower-case name, built once (the report asks for each group's server)."""
+        return {name.lower(): name for name in self.servers}
 
 
 def sort_key(finding: Finding, order: dict[str, int]) -> tuple[int, int, int, str]:
