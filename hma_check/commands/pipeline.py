@@ -123,7 +123,7 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
                evidence={"file": "evidence.json", "sha256": evidence_sha256},
                baseline={"folder": report.baseline["folder"], "manifest_sha256": report.baseline["manifest_sha256"]}
                if report.baseline else None)
-    manifest = build_manifest(files, roles, run)
+    manifest = build_manifest(files, roles, run, hashed={"evidence.json": evidence_sha256})
 
     _write_run(out_dir, files, manifest, keep=kept)
     compiled_store.save()     # the catalogue compiled for this run, kept for the next (only once all went well)

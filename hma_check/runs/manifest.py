@@ -45,8 +45,11 @@ def sha256_file(path: Path, limit: int | None = None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def build_manifest(files: dict[str, bytes], roles: dict[str, str], run: dict[str, Any]) -> bytes:
-    """The manifest of files about to be written (relative POSIX path -> bytes), in a stable order."""
+def build_manifest(files: dict[str, bytes], roles: dict[str, str], run: dict[str, Any],
+                   hashed: dict[str, str] | None = None) -> bytes:
+    """The manifest of files about to be written (relative POSIX path -> bytes), in a stable order. ``hashed``: the
+    SHA-256 of files already hashed from these very bytes (the evidence, whose hash the report shows)."""
+    hashed = hashed or {}
     document = {
         "manifest_version": MANIFEST_VERSION,
         "tool": "hma-check",
@@ -54,7 +57,8 @@ def build_manifest(files: dict[str, bytes], roles: dict[str, str], run: dict[str
         "created_at": iso_utc(utc_now()),
         "hash_algorithm": "sha256",
         "run": run,
-        "files": {path: {"sha256": sha256_bytes(files[path]), "size": len(files[path]), "role": roles[path]}
+        "files": {path: {"sha256": hashed.get(path) or sha256_bytes(files[path]), "size": len(files[path]),
+                         "role": roles[path]}
                   for path in sorted(files)},
     }
     return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
