@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hma_check.util.atomic import inside, make_folder, remove_inside, write_inside
+from hma_check.util.heap import long_lived
 from hma_check.evaluate import compiled_store
 from hma_check.evaluate.checks import CheckSet, load_checks
 from hma_check.evaluate.engine import Evaluation, evaluate
@@ -96,18 +97,18 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
         baseline=baseline)
     inputs, run = _inputs(checks, builtin_checks, exemptions_file, exemptions_raw)
 
-    evaluation: Evaluation = evaluate(checks, snapshot, as_of=as_of)
-    unused = apply_exemptions(evaluation.findings, exemptions, evaluation.as_of.date())
-    verdict = verdict_of(evaluation.findings)
-    anything = snapshot.collected_anything()
-    code = exit_code(verdict, anything_collected=anything)
-    evidence_sha256 = sha256_bytes(evidence_bytes)
-    report = build_report(evaluation, exit_code=code, evidence_sha256=evidence_sha256, unused_exemptions=unused,
-                          kind="validation" if after_enable else "readiness")
-    if readiness is not None:
-        readiness.attach(report, snapshot, out_dir)
-
-    files: dict[str, bytes] = dict(render_all(report))
+    with long_lived():      # the evidence and the catalogue, held until the end: not walked by every collection
+        evaluation: Evaluation = evaluate(checks, snapshot, as_of=as_of)
+        unused = apply_exemptions(evaluation.findings, exemptions, evaluation.as_of.date())
+        verdict = verdict_of(evaluation.findings)
+        anything = snapshot.collected_anything()
+        code = exit_code(verdict, anything_collected=anything)
+        evidence_sha256 = sha256_bytes(evidence_bytes)
+        report = build_report(evaluation, exit_code=code, evidence_sha256=evidence_sha256,
+                              unused_exemptions=unused, kind="validation" if after_enable else "readiness")
+        if readiness is not None:
+            readiness.attach(report, snapshot, out_dir)
+        files: dict[str, bytes] = dict(render_all(report))
     if browser:
         files["report.pdf"] = html_to_pdf(files["report.html"], browser)
     roles = {name: "output" for name in files}

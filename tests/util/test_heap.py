@@ -1,0 +1,53 @@
+"""heap.long_lived: the collector kept off a report's long-lived objects inside the block, and everything as it
+was afterwards (a test process runs hundreds of reports: nothing may stay frozen)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from hma_check.util.heap import YOUNG_THRESHOLD, long_lived
+
+
+@pytest.fixture
+def collector():
+    thresholds, was_frozen = gc.get_threshold(), gc.get_freeze_count()
+    if was_frozen:
+        gc.unfreeze()
+    yield
+    gc.set_threshold(*thresholds)
+    if was_frozen:
+        gc.freeze()
+
+
+def test_inside_the_block_what_was_alive_is_frozen_and_afterwards_nothing_is(collector):
+    gc.set_threshold(700, 10, 10)
+    held = [{"user": n} for n in range(1000)]
+    with long_lived():
+        assert gc.get_freeze_count() >= len(held)
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == (700, 10, 10)
+
+
+def test_an_error_inside_the_block_restores_the_collector_too(collector):
+    gc.set_threshold(700, 10, 10)
+    with pytest.raises(RuntimeError), long_lived():
+        raise RuntimeError("evaluation failed")
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == (700, 10, 10)
+
+
+def test_objects_someone_else_froze_stay_frozen_and_nothing_more_is(collector):
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    later = [{"user": n} for n in range(1000)]
+    with long_lived():
+        assert gc.get_freeze_count() == frozen       # the later objects were not frozen
+    assert gc.get_freeze_count() == frozen and later
+
+
+def test_automatic_collection_turned_off_stays_off(collector):
+    gc.set_threshold(0, 10, 10)
+    with long_lived():
+        assert gc.get_threshold()[0] == 0
+    assert gc.get_threshold() == (0, 10, 10)
