@@ -48,10 +48,12 @@ def build_evidence(folder: Path) -> Path:
     mailboxes = snapshot.sources["exchange.mailboxes"].data
     for i in range(USERS):
         upn = f"user{i:05d}@contoso.com"
+        sid = f"S-1-5-21-1004336348-1177238915-682003330-{20000 + i}"
         users.append({"userPrincipalName": upn, "mail": upn, "onPremisesSyncEnabled": True,
-                      "onPremisesSecurityIdentifier": f"S-1-5-21-1004336348-1177238915-682003330-{20000 + i}"})
+                      "onPremisesSecurityIdentifier": sid})
+        # Sid, as Get-Mailbox returns it: HMA-ID-003 matches every mailbox to its Entra ID user by it
         mailboxes.append({"Name": f"User {i}", "UserPrincipalName": upn, "PrimarySmtpAddress": upn,
-                          "RecipientTypeDetails": "UserMailbox"})
+                          "RecipientTypeDetails": "UserMailbox", "Sid": sid})
     path = folder / "evidence.json"
     snapshot.save(path)
     return path
