@@ -438,9 +438,18 @@ class _Meter(NodeTransformer):
 
 
 def meter_tree(tree: nodes.Template) -> nodes.Template:
-    """The template with its loops, concatenations and output metered (see _Meter)."""
+    """The template with its loops, concatenations and output metered (see _Meter), and nothing of it evaluated
+    while it is compiled.
+
+    Jinja's code generator evaluates what it finds constant even with its optimizer off: an output's filters on
+    literals (``{{ 'x' | center(200000000) }}``) and an ``{% autoescape %}`` argument are run while compiling,
+    where no budget applies, so a checks file could allocate gigabytes while being loaded. A volatile evaluation
+    context, set first, makes every such node wait for run time and its budget (jinja2.nodes.Impossible)."""
     result = _Meter().visit(tree)
     assert isinstance(result, nodes.Template)
+    lineno = result.body[0].lineno if result.body else 1
+    result.body.insert(0, nodes.EvalContextModifier([nodes.Keyword("volatile", nodes.Const(True, lineno=lineno),
+                                                                   lineno=lineno)], lineno=lineno))
     return result
 
 

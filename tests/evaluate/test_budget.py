@@ -84,6 +84,33 @@ def test_what_can_only_be_over_budget_is_refused_by_checks_validate(tmp_path):
             _checks(tmp_path, assertion)
 
 
+GROWN = "(' ' | center(9000000) | replace(' ', '          '))"     # every number under the static limit
+
+
+@pytest.mark.parametrize("actual", [
+    "{{ " + GROWN + " }}",                                              # an output's filters on a literal
+    "{% autoescape " + GROWN + " %}a{% endautoescape %}",                # an autoescape argument
+    "{{ 'x' ~ " + GROWN + " }}",
+])
+def test_literals_are_not_evaluated_while_the_checks_are_loaded(tmp_path, snapshot, actual):
+    """Jinja's code generator runs what it finds constant, outside any budget: loading these allocated 90 MB each
+    (and any chain of such filters gigabytes) before the first finding. Now nothing is evaluated while compiling
+    and the budget refuses them."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        checks = _checks(tmp_path, None, actual)
+        check, = checks.checks
+        assert check.actual.run is not None      # compiled now, if it was left for its first use
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, peak
+    finding, = evaluate(checks, snapshot).findings
+    assert finding.status == ERROR and "over the evaluation budget" in finding.reason, finding.reason
+
+
 def test_an_exponential_pattern_from_the_evidence_is_refused_at_run_time(tmp_path, snapshot):
     checks = _checks(tmp_path, "('a' * 40) is matching(exchange.servers[0].Name ~ '(a+)+b')")
     finding, = evaluate(checks, snapshot).findings
