@@ -443,10 +443,13 @@ class _ExchangeHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in headers:
             self.send_header(name, value)
+        # Logged before a byte of the answer leaves (end_headers flushes): a client that has its answer finds the
+        # line in the log, so logs exported right after a client's last request hold all of them (they did not,
+        # now and then, on a loaded machine).
+        self._log_httpproxy(status, len(body))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self._log_httpproxy(status, len(body))
 
     def _log_httpproxy(self, status: int, response_bytes: int) -> None:
         """The line Exchange's front end writes for this request (only requests that reached a virtual directory)."""
