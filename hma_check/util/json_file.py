@@ -34,7 +34,9 @@ class JsonError(HmaCheckError, ValueError):
 
 def loads_json(text: str) -> Any:
     """The document, or JsonError (a ValueError) with a one-line reason; RecursionError when nested too deeply."""
-    if _SURROGATE_ESCAPE.search(text):
+    # A backslash is found at memchr speed, the escape pattern scanned for at a few instructions a character: a
+    # 999-user Graph page without one (the usual case) skips a 0.09 ms regex scan.
+    if "\\" in text and _SURROGATE_ESCAPE.search(text):
         match = _LONE_SURROGATE.search(text)
         if match:
             escape = "\\" + match.group(0).lstrip("\\")

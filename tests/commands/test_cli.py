@@ -127,6 +127,35 @@ def test_help_has_examples_and_loads_no_heavy_module():
     assert "HEAVY []" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize("columns", [None, "", "x", "0", "-5", "40", "60", "79", "80", "81", "200"])
+def test_the_group_help_wraps_where_click_would(monkeypatch, columns):
+    """The group measures the terminal without shutil (hma_check.cli._terminal_columns): the width must be the one
+    click's own HelpFormatter picks, so the help text stays click's."""
+    import click
+
+    from hma_check.cli import cli
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    ours = cli.make_context("hma-check", ["--version"], resilient_parsing=True)
+    assert type(ours) is not click.Context
+    clicks = click.Context(cli, info_name="hma-check")
+    assert ours.make_formatter().width == clicks.make_formatter().width
+    for max_content_width in (60, 120):
+        ours.max_content_width = clicks.max_content_width = max_content_width
+        assert ours.make_formatter().width == clicks.make_formatter().width
+
+
+def test_help_loads_no_shutil():
+    probe = ("import sys; from hma_check.cli import main\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print('SHUTIL', 'shutil' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "Usage: hma-check" in result.stdout and "SHUTIL False" in result.stdout, result.stdout
+
+
 def test_the_product_never_imports_the_lab():
     """The lab is a separate package: the command line, and a report from evidence, load nothing of it."""
     probe = ("import sys, hma_check.cli\n"
