@@ -129,9 +129,9 @@ def mailbox_identities(mailboxes: Any, users: Any) -> dict[str, Any]:
     by_sid: dict[str, str] = {}
     by_upn: set[str] = set()
     for user in users:
-        for key in ("userPrincipalName", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"):
-            if key not in user:
-                raise MissingFact("graph.users", f"a user has no {key} property")
+        if not _USER_KEYS <= user.keys():
+            key = next(k for k in _USER_KEYS_IN_ORDER if k not in user)
+            raise MissingFact("graph.users", f"a user has no {key} property")
         if user["onPremisesSyncEnabled"] is not True:
             continue
         upn = user["userPrincipalName"] or ""
@@ -139,27 +139,36 @@ def mailbox_identities(mailboxes: Any, users: Any) -> dict[str, Any]:
             by_sid[str(user["onPremisesSecurityIdentifier"]).upper()] = upn
         if upn:
             by_upn.add(upn.lower())
-    out: dict[str, Any] = {"count": 0, "by_sid": 0, "by_upn": 0, "missing": [], "no_key": [], "upn_differs": []}
+    # counters in locals, not in the result's dict: this loop runs once per mailbox (50,000 and more)
+    count = matched_by_sid = matched_by_upn = 0
+    missing: list[str] = []
+    no_key: list[Any] = []
+    upn_differs: list[str] = []
     for mailbox in mailboxes:
         if mailbox.get("RecipientTypeDetails") != "UserMailbox":
             continue
         if "Sid" not in mailbox:
             raise MissingFact("exchange.mailboxes", f"mailbox {mailbox.get('Name')!r} has no Sid property (collect "
                                                     "Get-Mailbox with Sid)")
-        out["count"] += 1
-        upn, sid = mailbox.get("UserPrincipalName"), mailbox.get("Sid")
+        count += 1
+        upn, sid = mailbox.get("UserPrincipalName"), mailbox["Sid"]
         entra_upn = by_sid.get(str(sid).upper()) if sid else None
         if entra_upn is not None:
-            out["by_sid"] += 1
+            matched_by_sid += 1
             if not upn or entra_upn.lower() != upn.lower():
-                out["upn_differs"].append(f"{upn or mailbox.get('Name')} (Entra ID: {entra_upn or 'no UPN'})")
+                upn_differs.append(f"{upn or mailbox.get('Name')} (Entra ID: {entra_upn or 'no UPN'})")
         elif upn and upn.lower() in by_upn:
-            out["by_upn"] += 1
+            matched_by_upn += 1
         elif upn or sid:
-            out["missing"].append(upn or f"{mailbox.get('Name')} ({sid})")
+            missing.append(upn or f"{mailbox.get('Name')} ({sid})")
         else:
-            out["no_key"].append(mailbox.get("Name"))
-    return out
+            no_key.append(mailbox.get("Name"))
+    return {"count": count, "by_sid": matched_by_sid, "by_upn": matched_by_upn, "missing": missing,
+            "no_key": no_key, "upn_differs": upn_differs}
+
+
+_USER_KEYS_IN_ORDER = ("userPrincipalName", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier")
+_USER_KEYS = frozenset(_USER_KEYS_IN_ORDER)
 
 
 # The Hybrid Agent publishes on-premises Exchange at https://<GUID>.resource.mailboxmigration.his.msappproxy.net/
