@@ -260,6 +260,40 @@ def test_unique_lower_and_upper_on_any_text_give_what_jinja_gives():
     one()
 
 
+def test_own_tests_over_repeated_text_give_what_calling_them_on_each_gives():
+    """select/reject/selectattr with hma-check's own tests run once per distinct text when texts repeat: the same
+    items, in the same order, as Jinja calling the test on every one (and the same error for a bad pattern)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from hma_check.evaluate.expr import TESTS, compile_expression
+    from tests.support.fuzz import FUZZ, examples
+
+    reference = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    reference.tests.update(TESTS)
+    domain = st.sampled_from(["contoso.com", "CONTOSO.com", "fabrikam.com", "x.contoso.com", "", "a.b"])
+    sources = ["values | select('accepted_by', ['contoso.com', '*.contoso.com']) | list",
+               "values | reject('accepted_by', ['fabrikam.com']) | list",
+               "values | select('matching', 'contoso.*') | list",
+               "rows | selectattr('d', 'accepted_by', ['contoso.com']) | map(attribute='n') | list",
+               "rows | rejectattr('d', 'matching', '(x|a)[.].*') | map(attribute='n') | list"]
+
+    sizes = st.integers(0, 300)      # drawn evenly: most lists long enough to take the once-per-text path
+
+    @settings(FUZZ, max_examples=examples(60))
+    @given(values=sizes.flatmap(lambda n: st.lists(domain, min_size=n, max_size=n)), source=st.sampled_from(sources))
+    def one(values, source):
+        rows = [{"d": value, "n": n} for n, value in enumerate(values)]
+        expected = reference.compile_expression(source, undefined_to_none=False)(values=values, rows=rows)
+        assert compile_expression(source)(values=values, rows=rows) == expected
+
+    one()
+    with pytest.raises(ValueError, match="exponential"):
+        compile_expression("values | select('matching', '(a+)+b') | list")(values=["aaa"] * 100)
+
+
 def test_a_missing_attribute_is_an_error_in_the_fast_filters_too():
     from jinja2.exceptions import UndefinedError
 
