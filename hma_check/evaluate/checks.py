@@ -140,6 +140,7 @@ class Check:
     # hma_check.evaluate.reads); its 'and' parts are compiled on the first failure (assert_parts).
     assert_names: frozenset[str] = frozenset()
     let_names: dict[str, frozenset[str]] = field(default_factory=dict)
+    where_names: frozenset[str] = frozenset({"item"})
     if_skipped: str = "error"             # a required source skipped on purpose: ERROR, or NOT_APPLICABLE
     affected: Compiled | None = None      # the users a non-PASS finding affects (one action-plan row each)
     file: str = ""
@@ -484,6 +485,8 @@ def _load_check(raw: Any, file: str, line: int) -> Check:
     b.requires_covers_use(requires)
     check.let_names = {name: b.names[f"let.{name}"] for name, _ in check.let}
     check.assert_names = b.names["assert"]
+    if where is not None:
+        check.where_names = b.names["where"]
     return check
 
 

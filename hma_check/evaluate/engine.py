@@ -150,7 +150,7 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
             used.add(key)
         subject = None
         try:
-            if check.where is not None and not as_bool(check.where, context, "where"):
+            if check.where is not None and not _where(check, facts, context, item, scope):
                 return None
             # A subject that cannot be rendered makes the finding ERROR under a name of its own (fallback_subject),
             # never "organization": that would hide which object it is about.
@@ -184,6 +184,24 @@ def _evaluate_item(check: Check, facts: Facts, base: dict[str, Any], *, item: An
                        failing=marked, enable=enable, rollback=rollback, causes=causes, cited=cited)
     finding.affected = affected
     return finding
+
+
+def _where(check: Check, facts: Facts, context: dict[str, Any], item: Any, scope: str | None) -> bool:
+    """The check's 'where' for this item. One that reads nothing but the item and its scope (not item.IsEdgeServer)
+    has the same answer for the same item in every check: decided once per evaluation, by its text and the item
+    (seven checks ask 'not item.IsEdgeServer' of every server). It is asked before the item is watched, so it
+    reads no source and logs nothing: only its answer is kept; a failure is not (it is raised again each time)."""
+    assert check.where is not None
+    if not check.where_names <= _ITEM_ONLY or not isinstance(item, (dict, str)):   # a Part reads its source
+        return as_bool(check.where, context, "where")
+    key = (check.where.source, id(item), scope)
+    known = facts.saved_wheres.get(key)
+    if known is None:
+        known = facts.saved_wheres[key] = (as_bool(check.where, context, "where"), item)   # the item kept alive
+    return known[0]
+
+
+_ITEM_ONLY = frozenset({"item", "scope"})
 
 
 # ----------------------------------------------------------------------------------------------------- findings

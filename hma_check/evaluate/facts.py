@@ -282,6 +282,8 @@ class Facts:
         self.watch = Watch()
         # ``let`` bindings that read only the evidence, evaluated once for the whole evaluation (evaluate.lets)
         self.saved_lets: dict[Any, Any] = {}
+        # the answers of 'where' filters that read only the item (evaluate.engine._where), by text and item
+        self.saved_wheres: dict[tuple[str, int, str | None], tuple[bool, Any]] = {}
 
     def _record(self, key: str) -> None:
         if self._used is not None:
