@@ -141,7 +141,7 @@ _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 def compact(names: list[str], limit: int = LISTED_SUBJECTS) -> str:
     """'EX001–EX200' for a run of numbered names, 'EX01, EX03–EX05'; more than ``limit`` parts end in 'and N more'."""
     parts: list[str] = []
-    run: list[tuple[str, int, str]] = []
+    run: list[tuple[str, int, str, int]] = []      # prefix, number, name, digits
 
     def flush() -> None:
         if run:
@@ -150,15 +150,15 @@ def compact(names: list[str], limit: int = LISTED_SUBJECTS) -> str:
 
     for name in sorted(names, key=_natural):
         match = _NUMBERED.match(name)
-        if match and run and match.group(1) == run[-1][0] and int(match.group(2)) == run[-1][1] + 1 \
-                and len(match.group(2)) == len(_NUMBERED.match(run[-1][2]).group(2)):  # type: ignore[union-attr]
-            run.append((match.group(1), int(match.group(2)), name))
-            continue
-        flush()
-        if match:
-            run.append((match.group(1), int(match.group(2)), name))
-        else:
+        if match is None:
+            flush()
             parts.append(name)
+            continue
+        prefix, digits = match.group(1), match.group(2)
+        entry = (prefix, int(digits), name, len(digits))
+        if not (run and prefix == run[-1][0] and entry[1] == run[-1][1] + 1 and entry[3] == run[-1][3]):
+            flush()
+        run.append(entry)
     flush()
     if len(parts) > limit:
         return ", ".join(parts[:limit - 1]) + f" and {len(parts) - limit + 1} more"

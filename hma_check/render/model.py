@@ -49,7 +49,8 @@ VERDICT_TEXT_BY_STATE = {
 
 @dataclass
 class CheckGroup:
-    """One check's findings, described once (expected, why, references), worst status first."""
+    """One check's findings, described once (expected, why, references), worst status first. Built once its
+    findings are final (exemptions applied): its rows are worked out once, though both reports read them."""
 
     id: str
     title: str
@@ -62,15 +63,15 @@ class CheckGroup:
     findings: list[Finding]
     servers: list[str] = field(default_factory=list)      # the servers its findings are about (the server filter)
 
-    @property
+    @cached_property
     def detailed(self) -> list[Finding]:
         return [f for f in self.findings if f.status not in (PASS, NOT_APPLICABLE)]
 
-    @property
+    @cached_property
     def settled(self) -> list[Finding]:
         return [f for f in self.findings if f.status in (PASS, NOT_APPLICABLE)]
 
-    @property
+    @cached_property
     def detail_rows(self) -> list[dict[str, Any]]:
         """Findings to look at (not passing), those with the same result and evidence shown once with their
         subjects: 200 servers with the same ActiveSync note are one block, not 200."""
@@ -86,7 +87,7 @@ class CheckGroup:
         """Shown open: something to act on (a note or a pass is a click away)."""
         return any(f.status in TO_ACT_ON for f in self.findings)
 
-    @property
+    @cached_property
     def settled_rows(self) -> list[dict[str, Any]]:
         """Passing and not-applicable findings with the same result as one line: '200 servers: TLS 1.2 Enabled'."""
         rows: dict[tuple[str, str], list[str]] = {}

@@ -320,3 +320,15 @@ def test_a_note_is_grey_never_a_warning_in_any_output(tmp_path):
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert '<span class="badge note">NOTE</span>' in html and "No blocker" in html
     assert "HMA-VDIR-005" not in (tmp_path / "out" / "action-plan.csv").read_text(encoding="utf-8-sig")
+
+
+def test_subjects_are_compacted_into_runs_of_numbered_names():
+    """'EX001–EX200' for a run; a run needs the same prefix, consecutive numbers and the same number of digits;
+    other names stand alone, in natural order; more than the limit ends in 'and N more'."""
+    from hma_check.render.attention import compact
+
+    assert compact([f"EX{i:03d}" for i in range(200, 0, -1)]) == "EX001–EX200"
+    assert compact(["EX01", "EX02", "EX03", "EX05", "EX1", "EX2", "A"], limit=10) == "A, EX01, EX1, EX02, EX2, EX03, EX05"
+    assert compact(["EX09", "EX10", "EX11", "ex12", "EX13"], limit=10) == "EX09–EX11, ex12, EX13"
+    assert compact(["EX008", "EX009", "EX010", "EX10"], limit=10) == "EX008–EX010, EX10"
+    assert compact([f"S{i}" for i in range(1, 20, 2)], limit=3) == "S1, S3 and 8 more"
