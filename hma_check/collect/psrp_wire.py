@@ -9,9 +9,9 @@ to the next in a server name and a few identifiers. Here:
 - ``PipelineTemplates``: pypsrp serialises a pipeline's shape once, with markers for its string values; later calls
   fill in the values, escaped as pypsrp escapes them. The bytes are the ones pypsrp would send;
 - ``lean_wsman``: a pypsrp WSMan whose Command, Receive and Signal envelopes are written as text (the header once
-  per action, the small body elements by a writer that emits what ElementTree would), and whose requests reuse one
-  prepared request per session while the session holds no cookie. Every other action, and every request that needs
-  more (message encryption, cookies, a 401 that asks to sign in again), goes through pypsrp and requests unchanged.
+  per action, the small body elements by a writer that emits what ElementTree would), and whose requests are copies
+  of one prepared per session, sent through requests' Session.send as pypsrp sends them. Every other action, and
+  every request that needs more (message encryption, a session holding a cookie), goes through pypsrp unchanged.
 
 tests/collect/test_psrp_wire.py compares the bytes with pypsrp's own for the pinned pypsrp (>=0.9.1,<1.0).
 """
@@ -292,56 +292,38 @@ def _make_wsman_class() -> Any:
 
 
 def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: Any) -> bytes:
-    """POST one envelope. While the session needs no message encryption and holds no cookie, the request is a copy
-    of one prepared for the session and goes straight to its connection adapter; a 401 (the connection has to sign
-    in again), a redirect, anything else, and every request in other sessions goes through pypsrp's own
-    ``transport.send`` (requests' Session.send with its hooks). A cookie the server sets is kept in the session, as
-    Session.send would, and from then on every request takes that way."""
+    """POST one envelope as pypsrp's ``transport.send`` does, but with a copy of a request prepared once per session:
+    preparing it again for every call (merging the session's headers, cookies, auth and hooks) is what pypsrp's own
+    path spends on top. The copy goes through pypsrp's ``_send_request``, so requests' ``Session.send`` runs the
+    auth hook (a 401 signs the connection in), follows redirects, keeps cookies, and pypsrp raises its own errors
+    for an HTTP error, exactly as on its path. Message encryption, and a session holding a cookie (the request
+    prepared once has no Cookie header), take ``transport.send`` itself."""
     import requests
-    from pypsrp.exceptions import WinRMTransportError
 
     session = transport.session
     if transport.wrap_required or session is None or session.cookies:
         return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
     prepared = getattr(transport, "_hma_prepared", None)
     if prepared is None or prepared[0] is not session:
-        prepared = transport._hma_prepared = (session, *_prepare(session, transport.endpoint))
-    _, base, adapter = prepared
-    if adapter is None:   # an auth with more than a 401 handler in its hooks
-        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
-    request = base.copy()
+        prepared = transport._hma_prepared = (session, _prepare(session, transport.endpoint))
+    request = prepared[1].copy()
     request.body = message
     request.headers["Content-Length"] = str(len(message))
     try:
-        response = adapter.send(request, stream=False, verify=session.verify, cert=session.cert,
-                                proxies=dict(session.proxies), timeout=timeout if timeout is not None
-                                else (transport.connection_timeout, transport.read_timeout))
+        content: bytes = transport._send_request(request, timeout=timeout)
     except (requests.ReadTimeout, requests.ConnectTimeout):
         if not retries_on_read_timeout:
             raise
         # pypsrp's own loop from its second attempt on (Receive may be sent again: the answer is the same)
         time.sleep(transport.reconnection_backoff)
         return transport.send(message, retries_on_read_timeout=retries_on_read_timeout - 1, timeout=timeout)
-    content: bytes = response.content
-    if "set-cookie" in response.headers:
-        requests.cookies.extract_cookies_to_jar(session.cookies, request, response.raw)
-    if response.status_code == 401 or response.is_redirect:
-        # not processed: a fresh connection that has to sign in (the auth hook does it), or an endpoint elsewhere
-        return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
-    if response.status_code >= 400:
-        raise WinRMTransportError("http", response.status_code, response.text if content else "")
     return content
 
 
-def _prepare(session: Any, endpoint: str) -> tuple[Any, Any]:
-    """The session's POST to the endpoint, prepared once, and its adapter (None when the request's hooks hold more
-    than the Negotiate/NTLM/Kerberos auth's 401 handler, which a 401 sent to pypsrp's own path replaces)."""
+def _prepare(session: Any, endpoint: str) -> Any:
+    """The session's POST to the endpoint with the headers pypsrp's ``transport.send`` gives it, prepared once."""
     import requests
 
     headers = session.headers.copy()
     headers["Content-Type"] = "application/soap+xml;charset=UTF-8"
-    base = session.prepare_request(requests.Request("POST", endpoint, headers=headers))
-    hooks = base.hooks.get("response", [])
-    if any(type(getattr(hook, "__self__", None)).__name__ != "HTTPNegotiateAuth" for hook in hooks):
-        return base, None
-    return base, session.get_adapter(endpoint)
+    return session.prepare_request(requests.Request("POST", endpoint, headers=headers))

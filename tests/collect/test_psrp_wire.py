@@ -195,6 +195,7 @@ class _Adapter:
     def __init__(self, *answers):
         self.answers = list(answers)
         self.sent: list = []
+        self.requests: list = []
         self.settings: list = []     # what requests would pass along: TLS verification, client certificate, timeouts
 
     def send(self, request, **kwargs):
@@ -205,6 +206,7 @@ class _Adapter:
 
         status, headers, body = self.answers.pop(0)
         self.sent.append(request.body)
+        self.requests.append(request)
         self.settings.append(kwargs)
         response = requests.Response()
         response.status_code = status
@@ -220,26 +222,44 @@ class _Adapter:
         return response
 
 
-def _session_with(adapter):
+def _session_with(adapter, *, auth: bool = True):
+    """pypsrp's own HTTPS transport and session (NTLM auth, its headers), the connections answered by ``adapter``;
+    ``auth=False``: a session without the auth hook, so a 401 is the answer rather than a sign-in."""
     import requests
 
-    session = requests.Session()
+    transport = WSMan("ex01.contoso.local", port=443, path="PowerShell", ssl=True, auth="ntlm", username="u",
+                      password="p", connection_timeout=30, read_timeout=30).transport
+    session = transport._build_session() if auth else requests.Session()
     session.trust_env = False
     session.mount("https://", adapter)
-    transport = _Transport(session=session)
-    transport.endpoint = "https://ex01.contoso.local:443/PowerShell"
-    transport.connection_timeout, transport.read_timeout = 30, 30
+    transport.session = session
     return transport
 
 
-def test_a_request_goes_to_the_adapter_once_prepared_and_a_401_goes_through_pypsrp():
-    adapter = _Adapter((200, {}, b"answer"), (401, {"WWW-Authenticate": "Negotiate"}, b""))
+def test_a_request_is_a_copy_of_one_prepared_and_goes_through_session_send():
+    adapter = _Adapter((200, {}, b"answer"), (200, {}, b"again"))
     transport = _session_with(adapter)
     assert psrp_wire.send(transport, b"first", 0, None) == b"answer"
-    assert psrp_wire.send(transport, b"second", 0, None) == b"pypsrp"   # the auth hook signs the connection in
-    assert adapter.sent == [b"first", b"second"] and transport.sent == [b"second"]
-    # what Session.send would pass: certificate verification on, the session's timeouts
-    assert adapter.settings[0]["verify"] is True and adapter.settings[0]["timeout"] == (30, 30)
+    assert psrp_wire.send(transport, b"second", 0, None) == b"again"
+    assert adapter.sent == [b"first", b"second"]
+    first, second = adapter.requests
+    assert first is not second and first.headers == {**second.headers, "Content-Length": "5"}
+    assert first.headers["Content-Type"] == "application/soap+xml;charset=UTF-8"
+    assert first.headers["Accept-Encoding"] == "identity" and first.url == transport.endpoint
+    # what Session.send passes: certificate verification on (the session's CA bundle), the session's timeouts
+    verify = adapter.settings[0]["verify"]
+    assert verify not in (False, None) and verify == transport.session.verify
+    assert adapter.settings[0]["timeout"] == (30, 30)
+
+
+def test_a_request_carries_what_pypsrps_own_path_sends():
+    ours, theirs = _Adapter((200, {}, b"answer")), _Adapter((200, {}, b"answer"))
+    psrp_wire.send(_session_with(ours), b"<s:Envelope/>", 0, 20)
+    _session_with(theirs).send(b"<s:Envelope/>", timeout=20)
+    (mine,), (pypsrps,) = ours.requests, theirs.requests
+    assert (mine.method, mine.url, mine.body, dict(mine.headers)) == \
+        (pypsrps.method, pypsrps.url, pypsrps.body, dict(pypsrps.headers))
+    assert ours.settings == theirs.settings
 
 
 def test_a_sessions_ca_file_reaches_the_adapter():
@@ -250,19 +270,22 @@ def test_a_sessions_ca_file_reaches_the_adapter():
     assert adapter.settings[0]["verify"] == "/etc/hma-check/contoso-ca.pem" and adapter.settings[0]["timeout"] == 12
 
 
-def test_a_cookie_the_server_sets_is_kept_and_then_requests_go_through_pypsrp():
-    adapter = _Adapter((200, {"Set-Cookie": "X-BackEndCookie=ex01; path=/"}, b"answer"))
+def test_a_cookie_the_server_sets_is_kept_and_sent_back():
+    adapter = _Adapter((200, {"Set-Cookie": "X-BackEndCookie=ex01; path=/"}, b"answer"), (200, {}, b"again"))
     transport = _session_with(adapter)
     assert psrp_wire.send(transport, b"first", 0, None) == b"answer"
     assert transport.session.cookies.get("X-BackEndCookie") == "ex01"
-    assert psrp_wire.send(transport, b"second", 0, None) == b"pypsrp"
-    assert transport.sent == [b"second"]
+    assert psrp_wire.send(transport, b"second", 0, None) == b"again"
+    assert adapter.requests[1].headers["Cookie"] == "X-BackEndCookie=ex01"
 
 
-def test_an_http_error_is_pypsrps_transport_error():
-    from pypsrp.exceptions import WinRMTransportError
-
-    transport = _session_with(_Adapter((500, {}, b"<html>boom</html>")))
-    with pytest.raises(WinRMTransportError) as raised:
-        psrp_wire.send(transport, b"m", 0, None)
-    assert raised.value.code == 500 and "boom" in raised.value.response_text
+@pytest.mark.parametrize("status,error", [(500, "WinRMTransportError"), (401, "AuthenticationError")])
+def test_an_http_error_is_the_one_pypsrp_raises(status, error):
+    body = b"<html>boom</html>" if status == 500 else b""
+    raised = []
+    for sender in (lambda t: psrp_wire.send(t, b"m", 0, None), lambda t: t.send(b"m")):
+        transport = _session_with(_Adapter((status, {}, body)), auth=False)
+        with pytest.raises(Exception) as caught:
+            sender(transport)
+        raised.append((type(caught.value).__name__, str(caught.value), getattr(caught.value, "code", None)))
+    assert raised[0] == raised[1] and raised[0][0] == error
