@@ -289,3 +289,25 @@ def test_an_http_error_is_the_one_pypsrp_raises(status, error):
             sender(transport)
         raised.append((type(caught.value).__name__, str(caught.value), getattr(caught.value, "code", None)))
     assert raised[0] == raised[1] and raised[0][0] == error
+
+
+def test_a_connection_the_server_dropped_is_signed_in_again_by_requests_auth_hook():
+    """Against the lab over loopback: the lab, as IIS, signs in each TCP connection. Once the session's connection
+    is gone, the next Command goes out on a new one, is answered 401, and requests' Session.send runs the auth
+    hook, which signs the new connection in and sends the request again: the call succeeds."""
+    from hma_check.collect.psrp_client import RemoteSession
+    from hma_lab.runtime import Lab
+    from tests.support.lab import exchange_settings
+
+    with Lab("ready") as lab:
+        session = RemoteSession(exchange_settings(lab.scan_config()), lab.credentials.password).open()
+        try:
+            assert session.run("Get-AcceptedDomain", (), 30)
+            http = session._wsman.transport.session
+            signed_in = dict(http.auth.contexts)              # pypsrp's security context per host
+            http.close()    # every pooled connection closed, as a server that drops them would
+            assert session.run("Get-AcceptedDomain", (), 30)
+            assert http.auth.contexts.keys() == signed_in.keys()
+            assert all(http.auth.contexts[host] is not context for host, context in signed_in.items())   # anew
+        finally:
+            session.close()
