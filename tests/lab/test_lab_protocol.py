@@ -374,3 +374,30 @@ def test_the_envelopes_written_as_text_are_the_ones_elementtree_writes(case, mon
         monkeypatch.setattr(wsman, "_envelope_tree", None)
     for relates_to in ("uuid:0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9", "uuid:<odd> & \"id\""):
         assert wsman._envelope(action, relates_to, content) == tree(action, relates_to, content)
+
+
+def test_a_plain_pipeline_state_is_the_message_psrpcore_writes():
+    """The lab writes a PipelineState without an error record once per state (psrp._ServerPool._plain_state)."""
+    import xml.etree.ElementTree as ET
+
+    from psrpcore.types import PipelineState, PSInvocationState, serialize
+
+    from hma_lab.psrp import _ServerPool
+
+    pool = _ServerPool(application_private_data={})
+    for state in (PSInvocationState.Completed, PSInvocationState.Running, PSInvocationState.Stopped):
+        message = PipelineState(PipelineState=int(state))
+        expected = ET.tostring(serialize(message, None), encoding="utf-8", method="xml")
+        assert bytes(pool._plain_state(message)) == expected == bytes(pool._plain_state(message))
+
+
+def test_a_pipeline_that_completes_sends_the_plain_state(pool):
+    from psrpcore.types import PSInvocationState as ServerState
+
+    from hma_lab.psrp import _ServerPool
+
+    ps = PowerShell(pool)
+    ps.add_cmdlet("Get-AcceptedDomain")
+    ps.invoke()
+    assert ps.state == PSInvocationState.COMPLETED and ps.output
+    assert int(ServerState.Completed) in _ServerPool._plain_states
