@@ -11,9 +11,12 @@ to the next in a server name and a few identifiers. Here:
 - ``lean_wsman``: a pypsrp WSMan whose Command, Receive and Signal envelopes are written as text (the header once
   per action, the small body elements by a writer that emits what ElementTree would), and whose requests are copies
   of one prepared per session, sent through requests' Session.send as pypsrp sends them. Every other action, and
-  every request that needs more (message encryption, a session holding a cookie), goes through pypsrp unchanged.
+  every request that needs more (message encryption, a session holding a cookie), goes through pypsrp unchanged;
+- ``parse_answer`` and ``receive`` (``lean_receive``): a Receive answer read without the XML parser going over its
+  streams' base64, each stream decoded once (the tree and the errors are ElementTree's, the result pypsrp's).
 
-tests/collect/test_psrp_wire.py compares the bytes with pypsrp's own for the pinned pypsrp (>=0.9.1,<1.0).
+tests/collect/test_psrp_wire.py compares the bytes, trees and errors with pypsrp's and ElementTree's own for the
+pinned pypsrp (>=0.9.1,<1.0).
 """
 
 from __future__ import annotations
