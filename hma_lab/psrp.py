@@ -14,11 +14,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
+from xml.etree import ElementTree
 
 import psrpcore
 from psrpcore._payload import PSRPMessage, create_message
 from psrpcore.types._serializer import _deserialize_string
-from psrpcore.types import ErrorRecord, PSInvocationState, PSRPMessageType
+from psrpcore.types import ErrorRecord, PipelineState, PSInvocationState, PSRPMessageType, serialize
 
 from hma_lab import errors
 from hma_lab.psvalues import Serialized
@@ -165,12 +166,28 @@ class _ServerPool(psrpcore.ServerRunspacePool):
 
     def prepare_message(self, message: Any, message_type: Any = None, pipeline_id: Any = None,
                         stream_type: Any = psrpcore.StreamType.default) -> None:
+        if type(message) is PipelineState and message.ExceptionAsErrorRecord is None:
+            message, message_type = self._plain_state(message), PSRPMessageType.PipelineState
         if not isinstance(message, Serialized):
             super().prepare_message(message, message_type, pipeline_id, stream_type)
             return
         packed = create_message(False, message_type, bytes(message), self.runspace_pool_id, pipeline_id)
         self._send_buffer.append(PSRPMessage(message_type, bytearray(packed), self.runspace_pool_id, pipeline_id,
                                              self._fragment_counter, stream_type))
+
+    _plain_states: dict[int, Serialized] = {}
+
+    def _plain_state(self, message: Any) -> Serialized:
+        """A PipelineState message without an error record, as psrpcore serialises it (through ElementTree, in
+        Python, once for every pipeline that ends; now once per state and process)."""
+        state = int(message.PipelineState)
+        found = self._plain_states.get(state)
+        if found is None:
+            element = serialize(message, self._cipher, our_capability=self.our_capability,
+                                their_capability=self.their_capability)
+            found = self._plain_states[state] = Serialized(ElementTree.tostring(element, encoding="utf-8",
+                                                                                method="xml"))
+        return found
 
     @staticmethod
     def _fix_ci(event: Any) -> None:

@@ -112,7 +112,68 @@ def parse_object_xml(xml: str, *, source: str = "<live object>") -> ClixmlObject
     """One ``<Obj>`` as pypsrp 0.9.1 keeps it in ``obj._xml`` on live objects (its RefIds are self-contained)."""
     if len(xml) > MAX_CLIXML_BYTES:
         raise ClixmlError(f"object XML is {len(xml)} characters; the limit is {MAX_CLIXML_BYTES}", path=source)
+    cut = _cut_byte_arrays(xml)
+    if cut is not None:
+        skeleton, texts = cut
+        try:
+            return _parse_streaming(skeleton, source=source, root="Obj", texts=texts)[0]
+        except (_Fault, ClixmlError, ET.ParseError, RecursionError):
+            return _parse_exact(xml, source=source, root="Obj")[0]   # its own error, on the object as it came
     return _parse(xml, source=source, root="Obj")[0]
+
+
+# A <BA> element's start tag, whole: an optional prefix, attributes with plain quoted values, nothing else.
+_BA_TAG = re.compile(r"""<(?:[A-Za-z_][\w.-]*:)?BA(?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<&]*"|'[^'<&]*'))*\s*>""")
+_SMALLEST_CUT = 1024   # shorter byte arrays are left to the parser
+
+
+class _Base64Text(str):
+    """The text of a <BA> that ``_cut_byte_arrays`` found to be canonical base64: ``_binary`` does not check it
+    again."""
+
+    __slots__ = ()
+
+
+def _cut_byte_arrays(text: str) -> tuple[str, list[tuple[int, _Base64Text]]] | None:
+    """The object without the texts of its large byte arrays, and each text with its element's place in document
+    order; None when there is none to cut.
+
+    A live Exchange object is mostly its SerializationData (a <BA> of 25 to 120 KB of base64), which the XML parser
+    scans twice (tokens, then line and column) for a text that ``_binary`` only checks and keeps. A text is cut only
+    where nothing can differ: it follows a whole <BA ...> start tag and runs to the next "<", which starts an end
+    tag; it is canonical base64 (which XML passes through unchanged, and which ``_binary`` accepts as it is); and
+    what is left holds no comment, CDATA section, processing instruction or DTD, so every "<" in it is a tag. The
+    streaming reader puts each text back into its element before anything is converted."""
+    cuts: list[tuple[int, int, int]] = []   # (element's place in document order, text start, text end)
+    position = counted = tags = 0
+    while (found := text.find("BA", position)) >= 0:
+        start, close = text.rfind("<", 0, found), text.find(">", found)
+        if start < position or close < 0 or not _BA_TAG.fullmatch(text, start, close + 1):
+            position = found + 2
+            continue
+        end = text.find("<", close)
+        if end < 0:
+            break
+        position = end   # a text holds no "<": nothing in it can be a tag
+        if end - close - 1 < _SMALLEST_CUT or text[end + 1:end + 2] != "/" or not _canonical_base64(
+                text[close + 1:end]):
+            continue
+        # start tags before this one: every "<" but end tags (a text cut holds none)
+        tags += text.count("<", counted, start) - text.count("</", counted, start)
+        cuts.append((tags, close + 1, end))
+        tags += 1
+        counted = end
+    if not cuts:
+        return None
+    pieces, last = [], 0
+    for _, begin, end in cuts:
+        pieces.append(text[last:begin])
+        last = end
+    pieces.append(text[last:])
+    skeleton = "".join(pieces)
+    if "<!" in skeleton or "<?" in skeleton:
+        return None
+    return skeleton, [(index, _Base64Text(text[begin:end])) for index, begin, end in cuts]
 
 
 def decode_text(data: bytes, *, source: str) -> str:
@@ -236,7 +297,10 @@ def _prolog(text: str, root: str) -> None:
     raise _Fault  # no element at all
 
 
-def _parse_streaming(text: str, *, source: str, root: str) -> list[ClixmlObject]:
+def _parse_streaming(text: str, *, source: str, root: str,
+                     texts: list[tuple[int, _Base64Text]] | None = None) -> list[ClixmlObject]:
+    """``texts``: for one object (root "Obj") whose byte arrays' texts were cut out (``_cut_byte_arrays``), each
+    text and its element's place in document order; each element must be a <BA> without text or children."""
     parser = ET.XMLParser(target=ET.TreeBuilder())
     # XMLPullParser's hook into the C parser, used here only to learn which element is the root. Without it (not
     # CPython's C parser) the exact reader reads everything.
@@ -273,6 +337,15 @@ def _parse_streaming(text: str, *, source: str, root: str) -> list[ClixmlObject]
     parser.close()
     if top is None:
         raise _Fault
+    if texts:
+        elements = list(top.iter())
+        for index, value in texts:
+            if index >= len(elements):
+                raise _Fault
+            cut = elements[index]
+            if reader.name(cut.tag) != "BA" or cut.text is not None or len(cut):
+                raise _Fault
+            cut.text = value
     out.extend([reader.top(element, 0) for element in (top if root == "Objs" else [top])])
     return out
 
@@ -682,6 +755,8 @@ def _character(text: str) -> str:
 
 
 def _binary(text: str) -> str:
+    if type(text) is _Base64Text:
+        return str(text)   # checked when it was cut out (_cut_byte_arrays); a plain str from here on
     if _canonical_base64(text):
         return text   # what the lines below accept and return, without decoding it
     compact = "".join(text.split())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
-from hma_check.collect.psrp_wire import PipelineTemplates, PrebuiltMessage, lean_wsman
+from hma_check.collect.psrp_wire import PipelineTemplates, PrebuiltMessage, lean_receive, lean_wsman
 from hma_check.errors import ClixmlError, HmaCheckError
 from hma_check.util.scrub import scrub
 
@@ -239,6 +239,7 @@ class RemoteSession:
             _quiet_session(self._wsman)
             self._pool = RunspacePool(self._wsman, configuration_name=self.configuration)
             self._prebuilt = _keep_output_raw(self._pool)
+            lean_receive(self._pool)
             self._pool.open()
         except Exception as exc:  # noqa: BLE001 - classified into one printable line
             self.close()

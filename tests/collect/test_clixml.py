@@ -232,3 +232,65 @@ def test_a_byte_array_is_accepted_and_kept_exactly_as_by_decoding_it(text):
             parse_clixml(xml.encode("utf-8"), source="t")
     else:
         assert parse_clixml(xml.encode("utf-8"), source="t")[0]["x"] == expected
+
+
+# A live object's large byte arrays are cut out before the XML parser runs (clixml._cut_byte_arrays): the objects,
+# and every error with its line, are those of the reader that parses the whole text.
+
+_BLOB = "AAEAAAD/////" * 200          # 2400 characters of canonical base64: long enough to be cut
+_LIVE = ('<Obj RefId="0"><TN RefId="0"><T>Microsoft.Exchange.Data.Directory.SystemConfiguration.ADOwaVirtualDirectory'
+         '</T><T>System.Object</T></TN><ToString>EX01\\owa (Default Web Site)</ToString><Props>'
+         '<S N="Name">owa (Default Web Site)</S>{props}</Props><MS>{members}</MS></Obj>')
+LIVE_OBJECTS = {
+    "serialization data": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}</BA>'),
+    "two arrays": _LIVE.format(props=f'<BA N="RawData">{_BLOB}</BA>', members=f'<BA N="SerializationData">{_BLOB}</BA>'),
+    "a prefix and spaces": _LIVE.format(props="", members=f"<ps:BA  N = 'SerializationData' xmlns:ps='urn:x' >{_BLOB}</ps:BA >"),
+    "padding": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}AA==</BA>'),
+    "short": _LIVE.format(props="", members='<BA N="SerializationData">AAEAAAD/</BA>'),
+    "whitespace in it": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}\n{_BLOB}</BA>'),
+    "an entity in it": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}&#65;AAA</BA>'),
+    "a comment": _LIVE.format(props="<!-- x -->", members=f'<BA N="SerializationData">{_BLOB}</BA>'),
+    "BA in a string": _LIVE.format(props=f'<S N="Note">BA{_BLOB}</S>', members=f'<BA N="SerializationData">{_BLOB}</BA>'),
+    "an attribute with >": _LIVE.format(props="", members=f'<BA N="a>b">{_BLOB}</BA>'),
+    "a child in it": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}<S>x</S></BA>'),
+}
+BROKEN_LIVE_OBJECTS = {
+    "not base64": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}!!!!</BA>'),
+    "bad padding": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}A</BA>'),
+    "mismatched end tag": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}</BB>'),
+    "truncated": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}</BA>')[:-40],
+    "junk after": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}</BA>') + f"<BA>{_BLOB}</BA>",
+    "a DTD": '<!DOCTYPE Obj [<!ENTITY x "y">]>' + _LIVE.format(props="", members=f'<BA N="S">{_BLOB}</BA>'),
+    "too deep": _LIVE.format(props="", members=f'<BA N="SerializationData">{_BLOB}</BA>' + "<Obj N='x'><MS>" * 130
+                             + "</MS></Obj>" * 130),
+}
+
+
+def _as_plain_reader_reads_it(xml: str) -> ClixmlObject:
+    return clixml._parse(xml, source="<live object>", root="Obj")[0]
+
+
+def _fields(obj: ClixmlObject) -> tuple:
+    return obj.type_names, obj.to_string, obj.properties, obj.computer_name, obj.value
+
+
+@pytest.mark.parametrize("name", LIVE_OBJECTS)
+def test_a_live_object_with_its_byte_arrays_cut_out_reads_as_the_whole_text_does(name):
+    xml = LIVE_OBJECTS[name]
+    ours = parse_object_xml(xml)
+    assert _fields(ours) == _fields(_as_plain_reader_reads_it(xml))
+    assert all(type(value) is str for value in ours.properties.values() if isinstance(value, str))
+    cut = {"serialization data": 1, "two arrays": 2, "a prefix and spaces": 1, "padding": 1,
+           "BA in a string": 1}
+    found = clixml._cut_byte_arrays(xml)
+    assert (len(found[1]) if found else 0) == cut.get(name, 0)
+
+
+@pytest.mark.parametrize("name", BROKEN_LIVE_OBJECTS)
+def test_a_broken_live_object_fails_as_the_whole_text_does(name):
+    xml = BROKEN_LIVE_OBJECTS[name]
+    with pytest.raises(ClixmlError) as theirs:
+        _as_plain_reader_reads_it(xml)
+    with pytest.raises(ClixmlError) as ours:
+        parse_object_xml(xml)
+    assert (str(ours.value), ours.value.line) == (str(theirs.value), theirs.value.line)

@@ -195,6 +195,7 @@ class _Adapter:
     def __init__(self, *answers):
         self.answers = list(answers)
         self.sent: list = []
+        self.requests: list = []
         self.settings: list = []     # what requests would pass along: TLS verification, client certificate, timeouts
 
     def send(self, request, **kwargs):
@@ -205,6 +206,7 @@ class _Adapter:
 
         status, headers, body = self.answers.pop(0)
         self.sent.append(request.body)
+        self.requests.append(request)
         self.settings.append(kwargs)
         response = requests.Response()
         response.status_code = status
@@ -220,26 +222,44 @@ class _Adapter:
         return response
 
 
-def _session_with(adapter):
+def _session_with(adapter, *, auth: bool = True):
+    """pypsrp's own HTTPS transport and session (NTLM auth, its headers), the connections answered by ``adapter``;
+    ``auth=False``: a session without the auth hook, so a 401 is the answer rather than a sign-in."""
     import requests
 
-    session = requests.Session()
+    transport = WSMan("ex01.contoso.local", port=443, path="PowerShell", ssl=True, auth="ntlm", username="u",
+                      password="p", connection_timeout=30, read_timeout=30).transport
+    session = transport._build_session() if auth else requests.Session()
     session.trust_env = False
     session.mount("https://", adapter)
-    transport = _Transport(session=session)
-    transport.endpoint = "https://ex01.contoso.local:443/PowerShell"
-    transport.connection_timeout, transport.read_timeout = 30, 30
+    transport.session = session
     return transport
 
 
-def test_a_request_goes_to_the_adapter_once_prepared_and_a_401_goes_through_pypsrp():
-    adapter = _Adapter((200, {}, b"answer"), (401, {"WWW-Authenticate": "Negotiate"}, b""))
+def test_a_request_is_a_copy_of_one_prepared_and_goes_through_session_send():
+    adapter = _Adapter((200, {}, b"answer"), (200, {}, b"again"))
     transport = _session_with(adapter)
     assert psrp_wire.send(transport, b"first", 0, None) == b"answer"
-    assert psrp_wire.send(transport, b"second", 0, None) == b"pypsrp"   # the auth hook signs the connection in
-    assert adapter.sent == [b"first", b"second"] and transport.sent == [b"second"]
-    # what Session.send would pass: certificate verification on, the session's timeouts
-    assert adapter.settings[0]["verify"] is True and adapter.settings[0]["timeout"] == (30, 30)
+    assert psrp_wire.send(transport, b"second", 0, None) == b"again"
+    assert adapter.sent == [b"first", b"second"]
+    first, second = adapter.requests
+    assert first is not second and first.headers == {**second.headers, "Content-Length": "5"}
+    assert first.headers["Content-Type"] == "application/soap+xml;charset=UTF-8"
+    assert first.headers["Accept-Encoding"] == "identity" and first.url == transport.endpoint
+    # what Session.send passes: certificate verification on (the session's CA bundle), the session's timeouts
+    verify = adapter.settings[0]["verify"]
+    assert verify not in (False, None) and verify == transport.session.verify
+    assert adapter.settings[0]["timeout"] == (30, 30)
+
+
+def test_a_request_carries_what_pypsrps_own_path_sends():
+    ours, theirs = _Adapter((200, {}, b"answer")), _Adapter((200, {}, b"answer"))
+    psrp_wire.send(_session_with(ours), b"<s:Envelope/>", 0, 20)
+    _session_with(theirs).send(b"<s:Envelope/>", timeout=20)
+    (mine,), (pypsrps,) = ours.requests, theirs.requests
+    assert (mine.method, mine.url, mine.body, dict(mine.headers)) == \
+        (pypsrps.method, pypsrps.url, pypsrps.body, dict(pypsrps.headers))
+    assert ours.settings == theirs.settings
 
 
 def test_a_sessions_ca_file_reaches_the_adapter():
@@ -250,19 +270,188 @@ def test_a_sessions_ca_file_reaches_the_adapter():
     assert adapter.settings[0]["verify"] == "/etc/hma-check/contoso-ca.pem" and adapter.settings[0]["timeout"] == 12
 
 
-def test_a_cookie_the_server_sets_is_kept_and_then_requests_go_through_pypsrp():
-    adapter = _Adapter((200, {"Set-Cookie": "X-BackEndCookie=ex01; path=/"}, b"answer"))
+def test_a_cookie_the_server_sets_is_kept_and_sent_back():
+    adapter = _Adapter((200, {"Set-Cookie": "X-BackEndCookie=ex01; path=/"}, b"answer"), (200, {}, b"again"))
     transport = _session_with(adapter)
     assert psrp_wire.send(transport, b"first", 0, None) == b"answer"
     assert transport.session.cookies.get("X-BackEndCookie") == "ex01"
-    assert psrp_wire.send(transport, b"second", 0, None) == b"pypsrp"
-    assert transport.sent == [b"second"]
+    assert psrp_wire.send(transport, b"second", 0, None) == b"again"
+    assert adapter.requests[1].headers["Cookie"] == "X-BackEndCookie=ex01"
 
 
-def test_an_http_error_is_pypsrps_transport_error():
-    from pypsrp.exceptions import WinRMTransportError
+@pytest.mark.parametrize("status,error", [(500, "WinRMTransportError"), (401, "AuthenticationError")])
+def test_an_http_error_is_the_one_pypsrp_raises(status, error):
+    body = b"<html>boom</html>" if status == 500 else b""
+    raised = []
+    for sender in (lambda t: psrp_wire.send(t, b"m", 0, None), lambda t: t.send(b"m")):
+        transport = _session_with(_Adapter((status, {}, body)), auth=False)
+        with pytest.raises(Exception) as caught:
+            sender(transport)
+        raised.append((type(caught.value).__name__, str(caught.value), getattr(caught.value, "code", None)))
+    assert raised[0] == raised[1] and raised[0][0] == error
 
-    transport = _session_with(_Adapter((500, {}, b"<html>boom</html>")))
-    with pytest.raises(WinRMTransportError) as raised:
-        psrp_wire.send(transport, b"m", 0, None)
-    assert raised.value.code == 500 and "boom" in raised.value.response_text
+
+def test_a_connection_the_server_dropped_is_signed_in_again_by_requests_auth_hook():
+    """Against the lab over loopback: the lab, as IIS, signs in each TCP connection. Once the session's connection
+    is gone, the next Command goes out on a new one, is answered 401, and requests' Session.send runs the auth
+    hook, which signs the new connection in and sends the request again: the call succeeds."""
+    from hma_check.collect.psrp_client import RemoteSession
+    from hma_lab.runtime import Lab
+    from tests.support.lab import exchange_settings
+
+    with Lab("ready") as lab:
+        session = RemoteSession(exchange_settings(lab.scan_config()), lab.credentials.password).open()
+        try:
+            assert session.run("Get-AcceptedDomain", (), 30)
+            http = session._wsman.transport.session
+            signed_in = dict(http.auth.contexts)              # pypsrp's security context per host
+            http.close()    # every pooled connection closed, as a server that drops them would
+            assert session.run("Get-AcceptedDomain", (), 30)
+            assert http.auth.contexts.keys() == signed_in.keys()
+            assert all(http.auth.contexts[host] is not context for host, context in signed_in.items())   # anew
+        finally:
+            session.close()
+
+
+# ------------------------------------------------------------------------------------------------ answers
+
+def _tree(element) -> tuple:
+    return (element.tag, dict(element.attrib), element.text, element.tail, [_tree(child) for child in element])
+
+
+_B64 = "QUJD" * 200      # 800 base64 characters: long enough to be cut
+_RECEIVE = ('<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+            'xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" '
+            'xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing"><s:Header>'
+            '<wsa:RelatesTo>uuid:0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9</wsa:RelatesTo></s:Header><s:Body>'
+            '<rsp:ReceiveResponse>{streams}<rsp:CommandState CommandId="C" State="http://schemas.microsoft.com/wbem/'
+            'wsman/1/windows/shell/CommandState/Done" /></rsp:ReceiveResponse></s:Body></s:Envelope>')
+ANSWERS = {
+    "two streams": _RECEIVE.format(streams=f'<rsp:Stream Name="stdout" CommandId="C">{_B64}</rsp:Stream>' * 2),
+    "other prefix": _RECEIVE.replace("rsp:", "w:").replace("xmlns:rsp", "xmlns:w").format(
+        streams=f'<w:Stream Name="stdout">{_B64}</w:Stream>'),
+    "default namespace": _RECEIVE.format(
+        streams=f'<Stream xmlns="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" Name="stdout">{_B64}</Stream>'),
+    "single quotes, spaces": _RECEIVE.format(streams=f"<rsp:Stream  Name = 'stdout'\n CommandId='C' >{_B64}</rsp:Stream >"),
+    "an attribute with >": _RECEIVE.format(streams=f'<rsp:Stream Name="a>b">{_B64}</rsp:Stream>'),
+    "an entity in an attribute": _RECEIVE.format(streams=f'<rsp:Stream Name="a&amp;b">{_B64}</rsp:Stream>'),
+    "short and empty streams": _RECEIVE.format(streams='<rsp:Stream Name="stdout">QUJD</rsp:Stream>'
+                                                       '<rsp:Stream Name="stdout"></rsp:Stream><rsp:Stream />'),
+    "whitespace in the text": _RECEIVE.format(streams=f'<rsp:Stream Name="stdout">{_B64}\r\n{_B64}</rsp:Stream>'),
+    "an entity in the text": _RECEIVE.format(streams=f'<rsp:Stream Name="stdout">{_B64}&#65;{_B64}</rsp:Stream>'),
+    "a child": _RECEIVE.format(streams=f'<rsp:Stream Name="stdout">{_B64}<x/>{_B64}</rsp:Stream>'),
+    "a comment": _RECEIVE.format(streams=f'<!-- <rsp:Stream>{_B64}</rsp:Stream> --><rsp:Stream>{_B64}</rsp:Stream>'),
+    "CDATA": _RECEIVE.format(streams=f'<rsp:Stream><![CDATA[{_B64}]]></rsp:Stream>'),
+    "a declaration": '<?xml version="1.0" encoding="utf-8"?>' + _RECEIVE.format(streams=f'<rsp:Stream>{_B64}</rsp:Stream>'),
+    "Stream in the text of another element": _RECEIVE.format(streams=f'<rsp:Other>Stream{_B64}</rsp:Other>'),
+    "Stream elsewhere in a name": _RECEIVE.format(streams=f'<rsp:StreamX>{_B64}</rsp:StreamX><rsp:MyStream>{_B64}</rsp:MyStream>'),
+    "Stream in the base64": _RECEIVE.format(streams=f'<rsp:Stream>{_B64}Stream{_B64}</rsp:Stream><rsp:Stream>{_B64}</rsp:Stream>'),
+    "a tail after the stream": _RECEIVE.format(streams=f'<rsp:Stream>{_B64}</rsp:Stream>tail text'),
+    "UTF-8 elsewhere": _RECEIVE.format(streams=f'<rsp:Stream Name="\u00e9t\u00e9">{_B64}</rsp:Stream><a>\u00e9</a>'),
+    "UTF-16": _RECEIVE.format(streams=f'<rsp:Stream>{_B64}</rsp:Stream>'),
+}
+MALFORMED = {
+    "mismatched end tag": _RECEIVE.format(streams=f'<rsp:Stream>{_B64}</rsp:Strean>'),
+    "unclosed": _RECEIVE.format(streams=f'<rsp:Stream>{_B64}')[:-60],
+    "junk after the root": _RECEIVE.format(streams="") + f"<rsp:Stream>{_B64}</rsp:Stream>",
+    "an undeclared prefix": _RECEIVE.format(streams=f'<q:Stream>{_B64}</q:Stream>'),
+    "a control character": _RECEIVE.format(streams=f'<rsp:Stream>{_B64}\x01</rsp:Stream>'),
+    "a lone ampersand": _RECEIVE.format(streams=f'<rsp:Stream Name="a&b">{_B64}</rsp:Stream>'),
+    "invalid UTF-8": _RECEIVE.format(streams=f'<rsp:Stream>{_B64}</rsp:Stream>').encode() + b"\xff",
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", ANSWERS)
+def test_an_answer_parses_to_the_tree_elementtree_gives(name):
+    import base64
+
+    text = ANSWERS[name]
+    data = text.encode("utf-16") if name == "UTF-16" else text.encode("utf-8")
+    tree, streams = psrp_wire.parse_answer(data)
+    assert _tree(tree) == _tree(ET.fromstring(data))
+    for element, decoded in streams.items():   # each stream's bytes are what pypsrp decodes from its text
+        assert element.tag.endswith("}Stream") and decoded == base64.b64decode(element.text.encode("utf-8"))
+    cut = {"two streams": 2, "other prefix": 1, "default namespace": 1, "single quotes, spaces": 1,
+           "an attribute with >": 0, "an entity in an attribute": 0, "Stream in the base64": 1,
+           "a tail after the stream": 1, "UTF-8 elsewhere": 1}
+    assert len(streams) == cut.get(name, 0)
+
+
+@pytest.mark.parametrize("padding", ["", "=", "==", "x", "===", "A=B=", " "])
+def test_only_canonical_base64_is_decoded_here(padding):
+    import base64
+    import binascii
+
+    text = ("QUJD" * 100)[:-len(padding) or None] + padding if padding else "QUJD" * 100
+    if padding in ("=", "=="):
+        text = "QUJD" * 99 + ("QUI=" if padding == "=" else "QQ==")
+    decoded = psrp_wire._canonical_base64(text.encode())
+    try:
+        strict = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        strict = None
+    assert decoded == strict
+    if decoded is not None:
+        assert decoded == base64.b64decode(text.encode())   # what pypsrp decodes
+
+
+def test_receive_is_pypsrps_winrs_receive(monkeypatch):
+    """Each stream's bytes, the command state and the exit code as pypsrp's own WinRS.receive gives them, for the
+    same answer, and the same request sent."""
+    from pypsrp.shell import WinRS
+
+    answer = _RECEIVE.format(streams=f'<rsp:Stream Name="stdout" CommandId="C">{_B64}</rsp:Stream>'
+                                     '<rsp:Stream Name="stdout" CommandId="C">QUJD</rsp:Stream>'
+                                     f'<rsp:Stream Name="stderr" CommandId="C">{_B64[:-4]}QQ==</rsp:Stream>')
+    answer = answer.replace(' /></rsp:ReceiveResponse>', '><rsp:ExitCode>3</rsp:ExitCode></rsp:CommandState>'
+                                                         '</rsp:ReceiveResponse>').encode()
+    results, requests_sent = [], []
+    for lean in (True, False):
+        monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID("0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9"))
+        wsman = lean_wsman("ex01", port=5986, ssl=True, auth="ntlm", username="u", password="p")
+        monkeypatch.setattr(psrp_wire, "send", lambda transport, message, *a: requests_sent.append(message) or answer)
+        shell = WinRS(wsman, "http://schemas.microsoft.com/powershell/Microsoft.Exchange")
+        shell._selector_set = SelectorSet()
+        shell._selector_set.add_option("ShellId", "SHELL-1")
+        kwargs = dict(stream="stdout stderr", command_id="C", timeout=20)
+        results.append(psrp_wire.receive(shell, **kwargs) if lean else shell.receive(**kwargs))
+    assert results[0] == results[1] and results[0][1] == 3 and len(results[0][2]["stdout"]) == 603
+    assert requests_sent[0] == requests_sent[1]
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_answer_fails_as_elementtree_fails(name):
+    data = MALFORMED[name] if isinstance(MALFORMED[name], bytes) else MALFORMED[name].encode("utf-8")
+    with pytest.raises(ET.ParseError) as theirs:
+        ET.fromstring(data)
+    with pytest.raises(ET.ParseError) as ours:
+        psrp_wire.parse_answer(data)
+    assert (str(ours.value), ours.value.position) == (str(theirs.value), theirs.value.position)
+
+
+def test_the_streams_of_a_real_answer_are_cut_out_before_parsing(monkeypatch):
+    """What the lab (as Exchange) answers to Get-OwaVirtualDirectory: every stream's text is cut, the rest parsed."""
+    from hma_check.collect.psrp_client import RemoteSession
+    from hma_lab.runtime import Lab
+    from tests.support.lab import exchange_settings
+
+    answers: list[bytes] = []
+    real_send = psrp_wire.send
+    monkeypatch.setattr(psrp_wire, "send", lambda *args: answers.append(real_send(*args)) or answers[-1])
+    with Lab("ready") as lab:
+        session = RemoteSession(exchange_settings(lab.scan_config()), lab.credentials.password).open()
+        try:
+            assert session._pool.shell.receive.func is psrp_wire.receive   # the session receives through it
+            objects = session.run("Get-OwaVirtualDirectory", (), 30)
+        finally:
+            session.close()
+    assert objects and objects[0].get("Name", "").startswith("owa")
+    receive = max(answers, key=len)
+    assert len(receive) > 100_000
+    parsed: list[bytes] = []
+    real_fromstring = ET.fromstring
+    monkeypatch.setattr(ET, "fromstring", lambda data: parsed.append(data) or real_fromstring(data))
+    tree, streams = psrp_wire.parse_answer(receive)
+    assert len(parsed) == 1 and len(parsed[0]) < 2000    # only the skeleton went through the parser
+    assert _tree(tree) == _tree(real_fromstring(receive)) and len(streams) >= 2

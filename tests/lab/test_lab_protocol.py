@@ -329,3 +329,75 @@ def test_no_lab_password_stays_on_disk_once_the_last_lab_stops():
             "print(os.path.exists(os.path.dirname(path)), 'NTLM_USER_FILE' in os.environ)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.split() == ["False", "False"]
+
+
+def _envelope_contents():
+    import xml.etree.ElementTree as ET
+    from types import SimpleNamespace
+
+    from hma_lab import wsman
+
+    rsp, cfg = wsman.NS["rsp"], wsman.NS["cfg"]
+    command = ET.Element(f"{{{rsp}}}CommandResponse")
+    ET.SubElement(command, f"{{{rsp}}}CommandId").text = "0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9"
+    config = ET.Element(f"{{{cfg}}}Config")
+    ET.SubElement(config, f"{{{cfg}}}MaxEnvelopeSizekb").text = "500"
+    shell = SimpleNamespace(id="SHELL-1", user="CONTOSO\\admin & <ops> \"quoted\"\r\n\t\u00e9")
+    fault = wsman.WSManFault(wsman.SHELL_NOT_FOUND, "no such shell: <x> & \"y\" \u00e9 \ud800 \U0001F600")
+    odd = ET.Element("{urn:not-the-labs}Thing", {"{urn:not-the-labs}a": "1"})
+    return [
+        [], [command], [ET.Element(f"{{{rsp}}}SignalResponse")], [config],
+        [wsman._receive_element([b"\x00" * 40, bytes(range(256)) * 200], "CMD-1", True)],
+        [wsman._receive_element([], "CMD-1", False)], [wsman._receive_element([b"pool data"], None, False)],
+        [wsman._shell_element(shell, "http://schemas.microsoft.com/powershell/Microsoft.Exchange", "127.0.0.1")],
+        wsman._fault_body(fault), [odd],
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_the_envelopes_written_as_text_are_the_ones_elementtree_writes(case, monkeypatch):
+    from hma_lab import wsman
+
+    import xml.etree.ElementTree as ET
+
+    fixed = uuid.UUID("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9")
+    monkeypatch.setattr(uuid, "uuid4", lambda: fixed)
+    # ElementTree's prefixes are global: a pypsrp WSMan made in this process registers its own ("wsmanfault" for
+    # the fault namespace). The lab's process has only the lab's, which the text writer always uses (as WinRM: f:).
+    labs = {uri: prefix for prefix, uri in wsman.NS.items() if prefix != "xml"}
+    registered = {uri: prefix for uri, prefix in ET._namespace_map.items() if prefix not in labs.values()}
+    monkeypatch.setattr(ET, "_namespace_map", {**registered, **labs})
+    content = _envelope_contents()[case]
+    action = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse"
+    tree = wsman._envelope_tree
+    if case != 9:   # only the element in a namespace of no prefix of the lab's goes through ElementTree
+        monkeypatch.setattr(wsman, "_envelope_tree", None)
+    for relates_to in ("uuid:0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9", "uuid:<odd> & \"id\""):
+        assert wsman._envelope(action, relates_to, content) == tree(action, relates_to, content)
+
+
+def test_a_plain_pipeline_state_is_the_message_psrpcore_writes():
+    """The lab writes a PipelineState without an error record once per state (psrp._ServerPool._plain_state)."""
+    import xml.etree.ElementTree as ET
+
+    from psrpcore.types import PipelineState, PSInvocationState, serialize
+
+    from hma_lab.psrp import _ServerPool
+
+    pool = _ServerPool(application_private_data={})
+    for state in (PSInvocationState.Completed, PSInvocationState.Running, PSInvocationState.Stopped):
+        message = PipelineState(PipelineState=int(state))
+        expected = ET.tostring(serialize(message, None), encoding="utf-8", method="xml")
+        assert bytes(pool._plain_state(message)) == expected == bytes(pool._plain_state(message))
+
+
+def test_a_pipeline_that_completes_sends_the_plain_state(pool):
+    from psrpcore.types import PSInvocationState as ServerState
+
+    from hma_lab.psrp import _ServerPool
+
+    ps = PowerShell(pool)
+    ps.add_cmdlet("Get-AcceptedDomain")
+    ps.invoke()
+    assert ps.state == PSInvocationState.COMPLETED and ps.output
+    assert int(ServerState.Completed) in _ServerPool._plain_states
