@@ -616,7 +616,11 @@ def _attribute(text: str) -> str:
 
 
 def _write(element: ET.Element, used: set[str], out: list[str]) -> None:
-    """``element`` as ElementTree's serialiser writes it inside a root that declares ``used``."""
+    """``element`` as ElementTree's serialiser writes it inside a root that declares ``used``.
+
+    The client's writer (hma_check.collect.psrp_wire.write_element) has the same shape, on purpose not shared: the
+    lab imports nothing of the product (an import contract), so a mistake in one writer shows up as bytes the other
+    side does not accept instead of being mirrored by both."""
     tag = _qname(element.tag, used)
     out.append("<" + tag)
     for key, value in element.attrib.items():
