@@ -123,7 +123,10 @@ def parse_object_xml(xml: str, *, source: str = "<live object>") -> ClixmlObject
 
 
 # A <BA> element's start tag, whole: an optional prefix, attributes with plain quoted values, nothing else.
-_BA_TAG = re.compile(r"""<(?:[A-Za-z_][\w.-]*:)?BA(?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<&]*"|'[^'<&]*'))*\s*>""")
+# A whole <BA ...> start tag: an optional prefix, attributes with plain quoted values (no "<", "&" or ">" in them),
+# nothing else. Searched for, never anchored by hand around a text match: a scan that looked back and forward from
+# every "BA" was quadratic on a hostile text full of them.
+_BA_TAG = re.compile(r"""<(?:[A-Za-z_][\w.-]*:)?BA(?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<&>]*"|'[^'<&>]*'))*\s*>""")
 _SMALLEST_CUT = 1024   # shorter byte arrays are left to the parser
 
 
@@ -146,11 +149,8 @@ def _cut_byte_arrays(text: str) -> tuple[str, list[tuple[int, _Base64Text]]] | N
     streaming reader puts each text back into its element before anything is converted."""
     cuts: list[tuple[int, int, int]] = []   # (element's place in document order, text start, text end)
     position = counted = tags = 0
-    while (found := text.find("BA", position)) >= 0:
-        start, close = text.rfind("<", 0, found), text.find(">", found)
-        if start < position or close < 0 or not _BA_TAG.fullmatch(text, start, close + 1):
-            position = found + 2
-            continue
+    while (tag := _BA_TAG.search(text, position)) is not None:
+        start, close = tag.start(), tag.end() - 1
         end = text.find("<", close)
         if end < 0:
             break

@@ -204,7 +204,9 @@ def write_element(element: Any, prefixes: dict[str, str], used: set[str], out: l
 # ------------------------------------------------------------------------------------------------ answers
 
 # A Stream element's start tag, whole: an optional prefix, attributes with plain quoted values, nothing else.
-_STREAM_TAG = re.compile(rb"""<(?:[A-Za-z_][\w.-]*:)?Stream(?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<&]*"|'[^'<&]*'))*\s*>""")
+# (no "<", "&" or ">" in a value; searched for, never anchored by hand around a text match: a scan that looked back
+# and forward from every "Stream" was quadratic on a hostile answer full of them)
+_STREAM_TAG = re.compile(rb"""<(?:[A-Za-z_][\w.-]*:)?Stream(?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<&>]*"|'[^'<&>]*'))*\s*>""")
 _SMALLEST_CUT = 256   # shorter texts are left to the parser: cutting them saves less than it costs
 
 
@@ -225,11 +227,8 @@ def parse_answer(data: bytes) -> tuple[Any, dict[Any, bytes]]:
 
     cuts: list[tuple[int, int, int, bytes]] = []   # (element's place in document order, text start, end, bytes)
     position = counted = tags = 0
-    while (found := data.find(b"Stream", position)) >= 0:
-        start, close = data.rfind(b"<", 0, found), data.find(b">", found)
-        if start < position or close < 0 or not _STREAM_TAG.fullmatch(data, start, close + 1):
-            position = found + 6
-            continue
+    while (tag := _STREAM_TAG.search(data, position)) is not None:
+        start, close = tag.start(), tag.end() - 1
         end = data.find(b"<", close)   # one byte: memchr, several times faster than looking for "</"
         if end - close - 1 >= _SMALLEST_CUT and data[end + 1:end + 2] == b"/":
             decoded = _canonical_base64(data[close + 1:end])
@@ -240,7 +239,7 @@ def parse_answer(data: bytes) -> tuple[Any, dict[Any, bytes]]:
                 tags += 1
                 position = counted = end
                 continue
-        position = found + 6
+        position = tag.end()
     if not cuts:
         return ET.fromstring(data), {}
     pieces, last = [], 0

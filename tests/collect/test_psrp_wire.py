@@ -455,3 +455,20 @@ def test_the_streams_of_a_real_answer_are_cut_out_before_parsing(monkeypatch):
     tree, streams = psrp_wire.parse_answer(receive)
     assert len(parsed) == 1 and len(parsed[0]) < 2000    # only the skeleton went through the parser
     assert _tree(tree) == _tree(real_fromstring(receive)) and len(streams) >= 2
+
+
+@pytest.mark.parametrize("filler", ["BA", "Stream", "<BA", "<Stream x=\"1\""])
+def test_a_text_full_of_tag_names_is_read_in_one_pass(filler):
+    """The cutters looked back and forward from every 'BA' or 'Stream' they met: a hostile answer of a few MB full
+    of them took minutes (quadratic). They now search for whole start tags; the trees are ElementTree's still."""
+    from hma_check.collect import clixml
+    from tests.support.hostile import deadline
+
+    text = filler * (4_000_000 // len(filler))
+    answer = f"<a><b>{text.replace('<', '&lt;')}</b><rsp:Stream xmlns:rsp='urn:x'>{'QUJD' * 100}</rsp:Stream></a>"
+    with deadline(20):       # minutes before; milliseconds now
+        root, streams = psrp_wire.parse_answer(answer.encode())
+        cut = clixml._cut_byte_arrays(f"<Obj><S>{text.replace('<', '&lt;')}</S><BA>{'QUJD' * 400}</BA></Obj>")
+    assert ET.tostring(root) == ET.tostring(ET.fromstring(answer.encode()))
+    assert list(streams.values()) == [b"ABC" * 100]
+    assert cut is not None and cut[1] == [(2, "QUJD" * 400)]     # Obj, S, BA: the third element
