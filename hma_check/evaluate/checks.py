@@ -357,8 +357,11 @@ class _Builder:
             return None
         used, names, plain, code = entry
         source, template, _ = cache_key
-        compiled = Compiled(source=source.strip(), compiled=expr.from_code(code, expression=not template),
-                            is_template=template, plain=plain)
+        try:
+            run = expr.from_code(code, expression=not template)
+        except Exception:  # noqa: BLE001 - code that does not load is compiled again from the text, never a failure
+            return None
+        compiled = Compiled(source=source.strip(), compiled=run, is_template=template, plain=plain)
         _COMPILED[cache_key] = (used, names, compiled)
         return _COMPILED[cache_key]
 

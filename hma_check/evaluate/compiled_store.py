@@ -16,7 +16,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
-from hma_check.util.code_cache import cache_folder, make_private
+from hma_check.util.code_cache import cache_folder, make_private, open_private_file
 
 STORE_NAME = "compiled.marshal"
 MAX_ENTRIES = 20_000            # a catalogue is ~300; users' own checks files add theirs
@@ -67,14 +67,12 @@ class Store:
 
     def _read(self) -> dict[Key, Entry]:
         assert self.folder is not None
+        data = open_private_file(self.folder / STORE_NAME, MAX_BYTES)
+        if data is None:
+            return {}
         try:
-            if not self.folder.is_dir():
-                return {}
-            path = self.folder / STORE_NAME
-            if path.stat().st_size > MAX_BYTES:
-                return {}
-            loaded = marshal.loads(path.read_bytes())
-        except (OSError, EOFError, ValueError, TypeError):
+            loaded = marshal.loads(data)
+        except Exception:  # noqa: BLE001 - any damage (truncated, a huge length field) is no store, never a failure
             return {}
         return loaded if _well_formed(loaded) else {}
 

@@ -13,7 +13,7 @@ from jinja2.bccache import Bucket
 from markupsafe import Markup
 
 from hma_check.errors import one_line
-from hma_check.util.code_cache import cache_folder
+from hma_check.util.code_cache import cache_folder, open_private_file
 from hma_check.util.resources import templates_dir
 
 # Characters that can start markup, a link, HTML or break a table cell; parentheses, '#' and '+' are harmless
@@ -84,14 +84,22 @@ STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "WARN": "warn", "ERROR": "error"
 STATUS_LABEL = {"NOT_APPLICABLE": "N/A"}
 
 
+MAX_TEMPLATE_BYTES = 16 * 1024 * 1024    # the report template's compiled code is well under 1 MB
+
+
 class QuietBytecodeCache(FileSystemBytecodeCache):
     """Jinja's bytecode cache, except that a cache file that cannot be read or written is no cache: never a
     failed report (hma_check.util.code_cache)."""
 
     def load_bytecode(self, bucket: Bucket) -> None:
+        # read as the catalogue's store is: only a regular file of this user's that nobody else can write, checked
+        # on the open file (the cached code is run); anything else, or a damaged file, compiles the template
+        data = open_private_file(Path(self._get_cache_filename(bucket)), MAX_TEMPLATE_BYTES)
+        if data is None:
+            return
         try:
-            super().load_bytecode(bucket)
-        except Exception:  # noqa: BLE001 - a damaged or unreadable file: compile the template instead
+            bucket.bytecode_from_string(data)
+        except Exception:  # noqa: BLE001 - a damaged file: compile the template instead
             bucket.reset()
 
     def dump_bytecode(self, bucket: Bucket) -> None:

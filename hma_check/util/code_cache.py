@@ -5,8 +5,8 @@ The folder is ``$HMA_CHECK_CACHE_DIR``, else ``$XDG_CACHE_HOME/hma-check`` or ``
 ``HMA_CHECK_CACHE_DIR=off`` (or empty) turns the cache off. Each kind of code lives in a subfolder named after a
 hash of everything that shapes it: this Python's bytecode tag, Jinja's version and the source of the modules that
 generate it. A change to any of those is a new subfolder, never stale code. The folder must belong to the user and
-be closed to others (as Jinja's own bytecode cache requires), else the cache is not used: its files are code this
-process runs. Nothing here ever fails a run: a folder that cannot be made or read is no cache.
+be writable by nobody else (as Jinja's own bytecode cache requires), and so must every file read back, checked on
+the open file; else the cache is not used: its files are code this process runs. Nothing here ever fails a run: a folder that cannot be made or read is no cache.
 """
 
 from __future__ import annotations
@@ -37,10 +37,14 @@ def cache_root() -> Path | None:
 
 
 def code_key(*modules: Path) -> str:
-    """A hash of what shapes generated code: this Python's bytecode tag, Jinja's version and these source files."""
+    """A hash of what shapes generated code: this Python's bytecode tag and magic number (a pre-release shares the
+    tag with its final release, not always the bytecode), Jinja's version and these source files."""
+    import importlib.util
+
     import jinja2
 
-    digest = hashlib.sha256(f"{sys.implementation.cache_tag}\0{jinja2.__version__}\0".encode())
+    digest = hashlib.sha256(f"{sys.implementation.cache_tag}\0{jinja2.__version__}\0".encode()
+                            + importlib.util.MAGIC_NUMBER)
     for module in sorted(modules):
         digest.update(str(module.name).encode() + b"\0" + module.read_bytes() + b"\0")
     return digest.hexdigest()[:20]
@@ -50,7 +54,7 @@ def cache_folder(kind: str, *modules: Path, create: bool = True) -> Path | None:
     """The subfolder for ``kind`` at the current key, made (mode 0700) if needed, or with ``create=False`` where it
     would be (``make_private`` makes it); None when there is no usable one."""
     root = cache_root()
-    if root is None:
+    if root is None or not modules:    # no source to key on (an install without .py files): no way to tell stale
         return None
     try:
         folder = root / f"{kind}-{code_key(*modules)}"
@@ -77,11 +81,39 @@ def make_private(folder: Path) -> Path | None:
 
 
 def _private(folder: Path) -> bool:
-    """Owned by this user and writable by nobody else (POSIX; on Windows the profile's ACLs do this)."""
+    """Owned by this user and writable by nobody else. Without POSIX owners (Windows), only a folder inside the
+    user's own profile, whose ACLs keep others out: a cache folder set elsewhere (a share) is not used."""
     if not hasattr(os, "getuid"):
-        return True
+        try:
+            return folder.resolve().is_relative_to(Path.home().resolve())
+        except (RuntimeError, KeyError, OSError):
+            return False
     info = folder.lstat()
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_private_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of a cache file, read only if it is a regular file of this user's that nobody else can write, and
+    not longer than ``limit``; checked on the open file itself (never by its name first and read after), without
+    following a symbolic link. None otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        handle = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            return None
+        with os.fdopen(handle, "rb", closefd=False) as stream:
+            data = stream.read(limit + 1)
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
 
 
 def _prune(root: Path, kind: str, keep: Path) -> None:

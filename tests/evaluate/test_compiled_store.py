@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -87,13 +88,17 @@ def test_a_damaged_store_is_no_store(fresh_process, snapshot):
 
 
 def test_off_or_shared_folders_are_not_used(fresh_process, tmp_path, monkeypatch):
+    module = Path(code_cache.__file__)
     monkeypatch.setenv(code_cache.CACHE_ENV, "off")
-    assert code_cache.cache_root() is None and code_cache.cache_folder("catalogue") is None
+    assert code_cache.cache_root() is None and code_cache.cache_folder("catalogue", module) is None
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
     monkeypatch.setenv(code_cache.CACHE_ENV, str(shared))
-    assert code_cache.cache_folder("catalogue") is None
+    assert code_cache.cache_folder("catalogue", module) is None
+    monkeypatch.setenv(code_cache.CACHE_ENV, str(tmp_path / "private"))
+    assert code_cache.cache_folder("catalogue", module) is not None
+    assert code_cache.cache_folder("catalogue") is None       # nothing to key on: no cache rather than a stale one
     fresh_process()
     monkeypatch.setenv(code_cache.CACHE_ENV, str(shared))
     load_checks([checks_file()])
@@ -151,10 +156,44 @@ def test_a_template_cache_that_cannot_be_read_or_written_is_no_cache(tmp_path):
     folder.mkdir()
     env = Environment(loader=DictLoader({"t": "{{ 1 + 1 }}"}), bytecode_cache=QuietBytecodeCache(str(folder)))
     assert env.get_template("t").render() == "2"
+    from jinja2.bccache import bc_magic
+
     for cached in folder.iterdir():
-        cached.write_bytes(b"j2\x00garbage")
+        cached.write_bytes(bc_magic + b"garbage")     # past Jinja's own magic check: unpickling it raises
     env = Environment(loader=DictLoader({"t": "{{ 1 + 1 }}"}), bytecode_cache=QuietBytecodeCache(str(folder)))
     assert env.get_template("t").render() == "2"
     env = Environment(loader=DictLoader({"t": "{{ 2 + 2 }}"}),
                       bytecode_cache=QuietBytecodeCache(str(tmp_path / "missing" / "folder")))
     assert env.get_template("t").render() == "4"
+
+
+def test_a_store_file_others_can_write_or_a_link_is_not_read(fresh_process, snapshot):
+    """The store is code this process runs: it is read only from a regular file of this user's that nobody else can
+    write, checked on the open file (a link to another file is not followed)."""
+    expected = findings_of(load_checks([checks_file()]), snapshot)
+    compiled_store.save()
+    root = code_cache.cache_root()
+    assert root is not None
+    store_file = next(root.glob("catalogue-*/compiled.marshal"))
+    assert code_cache.open_private_file(store_file, compiled_store.MAX_BYTES) is not None
+    store_file.chmod(0o666)
+    assert code_cache.open_private_file(store_file, compiled_store.MAX_BYTES) is None
+    fresh_process()
+    assert compiled_store.store().entries == {}
+    assert findings_of(load_checks([checks_file()]), snapshot) == expected     # compiled again, the same findings
+    store_file.chmod(0o600)
+    elsewhere = store_file.with_name("elsewhere.marshal")
+    store_file.rename(elsewhere)
+    store_file.symlink_to(elsewhere)
+    assert code_cache.open_private_file(store_file, compiled_store.MAX_BYTES) is None
+    assert code_cache.open_private_file(elsewhere, 10) is None                  # over the limit: not read
+
+
+def test_without_posix_owners_only_a_folder_in_the_profile_is_private(tmp_path, monkeypatch):
+    """Windows has no st_uid to check: a cache folder set outside the user's profile (a share) is not used."""
+    monkeypatch.delattr(os, "getuid", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "cache").mkdir(parents=True)
+    (tmp_path / "share").mkdir()
+    assert code_cache._private(tmp_path / "home" / "cache")
+    assert not code_cache._private(tmp_path / "share")
