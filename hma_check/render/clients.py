@@ -37,7 +37,11 @@ class ClientsView:
 
 
 def clients_view(snapshot: Any) -> ClientsView | None:
-    """None when the evidence holds no HttpProxy log summary (the section is then left out; the checks say why)."""
+    """None when the evidence holds no HttpProxy log summary (the section is then left out; the checks say why).
+
+    Every row the templates show is projected here onto exactly the fields they print, a field the evidence lacks
+    shown as MISSING: evidence that loads can still hold a damaged summary (the HMA-CLIENT checks then say ERROR),
+    and the report shows what is there instead of failing on it."""
     result = snapshot.sources.get("logs.httpproxy")
     if result is None or not result.ok or not isinstance(result.data, dict):
         return None
@@ -47,20 +51,51 @@ def clients_view(snapshot: Any) -> ClientsView | None:
     for group in clients:
         label = (group.get("AuthenticationType") or "(none)") if group.get("authenticated") else "(not authenticated)"
         counts = by_protocol.setdefault(str(group.get("Protocol") or "?"), {})
-        counts[label] = counts.get(label, 0) + int(group.get("requests") or 0)
+        counts[str(label)] = counts.get(str(label), 0) + _count(group.get("requests"))
     authenticated = sorted((c for c in clients if c.get("authenticated")),
-                           key=lambda c: (-int(c.get("requests") or 0), str(c.get("Protocol"))))
-    people = {r["user"] for c in clients for r in c.get("people") or []}
-    applications = {r["user"] for c in clients for r in c.get("applications") or []}
+                           key=lambda c: (-_count(c.get("requests")), str(c.get("Protocol"))))
+    people = {r.get("user") for c in clients for r in _list(c.get("people")) if isinstance(r, dict)}
+    applications = {r.get("user") for c in clients for r in _list(c.get("applications")) if isinstance(r, dict)}
+    malformed = _mapping(data.get("malformed"))
+    if malformed:
+        malformed = {**malformed, "examples": _rows(malformed.get("examples"), ("file", "line", "reason"))}
+    groups = [dict(row, applications=_list(row["applications"]))
+              for row in _rows(authenticated[:TOP_GROUPS], GROUP_FIELDS)]
     return ClientsView(
-        window=data.get("window") or {}, requests=int(data.get("requests") or 0), files=int(data.get("files") or 0),
+        window=_mapping(data.get("window")), requests=_count(data.get("requests")), files=_count(data.get("files")),
         granularity=str(data.get("granularity") or "request"), pseudonymised=bool(data.get("pseudonymised")),
-        malformed=data.get("malformed") or {}, servers=list(data.get("servers") or []),
+        malformed=malformed,
+        servers=[{**server, "server": server.get("server", MISSING), "status": server.get("status", MISSING)}
+                 for server in _list(data.get("servers")) if isinstance(server, dict)],
         bars=_bars(by_protocol), legend=_legend(by_protocol),
-        groups=authenticated[:TOP_GROUPS], more_groups=max(0, len(authenticated) - TOP_GROUPS),
-        user_agents=list(data.get("user_agents") or []), people=len(people), applications=len(applications),
-        untracked=data.get("untracked") or {},
+        groups=groups, more_groups=max(0, len(authenticated) - TOP_GROUPS),
+        user_agents=_rows(data.get("user_agents"), ("UserAgent", "client", "modern", "requests")),
+        people=len(people), applications=len(applications), untracked=_mapping(data.get("untracked")),
     )
+
+
+MISSING = "(not in the evidence)"
+GROUP_FIELDS = ("Protocol", "AuthenticationType", "client", "modern_note", "modern", "requests", "users",
+                "applications", "first_seen", "last_seen")
+
+
+def _rows(values: Any, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{name: row.get(name, MISSING) for name in fields} for row in _list(values) if isinstance(row, dict)]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _color(label: str) -> str:

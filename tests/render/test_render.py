@@ -332,3 +332,25 @@ def test_subjects_are_compacted_into_runs_of_numbered_names():
     assert compact(["EX09", "EX10", "EX11", "ex12", "EX13"], limit=10) == "EX09–EX11, ex12, EX13"
     assert compact(["EX008", "EX009", "EX010", "EX10"], limit=10) == "EX008–EX010, EX10"
     assert compact([f"S{i}" for i in range(1, 20, 2)], limit=3) == "S1, S3 and 8 more"
+
+
+def test_a_damaged_httpproxy_summary_renders_what_is_there():
+    """Evidence that loads can hold a damaged logs.httpproxy summary (a fuzz run dropped a client group's
+    AuthenticationType: the report ended in a traceback). Every output renders; a missing field reads as missing."""
+    from hma_check.commands.pipeline import load_all_checks
+
+    snapshot = baseline.build()
+    data = snapshot.sources["logs.httpproxy"].data
+    del data["clients"][0]["AuthenticationType"]
+    del data["clients"][1]["first_seen"]
+    data["clients"][2]["requests"] = "many"
+    data["clients"][2]["people"] = [{"no user": 1}, "text"]
+    data["user_agents"] = [{"UserAgent": "x"}, "not a row"]
+    data["servers"].append({"requests": 3})
+    data["window"] = ["not", "a", "mapping"]
+    data["malformed"] = {"lines": 2, "examples": ["not a row"]}
+    report = build_report(evaluate(load_all_checks(), snapshot), exit_code=1, evidence_sha256="0" * 64)
+    files = render_all(report)
+    page = files["report.html"].decode("utf-8")
+    assert "(not in the evidence)" in page and "2 malformed log line(s)" in page
+    assert "(not in the evidence)" in files["report.md"].decode("utf-8")
