@@ -7,6 +7,8 @@ Evaluation goes through compile_expression()/compile_template() so the language 
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 import unicodedata
 from datetime import date, datetime, timezone
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes, pass_context, pass_environment
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.tests import test_none as _jinja_test_none
 
 from hma_check.evaluate import budget
 from hma_check.evaluate.filters import auth_policies, client_impact, entra, exchange_builds, oauth_endpoints, tls
@@ -27,6 +30,9 @@ from hma_check.contract.snapshot import parse_utc
 # PowerShell treats the typographic single quotes as quote characters too
 # (about_Quoting_Rules), so each must be doubled like ' or it would end the string.
 _PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+# Printable ASCII but the quote: nothing to double or splice in, so the text goes between quotes as it is (the
+# runbook quotes thousands of names and URLs; the character-by-character path below is for the rest).
+_PS_PLAIN = re.compile(r"[\x20-\x26\x28-\x7e]*")
 
 
 def ps_quote(value: Any) -> str:
@@ -40,6 +46,13 @@ def ps_quote(value: Any) -> str:
     if value is None:
         return "$null"
     text = value if isinstance(value, str) else str(value)
+    if _PS_PLAIN.fullmatch(text):
+        return "'" + text + "'"
+    return _ps_quote_each(text)
+
+
+def _ps_quote_each(text: str) -> str:
+    """ps_quote, character by character."""
     pieces: list[str] = []
     literal: list[str] = []
     for ch in text:
@@ -349,11 +362,15 @@ def _tester(context: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call
         return None
     rest = args[1:]
     if not rest and not kwargs:
-        return test                 # 'none', 'defined'...: called as it is, without a wrapper per item
+        if test is _jinja_test_none:       # Jinja's test_none is 'value is None': the same, without a Python call per item
+            return functools.partial(operator.is_, None)
+        return test                 # 'defined', 'string'...: called as it is, without a wrapper per item
     if len(rest) == 1 and not kwargs:
         other = rest[0]
         if args[0] == "in":        # Jinja's test_in is 'value in seq': the same, without a call per item
             return other.__contains__ if hasattr(other, "__contains__") else (lambda value: value in other)
+        if test is operator.eq or test is operator.ne:     # 'eq', '==', 'ne'...: symmetric, so called in C
+            return functools.partial(test, other)
         return lambda value: test(value, other)
     return lambda value: test(value, *rest, **kwargs)
 
@@ -439,8 +456,9 @@ def fast_unique(environment: Any, value: Any, case_sensitive: bool = False, attr
     if attribute is None and not case_sensitive:
         items = _materialized(value)
         if set(map(type, items)) <= {str}:
-            keys = list(map(str.lower, items))
-            first = dict(zip(reversed(keys), reversed(items), strict=True))   # each key's first item
+            distinct = list(dict.fromkeys(items))     # each text once, where it first occurs: the same answer
+            keys = list(map(str.lower, distinct))
+            first = dict(zip(reversed(keys), reversed(distinct), strict=True))   # each key's first item
             return iter([first[key] for key in dict.fromkeys(keys)])
         value = items
     return jinja_filters.sync_do_unique(environment, value, case_sensitive, attribute)
@@ -522,6 +540,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "tls13_supported": tls.tls13_supported, "days_until": days_until,
     "ca_legacy_block": entra.legacy_block_state, "ca_describe": entra.describe_policy,
     "evosts_tenants": evosts_tenants, "covering": covering, "mailbox_identities": entra.mailbox_identities,
+    "synced_identities": entra.synced_identities,
     "hybrid_agent_applications": entra.hybrid_agent_applications,
     "client_users": client_impact.client_users, "client_summary": client_impact.client_summary,
     "server_row": client_impact.server_row, "bearer_share": client_impact.bearer_share,

@@ -7,10 +7,13 @@ comment on each test names the behaviour it pins and the Microsoft page it follo
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from hma_check.contract.findings import ERROR, PASS
 from hma_check.evaluate.checks import CheckSet
 from hma_check.evaluate.engine import evaluate
+from hma_check.evaluate.facts import MissingFact
+from hma_check.evaluate.filters import entra
 from tests.support import baseline
 from tests.support.baseline import apply_ops
 
@@ -113,6 +116,65 @@ def test_a_sid_that_matches_no_synced_user_falls_back_to_the_upn(catalogue):
                                      "to": "someone.else@contoso.com"}])
     [finding] = findings_of(catalogue, snapshot, "HMA-ID-003")
     assert finding.status == "FAIL" and "someone.else@contoso.com" in finding.actual
+
+
+def _matched_one_by_one(mailboxes, users):
+    """mailbox_identities as its first version did it, one user and one mailbox at a time: the oracle the faster
+    passes are held to."""
+    by_sid, by_upn = {}, set()
+    for user in users:
+        if user["onPremisesSyncEnabled"] is not True:
+            continue
+        upn = user["userPrincipalName"] or ""
+        if user["onPremisesSecurityIdentifier"]:
+            by_sid[str(user["onPremisesSecurityIdentifier"]).upper()] = upn
+        if upn:
+            by_upn.add(upn.lower())
+    result = {"count": 0, "by_sid": 0, "by_upn": 0, "missing": [], "no_key": [], "upn_differs": []}
+    for mailbox in mailboxes:
+        if mailbox.get("RecipientTypeDetails") != "UserMailbox":
+            continue
+        result["count"] += 1
+        upn, sid = mailbox.get("UserPrincipalName"), mailbox["Sid"]
+        entra_upn = by_sid.get(str(sid).upper()) if sid else None
+        if entra_upn is not None:
+            result["by_sid"] += 1
+            if not upn or entra_upn.lower() != upn.lower():
+                result["upn_differs"].append(f"{upn or mailbox.get('Name')} (Entra ID: {entra_upn or 'no UPN'})")
+        elif upn and upn.lower() in by_upn:
+            result["by_upn"] += 1
+        elif upn or sid:
+            result["missing"].append(upn or f"{mailbox.get('Name')} ({sid})")
+        else:
+            result["no_key"].append(mailbox.get("Name"))
+    return result
+
+
+_UPNS = st.sampled_from(["a@contoso.com", "A@Contoso.com", "b@contoso.com", "b@contoso.onmicrosoft.com", "", None])
+_SIDS = st.sampled_from(["S-1-5-21-1-1001", "s-1-5-21-1-1001", "S-1-5-21-1-1002", "", None])
+_USERS = st.lists(st.fixed_dictionaries({"userPrincipalName": _UPNS, "onPremisesSecurityIdentifier": _SIDS,
+                                         "onPremisesSyncEnabled": st.sampled_from([True, False, None])}), max_size=8)
+_MAILBOXES = st.lists(st.fixed_dictionaries(
+    {"Name": st.sampled_from(["A", "B"]), "UserPrincipalName": _UPNS, "Sid": _SIDS,
+     "RecipientTypeDetails": st.sampled_from(["UserMailbox", "SharedMailbox"])}), max_size=8)
+
+
+@given(_MAILBOXES, _USERS)
+@settings(max_examples=300, deadline=None)
+def test_mailbox_identities_matches_as_one_at_a_time_would(mailboxes, users):
+    expected = _matched_one_by_one(mailboxes, users)
+    assert entra.mailbox_identities(mailboxes, users) == expected                            # the passes of C
+    assert entra.mailbox_identities(mailboxes, (user for user in users)) == expected         # user by user
+    assert entra.mailbox_identities(mailboxes, entra.synced_identities(users)) == expected   # shared, as checks do
+
+
+def test_mailbox_identities_names_the_first_property_a_user_lacks():
+    users = [{"userPrincipalName": "a@contoso.com", "onPremisesSyncEnabled": True, "onPremisesSecurityIdentifier": None},
+             {"userPrincipalName": "b@contoso.com", "onPremisesSecurityIdentifier": None}]
+    with pytest.raises(MissingFact, match="a user has no onPremisesSyncEnabled property"):
+        entra.mailbox_identities([], users)
+    with pytest.raises(MissingFact, match="has no Sid property"):
+        entra.mailbox_identities([{"Name": "A", "RecipientTypeDetails": "UserMailbox"}], users[:1])
 
 
 # ------------------------------------------------------------------------------------------------ multi-tenant

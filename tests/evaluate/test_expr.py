@@ -36,6 +36,12 @@ def test_ps_quote_is_always_one_expression_on_one_line(value):
     assert len([c for c in command.children if c.type == "pipeline"]) == 1
 
 
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_ps_quote_plain_ascii_shortcut_quotes_as_each_character_does(value):
+    assert expr.ps_quote(value) == expr._ps_quote_each(value)
+
+
 @pytest.mark.parametrize("value,expected", [
     ("x'; Remove-Item C:\\ -Recurse; '", "'x''; Remove-Item C:\\ -Recurse; '''"),
     ("EX1\u2019s", "'EX1\u2019\u2019s'"),          # a typographic quote also ends a PowerShell string
@@ -214,6 +220,11 @@ def test_policies_that_will_apply_to_on_premises_mailboxes():
     "users | map(attribute='n') | unique | list",
     "users | unique(attribute='sync') | map(attribute='n') | list",
     "[] | unique | list",
+    "users | map(attribute='upn') | reject('eq', 'A@x') | list",
+    "users | map(attribute='upn') | select('==', none) | list",
+    "users | map(attribute='n') | select('ne', 1) | list",
+    "users | rejectattr('sync', 'none') | map(attribute='n') | list",
+    "users | map(attribute='upn') | select('none') | list",
 ])
 def test_the_fast_collection_filters_give_what_jinja_gives(source):
     """The same results as Jinja's own select/reject/selectattr/rejectattr/map (the sandbox's, over plain data)."""
