@@ -345,9 +345,17 @@ def metered_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
     return metered_function
 
 
-def map_filter(name: str, function: Callable[..., Any], items: Iterable[Any], rest: tuple[Any, ...]) -> list[Any]:
+_CHUNK = 1024      # items a text filter maps between two looks at the budget (map_filter's ``text_only``)
+
+
+def map_filter(name: str, function: Callable[..., Any], items: Iterable[Any], rest: tuple[Any, ...],
+               *, text_only: bool = False) -> list[Any]:
     """``[metered_filter(name, function)(item, *rest) for item in items]`` without a wrapper call per item (a map
-    over 50,000 mailboxes): the same operation per item, the same checks of the arguments and of every result."""
+    over 50,000 mailboxes): the same operation per item, the same checks of the arguments and of every result.
+
+    ``text_only``: the filter makes a short text of each item (expr.TEXT_FILTERS: smtp_domain, url_host...), so the
+    items are counted a chunk at a time and the texts measured in one pass of C: the same operations and sizes.
+    """
     budget = _CURRENT.get()
     if budget is None:
         return [function(item, *rest) for item in items]
@@ -355,6 +363,18 @@ def map_filter(name: str, function: Callable[..., Any], items: Iterable[Any], re
         metered = metered_filter(name, function)
         return [metered(item, *rest) for item in items]
     what = f"the result of {name}"
+    if text_only and isinstance(items, list):
+        if items:
+            _filter_args(name, [items[0], *rest])
+        texts: list[Any] = []
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start:start + _CHUNK]
+            budget.tick(len(chunk))
+            texts += [function(item, *rest) for item in chunk] if rest else map(function, chunk)
+        if set(map(type, texts)) <= {str}:
+            budget.size(max(map(len, texts), default=0), what)
+            return texts
+        return [check_value(text, what) for text in texts]
     out: list[Any] = []
     for item in items:
         budget.operations += 1

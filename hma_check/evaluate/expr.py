@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes, pass_context, pass_environment
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.tests import test_none as _jinja_test_none
 
@@ -443,7 +445,8 @@ def fast_map(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
                 # what do_lower/do_upper do to plain text, in one pass of C
                 return iter(list(map(str.lower if args[0] == "lower" else str.upper, items)))
             # the filter itself, metered item by item as its wrapper (budget.metered_filter) would
-            return iter(budget.map_filter(args[0], getattr(function, "__wrapped__", function), items, rest))
+            return iter(budget.map_filter(args[0], getattr(function, "__wrapped__", function), items, rest,
+                                          text_only=args[0] in TEXT_FILTERS))
     return jinja_filters.sync_do_map(context, value, *args, **kwargs)
 
 
@@ -553,6 +556,9 @@ TESTS: dict[str, Callable[..., bool]] = {
     "ca_applies_to_exchange": entra.applies_to_exchange_clients,
 }
 GLOBALS: dict[str, Callable[..., Any]] = {"require": require}
+# Filters that make a short text of any value, with no other effect: a map over 50,000 mailboxes meters them a chunk
+# at a time (budget.map_filter).
+TEXT_FILTERS = frozenset({"smtp_domain", "autodiscover_host", "url_host", "url_key", "https_url", "spn_form"})
 NOT_SET = "not set"
 
 
@@ -578,14 +584,27 @@ def make_environment() -> CheckEnvironment:
 ENVIRONMENT = make_environment()
 
 
-def _with_globals(context: dict[str, Any]) -> dict[str, Any]:
-    return context if context.keys() >= ENVIRONMENT.globals.keys() else {**ENVIRONMENT.globals, **context}
+_GLOBAL_NAMES = ENVIRONMENT.globals.keys()
+
+
+class _Frame(Context):
+    """Jinja's Context for one evaluation (template.new_context(context, shared=True)), made with only what checks'
+    compiled code uses: no set of the template's globals (it serves template modules, which checks cannot import)
+    and no blocks unless the template has some. Every expression and template evaluation makes one."""
+
+    def __init__(self, context: dict[str, Any], template: Any) -> None:   # noqa: D107 - Context's, trimmed
+        self.parent = context if context.keys() >= _GLOBAL_NAMES else {**ENVIRONMENT.globals, **context}
+        self.vars = {}
+        self.environment = ENVIRONMENT
+        self.eval_ctx = EvalContext(ENVIRONMENT, template.name)
+        self.exported_vars = set()
+        self.name = template.name
+        self.globals_keys = set()
+        self.blocks = {name: [block] for name, block in template.blocks.items()} if template.blocks else {}
 
 
 def _new_context(template: Any, context: dict[str, Any]) -> Any:
-    """template.new_context(context, shared=True), without Jinja copying the template's globals (a ChainMap) into
-    a set on every call: that set serves only template modules (imports), which checks cannot use."""
-    return ENVIRONMENT.context_class(ENVIRONMENT, _with_globals(context), template.name, template.blocks)
+    return _Frame(context, template)
 
 
 def run_template(template: Any, context: dict[str, Any]) -> str:

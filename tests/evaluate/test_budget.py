@@ -200,3 +200,21 @@ checks:
         assert finding.status != ERROR or (finding.reason and "\n" not in finding.reason)
 
     one()
+
+
+@pytest.mark.parametrize("name", ["smtp_domain", "url_host", "url_key"])
+def test_a_text_filter_mapped_a_chunk_at_a_time_counts_as_item_by_item(name):
+    """map('smtp_domain') over thousands of mailboxes is metered a chunk at a time: the same results, operations
+    and largest size as the item-by-item path, and a long result is still refused."""
+    from hma_check.evaluate import expr
+
+    function = expr.FILTERS[name]
+    items = [f"User{i}@Contoso{i % 7}.com" if i % 5 else f"https://Mail{i}.contoso.com/owa" for i in range(2500)]
+    runs = {}
+    for text_only in (False, True):
+        with budget.metered("map") as meter:
+            values = budget.map_filter(name, function, items, (), text_only=text_only)
+        runs[text_only] = (values, meter.operations, meter.largest)
+    assert runs[True] == runs[False]
+    with budget.metered("map"), pytest.raises(budget.BudgetExceeded, match="the result of url_key"):
+        budget.map_filter("url_key", expr.FILTERS["url_key"], ["x" * (budget.MAX_LENGTH + 1)], (), text_only=True)
