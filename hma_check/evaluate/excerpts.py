@@ -3,7 +3,6 @@ tested, path -> value, with the paths that made it false marked first."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from hma_check.evaluate import budget, expr
@@ -83,8 +82,8 @@ def excerpt_of(check: Check, item: Any, reads: Reads,
     size = 0
     for path, value in read:
         text = path_text(path)
-        shown = shown_value(value)
-        size += len(text) + _json_size(shown)
+        shown, shown_size = shown_value(value)
+        size += len(text) + shown_size
         if size > EXCERPT_LIMIT:
             excerpt["…"] = f"{len(read) - len(excerpt)} more properties read (see evidence.json)"
             break
@@ -132,15 +131,3 @@ def tested_leaves(logs: list[dict[Path, Any]]) -> list[tuple[Path, Any]]:
             seen.add(path)
             read.append((path, own[path]))
     return read
-
-
-def _json_size(value: Any) -> int:
-    """About how long the value is as JSON (exact enough for a budget; serialising every value cost a tenth of
-    the evaluation)."""
-    if isinstance(value, str):
-        return len(value) + 2
-    if value is None or isinstance(value, (bool, int, float)):
-        return 8
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return sum(len(v) + 4 for v in value) + 2
-    return len(json.dumps(value, ensure_ascii=False, default=str))

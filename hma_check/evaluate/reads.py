@@ -182,31 +182,53 @@ def path_text(path: Path) -> str:
     return text
 
 
-def shown_value(value: Any) -> Any:
-    """The value as the excerpt holds it: itself, or a summary when its JSON is longer than VALUE_LIMIT."""
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)     # made once: json.dumps with options makes one a call
+
+
+def shown_value(value: Any) -> tuple[Any, int]:
+    """The value as the excerpt holds it (itself, or a summary when its JSON is longer than VALUE_LIMIT), and about
+    how long it is as JSON (exact enough for the excerpt's budget)."""
     if value is ABSENT or isinstance(value, (bool, int, float)) or value is None:
-        return value
+        return value, (len(value) + 2 if value is ABSENT else 8)
     if isinstance(value, str):
-        return value if len(value) <= VALUE_LIMIT else value[:VALUE_LIMIT] + "…"
+        shown = value if len(value) <= VALUE_LIMIT else value[:VALUE_LIMIT] + "…"
+        return shown, len(shown) + 2
     if isinstance(value, list) and len(value) <= 20 and all(isinstance(v, str) and len(v) < 30 for v in value):
-        return list(value)
+        return list(value), _json_size(value)
     if isinstance(value, (list, tuple, set, frozenset)) and len(value) > VALUE_LIMIT // 2:
-        return f"(list of {len(value)} items)"      # too long to show, whatever its items: not even measured
+        return _summary(f"(list of {len(value)} items)")  # too long to show, whatever its items: not even measured
     if isinstance(value, dict) and len(value) > VALUE_LIMIT // 2:
-        return f"(object with {len(value)} properties)"
+        return _summary(f"(object with {len(value)} properties)")
     # JSON needs at least 3 characters an item ('1, ') and 7 a property ('"": 1, '): longer than the limit
     # whatever the items, so not serialised only to be summarised (the 200 servers HMA-AUTH-014 reads, 200 times)
     if isinstance(value, (list, tuple)) and 3 * len(value) > VALUE_LIMIT:
-        return f"(list of {len(value)} items)"
+        return _summary(f"(list of {len(value)} items)")
     if isinstance(value, dict) and 7 * len(value) > VALUE_LIMIT:
-        return f"(object with {len(value)} properties)"
-    text = json.dumps(value, ensure_ascii=False, default=str)
+        return _summary(f"(object with {len(value)} properties)")
+    text = _JSON.encode(value)
     if len(text) <= VALUE_LIMIT:
-        return json.loads(text)    # plain JSON types: a TrackedDict or a tuple becomes what findings.json holds
-    if isinstance(value, str):
-        return value[:VALUE_LIMIT] + "…"
+        shown = json.loads(text)    # plain JSON types: a TrackedDict or a tuple becomes what findings.json holds
+        # its JSON is the text again, but for the estimate _json_size makes of a list of texts
+        return shown, (_json_size(shown) if isinstance(shown, (list, str)) or shown is None
+                       or isinstance(shown, (bool, int, float)) else len(text))
     if isinstance(value, (list, tuple)):
-        return f"(list of {len(value)} items)"
+        return _summary(f"(list of {len(value)} items)")
     if isinstance(value, dict):
-        return f"(object with {len(value)} properties)"
-    return text[:VALUE_LIMIT] + "…"
+        return _summary(f"(object with {len(value)} properties)")
+    return _summary(text[:VALUE_LIMIT] + "…")
+
+
+def _summary(text: str) -> tuple[str, int]:
+    return text, len(text) + 2
+
+
+def _json_size(value: Any) -> int:
+    """About how long the value is as JSON (exact enough for a budget; serialising every value cost a tenth of
+    the evaluation)."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return sum(len(v) + 4 for v in value) + 2
+    return len(_JSON.encode(value))

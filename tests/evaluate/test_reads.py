@@ -30,7 +30,41 @@ def test_a_long_list_or_object_is_summarised_exactly_when_its_json_is_over_the_l
     def one(value):
         if isinstance(value, list) and len(value) <= 20 and all(isinstance(v, str) and len(v) < 30 for v in value):
             return
-        assert shown_value(value) == by_serialising(value)
+        shown, size = shown_value(value)
+        assert shown == by_serialising(value)
+        assert size == _json_size_of(shown)
 
     one()
-    assert shown_value([1] * 200) == [1] * 200 and shown_value([1] * 201) == "(list of 201 items)"
+    assert shown_value([1] * 200)[0] == [1] * 200 and shown_value([1] * 201)[0] == "(list of 201 items)"
+
+
+def _json_size_of(shown):
+    """The size the excerpt's budget counts, as it counted it when each shown value was serialised again."""
+    if isinstance(shown, str):
+        return len(shown) + 2
+    if shown is None or isinstance(shown, (bool, int, float)):
+        return 8
+    if isinstance(shown, list) and all(isinstance(v, str) for v in shown):
+        return sum(len(v) + 4 for v in shown) + 2
+    return len(json.dumps(shown, ensure_ascii=False, default=str))
+
+
+def test_the_size_an_excerpt_counts_is_the_size_of_what_it_shows():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from hma_check.evaluate.reads import ABSENT, shown_value
+    from tests.support.fuzz import FUZZ, examples
+
+    scalars = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=40), st.none(), st.booleans())
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=5),
+                                                                                               inner, max_size=6),
+                          max_leaves=30) | st.just(ABSENT) | st.text(min_size=590, max_size=700)
+
+    @settings(FUZZ, max_examples=examples(200))
+    @given(value=values)
+    def one(value):
+        shown, size = shown_value(value)
+        assert size == _json_size_of(shown)
+
+    one()
