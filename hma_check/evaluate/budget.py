@@ -321,18 +321,25 @@ def metered_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
     """
     skip = 1 if hasattr(function, "jinja_pass_arg") else 0   # the context or environment Jinja passes first
     what = f"the result of {name}"
+    growing = name in _GROWING_FILTERS
 
     @functools.wraps(function)
     def metered_function(*args: Any, **kwargs: Any) -> Any:
         budget = _CURRENT.get()
         if budget is None:
             return function(*args, **kwargs)
-        budget.tick()
-        _filter_args(name, [*args[skip:], *kwargs.values()])
+        budget.operations += 1      # budget.tick(), inlined: every filter call of every evaluation comes here
+        if budget.operations >= budget.next_look:
+            budget.look()
+        if growing or kwargs or len(args) > skip + 1:     # arguments besides the value filtered: check them
+            _filter_args(name, [*args[skip:], *kwargs.values()])
         if name == "join" and len(args) > skip and not isinstance(args[skip], (str, list, tuple)):
             args = (*args[:skip], _bounded_list(args[skip], "the items joined"), *args[skip + 1:])
             _filter_args(name, [*args[skip:], *kwargs.values()])
         result = function(*args, **kwargs)
+        if type(result) is str:
+            budget.size(len(result), what)
+            return result
         if type(result) is _LIST_ITERATOR:
             # A list already built (expr.COLLECTION_FILTERS): its items are counted at once, not one generator step
             # each as they are consumed (a map over 50,000 mailboxes).
@@ -420,8 +427,10 @@ def output(value: Any) -> Any:
     """One piece of a template's output; the whole output is bounded by MAX_LENGTH."""
     budget = _CURRENT.get()
     if budget is not None:
-        budget.tick()
-        budget.output += _text_length(value)
+        budget.operations += 1      # budget.tick(), inlined: every '{{ }}' printed comes here
+        if budget.operations >= budget.next_look:
+            budget.look()
+        budget.output += len(value) if type(value) is str else _text_length(value)
         if budget.output > MAX_LENGTH:
             raise BudgetExceeded(f"the template's output passed {MAX_LENGTH:,} characters")
     return value
