@@ -354,3 +354,64 @@ def test_a_damaged_httpproxy_summary_renders_what_is_there():
     page = files["report.html"].decode("utf-8")
     assert "(not in the evidence)" in page and "2 malformed log line(s)" in page
     assert "(not in the evidence)" in files["report.md"].decode("utf-8")
+
+
+def _junit_by_elementtree(report):
+    """junit.xml as ElementTree writes it: the oracle render() is held to, byte for byte."""
+    from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NOTE, WARN
+    from hma_check.render.junit import _clean
+
+    suites = ET.Element("testsuites", name="hma-check", tests=str(len(report.findings)),
+                        failures=str(report.counts[FAIL]), errors=str(report.counts[ERROR]))
+    for area in report.areas:
+        suite = ET.SubElement(suites, "testsuite", name=_clean(area.title), tests=str(len(area.findings)),
+                              failures=str(area.counts[FAIL]), errors=str(area.counts[ERROR]),
+                              skipped=str(area.counts[NOT_APPLICABLE] + area.counts[EXEMPT]))
+        for finding in area.findings:
+            case = ET.SubElement(suite, "testcase", classname=_clean(f"hma-check.{area.id}.{finding.check_id}"),
+                                 name=_clean(f"{finding.check_id} {finding.title} [{finding.subject}]"))
+            if finding.status == FAIL:
+                node = ET.SubElement(case, "failure", message=_clean(finding.actual), type=finding.severity)
+                node.text = _clean(f"expected: {finding.expected}\nactual: {finding.actual}\nwhy: {finding.why}")
+            elif finding.status == ERROR:
+                node = ET.SubElement(case, "error", message=_clean(finding.reason), type="could-not-evaluate")
+                node.text = _clean(finding.reason)
+            elif finding.status == NOT_APPLICABLE:
+                ET.SubElement(case, "skipped", message=_clean(finding.reason))
+            elif finding.status == EXEMPT:
+                exemption = finding.exemption or {}
+                ET.SubElement(case, "skipped", message=_clean(
+                    f"exempt ({finding.original_status}): {exemption.get('reason')} - approved by "
+                    f"{exemption.get('approved_by')} until {exemption.get('expires')}"))
+            elif finding.status in (WARN, NOTE):
+                ET.SubElement(case, "system-out").text = _clean(f"{finding.status} ({finding.severity}): {finding.actual}")
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def test_junit_is_what_elementtree_writes(tmp_path):
+    """junit.xml is built as text: byte for byte what ElementTree wrote, on a report with every status, markup and
+    line ends in its values, an exemption, and an empty report."""
+    from hma_check.commands.pipeline import load_all_checks
+    from hma_check.evaluate.engine import evaluate
+    from hma_check.evaluate.exemptions import apply_exemptions, parse_exemptions
+    from hma_check.render import junit
+    from hma_check.render.model import build_report
+
+    odd = 'EX<&>"\t\r\n\x00-01'
+    snapshot = apply_ops(baseline.build(server_names=(odd, "EX02")), [
+        {"set": [f"exchange.mapi_virtual_directories@{odd}", 0, "IISAuthenticationMethods"], "to": ["Ntlm"]},
+        {"set": ["exchange.mapi_virtual_directories@EX02", 0, "IISAuthenticationMethods"], "to": ["Ntlm"]},
+        {"fail": "os.tls_registry@EX02"}])
+    checks = load_all_checks()
+    evaluation = evaluate(checks, snapshot)
+    exemptions = parse_exemptions(
+        b"version: 1\nexemptions:\n  - check: HMA-VDIR-001\n    subject: EX02\n    reason: 'accepted <risk> & \"more\"'\n"
+        b"    approved_by: CAB\n    expires: 2099-01-01\n", "exemptions.yaml", {c.id for c in checks.checks})
+    apply_exemptions(evaluation.findings, exemptions, evaluation.as_of.date())
+    report = build_report(evaluation, exit_code=1, evidence_sha256="0" * 64)
+    statuses = {finding.status for finding in report.findings}
+    assert {"PASS", "FAIL", "ERROR", "EXEMPT", "NOT_APPLICABLE"} <= statuses, statuses
+    assert junit.render(report) == _junit_by_elementtree(report)
+    report.findings, report.areas = [], []
+    assert junit.render(report) == _junit_by_elementtree(report)
