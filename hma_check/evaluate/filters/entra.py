@@ -9,6 +9,7 @@ https://learn.microsoft.com/entra/identity/conditional-access/policy-block-legac
 from __future__ import annotations
 
 import operator
+from itertools import compress, repeat
 from typing import Any
 
 EXCHANGE_ONLINE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
@@ -123,16 +124,20 @@ def synced_identities(users: Any) -> dict[str, Any]:
     from hma_check.evaluate.facts import MissingFact
 
     if type(users) is list and set(map(type, users)) <= {dict}:
-        # plain users (watched ones log each read, in the order the loop below reads them, for the excerpt): the three
-        # properties of every user in one pass of C
+        # plain users (watched ones log each read, in the order the loop below reads them, for the excerpt): the
+        # same lookups built in passes of C, one per property (a user without one goes the long way, which says so)
         try:
-            rows = list(map(_USER_PROPERTIES, users))
-        except (KeyError, TypeError):
-            rows = None
-        if rows is not None:
-            synced = [(upn or "", sid) for enabled, upn, sid in rows if enabled is True]
-            return {"by_sid": {_upper(sid): upn for upn, sid in synced if sid},
-                    "upns": frozenset(upn.lower() for upn, _ in synced if upn)}
+            enabled, names, sids = (list(map(get, users)) for get in (_ENABLED, _UPN, _SID))
+        except KeyError:
+            pass
+        else:
+            synced = list(map(operator.is_, enabled, repeat(True)))
+            upns = [upn or "" for upn in compress(names, synced)]
+            sids = list(compress(sids, synced))
+            keys = list(compress(sids, sids))                  # the users with a SID to match by
+            keys = list(map(str.upper if set(map(type, keys)) <= {str} else _upper, keys))
+            return {"by_sid": dict(zip(keys, compress(upns, sids))),
+                    "upns": frozenset(map(str.lower, filter(None, upns)))}
     by_sid: dict[str, str] = {}
     upns: set[str] = set()
     for user in users:
@@ -199,8 +204,9 @@ def mailbox_identities(mailboxes: Any, users: Any) -> dict[str, Any]:
 
 _USER_KEYS_IN_ORDER = ("userPrincipalName", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier")
 _USER_KEYS = frozenset(_USER_KEYS_IN_ORDER)
-# read in the order the match tests them (a watched user logs its reads in that order, for the excerpt)
-_USER_PROPERTIES = operator.itemgetter("onPremisesSyncEnabled", "userPrincipalName", "onPremisesSecurityIdentifier")
+_ENABLED = operator.itemgetter("onPremisesSyncEnabled")
+_UPN = operator.itemgetter("userPrincipalName")
+_SID = operator.itemgetter("onPremisesSecurityIdentifier")
 
 
 # The Hybrid Agent publishes on-premises Exchange at https://<GUID>.resource.mailboxmigration.his.msappproxy.net/
