@@ -132,12 +132,12 @@ def synced_identities(users: Any) -> dict[str, Any]:
             pass
         else:
             synced = list(map(operator.is_, enabled, repeat(True)))
-            upns = [upn or "" for upn in compress(names, synced)]
-            sids = list(compress(sids, synced))
-            keys = list(compress(sids, sids))                  # the users with a SID to match by
+            synced_upns = [upn or "" for upn in compress(names, synced)]
+            synced_sids = list(compress(sids, synced))
+            keys = list(compress(synced_sids, synced_sids))   # the users with a SID to match by
             keys = list(map(str.upper if set(map(type, keys)) <= {str} else _upper, keys))
-            return {"by_sid": dict(zip(keys, compress(upns, sids))),
-                    "upns": frozenset(map(str.lower, filter(None, upns)))}
+            return {"by_sid": dict(zip(keys, compress(synced_upns, synced_sids), strict=True)),
+                    "upns": frozenset(map(str.lower, filter(None, synced_upns)))}
     by_sid: dict[str, str] = {}
     upns: set[str] = set()
     for user in users:
