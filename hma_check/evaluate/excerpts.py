@@ -104,9 +104,14 @@ def tested_leaves(logs: list[dict[Path, Any]]) -> list[tuple[Path, Any]]:
     own: dict[Path, Any] = {}                 # what the item's own phases read, each path where first read
     for log in logs:
         if not isinstance(log, SavedLog):
-            for path, value in log.items():
-                own.setdefault(path, value)
+            if own:
+                for path, value in log.items():
+                    own.setdefault(path, value)
+            else:
+                own.update(log)
     own_inner = set(prefixes(own))
+    if not saved:       # most excerpts: the same walk below, with nothing saved to set the reads against
+        return [(path, value) for path, value in own.items() if path not in own_inner]
     read: list[tuple[Path, Any]] = []
     seen: set[Path] = set()                   # the paths of the item's own phases already placed
     before: list[SavedLog] = []               # the saved logs placed so far
