@@ -1,7 +1,7 @@
 """The one JSON reader for what hma-check is given (evidence, findings, manifests, imported and Graph JSON).
 
 Stricter than json.loads where json.loads accepts what no writer of these files produces and a later step would
-trip over: NaN, Infinity and numbers too large to be finite; a key given twice (json.loads keeps the last one
+trip over: NaN, Infinity and numbers too large to be finite (an integer too long to convert is refused too); a key given twice (json.loads keeps the last one
 silently, so two readers could disagree about the same file); a lone UTF-16 surrogate escape such as "\\ud800",
 which no UTF-8 file can hold and which fails the moment the value is written out again.
 """
@@ -47,6 +47,12 @@ def loads_json(text: str) -> Any:
                           object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise JsonError(f"not valid JSON: {exc.msg}", exc.lineno) from None
+    except JsonError:
+        raise
+    except ValueError as exc:
+        # Python refuses to convert an integer of more than sys.get_int_max_str_digits() digits (4,300), a guard
+        # against quadratic conversions: no writer of these files produces one
+        raise JsonError(f"not valid JSON: {str(exc).split(';', 1)[0]}") from None
 
 
 def _line(text: str, offset: int) -> int:

@@ -161,6 +161,25 @@ def test_duplicate_keys_in_evidence_are_refused(tmp_path, run):
     assert "'schema_version' is given twice" in message
 
 
+@pytest.mark.parametrize("command", ["report", "verify"])
+def test_an_integer_too_long_to_convert_is_one_line_not_a_traceback(tmp_path, run, command):
+    """Found by the manifest fuzz test: a 5,000-digit number made json.loads raise Python's own ValueError (the
+    4,300-digit conversion limit), which verify ended in a traceback."""
+    if command == "report":
+        raw = run["evidence"].read_text(encoding="utf-8").replace('"schema_version": 1,', '"schema_version": '
+                                                                  + "9" * 5000 + ",", 1)
+        target = tmp_path / "evidence.json"
+        target.write_text(raw, encoding="utf-8")
+        result = invoke("report", "--evidence", target, "--out", tmp_path / "out", codes={2})
+    else:
+        folder = tmp_path / "run"
+        shutil.copytree(run["out"], folder)
+        target = folder / "manifest.json"
+        target.write_text("9" * 5000 + target.read_text(encoding="utf-8"), encoding="utf-8")
+        result = invoke("verify", folder, codes={1})     # not verified: the manifest cannot be read
+    assert "digits" in result.output and "Traceback" not in result.output
+
+
 # ----------------------------------------------------------------------------------------- unexpected types
 
 def test_unexpected_types_in_findings_json_are_read_as_absent(tmp_path, run):
