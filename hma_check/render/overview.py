@@ -9,6 +9,7 @@ as its own row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any, Callable
 
@@ -81,10 +82,16 @@ class _Context:
         return result.data if result is not None and result.ok else None
 
     def server(self, name: str) -> dict[str, Any]:
+        return self._servers.get(name.lower(), {})
+
+    @cached_property
+    def _servers(self) -> dict[str, dict[str, Any]]:
+        """exchange.servers by lower-case name, the first of each name (a row per server asked it of every one)."""
+        by_name: dict[str, dict[str, Any]] = {}
         for entry in self.data("exchange.servers") or []:
-            if isinstance(entry, dict) and str(entry.get("Name", "")).lower() == name.lower():
-                return entry
-        return {}
+            if isinstance(entry, dict):
+                by_name.setdefault(str(entry.get("Name", "")).lower(), entry)
+        return by_name
 
 
 def _version(context: _Context, server: str) -> str | None:
