@@ -334,6 +334,10 @@ class Facts:
 
     def servers(self) -> list[dict[str, Any]]:
         """exchange.servers, which says which servers a per-server source must cover; MissingFact when absent."""
+        return list(self._server_list())
+
+    def _server_list(self) -> list[dict[str, Any]]:
+        """servers(), recorded as read, without a copy (every read of a per-server source asks)."""
         self._record(SERVERS)
         found = self.results(SERVERS)
         result = found[0] if found else None
@@ -343,7 +347,7 @@ class Facts:
         if self._servers is None:     # worked out once: every read of a per-server source asks
             self._servers = [s for s in result.data
                              if isinstance(s, dict) and isinstance(s.get("Name"), str) and s["Name"]]
-        return list(self._servers)
+        return self._servers
 
     def _scope_index(self, name: str, parts: list[Part]) -> dict[str, Part]:
         """scope_index of a source's cached parts, built once per source instead of once per read."""
@@ -355,7 +359,7 @@ class Facts:
     def _parts(self, name: str) -> list[Part]:
         spec = source_registry.BY_NAME[name]
         if spec.servers is not None:
-            self.servers()   # read again on every use: each finding cites the server list its coverage came from
+            self._server_list()   # read again on every use: each finding cites the server list its coverage came from
         if name not in self._parts_cache:
             self._parts_cache[name] = self._build_parts(name)
         return self._parts_cache[name]
