@@ -187,7 +187,7 @@ def mailbox_identities(mailboxes: Any, users: Any) -> dict[str, Any]:
                                                     "Get-Mailbox with Sid)")
         count += 1
         upn, sid = mailbox.get("UserPrincipalName"), mailbox["Sid"]
-        entra_upn = by_sid.get(_upper(sid)) if sid else None
+        entra_upn = by_sid.get(sid.upper() if type(sid) is str else str(sid).upper()) if sid else None
         if entra_upn is not None:
             matched_by_sid += 1
             if not upn or (entra_upn != upn and entra_upn.lower() != upn.lower()):
