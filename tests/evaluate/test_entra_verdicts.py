@@ -160,7 +160,7 @@ _MAILBOXES = st.lists(st.fixed_dictionaries(
 
 
 @given(_MAILBOXES, _USERS)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_mailbox_identities_matches_as_one_at_a_time_would(mailboxes, users):
     expected = _matched_one_by_one(mailboxes, users)
     assert entra.mailbox_identities(mailboxes, users) == expected                            # the passes of C

@@ -61,7 +61,7 @@ def test_the_size_an_excerpt_counts_is_the_size_of_what_it_shows():
                                                                                                inner, max_size=6),
                           max_leaves=30) | st.just(ABSENT) | st.text(min_size=590, max_size=700)
 
-    @settings(FUZZ, max_examples=examples(200))
+    @settings(FUZZ, max_examples=examples(100))
     @given(value=values)
     def one(value):
         shown, size = shown_value(value)
