@@ -14,6 +14,7 @@ that cannot exist on the organisation's builds, raise NotApplicable: the check i
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Callable, Iterator
 
 from hma_check.contract import sources as source_registry
@@ -88,7 +89,12 @@ class Part:
         if not self.ok:
             raise self._why()
         data = self._result.data  # type: ignore[union-attr]
-        return data if self._watch is None else self._watch.root(f"{self.name}['{self.scope}']", data)
+        return data if self._watch is None else self._watch.root(self._label, data)
+
+    @cached_property
+    def _label(self) -> str:
+        """How the excerpt names this scope's data: exchange.exchange_certificates['EX01']."""
+        return f"{self.name}['{self.scope}']"
 
     @property
     def items(self) -> list[Any]:
