@@ -592,7 +592,7 @@ class _Frame(Context):
     compiled code uses: no set of the template's globals (it serves template modules, which checks cannot import)
     and no blocks unless the template has some. Every expression and template evaluation makes one."""
 
-    def __init__(self, context: dict[str, Any], template: Any) -> None:   # noqa: D107 - Context's, trimmed
+    def __init__(self, context: dict[str, Any], template: Any) -> None:      # Context's, trimmed
         self.parent = context if context.keys() >= _GLOBAL_NAMES else {**ENVIRONMENT.globals, **context}
         self.vars = {}
         self.environment = ENVIRONMENT

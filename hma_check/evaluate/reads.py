@@ -29,9 +29,6 @@ class Watch:
 
     def __init__(self) -> None:
         self.log: dict[Path, Any] | None = None
-        # the view of each mapping at each path, made once: thirty checks read the same server (the mapping is kept
-        # with its view, so its id cannot be reused while the evaluation runs; the evidence never changes)
-        self._views: dict[tuple[int, Path], tuple[TrackedDict, dict[Any, Any]]] = {}
 
     def read(self, path: Path, value: Any) -> Any:
         log = self.log
@@ -42,7 +39,7 @@ class Watch:
 
     def _wrap(self, value: Any, path: Path) -> Any:
         if isinstance(value, dict):
-            return self._view(value, path)
+            return TrackedDict(value, self, path)
         if isinstance(value, list) and len(value) <= WATCHED_LIST and any(isinstance(v, dict) for v in value):
             return TrackedList(value, self, path)
         return value
@@ -70,14 +67,7 @@ class Watch:
 
     def view(self, value: Any) -> Any:
         """The item a check evaluates, watched for as long as it is used (its paths start at its properties)."""
-        return self._view(value, ()) if isinstance(value, dict) else value
-
-    def _view(self, value: dict[Any, Any], path: Path) -> "TrackedDict":
-        key = (id(value), path)
-        known = self._views.get(key)
-        if known is None:
-            known = self._views[key] = (TrackedDict(value, self, path), value)
-        return known[0]
+        return TrackedDict(value, self, ()) if isinstance(value, dict) else value
 
 
 def leaves(log: dict[Path, Any]) -> Iterator[tuple[Path, Any]]:
