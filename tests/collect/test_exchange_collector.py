@@ -248,6 +248,31 @@ def test_an_unreachable_endpoint_is_an_error_per_source(tmp_path):
     assert results and all(r.status == "error" and "cannot reach the endpoint" in r.error for r in results)
 
 
+# ------------------------------------------------------------------------------------------------ order on the wire
+
+def test_organisation_wide_queries_do_not_wait_for_get_exchangeserver(tmp_path):
+    """Before, the other sessions opened while Get-ExchangeServer ran, then waited for its answer before sending
+    anything: the organisation-wide queries that need no server list were a wave in front of the per-server ones."""
+    from hma_check.collect.exchange.collector import UNGATED_QUERIES
+
+    text = FAULT_BASE.format(name="slow-server-list", faults="  []") + "latency: {cmdlets: {Get-ExchangeServer: 3s}}\n"
+    with Lab(variant(tmp_path, text, "slow-server-list")) as lab:
+        snapshot = scan(lab, sections=EXCHANGE)
+        log = lab.command_log
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 3 * PER_SERVER, "error": 0, "skipped": 0}
+    servers_at = next(e["time"] for e in log if e["command"] == "Get-ExchangeServer")
+    answered = servers_at + 3.0      # the lab logs a command, then spends its latency
+    ungated = {q.cmdlet for q in UNGATED_QUERIES}
+    assert len(ungated) < len(ORG_QUERIES)   # the ones with a minimum build wait for the servers' builds
+    early = {e["command"] for e in log if e["command"] in ungated and e["time"] < answered}
+    assert early == ungated
+    per_server = {cmdlet for _, cmdlet in SERVER_CMDLETS}
+    assert all(e["time"] >= answered for e in log if e["command"] in per_server)
+    gated = [(q.cmdlet, [name for name, _ in q.params]) for q in ORG_QUERIES if q not in UNGATED_QUERIES]
+    sent = [e for e in log if (e["command"], [name for name, _ in e["parameters"]]) in gated]
+    assert len(sent) == len(gated) and all(e["time"] >= answered for e in sent)
+
+
 # ------------------------------------------------------------------------------------------------ secrets
 
 def test_the_password_never_reaches_evidence_reports_or_logs(tmp_path, caplog):

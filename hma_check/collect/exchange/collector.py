@@ -1,18 +1,20 @@
 """The live Exchange collector: every ``exchange.*`` source, read through remote PowerShell, fanned out per server.
 
-Get-ExchangeServer comes first (it names the servers; the other workers open their sessions meanwhile); then the
-other organisation-wide queries and the per-server ones run on ``concurrency`` worker threads, each with its own
-session (a pypsrp RunspacePool is never shared between threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read,
-fails only its own source, which always gets a result; a server whose calls fail leaves every other server's
-evidence intact.
+The first session opens alone (a refused password costs one attempt, not one per session). Get-ExchangeServer then
+runs on it while the other workers open their sessions and take the organisation-wide queries that do not depend on
+the server list; once it answers, the per-server queries (and the organisation-wide ones that need the servers'
+builds) join the queue. ``concurrency`` worker threads each hold their own session (a pypsrp RunspacePool is never
+shared between threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer
+cannot be read, fails only its own source, which always gets a result; a server whose calls fail leaves every other
+server's evidence intact.
 """
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -83,6 +85,9 @@ SERVER_CMDLETS: tuple[tuple[str, str], ...] = (
     ("exchange.exchange_certificates", "Get-ExchangeCertificate"),
 )
 SERVERS_QUERY = Query("exchange.servers", "Get-ExchangeServer")
+# The organisation-wide queries whose sending does not depend on Get-ExchangeServer's answer: every one without a
+# minimum build (one with a minimum build is skipped when no server runs that build, _org_queries).
+UNGATED_QUERIES: tuple[Query, ...] = tuple(q for q in ORG_QUERIES if BY_NAME[q.source].minimum_build is None)
 
 
 @dataclass
@@ -92,13 +97,31 @@ class _Shared:
     login: Any          # kerberos.Login for auth kerberos/negotiate, made once for every session
     secrets: tuple[str, ...]
     progress: Progress
-    pending: "queue.Queue[Query]"
     results: list[SourceResult]
     lock: threading.Lock
     open_sessions: int = 0
     fatal: str | None = None
-    queued: threading.Event = field(default_factory=threading.Event)   # every query of the scan is in ``pending``
+    pending: deque[Query] = field(default_factory=deque)   # guarded by ``more`` (whose lock is ``lock``)
+    queued: bool = False          # every query of the scan is in ``pending`` (or taken): an empty queue means done
     unresponsive: dict[str, str] = field(default_factory=dict)   # the scan's given-up servers (runner.RunContext)
+    more: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.more = threading.Condition(self.lock)
+
+    def give(self, queries: Iterable[Query], *, last: bool = False) -> None:
+        """Queue ``queries``; ``last``: nothing more will come, so a worker finding the queue empty can stop."""
+        with self.more:
+            self.pending.extend(queries)
+            self.queued = self.queued or last
+            self.more.notify_all()
+
+    def take(self) -> Query | None:
+        """The next query, waiting while the queue is empty and more may come; None when the work is done."""
+        with self.more:
+            while not self.pending and not self.queued:
+                self.more.wait()
+            return self.pending.popleft() if self.pending else None
 
 
 def collect_exchange(settings: ExchangeSettings, password: str | None, *, progress: Progress | None = None,
@@ -117,7 +140,7 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         # No ticket, a refused password, no KDC, a skewed clock: the same for every query, so none is sent.
         text = redact(failure.message, secrets)
         return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
-    shared = _Shared(settings, password, login, secrets, progress, queue.Queue(), [], threading.Lock(),
+    shared = _Shared(settings, password, login, secrets, progress, [], threading.Lock(),
                      unresponsive=unresponsive if unresponsive is not None else {})
     first = RemoteSession(settings, password, login=login)
     try:
@@ -128,39 +151,47 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
             text = redact(failure.message, secrets)
             return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
         shared.open_sessions = 1
-        # The other workers open their sessions while Get-ExchangeServer runs (it has to come first: it names the
-        # servers), so every session is ready when the queries are; there are always at least as many
+        # Get-ExchangeServer has to come first for the per-server queries (it names the servers), but not for most
+        # organisation-wide ones: the other workers open their sessions while it runs and take those meanwhile, so
+        # neither the session opens nor that wave of queries waits for it. There are always at least as many
         # organisation-wide queries as these workers, so none of their sessions is opened for nothing.
+        progress.start(1 + len(UNGATED_QUERIES))
+        shared.give(UNGATED_QUERIES)
         early = max(0, min(settings.concurrency, len(ORG_QUERIES)) - 1)
         workers = [_start(shared, None, sleep, index, open_first=True) for index in range(1, early + 1)]
+        queries: list[Query] = []
         try:
             servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
-            shared.results.append(servers_result)
-            queries = list(_org_queries(servers_result, shared.results))
+            skipped: list[SourceResult] = []
+            gated = [q for q in ORG_QUERIES if q not in UNGATED_QUERIES]
+            queries = list(_org_queries(servers_result, skipped, gated))
             if servers_result.ok:
-                queries += list(_server_queries(servers_result.data, shared.results))
-            progress.start(len(queries) + 1)
+                queries += list(_server_queries(servers_result.data, skipped))
+            with shared.lock:
+                shared.results.append(servers_result)
+                shared.results.extend(skipped)
+            progress.start(1 + len(UNGATED_QUERIES) + len(queries))   # announced again, with the servers' queries
             progress.advance(SERVERS_QUERY.command, servers_result.ok)
-            for query in queries:
-                shared.pending.put(query)
         finally:
-            shared.queued.set()
+            shared.give(queries, last=True)
         workers.append(_start(shared, first, sleep, 0, open_first=False))
         workers += [_start(shared, None, sleep, index, open_first=False)
-                    for index in range(early + 1, min(settings.concurrency, len(queries)))]
+                    for index in range(early + 1, min(settings.concurrency, len(UNGATED_QUERIES) + len(queries)))]
         for worker in workers:
             worker.join()
-        if not shared.pending.empty():
+        if shared.pending:
             _worker(shared, None, sleep)   # queries handed back by workers that retired late
     finally:
         first.close()
     return shared.results
 
 
-def _org_queries(servers: SourceResult, results: list[SourceResult]) -> Iterable[Query]:
-    """The organisation-wide queries; one whose cmdlet or property no server's build has (authentication policies
-    before Exchange 2019 CU2) is recorded as skipped with the contract's reason instead of failing."""
-    for query in ORG_QUERIES:
+def _org_queries(servers: SourceResult, results: list[SourceResult],
+                 candidates: Iterable[Query] = ORG_QUERIES) -> Iterable[Query]:
+    """The organisation-wide queries among ``candidates``; one whose cmdlet or property no server's build has
+    (authentication policies before Exchange 2019 CU2) is recorded as skipped with the contract's reason instead of
+    failing."""
+    for query in candidates:
         spec = BY_NAME[query.source]
         reason = None
         if servers.ok and isinstance(servers.data, list):
@@ -198,18 +229,16 @@ def _start(shared: _Shared, session: RemoteSession | None, sleep: Callable[[floa
 def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None],
             open_first: bool = False) -> None:
     """Take queries until none is left. ``open_sessions`` counts workers that hold a session right now.
-    ``open_first``: open the session before the queries are queued (a worker refused one leaves the work to the
-    others), then wait for them."""
+    ``open_first``: open the session before taking a query, while Get-ExchangeServer runs (a worker refused one
+    leaves the work to the others); otherwise a session is opened for a query taken."""
     try:
         if open_first:
             session = _open_with_backoff(shared, sleep)
             if session is None:
                 return
-        shared.queued.wait()
         while True:
-            try:
-                query = shared.pending.get_nowait()
-            except queue.Empty:
+            query = shared.take()
+            if query is None:
                 return
             if shared.fatal is not None:
                 _record(shared, _error(query, shared.fatal, utc_now(), 0))
@@ -222,7 +251,7 @@ def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[flo
                 session = _open_with_backoff(shared, sleep)
                 if session is None:
                     if shared.fatal is None:
-                        shared.pending.put(query)   # Exchange allows fewer sessions: a worker that has one takes it
+                        shared.give((query,))   # Exchange allows fewer sessions: a worker that has one takes it
                         return
                     _record(shared, _error(query, shared.fatal, utc_now(), 0))
                     continue
