@@ -203,6 +203,7 @@ class RemoteSession:
         self._wsman: Any = None
         self._pool: Any = None
         self._prebuilt = False   # the pool's serializer passes PrebuiltMessage through (_keep_output_raw)
+        self._unclosed: Any = None   # the last pipeline, answered; its Signal terminate follows the next Command
         self.discard = False   # set by the collector when a failed call may have left the session unusable
 
     def open(self) -> "RemoteSession":
@@ -276,11 +277,23 @@ class RemoteSession:
                 for name, value in params:
                     ps.add_parameter(name, value)
         deadline = time.monotonic() + timeout
+        doing = " | ".join(powershell_text(c, p) for c, p in commands)
         try:
             if message is None:
                 ps.begin_invoke()
             else:   # what begin_invoke does with the message it builds (psrp_wire.PipelineTemplates)
                 ps._invoke(message)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001
+            failure = classify(exc, doing)
+            if failure.kind != "throttled":
+                # The session is done for: closing it (WSMan Delete) ends the last pipeline too, and a Signal sent
+                # first would only cost another wait on a connection that failed.
+                self._unclosed = None
+            raise failure from None
+        # The previous pipeline's Signal terminate goes now, while the server runs this one, instead of between
+        # its answer and this Command, where it held this session's server idle for a round trip per call.
+        self._close_previous()
+        try:
             while ps.state == PSInvocationState.RUNNING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -290,7 +303,7 @@ class RemoteSession:
         except CallFailed:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise classify(exc, " | ".join(powershell_text(c, p) for c, p in commands)) from None
+            raise classify(exc, doing) from None
         try:
             errors = [_error_info(record) for record in ps.streams.error]
             if ps.state == PSInvocationState.FAILED:
@@ -299,10 +312,18 @@ class RemoteSession:
                 raise CallFailed("broken", f"the pipeline ended in state {ps.state}")
             return Answer([_normalise(obj) for obj in ps.output], errors)
         finally:
-            try:
-                ps.close()
-            except Exception:  # noqa: BLE001 - the answer is in; a failed cleanup must not lose it
-                pass
+            # The answer is in and the server's runspace free again: the Signal terminate that closes the pipeline
+            # (pypsrp's PowerShell.close) follows the session's next Command, or the session's close.
+            self._unclosed = ps
+
+    def _close_previous(self) -> None:
+        ps, self._unclosed = self._unclosed, None
+        if ps is None:
+            return
+        try:
+            ps.close()
+        except Exception:  # noqa: BLE001 - that pipeline's answer is in; a failed cleanup must not lose anything
+            pass
 
     def _stop(self, ps: Any) -> None:
         try:
@@ -311,6 +332,9 @@ class RemoteSession:
             pass
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._close_previous()
+        self._unclosed = None
         pool, wsman = self._pool, self._wsman
         self._pool = self._wsman = None
         for closer in (getattr(pool, "close", None), getattr(wsman, "close", None)):

@@ -273,6 +273,24 @@ def test_organisation_wide_queries_do_not_wait_for_get_exchangeserver(tmp_path):
     assert len(sent) == len(gated) and all(e["time"] >= answered for e in sent)
 
 
+def test_a_pipelines_signal_follows_the_next_command():
+    """Before, every call ended with its Signal terminate before the session's next Command could go, a round trip
+    in which that session's server had nothing to run. Every pipeline is still closed, the last one by close()."""
+    wanted = {"Command", "Receive", "Signal", "Delete"}
+    with Lab("ready") as lab:
+        session = RemoteSession(exchange_settings(lab.scan_config()), lab.credentials.password).open()
+        start = len(lab.request_log)
+        session.run("Get-AuthConfig", (), 30)
+        session.run("Get-AcceptedDomain", (), 30)
+        during = [r["action"] for r in lab.request_log[start:] if r["action"] in wanted]
+        session.close()
+        after = [r["action"] for r in lab.request_log[start:] if r["action"] in wanted]
+        statuses = {r["status"] for r in lab.request_log[start:] if r["action"] in wanted}
+    assert during == ["Command", "Receive", "Command", "Signal", "Receive"]
+    assert after == during + ["Signal", "Delete"]
+    assert statuses == {200}
+
+
 # ------------------------------------------------------------------------------------------------ secrets
 
 def test_the_password_never_reaches_evidence_reports_or_logs(tmp_path, caplog):
