@@ -13,12 +13,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
 from hma_check.collect.psrp_wire import PipelineTemplates, PrebuiltMessage, lean_receive, lean_wsman
 from hma_check.errors import ClixmlError, HmaCheckError
 from hma_check.util.scrub import scrub
+
+# Told each output object (its position, the object) that arrives while the pipeline still runs (invoke_pipeline).
+OnOutput = Callable[[int, ClixmlObject], None]
 
 # Read-only by construction: per session configuration, the cmdlets that may be sent, by name; anything else is
 # refused before it can leave the machine, and a configuration without a list cannot be opened. Not a pattern: a
@@ -248,9 +251,11 @@ class RemoteSession:
                            principal=str(username) if username else None, spn=spn) from None
         return self
 
-    def run(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> list[ClixmlObject]:
-        """Run one cmdlet and return its objects, normalised; CallFailed for anything that is not a clean answer."""
-        answer = self.invoke(cmdlet, params, timeout)
+    def run(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float, *,
+            on_output: OnOutput | None = None) -> list[ClixmlObject]:
+        """Run one cmdlet and return its objects, normalised; CallFailed for anything that is not a clean answer.
+        ``on_output``: see invoke_pipeline."""
+        answer = self.invoke_pipeline(((cmdlet, params),), timeout, on_output=on_output)
         if answer.errors:
             raise _failure([str(error) for error in answer.errors])
         return answer.objects
@@ -260,9 +265,13 @@ class RemoteSession:
         return self.invoke_pipeline(((cmdlet, params),), timeout)
 
     def invoke_pipeline(self, commands: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...],
-                        timeout: float) -> Answer:
+                        timeout: float, *, on_output: OnOutput | None = None) -> Answer:
         """Run cmdlets piped into each other (still cmdlets with parameters only: every one is checked against the
-        allowlist before anything is sent, and no script is ever built)."""
+        allowlist before anything is sent, and no script is ever built).
+
+        ``on_output`` is told every object that arrives while the pipeline is still running, as it arrives (a long
+        answer comes in several Receives), so a caller can start on it early; an object that cannot be read stops
+        that, and the answer, its errors and its failures are what they would be without ``on_output``."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
         for cmdlet, params in commands:
@@ -293,6 +302,7 @@ class RemoteSession:
         # The previous pipeline's Signal terminate goes now, while the server runs this one, instead of between
         # its answer and this Command, where it held this session's server idle for a round trip per call.
         self._close_previous()
+        early: list[ClixmlObject] = []   # objects told to on_output, in order
         try:
             while ps.state == PSInvocationState.RUNNING:
                 remaining = deadline - time.monotonic()
@@ -300,6 +310,8 @@ class RemoteSession:
                     self._stop(ps)
                     raise CallFailed("timeout", f"no answer within {timeout:g} s; the call was stopped")
                 ps.poll_invoke(timeout=max(1, min(self.settings.operation_timeout, int(remaining) or 1)))
+                if on_output is not None and ps.state == PSInvocationState.RUNNING:
+                    on_output = _tell(ps.output, early, on_output)
         except CallFailed:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -310,7 +322,7 @@ class RemoteSession:
                 raise _failure([str(e) for e in errors] or ["the pipeline failed without an error record"])
             if ps.state != PSInvocationState.COMPLETED:
                 raise CallFailed("broken", f"the pipeline ended in state {ps.state}")
-            return Answer([_normalise(obj) for obj in ps.output], errors)
+            return Answer(early + [_normalise(obj) for obj in ps.output[len(early):]], errors)
         finally:
             # The answer is in and the server's runspace free again: the Signal terminate that closes the pipeline
             # (pypsrp's PowerShell.close) follows the session's next Command, or the session's close.
@@ -405,6 +417,19 @@ def _quiet_session(wsman: Any) -> None:
         session.proxies = {}
     session.trust_env = False
     transport.session = session
+
+
+def _tell(output: list[Any], early: list[ClixmlObject], on_output: OnOutput) -> OnOutput | None:
+    """Normalise the output objects not yet told, add them to ``early`` and tell ``on_output``; None from the first
+    object that cannot be read on (the answer's own reading raises for it in its place, after the errors)."""
+    for position in range(len(early), len(output)):
+        try:
+            obj = _normalise(output[position])
+        except CallFailed:
+            return None
+        early.append(obj)
+        on_output(position, obj)
+    return on_output
 
 
 def _normalise(obj: Any) -> ClixmlObject:

@@ -2,11 +2,12 @@
 
 The first session opens alone (a refused password costs one attempt, not one per session). Get-ExchangeServer then
 runs on it while the other workers open their sessions and take the organisation-wide queries that do not depend on
-the server list; once it answers, the per-server queries (and the organisation-wide ones that need the servers'
-builds) join the queue. ``concurrency`` worker threads each hold their own session (a pypsrp RunspacePool is never
-shared between threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer
-cannot be read, fails only its own source, which always gets a result; a server whose calls fail leaves every other
-server's evidence intact.
+the server list; each server's queries join the queue as its object arrives (a long list comes in several Receives),
+and once the list is complete, the organisation-wide queries that need the servers' builds. If Get-ExchangeServer
+fails after all, the per-server queries are withdrawn and their results dropped, as if none had been sent.
+``concurrency`` worker threads each hold their own session (a pypsrp RunspacePool is never shared between threads).
+A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read, fails only
+its own source, which always gets a result; a server whose calls fail leaves every other server's evidence intact.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class _Shared:
     open_sessions: int = 0
     fatal: str | None = None
     pending: deque[Query] = field(default_factory=deque)   # guarded by ``more`` (whose lock is ``lock``)
+    withdrawn: set[tuple[str, str | None]] = field(default_factory=set)   # (source, scope) whose results are dropped
     queued: bool = False          # every query of the scan is in ``pending`` (or taken): an empty queue means done
     unresponsive: dict[str, str] = field(default_factory=dict)   # the scan's given-up servers (runner.RunContext)
     more: threading.Condition = field(init=False)
@@ -160,30 +162,84 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         early = max(0, min(settings.concurrency, len(ORG_QUERIES)) - 1)
         workers = [_start(shared, None, sleep, index, open_first=True) for index in range(1, early + 1)]
         queries: list[Query] = []
+        stream = _ServerStream(shared)
         try:
-            servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
+            servers_result = _run_query(first, SERVERS_QUERY, shared, sleep, on_output=stream.tell)
             skipped: list[SourceResult] = []
             gated = [q for q in ORG_QUERIES if q not in UNGATED_QUERIES]
             queries = list(_org_queries(servers_result, skipped, gated))
-            if servers_result.ok:
-                queries += list(_server_queries(servers_result.data, skipped))
+            # Which per-server queries the scan has is decided on the whole list, as before: the ones streamed
+            # that it has are not queued again, any other is withdrawn.
+            queries += stream.settle(list(_server_queries(servers_result.data, skipped)) if servers_result.ok else [])
             with shared.lock:
                 shared.results.append(servers_result)
                 shared.results.extend(skipped)
-            progress.start(1 + len(UNGATED_QUERIES) + len(queries))   # announced again, with the servers' queries
+            progress.start(1 + len(UNGATED_QUERIES) + len(stream.sent) + len(queries))   # announced again, in all
             progress.advance(SERVERS_QUERY.command, servers_result.ok)
         finally:
+            stream.settle(None)
             shared.give(queries, last=True)
+        total = len(UNGATED_QUERIES) + len(stream.sent) + len(queries)
         workers.append(_start(shared, first, sleep, 0, open_first=False))
         workers += [_start(shared, None, sleep, index, open_first=False)
-                    for index in range(early + 1, min(settings.concurrency, len(UNGATED_QUERIES) + len(queries)))]
+                    for index in range(early + 1, min(settings.concurrency, total))]
         for worker in workers:
             worker.join()
         if shared.pending:
             _worker(shared, None, sleep)   # queries handed back by workers that retired late
+        if shared.withdrawn:
+            shared.results[:] = [r for r in shared.results if (r.name, r.scope) not in shared.withdrawn]
     finally:
         first.close()
     return shared.results
+
+
+class _ServerStream:
+    """Each server's queries queued as Get-ExchangeServer's object for it arrives, before the list is complete.
+
+    ``tell`` runs on the thread that runs Get-ExchangeServer, while it runs (RemoteSession.invoke_pipeline's
+    ``on_output``); a retried call tells the same positions again, which are passed over. Skips are not decided here
+    (``_org_queries`` and ``_server_queries`` on the whole list do that): only which queries may start early.
+    """
+
+    def __init__(self, shared: _Shared) -> None:
+        self.shared = shared
+        self.told = 0
+        self.sent: set[tuple[str, str | None]] = set()   # (source, scope) of every query queued early
+        self.open = True
+
+    def tell(self, position: int, obj: ClixmlObject) -> None:
+        if not self.open or position < self.told:
+            return
+        self.told = position + 1
+        try:
+            fresh = [q for q in _server_queries(shape(SERVERS_QUERY.source, [obj]), [])
+                     if (q.source, q.scope) not in self.sent]
+        except Exception:  # noqa: BLE001 - an object this cannot read waits for the whole answer, as before
+            self.open = False
+            return
+        self.sent.update((q.source, q.scope) for q in fresh)
+        self.shared.give(fresh)
+
+    def settle(self, final: list[Query] | None) -> list[Query]:
+        """Of ``final`` (the scan's per-server queries, from the whole list), those not queued yet; every query
+        queued early that ``final`` does not have is withdrawn. ``None``: nothing more is known (an error while
+        Get-ExchangeServer's answer was read), so the early queries stand. Once settled, nothing changes."""
+        if not self.open and final is None:
+            return []
+        self.open = False
+        if final is None:
+            return []
+        keys = {(q.source, q.scope) for q in final}
+        withdrawn = self.sent - keys
+        if withdrawn:
+            with self.shared.more:
+                self.shared.withdrawn |= withdrawn
+                kept = [q for q in self.shared.pending if (q.source, q.scope) not in withdrawn]
+                self.shared.pending.clear()
+                self.shared.pending.extend(kept)
+            self.sent -= withdrawn
+        return [q for q in final if (q.source, q.scope) not in self.sent]
 
 
 def _org_queries(servers: SourceResult, results: list[SourceResult],
@@ -296,8 +352,8 @@ def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> Remot
     return None
 
 
-def _run_query(session: RemoteSession, query: Query, shared: _Shared,
-               sleep: Callable[[float], None]) -> SourceResult:
+def _run_query(session: RemoteSession, query: Query, shared: _Shared, sleep: Callable[[float], None], *,
+               on_output: Callable[[int, ClixmlObject], None] | None = None) -> SourceResult:
     started = utc_now()
     t0 = time.perf_counter()
     settings = shared.settings
@@ -305,7 +361,7 @@ def _run_query(session: RemoteSession, query: Query, shared: _Shared,
     attempt = 0
     while True:
         try:
-            objects = session.run(cmdlet, query.params, settings.timeout)
+            objects = session.run(cmdlet, query.params, settings.timeout, on_output=on_output)
             data = _data(query, session, objects, settings)
             return SourceResult.ok_result(query.source, data, command=powershell_text(cmdlet, query.params),
                                           scope=query.scope, started=iso_utc(started), duration_ms=_ms(t0))
