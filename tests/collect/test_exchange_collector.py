@@ -362,7 +362,9 @@ def test_a_pipelines_signal_follows_the_next_command():
         session.close()
         after = [r["action"] for r in lab.request_log[start:] if r["action"] in wanted]
         statuses = {r["status"] for r in lab.request_log[start:] if r["action"] in wanted}
+        signed_in_again = [r for r in lab.request_log[start:] if r["status"] == 401]
     assert during == ["Command", "Receive", "Command", "Signal", "Receive"]
+    assert signed_in_again == []      # one connection, signed in once: each answer's body read to its end
     assert after == during + ["Signal", "Delete"]
     assert statuses == {200}
 
