@@ -475,19 +475,19 @@ def _read_body(response: Any) -> bytes:
     through urllib3's and http.client's layers (a Receive answer is 40-160 KB). The errors are the ones requests
     maps urllib3's to (``Response.iter_content``); the connection goes back to the pool as the body ends, as there."""
     import requests
-    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
+    from requests import models   # the urllib3 exceptions as requests imports them, for its own mapping
 
     if response._content is not False or response._content_consumed:   # read already (an auth hook's answer)
         return bytes(response.content or b"")
     try:
         content: bytes = response.raw.read(decode_content=True) or b""
-    except ProtocolError as exc:
+    except models.ProtocolError as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from None
-    except DecodeError as exc:
+    except models.DecodeError as exc:
         raise requests.exceptions.ContentDecodingError(exc) from None
-    except ReadTimeoutError as exc:
+    except models.ReadTimeoutError as exc:
         raise requests.exceptions.ConnectionError(exc) from None
-    except SSLError as exc:
+    except models.SSLError as exc:  # type: ignore[attr-defined]  # urllib3's, in requests.models (not in the stubs)
         raise requests.exceptions.SSLError(exc) from None
     response._content = content
     response._content_consumed = True
