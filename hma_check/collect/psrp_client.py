@@ -13,12 +13,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from hma_check.collect.clixml import ClixmlObject, parse_object_xml
 from hma_check.collect.psrp_wire import PipelineTemplates, PrebuiltMessage, lean_receive, lean_wsman
 from hma_check.errors import ClixmlError, HmaCheckError
 from hma_check.util.scrub import scrub
+
+# Told each output object (its position, the object) that arrives while the pipeline still runs (invoke_pipeline).
+OnOutput = Callable[[int, ClixmlObject], None]
 
 # Read-only by construction: per session configuration, the cmdlets that may be sent, by name; anything else is
 # refused before it can leave the machine, and a configuration without a list cannot be opened. Not a pattern: a
@@ -203,6 +206,7 @@ class RemoteSession:
         self._wsman: Any = None
         self._pool: Any = None
         self._prebuilt = False   # the pool's serializer passes PrebuiltMessage through (_keep_output_raw)
+        self._unclosed: Any = None   # the last pipeline, answered; its Signal terminate follows the next Command
         self.discard = False   # set by the collector when a failed call may have left the session unusable
 
     def open(self) -> "RemoteSession":
@@ -247,9 +251,11 @@ class RemoteSession:
                            principal=str(username) if username else None, spn=spn) from None
         return self
 
-    def run(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float) -> list[ClixmlObject]:
-        """Run one cmdlet and return its objects, normalised; CallFailed for anything that is not a clean answer."""
-        answer = self.invoke(cmdlet, params, timeout)
+    def run(self, cmdlet: str, params: tuple[tuple[str, Any], ...], timeout: float, *,
+            on_output: OnOutput | None = None) -> list[ClixmlObject]:
+        """Run one cmdlet and return its objects, normalised; CallFailed for anything that is not a clean answer.
+        ``on_output``: see invoke_pipeline."""
+        answer = self.invoke_pipeline(((cmdlet, params),), timeout, on_output=on_output)
         if answer.errors:
             raise _failure([str(error) for error in answer.errors])
         return answer.objects
@@ -259,9 +265,13 @@ class RemoteSession:
         return self.invoke_pipeline(((cmdlet, params),), timeout)
 
     def invoke_pipeline(self, commands: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...],
-                        timeout: float) -> Answer:
+                        timeout: float, *, on_output: OnOutput | None = None) -> Answer:
         """Run cmdlets piped into each other (still cmdlets with parameters only: every one is checked against the
-        allowlist before anything is sent, and no script is ever built)."""
+        allowlist before anything is sent, and no script is ever built).
+
+        ``on_output`` is told every object that arrives while the pipeline is still running, as it arrives (a long
+        answer comes in several Receives), so a caller can start on it early; an object that cannot be read stops
+        that, and the answer, its errors and its failures are what they would be without ``on_output``."""
         from pypsrp.powershell import PowerShell, PSInvocationState
 
         for cmdlet, params in commands:
@@ -276,33 +286,56 @@ class RemoteSession:
                 for name, value in params:
                     ps.add_parameter(name, value)
         deadline = time.monotonic() + timeout
+        doing = " | ".join(powershell_text(c, p) for c, p in commands)
         try:
             if message is None:
                 ps.begin_invoke()
             else:   # what begin_invoke does with the message it builds (psrp_wire.PipelineTemplates)
                 ps._invoke(message)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001
+            failure = classify(exc, doing)
+            if failure.kind != "throttled":
+                # The session is done for: closing it (WSMan Delete) ends the last pipeline too, and a Signal sent
+                # first would only cost another wait on a connection that failed.
+                self._unclosed = None
+            raise failure from None
+        # The previous pipeline's Signal terminate goes now, while the server runs this one, instead of between
+        # its answer and this Command, where it held this session's server idle for a round trip per call.
+        self._close_previous()
+        early: list[ClixmlObject] = []   # objects told to on_output, in order
+        try:
             while ps.state == PSInvocationState.RUNNING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._stop(ps)
                     raise CallFailed("timeout", f"no answer within {timeout:g} s; the call was stopped")
                 ps.poll_invoke(timeout=max(1, min(self.settings.operation_timeout, int(remaining) or 1)))
+                if on_output is not None and ps.state == PSInvocationState.RUNNING:
+                    on_output = _tell(ps.output, early, on_output)
         except CallFailed:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise classify(exc, " | ".join(powershell_text(c, p) for c, p in commands)) from None
+            raise classify(exc, doing) from None
         try:
             errors = [_error_info(record) for record in ps.streams.error]
             if ps.state == PSInvocationState.FAILED:
                 raise _failure([str(e) for e in errors] or ["the pipeline failed without an error record"])
             if ps.state != PSInvocationState.COMPLETED:
                 raise CallFailed("broken", f"the pipeline ended in state {ps.state}")
-            return Answer([_normalise(obj) for obj in ps.output], errors)
+            return Answer(early + [_normalise(obj) for obj in ps.output[len(early):]], errors)
         finally:
-            try:
-                ps.close()
-            except Exception:  # noqa: BLE001 - the answer is in; a failed cleanup must not lose it
-                pass
+            # The answer is in and the server's runspace free again: the Signal terminate that closes the pipeline
+            # (pypsrp's PowerShell.close) follows the session's next Command, or the session's close.
+            self._unclosed = ps
+
+    def _close_previous(self) -> None:
+        ps, self._unclosed = self._unclosed, None
+        if ps is None:
+            return
+        try:
+            ps.close()
+        except Exception:  # noqa: BLE001 - that pipeline's answer is in; a failed cleanup must not lose anything
+            pass
 
     def _stop(self, ps: Any) -> None:
         try:
@@ -311,6 +344,9 @@ class RemoteSession:
             pass
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._close_previous()
+        self._unclosed = None
         pool, wsman = self._pool, self._wsman
         self._pool = self._wsman = None
         for closer in (getattr(pool, "close", None), getattr(wsman, "close", None)):
@@ -381,6 +417,19 @@ def _quiet_session(wsman: Any) -> None:
         session.proxies = {}
     session.trust_env = False
     transport.session = session
+
+
+def _tell(output: list[Any], early: list[ClixmlObject], on_output: OnOutput) -> OnOutput | None:
+    """Normalise the output objects not yet told, add them to ``early`` and tell ``on_output``; None from the first
+    object that cannot be read on (the answer's own reading raises for it in its place, after the errors)."""
+    for position in range(len(early), len(output)):
+        try:
+            obj = _normalise(output[position])
+        except CallFailed:
+            return None
+        early.append(obj)
+        on_output(position, obj)
+    return on_output
 
 
 def _normalise(obj: Any) -> ClixmlObject:

@@ -454,19 +454,43 @@ def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: 
     request.body = message
     request.headers["Content-Length"] = str(len(message))
     try:
-        response = session.send(request, timeout=timeout if timeout is not None
+        response = session.send(request, stream=True, timeout=timeout if timeout is not None
                                 else (transport.connection_timeout, transport.read_timeout))
+        content = _read_body(response)
     except (requests.ReadTimeout, requests.ConnectTimeout):
         if not retries_on_read_timeout:
             raise
         # pypsrp's own loop from its second attempt on (Receive may be sent again: the answer is the same)
         time.sleep(transport.reconnection_backoff)
         return transport.send(message, retries_on_read_timeout=retries_on_read_timeout - 1, timeout=timeout)
-    content: bytes = response.content
     if 400 <= response.status_code < 600:   # what raise_for_status refuses, as pypsrp reports it
         if response.status_code == 401:
             raise AuthenticationError(f"Failed to authenticate the user {transport.username} with {transport.auth}")
         raise WinRMTransportError("http", response.status_code, response.text if content else "")
+    return content
+
+
+def _read_body(response: Any) -> bytes:
+    """What requests' ``Response.content`` returns, in one read: it reads the body 10 KB at a time, each chunk
+    through urllib3's and http.client's layers (a Receive answer is 40-160 KB). The errors are the ones requests
+    maps urllib3's to (``Response.iter_content``); the connection goes back to the pool as the body ends, as there."""
+    import requests
+    from requests import models   # the urllib3 exceptions as requests imports them, for its own mapping
+
+    if response._content is not False or response._content_consumed:   # read already (an auth hook's answer)
+        return bytes(response.content or b"")
+    try:
+        content: bytes = response.raw.read(decode_content=True) or b""
+    except models.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+    except models.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
+    except models.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from None
+    except models.SSLError as exc:  # type: ignore[attr-defined]  # urllib3's, in requests.models (not in the stubs)
+        raise requests.exceptions.SSLError(exc) from None
+    response._content = content
+    response._content_consumed = True
     return content
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,126 @@ def test_an_unreachable_endpoint_is_an_error_per_source(tmp_path):
         settings = exchange_settings(lab.scan_config(), connect_timeout=2.0, cert_validation=False, ca_file=None)
     results = collect_exchange(settings, "x")       # the lab has stopped: nothing listens on its port any more
     assert results and all(r.status == "error" and "cannot reach the endpoint" in r.error for r in results)
+
+
+# ------------------------------------------------------------------------------------------------ order on the wire
+
+def test_organisation_wide_queries_do_not_wait_for_get_exchangeserver(tmp_path):
+    """Before, the other sessions opened while Get-ExchangeServer ran, then waited for its answer before sending
+    anything: the organisation-wide queries that need no server list were a wave in front of the per-server ones."""
+    from hma_check.collect.exchange.collector import UNGATED_QUERIES
+
+    text = FAULT_BASE.format(name="slow-server-list", faults="  []") + "latency: {cmdlets: {Get-ExchangeServer: 3s}}\n"
+    with Lab(variant(tmp_path, text, "slow-server-list")) as lab:
+        snapshot = scan(lab, sections=EXCHANGE)
+        log = lab.command_log
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 3 * PER_SERVER, "error": 0, "skipped": 0}
+    servers_at = next(e["time"] for e in log if e["command"] == "Get-ExchangeServer")
+    answered = servers_at + 3.0      # the lab logs a command, then spends its latency
+    ungated = {q.cmdlet for q in UNGATED_QUERIES}
+    assert len(ungated) < len(ORG_QUERIES)   # the ones with a minimum build wait for the servers' builds
+    early = {e["command"] for e in log if e["command"] in ungated and e["time"] < answered}
+    assert early == ungated
+    per_server = {cmdlet for _, cmdlet in SERVER_CMDLETS}
+    assert all(e["time"] >= answered for e in log if e["command"] in per_server)
+    gated = [(q.cmdlet, [name for name, _ in q.params]) for q in ORG_QUERIES if q not in UNGATED_QUERIES]
+    sent = [e for e in log if (e["command"], [name for name, _ in e["parameters"]]) in gated]
+    assert len(sent) == len(gated) and all(e["time"] >= answered for e in sent)
+
+
+LONG_LIST = """\
+extends: ready
+name: {name}
+servers:
+  - name: EX{{n:02}}
+    count: 12
+hybrid_configuration: {{ReceivingTransportServers: [EX01], SendingTransportServers: [EX01]}}
+"""
+
+
+def _hold_the_server_list(monkeypatch, lab) -> list[float]:
+    """Get-ExchangeServer's reading waits, after its first object, until the lab has run a per-server command (at
+    most 30 s); the returned list gets the time its answer was read."""
+    from hma_check.collect.exchange import collector as exchange
+
+    per_server = {cmdlet for _, cmdlet in SERVER_CMDLETS}
+    real_tell, real_run = exchange._ServerStream.tell, exchange._run_query
+    answered: list[float] = []
+
+    def tell(self, position, obj):
+        real_tell(self, position, obj)
+        deadline = time.monotonic() + 30
+        while position == 0 and time.monotonic() < deadline and \
+                not any(e["command"] in per_server for e in list(lab.command_log)):
+            time.sleep(0.01)
+
+    def run_query(session, query, *args, **kwargs):
+        result = real_run(session, query, *args, **kwargs)
+        if query is exchange.SERVERS_QUERY:
+            answered.append(time.time())
+        return result
+
+    monkeypatch.setattr(exchange._ServerStream, "tell", tell)
+    monkeypatch.setattr(exchange, "_run_query", run_query)
+    return answered
+
+
+def test_a_servers_queries_start_as_its_object_arrives(tmp_path, monkeypatch):
+    """Before, no per-server query was sent until Get-ExchangeServer's whole answer was in (12 servers: several
+    Receives)."""
+    with Lab(variant(tmp_path, LONG_LIST.format(name="long-list"), "long-list")) as lab:
+        answered = _hold_the_server_list(monkeypatch, lab)
+        snapshot = scan(lab, sections=EXCHANGE)
+        log = lab.command_log
+    assert counts(snapshot) == {"ok": ORG_SOURCES + 12 * PER_SERVER, "error": 0, "skipped": 0}
+    per_server = [e for e in log if e["command"] in {cmdlet for _, cmdlet in SERVER_CMDLETS}]
+    assert len(per_server) == 12 * PER_SERVER               # none twice: the ones streamed are not queued again
+    assert per_server[0]["time"] < answered[0]
+    assert per_server[0]["parameters"] == [["Server", "EX01"]]
+
+
+def test_per_server_results_are_dropped_when_get_exchangeserver_fails_after_all(tmp_path, monkeypatch):
+    """A server list that fails after its first objects came counts as no server list, as before streaming: the
+    per-server queries already sent are withdrawn, their results dropped, the rest never sent."""
+    from hma_check.collect.exchange import collector as exchange
+
+    with Lab(variant(tmp_path, LONG_LIST.format(name="list-fails"), "list-fails")) as lab:
+        _hold_the_server_list(monkeypatch, lab)
+        held = exchange._run_query
+
+        def failing(session, query, *args, **kwargs):
+            result = held(session, query, *args, **kwargs)
+            if query is exchange.SERVERS_QUERY:
+                return exchange._error(query, "the list broke off", exchange.utc_now(), 0)
+            return result
+
+        monkeypatch.setattr(exchange, "_run_query", failing)
+        snapshot = scan(lab, sections=EXCHANGE)
+        log = lab.command_log
+    assert any(e["command"] in {cmdlet for _, cmdlet in SERVER_CMDLETS} for e in log)   # some had gone
+    assert snapshot.sources["exchange.servers"].error == "the list broke off"
+    assert not [r for r in snapshot.sources.values() if r.scope]
+    assert counts(snapshot) == {"ok": ORG_SOURCES - 1, "error": 1, "skipped": 0}
+
+
+def test_a_pipelines_signal_follows_the_next_command():
+    """Before, every call ended with its Signal terminate before the session's next Command could go, a round trip
+    in which that session's server had nothing to run. Every pipeline is still closed, the last one by close()."""
+    wanted = {"Command", "Receive", "Signal", "Delete"}
+    with Lab("ready") as lab:
+        session = RemoteSession(exchange_settings(lab.scan_config()), lab.credentials.password).open()
+        start = len(lab.request_log)
+        session.run("Get-AuthConfig", (), 30)
+        session.run("Get-AcceptedDomain", (), 30)
+        during = [r["action"] for r in lab.request_log[start:] if r["action"] in wanted]
+        session.close()
+        after = [r["action"] for r in lab.request_log[start:] if r["action"] in wanted]
+        statuses = {r["status"] for r in lab.request_log[start:] if r["action"] in wanted}
+        signed_in_again = [r for r in lab.request_log[start:] if r["status"] == 401]
+    assert during == ["Command", "Receive", "Command", "Signal", "Receive"]
+    assert signed_in_again == []      # one connection, signed in once: each answer's body read to its end
+    assert after == during + ["Signal", "Delete"]
+    assert statuses == {200}
 
 
 # ------------------------------------------------------------------------------------------------ secrets

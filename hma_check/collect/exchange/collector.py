@@ -1,18 +1,21 @@
 """The live Exchange collector: every ``exchange.*`` source, read through remote PowerShell, fanned out per server.
 
-Get-ExchangeServer comes first (it names the servers; the other workers open their sessions meanwhile); then the
-other organisation-wide queries and the per-server ones run on ``concurrency`` worker threads, each with its own
-session (a pypsrp RunspacePool is never shared between threads). A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read,
-fails only its own source, which always gets a result; a server whose calls fail leaves every other server's
-evidence intact.
+The first session opens alone (a refused password costs one attempt, not one per session). Get-ExchangeServer then
+runs on it while the other workers open their sessions and take the organisation-wide queries that do not depend on
+the server list; each server's queries join the queue as its object arrives (a long list comes in several Receives),
+and once the list is complete, the organisation-wide queries that need the servers' builds. If Get-ExchangeServer
+fails after all, the per-server queries are withdrawn and their results dropped, as if none had been sent.
+``concurrency`` worker threads each hold their own session (a pypsrp RunspacePool is never shared between threads).
+A throttled call backs off and retries; a timed-out or broken call, or one whose answer cannot be read, fails only
+its own source, which always gets a result; a server whose calls fail leaves every other server's evidence intact.
 """
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -83,6 +86,9 @@ SERVER_CMDLETS: tuple[tuple[str, str], ...] = (
     ("exchange.exchange_certificates", "Get-ExchangeCertificate"),
 )
 SERVERS_QUERY = Query("exchange.servers", "Get-ExchangeServer")
+# The organisation-wide queries whose sending does not depend on Get-ExchangeServer's answer: every one without a
+# minimum build (one with a minimum build is skipped when no server runs that build, _org_queries).
+UNGATED_QUERIES: tuple[Query, ...] = tuple(q for q in ORG_QUERIES if BY_NAME[q.source].minimum_build is None)
 
 
 @dataclass
@@ -92,13 +98,32 @@ class _Shared:
     login: Any          # kerberos.Login for auth kerberos/negotiate, made once for every session
     secrets: tuple[str, ...]
     progress: Progress
-    pending: "queue.Queue[Query]"
     results: list[SourceResult]
     lock: threading.Lock
     open_sessions: int = 0
     fatal: str | None = None
-    queued: threading.Event = field(default_factory=threading.Event)   # every query of the scan is in ``pending``
+    pending: deque[Query] = field(default_factory=deque)   # guarded by ``more`` (whose lock is ``lock``)
+    withdrawn: set[tuple[str, str | None]] = field(default_factory=set)   # (source, scope) whose results are dropped
+    queued: bool = False          # every query of the scan is in ``pending`` (or taken): an empty queue means done
     unresponsive: dict[str, str] = field(default_factory=dict)   # the scan's given-up servers (runner.RunContext)
+    more: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.more = threading.Condition(self.lock)
+
+    def give(self, queries: Iterable[Query], *, last: bool = False) -> None:
+        """Queue ``queries``; ``last``: nothing more will come, so a worker finding the queue empty can stop."""
+        with self.more:
+            self.pending.extend(queries)
+            self.queued = self.queued or last
+            self.more.notify_all()
+
+    def take(self) -> Query | None:
+        """The next query, waiting while the queue is empty and more may come; None when the work is done."""
+        with self.more:
+            while not self.pending and not self.queued:
+                self.more.wait()
+            return self.pending.popleft() if self.pending else None
 
 
 def collect_exchange(settings: ExchangeSettings, password: str | None, *, progress: Progress | None = None,
@@ -117,7 +142,7 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         # No ticket, a refused password, no KDC, a skewed clock: the same for every query, so none is sent.
         text = redact(failure.message, secrets)
         return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
-    shared = _Shared(settings, password, login, secrets, progress, queue.Queue(), [], threading.Lock(),
+    shared = _Shared(settings, password, login, secrets, progress, [], threading.Lock(),
                      unresponsive=unresponsive if unresponsive is not None else {})
     first = RemoteSession(settings, password, login=login)
     try:
@@ -128,39 +153,101 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
             text = redact(failure.message, secrets)
             return [_error(q, text, utc_now(), 0) for q in (SERVERS_QUERY, *ORG_QUERIES)]
         shared.open_sessions = 1
-        # The other workers open their sessions while Get-ExchangeServer runs (it has to come first: it names the
-        # servers), so every session is ready when the queries are; there are always at least as many
+        # Get-ExchangeServer has to come first for the per-server queries (it names the servers), but not for most
+        # organisation-wide ones: the other workers open their sessions while it runs and take those meanwhile, so
+        # neither the session opens nor that wave of queries waits for it. There are always at least as many
         # organisation-wide queries as these workers, so none of their sessions is opened for nothing.
+        progress.start(1 + len(UNGATED_QUERIES))
+        shared.give(UNGATED_QUERIES)
         early = max(0, min(settings.concurrency, len(ORG_QUERIES)) - 1)
         workers = [_start(shared, None, sleep, index, open_first=True) for index in range(1, early + 1)]
+        queries: list[Query] = []
+        stream = _ServerStream(shared)
         try:
-            servers_result = _run_query(first, SERVERS_QUERY, shared, sleep)
-            shared.results.append(servers_result)
-            queries = list(_org_queries(servers_result, shared.results))
-            if servers_result.ok:
-                queries += list(_server_queries(servers_result.data, shared.results))
-            progress.start(len(queries) + 1)
+            servers_result = _run_query(first, SERVERS_QUERY, shared, sleep, on_output=stream.tell)
+            skipped: list[SourceResult] = []
+            gated = [q for q in ORG_QUERIES if q not in UNGATED_QUERIES]
+            queries = list(_org_queries(servers_result, skipped, gated))
+            # Which per-server queries the scan has is decided on the whole list, as before: the ones streamed
+            # that it has are not queued again, any other is withdrawn.
+            queries += stream.settle(list(_server_queries(servers_result.data, skipped)) if servers_result.ok else [])
+            with shared.lock:
+                shared.results.append(servers_result)
+                shared.results.extend(skipped)
+            progress.start(1 + len(UNGATED_QUERIES) + len(stream.sent) + len(queries))   # announced again, in all
             progress.advance(SERVERS_QUERY.command, servers_result.ok)
-            for query in queries:
-                shared.pending.put(query)
         finally:
-            shared.queued.set()
+            stream.settle(None)
+            shared.give(queries, last=True)
+        total = len(UNGATED_QUERIES) + len(stream.sent) + len(queries)
         workers.append(_start(shared, first, sleep, 0, open_first=False))
         workers += [_start(shared, None, sleep, index, open_first=False)
-                    for index in range(early + 1, min(settings.concurrency, len(queries)))]
+                    for index in range(early + 1, min(settings.concurrency, total))]
         for worker in workers:
             worker.join()
-        if not shared.pending.empty():
+        if shared.pending:
             _worker(shared, None, sleep)   # queries handed back by workers that retired late
+        if shared.withdrawn:
+            shared.results[:] = [r for r in shared.results if (r.name, r.scope) not in shared.withdrawn]
     finally:
         first.close()
     return shared.results
 
 
-def _org_queries(servers: SourceResult, results: list[SourceResult]) -> Iterable[Query]:
-    """The organisation-wide queries; one whose cmdlet or property no server's build has (authentication policies
-    before Exchange 2019 CU2) is recorded as skipped with the contract's reason instead of failing."""
-    for query in ORG_QUERIES:
+class _ServerStream:
+    """Each server's queries queued as Get-ExchangeServer's object for it arrives, before the list is complete.
+
+    ``tell`` runs on the thread that runs Get-ExchangeServer, while it runs (RemoteSession.invoke_pipeline's
+    ``on_output``); a retried call tells the same positions again, which are passed over. Skips are not decided here
+    (``_org_queries`` and ``_server_queries`` on the whole list do that): only which queries may start early.
+    """
+
+    def __init__(self, shared: _Shared) -> None:
+        self.shared = shared
+        self.told = 0
+        self.sent: set[tuple[str, str | None]] = set()   # (source, scope) of every query queued early
+        self.open = True
+
+    def tell(self, position: int, obj: ClixmlObject) -> None:
+        if not self.open or position < self.told:
+            return
+        self.told = position + 1
+        try:
+            fresh = [q for q in _server_queries(shape(SERVERS_QUERY.source, [obj]), [])
+                     if (q.source, q.scope) not in self.sent]
+        except Exception:  # noqa: BLE001 - an object this cannot read waits for the whole answer, as before
+            self.open = False
+            return
+        self.sent.update((q.source, q.scope) for q in fresh)
+        self.shared.give(fresh)
+
+    def settle(self, final: list[Query] | None) -> list[Query]:
+        """Of ``final`` (the scan's per-server queries, from the whole list), those not queued yet; every query
+        queued early that ``final`` does not have is withdrawn. ``None``: nothing more is known (an error while
+        Get-ExchangeServer's answer was read), so the early queries stand. Once settled, nothing changes."""
+        if not self.open and final is None:
+            return []
+        self.open = False
+        if final is None:
+            return []
+        keys = {(q.source, q.scope) for q in final}
+        withdrawn = self.sent - keys
+        if withdrawn:
+            with self.shared.more:
+                self.shared.withdrawn |= withdrawn
+                kept = [q for q in self.shared.pending if (q.source, q.scope) not in withdrawn]
+                self.shared.pending.clear()
+                self.shared.pending.extend(kept)
+            self.sent -= withdrawn
+        return [q for q in final if (q.source, q.scope) not in self.sent]
+
+
+def _org_queries(servers: SourceResult, results: list[SourceResult],
+                 candidates: Iterable[Query] = ORG_QUERIES) -> Iterable[Query]:
+    """The organisation-wide queries among ``candidates``; one whose cmdlet or property no server's build has
+    (authentication policies before Exchange 2019 CU2) is recorded as skipped with the contract's reason instead of
+    failing."""
+    for query in candidates:
         spec = BY_NAME[query.source]
         reason = None
         if servers.ok and isinstance(servers.data, list):
@@ -198,18 +285,16 @@ def _start(shared: _Shared, session: RemoteSession | None, sleep: Callable[[floa
 def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None],
             open_first: bool = False) -> None:
     """Take queries until none is left. ``open_sessions`` counts workers that hold a session right now.
-    ``open_first``: open the session before the queries are queued (a worker refused one leaves the work to the
-    others), then wait for them."""
+    ``open_first``: open the session before taking a query, while Get-ExchangeServer runs (a worker refused one
+    leaves the work to the others); otherwise a session is opened for a query taken."""
     try:
         if open_first:
             session = _open_with_backoff(shared, sleep)
             if session is None:
                 return
-        shared.queued.wait()
         while True:
-            try:
-                query = shared.pending.get_nowait()
-            except queue.Empty:
+            query = shared.take()
+            if query is None:
                 return
             if shared.fatal is not None:
                 _record(shared, _error(query, shared.fatal, utc_now(), 0))
@@ -222,7 +307,7 @@ def _worker(shared: _Shared, session: RemoteSession | None, sleep: Callable[[flo
                 session = _open_with_backoff(shared, sleep)
                 if session is None:
                     if shared.fatal is None:
-                        shared.pending.put(query)   # Exchange allows fewer sessions: a worker that has one takes it
+                        shared.give((query,))   # Exchange allows fewer sessions: a worker that has one takes it
                         return
                     _record(shared, _error(query, shared.fatal, utc_now(), 0))
                     continue
@@ -267,8 +352,8 @@ def _open_with_backoff(shared: _Shared, sleep: Callable[[float], None]) -> Remot
     return None
 
 
-def _run_query(session: RemoteSession, query: Query, shared: _Shared,
-               sleep: Callable[[float], None]) -> SourceResult:
+def _run_query(session: RemoteSession, query: Query, shared: _Shared, sleep: Callable[[float], None], *,
+               on_output: Callable[[int, ClixmlObject], None] | None = None) -> SourceResult:
     started = utc_now()
     t0 = time.perf_counter()
     settings = shared.settings
@@ -276,7 +361,7 @@ def _run_query(session: RemoteSession, query: Query, shared: _Shared,
     attempt = 0
     while True:
         try:
-            objects = session.run(cmdlet, query.params, settings.timeout)
+            objects = session.run(cmdlet, query.params, settings.timeout, on_output=on_output)
             data = _data(query, session, objects, settings)
             return SourceResult.ok_result(query.source, data, command=powershell_text(cmdlet, query.params),
                                           scope=query.scope, started=iso_utc(started), duration_ms=_ms(t0))
