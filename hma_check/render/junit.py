@@ -85,26 +85,18 @@ def _start(tag: str, attributes: dict[str, str]) -> str:
     return f"<{tag}" + "".join(f' {name}="{_escape_attribute(value)}"' for name, value in attributes.items())
 
 
-def _escape_text(text: str) -> str:
-    """As xml.etree.ElementTree._escape_cdata."""
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
+# ElementTree's escaping, character for character (xml.etree.ElementTree._escape_cdata and _escape_attrib): in
+# attributes, line ends and tabs become character references, so they survive.
+_TEXT_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+_ATTRIBUTE_ESCAPES = (*_TEXT_ESCAPES, ('"', "&quot;"), ("\r", "&#13;"), ("\n", "&#10;"), ("\t", "&#09;"))
+
+
+def _escape_text(text: str, escapes: tuple[tuple[str, str], ...] = _TEXT_ESCAPES) -> str:
+    for character, reference in escapes:
+        if character in text:
+            text = text.replace(character, reference)
     return text
 
 
 def _escape_attribute(text: str) -> str:
-    """As xml.etree.ElementTree._escape_attrib: line ends and tabs as character references, so they survive."""
-    text = _escape_text(text)
-    if '"' in text:
-        text = text.replace('"', "&quot;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    if "\n" in text:
-        text = text.replace("\n", "&#10;")
-    if "\t" in text:
-        text = text.replace("\t", "&#09;")
-    return text
+    return _escape_text(text, _ATTRIBUTE_ESCAPES)
