@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from xml.sax.saxutils import escape
 
 from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NOTE, WARN
 from hma_check.render.model import Report
@@ -78,25 +79,13 @@ def _parent(tag: str, children: list[str], level: int, **attributes: str) -> str
 
 def _leaf(tag: str, text: str, **attributes: str) -> str:
     start = _start(tag, attributes)
-    return f"{start}>{_escape_text(text)}</{tag}>" if text else start + " />"
+    return f"{start}>{escape(text)}</{tag}>" if text else start + " />"
 
 
 def _start(tag: str, attributes: dict[str, str]) -> str:
-    return f"<{tag}" + "".join(f' {name}="{_escape_attribute(value)}"' for name, value in attributes.items())
+    return f"<{tag}" + "".join(f' {name}="{escape(value, _ATTRIBUTE_ENTITIES)}"' for name, value in attributes.items())
 
 
-# ElementTree's escaping, character for character (xml.etree.ElementTree._escape_cdata and _escape_attrib): in
-# attributes, line ends and tabs become character references, so they survive.
-_TEXT_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
-_ATTRIBUTE_ESCAPES = (*_TEXT_ESCAPES, ('"', "&quot;"), ("\r", "&#13;"), ("\n", "&#10;"), ("\t", "&#09;"))
-
-
-def _escape_text(text: str, escapes: tuple[tuple[str, str], ...] = _TEXT_ESCAPES) -> str:
-    for character, reference in escapes:
-        if character in text:
-            text = text.replace(character, reference)
-    return text
-
-
-def _escape_attribute(text: str) -> str:
-    return _escape_text(text, _ATTRIBUTE_ESCAPES)
+# ElementTree escapes text as xml.sax.saxutils.escape does; in attributes it also writes quotes, line ends and tabs as
+# references, so they survive parsing.
+_ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
