@@ -274,14 +274,8 @@ def test_organisation_wide_queries_do_not_wait_for_get_exchangeserver(tmp_path):
     assert len(sent) == len(gated) and all(e["time"] >= answered for e in sent)
 
 
-LONG_LIST = """\
-extends: ready
-name: {name}
-servers:
-  - name: EX{{n:02}}
-    count: 12
-hybrid_configuration: {{ReceivingTransportServers: [EX01], SendingTransportServers: [EX01]}}
-"""
+# twelve servers, so Get-ExchangeServer's answer comes in more than one Receive
+LONG_LIST = FAULT_BASE.replace("count: 3", "count: 12").replace("{faults}", "  []")
 
 
 def _hold_the_server_list(monkeypatch, lab) -> list[float]:
