@@ -89,6 +89,7 @@ SERVERS_QUERY = Query("exchange.servers", "Get-ExchangeServer")
 # The organisation-wide queries whose sending does not depend on Get-ExchangeServer's answer: every one without a
 # minimum build (one with a minimum build is skipped when no server runs that build, _org_queries).
 UNGATED_QUERIES: tuple[Query, ...] = tuple(q for q in ORG_QUERIES if BY_NAME[q.source].minimum_build is None)
+GATED_QUERIES: tuple[Query, ...] = tuple(q for q in ORG_QUERIES if q not in UNGATED_QUERIES)
 
 
 @dataclass
@@ -155,19 +156,19 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         shared.open_sessions = 1
         # Get-ExchangeServer has to come first for the per-server queries (it names the servers), but not for most
         # organisation-wide ones: the other workers open their sessions while it runs and take those meanwhile, so
-        # neither the session opens nor that wave of queries waits for it. There are always at least as many
-        # organisation-wide queries as these workers, so none of their sessions is opened for nothing.
-        progress.start(1 + len(UNGATED_QUERIES))
-        shared.give(UNGATED_QUERIES)
-        early = max(0, min(settings.concurrency, len(ORG_QUERIES)) - 1)
-        workers = [_start(shared, None, sleep, index, open_first=True) for index in range(1, early + 1)]
+        # neither the session opens nor that wave of queries waits for it. No more of them start than there are
+        # such queries, so none of their sessions is opened for nothing.
+        early = max(0, min(settings.concurrency, len(UNGATED_QUERIES)) - 1)
+        workers: list[threading.Thread] = []
         queries: list[Query] = []
+        skipped: list[SourceResult] = []
         stream = _ServerStream(shared)
-        try:
+        try:   # whatever fails in here, the finally tells the workers already started that no more work comes
+            progress.start(1 + len(UNGATED_QUERIES))
+            shared.give(UNGATED_QUERIES)
+            workers += [_start(shared, None, sleep, index, open_first=True) for index in range(1, early + 1)]
             servers_result = _run_query(first, SERVERS_QUERY, shared, sleep, on_output=stream.tell)
-            skipped: list[SourceResult] = []
-            gated = [q for q in ORG_QUERIES if q not in UNGATED_QUERIES]
-            queries = list(_org_queries(servers_result, skipped, gated))
+            queries = list(_org_queries(servers_result, skipped, GATED_QUERIES))
             # Which per-server queries the scan has is decided on the whole list, as before: the ones streamed
             # that it has are not queued again, any other is withdrawn.
             queries += stream.settle(list(_server_queries(servers_result.data, skipped)) if servers_result.ok else [])
@@ -187,8 +188,10 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
             worker.join()
         if shared.pending:
             _worker(shared, None, sleep)   # queries handed back by workers that retired late
-        if shared.withdrawn:
-            shared.results[:] = [r for r in shared.results if (r.name, r.scope) not in shared.withdrawn]
+        if shared.withdrawn:     # the answers of withdrawn queries, not the skips decided on the whole list
+            kept = {id(r) for r in skipped}
+            shared.results[:] = [r for r in shared.results
+                                 if (r.name, r.scope) not in shared.withdrawn or id(r) in kept]
     finally:
         first.close()
     return shared.results
@@ -378,7 +381,7 @@ def _run_query(session: RemoteSession, query: Query, shared: _Shared, sleep: Cal
                                                    command=query.command, scope=query.scope)
             if failure.kind in ("timeout", "broken", "transport", "protocol"):
                 session.discard = True
-            if failure.kind == "timeout" and query.scope:
+            if failure.kind == "timeout" and query.scope and (query.source, query.scope) not in shared.withdrawn:
                 with shared.lock:
                     shared.unresponsive.setdefault(query.scope.casefold(), given_up_reason(
                         query.scope, powershell_text(cmdlet, query.params), settings.timeout))
@@ -423,6 +426,8 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
 
 def _record(shared: _Shared, result: SourceResult) -> None:
     with shared.lock:
+        if (result.name, result.scope) in shared.withdrawn:
+            return      # a query withdrawn while it ran: as if it had not been sent
         shared.results.append(result)
     shared.progress.advance(result.command, result.ok)
 
