@@ -295,8 +295,9 @@ class RemoteSession:
         except Exception as exc:  # noqa: BLE001
             failure = classify(exc, doing)
             if failure.kind != "throttled":
-                # The session is done for: closing it (WSMan Delete) ends the last pipeline too, and a Signal sent
-                # first would only cost another wait on a connection that failed.
+                # What fails here is the WSMan exchange itself (classify: transport, connect, broken, auth...), not
+                # a cmdlet: a Signal sent now would only cost another wait on a connection that failed, and closing
+                # the session (WSMan Delete of the shell) ends the last pipeline too.
                 self._unclosed = None
             raise failure from None
         # The previous pipeline's Signal terminate goes now, while the server runs this one, instead of between

@@ -140,7 +140,7 @@ class Check:
     # hma_check.evaluate.reads); its 'and' parts are compiled on the first failure (assert_parts).
     assert_names: frozenset[str] = frozenset()
     let_names: dict[str, frozenset[str]] = field(default_factory=dict)
-    where_names: frozenset[str] = frozenset({"item"})
+    where_names: frozenset[str] | None = None   # None: not worked out, so the 'where' is never taken as item-only
     if_skipped: str = "error"             # a required source skipped on purpose: ERROR, or NOT_APPLICABLE
     affected: Compiled | None = None      # the users a non-PASS finding affects (one action-plan row each)
     file: str = ""

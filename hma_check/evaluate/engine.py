@@ -192,7 +192,8 @@ def _where(check: Check, facts: Facts, context: dict[str, Any], item: Any, scope
     (seven checks ask 'not item.IsEdgeServer' of every server). It is asked before the item is watched, so it
     reads no source and logs nothing: only its answer is kept; a failure is not (it is raised again each time)."""
     assert check.where is not None
-    if not check.where_names <= _ITEM_ONLY or not isinstance(item, (dict, str)):   # a Part reads its source
+    if check.where_names is None or not check.where_names <= _ITEM_ONLY or not isinstance(item, (dict, str)):
+        # not known to read only the item, or a Part (which reads its source): asked every time
         return as_bool(check.where, context, "where")
     key = (check.where.source, id(item), scope)
     known = facts.saved_wheres.get(key)

@@ -130,8 +130,8 @@ def tested_leaves(logs: list[dict[Path, Any]]) -> list[tuple[Path, Any]]:
             before.append(log)
             continue
         for path in log:
-            if path in seen or path in own_inner or (saved and (any(path in other.inner for other in saved)
-                                                                or any(path in other for other in before))):
+            if path in seen or path in own_inner or any(path in other.inner for other in saved) \
+                    or any(path in other for other in before):
                 continue
             seen.add(path)
             read.append((path, own[path]))

@@ -333,3 +333,18 @@ def test_a_plain_template_with_a_missing_property_is_left_to_jinja():
 
     assert read_plain(("item", "Name"), {"item": {"Other": 1}}) is None
     assert read_plain(("scope",), {}) is None
+
+
+def test_the_trimmed_context_has_every_attribute_jinjas_has():
+    """expr._Frame builds Jinja's Context by hand (cheaper per evaluation): a Jinja release that gives Context another
+    attribute must fail here, not in a check at run time."""
+    from jinja2.runtime import Context
+
+    template = expr.compile_expression("item")._template
+    context = {"item": 1, **expr.ENVIRONMENT.globals}
+    jinjas = Context(expr.ENVIRONMENT, context, template.name, template.blocks)
+    ours = expr._Frame(context, template)
+    assert vars(ours).keys() == vars(jinjas).keys()
+    assert {name: value for name, value in vars(ours).items() if name != "eval_ctx"} == \
+        {name: value for name, value in vars(jinjas).items() if name != "eval_ctx"}
+    assert vars(ours.eval_ctx) == vars(jinjas.eval_ctx)
