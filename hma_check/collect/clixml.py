@@ -122,7 +122,6 @@ def parse_object_xml(xml: str, *, source: str = "<live object>") -> ClixmlObject
     return _parse(xml, source=source, root="Obj")[0]
 
 
-# A <BA> element's start tag, whole: an optional prefix, attributes with plain quoted values, nothing else.
 # A whole <BA ...> start tag: an optional prefix, attributes with plain quoted values (no "<", "&" or ">" in them),
 # nothing else. Searched for, never anchored by hand around a text match: a scan that looked back and forward from
 # every "BA" was quadratic on a hostile text full of them.

@@ -126,16 +126,7 @@ class TrackedDict(dict):
         except KeyError:
             self._watch.absent(self._path + (key,))
             raise
-        # Watch.read, inlined: every property an expression or a filter reads comes here
-        watch = self._watch
-        log = watch.log
-        if log is None:
-            return value
-        path = self._path + (key,)
-        log.setdefault(path, value)
-        if isinstance(value, (dict, list)):
-            return watch._wrap(value, path)
-        return value
+        return self._watch.read(self._path + (key,), value)
 
     def get(self, key: Any, default: Any = None) -> Any:
         if dict.__contains__(self, key):
