@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from hma_check import __version__
 from hma_check.util.atomic import write_bytes_atomic
+from hma_check.util.heap import collector_paused
 from hma_check.errors import EvidenceError
 from hma_check.util.json_file import JsonError, loads_json
 from hma_check.util.read_file import read_limited
@@ -225,6 +226,11 @@ def read_snapshot(path: str | Path) -> tuple[bytes, Snapshot]:
 
 
 def loads_snapshot(raw: bytes, *, source: str = "evidence.json") -> Snapshot:
+    with collector_paused():    # a million containers, none of them garbage: a collection on the way frees nothing
+        return _loads_snapshot(raw, source)
+
+
+def _loads_snapshot(raw: bytes, source: str) -> Snapshot:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
