@@ -59,15 +59,9 @@ class Part:
         self._watch = watch
         self.not_applicable = not_applicable
         self._problem = problem
-
-    @property
-    def ok(self) -> bool:
-        return (self.not_applicable is None and self._problem is None and self._result is not None
-                and self._result.ok)
-
-    @property
-    def key(self) -> str:
-        return source_key(self.name, self.scope)
+        # worked out once: a part never changes, and every read of a scoped source asks each part (200 per read)
+        self.ok = not_applicable is None and problem is None and result is not None and result.ok
+        self.key = source_key(name, scope)
 
     @property
     def error(self) -> str | None:

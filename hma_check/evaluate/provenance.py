@@ -19,6 +19,8 @@ class Cited:
     def add(self, facts: Facts, keys: list[str]) -> list[dict[str, str]]:
         """These lines, then those of the sources only this finding read. The lines for the same sources are built
         once per check: every finding of HMA-AUTH-011 reads the certificates of all 200 servers."""
+        if self.covered.issuperset(keys):
+            return list(self.lines)
         more = tuple(k for k in keys if k not in self.covered and k.split("@", 1)[0] not in self.whole)
         if not more:
             return list(self.lines)
