@@ -24,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.tests import test_none as _jinja_test_none
 
 from hma_check.evaluate import budget
+from hma_check.evaluate.facts import Namespace
 from hma_check.evaluate.filters import auth_policies, client_impact, entra, exchange_builds, oauth_endpoints, tls
 from hma_check.contract.snapshot import parse_utc
 
@@ -508,6 +509,13 @@ class CheckEnvironment(ImmutableSandboxedEnvironment):
             try:
                 return obj[attribute]
             except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        if type(obj) is Namespace and attribute[:1] != "_":
+            # exchange.servers, os.tls_registry: what the sandbox's getattr gives, without its safety checks, which
+            # pass for every such name (a Namespace's own attributes all start with '_') and cost a microsecond
+            try:
+                return obj.__getattr__(attribute)
+            except AttributeError:
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
