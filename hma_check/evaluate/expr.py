@@ -600,11 +600,12 @@ class _Frame(Context):
     compiled code uses: no set of the template's globals (it serves template modules, which checks cannot import)
     and no blocks unless the template has some. Every expression and template evaluation makes one."""
 
-    def __init__(self, context: dict[str, Any], template: Any) -> None:      # Context's, trimmed
+    def __init__(self, context: dict[str, Any], template: Any, eval_ctx: EvalContext | None = None) -> None:
+        # Context's, trimmed
         self.parent = context if context.keys() >= _GLOBAL_NAMES else {**ENVIRONMENT.globals, **context}
         self.vars = {}
         self.environment = ENVIRONMENT
-        self.eval_ctx = EvalContext(ENVIRONMENT, template.name)
+        self.eval_ctx = eval_ctx or EvalContext(ENVIRONMENT, template.name)
         self.exported_vars = set()
         self.name = template.name
         self.globals_keys = set()
@@ -623,10 +624,14 @@ def run_template(template: Any, context: dict[str, Any]) -> str:
     return concat(template.root_render_func(_new_context(template, context)))
 
 
+# An expression's frames share one EvalContext: only a template's statements ({% autoescape %}) change one.
+_EXPRESSION_EVAL_CTX = EvalContext(ENVIRONMENT)
+
+
 def run_expression(expression: Any, context: dict[str, Any]) -> Any:
     """A compile_expression() result called with the context, as run_template renders (undefined is kept)."""
     template = expression._template
-    frame = _new_context(template, context)
+    frame = _Frame(context, template, _EXPRESSION_EVAL_CTX)
     for _ in template.root_render_func(frame):     # an expression's template only assigns: it yields nothing
         pass
     return frame.vars["result"]
