@@ -624,7 +624,8 @@ def run_template(template: Any, context: dict[str, Any]) -> str:
     return concat(template.root_render_func(_new_context(template, context)))
 
 
-# An expression's frames share one EvalContext: only a template's statements ({% autoescape %}) change one.
+# An expression's frames share one EvalContext: only a template's statements ({% autoescape %}) change one for
+# good; an expression's code sets its 'volatile' to True before anything reads it, every time it runs.
 _EXPRESSION_EVAL_CTX = EvalContext(ENVIRONMENT)
 
 
