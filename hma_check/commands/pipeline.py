@@ -92,7 +92,7 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     browser = find_chromium() if pdf else None
     evidence_path, out_dir = Path(evidence_path), Path(out_dir)
     with long_lived() as heap:      # the evidence and the catalogue, held until the end: not walked by every collection
-        with collector_paused():    # held before the collector, let run again, walks the million objects parsed
+        with collector_paused():    # parsed and held before a collection would walk the million objects made
             evidence_bytes, snapshot = read_snapshot(evidence_path)
             heap.keep()
         checks, readiness, exemptions_raw, exemptions = load_inputs(
