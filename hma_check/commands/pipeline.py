@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hma_check.util.atomic import inside, make_folder, remove_inside, write_inside
-from hma_check.util.heap import long_lived
+from hma_check.util.heap import collector_paused, long_lived
 from hma_check.evaluate import compiled_store
 from hma_check.evaluate.checks import CheckSet, load_checks
 from hma_check.evaluate.engine import Evaluation, evaluate
@@ -91,13 +91,15 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
 
     browser = find_chromium() if pdf else None
     evidence_path, out_dir = Path(evidence_path), Path(out_dir)
-    evidence_bytes, snapshot = read_snapshot(evidence_path)
-    checks, readiness, exemptions_raw, exemptions = load_inputs(
-        out_dir, checks_files, exemptions_file, builtin_checks=builtin_checks, after_enable=after_enable,
-        baseline=baseline)
-    inputs, run = _inputs(checks, builtin_checks, exemptions_file, exemptions_raw)
-
-    with long_lived():      # the evidence and the catalogue, held until the end: not walked by every collection
+    with long_lived() as heap:      # the evidence and the catalogue, held until the end: not walked by every collection
+        with collector_paused():    # parsed and held before a collection would walk the million objects made
+            evidence_bytes, snapshot = read_snapshot(evidence_path)
+            heap.keep()
+        checks, readiness, exemptions_raw, exemptions = load_inputs(
+            out_dir, checks_files, exemptions_file, builtin_checks=builtin_checks, after_enable=after_enable,
+            baseline=baseline)
+        inputs, run = _inputs(checks, builtin_checks, exemptions_file, exemptions_raw)
+        heap.keep()
         evaluation: Evaluation = evaluate(checks, snapshot, as_of=as_of)
         unused = apply_exemptions(evaluation.findings, exemptions, evaluation.as_of.date())
         verdict = verdict_of(evaluation.findings)

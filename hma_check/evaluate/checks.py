@@ -97,10 +97,14 @@ class Compiled:
             value = expr.read_plain(self.plain, context)
             if value is not None:
                 return value
-        with budget.metered(self.source):
+        compiled = self.compiled if self.compiled is not None else self.run
+        used, token = budget.begin()      # budget.metered(self.source), entered and left inline
+        try:
             if self.is_template:
-                return expr.run_template(self.run, context)
-            return expr.run_expression(self.run, context)
+                return expr.run_template(compiled, context)
+            return expr.run_expression(compiled, context)
+        finally:
+            budget.end(used, token, self.source)
 
 
 @dataclass

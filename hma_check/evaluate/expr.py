@@ -24,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.tests import test_none as _jinja_test_none
 
 from hma_check.evaluate import budget
+from hma_check.evaluate.facts import Namespace
 from hma_check.evaluate.filters import auth_policies, client_impact, entra, exchange_builds, oauth_endpoints, tls
 from hma_check.contract.snapshot import parse_utc
 
@@ -509,6 +510,13 @@ class CheckEnvironment(ImmutableSandboxedEnvironment):
                 return obj[attribute]
             except KeyError:
                 return self.undefined(obj=obj, name=attribute)
+        if type(obj) is Namespace and attribute[:1] != "_":
+            # exchange.servers, os.tls_registry: what the sandbox's getattr gives, without its safety checks, which
+            # pass for every such name (a Namespace's own attributes all start with '_') and cost a microsecond
+            try:
+                return obj.__getattr__(attribute)
+            except AttributeError:
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -592,11 +600,12 @@ class _Frame(Context):
     compiled code uses: no set of the template's globals (it serves template modules, which checks cannot import)
     and no blocks unless the template has some. Every expression and template evaluation makes one."""
 
-    def __init__(self, context: dict[str, Any], template: Any) -> None:      # Context's, trimmed
+    def __init__(self, context: dict[str, Any], template: Any, eval_ctx: EvalContext | None = None) -> None:
+        # Context's, trimmed
         self.parent = context if context.keys() >= _GLOBAL_NAMES else {**ENVIRONMENT.globals, **context}
         self.vars = {}
         self.environment = ENVIRONMENT
-        self.eval_ctx = EvalContext(ENVIRONMENT, template.name)
+        self.eval_ctx = eval_ctx or EvalContext(ENVIRONMENT, template.name)
         self.exported_vars = set()
         self.name = template.name
         self.globals_keys = set()
@@ -615,10 +624,15 @@ def run_template(template: Any, context: dict[str, Any]) -> str:
     return concat(template.root_render_func(_new_context(template, context)))
 
 
+# An expression's frames share one EvalContext: only a template's statements ({% autoescape %}) change one for
+# good; an expression's code sets its 'volatile' to True before anything reads it, every time it runs.
+_EXPRESSION_EVAL_CTX = EvalContext(ENVIRONMENT)
+
+
 def run_expression(expression: Any, context: dict[str, Any]) -> Any:
     """A compile_expression() result called with the context, as run_template renders (undefined is kept)."""
     template = expression._template
-    frame = _new_context(template, context)
+    frame = _Frame(context, template, _EXPRESSION_EVAL_CTX)
     for _ in template.root_render_func(frame):     # an expression's template only assigns: it yields nothing
         pass
     return frame.vars["result"]

@@ -59,15 +59,9 @@ class Part:
         self._watch = watch
         self.not_applicable = not_applicable
         self._problem = problem
-
-    @property
-    def ok(self) -> bool:
-        return (self.not_applicable is None and self._problem is None and self._result is not None
-                and self._result.ok)
-
-    @property
-    def key(self) -> str:
-        return source_key(self.name, self.scope)
+        # worked out once: a part never changes, and every read of a scoped source asks each part (200 per read)
+        self.ok = not_applicable is None and problem is None and result is not None and result.ok
+        self.key = source_key(name, scope)
 
     @property
     def error(self) -> str | None:
@@ -241,6 +235,14 @@ class Used(list[str]):
             self._keys.add(key)
             self.append(key)
 
+    def add_all(self, keys: list[str]) -> None:
+        """add() of each of ``keys``, which hold no key twice (another Used, or a copy of one): a ``let`` saved
+        for every item of HMA-AUTH-011 read the certificates of all 200 servers, recorded again for each item."""
+        if not self._keys.isdisjoint(keys):
+            keys = [key for key in keys if key not in self._keys]
+        self._keys.update(keys)
+        self.extend(keys)
+
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
@@ -262,8 +264,7 @@ class Recording:
     def __exit__(self, *exc: object) -> None:
         self.facts._used = outer = self.outer
         if outer is not None:
-            for key in self.used:
-                outer.add(key)
+            outer.add_all(self.used)
 
 
 class Facts:
@@ -296,9 +297,10 @@ class Facts:
             self._used.add(key)
 
     def record_all(self, keys: list[str]) -> None:
-        """Record sources read elsewhere (a ``let`` evaluated once for every item of a check) as if read here."""
-        for key in keys:
-            self._record(key)
+        """Record sources read elsewhere (a ``let`` evaluated once for every item of a check) as if read here:
+        ``keys`` as a Used holds them, each once."""
+        if self._used is not None:
+            self._used.add_all(keys)
 
     def recording(self) -> "Recording":
         """Collect the keys of every source read inside the block (in first-read order)."""

@@ -13,7 +13,7 @@ def render_all(report: Report) -> dict[str, bytes]:
         "report.html": html.render(report).encode("utf-8"),
         "report.md": markdown.render(report).encode("utf-8"),
         "junit.xml": junit.render(report),
-        "findings.json": structured.render(report).encode("utf-8"),
+        "findings.json": structured.render(report),
     }
     if report.kind == "readiness":
         files["enable.ps1"] = powershell.render_enable(report).encode("utf-8")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from xml.sax.saxutils import escape
 
 from hma_check.contract.findings import ERROR, EXEMPT, FAIL, NOT_APPLICABLE, NOTE, WARN
 from hma_check.render.model import Report
+from hma_check.util.xml_escape import xml_attribute, xml_text
 
 
 # What XML 1.0 cannot carry (its Char production: C0 controls but tab and line ends, surrogates, U+FFFE and U+FFFF) and
@@ -31,7 +31,10 @@ _NOT_XML_ASCII = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def _clean(text: str | None) -> str:
     if not text:
         return ""
-    return (_NOT_XML_ASCII if text.isascii() else _NOT_XML).sub("\ufffd", text)
+    if text.isascii():
+        # printable ASCII (most names and subjects) holds nothing to replace: two C scans instead of a regex's
+        return text if text.isprintable() else _NOT_XML_ASCII.sub("\ufffd", text)
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def render(report: Report) -> bytes:
@@ -79,13 +82,8 @@ def _parent(tag: str, children: list[str], level: int, **attributes: str) -> str
 
 def _leaf(tag: str, text: str, **attributes: str) -> str:
     start = _start(tag, attributes)
-    return f"{start}>{escape(text)}</{tag}>" if text else start + " />"
+    return f"{start}>{xml_text(text)}</{tag}>" if text else start + " />"
 
 
 def _start(tag: str, attributes: dict[str, str]) -> str:
-    return f"<{tag}" + "".join(f' {name}="{escape(value, _ATTRIBUTE_ENTITIES)}"' for name, value in attributes.items())
-
-
-# ElementTree escapes text as xml.sax.saxutils.escape does; in attributes it also writes quotes, line ends and tabs as
-# references, so they survive parsing.
-_ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+    return f"<{tag}" + "".join(f' {name}="{xml_attribute(value)}"' for name, value in attributes.items())

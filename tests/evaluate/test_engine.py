@@ -419,3 +419,21 @@ def test_a_for_each_that_cannot_be_enumerated_is_error_with_its_reason(tmp_path,
     [finding] = findings_of(checks, snapshot)
     assert finding.status == ERROR and finding.subject == "organization"
     assert "for_each" in finding.reason and "NoSuchList" in finding.reason
+
+
+def test_a_namespace_reads_as_through_the_sandbox_and_its_internals_stay_forbidden(snapshot):
+    """CheckEnvironment reads exchange.<source> directly: the same value the sandbox gives, an undefined for a name
+    that is no source, and the sandbox's refusal for a Namespace's own attributes (which a checks file cannot even
+    name: the loader refuses exchange._facts as an unknown source)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from hma_check.evaluate.expr import ENVIRONMENT
+    from hma_check.evaluate.facts import Facts
+
+    exchange = Facts(snapshot).namespaces["exchange"]
+    sandbox = ImmutableSandboxedEnvironment()
+    assert ENVIRONMENT.getattr(exchange, "organization_config") == sandbox.getattr(exchange, "organization_config")
+    assert ENVIRONMENT.getattr(exchange, "no_such_source").__class__.__name__ == "StrictUndefined"
+    for internal in ("_facts", "__class__", "__init__"):
+        refused = ENVIRONMENT.getattr(exchange, internal)
+        assert refused.__class__.__name__ == "StrictUndefined" and "unsafe" in refused._undefined_hint

@@ -1,0 +1,37 @@
+"""findings.json's writer: orjson, with json for what orjson refuses; either way JSON that reads back as written."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, strategies as st
+
+from hma_check.contract.snapshot import json_lines
+from hma_check.render.structured import dump
+
+# what a finding holds: evidence values (any JSON), text with any character a scan may meet
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30)
+
+
+@given(JSON_VALUES)
+def test_what_is_written_reads_back_as_it_was(value):
+    assert json.loads(dump(value).decode("utf-8")) == value
+
+
+def test_an_integer_beyond_64_bits_is_written_by_json_in_the_same_form():
+    value = {"excerpt": {"MaxSize": 2**80, "Name": "EX01 — ‘a’"}, "n": [1, 2]}
+    written = dump(value)
+    assert json.loads(written) == value
+    assert written == json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def test_one_finding_per_line():
+    findings = [{"check_id": "HMA-A", "subject": "EX01\nEX02"}, {"check_id": "HMA-B", "excerpt": {"x": 2**70}}]
+    text = json_lines({"verdict": "READY"}, "findings", findings, dump).decode("utf-8")
+    assert json.loads(text) == {"verdict": "READY", "findings": findings}
+    lines = text.splitlines()
+    assert [json.loads(line.strip().rstrip(",")) for line in lines[3:5]] == findings
