@@ -18,7 +18,7 @@ from hma_check.util.scrub import Scrubber
 from hma_check.errors import ConfigError, HmaCheckError, one_line
 from hma_check.contract.snapshot import SourceResult, iso_utc, utc_now
 from hma_check.contract.sources import BY_NAME, PROPERTIES
-from hma_check.util.json_file import loads_json
+from hma_check.util.json_file import loads_json_page
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -559,7 +559,7 @@ def _json(raw: bytes | None) -> dict[str, Any]:
     if not raw:
         raise GraphQueryError("Graph answered with an empty body")
     try:
-        body = loads_json(raw.decode("utf-8"))
+        body = loads_json_page(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise GraphQueryError(f"Graph answered with a body that is not JSON ({exc})") from None
     if not isinstance(body, dict):
