@@ -100,7 +100,7 @@ def test_any_document_is_read_as_loads_json_reads_it():
         st.lists(st.tuples(keys, values).map(lambda kv: f"{json.dumps(kv[0])}:{kv[1]}"), max_size=2))
     texts = pages | values | pages.map(lambda t: t.replace("\\\\", ""))
 
-    @settings(FUZZ, max_examples=examples(150))
+    @settings(FUZZ, max_examples=examples(60))
     @given(text=texts)
     def one(text):
         assert _outcome(loads_json_page, text) == _outcome(loads_json, text)
