@@ -55,6 +55,48 @@ def loads_json(text: str) -> Any:
         raise JsonError(f"not valid JSON: {str(exc).split(';', 1)[0]}") from None
 
 
+def loads_json_page(text: str) -> Any:
+    """``loads_json(text)``, faster for an object whose arrays hold flat objects (a Graph page): the same document,
+    the same errors, the same guarantees.
+
+    The duplicate-key check is what makes loads_json slow there: a Python call per object (0.4 ms of a 999-user
+    page's 1.3 ms). Here json.loads builds the objects in C without it, and the keys are proved unique by counting
+    instead: without a backslash in the text no string holds an escape, so each string's colons are the colons of
+    its value, and every other colon in the text separates one key from its value. The pairs in the text are then at
+    most the text's colons less those inside the top-level keys and string values; the parsed document holds one
+    pair fewer for every key given twice, and the pairs counted here (the top level and the objects in its arrays)
+    are at most the document's. When the count reaches the bound, all three are equal: no key was given twice. A text
+    the count cannot vouch for (an escape, a nested object, a colon in an item's value, a text that is not JSON) is
+    read by loads_json, which then finds and reports what is wrong with it.
+    """
+    if "\\" not in text:   # memchr speed; an escape could hide a colon, a lone surrogate or a key's spelling
+        try:
+            document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        except ValueError:   # not JSON, NaN, an endless number: loads_json says which, as it always has
+            pass
+        else:
+            if _keys_proved_unique(text, document):
+                return document
+    return loads_json(text)
+
+
+def _keys_proved_unique(text: str, document: Any) -> bool:
+    """Whether the pairs of ``document`` (parsed from ``text``, which holds no backslash) are all the pairs of the
+    text; see loads_json_page."""
+    if type(document) is not dict:
+        return False
+    pairs = len(document)
+    colons_in_strings = 0
+    for key, value in document.items():
+        colons_in_strings += key.count(":")
+        kind = type(value)
+        if kind is str:
+            colons_in_strings += value.count(":")
+        elif kind is list and value and set(map(type, value)) == {dict}:
+            pairs += sum(map(len, value))
+    return pairs == text.count(":") - colons_in_strings
+
+
 def _line(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import sys
 
 import pytest
@@ -438,3 +439,55 @@ def test_pages_are_followed_in_turn_to_the_same_host_only_and_a_failed_page_is_n
 
     result, asked = _read_pages({"ROOT/users": page(1, "ROOT/users?p=2")}, fail={"ROOT/users?p=2"})
     assert result.status == "error" and "HTTP 429" in result.error and result.error.endswith("(on page 2)")
+
+
+def test_a_token_is_kept_while_it_has_time_left_and_a_claims_challenge_drops_it():
+    """kiota asks for a token on every request: the slot answers from the token it got while more than the refresh
+    margin is left, for the same scopes and options only; claims always reach the credential."""
+    from azure.core.credentials import AccessToken
+
+    from hma_check.collect.graph.collector import TOKEN_REFRESH_MARGIN, _CredentialSlot
+
+    class Counting:
+        def __init__(self, lifetime):
+            self.calls, self.lifetime = [], lifetime
+
+        def get_token(self, *scopes, **kwargs):
+            self.calls.append((scopes, kwargs))
+            return AccessToken(f"t{len(self.calls)}", int(time.time() + self.lifetime))
+
+    slot = _CredentialSlot()
+    slot.credential = Counting(3600)
+    tokens = [slot.get_token("s/.default", claims=None, enable_cae=True).token for _ in range(5)]
+    assert tokens == ["t1"] * 5 and len(slot.credential.calls) == 1
+    assert slot.get_token("other/.default", claims=None, enable_cae=True).token == "t2"
+    assert slot.get_token("other/.default", claims=None, enable_cae=False).token == "t3"
+    assert slot.get_token("other/.default", claims="eyJ4Ijp7fX0=", enable_cae=False).token == "t4"
+    assert slot.get_token("other/.default", claims=None, enable_cae=False).token == "t5"   # the challenge dropped t3
+    assert len(slot.credential.calls) == 5
+
+    slot.credential = Counting(TOKEN_REFRESH_MARGIN - 5)   # too close to its expiry to be kept
+    assert [slot.get_token("s/.default").token for _ in range(3)] == ["t1", "t2", "t3"]
+
+
+def test_a_collection_asks_the_credential_for_a_token_once_per_tenant_not_per_request(fresh):
+    from hma_check.collect.graph.collector import build_credential
+
+    calls = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def get_token(self, *scopes, **kwargs):
+            calls.append(scopes)
+            return self.inner.get_token(*scopes, **kwargs)
+
+        def close(self):
+            self.inner.close()
+
+    results = run(fresh, [target_for(fresh, CONTOSO)],
+                  credential_factory=lambda target, env: Counting(build_credential(target, env)))
+    assert all(r.ok for r in results.values())
+    assert results[("graph.users", CONTOSO)].command.endswith("(+2 @odata.nextLink pages)")
+    assert len(calls) == 2   # the sign-in up front, then the first request; every later request reuses it
