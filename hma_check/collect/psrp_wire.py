@@ -26,8 +26,9 @@ import sys
 import threading
 import time
 import uuid
-from xml.sax.saxutils import escape
 from typing import Any
+
+from hma_check.util.xml_escape import xml_attribute, xml_text
 
 Commands = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
 
@@ -162,8 +163,7 @@ def _element(element: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------ envelopes
 
-# What ElementTree escapes, as it escapes it (pypsrp writes its envelopes with ElementTree).
-_ATTRIBUTE_ENTITIES = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+# pypsrp writes its envelopes with ElementTree: xml_text and xml_attribute escape as it does.
 
 
 class _Unwritable(Exception):
@@ -187,18 +187,18 @@ def write_element(element: Any, prefixes: dict[str, str], used: set[str], out: l
     tag = _qname(element.tag, prefixes, used)
     out.append("<" + tag)
     for key, value in element.attrib.items():
-        out.append(f' {_qname(key, prefixes, used)}="{escape(value, _ATTRIBUTE_ENTITIES)}"')
+        out.append(f' {_qname(key, prefixes, used)}="{xml_attribute(value)}"')
     if element.text or len(element):
         out.append(">")
         if element.text:
-            out.append(escape(element.text))
+            out.append(xml_text(element.text))
         for child in element:
             write_element(child, prefixes, used, out)
         out.append(f"</{tag}>")
     else:
         out.append(" />")
     if element.tail:
-        out.append(escape(element.tail))
+        out.append(xml_text(element.tail))
 
 
 # ------------------------------------------------------------------------------------------------ answers

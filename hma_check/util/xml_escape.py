@@ -1,4 +1,5 @@
-"""XML text and attribute values escaped exactly as ElementTree's serialiser writes them.
+"""XML text and attribute values escaped exactly as ElementTree's serialiser writes them: for junit.xml, and for
+the WSMan envelopes the Exchange collector writes as pypsrp would (hma_check.collect.psrp_wire).
 
 xml.sax.saxutils.escape does the same, but importing it imports urllib.request, http.client and email (16-40 ms)
 into a report that needs none of them.
