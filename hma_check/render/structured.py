@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
-from typing import Any
-
-import orjson
 
 from hma_check.render.model import Report
 from hma_check.contract.snapshot import json_lines
 
 SCHEMA_VERSION = 2   # 2: the NOTE status; excerpt as {property path: value}; failing; causes
 FACT_LIMIT = 1000   # per source: a 50,000-user tenant can change thousands of users between two runs
-
-
-def dump(value: Any) -> bytes:
-    """Compact JSON in UTF-8, written by orjson: a seventh of json's time for the 8.7 MB of findings of 200 servers
-    and 50,000 users (benchmarks/README.md). What orjson does not write (an integer beyond 64 bits, as evidence may
-    hold) json writes in the same compact form."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def render(report: Report) -> bytes:
@@ -55,4 +41,4 @@ def render(report: Report) -> bytes:
                                  for c in group["changes"]],
                 "fact_changes_total": len(report.changes.facts), "facts_note": report.changes.facts_note}
     # One finding per line, last: people scroll to them, tools read the whole document.
-    return json_lines(header, "findings", [f.to_json() for f in report.findings], dump)
+    return json_lines(header, "findings", [f.to_json() for f in report.findings])

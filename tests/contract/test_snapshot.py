@@ -44,10 +44,10 @@ def test_timed_turns_an_exception_into_an_error_result():
     (lambda text: "{not json", "not valid JSON"),
     (lambda text: text.replace('"schema_version": 1', '"schema_version": 99'), "newer hma-check"),
     (lambda text: text.replace('"schema_version": 1', '"schema_version": "one"'), "schema_version"),
-    (lambda text: text.replace('"status": "ok"', '"status": "maybe"', 1), "status must be one of"),
-    (lambda text: text.replace('"duration_ms": 12', '"duration_ms": -5', 1), "duration_ms"),
+    (lambda text: text.replace('"status":"ok"', '"status":"maybe"', 1), "status must be one of"),
+    (lambda text: text.replace('"duration_ms":12', '"duration_ms":-5', 1), "duration_ms"),
     (lambda text: "[1, 2, 3]", "must be a JSON object"),
-    (lambda text: text.replace('"duration_ms": 12', '"duration_ms": NaN', 1), "not a number"),
+    (lambda text: text.replace('"duration_ms":12', '"duration_ms":NaN', 1), "not a number"),
 ])
 def test_bad_evidence_is_one_line_naming_the_file(tmp_path, mutate, fragment):
     path = tmp_path / "evidence.json"

@@ -1,4 +1,5 @@
-"""findings.json's writer: orjson, with json for what orjson refuses; either way JSON that reads back as written."""
+"""The JSON writer of evidence.json and findings.json: orjson, with json for what orjson refuses; either way JSON
+that reads back as written, one entry per line."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import json
 
 from hypothesis import given, strategies as st
 
-from hma_check.contract.snapshot import json_lines
-from hma_check.render.structured import dump
+from hma_check.contract.snapshot import dump_json as dump, json_lines
 
 # what a finding holds: evidence values (any JSON), text with any character a scan may meet
 JSON_VALUES = st.recursive(
@@ -31,7 +31,7 @@ def test_an_integer_beyond_64_bits_is_written_by_json_in_the_same_form():
 
 def test_one_finding_per_line():
     findings = [{"check_id": "HMA-A", "subject": "EX01\nEX02"}, {"check_id": "HMA-B", "excerpt": {"x": 2**70}}]
-    text = json_lines({"verdict": "READY"}, "findings", findings, dump).decode("utf-8")
+    text = json_lines({"verdict": "READY"}, "findings", findings).decode("utf-8")
     assert json.loads(text) == {"verdict": "READY", "findings": findings}
     lines = text.splitlines()
     assert [json.loads(line.strip().rstrip(",")) for line in lines[3:5]] == findings
