@@ -35,3 +35,14 @@ def test_one_finding_per_line():
     assert json.loads(text) == {"verdict": "READY", "findings": findings}
     lines = text.splitlines()
     assert [json.loads(line.strip().rstrip(",")) for line in lines[3:5]] == findings
+
+
+def test_what_orjson_refuses_is_written_by_json():
+    """Nesting deeper than orjson's limit (evidence may hold it) and a key that is not text."""
+    deep: list = []
+    inner = deep
+    for _ in range(600):
+        inner.append([])
+        inner = inner[0]
+    assert json.loads(dump(deep)) == deep
+    assert dump({1: "a"}) == b'{"1":"a"}'
