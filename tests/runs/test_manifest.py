@@ -75,8 +75,9 @@ def test_an_edited_report_is_named(folder):
 
 def test_an_edited_evidence_file_is_named(folder):
     evidence = folder / "evidence.json"
-    evidence.write_bytes(evidence.read_bytes().replace(b'"OAuth2ClientProfileEnabled": false',
-                                                       b'"OAuth2ClientProfileEnabled": true', 1))
+    edited = evidence.read_bytes().replace(b'"OAuth2ClientProfileEnabled":false', b'"OAuth2ClientProfileEnabled":true', 1)
+    assert edited != evidence.read_bytes()
+    evidence.write_bytes(edited)
     result = verify(folder)
     assert result.exit_code == 1 and "MODIFIED evidence.json" in result.output
 
