@@ -142,18 +142,26 @@ class Snapshot:
 
 
 def dump_json(value: Any) -> bytes:
-    """Compact JSON in UTF-8, as every JSON file hma-check writes holds it (evidence.json, findings.json), written by
-    orjson: a seventh of json's time for the 8.7 MB of findings of 200 servers and 50,000 users, and for a
-    50,000-user tenant's evidence (benchmarks/README.md). What orjson does not write (an integer beyond 64 bits,
-    as evidence may hold; a key that is not text) json writes in the same compact form. No collector produces NaN
-    or an infinity (CLIXML keeps .NET's text for them, Graph's JSON is refused with them): orjson would write
-    null, json refuses them."""
+    """Compact JSON in UTF-8, as evidence.json and findings.json hold it, written by orjson: a seventh of json's time
+    for the 8.7 MB of findings of 200 servers and 50,000 users, and for a 50,000-user tenant's evidence
+    (benchmarks/README.md). What orjson does not write (an integer beyond 64 bits, as evidence may hold; nesting
+    deeper than 254 levels; a key that is not text) json writes in the same compact form, and what json refuses
+    (a datetime, a dataclass, any object that is not JSON) is refused as before. One difference: orjson writes NaN
+    and the infinities as null where json refused them. None reaches here: CLIXML keeps .NET's text for them, every
+    JSON reader of hma-check refuses them, and findings hold evidence values and text."""
     import orjson      # here, not at the top: `hma-check --help` imports this module and writes no JSON
 
+    # orjson writes datetimes and dataclasses itself; json refuses them, and a collector that hands one over has a
+    # bug that should show rather than land in evidence.json: passed to _not_json, then to json, which raises
+    as_json_would = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_not_json, option=as_json_would)
     except orjson.JSONEncodeError:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def json_lines(header: dict[str, Any], key: str, entries: dict[str, Any] | list[Any]) -> bytes:

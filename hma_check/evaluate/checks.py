@@ -97,9 +97,9 @@ class Compiled:
             value = expr.read_plain(self.plain, context)
             if value is not None:
                 return value
-        compiled = self.compiled if self.compiled is not None else self.run
         used, token = budget.begin()      # budget.metered(self.source), entered and left inline
         try:
+            compiled = self.compiled if self.compiled is not None else self.run
             if self.is_template:
                 return expr.run_template(compiled, context)
             return expr.run_expression(compiled, context)

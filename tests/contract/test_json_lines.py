@@ -46,3 +46,26 @@ def test_what_orjson_refuses_is_written_by_json():
         inner = inner[0]
     assert json.loads(dump(deep)) == deep
     assert dump({1: "a"}) == b'{"1":"a"}'
+
+
+def test_what_json_refuses_is_still_refused():
+    """A datetime or a dataclass in collected data is a collector's bug: refused as json refused it, never written
+    as orjson would write it."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    import pytest
+
+    @dataclasses.dataclass
+    class Fact:
+        name: str
+
+    for value in ({"when": datetime(2026, 12, 3, tzinfo=timezone.utc)}, [Fact("x")], {"x": object()}):
+        with pytest.raises(TypeError):
+            dump(value)
+
+
+def test_nan_is_written_as_null_the_one_difference_from_json():
+    """No reader of hma-check accepts NaN or an infinity and no collector makes one (CLIXML keeps .NET's text);
+    were one to reach the writer, the file stays JSON."""
+    assert dump({"x": float("nan"), "y": float("inf")}) == b'{"x":null,"y":null}'
