@@ -109,7 +109,7 @@ def tested_leaves(logs: list[dict[Path, Any]]) -> list[tuple[Path, Any]]:
                     own.setdefault(path, value)
             else:
                 own.update(log)
-    own_inner = set(prefixes(own))
+    own_inner = prefixes(own)
     if not saved:       # most excerpts: the same walk below, with nothing saved to set the reads against
         return [(path, value) for path, value in own.items() if path not in own_inner]
     read: list[tuple[Path, Any]] = []
