@@ -612,16 +612,12 @@ class _Frame(Context):
         self.blocks = {name: [block] for name, block in template.blocks.items()} if template.blocks else {}
 
 
-def _new_context(template: Any, context: dict[str, Any]) -> Any:
-    return _Frame(context, template)
-
-
 def run_template(template: Any, context: dict[str, Any]) -> str:
     """template.render(context), without copying the context and the globals into a new dict on every call (Jinja
     does, and a scan renders tens of thousands of subjects and 'actual' texts): the context is only read."""
     from jinja2.utils import concat
 
-    return concat(template.root_render_func(_new_context(template, context)))
+    return concat(template.root_render_func(_Frame(context, template)))
 
 
 # An expression's frames share one EvalContext: only a template's statements ({% autoescape %}) change one for

@@ -103,8 +103,8 @@ class SavedLog(dict):
 
 
 def prefixes(paths: Any) -> set[Path]:
-    """Every proper prefix of every path: the steps on the way to a deeper read. A set built in one comprehension:
-    every excerpt asks (a generator resumed once per prefix cost a tenth of the excerpts)."""
+    """Every proper prefix of every path: the steps on the way to a deeper read, as a set built in one comprehension
+    (every excerpt asks; a generator resumed once per prefix cost more)."""
     return {path[:length] for path in paths for length in range(1, len(path))}
 
 
