@@ -3,11 +3,13 @@ quiet about clients that hang up, and no connection left open once the server is
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import threading
-from http.server import ThreadingHTTPServer
-from typing import Any
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
 
 
 class LabHTTPServer(ThreadingHTTPServer):
@@ -64,3 +66,121 @@ class LabHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up mid-request (a test cancelling, a TLS failure) is normal traffic for a lab
+
+
+# http.client's limits on a header block, which the standard library's parse_request enforces as well.
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+class Headers:
+    """A request's header fields, as a handler reads them from http.client.parse_headers' message: ``get`` and
+    ``[]`` the first value of a name in any case (None when absent), ``get_all`` every value, ``items`` in order.
+
+    Read here without the email package: its feed parser, policy and header lookups were a tenth of the lab's
+    instructions per cmdlet call (three requests). The values are what email's compat32 policy gives a handler: the text after the colon, leading
+    blanks dropped, a folded line kept with its line break."""
+
+    __slots__ = ("_fields", "_first")
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields = fields
+        self._first: dict[str, str] = {}
+        for name, value in fields:
+            self._first.setdefault(name.lower(), value)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._first.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str | None:
+        return self._first.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        wanted = name.lower()
+        found = [value for key, value in self._fields if key.lower() == wanted]
+        return found or failobj
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._fields)
+
+    def keys(self) -> list[str]:
+        return [name for name, _ in self._fields]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+class _HeaderBlockError(Exception):
+    def __init__(self, explain: str, detail: str) -> None:
+        super().__init__(detail)
+        self.explain = explain
+
+
+def read_headers(rfile: Any) -> Headers:
+    """The header block after a request line, as http.client.parse_headers reads it (same limits: a line of more
+    than 65536 bytes, more than 100 lines; ISO-8859-1) and as email's compat32 parser splits it: a field name is
+    printable ASCII without a colon or blank, a line starting with a blank continues the field before it, a field
+    without a name is dropped, and a line that is neither ends the fields (email reads the rest as a body, which no handler looks at)."""
+    fields: list[list[str]] = []
+    count = 0
+    ended = False
+    while True:
+        line = rfile.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise _HeaderBlockError("Line too long", f"got more than {_MAX_LINE} bytes when reading header line")
+        if line in (b"\r\n", b"\n", b""):
+            return Headers([(name, value.rstrip("\r\n")) for name, value in fields])
+        count += 1
+        if count > _MAX_HEADERS:
+            raise _HeaderBlockError("Too many headers", f"got more than {_MAX_HEADERS} headers")
+        if ended:
+            continue
+        text = line.decode("iso-8859-1")
+        if text[0] in " \t":
+            if fields:
+                fields[-1][1] += text
+            continue
+        name, colon, value = text.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            ended = True
+        elif name:    # email drops a field without a name (a defect) and reads on
+            fields.append([name, value.lstrip(" \t")])
+
+
+_FIELD_NAME = re.compile("[\x21-\x39\x3b-\x7e]*")
+
+
+class LeanRequestHandler(BaseHTTPRequestHandler):
+    """BaseHTTPRequestHandler reading the usual request line (``METHOD PATH HTTP/1.x``) and its headers without the
+    email package; any other request line goes through the standard library's parse_request, errors and all."""
+
+    def parse_request(self) -> bool:
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            return super().parse_request()
+        self.requestline = requestline
+        self.command, self.path, self.request_version = words
+        self.close_connection = not (words[2] == "HTTP/1.1" and self.protocol_version >= "HTTP/1.1")
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")   # as the standard library does (gh-87389)
+        try:
+            self.headers = read_headers(self.rfile)  # type: ignore[assignment]
+        except _HeaderBlockError as error:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, error.explain, str(error))
+            return False
+        connection = (self.headers.get("Connection") or "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        if ((self.headers.get("Expect") or "").lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
+                and self.request_version >= "HTTP/1.1"):
+            return self.handle_expect_100()
+        return True

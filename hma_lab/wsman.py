@@ -19,11 +19,10 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from hma_lab.httpd import LabHTTPServer
+from hma_lab.httpd import LabHTTPServer, LeanRequestHandler
 from hma_lab.psrp import Configuration, Shell, ShellGone
 
 NS = {
@@ -139,7 +138,7 @@ class _Server(LabHTTPServer):
         super().__init__(address, _Handler, listener.tls)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LeanRequestHandler):
     protocol_version = "HTTP/1.1"
     # http.server writes headers and body in separate send() calls; without TCP_NODELAY, Nagle plus delayed ACK add
     # about 40 ms to every WSMan round trip (measured in the feasibility study).
