@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 from xml.etree import ElementTree
 
 import psrpcore
-from psrpcore._payload import PSRPMessage, create_message
+from psrpcore._payload import Fragment, PSRPMessage, create_message
 from psrpcore.types._serializer import _deserialize_string
 from psrpcore.types import ErrorRecord, PipelineState, PSInvocationState, PSRPMessageType, serialize
 
@@ -157,6 +157,36 @@ def _simple_value(node: Any) -> Any:
     return _UNREADABLE
 
 
+class _Outgoing(PSRPMessage):
+    """psrpcore's outgoing message, fragmented without copying: PSRPMessage copies the whole message into a
+    bytearray, then each fragment and everything after it (a 116 KB object in 32 KB fragments was copied eight
+    times over before psrpcore packed it). The fragments are views of the bytes: psrpcore's create_fragment joins
+    them into its payload as it joins bytes."""
+
+    def __init__(self, message_type: PSRPMessageType, data: bytes, runspace_pool_id: uuid.UUID,
+                 pipeline_id: uuid.UUID | None, object_id: int,
+                 stream_type: psrpcore.StreamType = psrpcore.StreamType.default) -> None:
+        self.message_type = message_type
+        self.runspace_pool_id = runspace_pool_id
+        self.pipeline_id = pipeline_id
+        self.object_id = object_id
+        self.stream_type = stream_type
+        self._rest = memoryview(data)
+        self._fragment_counter = 0
+
+    def __len__(self) -> int:
+        return len(self._rest)
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._rest)
+
+    def fragment(self, length: int) -> Fragment:
+        data, self._rest = self._rest[:length], self._rest[length:]
+        fragment_id = self.fragment_counter
+        return Fragment(self.object_id, fragment_id, fragment_id == 0, len(self._rest) == 0, data)  # type: ignore[arg-type]
+
+
 class _ServerPool(psrpcore.ServerRunspacePool):
     """psrpcore reads ``event.ci`` case-sensitively; pypsrp sends ``<I64 N="CI">`` (real PowerShell does not care).
 
@@ -171,9 +201,10 @@ class _ServerPool(psrpcore.ServerRunspacePool):
         if not isinstance(message, Serialized):
             super().prepare_message(message, message_type, pipeline_id, stream_type)
             return
-        packed = create_message(False, message_type, bytes(message), self.runspace_pool_id, pipeline_id)
-        self._send_buffer.append(PSRPMessage(message_type, bytearray(packed), self.runspace_pool_id, pipeline_id,
-                                             self._fragment_counter, stream_type))
+        # psrpcore's own header, then the object's bytes: one copy of them (packing them as psrpcore does made four)
+        packed = create_message(False, message_type, b"", self.runspace_pool_id, pipeline_id) + message
+        self._send_buffer.append(_Outgoing(message_type, packed, self.runspace_pool_id, pipeline_id,
+                                           self._fragment_counter, stream_type))
 
     _plain_states: dict[int, Serialized] = {}
 
