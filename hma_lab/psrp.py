@@ -8,6 +8,8 @@ The commands themselves are answered by a ``Configuration`` (Microsoft.Exchange 
 
 from __future__ import annotations
 
+import queue
+import sys
 import threading
 import time
 import uuid
@@ -268,6 +270,51 @@ class _ServerPool(psrpcore.ServerRunspacePool):
         super()._process_ResetRunspaceState(event)
 
 
+class _Workers:
+    """The threads pipelines run on, each kept for the next pipeline once its own ends (for a minute).
+
+    A thread started per pipeline cost the lab a thread's creation and start-up on every cmdlet call, in the
+    middle of the Command's handling, whose thread waited for the new one to start. Pipelines still run each on a
+    thread of its own, as many at once as the pools allow."""
+
+    IDLE_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...], str]]] = []
+
+    def run(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
+        with self._lock:
+            jobs = self._idle.pop() if self._idle else None
+        if jobs is None:
+            jobs = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(jobs,), daemon=True, name=name).start()
+        jobs.put((target, args, name))
+
+    def _work(self, jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...], str]]) -> None:
+        me = threading.current_thread()
+        while True:
+            try:
+                target, args, name = jobs.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if jobs in self._idle:   # nobody took this thread meanwhile: it ends
+                        self._idle.remove(jobs)
+                        return
+                target, args, name = jobs.get()   # taken just now: its job is on the way
+            me.name = name
+            try:
+                target(*args)
+            except Exception:  # noqa: BLE001 - reported as an uncaught exception in a thread of its own would be
+                threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), me)))  # type: ignore[arg-type]
+            me.name = "lab-pipeline-idle"
+            with self._lock:
+                self._idle.append(jobs)
+
+
+_WORKERS = _Workers()
+
+
 @dataclass
 class _Run:
     pipe: psrpcore.ServerPipeline
@@ -411,8 +458,7 @@ class Shell:
             commands = [CommandCall(str(cmd.command_text), bool(cmd.is_script),
                                     [(None if name is None else str(name), plain(value)) for name, value in cmd.parameters])
                         for cmd in event.pipeline.commands]
-            threading.Thread(target=self._run, args=(run, commands), daemon=True,
-                             name=f"lab-pipeline-{event.pipeline_id}").start()
+            _WORKERS.run(self._run, (run, commands), f"lab-pipeline-{event.pipeline_id}")
         elif isinstance(event, (psrpcore.SetMaxRunspacesEvent, psrpcore.SetMinRunspacesEvent,
                                 psrpcore.ResetRunspaceStateEvent)):
             self.pool.runspace_availability_response(event.ci, True)

@@ -86,3 +86,45 @@ def test_the_create_pipeline_reader_finds_what_elementpath_finds(xml):
             assert list(_select(node, steps)) == expected, path
             checked += len(expected)
     assert checked > 5
+
+
+def test_pipelines_run_at_once_on_threads_kept_for_the_next_ones(monkeypatch):
+    import threading
+    import time
+
+    from hma_lab.psrp import _Workers
+
+    workers = _Workers()
+    workers.IDLE_SECONDS = 0.5
+    barrier = threading.Barrier(3, timeout=5)
+    seen: list[tuple[int, str]] = []
+    done = threading.Semaphore(0)
+
+    def job(tag):
+        seen.append((threading.get_ident(), threading.current_thread().name))
+        if tag == "fail":
+            raise RuntimeError("a lab bug")
+        if tag == "together":
+            barrier.wait()   # three pipelines at once: none waits for another to end
+        done.release()
+
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: (failures.append(args.exc_value), done.release()))
+    for n in range(3):
+        workers.run(job, ("together",), f"lab-pipeline-{n}")
+    for _ in range(3):
+        assert done.acquire(timeout=5)
+    first = {ident for ident, _ in seen}
+    assert len(first) == 3 and sorted(name for _, name in seen) == [f"lab-pipeline-{n}" for n in range(3)]
+    workers.run(job, ("fail",), "lab-pipeline-fail")
+    assert done.acquire(timeout=5) and str(failures[0]) == "a lab bug"
+    workers.run(job, ("alone",), "lab-pipeline-again")
+    assert done.acquire(timeout=5)
+    assert {ident for ident, _ in seen[3:]} <= first and seen[-1][1] == "lab-pipeline-again"
+    deadline = time.monotonic() + 5
+
+    def alive():
+        return [thread for thread in threading.enumerate() if thread.ident in first]
+    while (workers._idle or alive()) and time.monotonic() < deadline:   # idle threads end after IDLE_SECONDS
+        time.sleep(0.05)
+    assert not workers._idle and not alive()
