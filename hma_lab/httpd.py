@@ -184,3 +184,9 @@ class LeanRequestHandler(BaseHTTPRequestHandler):
                 and self.request_version >= "HTTP/1.1"):
             return self.handle_expect_100()
         return True
+
+    def handle_expect_100(self) -> bool:
+        """The 100 Continue goes out at once, also through a buffered ``wfile`` (``wbufsize``)."""
+        answer = super().handle_expect_100()
+        self.wfile.flush()
+        return answer

@@ -144,6 +144,10 @@ class _Handler(LeanRequestHandler):
     # http.server writes headers and body in separate send() calls; without TCP_NODELAY, Nagle plus delayed ACK add
     # about 40 ms to every WSMan round trip (measured in the feasibility study).
     disable_nagle_algorithm = True
+    # An answer's status line and headers go out with its body in one write (one TLS record, one segment) when the
+    # body is small (Command, Signal, a short Receive): http.server writes them separately, and the client then
+    # waits for, reads and decrypts two. A larger body still follows its headers in a write of its own.
+    wbufsize = 16 * 1024
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
     server: _Server

@@ -71,9 +71,13 @@ class _Echo(LeanRequestHandler):
     do_GET = do_POST
 
 
-@pytest.fixture
-def server():
-    httpd = LabHTTPServer(("127.0.0.1", 0), _Echo)
+class _BufferedEcho(_Echo):
+    wbufsize = 16 * 1024   # as the WSMan handler: headers and a small body in one write
+
+
+@pytest.fixture(params=[_Echo, _BufferedEcho])
+def server(request):
+    httpd = LabHTTPServer(("127.0.0.1", 0), request.param)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd.server_address
