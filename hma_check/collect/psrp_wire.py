@@ -305,16 +305,19 @@ def receive(shell: Any, stream: str = "stdout stderr", command_id: str | None = 
     response = shell.wsman.receive(shell.resource_uri, receive_element, option_set=options,
                                    selector_set=shell._selector_set, timeout=timeout)
     decoded = shell.wsman.__dict__.pop("_hma_streams", {})
-    command_state_et = response.find("rsp:ReceiveResponse/rsp:CommandState", namespaces=NAMESPACES)
+    # pypsrp's finds, written in Clark notation step by step (ElementTree finds each step in C; a path with a
+    # namespace map goes through ElementPath's Python, sorting the map for its cache key, on every call)
+    response_et = f"{{{rsp}}}ReceiveResponse"
+    command_state_et = _first(response, (response_et, f"{{{rsp}}}CommandState"))
     command_state = CommandState.PENDING
     if command_state_et is not None:
         command_state = command_state_et.attrib["State"]
-    rc_et = response.find("rsp:ReceiveResponse/rsp:CommandState/rsp:ExitCode", namespaces=NAMESPACES)
+    rc_et = _first(response, (response_et, f"{{{rsp}}}CommandState", f"{{{rsp}}}ExitCode"))
     rc = None
     if rc_et is not None:
         rc = int(rc_et.text or "0")
     buffer = {name: b"" for name in stream.split()}
-    for s in response.findall("rsp:ReceiveResponse/rsp:Stream", namespaces=NAMESPACES):
+    for s in (found for parent in response.findall(response_et) for found in parent.findall(f"{{{rsp}}}Stream")):
         if s.text is None:
             continue
         value = decoded.get(s)
@@ -322,6 +325,18 @@ def receive(shell: Any, stream: str = "stdout stderr", command_id: str | None = 
             value = base64.b64decode(s.text.encode("utf-8"))
         buffer[s.attrib["Name"]] += value
     return command_state, rc, buffer
+
+
+def _first(element: Any, steps: tuple[str, ...]) -> Any:
+    """``element.find("a/b/c")`` for names in Clark notation: the first match in document order, or None."""
+    first, rest = steps[0], steps[1:]
+    if not rest:
+        return element.find(first)
+    for child in element.findall(first):
+        found = _first(child, rest)
+        if found is not None:
+            return found
+    return None
 
 
 def lean_receive(pool: Any) -> bool:
@@ -358,6 +373,8 @@ def _make_wsman_class() -> Any:
     prefixes["http://www.w3.org/XML/1998/namespace"] = "xml"
     lean_actions = frozenset({WSManAction.COMMAND, WSManAction.RECEIVE, WSManAction.SIGNAL})
     header_prefixes = {"s", "wsa", "wsman", "wsmv"}
+    relates_to_path = (f"{{{NAMESPACES['s']}}}Header", f"{{{NAMESPACES['wsa']}}}RelatesTo")
+    written_sets: dict[Any, tuple[str, frozenset[str]]] = {}   # an option or selector set's text, by its content
 
     class LeanWSMan(WSMan):
         _headers: dict[Any, tuple[str, str]]
@@ -373,10 +390,11 @@ def _make_wsman_class() -> Any:
                 parts = headers[key] = self._header_parts(action, resource_uri, timeout)
             used = set(header_prefixes)
             out = [parts[0], message_id, parts[1]]
-            for element in (option_set.pack() if option_set is not None else None,
-                            selector_set.pack() if selector_set is not None else None):
-                if element is not None:
-                    write_element(element, prefixes, used, out)
+            for wsman_set in (option_set, selector_set):
+                if wsman_set is not None:
+                    text, needed = self._written_set(wsman_set)
+                    out.append(text)
+                    used.update(needed)
             out.append("</s:Header><s:Body>")
             if resource is not None:
                 write_element(resource, prefixes, used, out)
@@ -385,6 +403,23 @@ def _make_wsman_class() -> Any:
                 out[-1] = "</s:Header><s:Body /></s:Envelope>"
             declarations = "".join(f' xmlns:{prefix}="{NAMESPACES[prefix]}"' for prefix in sorted(used))
             return ("<s:Envelope" + declarations + ">" + "".join(out)).encode("utf-8")
+
+        def _written_set(self, wsman_set: Any) -> tuple[str, frozenset[str]]:
+            """An OptionSet or SelectorSet as write_element writes what its ``pack()`` gives, and the prefixes it
+            uses; kept by content (the same few per session: the shell's id, Receive's keep-alive), so the elements
+            are not built and written again for every request."""
+            key = _set_key(wsman_set)
+            found = written_sets.get(key) if key is not None else None
+            if found is None:
+                used: set[str] = set()
+                out: list[str] = []
+                write_element(wsman_set.pack(), prefixes, used, out)
+                found = ("".join(out), frozenset(used))
+                if key is not None:
+                    if len(written_sets) >= 256:   # shells come and go: a long scan does not keep every one
+                        written_sets.clear()
+                    written_sets[key] = found
+            return found
 
         def _header_parts(self, action: str, resource_uri: str, timeout: int | None) -> tuple[str, str]:
             """pypsrp's own header for this action, split around the message id."""
@@ -423,7 +458,7 @@ def _make_wsman_class() -> Any:
                 response_xml, self.__dict__["_hma_streams"] = parse_answer(response)
             else:
                 response_xml = ET.fromstring(response)
-            relates_to_et = response_xml.find("s:Header/wsa:RelatesTo", namespaces=NAMESPACES)
+            relates_to_et = _first(response_xml, relates_to_path)   # "s:Header/wsa:RelatesTo"
             relates_to = relates_to_et.text if relates_to_et is not None else ""
             if f"uuid:{message_id}" != relates_to:
                 raise WinRMError("Received related id does not match related expected message id: "
@@ -431,6 +466,23 @@ def _make_wsman_class() -> Any:
             return response_xml
 
     return LeanWSMan
+
+
+def _set_key(wsman_set: Any) -> Any:
+    """What pypsrp's OptionSet or SelectorSet ``pack()`` writes, as a key: its class, names and values (strings
+    only, attributes in order); None for anything else, which is then packed every time."""
+    from pypsrp.wsman import OptionSet, SelectorSet
+
+    if type(wsman_set) not in (OptionSet, SelectorSet):
+        return None
+    values = []
+    for name, value, attributes in wsman_set.values:
+        if type(name) is not str or type(value) is not str or type(attributes) is not dict \
+                or not all(type(k) is str and type(v) is str for k, v in attributes.items()):
+            return None
+        values.append((name, value, tuple(attributes.items())))
+    return (type(wsman_set), wsman_set.element_name, wsman_set.child_element_name, wsman_set.must_understand,
+            tuple(values))
 
 
 def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: Any) -> bytes:

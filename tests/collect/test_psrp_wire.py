@@ -159,6 +159,50 @@ def test_the_written_envelopes_are_the_ones_pypsrp_writes(case, timeout, monkeyp
         assert b"0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9" in ours
 
 
+def test_option_and_selector_sets_written_once_are_what_pypsrp_packs(monkeypatch):
+    """A set's text is kept by content (LeanWSMan._written_set): a second envelope with an equal set, a set that
+    differs in one value or attribute, one whose values are not strings and a subclass all give pypsrp's bytes."""
+    fixed = uuid.UUID("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9")
+    monkeypatch.setattr(uuid, "uuid4", lambda: fixed)
+    kwargs = dict(port=5986, path="PowerShell", ssl=True, auth="ntlm", username="u", password="p")
+    lean, plain = lean_wsman("ex01", **kwargs), WSMan("ex01", **kwargs)
+    plain.session_id = lean.session_id
+
+    class Odd(SelectorSet):
+        def pack(self):
+            element = super().pack()
+            element.set("Odd", "yes")
+            return element
+
+    def made(kind, *values):
+        made_set = kind()
+        for value in values:
+            made_set.add_option(*value)
+        return made_set
+    sets = [made(OptionSet, ("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True")),
+            made(OptionSet, ("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True")),
+            made(OptionSet, ("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "False")),
+            made(OptionSet, ("A", "1", {"MustComply": "true"}), ("B", "x&<y>\"")),
+            made(OptionSet, ("A", "1", {"MustComply": "false"}), ("B", "x&<y>\"")),
+            made(OptionSet, ("A", 1)), made(SelectorSet, ("ShellId", "SHELL-1")), made(SelectorSet, ("ShellId", "S2")),
+            made(Odd, ("ShellId", "SHELL-1")), made(SelectorSet, ("ShellId", "SHELL-1"))]
+    uri = "http://schemas.microsoft.com/powershell/Microsoft.Exchange"
+    for wsman_set in sets:
+        selectors = wsman_set if isinstance(wsman_set, SelectorSet) else sets[6]
+        options = wsman_set if isinstance(wsman_set, OptionSet) else None
+        args = (WSManAction.SIGNAL, uri, None, options, selectors, 20)
+        assert _sent(lean, lambda args=args: lean.invoke(*args)) == _sent(plain, lambda args=args: plain.invoke(*args))
+
+
+def test_a_path_found_step_by_step_is_the_one_elementpath_finds():
+    root = ET.fromstring('<s:E xmlns:s="urn:s" xmlns:r="urn:r"><s:H /><s:H><r:R><r:C n="1" /></r:R><r:R><r:C n="2">'
+                         '<r:X>3</r:X></r:C></r:R></s:H><r:R><r:C n="4"><r:X>5</r:X></r:C></r:R></s:E>')
+    namespaces = {"s": "urn:s", "r": "urn:r"}
+    for path in ("s:H/r:R/r:C", "s:H/r:R/r:C/r:X", "r:R/r:C/r:X", "s:H", "s:H/r:Z", "r:R"):
+        steps = tuple("{urn:%s}%s" % tuple(step.split(":")) for step in path.split("/"))
+        assert psrp_wire._first(root, steps) is root.find(path, namespaces)
+
+
 def test_other_actions_and_unknown_namespaces_go_through_pypsrp(monkeypatch):
     lean = lean_wsman("ex01", port=5986, ssl=True, auth="ntlm", username="u", password="p")
     calls = []
