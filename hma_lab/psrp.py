@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Protocol
 from xml.etree import ElementTree
 
 import psrpcore
@@ -114,20 +114,20 @@ def _fast_create_pipeline(message: Any) -> FastCreatePipeline | None:
         root = ElementTree.fromstring(bytes(message.data))
     except ElementTree.ParseError:
         return None
-    shell = _first(_select(root, (("MS", None), ("Obj", "PowerShell"), ("MS", None))))
+    shell = root.find("MS/Obj[@N='PowerShell']/MS")
     if shell is None:
         return None
-    extra = _first(_select(shell, (("*", "ExtraCmds"),)))
+    extra = shell.find("*[@N='ExtraCmds']")
     if extra is None or extra.tag != "Nil":
         return None
     commands = []
-    for cmd in _select(shell, (("Obj", "Cmds"), ("LST", None), ("Obj", None), ("MS", None))):
-        text_node, script_node = _first(_select(cmd, (("S", "Cmd"),))), _first(_select(cmd, (("B", "IsScript"),)))
+    for cmd in shell.findall("Obj[@N='Cmds']/LST/Obj/MS"):
+        text_node, script_node = cmd.find("S[@N='Cmd']"), cmd.find("B[@N='IsScript']")
         if text_node is None or script_node is None:
             return None
         parameters: list[tuple[str | None, Any]] = []
-        for arg in _select(cmd, (("Obj", "Args"), ("LST", None), ("Obj", None), ("MS", None))):
-            name_node, value_node = _first(_select(arg, (("*", "N"),))), _first(_select(arg, (("*", "V"),)))
+        for arg in cmd.findall("Obj[@N='Args']/LST/Obj/MS"):
+            name_node, value_node = arg.find("*[@N='N']"), arg.find("*[@N='V']")
             if name_node is None or value_node is None or name_node.tag not in ("S", "Nil"):
                 return None
             value = _simple_value(value_node)
@@ -139,22 +139,6 @@ def _fast_create_pipeline(message: Any) -> FastCreatePipeline | None:
     if not commands or message.pipeline_id is None:
         return None
     return FastCreatePipeline(message.pipeline_id, _FastPipeline(commands))
-
-
-def _select(node: Any, steps: tuple[tuple[str, str | None], ...]) -> Iterator[Any]:
-    """What ``node.iterfind`` finds for ``tag[@N='name']/...`` ("*" any tag, None no condition on N), in the same
-    order, without ElementPath: a predicate sends every find through its Python code (a dozen per Command)."""
-    (tag, name), rest = steps[0], steps[1:]
-    for child in node:
-        if (tag == "*" or child.tag == tag) and (name is None or child.get("N") == name):
-            if rest:
-                yield from _select(child, rest)
-            else:
-                yield child
-
-
-def _first(found: Iterator[Any]) -> Any:
-    return next(found, None)
 
 
 _UNREADABLE = object()

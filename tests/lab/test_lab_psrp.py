@@ -43,51 +43,6 @@ def test_serialized_objects_go_out_in_the_fragments_psrpcore_packs(sizes, amount
     assert not lean._send_buffer
 
 
-def _create_pipeline_xml(commands):
-    from types import SimpleNamespace
-
-    from pypsrp.complex_objects import ApartmentState
-
-    from hma_check.collect.psrp_wire import pypsrp_create_pipeline
-
-    pool = SimpleNamespace(apartment_state=ApartmentState.UNKNOWN, host=None, protocol_version="2.3")
-    return pypsrp_create_pipeline(pool, commands)
-
-
-_ODD = (b'<Obj RefId="0"><MS><Obj N="PowerShell"><S N="PowerShell">x</S></Obj><MS><Obj N="Other"><MS /></Obj>'
-        b'<Obj N="PowerShell"><MS><I32 N="ExtraCmds">1</I32><Nil N="ExtraCmds" /><Obj N="Cmds"><LST><Obj><MS>'
-        b'<B N="Cmd">x</B><S N="Cmd">Get-A</S><Obj N="Args"><LST><Obj><MS><S N="V">1</S><S N="N">n</S></MS></Obj>'
-        b'</LST></Obj></MS></Obj></LST></Obj></MS></Obj><Obj N="PowerShell"><MS /></Obj></MS></MS></Obj>')
-
-
-@pytest.mark.parametrize("xml", [
-    _create_pipeline_xml((("Get-Mailbox", (("Identity", "a<b"), ("ResultSize", "Unlimited"), ("Force", None),
-                                           ("Count", 5), ("List", ["x", "y"]))), ("Select-Object", ()))),
-    _create_pipeline_xml((("Get-OwaVirtualDirectory", (("Server", "EX001"),)),)),
-    _ODD,
-])
-def test_the_create_pipeline_reader_finds_what_elementpath_finds(xml):
-    """psrp._select walks the CreatePipeline paths without ElementPath: same elements, same order."""
-    import xml.etree.ElementTree as ET
-
-    from hma_lab.psrp import _select
-
-    root = ET.fromstring(xml)
-    paths = {"MS/Obj[@N='PowerShell']/MS": (("MS", None), ("Obj", "PowerShell"), ("MS", None)),
-             "*[@N='ExtraCmds']": (("*", "ExtraCmds"),),
-             "Obj[@N='Cmds']/LST/Obj/MS": (("Obj", "Cmds"), ("LST", None), ("Obj", None), ("MS", None)),
-             "S[@N='Cmd']": (("S", "Cmd"),), "B[@N='IsScript']": (("B", "IsScript"),),
-             "Obj[@N='Args']/LST/Obj/MS": (("Obj", "Args"), ("LST", None), ("Obj", None), ("MS", None)),
-             "*[@N='N']": (("*", "N"),), "*[@N='V']": (("*", "V"),)}
-    checked = 0
-    for node in root.iter():
-        for path, steps in paths.items():
-            expected = node.findall(path)
-            assert list(_select(node, steps)) == expected, path
-            checked += len(expected)
-    assert checked > 5
-
-
 def test_pipelines_run_at_once_on_threads_kept_for_the_next_ones(monkeypatch):
     import threading
     import time
