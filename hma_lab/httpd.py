@@ -77,9 +77,10 @@ class Headers:
     """A request's header fields, as a handler reads them from http.client.parse_headers' message: ``get`` and
     ``[]`` the first value of a name in any case (None when absent), ``get_all`` every value, ``items`` in order.
 
-    Read here without the email package: its feed parser, policy and header lookups were a tenth of the lab's
-    instructions per cmdlet call (three requests). The values are what email's compat32 policy gives a handler: the text after the colon, leading
-    blanks dropped, a folded line kept with its line break."""
+    Made for a block of plain ``Name: value`` lines (read_headers), without the email package: its feed parser,
+    policy and header lookups were a tenth of the lab's instructions per cmdlet call (three requests). The values
+    are what email's compat32 policy gives a handler for such lines: the text after the colon, blanks after the
+    colon dropped."""
 
     __slots__ = ("_fields", "_first")
 
@@ -122,43 +123,50 @@ class _HeaderBlockError(Exception):
         self.explain = explain
 
 
-def read_headers(rfile: Any) -> Headers:
-    """The header block after a request line, as http.client.parse_headers reads it (same limits: a line of more
-    than 65536 bytes, more than 100 lines; ISO-8859-1) and as email's compat32 parser splits it: a field name is
-    printable ASCII without a colon or blank, a line starting with a blank continues the field before it, a field
-    without a name is dropped, and a line that is neither ends the fields (email reads the rest as a body, which no handler looks at)."""
-    fields: list[list[str]] = []
-    count = 0
-    ended = False
+def read_headers(rfile: Any) -> Any:
+    """The header block after a request line, as http.client.parse_headers reads it: the same limits (a line of
+    more than 65536 bytes; more than 100 lines, the blank line that ends them counted) and the same fields.
+
+    A block of plain ``Name: value`` lines (a field name of printable ASCII without a colon, a value without a
+    carriage return, every line ending in CRLF or LF), which is what every WSMan client sends, is read here. Any
+    other block (a folded line, a line that is no field, a bare CR, a field without a name, a ``From `` line) is
+    parsed by the standard library's own parser, which email's compat32 rules make subtle: those rare blocks get
+    exactly its message."""
+    lines: list[bytes] = []
     while True:
         line = rfile.readline(_MAX_LINE + 1)
         if len(line) > _MAX_LINE:
             raise _HeaderBlockError("Line too long", f"got more than {_MAX_LINE} bytes when reading header line")
-        if line in (b"\r\n", b"\n", b""):
-            return Headers([(name, value.rstrip("\r\n")) for name, value in fields])
-        count += 1
-        if count > _MAX_HEADERS:
+        lines.append(line)
+        if len(lines) > _MAX_HEADERS:
             raise _HeaderBlockError("Too many headers", f"got more than {_MAX_HEADERS} headers")
-        if ended:
-            continue
-        text = line.decode("iso-8859-1")
-        if text[0] in " \t":
-            if fields:
-                fields[-1][1] += text
-            continue
-        name, colon, value = text.partition(":")
-        if not colon or not _FIELD_NAME.fullmatch(name):
-            ended = True
-        elif name:    # email drops a field without a name (a defect) and reads on
-            fields.append([name, value.lstrip(" \t")])
+        if line in (b"\r\n", b"\n", b""):
+            break
+    fields = []
+    for line in lines[:-1]:
+        plain = _PLAIN_FIELD.fullmatch(line)
+        if plain is None:
+            return _standard_headers(lines)
+        fields.append((plain[1].decode("iso-8859-1"), plain[2].decode("iso-8859-1")))
+    return Headers(fields)
 
 
-_FIELD_NAME = re.compile("[\x21-\x39\x3b-\x7e]*")
+# name, then the value as compat32 gives it (blanks after the colon dropped, the line ending not part of it)
+_PLAIN_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*)\r?\n")
+
+
+def _standard_headers(lines: list[bytes]) -> Any:
+    """What http.client.parse_headers makes of these lines (its own parsing, after its own reading)."""
+    import email.parser
+    import http.client
+
+    return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(b"".join(lines).decode("iso-8859-1"))
 
 
 class LeanRequestHandler(BaseHTTPRequestHandler):
-    """BaseHTTPRequestHandler reading the usual request line (``METHOD PATH HTTP/1.x``) and its headers without the
-    email package; any other request line goes through the standard library's parse_request, errors and all."""
+    """BaseHTTPRequestHandler reading the usual request line (``METHOD PATH HTTP/1.x``) and a plain header block
+    without the email package (read_headers); any other request line goes through the standard library's
+    parse_request, errors and all."""
 
     def parse_request(self) -> bool:
         requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")

@@ -291,6 +291,8 @@ class _Workers:
                 target(*args)
             except Exception:  # noqa: BLE001 - reported as an uncaught exception in a thread of its own would be
                 threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), me)))  # type: ignore[arg-type]
+            finally:
+                del target, args    # an idle thread must not keep its last pipeline's shell alive for a minute
             me.name = "lab-pipeline-idle"
             with self._lock:
                 self._idle.append(jobs)

@@ -46,17 +46,22 @@ def test_serialized_objects_go_out_in_the_fragments_psrpcore_packs(sizes, amount
 def test_pipelines_run_at_once_on_threads_kept_for_the_next_ones(monkeypatch):
     import threading
     import time
+    import weakref
 
     from hma_lab.psrp import _Workers
 
     workers = _Workers()
     workers.IDLE_SECONDS = 0.5
     barrier = threading.Barrier(3, timeout=5)
-    seen: list[tuple[int, str]] = []
+    seen: list[tuple[threading.Thread, str]] = []    # the thread objects: an ident is reused once a thread ends
     done = threading.Semaphore(0)
+    released = []
 
-    def job(tag):
-        seen.append((threading.get_ident(), threading.current_thread().name))
+    class Shell:   # what a pipeline's job holds: gone once the job ends, not kept by an idle thread
+        pass
+
+    def job(tag, shell=None):
+        seen.append((threading.current_thread(), threading.current_thread().name))
         if tag == "fail":
             raise RuntimeError("a lab bug")
         if tag == "together":
@@ -69,17 +74,23 @@ def test_pipelines_run_at_once_on_threads_kept_for_the_next_ones(monkeypatch):
         workers.run(job, ("together",), f"lab-pipeline-{n}")
     for _ in range(3):
         assert done.acquire(timeout=5)
-    first = {ident for ident, _ in seen}
+    first = {thread for thread, _ in seen}
     assert len(first) == 3 and sorted(name for _, name in seen) == [f"lab-pipeline-{n}" for n in range(3)]
     workers.run(job, ("fail",), "lab-pipeline-fail")
     assert done.acquire(timeout=5) and str(failures[0]) == "a lab bug"
-    workers.run(job, ("alone",), "lab-pipeline-again")
+    shell = Shell()
+    weakref.finalize(shell, released.append, True)
+    workers.run(job, ("alone", shell), "lab-pipeline-again")
+    del shell
     assert done.acquire(timeout=5)
-    assert {ident for ident, _ in seen[3:]} <= first and seen[-1][1] == "lab-pipeline-again"
+    assert {thread for thread, _ in seen[3:]} <= first and seen[-1][1] == "lab-pipeline-again"
     deadline = time.monotonic() + 5
+    while not released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert released and workers._idle    # the job's objects are freed while its thread waits for the next
 
     def alive():
-        return [thread for thread in threading.enumerate() if thread.ident in first]
+        return [thread for thread in threading.enumerate() if thread in first]
     while (workers._idle or alive()) and time.monotonic() < deadline:   # idle threads end after IDLE_SECONDS
         time.sleep(0.05)
     assert not workers._idle and not alive()
