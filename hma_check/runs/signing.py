@@ -9,12 +9,14 @@ verifies with the signer certificate's key. Trust in that certificate is a separ
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -162,8 +164,8 @@ def _structure(raw: bytes) -> tuple[list[x509.Certificate], der.Tlv]:
         for element in rest[0].children():
             if element.tag == der.SEQUENCE:
                 try:
-                    certificates.append(x509.load_der_x509_certificate(element.raw))
-                except MALFORMED:
+                    certificates.append(_load_certificate(element.raw))
+                except (*MALFORMED, CryptographyDeprecationWarning):
                     raise SignatureError(f"the certificate at byte {element.start} is not readable") from None
         rest = rest[1:]
     if rest and rest[0].tag == 0xA1:   # CRLs: not used for anything here
@@ -215,6 +217,17 @@ def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
     h = hashes.Hash(algorithm)
     h.update(data)
     return h.finalize()
+
+
+def _load_certificate(raw: bytes) -> x509.Certificate:
+    """A DER certificate, its serial number read at once: cryptography parses it lazily and only warns (on stderr,
+    at the first read) about one RFC 5280 disallows (zero or negative), which its future releases refuse to load.
+    Such a certificate is refused here now, as an unreadable one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        certificate = x509.load_der_x509_certificate(raw)
+        certificate.serial_number   # noqa: B018 - read for its check, see above
+    return certificate
 
 
 def _find_signer(sid: der.Tlv, certificates: list[x509.Certificate]) -> x509.Certificate:

@@ -254,6 +254,20 @@ def test_a_damaged_signature_is_only_ever_a_signature_error(signed_sample, pki_f
         assert any(position in part for part in unchecked), f"a flip at byte {position} went unnoticed"
 
 
+def test_an_embedded_certificate_with_a_negative_serial_is_refused_without_a_warning(signed_sample, recwarn):
+    """RFC 5280 serial numbers are positive; cryptography only warns (on stderr) about one that is not, and will
+    refuse it in later releases: verify refuses it now, as an unreadable certificate, and prints nothing."""
+    signed_data = der.parse(signed_sample).children()[1].children()[0]
+    certificate = signed_data.children()[3].children()[0]
+    serial = certificate.children()[0].children()[1]          # TBSCertificate: [0] version, then serialNumber
+    assert serial.tag == der.INTEGER
+    raw = bytearray(signed_sample)
+    raw[serial.body] |= 0x80                                    # the same bytes, read as a negative number
+    with pytest.raises(SignatureError, match=f"the certificate at byte {certificate.start} is not readable"):
+        verify_signature(b'{"manifest": 1}\n', bytes(raw))
+    assert not recwarn.list
+
+
 def test_object_identifiers_are_read_strictly():
     assert der.oid(der.parse(bytes.fromhex("0609608648016503040201"))) == "2.16.840.1.101.3.4.2.1"   # SHA-256
     for damaged in ("060a60864801650304020181",      # ends inside a subidentifier
