@@ -163,9 +163,6 @@ def _element(element: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------ envelopes
 
-# pypsrp writes its envelopes with ElementTree: xml_text and xml_attribute escape as it does.
-
-
 class _Unwritable(Exception):
     """An element the envelope writer does not handle (a namespace pypsrp does not register): ElementTree writes it."""
 
@@ -183,7 +180,8 @@ def _qname(name: str, prefixes: dict[str, str], used: set[str]) -> str:
 
 
 def write_element(element: Any, prefixes: dict[str, str], used: set[str], out: list[str]) -> None:
-    """``element`` as ElementTree's serialiser writes it inside a document whose root declares ``used``."""
+    """``element`` as ElementTree's serialiser writes it inside a document whose root declares ``used`` (pypsrp
+    writes its envelopes with ElementTree; xml_text and xml_attribute escape as it does)."""
     tag = _qname(element.tag, prefixes, used)
     out.append("<" + tag)
     for key, value in element.attrib.items():
