@@ -10,8 +10,9 @@ to the next in a server name and a few identifiers. Here:
   fill in the values, escaped as pypsrp escapes them. The bytes are the ones pypsrp would send;
 - ``lean_wsman``: a pypsrp WSMan whose Command, Receive and Signal envelopes are written as text (the header once
   per action, the small body elements by a writer that emits what ElementTree would), and whose requests are copies
-  of one prepared per session, sent through requests' Session.send as pypsrp sends them. Every other action, and
-  every request that needs more (message encryption, a session holding a cookie), goes through pypsrp unchanged;
+  of one prepared per session, sent through requests' Session.send as pypsrp sends them until requests has signed
+  a connection in, then written straight to that connection (psrp_http). Every other action, and every request
+  that needs more (message encryption, a session holding a cookie), goes through pypsrp unchanged;
 - ``parse_answer`` and ``receive`` (``lean_receive``): a Receive answer read without the XML parser going over its
   streams' base64, each stream decoded once (the tree and the errors are ElementTree's, the result pypsrp's).
 
@@ -28,6 +29,7 @@ import time
 import uuid
 from typing import Any
 
+from hma_check.collect.psrp_http import KeptConnection
 from hma_check.util.xml_escape import xml_attribute, xml_text
 
 Commands = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
@@ -490,7 +492,11 @@ def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: 
     connection in on a 401, redirects are followed and cookies kept. The answer is checked as pypsrp's
     ``_send_request`` checks it, without what that also does: decode the whole body to text and format it into a
     debug message that is not logged (100 us for a 150 KB Receive answer, 2 % of a call). Message encryption, and a
-    session holding a cookie (the request prepared once has no Cookie header), take ``transport.send`` itself."""
+    session holding a cookie (the request prepared once has no Cookie header), take ``transport.send`` itself.
+
+    Once requests has answered 200 on a connection it signed in, the session's later requests are written straight
+    to that connection (``_send_direct``): requests, urllib3 and http.client cost as much CPU per request as all the
+    rest of a call. A request that connection cannot carry goes on through requests as above."""
     import requests
     from pypsrp.exceptions import AuthenticationError, WinRMTransportError
 
@@ -500,12 +506,19 @@ def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: 
     prepared = getattr(transport, "_hma_prepared", None)
     if prepared is None or prepared[0] is not session:
         prepared = transport._hma_prepared = (session, _prepare(session, transport.endpoint))
-    request = prepared[1].copy()
-    request.body = message
-    request.headers["Content-Length"] = str(len(message))
+    wait = timeout if timeout is not None else (transport.connection_timeout, transport.read_timeout)
+    kept = getattr(transport, "_hma_kept", None)
     try:
-        response = session.send(request, stream=True, timeout=timeout if timeout is not None
-                                else (transport.connection_timeout, transport.read_timeout))
+        if isinstance(kept, KeptConnection) and kept.session is session:
+            content = _send_direct(kept, transport, prepared[1], message, wait)
+            if content is not None:
+                return content
+            if session.cookies:   # set by that answer: the request prepared once has no Cookie header
+                return transport.send(message, retries_on_read_timeout=retries_on_read_timeout, timeout=timeout)
+        request = prepared[1].copy()
+        request.body = message
+        request.headers["Content-Length"] = str(len(message))
+        response = session.send(request, stream=True, timeout=wait)
         content = _read_body(response)
     except (requests.ReadTimeout, requests.ConnectTimeout):
         if not retries_on_read_timeout:
@@ -517,7 +530,59 @@ def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: 
         if response.status_code == 401:
             raise AuthenticationError(f"Failed to authenticate the user {transport.username} with {transport.auth}")
         raise WinRMTransportError("http", response.status_code, response.text if content else "")
+    pool = getattr(response.raw, "_pool", None)   # urllib3's pool of the connection requests has signed in
+    if kept is not False and response.status_code == 200 and pool is not None \
+            and not (isinstance(kept, KeptConnection) and kept.session is session and kept.pool is pool):
+        transport._hma_kept = KeptConnection(session, pool, prepared[1])
     return content
+
+
+def _send_direct(kept: KeptConnection, transport: Any, request: Any, message: bytes, wait: Any) -> bytes | None:
+    """The answer to ``message`` sent on the session's signed-in connection (psrp_http), checked as ``send`` checks
+    requests' answers; None when requests is to send it: there is no signed-in connection, or the server did not
+    act on it and requests would send it again (a 401: the connection must be signed in again, and this session's
+    requests all go through requests from now on; a redirect, which requests follows). urllib3 retries no POST,
+    so a 425, 429 or 503 fails here as it fails through requests."""
+    from pypsrp.exceptions import WinRMTransportError
+
+    reply = kept.post(message, wait[1] if isinstance(wait, tuple) else wait)
+    if reply is None:
+        return None
+    if reply.set_cookies:
+        _keep_cookies(transport.session, request, reply.set_cookies)
+    if reply.status == 401:
+        transport._hma_kept = False
+        return None
+    if 300 <= reply.status < 400:
+        return None
+    if 400 <= reply.status < 600:
+        raise WinRMTransportError("http", reply.status, _text(reply.body, reply.headers))
+    return reply.body
+
+
+def _text(body: bytes, headers: dict[str, str]) -> str:
+    """The body as requests' ``Response.text`` decodes it (the Content-Type's charset, else a guess)."""
+    import requests
+
+    response = requests.Response()
+    response._content = body
+    response.headers = requests.structures.CaseInsensitiveDict(headers)
+    return response.text if body else ""
+
+
+def _keep_cookies(session: Any, request: Any, set_cookies: list[str]) -> None:
+    """Put the cookies of a directly read answer in the session's jar, as requests does for its own answers (the
+    session's next request then goes through pypsrp's path, which sends them)."""
+    import http.client
+    import types
+
+    from requests.cookies import extract_cookies_to_jar
+
+    message = http.client.HTTPMessage()
+    for value in set_cookies:
+        message["Set-Cookie"] = value
+    extract_cookies_to_jar(session.cookies, request, types.SimpleNamespace(_original_response=types.SimpleNamespace(
+        msg=message)))
 
 
 def _read_body(response: Any) -> bytes:

@@ -7,6 +7,7 @@ CreatePipeline message, its envelopes or the way Message.pack treats bytes fails
 from __future__ import annotations
 
 import http.client
+import socket
 import struct
 import types
 import uuid
@@ -352,7 +353,13 @@ def test_a_connection_the_server_dropped_is_signed_in_again_by_requests_auth_hoo
             assert session.run("Get-AcceptedDomain", (), 30)
             http = session._wsman.transport.session
             signed_in = dict(http.auth.contexts)              # pypsrp's security context per host
-            http.close()    # every pooled connection closed, as a server that drops them would
+            manager = http.get_adapter(session._wsman.transport.endpoint).poolmanager
+            for pool in list(manager.pools._container.values()):    # each pooled connection ended, as by the server
+                pooled = [pool.pool.get_nowait() for _ in range(pool.pool.qsize())]
+                for conn in pooled:
+                    if conn is not None and conn.sock is not None:
+                        conn.sock.shutdown(socket.SHUT_RDWR)
+                    pool.pool.put_nowait(conn)
             assert session.run("Get-AcceptedDomain", (), 30)
             assert http.auth.contexts.keys() == signed_in.keys()
             assert all(http.auth.contexts[host] is not context for host, context in signed_in.items())   # anew

@@ -74,3 +74,19 @@ def make_signer(ca: Identity, common_name: str = "Jane Consultant", *, rsa_key: 
         .sign(ca.key, hashes.SHA256())
     )
     return Identity(certificate, key)
+
+
+def make_server(ca: Identity, host: str = "localhost") -> Identity:
+    """A TLS server certificate for ``host`` (its subject alternative name), as a web server is given one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder().subject_name(_name(host)).issuer_name(ca.certificate.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Identity(certificate, key)
