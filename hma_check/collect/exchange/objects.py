@@ -7,7 +7,6 @@ import binascii
 from typing import Any, Iterable
 
 from hma_check.errors import HmaCheckError
-from hma_check.collect.certificates import CertificateError, certificate_from_der
 from hma_check.collect.clixml import ClixmlObject
 from hma_check.contract.sources import PROPERTIES
 
@@ -142,6 +141,10 @@ def _pick(source_name: str, obj: ClixmlObject, fields: tuple[str, ...]) -> dict[
 def certificate_record(obj: ClixmlObject) -> dict[str, Any]:
     """The contract's certificate record from an object's RawData: an ExchangeCertificate, or the X509Certificate2
     the OS collector reads from a server's store (a remote session sends certificates as RawData only)."""
+    # imported here, not with the module: cryptography's x509 takes ~30 ms to import, which a scan would otherwise
+    # spend before its first session opens instead of while its first per-server calls wait on the network
+    from hma_check.collect.certificates import CertificateError, certificate_from_der
+
     raw = obj.get("RawData")
     if not isinstance(raw, str) or not raw:
         raise ShapeError(f"certificate {(obj.to_string or '')[:60]!r} has no RawData")
