@@ -2,15 +2,16 @@
 versus the floor (total per-server work divided by the allowed concurrency); the scanning process's CPU time per
 cmdlet call and its peak RSS.
 
-Run: .venv/bin/python benchmarks/exchange_scan.py [--sizes 1,10,50,200] [--sequential-sizes 1,10,50]
+Run: .venv/bin/python benchmarks/exchange_scan.py [--sizes 1,10,50,200] [--sequential-sizes 1,10,50] [--repeats 3]
 Each scan runs in its own process (so its peak RSS and CPU time are its own) against a lab in another process (its
 own interpreter lock, as a real server would be), both on this checkout's code (PYTHONPATH is set for them). The
 calls are counted by the lab (every command it received, from its log); client CPU per call is the scan's CPU time
 (time.process_time around run_collectors: imports, sign-ins and session opens included) divided by that count; the
 lab's CPU per call is what it spent from the moment it was ready (all-in, its start included, as well).
 Goals (issue 18): at 50 servers within 1.15x the floor, at least 10x faster than sequential and at most 5 ms of
-client CPU per call; peak RSS under 300 MB at 200 servers. Prints one JSON line per scan (with the load average)
-and exits 1 on a missed goal.
+client CPU per call; peak RSS under 300 MB at 200 servers. A concurrent scan of up to 50 servers runs --repeats times
+and the one with the median wall time counts (the others' figures printed beside it). Prints one JSON line per scan
+size (with the load average) and exits 1 on a missed goal.
 """
 
 from __future__ import annotations
@@ -103,11 +104,25 @@ def measure(servers: int, concurrency: int, folder: Path) -> dict:
     return result
 
 
+def _median_of(results: list[dict]) -> dict:
+    """The run with the median wall time, with every run's wall time and CPU per call beside it."""
+    ordered = sorted(results, key=lambda result: result["wall"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    if len(results) > 1:
+        median.update(runs=len(results), walls=[round(r["wall"], 3) for r in results],
+                      cpu_ms_per_call_runs=[round(r["cpu_ms_per_call"], 2) for r in results])
+    return median
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1,10,50,200")
     parser.add_argument("--sequential-sizes", default="1,10,50")   # 200 in a row takes five minutes
     parser.add_argument("--concurrency", type=int, default=12)
+    # The ratio's baseline is a constant (the floor), so the machine's speed from one minute to the next shows in it
+    # whole (1.16 to 1.28 in consecutive runs of the same code): scans up to 50 servers run this many times, and the
+    # median by wall time is the result (every run's wall time printed with it).
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -117,7 +132,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         measure(1, args.concurrency, folder)     # untimed: fills the compiled-code cache of the lab and the scan
-        parallel = {n: measure(n, args.concurrency, folder) for n in map(int, args.sizes.split(","))}
+        parallel = {n: _median_of([measure(n, args.concurrency, folder) for _ in range(args.repeats if n <= 50 else 1)])
+                    for n in map(int, args.sizes.split(","))}
         sequential = {n: measure(n, 1, folder) for n in map(int, args.sequential_sizes.split(",")) if n}
     for n, result in parallel.items():
         if n in sequential:
