@@ -8,7 +8,7 @@ on disk, the pool's key normalised, the answer's headers parsed by the email pac
 write of a head made once per session, and the answer is read by a small HTTP/1.1 reader.
 
 Only what needs nothing more is sent this way (``post`` returns None for anything else, and requests sends it):
-an HTTPS connection straight to the server (no proxy tunnel) that urllib3's pool hands back alive and connected.
+an HTTPS connection straight to the server (no proxy) that urllib3's pool hands back alive and connected.
 An answer other than 200 goes back to the caller, which sends the request again through requests when the
 server did not act on it and requests would have sent another (401: the connection must be signed in again; a
 redirect), so requests' auth hook and redirects behave as they always did. A failure is the exception
@@ -53,8 +53,8 @@ class Head:
             host_text = host.encode("ascii").decode("ascii")
         except UnicodeEncodeError:
             host_text = host.encode("idna").decode("ascii")
-        if ":" in host:
-            host_text = f"[{host_text}]"
+        if ":" in host:   # an IPv6 address: bracketed, without its zone (http.client's _strip_ipv6_iface)
+            host_text = f"[{host_text.partition('%')[0]}]"
         if port != default_port:
             host_text = f"{host_text}:{port}"
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host_text}"]
@@ -91,21 +91,28 @@ class KeptConnection:
         from requests.models import ProtocolError  # urllib3's, as requests imports it
 
         pool = self.pool
+        if getattr(pool, "proxy", None) is not None:   # a pool through a proxy: requests sends on it
+            return None
         try:
             conn = pool._get_conn()   # urllib3's: the pooled connection, closed if the server has dropped it
         except Exception:  # noqa: BLE001 - a closed pool: requests reports it, as it always has
             return None
         sock = getattr(conn, "sock", None)
-        if not isinstance(sock, ssl.SSLSocket) or getattr(conn, "_tunnel_host", None):
-            pool._put_conn(conn)     # a new connection, or one through a proxy: requests sends on it
+        if not isinstance(sock, ssl.SSLSocket):
+            pool._put_conn(conn)     # a new connection: requests connects and signs it in
             return None
-        if self._head is None:
-            self._head = Head("POST", self._request.path_url, conn.host, conn.port, conn.default_port,
-                              self._request.headers)
         reusable = False
         try:
+            if self._head is None:
+                self._head = Head("POST", self._request.path_url, conn.host, conn.port, conn.default_port,
+                                  self._request.headers)
             sock.settimeout(timeout)
-            sock.sendall(self._head.bytes_for(len(body)) + body)
+            try:
+                sock.sendall(self._head.bytes_for(len(body)) + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass   # as urllib3: a server may answer (400, 413) and close before it has read the whole request
+            except socket.timeout as exc:
+                raise _Malformed(f"the request could not be written in time ({exc})") from None
             reply, reusable = _read_reply(sock)
             return reply
         except socket.timeout:
@@ -170,21 +177,21 @@ class _Reader:
             self._more(what)
 
     def exactly(self, count: int) -> bytes:
+        """The next ``count`` bytes. Memory grows with what arrives, not with what the server claims is coming."""
         have = len(self.buffer) - self.start
         if have >= count:
             found = self.buffer[self.start:self.start + count]
             self.start += count
             return found
-        out = bytearray(count)
-        view = memoryview(out)
-        view[:have] = self.buffer[self.start:]
+        parts = [self.buffer[self.start:]]
         self.buffer, self.start = b"", 0
         while have < count:
-            got = self.sock.recv_into(view[have:])
-            if not got:
+            data = self.sock.recv(min(count - have, _CHUNK))
+            if not data:
                 raise _Malformed(f"IncompleteRead({have} bytes read, {count - have} more expected)")
-            have += got
-        return bytes(out)
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
 
     def rest(self) -> bytes:
         """Everything up to the connection's end (an answer framed by closing it)."""
@@ -204,18 +211,16 @@ def _read_reply(sock: Any) -> tuple[Reply, bool]:
         lines = reader.head()
         version, status = _status(lines[0] if lines else b"")
         headers, cookies = _headers(lines[1:])
-        if not 100 <= status < 200 or status == 101:
-            break    # interim answers (100 Continue) are skipped, as http.client skips them
+        if status != 100:
+            break    # a 100 Continue is skipped, as http.client skips it (and only it)
     connection = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     keep = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
     if status in (204, 304) or 100 <= status < 200:
         body = b""
-    elif "transfer-encoding" in headers:
-        codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]
-        if codings[-1] != "chunked":   # RFC 9112 6.3: the body runs to the connection's end
-            body, keep = reader.rest(), False
-        else:
-            body = _chunked(reader)
+    elif headers.get("transfer-encoding", "").strip().lower() == "chunked":   # as http.client decides it
+        body = _chunked(reader)
+    elif "transfer-encoding" in headers and "content-length" not in headers:
+        body, keep = reader.rest(), False   # another coding, no length: the body runs to the connection's end
     elif "content-length" in headers:
         lengths = {value.strip() for value in headers["content-length"].split(",")}
         length = lengths.pop() if len(lengths) == 1 else ""
@@ -238,7 +243,7 @@ def _status(line: bytes) -> tuple[str, int]:
 
 
 def _headers(lines: list[bytes]) -> tuple[dict[str, str], list[str]]:
-    if len(lines) > MAX_HEADERS:
+    if len(lines) >= MAX_HEADERS:   # http.client counts the empty line that ends them
         raise _Malformed(f"got more than {MAX_HEADERS} headers")
     headers: dict[str, str] = {}
     cookies: list[str] = []
@@ -283,19 +288,26 @@ def _chunked(reader: _Reader) -> bytes:
 
 
 def _decoded(body: bytes, coding: str) -> bytes:
-    """What urllib3 gives for a Content-Encoding (decode_content=True): gzip and deflate undone, anything else as
-    sent. pypsrp asks for identity, so this is a server that compressed anyway (IIS with dynamic compression)."""
-    coding = coding.strip().lower()
-    if not body or coding in ("", "identity"):
+    """What urllib3 gives for a Content-Encoding (decode_content=True): gzip (every member) and deflate undone, the
+    last coding first; a body with a coding it does not know as sent. pypsrp asks for identity, so this is a server
+    that compressed anyway (IIS with dynamic compression)."""
+    codings = [c.strip().lower() for c in coding.split(",") if c.strip()]
+    if not body or not codings or any(c not in ("gzip", "x-gzip", "deflate", "identity") for c in codings):
         return body
     try:
-        if coding in ("gzip", "x-gzip"):
-            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body)
-        if coding == "deflate":
-            try:
-                return zlib.decompressobj().decompress(body)
-            except zlib.error:   # raw deflate, as some servers send it (urllib3 retries the same way)
-                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
+        for name in reversed(codings):
+            if name in ("gzip", "x-gzip"):
+                parts, data = [], body
+                while data:
+                    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    parts.append(member.decompress(data))
+                    data = member.unused_data if member.eof else b""
+                body = b"".join(parts)
+            elif name == "deflate":
+                try:
+                    body = zlib.decompressobj().decompress(body)
+                except zlib.error:   # raw deflate, as some servers send it (urllib3 tries it the same way)
+                    body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
     except zlib.error as exc:
         raise _Malformed(f"Received response with content-encoding: {coding}, but failed to decode it: {exc}") \
             from None

@@ -530,8 +530,11 @@ def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: 
         if response.status_code == 401:
             raise AuthenticationError(f"Failed to authenticate the user {transport.username} with {transport.auth}")
         raise WinRMTransportError("http", response.status_code, response.text if content else "")
-    pool = getattr(response.raw, "_pool", None)   # urllib3's pool of the connection requests has signed in
-    if kept is not False and response.status_code == 200 and pool is not None \
+    # urllib3's pool of the connection requests has signed in: only when the answer came from the endpoint itself,
+    # not from where a redirect led (the request prepared once is for the endpoint, with its Authorization)
+    pool = getattr(response.raw, "_pool", None)
+    if kept is not False and response.status_code == 200 and pool is not None and not response.history \
+            and response.url == prepared[1].url \
             and not (isinstance(kept, KeptConnection) and kept.session is session and kept.pool is pool):
         transport._hma_kept = KeptConnection(session, pool, prepared[1])
     return content
@@ -561,12 +564,14 @@ def _send_direct(kept: KeptConnection, transport: Any, request: Any, message: by
 
 
 def _text(body: bytes, headers: dict[str, str]) -> str:
-    """The body as requests' ``Response.text`` decodes it (the Content-Type's charset, else a guess)."""
+    """The body as requests' ``Response.text`` decodes it: the Content-Type's charset (as its adapter sets the
+    encoding), else a guess."""
     import requests
 
     response = requests.Response()
     response._content = body
     response.headers = requests.structures.CaseInsensitiveDict(headers)
+    response.encoding = requests.utils.get_encoding_from_headers(response.headers)
     return response.text if body else ""
 
 

@@ -13,6 +13,7 @@ import socket
 import ssl
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,13 @@ from hma_check.collect.psrp_http import Head
 from tests.support import pki
 
 CLOSE = object()        # an answer: close the connection without answering
+GARBAGE = object()      # an answer: a TLS record the client cannot decrypt, written under the TLS layer
 
 
-def ok(body: bytes = b"<answer/>", *headers: str, status: str = "200 OK") -> bytes:
+def ok(body: bytes = b"<answer/>", *headers: str, status: str = "200 OK",
+       content_type: str = "application/soap+xml;charset=UTF-8") -> bytes:
     head = "".join(f"{header}\r\n" for header in headers)
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/soap+xml;charset=UTF-8\r\n"
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body
 
 
@@ -36,9 +39,9 @@ class Server:
     """Answers the n-th request with ``answers[n]``: bytes to send; CLOSE; ``(bytes, CLOSE)``, those bytes and then
     the connection closed; or a number, seconds to wait before closing without an answer."""
 
-    def __init__(self, folder: Path, answers: list) -> None:
-        ca = pki.make_ca()
-        cert, key = pki.make_server(ca).write(folder, "server")
+    def __init__(self, folder: Path, answers: list, ca: pki.Identity | None = None) -> None:
+        ca = ca or pki.make_ca()
+        cert, key = pki.make_server(ca).write(folder, f"server-{id(self)}")
         self.ca_file = folder / "ca.pem"
         self.ca_file.write_bytes(ca.certificate.public_bytes(pki.serialization.Encoding.PEM))
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -84,6 +87,12 @@ class Server:
                     return
                 if answer is CLOSE:
                     return
+                if answer is GARBAGE:
+                    raw = socket.socket(fileno=tls.detach())
+                    raw.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+                    time.sleep(0.5)
+                    raw.close()
+                    return
                 closing = isinstance(answer, tuple)
                 tls.sendall(answer[0] if closing else answer)
                 if closing:
@@ -97,8 +106,8 @@ class Server:
 def server(tmp_path):
     made: list[Server] = []
 
-    def make(*answers) -> Server:
-        made.append(Server(tmp_path, list(answers)))
+    def make(*answers, ca: pki.Identity | None = None) -> Server:
+        made.append(Server(tmp_path, list(answers), ca))
         return made[-1]
 
     yield make
@@ -169,6 +178,13 @@ FRAMINGS = {
     "HTTP/1.0 without keep-alive": (ok(b"<answer/>").replace(b"HTTP/1.1", b"HTTP/1.0"), b"<answer/>", False),
     "a body to the connection's end": ((b"HTTP/1.1 200 OK\r\n\r\n<answer/>", CLOSE), b"<answer/>", False),
     "bytes after the body": (ok() + b"HTTP/1.1 200 OK\r\n", b"<answer/>", False),
+    "HTTP/1.0 with keep-alive": (ok(b"<answer/>", "Connection: keep-alive").replace(b"HTTP/1.1", b"HTTP/1.0"),
+                                 b"<answer/>", True),
+    "204 No Content": (b"HTTP/1.1 204 No Content\r\n\r\n", b"", True),
+    "Transfer-Encoding other than chunked, with a length": (ok(b"<answer/>", "Transfer-Encoding: identity"),
+                                                            b"<answer/>", True),
+    "gzip in two members": (ok(gzip.compress(b"<ans") + gzip.compress(b"wer/>"), "Content-Encoding: gzip"),
+                            b"<answer/>", True),
 }
 
 
@@ -199,6 +215,35 @@ def test_an_http_error_is_the_one_pypsrps_path_raises(server, status):
     assert (type(direct.value), str(direct.value), direct.value.code) == \
         (type(through_pypsrp.value), str(through_pypsrp.value), through_pypsrp.value.code)
     assert direct.value.response_text == "<html>Try later</html>" and len(lab.seen) == 3
+
+
+def test_an_error_page_is_decoded_in_the_charset_it_declares(server):
+    text = "Zugriff f\u00fcr Benutzer verweigert, Acc\u00e8s refus\u00e9"
+    page = ok(text.encode("iso-8859-1"), status="500 Internal Server Error", content_type="text/html; charset=iso-8859-1")
+    lab = server(ok(), page, page)
+    transport = transport_for(lab)
+    send(transport)
+    with pytest.raises(Exception) as direct:
+        send(transport)
+    with pytest.raises(Exception) as through_pypsrp:
+        transport_for(lab).send(b"<s:Envelope/>")
+    assert direct.value.response_text == through_pypsrp.value.response_text == text
+
+
+def test_a_redirect_to_another_server_does_not_become_the_sessions_connection(server, tmp_path):
+    """requests drops the Authorization header when it follows a redirect to another origin; the request prepared
+    for the endpoint (with its Authorization) must never go out on that other server's connection."""
+    ca = pki.make_ca()
+    other = server(ok(b"first"), ok(b"second"), ca=ca)
+    endpoint = server(ok(b"", f"Location: https://localhost:{other.port}/other", status="307 Temporary Redirect"),
+                      ok(b"", f"Location: https://localhost:{other.port}/other", status="307 Temporary Redirect"),
+                      ca=ca)
+    transport = transport_for(endpoint)
+    assert send(transport) == b"first" and send(transport) == b"second"
+    assert getattr(transport, "_hma_kept", None) is None
+    assert [head.split(b"\r\n")[0] for _, head, _ in other.seen] == [b"POST /other HTTP/1.1"] * 2
+    assert not any(b"\r\nAuthorization:" in head for _, head, _ in other.seen)
+    assert all(b"\r\nAuthorization: Basic" in head for _, head, _ in endpoint.seen)
 
 
 @pytest.mark.parametrize("status", ["401 Unauthorized", "302 Found", "307 Temporary Redirect"])
@@ -240,7 +285,8 @@ MALFORMED = {
     "two lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nContent-Length: 10\r\n\r\n<answer/>",
     "a negative length": b"HTTP/1.1 200 OK\r\nContent-Length: -9\r\n\r\n<answer/>",
     "a bad chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-    "more than 100 headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101 + b"Content-Length: 0\r\n\r\n",
+    "100 headers (http.client counts the empty line)": b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 99
+                                                       + b"Content-Length: 0\r\n\r\n",
     "a body cut short": (b"HTTP/1.1 200 OK\r\nContent-Length: 90\r\n\r\n<answer/>", CLOSE),
     "no answer": CLOSE,
 }
@@ -255,6 +301,28 @@ def test_a_broken_answer_fails_as_a_connection_error_and_the_connection_is_not_u
         send(transport)
     assert "Connection aborted." in str(caught.value)
     assert send(transport) == b"later" and lab.seen[-1][0] == 2
+
+
+def test_memory_grows_with_what_arrives_not_with_the_length_claimed(server):
+    lab = server(ok(), (b"HTTP/1.1 200 OK\r\nContent-Length: 300000000\r\n\r\n<answer/>", CLOSE))
+    transport = transport_for(lab)
+    send(transport)
+    tracemalloc.start()
+    try:
+        with pytest.raises(requests.exceptions.ConnectionError, match="IncompleteRead"):
+            send(transport)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+def test_a_record_that_does_not_decrypt_is_requests_ssl_error(server):
+    lab = server(ok(), GARBAGE)
+    transport = transport_for(lab)
+    send(transport)
+    with pytest.raises(requests.exceptions.SSLError):
+        send(transport)
 
 
 def test_an_endless_head_fails_within_its_bound(server):
@@ -293,12 +361,13 @@ def test_a_connection_the_server_closed_while_idle_is_left_to_requests(server):
     assert [number for number, _, _ in lab.seen] == [1, 2]
 
 
-def test_a_proxy_tunnel_is_left_to_requests(server):
+def test_a_pool_through_a_proxy_is_left_to_requests(server):
+    from urllib3.util import parse_url
+
     lab = server(ok(b"first"), ok(b"second"))
     transport = transport_for(lab)
     send(transport)
     kept = transport._hma_kept
-    conn = kept.pool._get_conn()
-    conn._tunnel_host = "localhost"     # what urllib3 sets on a connection it opened through a CONNECT proxy
-    kept.pool._put_conn(conn)
+    kept.pool.proxy = parse_url("http://proxy.contoso.local:8080")    # what urllib3 sets on a proxy's pool
     assert kept.post(b"<s:Envelope/>", 5) is None
+    assert len(lab.seen) == 1

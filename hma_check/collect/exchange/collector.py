@@ -165,9 +165,8 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         stream = _ServerStream(shared)
         # They are started by a thread of their own: each start waits until the new thread runs, while those
         # already started are busy signing in, so starting them all here held Get-ExchangeServer back (~0.1 s).
-        starter = threading.Thread(target=lambda: workers.extend(
-            _start(shared, None, sleep, index, open_first=True) for index in range(1, early + 1)),
-            name="exchange-collector-start", daemon=True)
+        starter = threading.Thread(target=_start_early, args=(workers, shared, sleep, early),
+                                   name="exchange-collector-start", daemon=True)
         try:   # whatever fails in here, the finally tells the workers already started that no more work comes
             progress.start(1 + len(UNGATED_QUERIES))
             shared.give(UNGATED_QUERIES)
@@ -185,8 +184,8 @@ def collect_exchange(settings: ExchangeSettings, password: str | None, *, progre
         finally:
             stream.settle(None)
             shared.give(queries, last=True)
-        if starter.ident is not None:
-            starter.join()
+            if starter.ident is not None:
+                starter.join()
         total = len(UNGATED_QUERIES) + len(stream.sent) + len(queries)
         workers.append(_start(shared, first, sleep, 0, open_first=False))
         workers += [_start(shared, None, sleep, index, open_first=False)
@@ -282,6 +281,17 @@ def _server_queries(servers: Any, results: list[SourceResult]) -> Iterable[Query
                 results.append(SourceResult.skipped_result(source, reason, command=query.command, scope=name))
             else:
                 yield query
+
+
+def _start_early(workers: list[threading.Thread], shared: _Shared, sleep: Callable[[float], None],
+                 early: int) -> None:
+    """Start the workers that sign in while Get-ExchangeServer runs; one the system refuses to start leaves its
+    share of the queue to the others."""
+    for index in range(1, early + 1):
+        try:
+            workers.append(_start(shared, None, sleep, index, open_first=True))
+        except RuntimeError:   # "can't start new thread"
+            return
 
 
 def _start(shared: _Shared, session: RemoteSession | None, sleep: Callable[[float], None], index: int, *,
