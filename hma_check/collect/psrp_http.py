@@ -32,6 +32,8 @@ _CHUNK = 65536
 
 
 class Reply:
+    """An answer as read: its status, headers and body (Content-Encoding undone, as urllib3 undoes it)."""
+
     __slots__ = ("status", "headers", "body", "set_cookies")
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes, set_cookies: list[str]) -> None:
