@@ -371,3 +371,31 @@ def test_a_pool_through_a_proxy_is_left_to_requests(server):
     kept.pool.proxy = parse_url("http://proxy.contoso.local:8080")    # what urllib3 sets on a proxy's pool
     assert kept.post(b"<s:Envelope/>", 5) is None
     assert len(lab.seen) == 1
+
+
+def test_against_the_lab_a_sessions_calls_after_the_sign_in_go_out_directly(monkeypatch):
+    """Over loopback against the lab (NTLM over HTTPS, as the scan signs in): once the session is open, its cmdlet
+    calls (Command, Receive, Signal) no longer go through requests. Pins that the shortcut is taken with the
+    pinned pypsrp, requests and urllib3 (it would otherwise turn itself off without failing anything)."""
+    from hma_check.collect.psrp_client import RemoteSession
+    from hma_lab.runtime import Lab
+    from tests.support.lab import exchange_settings
+
+    through_requests: list[str] = []
+    session_send = requests.Session.send
+
+    def counted(self, request, **kwargs):
+        through_requests.append(request.method)
+        return session_send(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", counted)
+    with Lab("ready") as lab:
+        session = RemoteSession(exchange_settings(lab.scan_config()), lab.credentials.password).open()
+        try:
+            opened = len(through_requests)
+            for _ in range(3):
+                assert session.run("Get-AcceptedDomain", (), 30)
+            assert len(through_requests) == opened and len(lab.command_log) >= 3
+            assert isinstance(session._wsman.transport._hma_kept, psrp_wire.KeptConnection)
+        finally:
+            session.close()
