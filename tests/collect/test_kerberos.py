@@ -282,3 +282,25 @@ def test_a_server_reached_through_os_hosts_keeps_its_own_spn():
                                                                                  "ex01.contoso.local")
     direct = settings.for_server("EX02", "ex02.contoso.local")
     assert (direct.server, direct.negotiate_hostname_override) == ("ex02.contoso.local", None)
+
+
+def test_kerberos_over_https_signs_in_once_then_sends_directly(lab, kerberos_env, monkeypatch):  # noqa: F811
+    """Exchange's PowerShell over HTTPS with Kerberos (TLS protects the bodies: no message encryption). requests'
+    auth hook signs each session's connection in; the calls after that go out on it directly (psrp_http), and the
+    lab still sees every one of them from the Kerberos-signed-in user."""
+    import requests
+
+    through_requests: list[str] = []
+    session_send = requests.Session.send
+    monkeypatch.setattr(requests.Session, "send", lambda self, request, **kwargs: through_requests.append(
+        request.method) or session_send(self, request, **kwargs))
+    raw = lab.scan_config(auth="kerberos")["exchange"]
+    exchange = {**raw, "port": lab.exchange_endpoint.https_port, "ssl": True, "ca_file": str(lab.ca_file)}
+    log_at = len(lab.request_log)
+    config = load_config_text(yaml.safe_dump({"exchange": exchange}))
+    snapshot = run_collectors(config, secrets={"exchange.password": lab.credentials.password}, environ={})
+    found = statuses(snapshot, "exchange.")
+    assert "error" not in found and "ok" in found
+    entries = [e for e in lab.request_log[log_at:] if e["action"] not in ("auth", "refused")]
+    assert {(e["mech"], e["encrypted"]) for e in entries} == {("kerberos", False)}
+    assert len(through_requests) < len(entries) / 2     # most calls went out directly
