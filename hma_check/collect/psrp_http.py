@@ -155,7 +155,8 @@ class _Reader:
         self.start = 0
 
     def head(self) -> list[bytes]:
-        """The status line and header lines, up to the empty line (CRLF or, as http.client reads them, LF)."""
+        """The status line and header lines, up to the empty line (CRLF or, as http.client reads them, LF). A bare
+        CR ends a line too: http.client hands the block to the email parser, which splits there as well."""
         while True:
             found = _END_OF_HEAD.search(self.buffer, self.start)
             if found:

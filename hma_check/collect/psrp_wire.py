@@ -533,9 +533,8 @@ def send(transport: Any, message: bytes, retries_on_read_timeout: int, timeout: 
     # urllib3's pool of the connection requests has signed in: only when the answer came from the endpoint itself,
     # not from where a redirect led (the request prepared once is for the endpoint, with its Authorization)
     pool = getattr(response.raw, "_pool", None)
-    if kept is not False and response.status_code == 200 and pool is not None and not response.history \
-            and response.url == prepared[1].url \
-            and not (isinstance(kept, KeptConnection) and kept.session is session and kept.pool is pool):
+    if getattr(transport, "_hma_kept", None) is not False and response.status_code == 200 and pool is not None \
+            and not response.history and response.url == prepared[1].url:   # (False: signed out once, see below)
         transport._hma_kept = KeptConnection(session, pool, prepared[1])
     return content
 

@@ -178,6 +178,8 @@ FRAMINGS = {
     "HTTP/1.0 without keep-alive": (ok(b"<answer/>").replace(b"HTTP/1.1", b"HTTP/1.0"), b"<answer/>", False),
     "a body to the connection's end": ((b"HTTP/1.1 200 OK\r\n\r\n<answer/>", CLOSE), b"<answer/>", False),
     "bytes after the body": (ok() + b"HTTP/1.1 200 OK\r\n", b"<answer/>", False),
+    "a bare CR between two fields (email's parser splits there)": (
+        b"HTTP/1.1 200 OK\r\nX-A: a\rContent-Length: 9\r\n\r\n<answer/>", b"<answer/>", True),
     "HTTP/1.0 with keep-alive": (ok(b"<answer/>", "Connection: keep-alive").replace(b"HTTP/1.1", b"HTTP/1.0"),
                                  b"<answer/>", True),
     "204 No Content": (b"HTTP/1.1 204 No Content\r\n\r\n", b"", True),
