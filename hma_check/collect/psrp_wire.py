@@ -328,7 +328,8 @@ def receive(shell: Any, stream: str = "stdout stderr", command_id: str | None = 
 
 
 def _first(element: Any, steps: tuple[str, ...]) -> Any:
-    """``element.find("a/b/c")`` for names in Clark notation: the first match in document order, or None."""
+    """``element.find("a/b/c")`` for names in Clark notation: the first match in document order, or None. The lab
+    has one of the same shape (hma_lab.wsman), on purpose not shared: the lab never borrows the product's code."""
     first, rest = steps[0], steps[1:]
     if not rest:
         return element.find(first)
