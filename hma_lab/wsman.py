@@ -136,6 +136,10 @@ class _Server(LabHTTPServer):
     def __init__(self, address: tuple[str, int], endpoint: Endpoint, listener: Listener) -> None:
         self.endpoint = endpoint
         self.listener = listener
+        if listener.negotiate:
+            # Loaded with the listener, as IIS loads its authentication modules when it starts: otherwise the first
+            # client's sign-in waited for pyspnego's import (~50-150 ms) on top of the handshake.
+            import spnego.channel_bindings  # noqa: F401
         super().__init__(address, _Handler, listener.tls)
 
 
