@@ -111,8 +111,11 @@ def kerberos_principal(username: str | None) -> bool:
 
 
 def sign_in(settings: Any, password: str | None, *, section: str) -> Login | None:
-    """The section's sign-in for auth kerberos or negotiate (None for the others); KerberosFailure when it cannot."""
+    """The section's sign-in for auth kerberos, negotiate and ntlm (None for the others); KerberosFailure when it
+    cannot."""
     auth, username = settings.auth, settings.username
+    if auth == "ntlm":
+        return ntlm_login(username, password)
     if auth not in ("kerberos", "negotiate"):
         return None
     if WINDOWS:
@@ -148,6 +151,24 @@ def sign_in(settings: Any, password: str | None, *, section: str) -> Login | Non
     if auth == "negotiate":
         items.append(spnego.Password(username=username, password=password))   # NTLM, if the server offers no Kerberos
     return Login(Credentials(items, username), None)
+
+
+def ntlm_login(username: str | None, password: str | None) -> Login | None:
+    """auth ntlm: the password's NT and LM hashes, made once for the section (None: pypsrp gets the password itself).
+
+    pyspnego makes them from a password in every new context, that is in every session: pure-Python DES and MD4,
+    ~2.5 ms of CPU each time, where a dozen sessions open at once at the start of a scan. Its NTLMHash credential
+    signs in the same way (MS-NLMP: NTLMv2 uses the NT hash, NTLMv1 at LM_COMPAT_LEVEL below 3 both) and keeps the
+    hashes out of its repr. On Windows pyspnego signs in through SSPI, which takes a password."""
+    if WINDOWS or not username or password is None:
+        return Login(username, password) if password is not None else None
+    try:
+        import spnego
+        from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1   # pyspnego's own, as its contexts call them
+    except ImportError:
+        return Login(username, password)
+    hashes = spnego.NTLMHash(username=username, lm_hash=lmowfv1(password).hex(), nt_hash=ntowfv1(password).hex())
+    return Login(Credentials([hashes], username), None)
 
 
 def ticket_from_password(principal: str, password: str) -> str:

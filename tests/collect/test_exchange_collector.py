@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hma_check.collect.exchange.collector import ORG_QUERIES, SERVER_CMDLETS, collect_exchange
+from hma_check.collect.kerberos import ntlm_login
 from hma_check.collect.psrp_client import ReadOnlyViolation, RemoteSession
 from hma_lab.runtime import Lab
 from hma_lab.scenario import load_scenario, scenario_names
@@ -365,6 +366,19 @@ def test_a_pipelines_signal_follows_the_next_command():
 
 # ------------------------------------------------------------------------------------------------ secrets
 
+def test_ntlm_signs_in_with_hashes_made_once_and_never_printed():
+    """MS-NLMP 4.2.2.1.1 and 4.2.3.1.1: the LM and NT one-way functions of the password "Password"."""
+    login = ntlm_login("Domain\\User", "Password")
+    assert login is not None and login.password is None
+    [credential] = login.username
+    assert (credential.username, credential.lm_hash, credential.nt_hash) == (
+        "Domain\\User", "e52cac67419a9a224a3b108f3fa6cb6d", "a4f49c406510bdcab6824ee7c30fd852")
+    for text in (str(login), repr(login), str(login.username), repr(credential), f"{login.username!r}"):
+        assert "a4f49c" not in text.lower() and "e52cac" not in text.lower()
+    assert str(login.username) == "Domain\\User"
+    assert ntlm_login("Domain\\User", None) is None      # no password: pypsrp's own (and a refused sign-in)
+
+
 def test_the_password_never_reaches_evidence_reports_or_logs(tmp_path, caplog):
     password = "Zq7!unique-Lab-Passw0rd"
     caplog.set_level(logging.DEBUG)
@@ -380,6 +394,8 @@ def test_the_password_never_reaches_evidence_reports_or_logs(tmp_path, caplog):
     texts = [path.read_bytes().decode("utf-8", "replace") for path in out.rglob("*") if path.is_file()]
     texts += [r.error or "" for r in refused] + [caplog.text]
     encoded = base64.b64encode(f"{settings.username}:{password}".encode()).decode()
+    nt_hash = ntlm_login(settings.username, password).username[0].nt_hash   # what NTLM signs in with (auth ntlm)
     for text in texts:
         assert password not in text and encoded not in text
+        assert nt_hash not in text.lower() and nt_hash.upper() not in text
     assert good.sources["exchange.servers"].ok and basic.sources["exchange.servers"].ok

@@ -184,7 +184,7 @@ class _ServerReader:
         self.password = password
         self.name = name
         self.secrets = secrets
-        self.login = login          # kerberos.Login made once for the section (auth kerberos/negotiate)
+        self.login = login          # kerberos.Login made once for the section (auth kerberos, negotiate, ntlm)
         self.session: RemoteSession | None = None
         self.unresponsive = unresponsive
         given_up = unresponsive.get(name.casefold())
