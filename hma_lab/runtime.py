@@ -89,10 +89,15 @@ class _NtlmAccounts:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="hma-check-lab-ntlm-")
         path = os.path.join(self._dir, "users")
+        # The smbpasswd form (USERNAME:UID:LM_HASH:NT_HASH:FLAGS:TIMESTAMP), with the hashes a domain controller
+        # keeps: from the Heimdal form (DOMAIN:USER:PASSWORD) pyspnego made both from the password again at every
+        # sign-in (pure-Python DES and MD4, ~2.5 ms of the lab's CPU per session).
+        from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
         lines = []
         for user in self._users:
-            domain, _, name = user.rpartition("\\")
-            lines.append(f"{domain}:{name}:{self._passwords[user]}\n")
+            password = self._passwords[user]
+            lines.append(f"{user}:0:{lmowfv1(password).hex()}:{ntowfv1(password).hex()}:[U]:LCT-00000000\n")
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.writelines(lines)

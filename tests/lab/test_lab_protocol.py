@@ -322,10 +322,13 @@ def test_stopping_the_lab_closes_the_connections_still_open():
 
 
 def test_no_lab_password_stays_on_disk_once_the_last_lab_stops():
-    # pyspnego reads NTLM accounts from the file NTLM_USER_FILE names; a fresh process, so no other lab holds it.
-    code = ("import os\nfrom hma_lab.runtime import Lab\nwith Lab('ready') as lab:\n"
+    # pyspnego reads NTLM accounts from the file NTLM_USER_FILE names (the password's hashes, as a domain
+    # controller keeps them, not the password); a fresh process, so no other lab holds it.
+    code = ("import os\nfrom hma_lab.runtime import Lab\nfrom spnego._ntlm_raw.crypto import ntowfv1\n"
+            "with Lab('ready') as lab:\n"
             "    path = os.environ['NTLM_USER_FILE']\n"
-            "    assert lab.credentials.password in open(path, encoding='utf-8').read()\n"
+            "    text = open(path, encoding='utf-8').read()\n"
+            "    assert ntowfv1(lab.credentials.password).hex() in text and lab.credentials.password not in text\n"
             "print(os.path.exists(os.path.dirname(path)), 'NTLM_USER_FILE' in os.environ)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.split() == ["False", "False"]
