@@ -9,6 +9,7 @@ here: psrpcore's general serialiser cost most of the lab's CPU time at 200 serve
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import uuid
 from datetime import datetime, timezone
@@ -93,14 +94,21 @@ def _text(value: str) -> str:
     return escape(_serialize_string(value) if _NEEDS_ESCAPE.search(value) else value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _name_attribute(name: str) -> str:
+    """` N="..."` for a property name: a type's few hundred names recur in every object the lab writes."""
+    return f" N={quoteattr(_serialize_string(name) if _NEEDS_ESCAPE.search(name) else name)}"
+
+
 class _Writer:
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.next_ref = 0
         self.type_refs: dict[tuple[str, ...], int] = {}
 
-    def _name(self, name: str | None) -> str:
-        return "" if name is None else f" N={quoteattr(_serialize_string(name) if _NEEDS_ESCAPE.search(name) else name)}"
+    @staticmethod
+    def _name(name: str | None) -> str:
+        return "" if name is None else _name_attribute(name)
 
     def _type_names(self, names: list[str]) -> None:
         key = tuple(names)
