@@ -3,7 +3,8 @@ case-insensitive, any unambiguous prefix), pipeline resolution, and the scenario
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
 
 from hma_lab import errors
@@ -98,6 +99,39 @@ def single_command(commands: list[CommandCall], cmdlets: dict[str, Cmdlet[H]]) -
 
 # What a client sees when the pool breaks under it (the Exchange PowerShell application pool recycling).
 POOL_BROKEN = "The I/O operation has been aborted because of either a thread exit or an application request."
+
+
+def answer_call(invocation: Invocation, delay: float, fault: Fault | None,
+                answer: Callable[[Fault], errors.CmdletError], produce: Callable[[Invocation], Iterable[Any]]) -> None:
+    """One call's answer: the scenario's latency and ``fault``, and the items ``produce`` makes (write_all's).
+
+    Without a fault (or with a delay) the cmdlet does its work first, holding what it writes, and its answer goes
+    out when the latency has passed since the call began: the latency is the cmdlet's time to answer, its own work
+    included, as a client of a real server sees it (the lab's building of each answer's objects, ~1 ms, had been
+    added on top of every call's latency). A cmdlet whose work takes longer answers when it is done, as before.
+    """
+    if fault is not None and fault.effect != "delay":
+        if not latency_and_fault(invocation, delay, fault, answer):
+            write_all(invocation, produce(invocation))
+        return
+    started = time.monotonic()
+    held: list[tuple[Callable[[Any], None], Any]] = []
+    holding = replace(invocation, write_output=lambda value: held.append((invocation.write_output, value)),
+                      write_error=lambda record: held.append((invocation.write_error, record)),
+                      write_warning=lambda text: held.append((invocation.write_warning, text)))
+    items: list[Any] = []
+    failure: errors.CmdletError | None = None
+    try:
+        for item in produce(holding):
+            items.append(item)
+    except errors.CmdletError as exc:
+        failure = exc
+    invocation.sleep(delay + (fault.value if fault is not None else 0) - (time.monotonic() - started))
+    for write, value in held:
+        write(value)
+    write_all(invocation, items)
+    if failure is not None:
+        raise failure
 
 
 def latency_and_fault(invocation: Invocation, delay: float, fault: Fault | None,

@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from hma_lab import binding, errors
 from hma_lab.captures import Captured
@@ -92,13 +92,16 @@ class ExchangeConfiguration:
 
     def invoke(self, invocation: Invocation) -> None:
         call = _Call(*binding.resolve(invocation.commands, self.cmdlets, COMMON_PARAMETERS), invocation)
-        if self._apply_faults_and_latency(call):
-            return
         replayed = self.scenario.captures.get(call.cmdlet.name.lower())
-        binding.write_all(invocation, self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call))
 
-    def _apply_faults_and_latency(self, call: _Call) -> bool:
-        """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
+        def produce(holding: Invocation) -> Iterable[Any]:
+            call.invocation = holding
+            return self._replay(call, replayed) if replayed is not None else call.cmdlet.handler(call)
+
+        binding.answer_call(invocation, *self._latency_and_fault(call), produce)
+
+    def _latency_and_fault(self, call: _Call) -> tuple[float, Fault | None, Callable[[Fault], errors.CmdletError]]:
+        """The scenario's latency for the call, its matching fault, and how that fault answers."""
         latency = self.scenario.latency
         name = call.cmdlet.name
         delay = latency["cmdlets"].get(name.lower())
@@ -119,7 +122,7 @@ class ExchangeConfiguration:
                                            answering_server=self.endpoint_server.name,
                                            domain_controller=self.org["domain_controller"], task=task)
 
-        return binding.latency_and_fault(call.invocation, delay, fault, answer)
+        return delay, fault, answer
 
     # ------------------------------------------------------------------------------------------ the cmdlets
 

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from hma_lab import binding, errors
 from hma_lab.certs import CertificateStore, Issued
@@ -357,15 +357,17 @@ class WindowsConfiguration:
 
     def invoke(self, invocation: Invocation) -> None:
         if len(invocation.commands) > 1 and self.files is not None:
-            if not self._apply_faults_and_latency("Import-Csv", {}, invocation):
-                binding.write_all(invocation, self.files.summarise(invocation.commands))
+            files, commands = self.files, invocation.commands
+            binding.answer_call(invocation, *self._latency_and_fault("Import-Csv", {}),
+                                lambda holding: files.summarise(commands))
             return
         cmdlet, params = binding.resolve(invocation.commands, self.cmdlets)
-        if not self._apply_faults_and_latency(cmdlet.name, params, invocation):
-            binding.write_all(invocation, cmdlet.handler(params))
+        binding.answer_call(invocation, *self._latency_and_fault(cmdlet.name, params),
+                            lambda holding: cmdlet.handler(params))
 
-    def _apply_faults_and_latency(self, cmdlet: str, params: dict[str, Any], invocation: Invocation) -> bool:
-        """Sleep the scenario's latency and apply a matching fault; True when the fault already answered."""
+    def _latency_and_fault(self, cmdlet: str,
+                           params: dict[str, Any]) -> tuple[float, Fault | None, Callable[[Fault], errors.CmdletError]]:
+        """The scenario's latency for the cmdlet, its matching fault, and how that fault answers."""
         latency = self.scenario.latency
         delay = latency["cmdlets"].get(cmdlet.lower(), latency["default"])
 
@@ -379,7 +381,7 @@ class WindowsConfiguration:
                 message, exception_type="System.Management.Automation.RuntimeException",
                 category=errors.ErrorCategory.NotSpecified, reason="RuntimeException", fqid=f"LabFault,{_task(cmdlet)}"))
 
-        return binding.latency_and_fault(invocation, delay, self.scenario.cmdlet_fault(cmdlet, self.server), answer)
+        return delay, self.scenario.cmdlet_fault(cmdlet, self.server), answer
 
     # ------------------------------------------------------------------------------------------ the cmdlets
 
