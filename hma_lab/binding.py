@@ -105,16 +105,29 @@ def answer_call(invocation: Invocation, delay: float, fault: Fault | None,
                 answer: Callable[[Fault], errors.CmdletError], produce: Callable[[Invocation], Iterable[Any]]) -> None:
     """One call's answer: the scenario's latency and ``fault``, and the items ``produce`` makes (write_all's).
 
-    Without a fault (or with a delay) the cmdlet starts its work at once, holding what it writes until the latency
-    has passed since the call began; what it makes after that streams as it is made, as before. The latency is the
-    cmdlet's time to answer, its own work included, as a client of a real server sees it: the lab's building of an
-    answer's objects (~1 ms at 50 servers) had been added on top of every call's latency.
+    The latency runs from when the call began (``invocation.began``: its Command, or the runspace it waited for).
+    The cmdlet starts its work at once, holding what it writes until the latency has passed; what it makes after
+    that streams as it is made. The latency is so the cmdlet's time to answer, its own work included, as a client
+    of a real server sees it: the lab's building of an answer's objects (~1 ms at 50 servers) and its hand-over to
+    a lab thread had been added on top of every call's latency.
+
+    ``delay``, ``hang`` and ``break_pool`` mean the same on every endpoint; ``error``, ``throttle`` and ``not_found``
+    are answered when the latency has passed with ``answer(fault)``, each layer's own record (the cmdlet does not
+    run): a terminating one fails the pipeline, a non-terminating one is written and ends the call.
     """
-    if fault is not None and fault.effect != "delay":
-        if not latency_and_fault(invocation, delay, fault, answer):
-            write_all(invocation, produce(invocation))
+    if fault is not None and fault.effect == "hang":
+        invocation.sleep(24 * 3600)
+    elif fault is not None and fault.effect == "break_pool":
+        invocation.break_pool(POOL_BROKEN)
+        raise Stopped()
+    elif fault is not None and fault.effect != "delay":
+        invocation.sleep(invocation.began + delay - time.monotonic())
+        failure = answer(fault)
+        if failure.terminating:
+            raise failure
+        invocation.write_error(failure.record)
         return
-    deadline = time.monotonic() + delay + (fault.value if fault is not None else 0)
+    deadline = invocation.began + delay + (fault.value if fault is not None and fault.effect == "delay" else 0)
     held = _Held()
     holding = replace(invocation, write_output=lambda value: held.write(invocation.write_output, value),
                       write_error=lambda record: held.write(invocation.write_error, record),
@@ -151,30 +164,3 @@ class _Held:
         writes, self.writes = self.writes or [], None
         for write, value in writes:
             write(value)
-
-
-def latency_and_fault(invocation: Invocation, delay: float, fault: Fault | None,
-                      answer: Callable[[Fault], errors.CmdletError]) -> bool:
-    """Spend the call's latency and apply ``fault``; True when the fault already answered the call.
-
-    ``delay``, ``hang`` and ``break_pool`` mean the same on every endpoint; ``error``, ``throttle`` and ``not_found``
-    are answered after the latency with ``answer(fault)``, each layer's own record: a terminating one fails the
-    pipeline, a non-terminating one is written and ends the call.
-    """
-    if fault is not None:
-        if fault.effect == "delay":
-            delay += fault.value
-        elif fault.effect == "hang":
-            invocation.sleep(24 * 3600)
-        elif fault.effect == "break_pool":
-            invocation.break_pool(POOL_BROKEN)
-            raise Stopped()
-        else:
-            invocation.sleep(delay)
-            failure = answer(fault)
-            if failure.terminating:
-                raise failure
-            invocation.write_error(failure.record)
-            return True
-    invocation.sleep(delay)
-    return False

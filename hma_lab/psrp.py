@@ -55,6 +55,7 @@ class Invocation:
     write_warning: Callable[[str], None]
     break_pool: Callable[[str], None]
     stop_event: threading.Event
+    began: float = 0.0    # time.monotonic() when the cmdlet began: its Command, or the runspace it waited for
 
     def sleep(self, seconds: float) -> None:
         """Simulated server work; raises Stopped as soon as the client stops the pipeline."""
@@ -308,6 +309,7 @@ class _Run:
     finished: bool = False
     started: bool = False
     terminated: bool = False
+    created: float = 0.0    # time.monotonic() when its CreatePipeline was complete
 
 
 def plain(value: Any) -> Any:
@@ -441,6 +443,7 @@ class Shell:
     def _on_event(self, event: Any) -> None:
         if isinstance(event, (psrpcore.CreatePipelineEvent, FastCreatePipeline)):
             run = self.runs[event.pipeline_id]
+            run.created = time.monotonic()   # its last fragment is in: the cmdlet begins now
             commands = [CommandCall(str(cmd.command_text), bool(cmd.is_script),
                                     [(None if name is None else str(name), plain(value)) for name, value in cmd.parameters])
                         for cmd in event.pipeline.commands]
@@ -463,8 +466,10 @@ class Shell:
     def _run(self, run: _Run, commands: list[CommandCall]) -> None:
         with self.cond:
             # Like PowerShell, a pool runs at most max_runspaces pipelines at once and queues the rest.
+            began = run.created   # a cmdlet's latency runs from its Command, not from when a lab thread got to it
             while self.busy_runspaces >= max(self.pool.max_runspaces, 1) and not run.stop_event.is_set():
                 self.cond.wait(1.0)
+                began = time.monotonic()
             if run.stop_event.is_set():
                 if not run.finished:
                     run.finished = True
@@ -480,7 +485,7 @@ class Shell:
                                 write_output=lambda obj: self._write(run, obj, PSRPMessageType.PipelineOutput),
                                 write_error=lambda rec: self._write(run, rec, PSRPMessageType.ErrorRecord),
                                 write_warning=lambda text: self._warn(run, text),
-                                break_pool=self.break_pool, stop_event=run.stop_event)
+                                break_pool=self.break_pool, stop_event=run.stop_event, began=began)
         outcome: tuple[str, ErrorRecord | None]
         try:
             self.configuration.invoke(invocation)
