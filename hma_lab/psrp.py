@@ -55,7 +55,7 @@ class Invocation:
     write_warning: Callable[[str], None]
     break_pool: Callable[[str], None]
     stop_event: threading.Event
-    began: float = 0.0    # time.monotonic() when the cmdlet began: its Command, or the runspace it waited for
+    began: float          # time.monotonic() when the cmdlet began: its Command, or the runspace it waited for
 
     def sleep(self, seconds: float) -> None:
         """Simulated server work; raises Stopped as soon as the client stops the pipeline."""
