@@ -107,7 +107,7 @@ def answer_call(invocation: Invocation, delay: float, fault: Fault | None,
 
     The latency runs from when the call began (``invocation.began``: its Command, or the runspace it waited for).
     The cmdlet starts its work at once, holding what it writes until the latency has passed; what it makes after
-    that streams as it is made. The latency is so the cmdlet's time to answer, its own work included, as a client
+    that streams as it is made. So the latency is the cmdlet's time to answer, its own work included, as a client
     of a real server sees it: the lab's building of an answer's objects (~1 ms at 50 servers) and its hand-over to
     a lab thread had been added on top of every call's latency.
 
