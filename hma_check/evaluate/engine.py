@@ -74,8 +74,6 @@ def evaluate_check(check: Check, facts: Facts, now: datetime) -> list[Finding]:
             status = NOT_APPLICABLE if check.if_skipped == "not_applicable" and skipped_only else ERROR
             return [_finding(check, facts, status, ORGANIZATION, reason="; ".join(missing),
                              used=list(check.requires))]
-        if missing:
-            return [_finding(check, facts, ERROR, ORGANIZATION, reason="; ".join(missing), used=list(check.requires))]
         if check.for_each is None:
             finding = _evaluate_item(check, facts, base, item=None, scope=None, read=[])
             assert finding is not None   # only 'where' skips an item, and the loader allows it only with 'for_each'
