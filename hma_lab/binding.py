@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from hma_lab import errors
 from hma_lab.psrp import CommandCall, Invocation, Stopped
@@ -132,8 +132,9 @@ def answer_call(invocation: Invocation, delay: float, fault: Fault | None,
     holding = replace(invocation, write_output=lambda value: held.write(invocation.write_output, value),
                       write_error=lambda record: held.write(invocation.write_error, record),
                       write_warning=lambda text: held.write(invocation.write_warning, text))
-    items = iter(produce(holding))
+    items: Iterator[Any] = iter(())
     try:
+        items = iter(produce(holding))   # a handler that returns a list does all its work (or fails) here
         while time.monotonic() < deadline:
             item = next(items, _END)
             if item is _END:

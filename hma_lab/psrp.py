@@ -309,7 +309,7 @@ class _Run:
     finished: bool = False
     started: bool = False
     terminated: bool = False
-    created: float = 0.0    # time.monotonic() when its CreatePipeline was complete
+    created: float = field(default_factory=time.monotonic)   # its Command; then when its CreatePipeline was complete
 
 
 def plain(value: Any) -> Any:

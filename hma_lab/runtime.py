@@ -89,15 +89,17 @@ class _NtlmAccounts:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="hma-check-lab-ntlm-")
         path = os.path.join(self._dir, "users")
-        # The smbpasswd form (USERNAME:UID:LM_HASH:NT_HASH:FLAGS:TIMESTAMP), with the hashes a domain controller
-        # keeps: from the Heimdal form (DOMAIN:USER:PASSWORD) pyspnego made both from the password again at every
+        # The smbpasswd form (USERNAME:UID:LM_HASH:NT_HASH:FLAGS:TIMESTAMP), with what a domain controller keeps:
+        # the NT hash, and no LM hash ("Do not store LAN Manager hash value", on by default since Windows Server
+        # 2008: https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/
+        # security-policy-settings/network-security-do-not-store-lan-manager-hash-value-on-next-password-change).
+        # From the Heimdal form (DOMAIN:USER:PASSWORD) pyspnego made the hashes from the password again at every
         # sign-in (pure-Python DES and MD4, ~2.5 ms of the lab's CPU per session).
-        from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+        from spnego._ntlm_raw.crypto import ntowfv1
 
         lines = []
         for user in self._users:
-            password = self._passwords[user]
-            lines.append(f"{user}:0:{lmowfv1(password).hex()}:{ntowfv1(password).hex()}:[U]:LCT-00000000\n")
+            lines.append(f"{user}:0:{'0' * 32}:{ntowfv1(self._passwords[user]).hex()}:[U]:LCT-00000000\n")
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.writelines(lines)

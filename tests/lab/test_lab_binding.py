@@ -99,3 +99,19 @@ def test_the_latency_runs_from_when_the_call_began_not_from_when_a_lab_thread_go
     binding.answer_call(invocation(written, slept, began=began), 0.3, None, lambda fault: failure("x", True),
                         lambda holding: ["answer"])
     assert slept[0] <= 0 and written == [("sleep", None), ("output", "answer")]
+
+
+def test_a_handler_that_fails_at_once_still_answers_after_the_latency():
+    """Exchange's handlers return lists: their work, and a terminating error (an invalid -Filter), happen in the one
+    call; the error goes out when the latency has passed, as an answer would."""
+    written: list = []
+    slept: list = []
+    refused = failure("Cannot bind parameter 'Filter'", terminating=True)
+
+    def produce(holding: Invocation) -> list:
+        raise refused
+
+    with pytest.raises(errors.CmdletError) as raised:
+        binding.answer_call(invocation(written, slept), 0.5, None, lambda fault: refused, produce)
+    assert raised.value is refused
+    assert written == [("sleep", None)] and 0.4 < slept[0] <= 0.5

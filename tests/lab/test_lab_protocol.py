@@ -405,3 +405,21 @@ def test_a_pipeline_that_completes_sends_the_plain_state(pool, monkeypatch):
     ps.invoke()
     assert ps.state == PSInvocationState.COMPLETED and ps.output
     assert int(ServerState.Completed) in _ServerPool._plain_states
+
+
+def test_a_queued_pipelines_latency_runs_from_when_it_gets_the_runspace(lab):
+    """A pool runs as many pipelines at once as its runspaces (pypsrp's: one); a second pipeline waits for the
+    first, and its own latency (300 ms here) counts from then, not from its Command."""
+    with wsman(lab) as connection, RunspacePool(connection, configuration_name="Microsoft.Exchange") as pool:
+        assert pool.max_runspaces == 1
+        first, second = PowerShell(pool), PowerShell(pool)
+        for ps in (first, second):
+            ps.add_cmdlet("Get-ActiveSyncDeviceAccessRule")
+        started = time.monotonic()
+        first.begin_invoke()
+        second.begin_invoke()
+        second.end_invoke()
+        first.end_invoke()
+        both = time.monotonic() - started
+    assert first.state == second.state == PSInvocationState.COMPLETED
+    assert both >= 0.6 - 0.05      # one latency after the other (a lower bound: the lab cannot answer sooner)
