@@ -1,4 +1,5 @@
-"""Kerberos for the WSMan collectors: sign in once per section, and say in one line what to do when it fails.
+"""Kerberos for the WSMan collectors: sign in once per section, and say in one line what to do when it fails
+(``ntlm_login``: auth ntlm's hashes, made once per section too).
 
 ``sign_in`` runs before a section sends anything. With a password it gets a ticket-granting ticket through GSSAPI
 (what ``kinit`` does) into a MEMORY credential cache of this process, so every session of the section uses that one

@@ -230,12 +230,11 @@ class RemoteSession:
         username, password = s.username, self.password
         spn = f"{service}/{host}"
         try:
-            if s.auth in ("kerberos", "negotiate", "ntlm"):
-                from hma_check.collect.kerberos import sign_in
+            from hma_check.collect.kerberos import sign_in
 
-                self.login = self.login or sign_in(s, self.password, section=self.configuration)
-                if self.login is not None:
-                    username, password = self.login.username, self.login.password
+            self.login = self.login or sign_in(s, self.password, section=self.configuration)
+            if self.login is not None:   # auth kerberos, negotiate or ntlm
+                username, password = self.login.username, self.login.password
             self._wsman = lean_wsman(s.server, port=s.port, path=s.path, ssl=s.ssl, auth=s.auth,
                                 username=username, password=password, cert_validation=validation,
                                 encryption="auto", operation_timeout=s.operation_timeout,

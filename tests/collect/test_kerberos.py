@@ -174,20 +174,21 @@ def test_a_wrong_password_is_one_attempt_at_the_kdc_and_stops_the_section(lab, k
     assert len(lab.command_log) == sent
 
 
-def test_a_wrong_os_password_stops_the_os_section_before_any_server_is_tried(lab, kerberos_env, tmp_path):  # noqa: F811
+def test_a_wrong_os_password_stops_the_os_and_logs_sections_before_any_server_is_tried(lab, kerberos_env):  # noqa: F811
     windows = next(s for s in lab.services if hasattr(s, "servers"))
     raw = lab.scan_config(auth="kerberos")
     config = load_config_text(yaml.safe_dump({"exchange": raw["exchange"],
-                                              "os": {**raw["os"], "password_env": "OS_PASSWORD"}}))
+                                              "os": {**raw["os"], "password_env": "OS_PASSWORD"}, "logs": {}}))
     before = as_requests(kerberos_env, lab.principal, "PREAUTH_FAILED")
     asked = len(windows.request_log)
     snapshot = run_collectors(config, environ={ENV: lab.credentials.password, "OS_PASSWORD": "wrong-os-Passw0rd"})
     assert statuses(snapshot, "exchange.") <= {"ok", "skipped"}
-    assert errors(snapshot, "os.") == {f"os: Kerberos: the KDC refused the password of {lab.principal} (wrong "
-                                       "password): check the password variable; repeated attempts can lock the "
-                                       "account"}
+    refused = (f"Kerberos: the KDC refused the password of {lab.principal} (wrong password): check the password "
+               "variable; repeated attempts can lock the account")
+    assert errors(snapshot, "os.") == {f"os: {refused}"}
+    assert errors(snapshot, "logs.") == {f"logs: {refused}"}     # the logs are read with the OS account
     assert len(windows.request_log) == asked                   # no server was tried
-    assert as_requests(kerberos_env, lab.principal, "PREAUTH_FAILED") - before == 1
+    assert as_requests(kerberos_env, lab.principal, "PREAUTH_FAILED") - before == 2   # once per section
 
 
 @pytest.mark.parametrize("override,why", [

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from hma_check.collect.context import RunContext, section_password
+from hma_check.collect.kerberos import KerberosFailure, Login, sign_in
 from hma_check.collect.logs.config import LogsSettings
 from hma_check.collect.logs.httpproxy import ClientLogs
 from hma_check.collect.psrp_client import CallFailed, RemoteSession, powershell_text, redact
@@ -52,6 +53,12 @@ def collect_logs(settings: LogsSettings, os_settings: Any, password: str | None,
     logs = ClientLogs()
     coverage: list[dict[str, Any]] = []
     secrets = tuple(s for s in (password,) if s)
+    try:
+        # once for the section, as the OS collector signs in with the same account: a Kerberos ticket (or NTLM's
+        # hashes) for every server's session, and a refused password stops the section instead of every server
+        login = sign_in(os_settings, password, section="logs")
+    except KerberosFailure as failure:
+        return [SourceResult.error_result(SOURCE, redact(failure.message, secrets), command=command)]
 
     given_up = unresponsive if unresponsive is not None else {}
 
@@ -61,7 +68,7 @@ def collect_logs(settings: LogsSettings, os_settings: Any, password: str | None,
             return {"server": server["Name"], "status": "error", "requests": 0, "first_seen": None,
                     "last_seen": None, "error": f"not read: {reason}"}, [], 0
         return _read_server(settings, os_settings.for_server(server["Name"], server.get("Fqdn")), password,
-                            server["Name"], now, secrets)
+                            server["Name"], now, secrets, login)
 
     with ThreadPoolExecutor(max_workers=max(1, min(os_settings.concurrency, len(servers) or 1)),
                             thread_name_prefix="logs-collector") as pool:
@@ -102,13 +109,13 @@ def _command(settings: LogsSettings) -> str:
 
 
 def _read_server(settings: LogsSettings, os_settings: Any, password: str | None, name: str, now: datetime,
-                 secrets: tuple[str, ...]) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+                 secrets: tuple[str, ...], login: Login | None) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
     """(coverage row, counts for ClientLogs.add_counts, files read); a failure is the row's error, never raised."""
     session: RemoteSession | None = None
     row: dict[str, Any] = {"server": name, "status": "ok", "requests": 0, "first_seen": None, "last_seen": None}
     counts: list[dict[str, Any]] = []
     try:
-        session = RemoteSession(os_settings, password, configuration="Microsoft.PowerShell").open()
+        session = RemoteSession(os_settings, password, configuration="Microsoft.PowerShell", login=login).open()
         install = _install_path(session, settings.timeout)
         files, skipped = _recent_files(session, install, settings, now)
         for batch in _batches(files):
