@@ -89,9 +89,6 @@ class KeptConnection:
     def post(self, body: bytes, timeout: float | None) -> Reply | None:
         """POST ``body`` on the pool's signed-in connection, or None when it has none (a new connection is for
         requests to open and sign in). Raises what requests would raise for a failed exchange."""
-        import requests
-        from requests.models import ProtocolError  # urllib3's, as requests imports it
-
         pool = self.pool
         if getattr(pool, "proxy", None) is not None:   # a pool through a proxy: requests sends on it
             return None
@@ -103,11 +100,15 @@ class KeptConnection:
         if not isinstance(sock, ssl.SSLSocket):
             pool._put_conn(conn)     # a new connection: requests connects and signs it in
             return None
-        reusable = False
-        try:
-            if self._head is None:
+        if self._head is None:
+            try:
                 self._head = Head("POST", self._request.path_url, conn.host, conn.port, conn.default_port,
                                   self._request.headers)
+            except ValueError:   # a request this head cannot be made for: requests sends it
+                pool._put_conn(conn)
+                return None
+        reusable = False
+        try:
             sock.settimeout(timeout)
             try:
                 sock.sendall(self._head.bytes_for(len(body)) + body)
@@ -118,15 +119,24 @@ class KeptConnection:
             reply, reusable = _read_reply(sock)
             return reply
         except socket.timeout:
-            raise requests.exceptions.ReadTimeout(f"Read timed out. (read timeout={timeout})") from None
+            raise _requests().ReadTimeout(f"Read timed out. (read timeout={timeout})") from None
         except ssl.SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from None
+            raise _requests().SSLError(exc) from None
         except (OSError, _Malformed) as exc:
-            raise requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", exc)) from None
+            from requests.models import ProtocolError  # urllib3's, as requests imports it
+
+            raise _requests().ConnectionError(ProtocolError("Connection aborted.", exc)) from None
         finally:
             if not reusable:
                 conn.close()
             pool._put_conn(conn)
+
+
+def _requests() -> Any:
+    """requests' exceptions, imported only when one is raised (``post`` runs three times a cmdlet call)."""
+    import requests.exceptions
+
+    return requests.exceptions
 
 
 class _Malformed(Exception):

@@ -546,8 +546,6 @@ def _send_direct(kept: KeptConnection, transport: Any, request: Any, message: by
     act on it and requests would send it again (a 401: the connection must be signed in again, and this session's
     requests all go through requests from now on; a redirect, which requests follows). urllib3 retries no POST,
     so a 425, 429 or 503 fails here as it fails through requests."""
-    from pypsrp.exceptions import WinRMTransportError
-
     reply = kept.post(message, wait[1] if isinstance(wait, tuple) else wait)
     if reply is None:
         return None
@@ -559,6 +557,8 @@ def _send_direct(kept: KeptConnection, transport: Any, request: Any, message: by
     if 300 <= reply.status < 400:
         return None
     if 400 <= reply.status < 600:
+        from pypsrp.exceptions import WinRMTransportError
+
         raise WinRMTransportError("http", reply.status, _text(reply.body, reply.headers))
     return reply.body
 
