@@ -87,9 +87,12 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
     manifest lists them as inputs.
     """
     from hma_check.render import render_all
-    from hma_check.render.pdf import find_chromium, html_to_pdf
 
-    browser = find_chromium() if pdf else None
+    browser = None
+    if pdf:     # imported only for --pdf: it brings subprocess, a few milliseconds every report would pay
+        from hma_check.render.pdf import find_chromium
+
+        browser = find_chromium()
     evidence_path, out_dir = Path(evidence_path), Path(out_dir)
     with long_lived() as heap:      # the evidence and the catalogue, held until the end: not walked by every collection
         with collector_paused():    # parsed and held before a collection would walk the million objects made
@@ -112,6 +115,8 @@ def run_report(evidence_path: str | Path, out_dir: str | Path, checks_files: lis
             readiness.attach(report, snapshot, out_dir)
         files: dict[str, bytes] = dict(render_all(report))
     if browser:
+        from hma_check.render.pdf import html_to_pdf
+
         files["report.pdf"] = html_to_pdf(files["report.html"], browser)
     roles = {name: "output" for name in files}
     files["evidence.json"], roles["evidence.json"] = evidence_bytes, "evidence"
