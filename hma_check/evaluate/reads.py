@@ -11,14 +11,12 @@ would cost more to watch than to evaluate): a short list of objects is watched e
 from __future__ import annotations
 
 import json
-import re
 from functools import cached_property, lru_cache
 from typing import Any, Iterator
 
 ABSENT = "(not in the evidence)"      # how the excerpt shows a property that was asked for and is not there
 VALUE_LIMIT = 600                     # characters of JSON per value before it is summarised
 WATCHED_LIST = 50                     # lists of objects up to this length are watched element by element
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Path = tuple[Any, ...]
 
 
@@ -162,12 +160,14 @@ def path_text(path: Path) -> str:
     for index, part in enumerate(path):
         if isinstance(part, int):
             text += f"[{part}]"
-        elif index == 0 and not str(part).startswith("["):
-            text += str(part)
-        elif _IDENTIFIER.match(str(part)):
-            text += f".{part}"
+            continue
+        part = str(part)
+        if index == 0 and not part.startswith("["):
+            text += part
+        elif part.isascii() and part.isidentifier():    # [A-Za-z_][A-Za-z0-9_]*, without a regular expression
+            text += "." + part
         else:
-            text += "['" + str(part).replace("'", "\\'") + "']"
+            text += "['" + part.replace("'", "\\'") + "']"
     return text
 
 

@@ -68,3 +68,15 @@ def test_the_size_an_excerpt_counts_is_the_size_of_what_it_shows():
         assert size == _json_size_of(shown)
 
     one()
+
+
+def test_a_path_is_written_as_the_expression_language_reads_it():
+    """A name that is an ASCII identifier is an attribute; any other key (a space, a dot, a quote, a letter beyond
+    ASCII, a trailing line break) is a quoted index; a list position is [n]."""
+    from hma_check.evaluate.reads import path_text
+
+    assert path_text(("os", "tls_registry", "EX01", "Protocols", "TLS 1.2", "Server", "Enabled")) == \
+        "os.tls_registry.EX01.Protocols['TLS 1.2'].Server.Enabled"
+    assert path_text(("exchange_certificates", "EX01", 0, "Thumbprint")) == "exchange_certificates.EX01[0].Thumbprint"
+    assert path_text(("item", "_x9", "9x", "Ä", "it's", "a\n")) == "item._x9['9x']['Ä']['it\\'s']['a\n']"
+    assert path_text(("[0]", "Name")) == "['[0]'].Name"
