@@ -2,15 +2,17 @@
 
 Each measurement runs in a fresh interpreter, as a real `hma-check report` does: first loading and validating the
 evidence (the baseline: evaluation cannot be cheaper than reading the facts), then the whole report from the same
-file. Two kinds of run alternate: **cold**, with the compiled-code cache off (HMA_CHECK_CACHE_DIR=off: the catalogue
-and the report templates are compiled), and **warm**, with a cache an earlier run filled (hma_check.util.code_cache,
-as every run after the first on a machine). The 2-server baseline organisation's report is measured warm too (the
-fixed cost). Times are CPU seconds (time.process_time) of the measuring process, so other work on the machine
-changes them less than wall time; wall time is printed too.
+file, so each process's report is set against its own load, a second apart: a minute in which the shared machine
+runs slower slows both (the ratio is the median of the per-process ratios). Two kinds of run alternate: **cold**, with
+the compiled-code cache off (HMA_CHECK_CACHE_DIR=off: the catalogue and the report templates are compiled), and
+**warm**, with a cache an earlier run filled (hma_check.util.code_cache, as every run after the first on a machine).
+The 2-server baseline organisation's report is measured warm too (the fixed cost). Times are CPU seconds
+(time.process_time) of the measuring process, so other work on the machine changes them less than wall time; wall
+time is printed too.
 
 Goals (issues 14 and 18): the warm report under 1 s CPU and within 5x loading the evidence; report.html under
 1 MB; peak RSS under 400 MB.
-Run: .venv/bin/python benchmarks/report_pipeline.py [--rounds 3]
+Run: .venv/bin/python benchmarks/report_pipeline.py [--rounds 5]
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def run_child(evidence: Path, out: Path, cache: str) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--child", nargs=2, type=Path)
     args = parser.parse_args()
     if args.child:
@@ -104,18 +106,23 @@ def main() -> int:
     def median(runs: list[dict[str, float]], key: str) -> float:
         return statistics.median(run[key] for run in runs)
 
+    def ratio(runs: list[dict[str, float]]) -> float:
+        """The report against the load in the same process, median over the processes."""
+        return statistics.median(run["full"] / run["load"] for run in runs)
+
     load = median(cold + warm, "load")
     print(f"evidence: {SERVERS} servers, {USERS} users, {size_mb:.1f} MB; report.html {median(warm, 'html_mb'):.2f} MB; "
           f"medians of {args.rounds} fresh processes each, CPU seconds (wall in brackets)")
     print(f"baseline: loading the evidence {load:.2f} s ({median(cold + warm, 'load_wall'):.2f} s)")
     for label, runs in (("cold (cache off)", cold), ("warm (cache filled)", warm)):
         full = median(runs, "full")
-        print(f"whole report, {label}: {full:.2f} s ({median(runs, 'full_wall'):.2f} s) = {full / load:.1f}x the load; "
-              f"peak RSS {max(run['rss_mb'] for run in runs):.0f} MB")
+        each = ", ".join(f"{run['full']:.2f} s = {run['full'] / run['load']:.1f}x" for run in runs)
+        print(f"whole report, {label}: {full:.2f} s ({median(runs, 'full_wall'):.2f} s) = {ratio(runs):.1f}x the load "
+              f"in the same process (each: {each}); peak RSS {max(run['rss_mb'] for run in runs):.0f} MB")
     print(f"the 2-server report, warm: {median(fixed, 'full'):.2f} s ({median(fixed, 'full_wall'):.2f} s)")
     full = median(warm, "full")
     rss = max(run["rss_mb"] for run in cold + warm)
-    ok = full < 1 and full <= 5 * load and median(warm, "html_mb") < 1 and rss < 400
+    ok = full < 1 and ratio(warm) <= 5 and median(warm, "html_mb") < 1 and rss < 400
     print("goals met" if ok else "GOALS MISSED: warm report under 1 s and within 5x the load, report.html under 1 MB, "
           "under 400 MB")
     return 0 if ok else 1
