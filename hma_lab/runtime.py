@@ -90,8 +90,9 @@ class _NtlmAccounts:
             self._dir = tempfile.mkdtemp(prefix="hma-check-lab-ntlm-")
         path = os.path.join(self._dir, "users")
         # The smbpasswd form (USERNAME:UID:LM_HASH:NT_HASH:FLAGS:TIMESTAMP), with what a domain controller keeps:
-        # the NT hash, and no LM hash ("Do not store LAN Manager hash value", on by default since Windows Server
-        # 2008: https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/
+        # the NT hash, and no LM hash (its field zeros, as pyspnego fills a missing hash; "Do not store LAN Manager
+        # hash value" is on by default since Windows Server 2008:
+        # https://learn.microsoft.com/previous-versions/windows/it-pro/windows-10/security/threat-protection/
         # security-policy-settings/network-security-do-not-store-lan-manager-hash-value-on-next-password-change).
         # From the Heimdal form (DOMAIN:USER:PASSWORD) pyspnego made the hashes from the password again at every
         # sign-in (pure-Python DES and MD4, ~2.5 ms of the lab's CPU per session).
